@@ -1,0 +1,51 @@
+//! Micro-benchmarks of the primitives every handshake and frame costs.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use themis_crypto::{AeadKey, EphemeralSecret, IdentityKeypair, MacKey, NetworkId};
+
+fn bench(c: &mut Criterion) {
+    let net = NetworkId::new("bench").unwrap();
+    let kp = IdentityKeypair::generate();
+    let sig = kp.sign(b"message");
+    c.bench_function("ed25519/keygen", |b| b.iter(IdentityKeypair::generate));
+    c.bench_function("ed25519/sign_64B", |b| {
+        b.iter(|| kp.sign(black_box(&[7u8; 64])))
+    });
+    c.bench_function("ed25519/verify", |b| {
+        b.iter(|| kp.public().verify(black_box(b"message"), &sig).unwrap())
+    });
+    c.bench_function("node_id/derive", |b| {
+        b.iter(|| kp.public().node_id(black_box(&net)))
+    });
+    let peer = EphemeralSecret::generate().public();
+    c.bench_function("x25519/generate", |b| b.iter(EphemeralSecret::generate));
+    let eph = EphemeralSecret::generate();
+    c.bench_function("x25519/dh", |b| {
+        b.iter(|| eph.diffie_hellman(black_box(&peer)).unwrap())
+    });
+    let mac = MacKey::from_bytes([1; 32]);
+    c.bench_function("hmac_sha512_256/32B", |b| {
+        b.iter(|| mac.compute(black_box(&[0u8; 32])))
+    });
+
+    let key = AeadKey::generate();
+    let nonce = [0u8; 24];
+    for size in [64usize, 16 * 1024] {
+        let mut g = c.benchmark_group(format!("xchacha20poly1305/seal_open_{size}B"));
+        g.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0u8; size];
+        g.bench_function("seal+open", |b| {
+            b.iter(|| {
+                let tag = key.seal_in_place(&nonce, b"header", &mut buf).unwrap();
+                key.open_in_place(&nonce, b"header", &mut buf, &tag)
+                    .unwrap();
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,241 @@
+//! The identity key file.
+//!
+//! Format (UTF-8 text, `\n` line ends, documented in PROTOCOL.md §Key file):
+//!
+//! ```text
+//! themis-identity v1
+//! public-key <64 lowercase hex digits>
+//! secret-seed <64 lowercase hex digits>
+//! ```
+//!
+//! Lines starting with `#` and blank lines are ignored. The public key is redundant and checked
+//! against the seed, so a corrupted file is detected rather than silently giving another identity.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::error::KeyFileProblem;
+use crate::identity::SEED_LEN;
+use crate::{Error, IdentityKeypair, PublicKey};
+
+/// First line of every key file, without the version.
+pub const KEY_FILE_MAGIC: &str = "themis-identity";
+/// The format version this build writes and reads.
+pub const KEY_FILE_VERSION: u32 = 1;
+/// Key files larger than this are rejected before being read into memory.
+const MAX_KEY_FILE_LEN: u64 = 4096;
+
+fn err(path: &Path, problem: KeyFileProblem) -> Error {
+    Error::KeyFile {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
+impl IdentityKeypair {
+    /// Writes the key pair to `path` atomically with mode 0600.
+    ///
+    /// The file is written under a temporary name in the same directory, synced, then moved into
+    /// place. Without `overwrite`, an existing file is left untouched and
+    /// [`KeyFileProblem::AlreadyExists`] is returned.
+    pub fn write_to_file(&self, path: &Path, overwrite: bool) -> Result<(), Error> {
+        let io = |e: std::io::Error| err(path, KeyFileProblem::Io(e));
+        if !overwrite && path.symlink_metadata().is_ok() {
+            return Err(err(path, KeyFileProblem::AlreadyExists));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "key".to_owned());
+        let mut suffix = [0u8; 6];
+        crate::random::fill(&mut suffix);
+        let tmp = dir.join(format!(".{file_name}.tmp-{}", hex::encode(suffix)));
+
+        let body = Zeroizing::new(format!(
+            "{KEY_FILE_MAGIC} v{KEY_FILE_VERSION}\npublic-key {}\nsecret-seed {}\n",
+            hex::encode(self.public().as_bytes()),
+            hex::encode(self.seed()),
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(body.as_bytes())?;
+            f.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        let placed = if overwrite {
+            fs::rename(&tmp, path)
+        } else {
+            // A hard link fails if the target exists, so a racing writer is never clobbered.
+            let r = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            r
+        };
+        match placed {
+            Ok(()) => {
+                if let Ok(d) = fs::File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                Err(err(path, KeyFileProblem::AlreadyExists))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(io(e))
+            }
+        }
+    }
+
+    /// Reads a key pair written by [`IdentityKeypair::write_to_file`].
+    ///
+    /// Every failure names the file and the problem: missing, unreadable, readable by group or
+    /// others, not a key file, another format version, truncated, corrupt, or a public key that
+    /// does not match the seed.
+    pub fn read_from_file(path: &Path) -> Result<Self, Error> {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(err(path, KeyFileProblem::Missing));
+            }
+            Err(e) => return Err(err(path, KeyFileProblem::Io(e))),
+        };
+        if !meta.is_file() {
+            return Err(err(
+                path,
+                KeyFileProblem::Io(std::io::Error::other("is not a regular file")),
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(err(path, KeyFileProblem::InsecurePermissions { mode }));
+        }
+        if meta.len() > MAX_KEY_FILE_LEN {
+            return Err(err(path, KeyFileProblem::NotAKeyFile { expected: HEADER }));
+        }
+        let raw = Zeroizing::new(fs::read(path).map_err(|e| err(path, KeyFileProblem::Io(e)))?);
+        let text = std::str::from_utf8(&raw)
+            .map_err(|_| err(path, KeyFileProblem::NotAKeyFile { expected: HEADER }))?;
+        parse(text).map_err(|p| err(path, p))
+    }
+}
+
+const HEADER: &str = "themis-identity v1";
+
+fn parse(text: &str) -> Result<IdentityKeypair, KeyFileProblem> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+
+    let (_, header) = lines
+        .next()
+        .ok_or(KeyFileProblem::NotAKeyFile { expected: HEADER })?;
+    let version = header
+        .strip_prefix(KEY_FILE_MAGIC)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .ok_or(KeyFileProblem::NotAKeyFile { expected: HEADER })?;
+    if version != format!("v{KEY_FILE_VERSION}") {
+        return Err(KeyFileProblem::UnsupportedVersion {
+            found: version.chars().take(16).collect(),
+            supported: KEY_FILE_VERSION,
+        });
+    }
+
+    let mut field = |name: &'static str| -> Result<[u8; 32], KeyFileProblem> {
+        let (line, content) = lines
+            .next()
+            .ok_or(KeyFileProblem::Truncated { field: name })?;
+        let value = content
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix(' '))
+            .ok_or_else(|| KeyFileProblem::Corrupt {
+                line,
+                reason: format!("expected `{name} <64 hex digits>`"),
+            })?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(value.trim(), &mut out).map_err(|_| KeyFileProblem::Corrupt {
+            line,
+            reason: format!("`{name}` is not 64 hex digits"),
+        })?;
+        Ok(out)
+    };
+    let public = PublicKey::from_bytes(field("public-key")?);
+    let seed: Zeroizing<[u8; SEED_LEN]> = Zeroizing::new(field("secret-seed")?);
+    if let Some((line, _)) = lines.next() {
+        return Err(KeyFileProblem::Corrupt {
+            line,
+            reason: "unexpected content after the secret seed".to_owned(),
+        });
+    }
+    let kp = IdentityKeypair::from_seed(&seed);
+    if kp.public() != public {
+        return Err(KeyFileProblem::Mismatch);
+    }
+    Ok(kp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_each_problem() {
+        let kp = IdentityKeypair::from_seed(&[5; 32]);
+        let good = format!(
+            "themis-identity v1\npublic-key {}\nsecret-seed {}\n",
+            hex::encode(kp.public().as_bytes()),
+            hex::encode([5u8; 32])
+        );
+        assert_eq!(parse(&good).unwrap().public(), kp.public());
+        let commented = format!("# my key\n\n{good}");
+        assert!(parse(&commented).is_ok());
+
+        assert!(matches!(parse(""), Err(KeyFileProblem::NotAKeyFile { .. })));
+        assert!(matches!(
+            parse("ssh-rsa AAAA"),
+            Err(KeyFileProblem::NotAKeyFile { .. })
+        ));
+        assert!(matches!(
+            parse("themis-identity v2\n"),
+            Err(KeyFileProblem::UnsupportedVersion { .. })
+        ));
+        let truncated: String = good.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert!(matches!(
+            parse(&truncated),
+            Err(KeyFileProblem::Truncated {
+                field: "secret-seed"
+            })
+        ));
+        let corrupt = good.replace("secret-seed 05", "secret-seed zz");
+        assert!(matches!(
+            parse(&corrupt),
+            Err(KeyFileProblem::Corrupt { line: 3, .. })
+        ));
+        let mismatch = good.replace("secret-seed 05", "secret-seed 06");
+        assert!(matches!(parse(&mismatch), Err(KeyFileProblem::Mismatch)));
+        let extra = format!("{good}junk\n");
+        assert!(matches!(
+            parse(&extra),
+            Err(KeyFileProblem::Corrupt { line: 4, .. })
+        ));
+    }
+}
