@@ -215,3 +215,54 @@ impl fmt::Debug for Initiator {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+    use themis_crypto::{EphemeralPublic, IdentityKeypair};
+
+    #[test]
+    fn low_order_ephemeral_in_a_genuine_message2_is_refused_and_state_kept() {
+        // Only a misbehaving (or compromised) responder can sign a low-order g^b; the initiator
+        // must still refuse it, and keep waiting.
+        let net = NetworkId::new("n").unwrap();
+        let a = Arc::new(IdentityKeypair::from_seed(&[1; 32]));
+        let b = IdentityKeypair::from_seed(&[2; 32]);
+        let now = Instant::now();
+        let (mut init, msg1) = Initiator::start_with_rng(
+            a.clone(),
+            net.clone(),
+            b.node_id(&net),
+            &HandshakeConfig::default(),
+            now,
+            &mut SeededRandom::from_u64(3),
+        )
+        .unwrap();
+        let th1 = transcript::th1(&msg1[..msg1.len() - 64]);
+        let mut m2 = wire::msg2_body(
+            &EphemeralPublic::from_bytes([0; 32]),
+            &b.public(),
+            init.nonce(),
+            &a.node_id(&net),
+        );
+        let sig = b.sign(&transcript::th2(&th1, &init.sig1, &m2));
+        m2.extend_from_slice(sig.as_bytes());
+        assert!(matches!(
+            init.handle_message2(&m2, now),
+            Err(Error::NonContributory)
+        ));
+        assert!(!init.finished);
+    }
+
+    #[test]
+    fn refuses_to_start_with_itself() {
+        let net = NetworkId::new("n").unwrap();
+        let a = Arc::new(IdentityKeypair::from_seed(&[1; 32]));
+        let me = a.node_id(&net);
+        assert!(matches!(
+            Initiator::start(a, net, me, &HandshakeConfig::default(), Instant::now()),
+            Err(Error::SelfHandshake(id)) if id == me
+        ));
+    }
+}
