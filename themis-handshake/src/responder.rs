@@ -82,7 +82,7 @@ impl Responder {
     }
 
     /// Number of handshakes waiting for message 3 (expired ones included until the next
-    /// [`Responder::handle_timeout`] or message 1).
+    /// [`Responder::handle_timeout`], or until a message 1 finds the table full).
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
