@@ -49,13 +49,17 @@ fn parse(text: &str) -> Vec<Vector> {
         }
         let v = out.last_mut().expect("a field before the first [name]");
         if line.starts_with(char::is_whitespace) {
-            let key = last_key.as_ref().expect("a continuation line with no field");
+            let key = last_key
+                .as_ref()
+                .expect("a continuation line with no field");
             v.fields.get_mut(key).unwrap().push_str(line.trim());
         } else {
             let (key, value) = line.split_once('=').expect("a `key = value` line");
             let key = key.trim().to_owned();
             assert!(
-                v.fields.insert(key.clone(), value.trim().to_owned()).is_none(),
+                v.fields
+                    .insert(key.clone(), value.trim().to_owned())
+                    .is_none(),
                 "{}: duplicate field {key}",
                 v.name
             );
@@ -169,8 +173,7 @@ fn identity_worked_example() {
         want_input.extend_from_slice(net.as_bytes());
         assert_eq!(input, want_input, "{}", v.name);
         let mut direct = [0u8; 32];
-        dryoc::classic::crypto_generichash::crypto_generichash(&mut direct, &input, None)
-            .unwrap();
+        dryoc::classic::crypto_generichash::crypto_generichash(&mut direct, &input, None).unwrap();
 
         let id: NodeId = v.text("node-id").parse().unwrap();
         assert_eq!(direct, *id.as_bytes(), "{}", v.name);
