@@ -109,9 +109,10 @@ impl IdentityKeypair {
 
     /// Reads a key pair written by [`IdentityKeypair::write_to_file`].
     ///
-    /// Every failure names the file and the problem: missing, unreadable, readable by group or
-    /// others, not a key file, another format version, truncated, corrupt, or a public key that
-    /// does not match the seed.
+    /// Every failure names the file and the problem, checked in this order: missing, unreadable,
+    /// not a regular file, accessible to group or others, larger than 4096 bytes, not a key file,
+    /// another format version, truncated, corrupt (with the line number), or a public key that
+    /// does not match the seed. No message shows secret material.
     pub fn read_from_file(path: &Path) -> Result<Self, Error> {
         let io = |e: std::io::Error| err(path, KeyFileProblem::Io(e));
         let file = match fs::File::open(path) {
