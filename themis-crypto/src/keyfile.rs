@@ -1,6 +1,6 @@
 //! The identity key file.
 //!
-//! Format (UTF-8 text, `\n` line ends, documented in PROTOCOL.md §Key file):
+//! Format (UTF-8 text, `\n` line ends, documented in PROTOCOL.md §2.8):
 //!
 //! ```text
 //! themis-identity v1

@@ -152,7 +152,7 @@ fn rfc7748_x25519() {
     assert_eq!(checked, 5);
 }
 
-/// The worked examples of PROTOCOL.md §Identity: seed → public key → hash input → node id. The
+/// The worked examples of PROTOCOL.md §2.3: seed → public key → hash input → node id. The
 /// expected values were computed outside this crate (see the header of `vectors/identity.txt`).
 #[test]
 fn identity_worked_example() {
