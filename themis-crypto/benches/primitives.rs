@@ -2,6 +2,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dryoc::classic::crypto_secretbox::{crypto_secretbox_detached, crypto_secretbox_open_detached};
 use std::hint::black_box;
 use themis_crypto::{AeadKey, EphemeralSecret, IdentityKeypair, MacKey, NetworkId};
 
@@ -41,6 +42,20 @@ fn bench(c: &mut Criterion) {
                 let tag = key.seal_in_place(&nonce, b"header", &mut buf).unwrap();
                 key.open_in_place(&nonce, b"header", &mut buf, &tag)
                     .unwrap();
+            })
+        });
+        // For comparison only (PROTOCOL.md's AEAD choice): libsodium's secretbox,
+        // XSalsa20-Poly1305 without associated data, seal then open of the same size.
+        let sb_key = [7u8; 32];
+        let sb_nonce = [0u8; 24];
+        let msg = vec![0u8; size];
+        let mut ct = vec![0u8; size];
+        g.bench_function("xsalsa20poly1305_secretbox_seal+open", |b| {
+            b.iter(|| {
+                let mut mac = [0u8; 16];
+                crypto_secretbox_detached(&mut ct, &mut mac, black_box(&msg), &sb_nonce, &sb_key)
+                    .unwrap();
+                crypto_secretbox_open_detached(&mut buf, &ct, &mac, &sb_nonce, &sb_key).unwrap();
             })
         });
         g.finish();

@@ -84,8 +84,11 @@ impl AeadKey {
     }
 }
 
-/// Largest message one AEAD call accepts (far above any frame limit).
-pub(crate) const MAX_AEAD_MESSAGE: usize = (1 << 32) * 64;
+/// Largest message one AEAD call accepts (far above any frame limit): libsodium's
+/// `crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX`, which also fits 32-bit targets (the
+/// former `(1 << 32) * 64` did not compile there).
+pub(crate) const MAX_AEAD_MESSAGE: usize =
+    dryoc::constants::CRYPTO_AEAD_XCHACHA20POLY1305_IETF_MESSAGEBYTES_MAX;
 
 impl fmt::Debug for AeadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

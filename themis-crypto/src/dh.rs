@@ -69,6 +69,10 @@ impl EphemeralSecret {
 
     /// X25519 with the peer's public value, refusing the all-zero output that a low-order peer
     /// value produces (the exchange would not be contributory).
+    ///
+    /// libsodium semantics (checked against Wycheproof): the top bit of the peer value is
+    /// ignored, values >= p are reduced, points on the twist are computed like any other; only
+    /// an all-zero result is an error.
     pub fn diffie_hellman(&self, peer: &EphemeralPublic) -> Result<SharedSecret, Error> {
         let mut out = [0u8; DH_LEN];
         match crypto_scalarmult(&mut out, &self.secret, &peer.0) {

@@ -71,6 +71,19 @@ pub enum KeyFileProblem {
     /// An I/O error other than "not found".
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// The path names a directory or another non-regular file.
+    #[error("is not a regular file (give the path of the key file itself)")]
+    NotARegularFile,
+    /// The file is far larger than any key file, so it is not read at all.
+    #[error(
+        "is {len} bytes long, more than the {max} bytes a key file may have; is this the right file?"
+    )]
+    TooLarge {
+        /// The file's length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The file is not a themis identity file at all.
     #[error("is not a themis identity key file (first line must be `{expected}`)")]
     NotAKeyFile {
@@ -85,8 +98,9 @@ pub enum KeyFileProblem {
         /// Version this build supports.
         supported: u32,
     },
-    /// The file ends before all required fields.
-    #[error("is truncated: missing the `{field}` line")]
+    /// The file ends before all required fields, or in the middle of one (its last line is an
+    /// incomplete prefix of the expected line and has no line end).
+    #[error("is truncated: the `{field}` line is missing or incomplete")]
     Truncated {
         /// The first missing field.
         field: &'static str,
@@ -102,9 +116,9 @@ pub enum KeyFileProblem {
     /// The stored public key does not match the stored secret seed.
     #[error("is corrupt: the public key does not match the secret key")]
     Mismatch,
-    /// The file is readable by group or others.
+    /// The file is accessible to group or others.
     #[error(
-        "has permissions {mode:o}; it must not be readable by group or others (run `chmod 600` on it)"
+        "has permissions {mode:o}; a secret key file must not be accessible to group or others (run `chmod 600` on it)"
     )]
     InsecurePermissions {
         /// The file's mode bits.

@@ -105,7 +105,7 @@ impl fmt::Debug for Signature {
 
 /// A self-certifying node identifier: `BLAKE2b-256(label, PK, net_id)` (paper: `A = h(PK_A, net_id)`).
 ///
-/// Exact encoding (see PROTOCOL.md §Identity): BLAKE2b-256 over
+/// Exact encoding (see PROTOCOL.md §2.3): BLAKE2b-256 over
 /// `0x11 ‖ "themis/v1/node-id" ‖ 00 00 00 20 ‖ PK (32) ‖ u32-BE len(net_id) ‖ net_id`.
 ///
 /// Ordering is big-endian numeric order of the 32 bytes, which is the order of the ring.

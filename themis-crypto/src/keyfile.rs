@@ -1,6 +1,6 @@
 //! The identity key file.
 //!
-//! Format (UTF-8 text, `\n` line ends, documented in PROTOCOL.md §Key file):
+//! Format (UTF-8 text, `\n` line ends, documented in PROTOCOL.md §2.8):
 //!
 //! ```text
 //! themis-identity v1
@@ -12,7 +12,7 @@
 //! against the seed, so a corrupted file is detected rather than silently giving another identity.
 
 use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -26,7 +26,8 @@ use crate::{Error, IdentityKeypair, PublicKey};
 pub const KEY_FILE_MAGIC: &str = "themis-identity";
 /// The format version this build writes and reads.
 pub const KEY_FILE_VERSION: u32 = 1;
-/// Key files larger than this are rejected before being read into memory.
+/// Key files larger than this are rejected before being read into memory (a key file written
+/// by this crate is 172 bytes; the rest leaves room for comments).
 const MAX_KEY_FILE_LEN: u64 = 4096;
 
 fn err(path: &Path, problem: KeyFileProblem) -> Error {
@@ -59,22 +60,24 @@ impl IdentityKeypair {
         crate::random::fill(&mut suffix);
         let tmp = dir.join(format!(".{file_name}.tmp-{}", hex::encode(suffix)));
 
+        // Every copy of the seed's hex is wiped when dropped.
+        let seed_hex = Zeroizing::new(hex::encode(self.seed()));
         let body = Zeroizing::new(format!(
             "{KEY_FILE_MAGIC} v{KEY_FILE_VERSION}\npublic-key {}\nsecret-seed {}\n",
             hex::encode(self.public().as_bytes()),
-            hex::encode(self.seed()),
+            seed_hex.as_str(),
         ));
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(body.as_bytes())?;
-            f.sync_all()?;
-            Ok(())
-        };
-        if let Err(e) = write() {
+        // `create_new` never opens a file someone else made; only a file this call created is
+        // removed on failure.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        let written = f.write_all(body.as_bytes()).and_then(|()| f.sync_all());
+        drop(f);
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(io(e));
         }
@@ -106,31 +109,52 @@ impl IdentityKeypair {
 
     /// Reads a key pair written by [`IdentityKeypair::write_to_file`].
     ///
-    /// Every failure names the file and the problem: missing, unreadable, readable by group or
-    /// others, not a key file, another format version, truncated, corrupt, or a public key that
-    /// does not match the seed.
+    /// Every failure names the file and the problem, checked in this order: missing, unreadable,
+    /// not a regular file, accessible to group or others, larger than 4096 bytes, not a key file,
+    /// another format version, truncated, corrupt (with the line number), or a public key that
+    /// does not match the seed. No message shows secret material.
     pub fn read_from_file(path: &Path) -> Result<Self, Error> {
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
+        let io = |e: std::io::Error| err(path, KeyFileProblem::Io(e));
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(err(path, KeyFileProblem::Missing));
             }
-            Err(e) => return Err(err(path, KeyFileProblem::Io(e))),
+            Err(e) => return Err(io(e)),
         };
+        // Checks are made on the open file, not on the path, so that the file read is the file
+        // checked.
+        let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
-            return Err(err(
-                path,
-                KeyFileProblem::Io(std::io::Error::other("is not a regular file")),
-            ));
+            return Err(err(path, KeyFileProblem::NotARegularFile));
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(err(path, KeyFileProblem::InsecurePermissions { mode }));
         }
         if meta.len() > MAX_KEY_FILE_LEN {
-            return Err(err(path, KeyFileProblem::NotAKeyFile { expected: HEADER }));
+            return Err(err(
+                path,
+                KeyFileProblem::TooLarge {
+                    len: meta.len(),
+                    max: MAX_KEY_FILE_LEN,
+                },
+            ));
         }
-        let raw = Zeroizing::new(fs::read(path).map_err(|e| err(path, KeyFileProblem::Io(e)))?);
+        // Read at most one byte past the limit, even if the file grew after the check above.
+        let mut raw = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_LEN as usize + 1));
+        file.take(MAX_KEY_FILE_LEN + 1)
+            .read_to_end(&mut raw)
+            .map_err(io)?;
+        if raw.len() as u64 > MAX_KEY_FILE_LEN {
+            return Err(err(
+                path,
+                KeyFileProblem::TooLarge {
+                    len: raw.len() as u64,
+                    max: MAX_KEY_FILE_LEN,
+                },
+            ));
+        }
         let text = std::str::from_utf8(&raw)
             .map_err(|_| err(path, KeyFileProblem::NotAKeyFile { expected: HEADER }))?;
         parse(text).map_err(|p| err(path, p))
@@ -139,16 +163,39 @@ impl IdentityKeypair {
 
 const HEADER: &str = "themis-identity v1";
 
+/// `true` if `content` could be the start of a `name <64 hex digits>` line cut short.
+fn is_cut_field(content: &str, name: &str) -> bool {
+    match content.strip_prefix(name) {
+        None => name.starts_with(content),
+        Some("") => true,
+        Some(rest) => rest.strip_prefix(' ').is_some_and(|hex| {
+            let hex = hex.trim_start();
+            hex.len() < 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }),
+    }
+}
+
 fn parse(text: &str) -> Result<IdentityKeypair, KeyFileProblem> {
+    // A file that does not end with a line end and whose last line is an incomplete prefix of
+    // the line expected there was cut short (a partial copy, a full disk): say "truncated" rather
+    // than "corrupt". Every file this crate writes ends with `\n`.
+    let cut_line = if text.ends_with('\n') {
+        0
+    } else {
+        text.lines().count()
+    };
     let mut lines = text
         .lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
 
-    let (_, header) = lines
+    let (line, header) = lines
         .next()
-        .ok_or(KeyFileProblem::NotAKeyFile { expected: HEADER })?;
+        .ok_or(KeyFileProblem::Truncated { field: HEADER })?;
+    if line == cut_line && header != HEADER && HEADER.starts_with(header) {
+        return Err(KeyFileProblem::Truncated { field: HEADER });
+    }
     let version = header
         .strip_prefix(KEY_FILE_MAGIC)
         .and_then(|rest| rest.strip_prefix(' '))
@@ -164,19 +211,22 @@ fn parse(text: &str) -> Result<IdentityKeypair, KeyFileProblem> {
         let (line, content) = lines
             .next()
             .ok_or(KeyFileProblem::Truncated { field: name })?;
-        let value = content
-            .strip_prefix(name)
-            .and_then(|r| r.strip_prefix(' '))
-            .ok_or_else(|| KeyFileProblem::Corrupt {
+        let mut out = [0u8; 32];
+        let value = content.strip_prefix(name).and_then(|r| r.strip_prefix(' '));
+        match value.map(|v| hex::decode_to_slice(v.trim(), &mut out)) {
+            Some(Ok(())) => Ok(out),
+            _ if line == cut_line && is_cut_field(content, name) => {
+                Err(KeyFileProblem::Truncated { field: name })
+            }
+            None => Err(KeyFileProblem::Corrupt {
                 line,
                 reason: format!("expected `{name} <64 hex digits>`"),
-            })?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(value.trim(), &mut out).map_err(|_| KeyFileProblem::Corrupt {
-            line,
-            reason: format!("`{name}` is not 64 hex digits"),
-        })?;
-        Ok(out)
+            }),
+            Some(Err(_)) => Err(KeyFileProblem::Corrupt {
+                line,
+                reason: format!("`{name}` is not 64 hex digits"),
+            }),
+        }
     };
     let public = PublicKey::from_bytes(field("public-key")?);
     let seed: Zeroizing<[u8; SEED_LEN]> = Zeroizing::new(field("secret-seed")?);
@@ -209,7 +259,7 @@ mod tests {
         let commented = format!("# my key\n\n{good}");
         assert!(parse(&commented).is_ok());
 
-        assert!(matches!(parse(""), Err(KeyFileProblem::NotAKeyFile { .. })));
+        assert!(matches!(parse(""), Err(KeyFileProblem::Truncated { .. })));
         assert!(matches!(
             parse("ssh-rsa AAAA"),
             Err(KeyFileProblem::NotAKeyFile { .. })
