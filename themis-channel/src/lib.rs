@@ -42,9 +42,14 @@
 //! assert_eq!((got, &payload[..]), (seq, &b"find 42"[..]));
 //!
 //! bob.seal_response(seq, b"node 17", &mut wire, now)?;
-//! let reply = alice.open(wire.split(), now)?;
+//! let frame = wire.split();
+//! let reply = alice.open(frame.clone(), now)?;
 //! assert_eq!(reply, Incoming::Response { seq, payload: BytesMut::from(&b"node 17"[..]) });
 //! // A replayed response is refused: the request is no longer outstanding.
+//! assert!(matches!(
+//!     alice.open(frame, now),
+//!     Err(themis_channel::Error::DuplicateResponse { .. })
+//! ));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
