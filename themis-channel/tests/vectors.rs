@@ -108,3 +108,29 @@ fn known_answer_frames() {
         assert_eq!(rx.open(BytesMut::from(&expected[..]), now).unwrap(), got);
     }
 }
+
+#[test]
+fn debug_output_never_shows_keys() {
+    let now = Instant::now();
+    let mut fields = HashMap::new();
+    for line in FRAMES
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (k, v) = line.split_once(" = ").unwrap();
+        fields.insert(k, v);
+    }
+    let a = Channel::secure(
+        session(Role::Initiator, &fields, now),
+        ChannelConfig::default(),
+    )
+    .unwrap();
+    let shown = format!("{a:?} {a:#?}");
+    assert!(shown.contains("<redacted>"));
+    for key in ["key_a_to_b", "key_b_to_a"] {
+        let hex_key = fields[key];
+        assert!(!shown.contains(&hex_key[..16]), "{shown}");
+        // Also not as a decimal byte list.
+        assert!(!shown.contains("32, 33, 34, 35"), "{shown}");
+    }
+}
