@@ -313,3 +313,114 @@ fn shuffle<T>(v: &mut [T], seed: u64) {
         v.swap(i, j);
     }
 }
+
+/// One step of the model-based test below.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Side `0` (A) or `1` (B) sends a command.
+    Send(usize),
+    /// Deliver (or re-deliver) the frame with this index among those sent so far.
+    Deliver(usize),
+    /// Side answers the received command with this index among those it received.
+    Respond(usize, usize),
+    /// Side cancels its outstanding command with this index.
+    Cancel(usize, usize),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0usize..2).prop_map(Op::Send),
+        any::<usize>().prop_map(Op::Deliver),
+        (0usize..2, any::<usize>()).prop_map(|(s, i)| Op::Respond(s, i)),
+        (0usize..2, any::<usize>()).prop_map(|(s, i)| Op::Cancel(s, i)),
+    ]
+}
+
+/// What the model knows about one side.
+#[derive(Default)]
+struct Side {
+    outstanding: Vec<u64>,
+    answered_or_cancelled: HashSet<u64>,
+    received: Vec<u64>,
+    responded: HashSet<u64>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Any interleaving of sends, (re)deliveries in any order, responses and cancellations on
+    /// both sides agrees with a simple model: commands delivered once, duplicates reported,
+    /// responses only for outstanding requests and at most once, the outstanding bound held.
+    #[test]
+    fn channel_pair_agrees_with_model(secure in any::<bool>(), seed in any::<u64>(), ops in proptest::collection::vec(op_strategy(), 1..300)) {
+        let now = Instant::now();
+        let mut config = ChannelConfig::default();
+        config.max_outstanding = 8;
+        let (a, b) = pair(secure, seed, now, config);
+        let mut ch = [a, b];
+        let mut model = [Side::default(), Side::default()];
+        // (sender, is_command, seq, frame)
+        let mut sent: Vec<(usize, bool, u64, BytesMut)> = Vec::new();
+        let mut delivered: HashSet<usize> = HashSet::new();
+        for op in ops {
+            match op {
+                Op::Send(s) => {
+                    let mut f = BytesMut::new();
+                    let r = ch[s].seal_command(&[s as u8], &mut f, now);
+                    if model[s].outstanding.len() == 8 {
+                        prop_assert!(matches!(r, Err(Error::TooManyOutstanding { limit: 8 })), "{:?}", r);
+                        prop_assert!(f.is_empty());
+                    } else {
+                        let seq = r.unwrap();
+                        model[s].outstanding.push(seq);
+                        sent.push((s, true, seq, f));
+                    }
+                }
+                Op::Deliver(i) if !sent.is_empty() => {
+                    let i = i % sent.len();
+                    let (s, is_cmd, seq, f) = sent[i].clone();
+                    let rx = 1 - s;
+                    let r = ch[rx].open(f, now);
+                    let first = delivered.insert(i);
+                    if is_cmd {
+                        if first {
+                            prop_assert_eq!(r.unwrap(), Incoming::Command { seq, payload: BytesMut::from(&[s as u8][..]) });
+                            model[rx].received.push(seq);
+                        } else {
+                            prop_assert!(matches!(r, Err(Error::DuplicateCommand { seq: d }) if d == seq), "{:?}", r);
+                        }
+                    } else if let Some(pos) = model[rx].outstanding.iter().position(|&o| o == seq) {
+                        prop_assert_eq!(r.unwrap().seq(), seq);
+                        model[rx].outstanding.remove(pos);
+                        model[rx].answered_or_cancelled.insert(seq);
+                    } else {
+                        prop_assert!(model[rx].answered_or_cancelled.contains(&seq));
+                        prop_assert!(matches!(r, Err(Error::DuplicateResponse { seq: d }) if d == seq), "{:?}", r);
+                    }
+                }
+                Op::Respond(s, i) if !model[s].received.is_empty() => {
+                    let seq = model[s].received[i % model[s].received.len()];
+                    let mut f = BytesMut::new();
+                    let r = ch[s].seal_response(seq, b"r", &mut f, now);
+                    if model[s].responded.insert(seq) {
+                        r.unwrap();
+                        sent.push((s, false, seq, f));
+                    } else {
+                        prop_assert!(matches!(r, Err(Error::CannotRespond { .. })), "{:?}", r);
+                        prop_assert!(f.is_empty());
+                    }
+                }
+                Op::Cancel(s, i) if !model[s].outstanding.is_empty() => {
+                    let pos = i % model[s].outstanding.len();
+                    let seq = model[s].outstanding.remove(pos);
+                    model[s].answered_or_cancelled.insert(seq);
+                    prop_assert!(ch[s].cancel(seq));
+                }
+                _ => {}
+            }
+            for s in 0..2 {
+                prop_assert_eq!(ch[s].outstanding(), model[s].outstanding.len());
+            }
+        }
+    }
+}
