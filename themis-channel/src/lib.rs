@@ -1,0 +1,68 @@
+//! The THEMIS secure communication channel (paper §5.1.2, Figure 3): sequenced command and
+//! response frames over a session from the handshake, with replay protection, request matching
+//! and rekey limits — plus an insecure mode with the same framing in plaintext.
+//!
+//! The core ([`Channel`]) is sans-I/O: it turns payloads into frames and frames into payloads,
+//! taking `now` as an argument; the endpoint that moves frames over a transport drives it.
+//!
+//! ```
+//! # use std::time::Instant;
+//! # use themis_crypto::{EphemeralSecret, IdentityKeypair, NetworkId, SessionKeys, Transcript};
+//! # use themis_handshake::{Role, Session, SessionId};
+//! use bytes::BytesMut;
+//! use themis_channel::{Channel, ChannelConfig, Incoming};
+//!
+//! # let net = NetworkId::new("doc")?;
+//! # let (a, b) = (IdentityKeypair::from_seed(&[1; 32]), IdentityKeypair::from_seed(&[2; 32]));
+//! # let shared = EphemeralSecret::from_bytes([3; 32])
+//! #     .diffie_hellman(&EphemeralSecret::from_bytes([4; 32]).public())?;
+//! # let th = Transcript::digest("doc", &[]);
+//! # let now = Instant::now();
+//! # let session = |role, me: &IdentityKeypair, peer: &IdentityKeypair| {
+//! #     let k = SessionKeys::derive(&shared, &th);
+//! #     let (send_key, recv_key) = match role {
+//! #         Role::Initiator => (k.initiator_to_responder, k.responder_to_initiator),
+//! #         Role::Responder => (k.responder_to_initiator, k.initiator_to_responder),
+//! #     };
+//! #     Session { role, network: net.clone(), local_id: me.node_id(&net),
+//! #         peer_id: peer.node_id(&net), peer_public: peer.public(), session_id: SessionId([7; 8]),
+//! #         transcript_hash: th, send_key, recv_key, established_at: now }
+//! # };
+//! # let (session_a, session_b) =
+//! #     (session(Role::Initiator, &a, &b), session(Role::Responder, &b, &a));
+//! // `session_a` and `session_b` come from a finished handshake between A and B.
+//! let mut alice = Channel::secure(session_a, ChannelConfig::default())?;
+//! let mut bob = Channel::secure(session_b, ChannelConfig::default())?;
+//!
+//! let mut wire = BytesMut::new();
+//! let seq = alice.seal_command(b"find 42", &mut wire, now)?;
+//! let Incoming::Command { seq: got, payload } = bob.open(wire.split(), now)? else {
+//!     unreachable!("alice sent a command")
+//! };
+//! assert_eq!((got, &payload[..]), (seq, &b"find 42"[..]));
+//!
+//! bob.seal_response(seq, b"node 17", &mut wire, now)?;
+//! let frame = wire.split();
+//! let reply = alice.open(frame.clone(), now)?;
+//! assert_eq!(reply, Incoming::Response { seq, payload: BytesMut::from(&b"node 17"[..]) });
+//! // A replayed response is refused: the request is no longer outstanding.
+//! assert!(matches!(
+//!     alice.open(frame, now),
+//!     Err(themis_channel::Error::DuplicateResponse { .. })
+//! ));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! PROTOCOL.md gives the frame layout byte by byte.
+#![forbid(unsafe_code)]
+
+mod error;
+mod proto;
+
+pub use error::{Error, Result};
+pub use proto::{
+    Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,
+    INSECURE_HEADER_LEN, Incoming, MAX_FRAME_LEN_LIMIT, MAX_MESSAGES_LIMIT, MAX_OUTSTANDING_LIMIT,
+    MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, Mode, SECURE_HEADER_LEN, TAG_LEN, TYPE_INSECURE_COMMAND,
+    TYPE_INSECURE_RESPONSE, TYPE_SECURE_COMMAND, TYPE_SECURE_RESPONSE, VERSION, peek_header,
+};
