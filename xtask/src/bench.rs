@@ -35,6 +35,8 @@ pub struct BenchOutcome {
     pub measurements: usize,
     /// Goals missed, one sentence each.
     pub missed_goals: Vec<String>,
+    /// Workload runs that failed (the others were still measured and reported).
+    pub failures: Vec<String>,
 }
 
 /// The names of all workloads, in report order.
@@ -93,6 +95,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
     let machine = MachineInfo::collect(opts.profile.name(), HARNESS);
     let started = Instant::now();
     let mut results = Vec::new();
+    let mut failures = Vec::new();
     for w in &selected {
         if !w.available() {
             progress.println(format!(
@@ -104,7 +107,15 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
         for mode in Mode::BOTH {
             progress.stage(format!("{} {mode}", w.name()), 0);
             let rss_reset = machine::reset_peak_rss();
-            let mut points = w.run(mode, &params, progress)?;
+            let mut points = match w.run(mode, &params, progress) {
+                Ok(points) => points,
+                Err(e) => {
+                    // One failing workload must not cost the whole run: report it, go on.
+                    progress.println(format!("{} {mode} failed: {e}", w.name()));
+                    failures.push(format!("{} ({mode}): {e}", w.name()));
+                    continue;
+                }
+            };
             let (rss, fds) = (machine::peak_rss_kib(), machine::open_fds());
             for p in &mut points {
                 // Peak RSS is per workload and mode only if the kernel let us reset it.
@@ -123,6 +134,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
         machine: &machine,
         workloads: &selected,
         results: &results,
+        failures: &failures,
         expected_s: expected.as_secs_f64(),
         actual_s: started.elapsed().as_secs_f64(),
     };
@@ -131,6 +143,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
         files,
         measurements: results.len(),
         missed_goals: report::missed_goals(&selected, &results),
+        failures,
     })
 }
 

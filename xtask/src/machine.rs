@@ -17,6 +17,8 @@ pub struct MachineInfo {
     pub logical_cpus: usize,
     /// `MemTotal` from /proc/meminfo, in KiB.
     pub memory_kib: Option<u64>,
+    /// 1-minute load average when the run started (/proc/loadavg): other load on the machine.
+    pub load_avg_1m: Option<f64>,
     /// /proc/sys/kernel/osrelease.
     pub kernel: String,
     /// `rustc --version`.
@@ -47,6 +49,9 @@ impl MachineInfo {
                 .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
                 .count(),
             memory_kib: kib_field(&meminfo, "MemTotal"),
+            load_avg_1m: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok()),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
             rustc: command_line(

@@ -116,7 +116,15 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
             eprintln!("  - {g}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if outcome.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("workload runs failed (see report.md):");
+        for f in &outcome.failures {
+            eprintln!("  - {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn main() -> ExitCode {

@@ -15,6 +15,8 @@ pub(crate) struct RunReport<'a> {
     pub(crate) machine: &'a MachineInfo,
     pub(crate) workloads: &'a [Box<dyn Workload>],
     pub(crate) results: &'a [Measurement],
+    /// Workload runs that failed.
+    pub(crate) failures: &'a [String],
     /// The run's expected duration as announced, and the actual one, in seconds.
     pub(crate) expected_s: f64,
     pub(crate) actual_s: f64,
@@ -240,6 +242,24 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
          added by the security layer, relative to insecure. Open-loop latencies are measured from \
          each operation's scheduled send time (no coordinated omission).\n"
     );
+    if let Some(load) = m.load_avg_1m {
+        if load > m.cores as f64 * 0.5 {
+            let _ = writeln!(
+                s,
+                "**Warning:** the 1-minute load average was {load:.1} on {} cores when the run \
+                 started: other processes competed for the CPU, and the latencies' tails above \
+                 are theirs as much as ours.\n",
+                m.cores
+            );
+        }
+    }
+    if !r.failures.is_empty() {
+        let _ = writeln!(s, "## Failures\n");
+        for f in r.failures {
+            let _ = writeln!(s, "- {f}");
+        }
+        s.push('\n');
+    }
     let missed = missed_goals(r.workloads, r.results);
     let _ = writeln!(s, "## Goals missed\n");
     if missed.is_empty() {
@@ -614,6 +634,7 @@ mod tests {
             machine: &machine,
             workloads: &workloads,
             results: &results,
+            failures: &["fake (secure): it broke".to_string()],
             expected_s: 1.0,
             actual_s: 1.0,
         };
@@ -645,5 +666,6 @@ mod tests {
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         assert!(md.contains("| tput | N=1000 | Fig. 4 | 800 ops/s | 1,000 ops/s | 20.0 % | overhead ≤ 10.0 % | **NO — misses the goal** |"), "{md}");
         assert!(md.contains("![fake-cdf.svg](fake-cdf.svg)"));
+        assert!(md.contains("## Failures\n\n- fake (secure): it broke"));
     }
 }

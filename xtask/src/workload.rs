@@ -297,6 +297,15 @@ pub enum PlotAxis {
 
 /// A benchmark workload. Implementations measure both modes through the same code path so
 /// the overhead compares like with like.
+///
+/// To add one: implement this trait in `xtask/src/workloads/<name>.rs` and list it in
+/// `workloads::all()` in place of its `Planned` entry (which already carries the paper's
+/// figures and our goals: move them over). In `run`, build a runtime with [`crate::runtime`],
+/// start the nodes (in-process tasks on 127.0.0.1), drive load with [`crate::open_loop`] (use
+/// `Timer::Precise`) or [`crate::closed_loop`], call `progress.add_len(ops)` before each point,
+/// and return one [`Measurement::from_stats`] per point, labelled as the figures expect
+/// (`find @50K/s`, `N=1000`, `sequential`, ...). The harness adds peak RSS and open fds, writes
+/// the tables and plots, and flags missed goals.
 pub trait Workload {
     /// Short name, used by `--only` and in file names (`key-agreement`).
     fn name(&self) -> &'static str;

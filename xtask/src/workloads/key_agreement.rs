@@ -180,6 +180,13 @@ impl Workload for KeyAgreement {
                 goal: Some(Goal::SecureAtMost(0.5)),
             },
             Figure {
+                what: "key pair + agreement, median latency",
+                point: PointSel::Label("c=1"),
+                metric: Metric::P50Ms,
+                paper: "",
+                goal: Some(Goal::SecureAtMost(0.5)),
+            },
+            Figure {
                 what: "key pair + agreement, p99 latency",
                 point: PointSel::Label("c=1"),
                 metric: Metric::P99Ms,
