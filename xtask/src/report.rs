@@ -242,16 +242,16 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
          added by the security layer, relative to insecure. Open-loop latencies are measured from \
          each operation's scheduled send time (no coordinated omission).\n"
     );
-    if let Some(load) = m.load_avg_1m {
-        if load > m.cores as f64 * 0.5 {
-            let _ = writeln!(
-                s,
-                "**Warning:** the 1-minute load average was {load:.1} on {} cores when the run \
-                 started: other processes competed for the CPU, and the latencies' tails above \
+    if let Some(load) = m.load_avg_1m
+        && load > m.cores as f64 * 0.5
+    {
+        let _ = writeln!(
+            s,
+            "**Warning:** the 1-minute load average was {load:.1} on {} cores when the run \
+                 started: other processes competed for the CPU, and the latency tails below \
                  are theirs as much as ours.\n",
-                m.cores
-            );
-        }
+            m.cores
+        );
     }
     if !r.failures.is_empty() {
         let _ = writeln!(s, "## Failures\n");
