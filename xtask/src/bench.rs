@@ -10,8 +10,13 @@ use crate::workload::{Params, Profile};
 use crate::{Error, Mode, Progress, Workload, workloads};
 
 /// How the harness runs the system under test (recorded in the report).
+///
+/// In-process rather than a process per node: 1000 processes on 2 cores would measure the
+/// scheduler and process start-up (the paper's 320 ms V8 start per node) more than themis, and
+/// one process lets the harness read every node's latency without clock skew between processes.
 pub const HARNESS: &str = "in-process: one tokio runtime with a worker per core; nodes are tasks \
-     of this process talking over 127.0.0.1 sockets (key-agreement runs in memory, no sockets)";
+     of this process talking over 127.0.0.1 sockets (key-agreement runs in memory, no sockets); \
+     one process, so that 2 cores measure themis rather than process scheduling";
 
 /// Options of a benchmark run.
 #[derive(Clone, Debug)]
