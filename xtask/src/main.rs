@@ -99,8 +99,6 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
         only: args.only,
         seed: args.seed,
     };
-    let expected = xtask::expected_duration(&opts)?;
-    eprintln!("expected duration: about {:.0} s", expected.as_secs_f64());
     let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
     for f in &outcome.files {
         eprintln!("wrote {}", f.display());

@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Clone, Debug)]
 pub struct Progress {
     bar: ProgressBar,
+    /// `false` for [`Progress::hidden`]: messages are dropped too.
+    speak: bool,
 }
 
 impl Progress {
@@ -20,13 +22,14 @@ impl Progress {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
-        Self { bar }
+        Self { bar, speak: true }
     }
 
-    /// A bar that draws nothing (tests, `--quiet` callers).
+    /// A bar that draws and prints nothing (tests, library callers).
     pub fn hidden() -> Self {
         Self {
             bar: ProgressBar::hidden(),
+            speak: false,
         }
     }
 
@@ -54,12 +57,17 @@ impl Progress {
         self.bar.inc(n);
     }
 
-    /// Prints a line above the bar without tearing it.
+    /// Prints a line above the bar without tearing it (plain stderr when the bar is not drawn,
+    /// nothing for a hidden one).
     pub fn println(&self, line: impl AsRef<str>) {
-        if self.bar.is_hidden() {
+        if !self.speak {
             return;
         }
-        self.bar.println(line);
+        if self.bar.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line);
+        }
     }
 
     /// Clears the bar at the end of the run.
