@@ -1,0 +1,213 @@
+//! `cargo xtask bench`: runs the selected workloads in both modes and writes the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::machine::{self, MachineInfo};
+use crate::report::{self, RunReport};
+use crate::workload::{Params, Profile};
+use crate::{Error, Mode, Progress, Workload, workloads};
+
+/// How the harness runs the system under test (recorded in the report).
+///
+/// In-process rather than a process per node: 1000 processes on 2 cores would measure the
+/// scheduler and process start-up (the paper's 320 ms V8 start per node) more than themis, and
+/// one process lets the harness read every node's latency without clock skew between processes.
+pub const HARNESS: &str = "in-process: one tokio runtime with a worker per core; nodes are tasks \
+     of this process talking over 127.0.0.1 sockets (key-agreement runs in memory, no sockets); \
+     one process, so that 2 cores measure themis rather than process scheduling";
+
+/// Options of a benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Sizes.
+    pub profile: Profile,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Workloads to run by name; empty means all.
+    pub only: Vec<String>,
+    /// Seed passed to every workload.
+    pub seed: u64,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct BenchOutcome {
+    /// Files written, the report last.
+    pub files: Vec<PathBuf>,
+    /// Measured points.
+    pub measurements: usize,
+    /// Goals missed, one sentence each.
+    pub missed_goals: Vec<String>,
+    /// Workload runs that failed (the others were still measured and reported).
+    pub failures: Vec<String>,
+}
+
+/// The names of all workloads, in report order.
+pub fn workload_names() -> Vec<&'static str> {
+    workloads::all().iter().map(|w| w.name()).collect()
+}
+
+fn select(only: &[String]) -> Result<Vec<Box<dyn Workload>>, Error> {
+    let all = workloads::all();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for name in only {
+        if !all.iter().any(|w| w.name() == name) {
+            return Err(Error::UnknownWorkload {
+                name: name.clone(),
+                known: workload_names().join(", "),
+            });
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|w| only.iter().any(|n| n == w.name()))
+        .collect())
+}
+
+/// The expected duration of a run with these options.
+pub fn expected_duration(opts: &BenchOptions) -> Result<Duration, Error> {
+    let params = params(opts);
+    Ok(select(&opts.only)?
+        .iter()
+        .filter(|w| w.available())
+        .map(|w| w.expected_duration(&params) * 2)
+        .sum())
+}
+
+fn params(opts: &BenchOptions) -> Params {
+    Params {
+        profile: opts.profile,
+        seed: opts.seed,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+    }
+}
+
+/// Runs the benchmark and writes report.md, report.json and the plots into `opts.out`.
+pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcome, Error> {
+    let selected = select(&opts.only)?;
+    let params = params(opts);
+    let expected = expected_duration(opts)?;
+    progress.println(format!(
+        "themis bench ({} profile): {} workload(s), expected duration about {:.0} s",
+        opts.profile.name(),
+        selected.iter().filter(|w| w.available()).count(),
+        expected.as_secs_f64()
+    ));
+    let machine = MachineInfo::collect(opts.profile.name(), HARNESS);
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for w in &selected {
+        if !w.available() {
+            progress.println(format!(
+                "{}: not implemented yet, listed in the report",
+                w.name()
+            ));
+            continue;
+        }
+        for mode in Mode::BOTH {
+            progress.stage(format!("{} {mode}", w.name()), 0);
+            let rss_reset = machine::reset_peak_rss();
+            let mut points = match w.run(mode, &params, progress) {
+                Ok(points) => points,
+                Err(e) => {
+                    // One failing workload must not cost the whole run: report it, go on.
+                    progress.println(format!("{} {mode} failed: {e}", w.name()));
+                    failures.push(format!("{} ({mode}): {e}", w.name()));
+                    continue;
+                }
+            };
+            let (rss, fds) = (machine::peak_rss_kib(), machine::open_fds());
+            for p in &mut points {
+                // Peak RSS is per workload and mode only if the kernel let us reset it.
+                if p.peak_rss_kib.is_none() && rss_reset {
+                    p.peak_rss_kib = rss;
+                }
+                if p.open_fds.is_none() {
+                    p.open_fds = fds;
+                }
+            }
+            results.extend(points);
+        }
+    }
+    progress.finish();
+    let run = RunReport {
+        machine: &machine,
+        workloads: &selected,
+        results: &results,
+        failures: &failures,
+        expected_s: expected.as_secs_f64(),
+        actual_s: started.elapsed().as_secs_f64(),
+    };
+    let files = report::write_all(&opts.out, &run)?;
+    Ok(BenchOutcome {
+        files,
+        measurements: results.len(),
+        missed_goals: report::missed_goals(&selected, &results),
+        failures,
+    })
+}
+
+/// `cargo xtask bench --micro`: runs every crate's criterion benches (`cargo bench --workspace
+/// --bench '*'`) with the output passed through. `quick` adds criterion's own `--quick`.
+pub fn run_micro(workspace: &Path, quick: bool) -> Result<(), Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace)
+        .args(["bench", "--workspace", "--bench", "*"]);
+    if quick {
+        cmd.args(["--", "--quick"]);
+    }
+    let command = format!("{cmd:?}");
+    let status = cmd.status().map_err(|source| Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::ChildFailed { command, status })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_is_checked() {
+        assert!(matches!(
+            select(&["nope".into()]),
+            Err(Error::UnknownWorkload { .. })
+        ));
+        let one = select(&["key-agreement".into()]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(select(&[]).unwrap().len(), 6);
+        assert_eq!(
+            workload_names(),
+            [
+                "local-find-store",
+                "find-scaling",
+                "join",
+                "leave-blink",
+                "key-agreement",
+                "apps"
+            ]
+        );
+    }
+
+    #[test]
+    fn quick_run_is_expected_under_three_minutes() {
+        let opts = BenchOptions {
+            profile: Profile::Quick,
+            out: PathBuf::new(),
+            only: vec![],
+            seed: 1,
+        };
+        assert!(expected_duration(&opts).unwrap() < Duration::from_secs(180));
+    }
+}

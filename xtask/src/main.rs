@@ -1,0 +1,140 @@
+//! `cargo xtask`: project automation for themis. See `cargo xtask --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use xtask::{BenchOptions, Profile, Progress};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Project automation for themis")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the benchmark workloads of paper §9 in secure and insecure mode and writes
+    /// report.md, report.json and SVG plots.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Reduced sizes: finishes in under 3 minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Report directory [default: <workspace>/target/bench-report].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Runs the criterion micro-benchmarks of every crate instead (`cargo bench`); with
+    /// --quick, criterion's quick mode.
+    #[arg(long)]
+    micro: bool,
+    /// Runs only this workload (repeatable). Names: local-find-store, find-scaling, join,
+    /// leave-blink, key-agreement, apps.
+    #[arg(long, value_name = "WORKLOAD")]
+    only: Vec<String>,
+    /// Seed for the workloads' random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Tiny sizes, for the test suite's smoke run (measures the build it runs in, even a
+    /// debug one).
+    #[arg(long, hide = true)]
+    tiny: bool,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Set in the environment of the release re-run, so it does not re-run itself.
+const REEXEC_GUARD: &str = "THEMIS_XTASK_OPTIMISED";
+
+/// `cargo xtask` builds in the dev profile, where the workspace's own crates are not optimised.
+/// Measuring that would be meaningless, so a debug build re-runs itself with `--release`.
+fn rerun_optimised() -> Result<ExitCode, xtask::Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+        .args(std::env::args_os().skip(1))
+        .env(REEXEC_GUARD, "1");
+    let command = format!("{cmd:?}");
+    eprintln!("debug build: re-running optimised (cargo run --release)");
+    let status = cmd.status().map_err(|source| xtask::Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
+    if args.micro {
+        xtask::run_micro(&workspace_root(), args.quick)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cfg!(debug_assertions) && !args.tiny && std::env::var_os(REEXEC_GUARD).is_none() {
+        return rerun_optimised();
+    }
+    let profile = if args.tiny {
+        Profile::Tiny
+    } else if args.quick {
+        Profile::Quick
+    } else {
+        Profile::Full
+    };
+    let opts = BenchOptions {
+        profile,
+        out: args
+            .out
+            .unwrap_or_else(|| workspace_root().join("target").join("bench-report")),
+        only: args.only,
+        seed: args.seed,
+    };
+    let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
+    for f in &outcome.files {
+        eprintln!("wrote {}", f.display());
+    }
+    if outcome.missed_goals.is_empty() {
+        eprintln!(
+            "{} points measured; every measured figure meets its goal",
+            outcome.measurements
+        );
+    } else {
+        eprintln!("{} points measured; goals missed:", outcome.measurements);
+        for g in &outcome.missed_goals {
+            eprintln!("  - {g}");
+        }
+    }
+    if outcome.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("workload runs failed (see report.md):");
+        for f in &outcome.failures {
+            eprintln!("  - {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! End-to-end smoke run: `cargo xtask bench --tiny` into a temp dir, then the report files'
+//! structure. Keeps the harness from rotting.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// Checks that every tag is closed in order, attributes are quoted, and the root is `<svg>`.
+fn assert_well_formed_svg(text: &str, name: &str) {
+    assert!(
+        text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{name}"
+    );
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..]
+            .find('>')
+            .unwrap_or_else(|| panic!("{name}: unclosed tag"))
+            + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "{name}: '<' inside a tag: {tag}");
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "{name}: unbalanced quotes in {tag}"
+        );
+        if let Some(end) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(end),
+                "{name}: mismatched </{end}>"
+            );
+        } else if !tag.ends_with('/') {
+            stack.push(tag.split_whitespace().next().unwrap().to_string());
+        }
+        let text_between = &rest[..open];
+        assert!(!text_between.contains('>'), "{name}: stray '>'");
+        assert!(!text_between.contains("& "), "{name}: unescaped '&'");
+        rest = &rest[close + 1..];
+    }
+    assert!(stack.is_empty(), "{name}: unclosed {stack:?}");
+    assert!(
+        !text.contains("NaN") && !text.contains("inf"),
+        "{name}: non-finite coordinate"
+    );
+}
+
+fn run(out: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--tiny", "--out"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn tiny_bench_writes_a_complete_report() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path());
+
+    // report.json: exactly {machine, results}, one object per point and mode.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let top: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(top, ["machine", "results"]);
+    for key in [
+        "cpu_model",
+        "cores",
+        "memory_kib",
+        "kernel",
+        "rustc",
+        "git_commit",
+        "date_utc",
+    ] {
+        assert!(json["machine"].get(key).is_some(), "machine.{key}");
+    }
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for mode in ["secure", "insecure"] {
+        let n = results.iter().filter(|r| r["mode"] == mode).count();
+        assert!(n >= 3, "{mode}: {n} points");
+    }
+    for r in results {
+        for key in [
+            "workload",
+            "mode",
+            "nodes",
+            "offered_per_sec",
+            "ops_per_sec",
+            "p50_ms",
+            "p99_ms",
+            "mean_hops",
+        ] {
+            assert!(r.get(key).is_some(), "result without {key}: {r}");
+        }
+        assert_eq!(r["workload"], "key-agreement");
+        assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        assert_eq!(r["errors"], 0);
+    }
+    let open = results
+        .iter()
+        .find(|r| !r["offered_per_sec"].is_null())
+        .unwrap();
+    assert!(open["offered_per_sec"].as_f64().unwrap() > 0.0);
+
+    // report.md: the machine, one table per workload, the planned ones marked as such.
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("| CPU |"));
+    for title in [
+        "## 1. find and store",
+        "## 2. find across N nodes",
+        "## 3. join",
+        "## 4. leave",
+        "## 5. Key pair",
+        "## 6. end-to-end",
+    ] {
+        assert!(md.contains(title), "missing {title}");
+    }
+    assert_eq!(
+        md.matches(
+            "| figure | point | paper | ours secure | ours insecure | overhead | goal | met? |"
+        )
+        .count(),
+        6
+    );
+    assert!(md.contains("| key pair + agreement, mean latency | c=1 | ≈ 52 ms |"));
+    assert!(md.contains("Not measured yet"));
+
+    // Plots: throughput and latency against concurrency, and CDFs, all well formed.
+    for name in [
+        "key-agreement-throughput.svg",
+        "key-agreement-latency.svg",
+        "key-agreement-cdf.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_well_formed_svg(&svg, name);
+        assert!(svg.contains("<polyline"), "{name} has no data");
+        assert!(
+            md.contains(&format!("]({name})")),
+            "report.md does not show {name}"
+        );
+    }
+}
+
+#[test]
+fn unknown_workload_is_refused_with_the_list() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--tiny", "--only", "nope", "--out"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown workload \"nope\"") && err.contains("key-agreement"),
+        "{err}"
+    );
+}
