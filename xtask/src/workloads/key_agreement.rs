@@ -1,22 +1,20 @@
 //! Workload 5: key pair creation + key agreement (paper §9.2: "identity (public-private key
 //! pair) creation and the authenticated key agreement protocol, averaging about 52ms").
 //!
-//! `themis-handshake` has no state machine on main yet, so the secure operation performs the
-//! cryptographic work of the paper's Fig. 2 through `themis-crypto` directly, in memory: one new
-//! Ed25519 identity for the initiator A, then for the three messages two X25519 key pairs, two
-//! X25519 agreements, two Ed25519 signatures and two verifications, the `h(PK_B, net_id) = B`
-//! check, the transcript hash, HKDF on both sides and the key-confirmation MAC of message 3
-//! computed and verified. It skips encoding and parsing of the wire messages. The insecure
-//! operation is the key pair creation (and node id) alone: no agreement.
+//! The secure operation creates a new Ed25519 identity for the initiator A and runs the full
+//! three-message handshake of the paper's Fig. 2 with the real `themis-handshake` state
+//! machines, in memory: `Initiator::start` (message 1), `Responder::handle_message1`
+//! (message 2), `Initiator::handle_message2` (session and message 3),
+//! `Responder::handle_message3` (B's session). Encoding, parsing and every check are counted;
+//! sockets are not. The insecure operation is the key pair creation (and node id) alone: no
+//! agreement.
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use themis_crypto::{
-    EphemeralSecret, IdentityKeypair, NetworkId, NodeId, PublicKey, SessionKeys, Transcript,
-    fill_random,
-};
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use themis_handshake::{HandshakeConfig, Initiator, Responder as HandshakeResponder};
 
 use crate::load::{self, ClosedLoop, OpOutcome, OpenLoop, Timer};
 use crate::workload::{Figure, Goal, Measurement, Metric, Params, PlotAxis, PointSel, Workload};
@@ -25,91 +23,37 @@ use crate::{Error, Mode, Progress};
 /// Name of this workload.
 pub(crate) const NAME: &str = "key-agreement";
 
-/// Bench-only hash labels: these are not the wire format of `themis-handshake`.
-const LABEL_M1: &str = "themis-bench/fig2/m1";
-const LABEL_M2: &str = "themis-bench/fig2/m2";
-const LABEL_TRANSCRIPT: &str = "themis-bench/fig2/transcript";
-
-/// The long-lived responder B every new node agrees a key with.
+/// The long-lived node B every new node agrees a key with.
 struct Responder {
-    keys: IdentityKeypair,
-    public: PublicKey,
+    keys: Arc<IdentityKeypair>,
     id: NodeId,
     net: NetworkId,
+    config: HandshakeConfig,
 }
 
-/// One secure operation: A's identity creation and the Fig. 2 agreement with B.
+/// One secure operation: A's identity creation and the Fig. 2 handshake with B.
 fn secure_once(b: &Responder) -> Result<(), &'static str> {
-    let net = &b.net;
+    let now = Instant::now();
     // paper §5.1.1: a node picks its key pair freely; its identity is A = h(PK_A, net_id).
-    let a = IdentityKeypair::generate();
-    let a_public = a.public();
-    let a_id = a.node_id(net);
-
-    // Fig. 2 message 1: g^a, N_A, PK_A, net_id, B, Sig_A(g^a, N_A, PK_A, net_id, B).
-    let xa = EphemeralSecret::generate();
-    let mut n_a = [0u8; 32];
-    fill_random(&mut n_a);
-    let m1 = Transcript::digest(
-        LABEL_M1,
-        &[
-            xa.public().as_bytes(),
-            &n_a,
-            a_public.as_bytes(),
-            net.as_bytes(),
-            b.id.as_bytes(),
-        ],
-    );
-    let s1 = a.sign(&m1);
-
-    // B verifies the signature and that B is his own identifier, and derives A = h(PK_A, net_id).
-    a_public
-        .verify(&m1, &s1)
-        .map_err(|_| "message 1 signature")?;
-    let a_id_at_b = a_public.node_id(net);
-
-    // Fig. 2 message 2: g^b, PK_B, N_A, A, Sig_B(g^b, PK_B, N_A, A); B computes K_AB.
-    let xb = EphemeralSecret::generate();
-    let m2 = Transcript::digest(
-        LABEL_M2,
-        &[
-            xb.public().as_bytes(),
-            b.public.as_bytes(),
-            &n_a,
-            a_id_at_b.as_bytes(),
-        ],
-    );
-    let s2 = b.keys.sign(&m2);
-    let transcript =
-        Transcript::digest(LABEL_TRANSCRIPT, &[&m1, s1.as_bytes(), &m2, s2.as_bytes()]);
-    let k_b = SessionKeys::derive(
-        &xb.diffie_hellman(&xa.public())
-            .map_err(|_| "agreement at B")?,
-        &transcript,
-    );
-
-    // A verifies h(PK_B, net_id) = B, the signature, her nonce and her identifier; K_AB = (g^b)^a.
-    if !b.id.is_derived_from(&b.public, net) {
-        return Err("responder identity");
-    }
-    b.public
-        .verify(&m2, &s2)
-        .map_err(|_| "message 2 signature")?;
-    if a_id_at_b != a_id {
-        return Err("initiator identity");
-    }
-    let k_a = SessionKeys::derive(
-        &xa.diffie_hellman(&xb.public())
-            .map_err(|_| "agreement at A")?,
-        &transcript,
-    );
-
-    // Fig. 2 message 3: MAC_K(N_A); B registers K_AB only once it verifies.
-    let tag = k_a.confirm.compute(&n_a);
-    k_b.confirm
-        .verify(&n_a, &tag)
+    let a = Arc::new(IdentityKeypair::generate());
+    // B's handshake state for this exchange (its pending table holds just this one).
+    let mut responder =
+        HandshakeResponder::new(Arc::clone(&b.keys), b.net.clone(), b.config.clone());
+    let (mut initiator, msg1) =
+        Initiator::start(a, b.net.clone(), b.id, &b.config, now).map_err(|_| "message 1")?;
+    let msg2 = responder
+        .handle_message1(&msg1, now)
+        .map_err(|_| "message 2")?;
+    let (a_session, msg3) = initiator
+        .handle_message2(&msg2, now)
+        .map_err(|_| "message 3")?;
+    let b_session = responder
+        .handle_message3(&msg3, now)
         .map_err(|_| "key confirmation")?;
-    black_box((k_a, k_b));
+    if a_session.session_id != b_session.session_id {
+        return Err("session ids differ");
+    }
+    black_box((a_session, b_session));
     Ok(())
 }
 
@@ -159,12 +103,10 @@ impl Workload for KeyAgreement {
     }
 
     fn method(&self) -> String {
-        "Secure: a new Ed25519 identity for the initiator plus the cryptographic work of the \
-         paper's Fig. 2 (two X25519 key pairs and agreements, two Ed25519 signatures and \
-         verifications, the `h(PK_B, net_id) = B` check, transcript hash, HKDF on both sides, \
-         key-confirmation MAC), in memory through `themis-crypto` — **not** the \
-         `themis-handshake` state machine, which is not on main yet, so message encoding and \
-         parsing are not counted. Insecure: key pair creation and node id only, no agreement. \
+        "Secure: a new Ed25519 identity for the initiator, then the full 3-message handshake \
+         of the paper's Fig. 2 through the `themis-handshake` state machines (encoding, \
+         parsing and every check), in memory. Insecure: key pair creation and node id only, \
+         no agreement. \
          Closed loop at 1, cores and 2×cores operations in flight (nodes = 2: the new node and \
          its peer), then open loop at a fixed offered rate."
             .into()
@@ -232,12 +174,12 @@ impl Workload for KeyAgreement {
         })?;
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&params.seed.to_be_bytes());
-        let keys = IdentityKeypair::from_seed(&seed);
+        let keys = Arc::new(IdentityKeypair::from_seed(&seed));
         let b = Arc::new(Responder {
-            public: keys.public(),
             id: keys.node_id(&net),
             keys,
             net,
+            config: HandshakeConfig::default(),
         });
         let rt = load::runtime()?;
         let ops = Self::ops(params);
@@ -296,30 +238,26 @@ impl Workload for KeyAgreement {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_agreement_succeeds() {
+    fn responder(claimed: Option<NodeId>) -> Responder {
         let net = NetworkId::new("t").unwrap();
-        let keys = IdentityKeypair::from_seed(&[9; 32]);
-        let b = Responder {
-            public: keys.public(),
-            id: keys.node_id(&net),
+        let keys = Arc::new(IdentityKeypair::from_seed(&[9; 32]));
+        Responder {
+            id: claimed.unwrap_or_else(|| keys.node_id(&net)),
             keys,
             net,
-        };
-        secure_once(&b).unwrap();
+            config: HandshakeConfig::default(),
+        }
+    }
+
+    #[test]
+    fn one_handshake_succeeds() {
+        secure_once(&responder(None)).unwrap();
     }
 
     #[test]
     fn a_wrong_responder_identity_is_refused() {
         let net = NetworkId::new("t").unwrap();
-        let keys = IdentityKeypair::from_seed(&[9; 32]);
-        let other = IdentityKeypair::from_seed(&[8; 32]);
-        let b = Responder {
-            public: keys.public(),
-            id: other.node_id(&net),
-            keys,
-            net,
-        };
-        assert_eq!(secure_once(&b), Err("responder identity"));
+        let other = IdentityKeypair::from_seed(&[8; 32]).node_id(&net);
+        assert!(secure_once(&responder(Some(other))).is_err());
     }
 }
