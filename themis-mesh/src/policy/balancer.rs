@@ -522,22 +522,36 @@ impl Balancer {
                 return Some(i);
             }
         }
-        // Slow path: exact draw among the usable members.
-        let usable: Vec<usize> = group.members.iter().copied().filter(|&i| ok(i)).collect();
+        // Slow path: exact draw among the usable members. Weight-0 members are candidates only
+        // if no usable member (the excluded one included) has a positive weight.
         let weight = |i: usize| {
             self.entries
                 .get(i)
                 .map_or(0, |e| u64::from(e.provider.weight))
         };
-        let total: u64 = usable.iter().map(|&i| weight(i)).sum();
+        let usable = |i: usize| {
+            self.entries
+                .get(i)
+                .is_some_and(|e| Self::passes(e, i, stage, tried))
+        };
+        let any_positive = group.members.iter().any(|&i| usable(i) && weight(i) > 0);
+        let candidates: Vec<usize> = group
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| usable(i) && Some(i) != exclude && (!any_positive || weight(i) > 0))
+            .collect();
+        if !any_positive {
+            return candidates
+                .get(self.rng.usize(0..candidates.len().max(1)))
+                .copied();
+        }
+        let total: u64 = candidates.iter().map(|&i| weight(i)).sum();
         if total == 0 {
-            if usable.is_empty() {
-                return None;
-            }
-            return usable.get(self.rng.usize(0..usable.len())).copied();
+            return None;
         }
         let mut r = self.rng.u64(0..total);
-        for &i in &usable {
+        for &i in &candidates {
             let w = weight(i);
             if r < w {
                 return Some(i);
@@ -736,6 +750,7 @@ impl Balancer {
 
     /// Reports that the call to `provider` succeeded after `latency`.
     pub fn on_success(&mut self, provider: &NodeId, latency: Duration, now: Instant) {
+        self.expire_ejections(now);
         let decay = self.config.decay;
         if let Some(e) = self.entry_mut(provider) {
             e.in_flight = e.in_flight.saturating_sub(1);
