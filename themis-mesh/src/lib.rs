@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`Balancer`] | which provider serves the next attempt of a call: canary split by version weight, then [`Policy::P2cEwma`] (default) or the paper's [`Policy::Random`]; failover, [`RetryBudget`], outlier ejection |
 //! | [`DiscoveryCache`] | whether a fresh discovery result (or a recent "no provider") is cached |
-//! | [`merge_records`] | the provider list built from the answers of a name's `k + 1` replicas |
+//! | [`ReplicaSearch`], [`merge_records`] | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
 //! | [`AccessPolicy`] | whether a caller may call a service (beyond the paper) |
 //!
 //! Nothing here performs I/O or reads the clock: every method takes `now`, and randomness comes
@@ -49,3 +49,4 @@ pub use policy::{
     EjectionConfig, Pick, Policy, Provider, ProviderRecord, ProviderStatus, RetryBudget,
     RetryBudgetConfig, merge_records,
 };
+pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};

@@ -13,7 +13,8 @@ use proptest::test_runner::FileFailurePersistence;
 use themis_crypto::NodeId;
 use themis_mesh::{
     Balancer, BalancerConfig, CacheConfig, CacheLookup, Call, DiscoveryCache, Error, Policy,
-    Provider, ProviderRecord, RetryBudget, RetryBudgetConfig, merge_records,
+    Provider, ProviderRecord, ReplicaSearch, RetryBudget, RetryBudgetConfig, SearchConfig,
+    merge_records,
 };
 
 const VERSIONS: [&str; 4] = ["", "a", "b", "c"];
@@ -46,9 +47,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::NewCall),
         6 => Just(Op::Pick),
-        3 => (0u16..24, 0u16..2000).prop_map(|(i, l)| Op::Success(i, l)),
-        4 => (0u16..24).prop_map(Op::Failure),
-        1 => (0u16..24).prop_map(Op::Cancel),
+        3 => (0u16..10, 0u16..2000).prop_map(|(i, l)| Op::Success(i, l)),
+        5 => (0u16..10).prop_map(Op::Failure),
+        1 => (0u16..10).prop_map(Op::Cancel),
         2 => (0u32..120_000).prop_map(Op::Advance),
         1 => prop::option::of(0usize..4).prop_map(Op::Pin),
         1 => providers_strategy().prop_map(Op::Set),
@@ -92,11 +93,13 @@ proptest! {
         seed in any::<u64>(),
         random in any::<bool>(),
         percent in prop_oneof![Just(50u32), Just(100u32), Just(0u32)],
+        threshold in 1u32..4,
     ) {
         let t0 = Instant::now();
         let mut cfg = BalancerConfig::default();
         cfg.policy = if random { Policy::Random } else { Policy::P2cEwma };
         cfg.ejection.max_ejected_percent = percent;
+        cfg.ejection.consecutive_failures = threshold;
         let mut b = Balancer::new("svc", cfg, seed, t0).unwrap();
         let mut now = t0;
         // Model: id -> version of the current set (first occurrence wins).
@@ -268,6 +271,56 @@ proptest! {
                 prop_assert!(r.iter().all(|r| r.expires_at > now));
             }
             prop_assert!(cache.len() <= capacity);
+        }
+    }
+
+    #[test]
+    fn replica_search_terminates_and_asks_each_replica_at_most_once(
+        k in 0u8..8,
+        start in any::<u32>(),
+        parallelism in 1u32..4,
+        enough in 1u32..4,
+        // Per step: which outstanding query to settle, and how.
+        outcomes in prop::collection::vec((any::<usize>(), 0u8..3, any::<u8>()), 0..64),
+    ) {
+        let now = Instant::now();
+        let mut cfg = SearchConfig::default();
+        cfg.parallelism = parallelism;
+        cfg.enough_answers = enough;
+        let mut search = ReplicaSearch::new("svc", k, start, cfg).unwrap();
+        let mut asked: Vec<u8> = Vec::new();
+        let mut outstanding: Vec<u8> = Vec::new();
+        let mut steps = outcomes.into_iter();
+        loop {
+            while let Some(r) = search.next_query() {
+                prop_assert!(!asked.contains(&r), "replica {} asked twice", r);
+                prop_assert!(r <= k);
+                asked.push(r);
+                outstanding.push(r);
+                prop_assert!(outstanding.len() <= parallelism as usize);
+            }
+            if search.is_finished() {
+                break;
+            }
+            prop_assert!(!outstanding.is_empty(), "stalled: nothing outstanding and not finished");
+            let (idx, how, stray) = steps.next().unwrap_or((0, 0, 0));
+            let r = outstanding.remove(idx % outstanding.len());
+            match how {
+                0 => search.on_failure(r),
+                1 => search.on_answer(r, vec![]),
+                _ => search.on_answer(r, vec![ProviderRecord::new(provider(u16::from(r), "v", 1), 1, now + Duration::from_secs(1))]),
+            }
+            // Stray answers (for replicas not being asked) change nothing.
+            if !outstanding.contains(&stray) {
+                search.on_answer(stray, vec![]);
+            }
+        }
+        prop_assert!(asked.len() <= usize::from(k) + 1);
+        let replicas = search.replicas();
+        match search.finish(now) {
+            Ok(records) => prop_assert!(!records.is_empty()),
+            Err(Error::NotFound { replicas: searched, .. }) => prop_assert_eq!(searched, replicas),
+            Err(e) => prop_assert!(false, "unexpected {}", e),
         }
     }
 }
