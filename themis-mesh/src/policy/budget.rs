@@ -65,7 +65,7 @@ struct Bucket {
 ///
 /// Each call deposits `retry_percent / 100` of a token ([`RetryBudget::deposit`]); each retry
 /// withdraws one whole token ([`RetryBudget::try_withdraw`]). Deposits and withdrawals count for
-/// `window` (in [`BUCKETS`](self) = 10 buckets of `window / 10`). On top of the deposits a
+/// `window` (kept in 10 buckets of `window / 10`, so the window slides by tenths). On top of the deposits a
 /// reserve of `min_retries_per_sec × window` tokens is always available, so rarely-used clients
 /// can still retry. Memory is constant.
 #[derive(Debug, Clone)]
