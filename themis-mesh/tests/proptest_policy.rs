@@ -122,6 +122,7 @@ proptest! {
                     let any_healthy = in_scope.iter().any(|i| healthy(i, &b));
                     let any_fresh = in_scope.iter().any(|i| healthy(i, &b) && !call.tried().contains(i));
                     let attempts_before = call.attempts();
+                    let tried_before = call.tried().to_vec();
                     match b.pick(&mut call, now) {
                         Ok(p) => {
                             prop_assert!(model.contains_key(&p.id), "picked a provider not in the set");
@@ -131,6 +132,10 @@ proptest! {
                             prop_assert!(in_scope.contains(&p.id));
                             if any_healthy {
                                 prop_assert!(healthy(&p.id, &b), "picked an ejected provider while a healthy one exists");
+                            }
+                            if any_fresh {
+                                // Failover: never the same provider twice while a fresh one exists.
+                                prop_assert!(!tried_before.contains(&p.id), "reused a provider while a fresh one existed");
                             }
                             prop_assert_eq!(p.attempt, attempts_before + 1);
                             prop_assert!(b.provider_status(&p.id, now).unwrap().in_flight >= 1);
@@ -145,12 +150,6 @@ proptest! {
                         }
                         Err(Error::RetryBudgetExhausted { .. }) => prop_assert!(attempts_before > 0),
                         Err(e) => prop_assert!(false, "unexpected error {}", e),
-                    }
-                    // Failover: a fresh (healthy, untried) provider is preferred.
-                    if any_fresh && call.attempts() > attempts_before {
-                        let last = *call.tried().last().unwrap();
-                        let earlier = &call.tried()[..call.tried().len() - 1];
-                        prop_assert!(!earlier.contains(&last), "reused a provider while a fresh one existed");
                     }
                 }
                 Op::Success(i, l) => b.on_success(&id(i), Duration::from_millis(u64::from(l)), now),
