@@ -625,6 +625,8 @@ impl Balancer {
                 attempts: call.attempts,
             });
         }
+        // Canary split (paper §7 lets new versions be deployed "progressively"; we make the
+        // share explicit): the scope is the pinned version, or every version by weight.
         let scope: Vec<usize> = match &self.pinned {
             None => (0..self.groups.len()).collect(),
             Some(v) => match self.groups.iter().position(|g| &g.version == v) {
@@ -638,6 +640,8 @@ impl Balancer {
             .filter_map(|id| self.index.get(id).copied())
             .collect();
 
+        // paper §7: "in case of failing nodes the requester can select another node from the
+        // list"; strengthened: untried healthy providers first, ejected ones only in panic mode.
         let stages: &[Stage] = if self.config.ejection.panic_mode {
             &[
                 Stage::Fresh,
@@ -692,6 +696,7 @@ impl Balancer {
     ) -> Option<usize> {
         let a = self.sample(g, stage, tried, None)?;
         match self.config.policy {
+            // paper §7: "Nodes select randomly over the returned list the node to communicate".
             Policy::Random => Some(a),
             Policy::P2cEwma => match self.sample(g, stage, tried, Some(a)) {
                 None => Some(a),
