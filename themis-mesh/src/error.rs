@@ -1,0 +1,101 @@
+use std::time::Duration;
+
+use themis_crypto::NodeId;
+
+/// Everything that can go wrong in `themis-mesh`.
+///
+/// Every message names the service and says what an operator (or the calling code) can do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Discovery searched every replica of a name and found no live provider record.
+    #[error(
+        "no provider found for '{service}' after searching its {replicas} replicas; check that a provider registered this name on this network and keeps re-storing it"
+    )]
+    NotFound {
+        /// The service name.
+        service: String,
+        /// How many replicas (`k + 1`) were searched.
+        replicas: u32,
+    },
+    /// A balancer has no provider at all for its service.
+    #[error("no provider of '{service}' is known to this caller; run discovery for it first")]
+    NoProviders {
+        /// The service name.
+        service: String,
+    },
+    /// Every provider in scope is ejected and panic mode is disabled.
+    #[error(
+        "all {count} providers of '{service}' are ejected after repeated failures; the first returns in {retry_in:?} (panic mode is disabled, so ejected providers are not used)"
+    )]
+    AllEjected {
+        /// The service name.
+        service: String,
+        /// Number of providers in scope (all ejected).
+        count: usize,
+        /// Time until the first of them returns from its cooldown.
+        retry_in: Duration,
+    },
+    /// The caller pinned a version that no known provider announces.
+    #[error(
+        "no provider of '{service}' announces version '{version}' (versions available: {available}); unpin the version or deploy it"
+    )]
+    VersionUnavailable {
+        /// The service name.
+        service: String,
+        /// The pinned version.
+        version: String,
+        /// The versions that are available, comma separated (at most a few shown).
+        available: String,
+    },
+    /// A retry was refused because retries already use up the retry budget.
+    #[error(
+        "retry budget of '{service}' exhausted: retries are capped at {percent}% of recent calls plus {min_per_sec} per second, so this call fails fast instead of adding load to a struggling service"
+    )]
+    RetryBudgetExhausted {
+        /// The service name.
+        service: String,
+        /// The configured retry ratio, in percent of calls.
+        percent: u32,
+        /// The configured floor of retries per second.
+        min_per_sec: u32,
+    },
+    /// A call already made the maximum number of attempts.
+    #[error(
+        "call to '{service}' gave up after {attempts} attempts (the per-call maximum); the errors of the attempts tell why each provider failed"
+    )]
+    AttemptsExhausted {
+        /// The service name.
+        service: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The provider's access policy does not list the caller.
+    #[error(
+        "caller {caller} is not allowed to call '{service}'; the provider's operator must add this node id to the service's allow-list"
+    )]
+    AccessDenied {
+        /// The caller's node id.
+        caller: NodeId,
+        /// The service name.
+        service: String,
+    },
+    /// A bounded table is full.
+    #[error(
+        "{what} is full (limit {limit}); raise the limit in the configuration or remove entries"
+    )]
+    LimitExceeded {
+        /// Which table.
+        what: &'static str,
+        /// Its limit.
+        limit: usize,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid {what} configuration: {reason}")]
+    InvalidConfig {
+        /// Which configuration.
+        what: &'static str,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,52 @@
+//! The THEMIS service mesh (paper §7).
+//!
+//! This crate holds, under `policy`, the pure decision logic a mesh node uses around discovery
+//! and calls; the node itself (register / discover / call over the DHT and the secure endpoint)
+//! is built on top of it.
+//!
+//! | piece | what it decides |
+//! |---|---|
+//! | [`Balancer`] | which provider serves the next attempt of a call: canary split by version weight, then [`Policy::P2cEwma`] (default) or the paper's [`Policy::Random`]; failover, [`RetryBudget`], outlier ejection |
+//! | [`DiscoveryCache`] | whether a fresh discovery result (or a recent "no provider") is cached |
+//! | [`ReplicaSearch`], [`merge_records`] | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
+//! | [`AccessPolicy`] | whether a caller may call a service (beyond the paper) |
+//!
+//! Nothing here performs I/O or reads the clock: every method takes `now`, and randomness comes
+//! from a PRNG the caller seeds, so that a run is reproducible from its seed.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::{Duration, Instant};
+//! use themis_crypto::NodeId;
+//! use themis_mesh::{Balancer, BalancerConfig, Provider};
+//!
+//! let now = Instant::now();
+//! let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+//! let stable = Provider::new(NodeId::from_bytes([1; 32]), addr, "1.0", 95);
+//! let canary = Provider::new(NodeId::from_bytes([2; 32]), addr, "1.1", 5);
+//!
+//! let mut balancer = Balancer::new("check", BalancerConfig::default(), 42, now)?;
+//! balancer.set_providers([stable, canary], now);
+//!
+//! let mut call = balancer.begin_call(now);
+//! let first = balancer.pick(&mut call, now)?;
+//! // ... the request to `first.addr` fails: report it and fail over to another provider.
+//! balancer.on_failure(&first.id, now);
+//! let second = balancer.pick(&mut call, now)?;
+//! assert_ne!(second.id, first.id);
+//! balancer.on_success(&second.id, Duration::from_millis(3), now);
+//! # Ok::<(), themis_mesh::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod policy;
+
+pub use error::Error;
+pub use policy::{
+    AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, Call,
+    DEFAULT_MAX_ALLOWED_CALLERS, DEFAULT_MAX_RESTRICTED_SERVICES, DEFAULT_WEIGHT, DiscoveryCache,
+    EjectionConfig, Pick, Policy, Provider, ProviderRecord, ProviderStatus, RetryBudget,
+    RetryBudgetConfig, merge_records,
+};
+pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
