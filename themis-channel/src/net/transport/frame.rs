@@ -17,6 +17,10 @@ pub const TRANSPORT_TYPE_RANGE: RangeInclusive<u8> = 0x30..=0x3F;
 /// its listening address (PROTOCOL.md, "Transport").
 pub const TRANSPORT_HELLO: u8 = 0x30;
 
+/// TCP goodbye: `01 31`, the last frame a side sends on a connection it closes gracefully
+/// (PROTOCOL.md, "Transport").
+pub const TRANSPORT_GOODBYE: u8 = 0x31;
+
 /// Why an incoming frame was refused before reaching the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Malformed {

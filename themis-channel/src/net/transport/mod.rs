@@ -26,7 +26,9 @@ use bytes::{Bytes, BytesMut};
 
 pub use error::TransportError;
 pub use faulty::{FaultConfig, FaultyTransport};
-pub use frame::{FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE};
+pub use frame::{
+    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+};
 pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};

@@ -8,10 +8,12 @@
 //! - Both peers dialing at once: the connection dialed by the lower listening address wins on
 //!   both sides; the other is retired gracefully (its queue is flushed, nothing is lost).
 //! - Closing. Whoever closes gracefully (idle or LRU reaping, retirement, shutdown) flushes its
-//!   queue, sends FIN and keeps reading until the peer goes away. A peer that reads EOF flushes
-//!   what it had queued and closes with `SO_LINGER = 0` (RST) instead of answering with a FIN,
-//!   so that neither side enters TIME_WAIT: reconnect churn cannot pile up TIME_WAIT sockets
-//!   and exhaust ephemeral ports. Aborts (garbage, oversize, stall, I/O error) also RST.
+//!   queue, sends a goodbye frame (`01 31`) and keeps reading until the peer goes away. A peer
+//!   that reads the goodbye flushes what it had queued and resets the connection. No side ever
+//!   sends FIN: every socket is closed with `SO_LINGER = 0` (RST), so neither side enters
+//!   TIME_WAIT, even when both close at once, and reconnect churn cannot pile up TIME_WAIT
+//!   sockets and exhaust ephemeral ports. Aborts (garbage, oversize, stall, I/O error) reset
+//!   at once.
 
 use std::{
     collections::HashMap,
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats,
-    frame::{FRAME_VERSION, TRANSPORT_HELLO, check_incoming, check_outgoing},
+    frame::{FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_HELLO, check_incoming, check_outgoing},
     stats::Counters,
 };
 
@@ -313,12 +315,10 @@ impl TcpTransport {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| TransportError::Io {
-                context: "reading the listening address",
-                source,
-            })?;
+        let local = listener.local_addr().map_err(|source| TransportError::Io {
+            context: "reading the listening address",
+            source,
+        })?;
         let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue_len.max(1));
         let inner = Arc::new(Inner {
             local,
@@ -656,14 +656,19 @@ async fn write_loop(
             }
         }
     }
-    // Every sender is gone: the handle left the table. Flush and close our side.
-    if shared.peer_closed.load(Ordering::Relaxed) {
-        // The peer closed first: no FIN from us (it would put the peer in TIME_WAIT); the
-        // reader has set SO_LINGER 0, so the last drop sends RST.
-        w.into_inner().forget();
-    } else {
-        let _ = timeout(inner.cfg.close_timeout, w.shutdown()).await;
+    // Every sender is gone: the handle left the table. Unless the peer said goodbye first,
+    // say goodbye after the last frame. Never FIN: `forget` keeps the write side open, and the
+    // reader sets SO_LINGER 0 before the last drop, so the socket ends with RST and neither
+    // side enters TIME_WAIT.
+    if !shared.peer_closed.load(Ordering::Relaxed) {
+        let goodbye = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE];
+        let _ = timeout(inner.cfg.close_timeout, async {
+            w.write_all(&goodbye).await?;
+            w.flush().await
+        })
+        .await;
     }
+    w.into_inner().forget();
 }
 
 async fn read_loop(
@@ -697,6 +702,7 @@ async fn read_loop(
             n = reader.next(&mut r) => n,
         };
         match next {
+            Ok(Some(frame)) if frame[..] == [FRAME_VERSION, TRANSPORT_GOODBYE] => break Ok(()),
             Ok(Some(frame)) => {
                 if check_incoming(&frame).is_err() {
                     break Err(Some(&inner.stats.rejected_garbage));
@@ -723,7 +729,8 @@ async fn read_loop(
     let _ = r.as_ref().set_zero_linger();
     match outcome {
         Ok(()) => {
-            // Clean EOF: the peer closed gracefully. Let our writer flush what it has.
+            // Goodbye or clean EOF: the peer closed gracefully. Our writer flushes what it has,
+            // then the socket is reset.
             shared.peer_closed.store(true, Ordering::Relaxed);
         }
         Err(counter) => {
@@ -751,7 +758,9 @@ async fn idle_sweeper(inner: Arc<Inner>, idle: Duration) {
         let stale: Vec<SocketAddr> = conns
             .map
             .iter()
-            .filter(|(_, h)| now.saturating_sub(h.shared.last_active.load(Ordering::Relaxed)) >= idle_ms)
+            .filter(|(_, h)| {
+                now.saturating_sub(h.shared.last_active.load(Ordering::Relaxed)) >= idle_ms
+            })
             .map(|(a, _)| *a)
             .collect();
         for addr in stale {
@@ -883,7 +892,10 @@ mod tests {
         let other: SocketAddr = "10.0.0.1:4000".parse().unwrap();
         assert_eq!(parse_hello(&encode_hello(other), src), None);
         // Port 0, truncation, extension, wrong family are refused.
-        assert_eq!(parse_hello(&encode_hello("127.0.0.1:0".parse().unwrap()), src), None);
+        assert_eq!(
+            parse_hello(&encode_hello("127.0.0.1:0".parse().unwrap()), src),
+            None
+        );
         for cut in 0..h.len() {
             assert_eq!(parse_hello(&h[..cut], src), None);
         }
@@ -894,7 +906,10 @@ mod tests {
         fam[2] = 5;
         assert_eq!(parse_hello(&fam, src), None);
         let v6: SocketAddr = "[::1]:9".parse().unwrap();
-        assert_eq!(parse_hello(&encode_hello(v6), "::1".parse().unwrap()), Some(v6));
+        assert_eq!(
+            parse_hello(&encode_hello(v6), "::1".parse().unwrap()),
+            Some(v6)
+        );
     }
 
     #[test]
