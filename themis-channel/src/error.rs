@@ -5,7 +5,7 @@ use std::time::Duration;
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
 
-use crate::proto::Mode;
+use crate::{TransportError, proto::Mode};
 
 /// Everything that can go wrong when sealing or opening a channel frame.
 ///
@@ -171,6 +171,11 @@ pub enum Error {
         /// The configured hard limit.
         limit: Duration,
     },
+
+    /// The transport failed (a local socket problem, a closed transport, backpressure or an
+    /// oversize frame); see the inner error.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
 
 /// This crate's result type.
