@@ -10,8 +10,9 @@ pub const FRAME_VERSION: u8 = 0x01;
 /// The shortest valid frame: version and type.
 pub const MIN_FRAME_LEN: usize = 2;
 
-/// Frame types reserved for the transport and endpoint (errors, close, the TCP hello).
-pub const TRANSPORT_TYPE_RANGE: RangeInclusive<u8> = 0x30..=0x3F;
+/// Frame types reserved for the transport itself (the TCP hello and close frames). 0x38..=0x3F
+/// belong to the endpoint's control messages and pass through every transport.
+pub const TRANSPORT_TYPE_RANGE: RangeInclusive<u8> = 0x30..=0x37;
 
 /// TCP hello: the first frame on a TCP connection, sent by the connecting side to announce
 /// its listening address (PROTOCOL.md, "Transport").
@@ -54,7 +55,7 @@ pub(crate) fn check_outgoing(frame: &[u8], max: usize) -> Result<(), TransportEr
             reason: "a frame must be at least 2 bytes and start with version 0x01",
         }),
         Err(Malformed::Reserved) => Err(TransportError::InvalidFrame {
-            reason: "frame types 0x30-0x3F are reserved for the transport",
+            reason: "frame types 0x30-0x37 are reserved for the transport",
         }),
     }
 }
@@ -69,7 +70,8 @@ mod tests {
         assert_eq!(check_incoming(&[1]), Err(Malformed::Garbage));
         assert_eq!(check_incoming(&[2, 0x10]), Err(Malformed::Garbage));
         assert_eq!(check_incoming(&[1, 0x30]), Err(Malformed::Reserved));
-        assert_eq!(check_incoming(&[1, 0x3F, 9]), Err(Malformed::Reserved));
+        assert_eq!(check_incoming(&[1, 0x37, 9]), Err(Malformed::Reserved));
+        assert_eq!(check_incoming(&[1, 0x38, 9]), Ok(()));
         assert_eq!(check_incoming(&[1, 0x10]), Ok(()));
         assert_eq!(check_incoming(&[1, 0x40, 1, 2]), Ok(()));
     }
