@@ -1,3 +1,4 @@
-//! The tokio side of the crate: transports (and, later, the endpoint driving the cores).
+//! The tokio side of the crate: transports, and the endpoint driving the cores over them.
 
+pub(crate) mod endpoint;
 pub(crate) mod transport;
