@@ -102,8 +102,8 @@ struct Chan {
     waiters: HashMap<u64, Waiter>,
     /// Sealed responses, to answer retransmitted commands (unreliable transports only).
     cache: VecDeque<(u64, Bytes)>,
-    /// Message 3, re-sent before each command until the peer answers on this session
-    /// (unreliable transports only; covers a lost message 3).
+    /// Message 3, sent before each command until the peer answers on this session (covers a
+    /// lost message 3 and a command overtaking it).
     msg3: Option<Bytes>,
     /// An authentic frame arrived on this channel.
     confirmed: bool,
@@ -628,11 +628,7 @@ impl Inner {
         if let Some(h) = st.handshakes.remove(&nonce) {
             Counters::inc(&self.counters.handshakes_failed_timeout);
             tracing::debug!(peer = %peer.id.short(), "handshake timed out");
-            if let Some(p) = st.peers.get_mut(&h.peer.id) {
-                if p.handshake == Some(nonce) {
-                    p.handshake = None;
-                }
-            }
+            st.clear_handshake(h.peer.id, nonce);
             for w in h.waiters {
                 let _ = w.send(Err(Error::HandshakeTimeout {
                     peer: peer.id,
@@ -746,12 +742,12 @@ impl Inner {
                         Counters::inc(&c.handshakes_initiated_ok);
                         let peer = h.peer;
                         let msg3 = Bytes::from(msg3);
-                        let keep = (!self.reliable).then(|| msg3.clone());
-                        if let Some(p) = st.peers.get_mut(&peer.id) {
-                            if p.handshake == Some(nonce) {
-                                p.handshake = None;
-                            }
-                        }
+                        // Message 3 also travels in front of every command until the peer
+                        // answers on the session: a command must never reach the responder
+                        // before the message 3 that creates its session there (over TCP the
+                        // detached send below could be overtaken; over UDP it may be lost).
+                        let keep = Some(msg3.clone());
+                        st.clear_handshake(peer.id, nonce);
                         let r = st.install(self, peer, session, keep);
                         self.send_detached(peer.addr, vec![msg3]);
                         if let Some(d) = h.done {
@@ -805,11 +801,7 @@ impl Inner {
 
     fn fail_handshake(&self, st: &mut State, nonce: [u8; 32], err: impl Fn(PeerAddr) -> Error) {
         if let Some(h) = st.handshakes.remove(&nonce) {
-            if let Some(p) = st.peers.get_mut(&h.peer.id) {
-                if p.handshake == Some(nonce) {
-                    p.handshake = None;
-                }
-            }
+            st.clear_handshake(h.peer.id, nonce);
             if let Some(d) = h.done {
                 let _ = d.send(());
             }
@@ -867,7 +859,7 @@ impl Inner {
                 if sender == self.local_id {
                     return Counters::inc(&c.frames_rejected_unknown_session);
                 }
-                if !st.peers.get(&sender).is_some_and(|p| !p.chans.is_empty()) {
+                if st.peers.get(&sender).is_none_or(|p| p.chans.is_empty()) {
                     if !command || self.closing.load(Ordering::Acquire) {
                         return Counters::inc(&c.frames_rejected_unknown_session);
                     }
@@ -1073,10 +1065,10 @@ impl Inner {
             }
             Control::ModeMismatch { reference, seq } => match self.cfg.mode {
                 Mode::Secure => {
-                    if !st
+                    if st
                         .handshakes
                         .get(&reference)
-                        .is_some_and(|h| h.peer.addr == from)
+                        .is_none_or(|h| h.peer.addr != from)
                     {
                         return Counters::inc(&c.frames_rejected_other);
                     }
@@ -1181,6 +1173,14 @@ impl Error {
 }
 
 impl State {
+    fn clear_handshake(&mut self, peer: NodeId, nonce: [u8; 32]) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.handshake == Some(nonce)
+        {
+            p.handshake = None;
+        }
+    }
+
     fn next_tick(&mut self) -> u64 {
         self.tick += 1;
         self.tick
