@@ -109,3 +109,24 @@ fn two_hundred_endpoints_same_seed_same_outcome() {
     let (c, _) = simulate(8, 200, 400);
     assert_ne!(a, c, "the seed picks the pairs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_rekeyed_by_message_count() {
+    let sim = MemNetwork::new(MemConfig::default());
+    let mut cfg = EndpointConfig::default();
+    cfg.channel.rekey_after_messages = 8;
+    cfg.channel.reject_after_messages = 16;
+    let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
+    let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
+    for i in 0..100u8 {
+        let r = a
+            .request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], &echoed(&[i])[..]);
+    }
+    let m = a.metrics();
+    assert!(m.handshakes_initiated_ok >= 10, "rekeyed: {m:?}");
+    assert_eq!(m.requests_failed, 0);
+    assert_eq!(a.sessions(), 1);
+}

@@ -850,9 +850,7 @@ impl Inner {
             },
             (
                 FrameHeader::Insecure {
-                    sender,
-                    command,
-                    seq,
+                    sender, command, ..
                 },
                 Mode::Insecure,
             ) => {
@@ -876,7 +874,6 @@ impl Inner {
                     if let Some(p) = st.peers.get_mut(&sender) {
                         p.chans.push(Chan::new(ch, None));
                     }
-                    let _ = seq;
                 }
                 (sender, ChanKey::Insecure(sender), command)
             }
@@ -922,6 +919,10 @@ impl Inner {
         let Some(p) = st.peers.get_mut(&peer_id) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
         };
+        // Answers go to the address the session is registered at, never to a frame's source
+        // address: a replayed or raced copy with a spoofed source cannot redirect (and, with
+        // a response larger than its command, amplify) traffic towards a third party.
+        let peer_addr = p.addr;
         let Some(ch) = p.chans.iter_mut().find(|ch| ch.key() == key) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
         };
@@ -946,7 +947,7 @@ impl Inner {
                 if let Some(permit) = permit {
                     let peer = PeerAddr {
                         id: peer_id,
-                        addr: from,
+                        addr: peer_addr,
                     };
                     self.spawn_handler(peer, key, seq, payload.freeze(), permit);
                 }
@@ -964,7 +965,7 @@ impl Inner {
                 // second one (the channel refuses to anyway).
                 if let Some((_, f)) = ch.cache.iter().find(|(s, _)| *s == seq) {
                     Counters::inc(&c.responses_resent);
-                    self.send_detached(from, vec![f.clone()]);
+                    self.send_detached(peer_addr, vec![f.clone()]);
                 }
             }
             Err(e) => {
