@@ -25,7 +25,7 @@ mod net;
 
 pub use net::transport::{
     DEFAULT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig, FaultyTransport, LinkConfig, MIN_FRAME_LEN,
-    MemConfig, MemNetwork, MemTransport, TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
-    TcpConfig, TcpTransport, TraceEvent, Transport, TransportError, TransportStats,
-    UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
+    MemConfig, MemNetwork, MemTransport, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
+    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport,
+    TransportError, TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
 };

@@ -27,7 +27,8 @@ use bytes::{Bytes, BytesMut};
 pub use error::TransportError;
 pub use faulty::{FaultConfig, FaultyTransport};
 pub use frame::{
-    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
+    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME,
 };
 pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
 pub use stats::TransportStats;
