@@ -1021,4 +1021,75 @@ mod tests {
         assert_eq!(r.decode().unwrap().as_deref(), Some(&[1u8, 2, 3][..]));
         assert_eq!(&r.buf[..], &[9]);
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+            prop_oneof![
+                (any::<[u8; 4]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+                (any::<[u8; 16]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn hello_round_trips(addr in arb_addr()) {
+                prop_assert_eq!(parse_hello(&encode_hello(addr), addr.ip()), Some(addr));
+            }
+
+            #[test]
+            fn hello_parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..40), v6 in any::<bool>()) {
+                let src: IpAddr = if v6 { "::1".parse().unwrap() } else { "127.0.0.1".parse().unwrap() };
+                if let Some(a) = parse_hello(&data, src) {
+                    prop_assert_eq!(a.ip(), src);
+                    prop_assert!(data.len() == 9 || data.len() == 21);
+                }
+            }
+
+            /// Frames cut into arbitrary chunks decode to the same frames.
+            #[test]
+            fn decoder_reassembles_any_chunking(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+                cuts in proptest::collection::vec(1usize..64, 1..50),
+            ) {
+                let mut wire = Vec::new();
+                for f in &frames {
+                    wire.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                    wire.extend_from_slice(f);
+                }
+                let mut r = FrameReader::new(300, Duration::from_secs(1));
+                let mut out = Vec::new();
+                let mut pos = 0;
+                let mut i = 0;
+                while pos < wire.len() {
+                    let n = cuts[i % cuts.len()].min(wire.len() - pos);
+                    r.buf.extend_from_slice(&wire[pos..pos + n]);
+                    pos += n;
+                    i += 1;
+                    while let Some(f) = r.decode().unwrap() {
+                        out.push(f.to_vec());
+                    }
+                }
+                prop_assert_eq!(out, frames);
+                prop_assert!(r.buf.is_empty());
+            }
+
+            /// Arbitrary bytes never panic the decoder nor yield a frame above the limit.
+            #[test]
+            fn decoder_bounded_on_garbage(data in proptest::collection::vec(any::<u8>(), 0..600), max in 0usize..256) {
+                let mut r = FrameReader::new(max, Duration::from_secs(1));
+                r.buf.extend_from_slice(&data);
+                loop {
+                    match r.decode() {
+                        Ok(Some(f)) => prop_assert!(f.len() <= max),
+                        Ok(None) => { prop_assert!(r.want() >= 1 && r.want() <= READ_CHUNK.max(4096)); break }
+                        Err(e) => { prop_assert_eq!(e, ReadFail::Oversize); break }
+                    }
+                }
+            }
+        }
+    }
 }
