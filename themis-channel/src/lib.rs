@@ -119,8 +119,9 @@ pub use net::endpoint::{Endpoint, EndpointConfig, EndpointMetrics, Handler, Peer
 pub use net::transport::{
     DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig,
     FaultyTransport, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
-    TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE, TcpConfig, TcpTransport, TraceEvent,
-    Transport, TransportError, TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
+    TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+    TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport, TransportError,
+    TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
 };
 pub use proto::{
     Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,
