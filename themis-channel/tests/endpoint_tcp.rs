@@ -347,3 +347,22 @@ async fn in_flight_per_peer_is_bounded_by_backpressure() {
         "at most 3 in flight to the peer, saw {max}"
     );
 }
+
+#[tokio::test]
+async fn a_closure_is_a_handler_and_sees_the_authenticated_peer() {
+    let b = tcp(
+        2,
+        EndpointConfig::default(),
+        Arc::new(|from: PeerAddr, req: Bytes| async move {
+            Bytes::from([from.id.as_bytes().as_slice(), &req[..]].concat())
+        }),
+    )
+    .await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let r = a
+        .request(&b.local_peer(), Bytes::from_static(b"!"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..32], a.local_id().as_bytes());
+    assert_eq!(&r[32..], b"!");
+}

@@ -67,6 +67,19 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes;
 }
 
+/// Any `Fn(PeerAddr, Bytes) -> impl Future<Output = Bytes>` is a handler:
+/// `Arc::new(|_from, req| async move { req })`.
+#[async_trait]
+impl<F, Fut> Handler for F
+where
+    F: Fn(PeerAddr, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Bytes> + Send + 'static,
+{
+    async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        (self)(from, request).await
+    }
+}
+
 /// A THEMIS node's network endpoint: sets up sessions lazily (paper Fig. 2) and carries
 /// commands and responses over them (paper Fig. 3). A cheap handle: clones share the endpoint.
 ///
