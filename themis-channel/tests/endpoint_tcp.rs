@@ -366,3 +366,26 @@ async fn a_closure_is_a_handler_and_sees_the_authenticated_peer() {
     assert_eq!(&r[..32], a.local_id().as_bytes());
     assert_eq!(&r[32..], b"!");
 }
+
+#[tokio::test]
+async fn insecure_peer_restarting_at_seq_one_gets_a_fresh_channel() {
+    let b = tcp(2, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    let a1 = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    for i in 0..3u8 {
+        a1.request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+    }
+    a1.shutdown().await;
+    drop(a1);
+    // Same key, new process (new port): its sequence numbers start at 1 again.
+    let a2 = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    for i in 0..3u8 {
+        let r = a2
+            .request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], &echoed(&[i])[..]);
+    }
+    assert_eq!(b.sessions(), 1);
+}
