@@ -1052,7 +1052,6 @@ impl Inner {
             Control::Identify { token } => {
                 let public = self.identity.public();
                 self.reply_control(st, from, Control::Identity { token, public });
-                return;
             }
             Control::Identity { token, public } => {
                 if st.identifies.get(&token).is_some_and(|(a, _)| *a == from) {
