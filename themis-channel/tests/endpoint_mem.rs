@@ -172,14 +172,14 @@ async fn mutated_frames_of_every_type_are_survived() {
             0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3F, 0x7F,
         ][(r % 14) as usize];
         let len = 2 + (next(&mut s) % 300) as usize;
-        let mut f: Vec<u8> = if ty == 0x01 && r % 3 == 0 {
+        let mut f: Vec<u8> = if ty == 0x01 && r.is_multiple_of(3) {
             msg1.clone()
         } else {
             (0..len).map(|_| next(&mut s) as u8).collect()
         };
         f[0] = 0x01;
         f[1] = ty;
-        if f.len() > 2 && r % 5 == 0 {
+        if f.len() > 2 && r.is_multiple_of(5) {
             let i = 2 + (next(&mut s) as usize % (f.len() - 2));
             f[i] ^= 1 << (next(&mut s) % 8);
         }
@@ -188,7 +188,7 @@ async fn mutated_frames_of_every_type_are_survived() {
             sent += 1;
             genuine += u64::from(is_genuine);
         }
-        if sent % 100 == 0 {
+        if sent.is_multiple_of(100) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
