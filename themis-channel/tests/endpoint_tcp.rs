@@ -389,3 +389,23 @@ async fn insecure_peer_restarting_at_seq_one_gets_a_fresh_channel() {
     }
     assert_eq!(b.sessions(), 1);
 }
+
+#[tokio::test]
+async fn both_peers_initiating_at_once_keep_working() {
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let (pa, pb) = (a.local_peer(), b.local_peer());
+    for round in 0..5u8 {
+        let (ra, rb) = tokio::join!(
+            a.request(&pb, Bytes::from(vec![round, 1])),
+            b.request(&pa, Bytes::from(vec![round, 2]))
+        );
+        assert_eq!(&ra.unwrap()[..], &echoed(&[round, 1])[..]);
+        assert_eq!(&rb.unwrap()[..], &echoed(&[round, 2])[..]);
+    }
+    let (ma, mb) = (a.metrics(), b.metrics());
+    // Each side may have initiated once; never more, and no request failed.
+    assert!(ma.handshakes_initiated_ok <= 1 && mb.handshakes_initiated_ok <= 1);
+    assert_eq!(ma.requests_failed + mb.requests_failed, 0);
+    assert_eq!((a.sessions(), b.sessions()), (1, 1));
+}
