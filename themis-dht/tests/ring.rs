@@ -70,7 +70,7 @@ fn small_ring_converges() {
 #[test]
 fn thousand_nodes_one_after_another() {
     let n = 1000;
-    let mut sim = build(7, n, Duration::from_millis(50), Duration::from_secs(30));
+    let mut sim = build(7, n, Duration::from_millis(20), Duration::from_secs(25));
     sim.check_ring().unwrap();
     let (wrong, hops) = finds(&mut sim, 10_000);
     assert_eq!(wrong, 0, "every find returns the true successor");

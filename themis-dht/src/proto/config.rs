@@ -104,12 +104,12 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Periods scaled for simulations: stabilize 500 ms, fingers 2 s, predecessor check 1 s,
+    /// Periods scaled for simulations: stabilize 500 ms, fingers 10 s, predecessor check 1 s,
     /// request timeout 1 s, TTL 60 s (re-store 20 s), retry 2 s, no clock skew.
     pub fn fast() -> Self {
         Self {
             stabilize_period: Duration::from_millis(500),
-            finger_period: Duration::from_secs(2),
+            finger_period: Duration::from_secs(10),
             check_predecessor_period: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             record_ttl: Duration::from_secs(60),

@@ -242,7 +242,11 @@ enum Purpose {
     Store { query: QueryId },
     Join,
     Stabilize { succ: Peer },
-    StabilizeCandidate { cand: Peer, fallback: Vec<Peer> },
+    StabilizeCandidate {
+        cand: Peer,
+        fallback: Vec<Peer>,
+        depth: usize,
+    },
     Notify,
     CheckPred { pred: Peer },
     Handoff { records: Vec<(NodeId, NodeId, u64)> },
@@ -316,9 +320,16 @@ impl std::fmt::Debug for Node {
             .field("state", &self.state_name())
             .field("pred", &self.pred)
             .field("succs", &self.succs)
+            .field("pending", &self.pending.len())
+            .field("queries", &self.queries.len())
+            .field("stabilize_in_flight", &self.stabilize_in_flight)
+            .field("next_stabilize", &self.next_stabilize)
             .finish_non_exhaustive()
     }
 }
+
+/// Most successive closer successors adopted in one stabilize round.
+const STABILIZE_CHAIN: usize = 32;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -1044,11 +1055,16 @@ impl Node {
                 return;
             }
         }
+        // finger refreshes are background work: one query at a time is enough
+        let background = matches!(
+            self.queries.get(&q).map(|x| &x.job),
+            Some(Job::Finger { .. })
+        );
         let mut l = Lookup::new(
             target,
             want_owner,
             self.me.id,
-            self.cfg.alpha,
+            if background { 1 } else { self.cfg.alpha },
             self.cfg.max_lookup_requests,
             self.cfg.max_lookup_candidates,
         );
@@ -1775,6 +1791,7 @@ impl Node {
                                     Purpose::StabilizeCandidate {
                                         cand: x,
                                         fallback: list,
+                                        depth: 1,
                                     },
                                 );
                             }
@@ -1807,15 +1824,44 @@ impl Node {
                     }
                 }
             }
-            Purpose::StabilizeCandidate { cand, fallback } => {
+            Purpose::StabilizeCandidate {
+                cand,
+                fallback,
+                depth,
+            } => {
                 self.stabilize_in_flight = false;
                 match r {
-                    Ok(Response::Neighbors { successors, .. }) => {
+                    Ok(Response::Neighbors {
+                        predecessor,
+                        successors,
+                    }) => {
                         let list = self.sanitize_list(
                             std::iter::once(cand).chain(successors.into_iter().map(Peer::from)),
                         );
-                        self.set_succs(list);
-                        self.send(now, cand.into(), &Request::Notify, Purpose::Notify);
+                        self.set_succs(list.clone());
+                        match predecessor.map(Peer::from) {
+                            // keep walking back while the new successor knows a closer
+                            // predecessor: one round trip per step instead of one period
+                            Some(x)
+                                if depth < STABILIZE_CHAIN
+                                    && x.id != self.me.id
+                                    && in_open(&self.me.id, &x.id, &cand.id) =>
+                            {
+                                self.stabilize_in_flight = self.send(
+                                    now,
+                                    x.into(),
+                                    &Request::GetNeighbors,
+                                    Purpose::StabilizeCandidate {
+                                        cand: x,
+                                        fallback: list,
+                                        depth: depth + 1,
+                                    },
+                                );
+                            }
+                            _ => {
+                                self.send(now, cand.into(), &Request::Notify, Purpose::Notify);
+                            }
+                        }
                     }
                     _ => {
                         if let Some(s) = fallback.first().copied() {
