@@ -203,6 +203,8 @@ struct LeaveState {
     records: Vec<ProviderRecord>,
     chunk: usize,
     target: Peer,
+    retry_at: Option<Instant>,
+    retries: u32,
 }
 
 #[derive(Debug)]
@@ -310,6 +312,7 @@ pub struct Node {
     handoff_in_flight: bool,
     finger_sweep_running: bool,
     rates: BTreeMap<NodeId, Bucket>,
+    bootstraps: Vec<Contact>,
     metrics: Metrics,
 }
 
@@ -327,6 +330,15 @@ impl std::fmt::Debug for Node {
             .finish_non_exhaustive()
     }
 }
+
+/// A join request may take this many request timeouts (the bootstrap runs a lookup first).
+const JOIN_TIMEOUT_FACTOR: u32 = 8;
+/// Retries of a refused leave before the records are given up.
+const LEAVE_RETRIES: u32 = 20;
+/// Bootstraps remembered for a re-join.
+const MAX_BOOTSTRAPS: usize = 16;
+/// Rounds over the bootstrap list before a join fails.
+const JOIN_ROUNDS: usize = 3;
 
 /// Most successive closer successors adopted in one stabilize round.
 const STABILIZE_CHAIN: usize = 32;
@@ -391,6 +403,7 @@ impl Node {
             handoff_in_flight: false,
             finger_sweep_running: false,
             rates: BTreeMap::new(),
+            bootstraps: Vec::new(),
             metrics: Metrics::default(),
             cfg,
         };
@@ -488,6 +501,12 @@ impl Node {
                 t = t.min(r.next_refresh);
             }
         }
+        if let State::Leaving(LeaveState {
+            retry_at: Some(r), ..
+        }) = &self.state
+        {
+            t = t.min(*r);
+        }
         Some(t)
     }
 
@@ -514,12 +533,17 @@ impl Node {
     }
 
     fn send(&mut self, now: Instant, to: Contact, req: &Request, purpose: Purpose) -> bool {
+        // a join is answered after the bootstrap's own lookup, which may meet timeouts itself
+        let timeout = match purpose {
+            Purpose::Join => self.cfg.request_timeout * JOIN_TIMEOUT_FACTOR,
+            _ => self.cfg.request_timeout,
+        };
         if self.pending.len() >= self.cfg.max_pending_requests {
             return false;
         }
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let deadline = now + self.cfg.request_timeout;
+        let deadline = now + timeout;
         self.pending.insert(
             id,
             Pending {
@@ -579,6 +603,21 @@ impl Node {
         c.sort_by_key(|p| distance(&p.id, target));
         c.truncate(count);
         c
+    }
+
+    /// The successor of `t` if `t` falls within our successor list: `t ∈ (s[i-1], s[i]]` with
+    /// `s[-1] = me` gives `s[i]`. Beyond the paper (which only looks at the first successor):
+    /// answering from the whole list saves hops and routes around a bad immediate predecessor
+    /// of the target.
+    fn successor_of(&self, t: &NodeId) -> Option<Peer> {
+        let mut prev = self.me.id;
+        for s in &self.succs {
+            if in_half_open(&prev, t, &s.id) {
+                return Some(*s);
+            }
+            prev = s.id;
+        }
+        None
     }
 
     /// True if this node is responsible for `t` in its current view (t ∈ (pred, me]).
@@ -793,14 +832,20 @@ impl Node {
     /// Joins a ring through the bootstraps, tried in order (paper §6.1 join). The result comes
     /// as [`Event::Joined`] or [`Event::JoinFailed`].
     pub fn join(&mut self, now: Instant, bootstraps: Vec<Contact>) -> Result<(), Error> {
-        if !matches!(self.state, State::Member) || !self.succs.is_empty() || self.pred.is_some() {
+        if !matches!(self.state, State::Member) {
             return Err(Error::InvalidState {
                 state: self.state_name(),
-                what: "join (only a node alone on its own ring can join another)",
+                what: "join",
             });
         }
+        // whatever ring view the node had is dropped: it learns its place from the bootstrap
+        self.pred = None;
+        self.succs.clear();
+        self.fingers.iter_mut().for_each(|f| *f = None);
+        self.routing_dirty = true;
+        self.bootstraps = bootstraps.iter().copied().take(MAX_BOOTSTRAPS).collect();
         self.state = State::Joining {
-            bootstraps,
+            bootstraps: self.bootstraps.clone(),
             next: 0,
         };
         self.try_next_bootstrap(now);
@@ -811,7 +856,11 @@ impl Node {
         let State::Joining { bootstraps, next } = &mut self.state else {
             return;
         };
-        let Some(c) = bootstraps.get(*next).copied() else {
+        let round_len = bootstraps.len().max(1);
+        let Some(c) = (*next < round_len * JOIN_ROUNDS)
+            .then(|| bootstraps.get(*next % round_len).copied())
+            .flatten()
+        else {
             self.state = State::Member;
             self.event(Event::JoinFailed);
             return;
@@ -834,6 +883,8 @@ impl Node {
                     records,
                     chunk: 0,
                     target,
+                    retry_at: None,
+                    retries: 0,
                 });
                 self.send_leave_chunk(now);
             }
@@ -898,6 +949,16 @@ impl Node {
         }
         if !self.is_member() {
             return;
+        }
+        if let State::Leaving(ls) = &mut self.state {
+            if ls.retry_at.is_some_and(|t| t <= now) {
+                ls.retry_at = None;
+                ls.chunk = 0;
+                if let Some(s) = self.succs.first().copied() {
+                    ls.target = s;
+                }
+                self.send_leave_chunk(now);
+            }
         }
         if now >= self.next_stabilize {
             self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
@@ -1049,8 +1110,9 @@ impl Node {
             self.lookup_done(now, q, me, 0, recs);
             return;
         }
-        if let Some(s) = self.succ() {
-            if in_half_open(&self.me.id, &target, &s.id) && !want_owner {
+        let local = self.successor_of(&target);
+        if let Some(s) = local {
+            if !want_owner {
                 self.lookup_done(now, q, s, 0, Vec::new());
                 return;
             }
@@ -1068,10 +1130,8 @@ impl Node {
             self.cfg.max_lookup_requests,
             self.cfg.max_lookup_candidates,
         );
-        if let Some(s) = self.succ() {
-            if in_half_open(&self.me.id, &target, &s.id) {
-                l.set_final(s, 1);
-            }
+        if let Some(s) = local {
+            l.set_final(s, 1);
         }
         let seeds = self.closest_preceding(&target, self.cfg.max_lookup_candidates.min(8));
         for p in seeds {
@@ -1559,10 +1619,8 @@ impl Node {
             };
             return Response::Owner { records };
         }
-        if let Some(s) = self.succ() {
-            if in_half_open(&self.me.id, target, &s.id) {
-                return Response::Successor { peer: s.into() };
-            }
+        if let Some(s) = self.successor_of(target) {
+            return Response::Successor { peer: s.into() };
         }
         let peers = self.closest_preceding(target, self.cfg.closer_count);
         Response::Closer {
@@ -1816,8 +1874,19 @@ impl Node {
                                 .filter(|p| p.id != me)
                                 .min_by_key(|p| distance(&me, &p.id))
                                 .copied();
-                            if let Some(f) = fallback {
-                                self.set_succs(vec![f]);
+                            match fallback {
+                                Some(f) => self.set_succs(vec![f]),
+                                None if !self.bootstraps.is_empty() => {
+                                    // orphaned (every successor failed and no finger is left):
+                                    // join again through the bootstraps
+                                    self.pred = None;
+                                    self.state = State::Joining {
+                                        bootstraps: self.bootstraps.clone(),
+                                        next: 0,
+                                    };
+                                    return self.try_next_bootstrap(now);
+                                }
+                                None => {}
                             }
                         }
                         self.stabilize(now);
@@ -1874,7 +1943,8 @@ impl Node {
             Purpose::Notify => {}
             Purpose::CheckPred { pred } => {
                 self.check_pred_in_flight = false;
-                if dead && self.pred == Some(pred) {
+                let alive = matches!(r, Ok(Response::Pong));
+                if !alive && self.pred == Some(pred) {
                     // Zave: the predecessor is dead; a live one will notify us
                     self.metrics.stabilization_repairs += 1;
                     self.pred = None;
@@ -1925,6 +1995,20 @@ impl Node {
                         }
                         None => self.finish_leave(handed, 0),
                     }
+                } else if matches!(
+                    r,
+                    Ok(Response::Refused {
+                        reason: Refusal::Leaving
+                            | Refusal::NotPredecessor
+                            | Refusal::Busy
+                            | Refusal::RateLimited
+                    })
+                ) && ls.retries < LEAVE_RETRIES
+                {
+                    // the successor is itself leaving or does not see us as its predecessor
+                    // yet: the ring is in flux, try again after a stabilize period
+                    ls.retries += 1;
+                    ls.retry_at = Some(now + self.cfg.stabilize_period);
                 } else {
                     // try the next successor with the whole table
                     let failed = ls.target.id;
@@ -1955,6 +2039,199 @@ impl Node {
                 };
                 self.finish_leave(handed, 0);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn net() -> NetworkId {
+        NetworkId::new("unit").unwrap()
+    }
+
+    fn kp(seed: u8) -> Arc<IdentityKeypair> {
+        Arc::new(IdentityKeypair::from_seed(&[seed; 32]))
+    }
+
+    fn peer_of(k: &IdentityKeypair, port: u16) -> Peer {
+        Peer {
+            id: k.node_id(&net()),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn alone(cfg: Config) -> (Node, Instant, SystemTime) {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let n = Node::new(cfg, kp(1), net(), "127.0.0.1:1".parse().unwrap(), now, wall, 1);
+        (n, now, wall)
+    }
+
+    fn record(signer: &IdentityKeypair, name: &str, r: u8, exp: u64, seq: u64) -> ProviderRecord {
+        ProviderRecord::sign(
+            signer,
+            &net(),
+            &ServiceSpec::new(name),
+            "127.0.0.1:9".parse().unwrap(),
+            r,
+            exp,
+            seq,
+        )
+    }
+
+    fn store(n: &mut Node, now: Instant, from: Peer, rec: &ProviderRecord) -> Response {
+        let bytes = Request::Store {
+            record: WireRecord::from(rec),
+        }
+        .encode();
+        n.handle_request(now, from, 7, &bytes);
+        let mut answer = None;
+        while let Some(o) = n.poll_output() {
+            if let Output::Respond { token: 7, bytes } = o {
+                answer = Some(Response::decode(&bytes, 1 << 20).unwrap());
+            }
+        }
+        answer.unwrap()
+    }
+
+    fn refused(reason: Refusal) -> Response {
+        Response::Refused { reason }
+    }
+
+    #[test]
+    fn store_checks() {
+        let (mut n, now, _) = alone(Config::default());
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let b = kp(3);
+        let from_a = peer_of(&a, 2);
+        // a record about another provider is refused
+        let rec_b = record(&b, "svc", 0, exp, 1);
+        assert_eq!(store(&mut n, now, from_a, &rec_b), refused(Refusal::NotProvider));
+        // the provider's own record is accepted, then is idempotent
+        let rec_a = record(&a, "svc", 0, exp, 5);
+        assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
+        assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
+        // an older sequence number is stale; a newer one replaces
+        let old = record(&a, "svc", 0, exp, 4);
+        assert_eq!(store(&mut n, now, from_a, &old), refused(Refusal::Stale));
+        let newer = record(&a, "svc", 0, exp + 1, 6);
+        assert_eq!(store(&mut n, now, from_a, &newer), Response::Stored);
+        assert_eq!(n.stored(&object_id("svc", 0))[0].seq(), 6);
+        // forged field: bad signature
+        let forged = rec_a.forged_addr("10.9.9.9:9".parse().unwrap());
+        let forged = ProviderRecord { seq: 9, ..forged };
+        assert_eq!(store(&mut n, now, from_a, &forged), refused(Refusal::BadSignature));
+        // expiry window
+        let past = record(&a, "p", 0, n.wall_ms(now), 1);
+        assert_eq!(store(&mut n, now, from_a, &past), refused(Refusal::Expired));
+        let far = record(&a, "f", 0, exp + 3_600_000, 1);
+        assert_eq!(store(&mut n, now, from_a, &far), refused(Refusal::TooFarFuture));
+        // replica index above the network maximum
+        let r9 = record(&a, "r", 9, exp, 1);
+        assert_eq!(store(&mut n, now, from_a, &r9), refused(Refusal::BadReplica));
+        let m = n.metrics();
+        assert_eq!(m.rejected_for(Refusal::NotProvider), 1);
+        assert_eq!(m.rejected_for(Refusal::BadSignature), 1);
+        assert_eq!(m.stored_records, 1);
+    }
+
+    #[test]
+    fn over_quota_stores_are_refused() {
+        let mut cfg = Config::default();
+        cfg.max_records_per_provider = 2;
+        cfg.max_records_total = 3;
+        let (mut n, now, _) = alone(cfg);
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let pa = peer_of(&a, 2);
+        for name in ["x", "y"] {
+            assert_eq!(store(&mut n, now, pa, &record(&a, name, 0, exp, 1)), Response::Stored);
+        }
+        assert_eq!(
+            store(&mut n, now, pa, &record(&a, "z", 0, exp, 1)),
+            refused(Refusal::OverQuota)
+        );
+        let b = kp(3);
+        let pb = peer_of(&b, 3);
+        assert_eq!(store(&mut n, now, pb, &record(&b, "x", 0, exp, 1)), Response::Stored);
+        let c = kp(4);
+        assert_eq!(
+            store(&mut n, now, peer_of(&c, 4), &record(&c, "x", 0, exp, 1)),
+            refused(Refusal::OverQuota)
+        );
+    }
+
+    #[test]
+    fn records_expire() {
+        let (mut n, now, _) = alone(Config::default());
+        let a = kp(2);
+        let exp = n.wall_ms(now) + 1_500;
+        assert_eq!(store(&mut n, now, peer_of(&a, 2), &record(&a, "x", 0, exp, 1)), Response::Stored);
+        n.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(n.stored_len(), 0);
+        assert_eq!(n.metrics().expirations, 1);
+    }
+
+    #[test]
+    fn rate_limit_per_peer() {
+        let mut cfg = Config::default();
+        cfg.peer_rate_burst = 3;
+        cfg.peer_rate_per_sec = 1;
+        let (mut n, now, _) = alone(cfg);
+        let a = peer_of(&kp(2), 2);
+        let ping = Request::Ping.encode();
+        let mut answers = Vec::new();
+        for t in 0..5 {
+            n.handle_request(now, a, t, &ping);
+        }
+        while let Some(o) = n.poll_output() {
+            if let Output::Respond { bytes, .. } = o {
+                answers.push(Response::decode(&bytes, 1024).unwrap());
+            }
+        }
+        assert_eq!(answers.iter().filter(|r| **r == Response::Pong).count(), 3);
+        assert_eq!(n.metrics().rejected_for(Refusal::RateLimited), 2);
+    }
+
+    #[test]
+    fn unknown_and_mismatched_responses_are_ignored_or_failed() {
+        let (mut n, now, _) = alone(Config::default());
+        n.handle_response(now, 999, Err(RequestFailure::Timeout));
+        let other = kp(5).node_id(&net());
+        let target = SocketAddr::from(([127, 0, 0, 1], 5));
+        n.join(now, vec![Contact { addr: target, id: Some(other) }]).unwrap();
+        let Some(Output::Send { request_id, expect, .. }) = n.poll_output() else {
+            panic!("join sends a request")
+        };
+        assert_eq!(expect, Some(other));
+        // a reply authenticated as somebody else is not accepted
+        let bytes = Response::Joined {
+            successor: peer_of(&kp(6), 6).into(),
+            successors: vec![],
+        }
+        .encode();
+        n.handle_response(now, request_id, Ok(Reply { from: kp(6).node_id(&net()), bytes: &bytes }));
+        assert_eq!(n.state_name(), "joining");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_requests_and_responses_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), id in any::<u64>()) {
+            let (mut n, now, _) = alone(Config::default());
+            n.handle_request(now, peer_of(&kp(2), 2), 1, &bytes);
+            n.handle_response(now, id, Ok(Reply { from: kp(2).node_id(&net()), bytes: &bytes }));
+            let mut refusals = 0;
+            while let Some(o) = n.poll_output() {
+                if let Output::Respond { bytes, .. } = o {
+                    prop_assert!(Response::decode(&bytes, 1 << 16).is_ok());
+                    refusals += 1;
+                }
+            }
+            prop_assert_eq!(refusals, 1);
         }
     }
 }
