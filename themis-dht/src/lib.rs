@@ -58,5 +58,5 @@ pub use proto::wire::{MAX_PEERS, MAX_RECORDS, Peer};
 /// Test and fuzzing access to internals; not part of the API.
 #[doc(hidden)]
 pub mod fuzz {
-    pub use crate::proto::wire::fuzz_decode;
+    pub use crate::proto::wire::{bench_decode_request, bench_find, bench_store, fuzz_decode};
 }

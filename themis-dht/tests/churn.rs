@@ -26,7 +26,10 @@ fn crash_twenty_percent_and_join_twenty_percent() {
         })
         .sum();
     // a store may meet a node whose view of the ring is a moment old; it is retried later
-    assert!(stored >= 29_970, "{stored} of 30 000 replicas stored at once");
+    assert!(
+        stored >= 29_970,
+        "{stored} of 30 000 replicas stored at once"
+    );
 
     // crash 20 % with no leave, join 20 % new ones
     let mut live = sim.live();
@@ -42,10 +45,7 @@ fn crash_twenty_percent_and_join_twenty_percent() {
         .filter(|i| sim.is_alive(*i) && !sim.node(*i).is_member())
         .count();
     assert_eq!(stuck, 0, "every live node is a ring member");
-    let alive: Vec<(usize, String)> = regs
-        .into_iter()
-        .filter(|(p, _)| sim.is_alive(*p))
-        .collect();
+    let alive: Vec<(usize, String)> = regs.into_iter().filter(|(p, _)| sim.is_alive(*p)).collect();
     let missing = count_missing(&mut sim, &alive, 2);
     let m = sim.metrics_total();
     eprintln!(
@@ -86,7 +86,12 @@ fn graceful_leave_of_thirty_percent_loses_nothing() {
             let oid = object_id(name, r);
             let owner = sim.true_successor(&oid).unwrap();
             let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
-            if !sim.node(idx).stored(&oid).iter().any(|rec| rec.provider() == provider) {
+            if !sim
+                .node(idx)
+                .stored(&oid)
+                .iter()
+                .any(|rec| rec.provider() == provider)
+            {
                 lost += 1;
             }
         }

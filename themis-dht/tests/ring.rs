@@ -76,6 +76,9 @@ fn thousand_nodes_one_after_another() {
     assert_eq!(wrong, 0, "every find returns the true successor");
     let mean = hops.iter().map(|h| f64::from(*h)).sum::<f64>() / hops.len() as f64;
     let bound = 0.5 * (n as f64).log2() + 1.0;
-    eprintln!("mean hops {mean:.2} (bound {bound:.2}); delivered {}", sim.delivered);
+    eprintln!(
+        "mean hops {mean:.2} (bound {bound:.2}); delivered {}",
+        sim.delivered
+    );
     assert!(mean <= bound, "mean hops {mean} above {bound}");
 }

@@ -16,7 +16,8 @@ fn scenario(seed: u64) -> (u64, u64) {
     cfg.loss_ppm = 10_000; // 1 % loss
     let mut sim = build(cfg, 30, Duration::from_millis(20), Duration::from_secs(5));
     let p = random_live(&mut sim);
-    sim.with_node(p, |n, now| n.register(now, ServiceSpec::new("x"), None)).unwrap();
+    sim.with_node(p, |n, now| n.register(now, ServiceSpec::new("x"), None))
+        .unwrap();
     let v = random_live(&mut sim);
     sim.crash(v);
     sim.run_for(Duration::from_secs(5));
@@ -39,7 +40,11 @@ fn join_through_a_bare_address() {
     let b = sim.add_node();
     sim.join_by_addr(b, a);
     sim.run_for(Duration::from_secs(3));
-    assert!(sim.events(b).iter().any(|e| matches!(e, Event::Joined { .. })));
+    assert!(
+        sim.events(b)
+            .iter()
+            .any(|e| matches!(e, Event::Joined { .. }))
+    );
     sim.check_ring().unwrap();
     assert_eq!(sim.node(a).successors()[0].id, sim.node(b).id());
     assert_eq!(sim.node(b).predecessor().unwrap().id, sim.node(a).id());
@@ -64,9 +69,10 @@ fn op() -> impl Strategy<Value = Op> {
 fn crash_allowed(sim: &Sim, victim: usize) -> bool {
     let vid = sim.node(victim).id();
     sim.live().into_iter().filter(|i| *i != victim).all(|i| {
-        sim.node(i).successors().iter().any(|s| {
-            s.id != vid && sim.live().iter().any(|j| sim.node(*j).id() == s.id)
-        })
+        sim.node(i)
+            .successors()
+            .iter()
+            .any(|s| s.id != vid && sim.live().iter().any(|j| sim.node(*j).id() == s.id))
     })
 }
 

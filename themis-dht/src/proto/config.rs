@@ -121,7 +121,9 @@ impl Config {
     }
 
     pub(crate) fn sanitized(mut self) -> Self {
-        self.successor_list_len = self.successor_list_len.clamp(1, crate::proto::wire::MAX_PEERS);
+        self.successor_list_len = self
+            .successor_list_len
+            .clamp(1, crate::proto::wire::MAX_PEERS);
         self.alpha = self.alpha.max(1);
         self.closer_count = self.closer_count.clamp(1, crate::proto::wire::MAX_PEERS);
         self.max_records_per_message = self

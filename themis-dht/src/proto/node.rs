@@ -193,7 +193,10 @@ pub enum Event {
 #[derive(Debug)]
 enum State {
     Member,
-    Joining { bootstraps: Vec<Contact>, next: usize },
+    Joining {
+        bootstraps: Vec<Contact>,
+        next: usize,
+    },
     Leaving(LeaveState),
     Left,
 }
@@ -240,19 +243,32 @@ struct Query {
 
 #[derive(Debug)]
 enum Purpose {
-    Lookup { query: QueryId, peer: NodeId },
-    Store { query: QueryId },
+    Lookup {
+        query: QueryId,
+        peer: NodeId,
+    },
+    Store {
+        query: QueryId,
+    },
     Join,
-    Stabilize { succ: Peer },
+    Stabilize {
+        succ: Peer,
+    },
     StabilizeCandidate {
         cand: Peer,
         fallback: Vec<Peer>,
         depth: usize,
     },
     Notify,
-    CheckPred { pred: Peer },
-    Handoff { records: Vec<(NodeId, NodeId, u64)> },
-    Leave { last: bool },
+    CheckPred {
+        pred: Peer,
+    },
+    Handoff {
+        records: Vec<(NodeId, NodeId, u64)>,
+    },
+    Leave {
+        last: bool,
+    },
     SetSuccessors,
 }
 
@@ -368,10 +384,7 @@ impl Node {
             id: identity.node_id(&network),
             addr: local_addr,
         };
-        let wall_anchor_ms = wall_clock
-            .duration_since(UNIX_EPOCH)
-            .map(ms)
-            .unwrap_or(0);
+        let wall_anchor_ms = wall_clock.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
         let mut n = Self {
             identity,
             network,
@@ -580,9 +593,15 @@ impl Node {
 
     fn routing(&mut self) -> &[Peer] {
         if self.routing_dirty {
-            let mut v: Vec<Peer> = self.fingers.iter().flatten().copied().collect();
+            // consecutive fingers are mostly the same node: skip repeats before sorting
+            let mut v: Vec<Peer> = Vec::with_capacity(64);
+            for f in self.fingers.iter().flatten() {
+                if v.last().is_none_or(|l: &Peer| l.id != f.id) {
+                    v.push(*f);
+                }
+            }
             v.extend(self.succs.iter().copied());
-            v.sort();
+            v.sort_unstable();
             v.dedup_by_key(|p| p.id);
             self.routing = v;
             self.routing_dirty = false;
@@ -648,6 +667,9 @@ impl Node {
     }
 
     fn set_succs(&mut self, list: Vec<Peer>) {
+        if list == self.succs {
+            return;
+        }
         let old = self.succ();
         self.succs = list;
         self.routing_dirty = true;
@@ -706,7 +728,8 @@ impl Node {
             tokens: burst,
             last: now,
         });
-        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.tokens =
+            (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(burst);
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -950,15 +973,15 @@ impl Node {
         if !self.is_member() {
             return;
         }
-        if let State::Leaving(ls) = &mut self.state {
-            if ls.retry_at.is_some_and(|t| t <= now) {
-                ls.retry_at = None;
-                ls.chunk = 0;
-                if let Some(s) = self.succs.first().copied() {
-                    ls.target = s;
-                }
-                self.send_leave_chunk(now);
+        if let State::Leaving(ls) = &mut self.state
+            && ls.retry_at.is_some_and(|t| t <= now)
+        {
+            ls.retry_at = None;
+            ls.chunk = 0;
+            if let Some(s) = self.succs.first().copied() {
+                ls.target = s;
             }
+            self.send_leave_chunk(now);
         }
         if now >= self.next_stabilize {
             self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
@@ -989,10 +1012,10 @@ impl Node {
                 .collect();
             for name in due {
                 // paper §6.1: owners re-store before the responsible nodes drop the values
-                if self.start_register(now, &name, false).is_none() {
-                    if let Some(r) = self.registrations.get_mut(&name) {
-                        r.next_refresh = now + self.cfg.retry_delay;
-                    }
+                if self.start_register(now, &name, false).is_none()
+                    && let Some(r) = self.registrations.get_mut(&name)
+                {
+                    r.next_refresh = now + self.cfg.retry_delay;
                 }
             }
         }
@@ -1011,8 +1034,12 @@ impl Node {
             }
         }
         if let Some(s) = self.succ() {
-            self.stabilize_in_flight =
-                self.send(now, s.into(), &Request::GetNeighbors, Purpose::Stabilize { succ: s });
+            self.stabilize_in_flight = self.send(
+                now,
+                s.into(),
+                &Request::GetNeighbors,
+                Purpose::Stabilize { succ: s },
+            );
         }
     }
 
@@ -1021,8 +1048,12 @@ impl Node {
             return;
         }
         if let Some(p) = self.pred {
-            self.check_pred_in_flight =
-                self.send(now, p.into(), &Request::Ping, Purpose::CheckPred { pred: p });
+            self.check_pred_in_flight = self.send(
+                now,
+                p.into(),
+                &Request::Ping,
+                Purpose::CheckPred { pred: p },
+            );
         }
     }
 
@@ -1106,16 +1137,21 @@ impl Node {
         self.metrics.lookups_started += 1;
         if self.responsible_for(&target) {
             let me = self.me;
-            let recs: Vec<WireRecord> = self.store.get(&target).iter().map(WireRecord::from).collect();
+            let recs: Vec<WireRecord> = self
+                .store
+                .get(&target)
+                .iter()
+                .map(WireRecord::from)
+                .collect();
             self.lookup_done(now, q, me, 0, recs);
             return;
         }
         let local = self.successor_of(&target);
-        if let Some(s) = local {
-            if !want_owner {
-                self.lookup_done(now, q, s, 0, Vec::new());
-                return;
-            }
+        if let Some(s) = local
+            && !want_owner
+        {
+            self.lookup_done(now, q, s, 0, Vec::new());
+            return;
         }
         // finger refreshes are background work: one query at a time is enough
         let background = matches!(
@@ -1158,10 +1194,17 @@ impl Node {
                 target,
                 records: want,
             };
-            if !self.send(now, peer.into(), &req, Purpose::Lookup { query: q, peer: peer.id }) {
-                if let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) {
-                    l.on_failure(peer.id);
-                }
+            if !self.send(
+                now,
+                peer.into(),
+                &req,
+                Purpose::Lookup {
+                    query: q,
+                    peer: peer.id,
+                },
+            ) && let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut())
+            {
+                l.on_failure(peer.id);
             }
         }
         let exhausted = self
@@ -1281,7 +1324,10 @@ impl Node {
                 }
             }
             Job::Providers {
-                name, any_answer, r, ..
+                name,
+                any_answer,
+                r,
+                ..
             } => {
                 let result = if any_answer {
                     Ok(Providers {
@@ -1422,7 +1468,15 @@ impl Node {
         let (spec, k) = (reg.spec.clone(), reg.k);
         let records: Vec<ProviderRecord> = (0..=k)
             .map(|r| {
-                ProviderRecord::sign(&self.identity, &self.network, &spec, self.me.addr, r, expiry, seq)
+                ProviderRecord::sign(
+                    &self.identity,
+                    &self.network,
+                    &spec,
+                    self.me.addr,
+                    r,
+                    expiry,
+                    seq,
+                )
             })
             .collect();
         let q = self.new_query(Job::Register {
@@ -1744,10 +1798,10 @@ impl Node {
         if last {
             self.purge(&from.id, true);
             let np = new_pred.filter(|p| p.id != self.me.id && p.id != from.id);
-            if self.succs.is_empty() {
-                if let Some(p) = np {
-                    self.set_succs(vec![p]);
-                }
+            if self.succs.is_empty()
+                && let Some(p) = np
+            {
+                self.set_succs(vec![p]);
             }
             // adopt the leaver's predecessor unless we know a closer live one (rectify rule)
             if let Some(np) = np {
@@ -1813,10 +1867,17 @@ impl Node {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));
             }
             Purpose::Join => match (r, from) {
-                (Ok(Response::Joined { successor, successors }), Some(_)) => {
+                (
+                    Ok(Response::Joined {
+                        successor,
+                        successors,
+                    }),
+                    Some(_),
+                ) => {
                     let s: Peer = successor.into();
-                    let list =
-                        self.sanitize_list(std::iter::once(s).chain(successors.into_iter().map(Peer::from)));
+                    let list = self.sanitize_list(
+                        std::iter::once(s).chain(successors.into_iter().map(Peer::from)),
+                    );
                     if list.is_empty() {
                         return self.try_next_bootstrap(now);
                     }
@@ -1841,7 +1902,9 @@ impl Node {
                         );
                         match predecessor.map(Peer::from) {
                             // Zave: a closer successor is adopted only once it has answered
-                            Some(x) if x.id != self.me.id && in_open(&self.me.id, &x.id, &succ.id) => {
+                            Some(x)
+                                if x.id != self.me.id && in_open(&self.me.id, &x.id, &succ.id) =>
+                            {
                                 self.stabilize_in_flight = self.send(
                                     now,
                                     x.into(),
@@ -1957,7 +2020,9 @@ impl Node {
                 if matches!(r, Ok(Response::Ack)) {
                     let mut n = 0u64;
                     for (oid, provider, seq) in records {
-                        if !self.responsible_for(&oid) && self.store.remove_exact(&oid, &provider, seq) {
+                        if !self.responsible_for(&oid)
+                            && self.store.remove_exact(&oid, &provider, seq)
+                        {
                             n += 1;
                         }
                     }
@@ -1984,7 +2049,12 @@ impl Node {
                     match pred {
                         Some(p) => {
                             let req = Request::SetSuccessors {
-                                successors: self.succs.iter().copied().map(WirePeer::from).collect(),
+                                successors: self
+                                    .succs
+                                    .iter()
+                                    .copied()
+                                    .map(WirePeer::from)
+                                    .collect(),
                             };
                             if let State::Leaving(ls) = &mut self.state {
                                 ls.chunk = usize::MAX;
@@ -2066,7 +2136,15 @@ mod tests {
     fn alone(cfg: Config) -> (Node, Instant, SystemTime) {
         let now = Instant::now();
         let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let n = Node::new(cfg, kp(1), net(), "127.0.0.1:1".parse().unwrap(), now, wall, 1);
+        let n = Node::new(
+            cfg,
+            kp(1),
+            net(),
+            "127.0.0.1:1".parse().unwrap(),
+            now,
+            wall,
+            1,
+        );
         (n, now, wall)
     }
 
@@ -2110,7 +2188,10 @@ mod tests {
         let from_a = peer_of(&a, 2);
         // a record about another provider is refused
         let rec_b = record(&b, "svc", 0, exp, 1);
-        assert_eq!(store(&mut n, now, from_a, &rec_b), refused(Refusal::NotProvider));
+        assert_eq!(
+            store(&mut n, now, from_a, &rec_b),
+            refused(Refusal::NotProvider)
+        );
         // the provider's own record is accepted, then is idempotent
         let rec_a = record(&a, "svc", 0, exp, 5);
         assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
@@ -2124,15 +2205,24 @@ mod tests {
         // forged field: bad signature
         let forged = rec_a.forged_addr("10.9.9.9:9".parse().unwrap());
         let forged = ProviderRecord { seq: 9, ..forged };
-        assert_eq!(store(&mut n, now, from_a, &forged), refused(Refusal::BadSignature));
+        assert_eq!(
+            store(&mut n, now, from_a, &forged),
+            refused(Refusal::BadSignature)
+        );
         // expiry window
         let past = record(&a, "p", 0, n.wall_ms(now), 1);
         assert_eq!(store(&mut n, now, from_a, &past), refused(Refusal::Expired));
         let far = record(&a, "f", 0, exp + 3_600_000, 1);
-        assert_eq!(store(&mut n, now, from_a, &far), refused(Refusal::TooFarFuture));
+        assert_eq!(
+            store(&mut n, now, from_a, &far),
+            refused(Refusal::TooFarFuture)
+        );
         // replica index above the network maximum
         let r9 = record(&a, "r", 9, exp, 1);
-        assert_eq!(store(&mut n, now, from_a, &r9), refused(Refusal::BadReplica));
+        assert_eq!(
+            store(&mut n, now, from_a, &r9),
+            refused(Refusal::BadReplica)
+        );
         let m = n.metrics();
         assert_eq!(m.rejected_for(Refusal::NotProvider), 1);
         assert_eq!(m.rejected_for(Refusal::BadSignature), 1);
@@ -2141,15 +2231,20 @@ mod tests {
 
     #[test]
     fn over_quota_stores_are_refused() {
-        let mut cfg = Config::default();
-        cfg.max_records_per_provider = 2;
-        cfg.max_records_total = 3;
+        let cfg = Config {
+            max_records_per_provider: 2,
+            max_records_total: 3,
+            ..Config::default()
+        };
         let (mut n, now, _) = alone(cfg);
         let exp = n.wall_ms(now) + 60_000;
         let a = kp(2);
         let pa = peer_of(&a, 2);
         for name in ["x", "y"] {
-            assert_eq!(store(&mut n, now, pa, &record(&a, name, 0, exp, 1)), Response::Stored);
+            assert_eq!(
+                store(&mut n, now, pa, &record(&a, name, 0, exp, 1)),
+                Response::Stored
+            );
         }
         assert_eq!(
             store(&mut n, now, pa, &record(&a, "z", 0, exp, 1)),
@@ -2157,7 +2252,10 @@ mod tests {
         );
         let b = kp(3);
         let pb = peer_of(&b, 3);
-        assert_eq!(store(&mut n, now, pb, &record(&b, "x", 0, exp, 1)), Response::Stored);
+        assert_eq!(
+            store(&mut n, now, pb, &record(&b, "x", 0, exp, 1)),
+            Response::Stored
+        );
         let c = kp(4);
         assert_eq!(
             store(&mut n, now, peer_of(&c, 4), &record(&c, "x", 0, exp, 1)),
@@ -2170,7 +2268,10 @@ mod tests {
         let (mut n, now, _) = alone(Config::default());
         let a = kp(2);
         let exp = n.wall_ms(now) + 1_500;
-        assert_eq!(store(&mut n, now, peer_of(&a, 2), &record(&a, "x", 0, exp, 1)), Response::Stored);
+        assert_eq!(
+            store(&mut n, now, peer_of(&a, 2), &record(&a, "x", 0, exp, 1)),
+            Response::Stored
+        );
         n.handle_timeout(now + Duration::from_secs(2));
         assert_eq!(n.stored_len(), 0);
         assert_eq!(n.metrics().expirations, 1);
@@ -2178,9 +2279,11 @@ mod tests {
 
     #[test]
     fn rate_limit_per_peer() {
-        let mut cfg = Config::default();
-        cfg.peer_rate_burst = 3;
-        cfg.peer_rate_per_sec = 1;
+        let cfg = Config {
+            peer_rate_burst: 3,
+            peer_rate_per_sec: 1,
+            ..Config::default()
+        };
         let (mut n, now, _) = alone(cfg);
         let a = peer_of(&kp(2), 2);
         let ping = Request::Ping.encode();
@@ -2203,8 +2306,18 @@ mod tests {
         n.handle_response(now, 999, Err(RequestFailure::Timeout));
         let other = kp(5).node_id(&net());
         let target = SocketAddr::from(([127, 0, 0, 1], 5));
-        n.join(now, vec![Contact { addr: target, id: Some(other) }]).unwrap();
-        let Some(Output::Send { request_id, expect, .. }) = n.poll_output() else {
+        n.join(
+            now,
+            vec![Contact {
+                addr: target,
+                id: Some(other),
+            }],
+        )
+        .unwrap();
+        let Some(Output::Send {
+            request_id, expect, ..
+        }) = n.poll_output()
+        else {
             panic!("join sends a request")
         };
         assert_eq!(expect, Some(other));
@@ -2214,7 +2327,14 @@ mod tests {
             successors: vec![],
         }
         .encode();
-        n.handle_response(now, request_id, Ok(Reply { from: kp(6).node_id(&net()), bytes: &bytes }));
+        n.handle_response(
+            now,
+            request_id,
+            Ok(Reply {
+                from: kp(6).node_id(&net()),
+                bytes: &bytes,
+            }),
+        );
         assert_eq!(n.state_name(), "joining");
     }
 

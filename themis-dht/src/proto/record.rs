@@ -23,13 +23,17 @@ pub const MAX_TAG_LEN: usize = 32;
 /// crate's length-prefixed, labelled hash: `BLAKE2b-256(0x13 ‖ "themis/v1/object-id" ‖
 /// u32be(len name) ‖ name ‖ 00 00 00 01 ‖ r)`.
 pub fn object_id(name: &str, r: u8) -> NodeId {
-    NodeId::from_bytes(Transcript::digest(OBJECT_ID_LABEL, &[name.as_bytes(), &[r]]))
+    NodeId::from_bytes(Transcript::digest(
+        OBJECT_ID_LABEL,
+        &[name.as_bytes(), &[r]],
+    ))
 }
 
 /// Why a record or request was refused. Sent on the wire in `refused` responses (as the
 /// snake_case variant name) and counted in [`crate::Metrics`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Refusal {
@@ -226,7 +230,7 @@ pub(crate) fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
 impl ProviderRecord {
     /// Builds and signs a record for replica `replica` of `spec.name` (the provider is
     /// `identity` on `network`).
-    pub(crate) fn sign(
+    pub fn sign(
         identity: &IdentityKeypair,
         network: &NetworkId,
         spec: &ServiceSpec,

@@ -6,19 +6,33 @@ use themis_crypto::{NODE_ID_LEN, NodeId};
 /// Number of bits of the identifier space (the paper's `m`), hence of finger-table entries.
 pub const ID_BITS: usize = NODE_ID_LEN * 8;
 
+fn halves(x: &NodeId) -> (u128, u128) {
+    let b = x.as_bytes();
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(b.get(..16).unwrap_or(&[0; 16]));
+    lo.copy_from_slice(b.get(16..).unwrap_or(&[0; 16]));
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// `b - a mod 2^256` as (high, low) 128-bit halves.
+fn distance_halves(a: &NodeId, b: &NodeId) -> (u128, u128) {
+    let (ah, al) = halves(a);
+    let (bh, bl) = halves(b);
+    let (lo, borrow) = bl.overflowing_sub(al);
+    let hi = bh.wrapping_sub(ah).wrapping_sub(u128::from(borrow));
+    (hi, lo)
+}
+
 /// `b - a mod 2^256`: how far clockwise `b` lies from `a`.
 pub(crate) fn distance(a: &NodeId, b: &NodeId) -> [u8; NODE_ID_LEN] {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (hi, lo) = distance_halves(a, b);
     let mut out = [0u8; NODE_ID_LEN];
-    let mut borrow = 0i16;
-    for i in (0..NODE_ID_LEN).rev() {
-        let (x, y) = (a.get(i).copied(), b.get(i).copied());
-        let d = i16::from(y.unwrap_or(0)) - i16::from(x.unwrap_or(0)) - borrow;
-        let (v, br) = if d < 0 { (d + 256, 1) } else { (d, 0) };
-        if let Some(o) = out.get_mut(i) {
-            *o = v as u8;
-        }
-        borrow = br;
+    for (d, s) in out
+        .iter_mut()
+        .zip(hi.to_be_bytes().iter().chain(lo.to_be_bytes().iter()))
+    {
+        *d = *s;
     }
     out
 }
@@ -47,9 +61,9 @@ pub(crate) fn in_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
     if a == b {
         return x != a;
     }
-    let dx = distance(a, x);
-    let db = distance(a, b);
-    dx != [0; NODE_ID_LEN] && dx < db
+    let dx = distance_halves(a, x);
+    let db = distance_halves(a, b);
+    dx != (0, 0) && dx < db
 }
 
 /// `x ∈ (a, b]` clockwise. When `a == b` the interval is the whole ring.

@@ -101,7 +101,12 @@ impl ObjectStore {
     }
 
     /// Up to `max` records whose object id is not in `(pred, me]`: they belong to a node before us.
-    pub(crate) fn not_in_range(&self, pred: &NodeId, me: &NodeId, max: usize) -> Vec<ProviderRecord> {
+    pub(crate) fn not_in_range(
+        &self,
+        pred: &NodeId,
+        me: &NodeId,
+        max: usize,
+    ) -> Vec<ProviderRecord> {
         self.objects
             .iter()
             .filter(|(oid, _)| !in_half_open(pred, oid, me))
@@ -129,7 +134,10 @@ impl ObjectStore {
 
     /// Every record (for a graceful leave).
     pub(crate) fn all(&self) -> Vec<ProviderRecord> {
-        self.objects.values().flat_map(|l| l.iter().cloned()).collect()
+        self.objects
+            .values()
+            .flat_map(|l| l.iter().cloned())
+            .collect()
     }
 
     /// Drops everything (after a completed leave).

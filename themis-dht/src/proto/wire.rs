@@ -311,6 +311,31 @@ pub fn fuzz_decode(bytes: &[u8]) -> (bool, bool) {
     (a.is_ok(), b.is_ok())
 }
 
+/// Encodes a `find` request (benchmarks).
+#[doc(hidden)]
+pub fn bench_find(target: NodeId) -> Vec<u8> {
+    Request::Find {
+        target,
+        records: true,
+    }
+    .encode()
+}
+
+/// Encodes a `store` request carrying `record` (benchmarks).
+#[doc(hidden)]
+pub fn bench_store(record: &ProviderRecord) -> Vec<u8> {
+    Request::Store {
+        record: record.into(),
+    }
+    .encode()
+}
+
+/// Decodes a request; true if it is well formed (benchmarks).
+#[doc(hidden)]
+pub fn bench_decode_request(bytes: &[u8]) -> bool {
+    Request::decode(bytes, usize::MAX).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,15 @@
 //! ([`Sim::trace_hash`]). A crashed node stops answering: its peers see timeouts from their own
 //! request deadlines. Not part of the public API (tests and benches only).
 
-#![allow(missing_docs, unreachable_pub)]
+// Test support: node indices are handles the simulator itself hands out, and a wrong one is a
+// bug in the test, so indexing and unwrap are fine here (no network input reaches this code).
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -306,7 +314,11 @@ impl Sim {
 
     /// The true successor of `t` among live members.
     pub fn true_successor(&self, t: &NodeId) -> Option<NodeId> {
-        let mut ids: Vec<NodeId> = self.live().iter().map(|i| self.nodes[*i].node.id()).collect();
+        let mut ids: Vec<NodeId> = self
+            .live()
+            .iter()
+            .map(|i| self.nodes[*i].node.id())
+            .collect();
         ids.sort();
         ids.iter().find(|x| *x >= t).or(ids.first()).copied()
     }
@@ -512,8 +524,10 @@ impl Sim {
                 let from_peer: Peer = self.nodes[from].node.peer();
                 let adv = self.nodes[to].adversary;
                 let req = Request::decode(&bytes, usize::MAX).ok();
-                if let (Some(Adversary::RegressFinds | Adversary::RandomFinds), Some(Request::Find { target, .. })) =
-                    (adv, &req)
+                if let (
+                    Some(Adversary::RegressFinds | Adversary::RandomFinds),
+                    Some(Request::Find { target, .. }),
+                ) = (adv, &req)
                 {
                     let resp = self.adversarial_find(to, target);
                     let lat = self.latency();
@@ -541,7 +555,9 @@ impl Sim {
                         forge,
                     },
                 );
-                self.nodes[to].node.handle_request(now, from_peer, token, &bytes);
+                self.nodes[to]
+                    .node
+                    .handle_request(now, from_peer, token, &bytes);
                 self.drain(to);
             }
             Ev::Response {
@@ -615,8 +631,10 @@ impl Sim {
     /// ordered and starts with the true successor.
     pub fn check_ring(&self) -> Result<(), String> {
         let live = self.live();
-        let mut ids: Vec<(NodeId, usize)> =
-            live.iter().map(|i| (self.nodes[*i].node.id(), *i)).collect();
+        let mut ids: Vec<(NodeId, usize)> = live
+            .iter()
+            .map(|i| (self.nodes[*i].node.id(), *i))
+            .collect();
         ids.sort();
         let n = ids.len();
         if n == 0 {
@@ -628,7 +646,11 @@ impl Sim {
             let prev = ids[(k + n - 1) % n].0;
             if n == 1 {
                 if let Some(s) = node.successors().first() {
-                    return Err(format!("lone node {} has successor {}", id.short(), s.id.short()));
+                    return Err(format!(
+                        "lone node {} has successor {}",
+                        id.short(),
+                        s.id.short()
+                    ));
                 }
                 continue;
             }
@@ -658,7 +680,10 @@ impl Sim {
             let mut last = *id;
             for (x, s) in node.successors().iter().enumerate() {
                 if x > 0 && !crate::proto::ring::in_open(&last, &s.id, id) {
-                    return Err(format!("node {} has an unordered successor list", id.short()));
+                    return Err(format!(
+                        "node {} has an unordered successor list",
+                        id.short()
+                    ));
                 }
                 last = s.id;
             }
