@@ -8,6 +8,18 @@
 //! is empty after every input. The same code runs in the deterministic simulator (the hidden
 //! `sim` module, used by the tests) and, later, over the secure endpoint.
 //!
+//! A driver's contract:
+//! - [`Output::Send`]: send `bytes` as a secure-channel command to `to`; if `expect` is set the
+//!   peer must authenticate as that id. Report the answer with [`Node::handle_response`]
+//!   (`Ok(Reply { from: authenticated id, bytes })`) or its failure; the core also times
+//!   requests out itself (`Config::request_timeout`), so a late report is harmless.
+//! - An incoming command: [`Node::handle_request`] with the authenticated id and listening
+//!   address of the sender and a token of the driver's choosing; the answer comes out as
+//!   [`Output::Respond`] with that token, possibly later (a join runs a lookup first).
+//! - Call [`Node::handle_timeout`] at [`Node::poll_timeout`].
+//! - [`Output::Event`]: results of commands ([`Node::find`], [`Node::register`],
+//!   [`Node::lookup_providers`], [`Node::join`], [`Node::leave`]) and ring changes.
+//!
 //! ```
 //! use std::{sync::Arc, time::{Instant, SystemTime}};
 //! use themis_crypto::{IdentityKeypair, NetworkId};

@@ -70,9 +70,20 @@ fn small_ring_converges() {
 #[test]
 fn thousand_nodes_one_after_another() {
     let n = 1000;
+    let t0 = std::time::Instant::now();
     let mut sim = build(7, n, Duration::from_millis(20), Duration::from_secs(25));
+    let built = t0.elapsed();
     sim.check_ring().unwrap();
+    let t1 = std::time::Instant::now();
     let (wrong, hops) = finds(&mut sim, 10_000);
+    let found = t1.elapsed();
+    let mut histogram = [0usize; 10];
+    for h in &hops {
+        histogram[(*h as usize).min(9)] += 1;
+    }
+    eprintln!(
+        "built {n} nodes in {built:?} (wall, test profile); 10 000 finds in {found:?}; hop histogram {histogram:?}"
+    );
     assert_eq!(wrong, 0, "every find returns the true successor");
     let mean = hops.iter().map(|h| f64::from(*h)).sum::<f64>() / hops.len() as f64;
     let bound = 0.5 * (n as f64).log2() + 1.0;

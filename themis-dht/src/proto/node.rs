@@ -1612,8 +1612,10 @@ impl Node {
             Request::Join if leaving => refuse(Refusal::Leaving),
             Request::Join => match self.new_query(Job::ServeJoin { token }) {
                 // paper §6.1 join: the bootstrap finds the newcomer's successor
+                // (of id + 1, so that a node re-joining under the same id before the ring
+                // noticed its departure gets the next node, not itself)
                 Some(q) => {
-                    self.start_lookup(now, q, from.id, false);
+                    self.start_lookup(now, q, finger_start(&from.id, 0), false);
                     return;
                 }
                 None => refuse(Refusal::Busy),
