@@ -121,3 +121,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn newcomers_take_over_their_objects() {
+    let mut cfg = SimConfig::new(9);
+    cfg.node.restore_period = Duration::from_secs(3000);
+    cfg.node.record_ttl = Duration::from_secs(3600);
+    let mut sim = build(cfg, 10, Duration::from_millis(20), Duration::from_secs(5));
+    let regs = common::register_many(&mut sim, 60, 2, 20);
+    grow(&mut sim, 20, Duration::from_millis(50));
+    sim.run_for(Duration::from_secs(5));
+    sim.check_ring().unwrap();
+    let mut misplaced = 0;
+    for (p, name) in &regs {
+        let provider = sim.node(*p).id();
+        for r in 0..=2u8 {
+            let oid = themis_dht::object_id(name, r);
+            let owner = sim.true_successor(&oid).unwrap();
+            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
+            if !sim
+                .node(idx)
+                .stored(&oid)
+                .iter()
+                .any(|rec| rec.provider() == provider)
+            {
+                misplaced += 1;
+            }
+        }
+    }
+    assert_eq!(misplaced, 0, "every replica moved to its new owner");
+    let m = sim.metrics_total();
+    assert!(m.handoff_records_sent > 0 && m.handoff_records_received > 0);
+}
