@@ -613,15 +613,27 @@ impl Node {
     /// (here: in `(me, target]`), best first.
     fn closest_preceding(&mut self, target: &NodeId, count: usize) -> Vec<Peer> {
         let me = self.me.id;
-        let mut c: Vec<Peer> = self
-            .routing()
-            .iter()
-            .filter(|p| in_half_open(&me, &p.id, target) && p.id != me)
-            .copied()
-            .collect();
-        c.sort_by_key(|p| distance(&p.id, target));
-        c.truncate(count);
-        c
+        let r = self.routing();
+        let n = r.len();
+        // the routing table is sorted by id: walk counterclockwise from the target
+        let start = r.partition_point(|p| p.id <= *target);
+        let mut out = Vec::with_capacity(count);
+        for k in 1..=n {
+            let Some(p) = r.get((start + n - k) % n) else {
+                break;
+            };
+            if p.id == me {
+                continue;
+            }
+            if !in_half_open(&me, &p.id, target) {
+                break;
+            }
+            out.push(*p);
+            if out.len() >= count {
+                break;
+            }
+        }
+        out
     }
 
     /// The successor of `t` if `t` falls within our successor list: `t ∈ (s[i-1], s[i]]` with
