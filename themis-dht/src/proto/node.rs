@@ -251,6 +251,9 @@ enum Purpose {
         query: QueryId,
     },
     Join,
+    JoinVerify {
+        succ: Peer,
+    },
     Stabilize {
         succ: Peer,
     },
@@ -1881,25 +1884,35 @@ impl Node {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));
             }
             Purpose::Join => match (r, from) {
-                (
-                    Ok(Response::Joined {
-                        successor,
-                        successors,
-                    }),
-                    Some(_),
-                ) => {
+                (Ok(Response::Joined { successor, .. }), Some(_)) => {
                     let s: Peer = successor.into();
-                    let list = self.sanitize_list(
-                        std::iter::once(s).chain(successors.into_iter().map(Peer::from)),
-                    );
-                    if list.is_empty() {
+                    if s.id == self.me.id {
                         return self.try_next_bootstrap(now);
                     }
+                    // Zave: a newcomer becomes a member only once its successor has answered
+                    // (with its successor list); a dead successor means another bootstrap
+                    if !self.send(
+                        now,
+                        s.into(),
+                        &Request::GetNeighbors,
+                        Purpose::JoinVerify { succ: s },
+                    ) {
+                        self.try_next_bootstrap(now);
+                    }
+                }
+                _ => self.try_next_bootstrap(now),
+            },
+            Purpose::JoinVerify { succ } => match r {
+                Ok(Response::Neighbors { successors, .. }) => {
+                    let list = self.sanitize_list(
+                        std::iter::once(succ).chain(successors.into_iter().map(Peer::from)),
+                    );
                     self.state = State::Member;
                     self.set_succs(list);
-                    self.event(Event::Joined { successor: s });
+                    self.event(Event::Joined { successor: succ });
                     // paper §6.1: the newcomer then stabilizes; objects move to it on notify
-                    self.stabilize(now);
+                    self.send(now, succ.into(), &Request::Notify, Purpose::Notify);
+                    self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
                     self.next_fingers = now;
                 }
                 _ => self.try_next_bootstrap(now),
