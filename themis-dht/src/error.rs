@@ -1,0 +1,66 @@
+//! The crate's error type.
+
+use crate::proto::record::Refusal;
+
+/// Everything that can go wrong when using the DHT core.
+///
+/// Errors about peers' messages never reach the caller as `Err`: the core answers the peer
+/// (a `refused` response), counts the event in [`crate::Metrics`] and carries on. These variants
+/// are about the local caller's own requests and about decoding.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A message was larger than the configured maximum; it was not decoded.
+    #[error(
+        "DHT message of {len} bytes exceeds the {max}-byte limit (Config::max_message_size); the peer is misbehaving or runs with a larger limit"
+    )]
+    MessageTooLarge {
+        /// Length of the message.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A message did not decode as the expected CBOR schema or broke a protocol limit.
+    #[error("malformed DHT message: {0}")]
+    Malformed(String),
+    /// A service name or record field given to `register` broke a limit.
+    #[error("invalid provider record: {0}")]
+    InvalidRecord(String),
+    /// The replication factor asked for is above the network's maximum.
+    #[error(
+        "replication factor k = {k} is above this network's maximum {max} (Config::max_k); use a smaller k"
+    )]
+    ReplicationTooHigh {
+        /// The factor asked for.
+        k: u8,
+        /// The network maximum.
+        max: u8,
+    },
+    /// Too many queries are in progress.
+    #[error(
+        "{limit} DHT queries are already in progress (Config::max_queries); wait for some to finish"
+    )]
+    TooManyQueries {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Too many names are registered by this node.
+    #[error(
+        "this node already registers {limit} names (Config::max_registrations); unregister one first"
+    )]
+    TooManyRegistrations {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The node is not (or no longer) a member of a ring.
+    #[error("the node is {state}: {what} is not possible now")]
+    InvalidState {
+        /// The node's state.
+        state: &'static str,
+        /// What was attempted.
+        what: &'static str,
+    },
+    /// A provider record failed verification.
+    #[error("provider record rejected: {0}")]
+    Record(Refusal),
+}

@@ -1,0 +1,74 @@
+//! The THEMIS distributed hash table (paper §6): a Chord ring over the 256-bit node-id space,
+//! made correct as Pamela Zave showed Chord needs (successor lists, the corrected
+//! stabilize/rectify), with an iterative, progress-checked `find` (the eclipse defence of §6.2)
+//! and a `store` of provider records signed by their providers (no "ghost objects").
+//!
+//! The node is a sans-I/O state machine in the style of `quinn-proto`: the caller feeds it
+//! requests, responses and timeouts, each with `now`, and loops [`Node::poll_output`] until it
+//! is empty after every input. The same code runs in the deterministic simulator (the hidden
+//! `sim` module, used by the tests) and, later, over the secure endpoint.
+//!
+//! A driver's contract:
+//! - [`Output::Send`]: send `bytes` as a secure-channel command to `to`; if `expect` is set the
+//!   peer must authenticate as that id. Report the answer with [`Node::handle_response`]
+//!   (`Ok(Reply { from: authenticated id, bytes })`) or its failure; the core also times
+//!   requests out itself (`Config::request_timeout`), so a late report is harmless.
+//! - An incoming command: [`Node::handle_request`] with the authenticated id and listening
+//!   address of the sender and a token of the driver's choosing; the answer comes out as
+//!   [`Output::Respond`] with that token, possibly later (a join runs a lookup first).
+//! - Call [`Node::handle_timeout`] at [`Node::poll_timeout`].
+//! - [`Output::Event`]: results of commands ([`Node::find`], [`Node::register`],
+//!   [`Node::lookup_providers`], [`Node::join`], [`Node::leave`]) and ring changes.
+//!
+//! ```
+//! use std::{sync::Arc, time::{Instant, SystemTime}};
+//! use themis_crypto::{IdentityKeypair, NetworkId};
+//! use themis_dht::{Config, Event, Node, Output, ServiceSpec};
+//!
+//! let net = NetworkId::new("twiitr")?;
+//! let now = Instant::now();
+//! let id = Arc::new(IdentityKeypair::from_seed(&[7; 32]));
+//! // The first node of a network forms a ring of its own.
+//! let mut node = Node::new(Config::default(), id, net, "127.0.0.1:7000".parse()?, now,
+//!                          SystemTime::now(), 42);
+//! // Alone, it is responsible for every object: registering is local.
+//! let q = node.register(now, ServiceSpec::new("check"), None)?;
+//! let mut done = false;
+//! while let Some(out) = node.poll_output() {
+//!     match out {
+//!         Output::Event(Event::Registered { query, stored, .. }) if query == q => {
+//!             assert_eq!(stored, 3); // k = 2: three replicas
+//!             done = true;
+//!         }
+//!         Output::Send { .. } | Output::Respond { .. } | Output::Event(_) => {}
+//!     }
+//! }
+//! assert!(done);
+//! assert!(node.poll_timeout().is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod proto;
+#[doc(hidden)]
+pub mod sim;
+
+pub use error::Error;
+pub use proto::config::Config;
+pub use proto::metrics::{HOP_BUCKETS, Metrics};
+pub use proto::node::{
+    Contact, Event, Found, Node, Output, Providers, QueryError, QueryId, Reply, RequestFailure,
+};
+pub use proto::record::{
+    MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, ProviderRecord,
+    RECORD_SIG_LABEL, Refusal, ServiceMetadata, ServiceSpec, object_id,
+};
+pub use proto::ring::ID_BITS;
+pub use proto::wire::{MAX_PEERS, MAX_RECORDS, Peer};
+
+/// Test and fuzzing access to internals; not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::proto::wire::{bench_decode_request, bench_find, bench_store, fuzz_decode};
+}

@@ -1,0 +1,137 @@
+//! Tunables of a node. Every table, queue and rate has a limit here.
+
+use std::time::Duration;
+
+/// Configuration of a DHT node. Defaults suit a real network; simulations shorten the periods.
+///
+/// Values below 1 for counts are raised to 1 where zero would make the node useless.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Length `r` of the successor list (Zave). Default 8.
+    pub successor_list_len: usize,
+    /// Parallel queries per lookup step (α). Default 3.
+    pub alpha: usize,
+    /// How many closest preceding nodes a responder returns. Default 3.
+    pub closer_count: usize,
+    /// Replication factor `k` used when a caller gives none (paper §6.1: k+1 object ids). Default 2.
+    pub default_k: u8,
+    /// The network's maximum `k`: stores with replica index above it are refused. Default 8.
+    pub max_k: u8,
+    /// Period of stabilize (Zave's stabilize + notify). Default 1 s.
+    pub stabilize_period: Duration,
+    /// Period of a full finger-table refresh sweep. Default 5 s.
+    pub finger_period: Duration,
+    /// Period of the predecessor liveness check. Default 2 s.
+    pub check_predecessor_period: Duration,
+    /// How long a request may stay unanswered before the core counts it as timed out. Default 5 s.
+    pub request_timeout: Duration,
+    /// Lifetime `t` of a provider record (paper §6.1: responsible nodes drop values after `t`).
+    /// Default 10 min.
+    pub record_ttl: Duration,
+    /// How often owners re-store their records (default `t/3` = 200 s).
+    pub restore_period: Duration,
+    /// Delay before a failed replica store is retried. Default 10 s.
+    pub retry_delay: Duration,
+    /// Tolerated wall-clock difference between nodes when checking record expiry. Default 60 s.
+    pub max_clock_skew: Duration,
+    /// Period of the expiry sweep of the object table. Default 1 s.
+    pub expiry_sweep_period: Duration,
+    /// Largest DHT message accepted, checked before decoding. Default 64 KiB.
+    pub max_message_size: usize,
+    /// Records per handoff/leave message (larger tables are sent in chunks). Default 64.
+    pub max_records_per_message: usize,
+    /// Provider records per object id. Default 64.
+    pub max_records_per_object: usize,
+    /// Records one provider may have stored on this node (all objects together). Default 256.
+    pub max_records_per_provider: usize,
+    /// Records in the object table. Default 100 000.
+    pub max_records_total: usize,
+    /// Outstanding requests this node has sent. Default 1024.
+    pub max_pending_requests: usize,
+    /// Queries (finds, registrations, lookups, joins served) in progress. Default 256.
+    pub max_queries: usize,
+    /// Requests one lookup may send before it gives up. Default 64.
+    pub max_lookup_requests: usize,
+    /// Candidates one lookup remembers. Default 32.
+    pub max_lookup_candidates: usize,
+    /// Names this node may register. Default 64.
+    pub max_registrations: usize,
+    /// Sustained requests per second accepted from one peer. Default 200.
+    pub peer_rate_per_sec: u32,
+    /// Burst of requests accepted from one peer. Default 400.
+    pub peer_rate_burst: u32,
+    /// Peers whose request rate is tracked. Default 4096.
+    pub max_rate_tracked_peers: usize,
+    /// Events and messages waiting in the output queue before new requests are refused as busy.
+    /// Default 65 536.
+    pub max_outputs: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            successor_list_len: 8,
+            alpha: 3,
+            closer_count: 3,
+            default_k: 2,
+            max_k: 8,
+            stabilize_period: Duration::from_secs(1),
+            finger_period: Duration::from_secs(5),
+            check_predecessor_period: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            record_ttl: Duration::from_secs(600),
+            restore_period: Duration::from_secs(200),
+            retry_delay: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(60),
+            expiry_sweep_period: Duration::from_secs(1),
+            max_message_size: 64 * 1024,
+            max_records_per_message: 64,
+            max_records_per_object: 64,
+            max_records_per_provider: 256,
+            max_records_total: 100_000,
+            max_pending_requests: 1024,
+            max_queries: 256,
+            max_lookup_requests: 64,
+            max_lookup_candidates: 32,
+            max_registrations: 64,
+            peer_rate_per_sec: 200,
+            peer_rate_burst: 400,
+            max_rate_tracked_peers: 4096,
+            max_outputs: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Periods scaled for simulations: stabilize 500 ms, fingers 10 s, predecessor check 1 s,
+    /// request timeout 1 s, TTL 60 s (re-store 20 s), retry 2 s, no clock skew.
+    pub fn fast() -> Self {
+        Self {
+            stabilize_period: Duration::from_millis(500),
+            finger_period: Duration::from_secs(10),
+            check_predecessor_period: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            record_ttl: Duration::from_secs(60),
+            restore_period: Duration::from_secs(20),
+            retry_delay: Duration::from_secs(2),
+            max_clock_skew: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn sanitized(mut self) -> Self {
+        self.successor_list_len = self
+            .successor_list_len
+            .clamp(1, crate::proto::wire::MAX_PEERS);
+        self.alpha = self.alpha.max(1);
+        self.closer_count = self.closer_count.clamp(1, crate::proto::wire::MAX_PEERS);
+        self.max_records_per_message = self
+            .max_records_per_message
+            .clamp(1, crate::proto::wire::MAX_RECORDS);
+        self.default_k = self.default_k.min(self.max_k);
+        self.max_lookup_requests = self.max_lookup_requests.max(1);
+        self.max_lookup_candidates = self.max_lookup_candidates.max(self.alpha);
+        self
+    }
+}

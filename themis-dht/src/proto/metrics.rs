@@ -1,0 +1,93 @@
+//! Counters of one node, read as a snapshot.
+
+use super::record::Refusal;
+
+/// Buckets of the hop histogram: `hops[i]` counts lookups that took `i` hops; the last bucket
+/// counts `HOP_BUCKETS - 1` hops or more.
+pub const HOP_BUCKETS: usize = 16;
+
+/// A snapshot of a node's counters (all monotonic except `stored_records`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Lookups started (user finds, provider lookups, registrations, finger refreshes, joins
+    /// served).
+    pub lookups_started: u64,
+    /// Lookups that found the target's successor.
+    pub lookups_succeeded: u64,
+    /// Lookups that ran out of peers or budget.
+    pub lookups_failed: u64,
+    /// Hop histogram of successful lookups.
+    pub hops: [u64; HOP_BUCKETS],
+    /// Answers rejected because they made no progress toward the target (paper §6.2).
+    pub lookup_bad_answers: u64,
+    /// Records in the object table now.
+    pub stored_records: u64,
+    /// Records accepted by `store`.
+    pub records_accepted: u64,
+    /// Records dropped at expiry.
+    pub expirations: u64,
+    /// Records handed to another node (handoff or leave).
+    pub handoff_records_sent: u64,
+    /// Records received through handoff or leave.
+    pub handoff_records_received: u64,
+    /// Ring repairs: dead successor skipped, dead predecessor cleared.
+    pub stabilization_repairs: u64,
+    /// Successor changes.
+    pub successor_changes: u64,
+    /// Predecessor changes.
+    pub predecessor_changes: u64,
+    /// Requests refused or records rejected, by reason (indexed like [`Refusal::ALL`]).
+    pub rejected: [u64; 16],
+    /// Records received from a responder that failed the reader's verification.
+    pub records_rejected_by_reader: u64,
+    /// Messages that did not decode.
+    pub malformed_messages: u64,
+    /// Requests sent that timed out or failed.
+    pub request_failures: u64,
+}
+
+impl Metrics {
+    /// Rejections counted for `reason`.
+    pub fn rejected_for(&self, reason: Refusal) -> u64 {
+        self.rejected.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn reject(&mut self, reason: Refusal) {
+        if let Some(c) = self.rejected.get_mut(reason.index()) {
+            *c += 1;
+        }
+    }
+
+    pub(crate) fn hop(&mut self, hops: u32) {
+        let i = (hops as usize).min(HOP_BUCKETS - 1);
+        if let Some(c) = self.hops.get_mut(i) {
+            *c += 1;
+        }
+    }
+
+    /// Adds another snapshot to this one (for network-wide totals in simulations).
+    pub fn add(&mut self, o: &Metrics) {
+        self.lookups_started += o.lookups_started;
+        self.lookups_succeeded += o.lookups_succeeded;
+        self.lookups_failed += o.lookups_failed;
+        for (a, b) in self.hops.iter_mut().zip(o.hops.iter()) {
+            *a += b;
+        }
+        self.lookup_bad_answers += o.lookup_bad_answers;
+        self.stored_records += o.stored_records;
+        self.records_accepted += o.records_accepted;
+        self.expirations += o.expirations;
+        self.handoff_records_sent += o.handoff_records_sent;
+        self.handoff_records_received += o.handoff_records_received;
+        self.stabilization_repairs += o.stabilization_repairs;
+        self.successor_changes += o.successor_changes;
+        self.predecessor_changes += o.predecessor_changes;
+        for (a, b) in self.rejected.iter_mut().zip(o.rejected.iter()) {
+            *a += b;
+        }
+        self.records_rejected_by_reader += o.records_rejected_by_reader;
+        self.malformed_messages += o.malformed_messages;
+        self.request_failures += o.request_failures;
+    }
+}

@@ -1,0 +1,2359 @@
+//! The node: a sans-I/O state machine (quinn-proto style). Inputs are `handle_request`,
+//! `handle_response` and `handle_timeout`, each with `now`; commands are `find`, `register`,
+//! `lookup_providers`, `join` and `leave`; outputs come from `poll_output` and `poll_timeout`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+
+use super::config::Config;
+use super::lookup::{Answer, Lookup, Step};
+use super::metrics::Metrics;
+use super::record::{ProviderRecord, Refusal, ServiceSpec, check_metadata, check_name, object_id};
+use super::ring::{ID_BITS, SplitMix64, distance, finger_start, in_half_open, in_open};
+use super::store::{Inserted, ObjectStore, Quotas};
+use super::wire::{Peer, Request, Response, WirePeer, WireRecord};
+use crate::Error;
+
+/// Identifies a query started with a command; carried by the matching [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(u64);
+
+impl QueryId {
+    /// The raw number (unique per node).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// A node to contact: an address, and the node id if known. Bootstrapping from a bare address
+/// is possible: the id is then learnt from the authenticated reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// Expected node id, if known.
+    pub id: Option<NodeId>,
+}
+
+impl From<Peer> for Contact {
+    fn from(p: Peer) -> Self {
+        Self {
+            addr: p.addr,
+            id: Some(p.id),
+        }
+    }
+}
+
+impl From<SocketAddr> for Contact {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, id: None }
+    }
+}
+
+/// Why a request this node sent got no answer (reported by the driver).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// No answer in time.
+    Timeout,
+    /// No connection could be made.
+    Unreachable,
+    /// The endpoint refused the request (e.g. the peer's id did not match `expect`).
+    Refused,
+}
+
+/// An authenticated answer to a request: the driver passes the node id the secure channel
+/// authenticated and the response bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Reply<'a> {
+    /// The responder's authenticated node id.
+    pub from: NodeId,
+    /// The response message.
+    pub bytes: &'a [u8],
+}
+
+/// Something the driver must do, or report.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send a request to `to` and report its answer with `handle_response(request_id, ..)`.
+    /// If `expect` is `Some`, the driver must check the authenticated id of the peer at `to`
+    /// equals it and report [`RequestFailure::Refused`] otherwise.
+    Send {
+        /// Correlates the answer.
+        request_id: u64,
+        /// Listening address of the peer.
+        to: SocketAddr,
+        /// Node id the peer must authenticate as, if known.
+        expect: Option<NodeId>,
+        /// The request message.
+        bytes: Vec<u8>,
+    },
+    /// Answer the request that came in with `token`.
+    Respond {
+        /// The driver's token from `handle_request`.
+        token: u64,
+        /// The response message.
+        bytes: Vec<u8>,
+    },
+    /// Something happened.
+    Event(Event),
+}
+
+/// The answer of a node find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The successor of the target (the node responsible for it).
+    pub successor: Peer,
+    /// Number of nodes queried in sequence along the path (0: answered from the local table).
+    pub hops: u32,
+}
+
+/// Verified provider records of a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Providers {
+    /// The name looked up.
+    pub name: String,
+    /// Verified, unexpired records (possibly empty).
+    pub records: Vec<ProviderRecord>,
+    /// Hops of the lookup that produced the records.
+    pub hops: u32,
+    /// The replica index (`r`) they came from.
+    pub replica: u8,
+}
+
+/// Why a query failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// No peer made progress: every candidate failed, timed out or was rejected.
+    Exhausted,
+    /// The node left or never joined.
+    NotMember,
+}
+
+/// Events reported through [`Output::Event`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A `find` finished.
+    Found {
+        /// The query.
+        query: QueryId,
+        /// Its result.
+        result: Result<Found, QueryError>,
+    },
+    /// A `register` finished: how many of the k+1 replicas were stored.
+    Registered {
+        /// The query.
+        query: QueryId,
+        /// The name.
+        name: String,
+        /// Replicas accepted.
+        stored: u8,
+        /// Replicas that failed (they are retried after `Config::retry_delay`).
+        failed: u8,
+    },
+    /// A `lookup_providers` finished.
+    Providers {
+        /// The query.
+        query: QueryId,
+        /// Its result.
+        result: Result<Providers, QueryError>,
+    },
+    /// The node joined a ring.
+    Joined {
+        /// Its first successor.
+        successor: Peer,
+    },
+    /// No bootstrap answered the join.
+    JoinFailed,
+    /// A graceful leave finished; the driver may shut the node down.
+    Left {
+        /// Records handed to the successor.
+        records_handed_over: usize,
+        /// Records that could not be handed over.
+        records_lost: usize,
+    },
+    /// The first successor changed.
+    SuccessorChanged {
+        /// The new successor (`None`: alone on the ring).
+        successor: Option<Peer>,
+    },
+    /// The predecessor changed.
+    PredecessorChanged {
+        /// The new predecessor (`None`: unknown).
+        predecessor: Option<Peer>,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    Member,
+    Joining {
+        bootstraps: Vec<Contact>,
+        next: usize,
+    },
+    Leaving(LeaveState),
+    Left,
+}
+
+#[derive(Debug)]
+struct LeaveState {
+    records: Vec<ProviderRecord>,
+    chunk: usize,
+    target: Peer,
+    retry_at: Option<Instant>,
+    retries: u32,
+}
+
+#[derive(Debug)]
+enum Job {
+    Find,
+    Finger {
+        bit: usize,
+    },
+    ServeJoin {
+        token: u64,
+    },
+    Register {
+        name: String,
+        records: Vec<ProviderRecord>,
+        r: u8,
+        stored: u8,
+        failed: u8,
+        user: bool,
+    },
+    Providers {
+        name: String,
+        k: u8,
+        r: u8,
+        any_answer: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Query {
+    job: Job,
+    lookup: Option<Lookup>,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    Lookup {
+        query: QueryId,
+        peer: NodeId,
+    },
+    Store {
+        query: QueryId,
+    },
+    Join,
+    Stabilize {
+        succ: Peer,
+    },
+    StabilizeCandidate {
+        cand: Peer,
+        fallback: Vec<Peer>,
+        depth: usize,
+    },
+    Notify,
+    CheckPred {
+        pred: Peer,
+    },
+    Handoff {
+        records: Vec<(NodeId, NodeId, u64)>,
+    },
+    Leave {
+        last: bool,
+    },
+    SetSuccessors,
+}
+
+#[derive(Debug)]
+struct Pending {
+    deadline: Instant,
+    expect: Option<NodeId>,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+struct Registration {
+    spec: ServiceSpec,
+    k: u8,
+    next_refresh: Instant,
+    running: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// A DHT node: ring state, object table, registrations and queries, with no I/O.
+///
+/// See the crate documentation for the calling pattern.
+pub struct Node {
+    cfg: Config,
+    identity: Arc<IdentityKeypair>,
+    network: NetworkId,
+    me: Peer,
+    anchor: Instant,
+    wall_anchor_ms: u64,
+    rng: SplitMix64,
+    state: State,
+    pred: Option<Peer>,
+    succs: Vec<Peer>,
+    fingers: Vec<Option<Peer>>,
+    routing: Vec<Peer>,
+    routing_dirty: bool,
+    store: ObjectStore,
+    registrations: BTreeMap<String, Registration>,
+    last_seq: u64,
+    queries: BTreeMap<QueryId, Query>,
+    pending: BTreeMap<u64, Pending>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    outputs: VecDeque<Output>,
+    next_request_id: u64,
+    next_query_id: u64,
+    next_stabilize: Instant,
+    next_fingers: Instant,
+    next_check_pred: Instant,
+    next_sweep: Instant,
+    stabilize_in_flight: bool,
+    check_pred_in_flight: bool,
+    handoff_in_flight: bool,
+    finger_sweep_running: bool,
+    rates: BTreeMap<NodeId, Bucket>,
+    bootstraps: Vec<Contact>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("state", &self.state_name())
+            .field("pred", &self.pred)
+            .field("succs", &self.succs)
+            .field("pending", &self.pending.len())
+            .field("queries", &self.queries.len())
+            .field("stabilize_in_flight", &self.stabilize_in_flight)
+            .field("next_stabilize", &self.next_stabilize)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A join request may take this many request timeouts (the bootstrap runs a lookup first).
+const JOIN_TIMEOUT_FACTOR: u32 = 8;
+/// Retries of a refused leave before the records are given up.
+const LEAVE_RETRIES: u32 = 20;
+/// Bootstraps remembered for a re-join.
+const MAX_BOOTSTRAPS: usize = 16;
+/// Rounds over the bootstrap list before a join fails.
+const JOIN_ROUNDS: usize = 3;
+
+/// Most successive closer successors adopted in one stabilize round.
+const STABILIZE_CHAIN: usize = 32;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Node {
+    /// Creates a node that forms a ring of its own (the first node of a network); call
+    /// [`Node::join`] to join an existing ring instead.
+    ///
+    /// `wall_clock` is the wall-clock time at `now`: record expiries are absolute Unix times
+    /// (so readers can check them) and the core derives them from `now` without reading a clock.
+    /// `rng_seed` seeds timer jitter.
+    pub fn new(
+        config: Config,
+        identity: Arc<IdentityKeypair>,
+        network: NetworkId,
+        local_addr: SocketAddr,
+        now: Instant,
+        wall_clock: SystemTime,
+        rng_seed: u64,
+    ) -> Self {
+        let cfg = config.sanitized();
+        let me = Peer {
+            id: identity.node_id(&network),
+            addr: local_addr,
+        };
+        let wall_anchor_ms = wall_clock.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
+        let mut n = Self {
+            identity,
+            network,
+            me,
+            anchor: now,
+            wall_anchor_ms,
+            rng: SplitMix64::new(rng_seed),
+            state: State::Member,
+            pred: None,
+            succs: Vec::new(),
+            fingers: vec![None; ID_BITS],
+            routing: Vec::new(),
+            routing_dirty: false,
+            store: ObjectStore::default(),
+            registrations: BTreeMap::new(),
+            last_seq: 0,
+            queries: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            next_request_id: 1,
+            next_query_id: 1,
+            next_stabilize: now,
+            next_fingers: now,
+            next_check_pred: now,
+            next_sweep: now,
+            stabilize_in_flight: false,
+            check_pred_in_flight: false,
+            handoff_in_flight: false,
+            finger_sweep_running: false,
+            rates: BTreeMap::new(),
+            bootstraps: Vec::new(),
+            metrics: Metrics::default(),
+            cfg,
+        };
+        n.next_stabilize = now + n.jitter(n.cfg.stabilize_period);
+        n.next_fingers = now + n.jitter(n.cfg.finger_period);
+        n.next_check_pred = now + n.jitter(n.cfg.check_predecessor_period);
+        n.next_sweep = now + n.cfg.expiry_sweep_period;
+        n
+    }
+
+    // ----- getters -----
+
+    /// This node as a peer (id and listening address).
+    pub fn peer(&self) -> Peer {
+        self.me
+    }
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+    /// The predecessor, if known.
+    pub fn predecessor(&self) -> Option<Peer> {
+        self.pred
+    }
+    /// The successor list (empty when alone on the ring).
+    pub fn successors(&self) -> &[Peer] {
+        &self.succs
+    }
+    /// The distinct finger-table entries.
+    pub fn fingers(&self) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self.fingers.iter().flatten().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    /// `"member"`, `"joining"`, `"leaving"` or `"left"`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Member => "member",
+            State::Joining { .. } => "joining",
+            State::Leaving(_) => "leaving",
+            State::Left => "left",
+        }
+    }
+    /// True while the node takes part in the ring (member or leaving).
+    pub fn is_member(&self) -> bool {
+        matches!(self.state, State::Member | State::Leaving(_))
+    }
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.stored_records = self.store.len() as u64;
+        m
+    }
+    /// Records stored here under `oid` (for tests and diagnostics).
+    pub fn stored(&self, oid: &NodeId) -> &[ProviderRecord] {
+        self.store.get(oid)
+    }
+    /// Number of records in the object table.
+    pub fn stored_len(&self) -> usize {
+        self.store.len()
+    }
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The wall-clock time at `now`, in milliseconds since the Unix epoch.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall_anchor_ms
+            .saturating_add(ms(now.saturating_duration_since(self.anchor)))
+    }
+
+    // ----- outputs -----
+
+    /// The next output; call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.is_member() {
+            return self.deadlines.first().map(|(t, _)| *t);
+        }
+        let mut t = self
+            .next_stabilize
+            .min(self.next_fingers)
+            .min(self.next_check_pred)
+            .min(self.next_sweep);
+        if let Some((d, _)) = self.deadlines.first() {
+            t = t.min(*d);
+        }
+        for r in self.registrations.values() {
+            if !r.running {
+                t = t.min(r.next_refresh);
+            }
+        }
+        if let State::Leaving(LeaveState {
+            retry_at: Some(r), ..
+        }) = &self.state
+        {
+            t = t.min(*r);
+        }
+        Some(t)
+    }
+
+    // ----- helpers -----
+
+    fn jitter(&mut self, period: Duration) -> Duration {
+        // uniform in [0.75, 1.25) × period, so that nodes do not act in lockstep
+        let p = ms(period).max(1);
+        Duration::from_millis(p * 3 / 4 + self.rng.below(p / 2 + 1))
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn respond(&mut self, token: u64, r: &Response) {
+        if let Response::Refused { reason } = r {
+            self.metrics.reject(*reason);
+        }
+        self.outputs.push_back(Output::Respond {
+            token,
+            bytes: r.encode(),
+        });
+    }
+
+    fn send(&mut self, now: Instant, to: Contact, req: &Request, purpose: Purpose) -> bool {
+        // a join is answered after the bootstrap's own lookup, which may meet timeouts itself
+        let timeout = match purpose {
+            Purpose::Join => self.cfg.request_timeout * JOIN_TIMEOUT_FACTOR,
+            _ => self.cfg.request_timeout,
+        };
+        if self.pending.len() >= self.cfg.max_pending_requests {
+            return false;
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let deadline = now + timeout;
+        self.pending.insert(
+            id,
+            Pending {
+                deadline,
+                expect: to.id,
+                purpose,
+            },
+        );
+        self.deadlines.insert((deadline, id));
+        self.outputs.push_back(Output::Send {
+            request_id: id,
+            to: to.addr,
+            expect: to.id,
+            bytes: req.encode(),
+        });
+        true
+    }
+
+    fn quotas(&self) -> Quotas {
+        Quotas {
+            per_object: self.cfg.max_records_per_object,
+            per_provider: self.cfg.max_records_per_provider,
+            total: self.cfg.max_records_total,
+        }
+    }
+
+    fn max_ahead_ms(&self) -> u64 {
+        ms(self.cfg.record_ttl).saturating_add(ms(self.cfg.max_clock_skew))
+    }
+
+    fn succ(&self) -> Option<Peer> {
+        self.succs.first().copied()
+    }
+
+    fn routing(&mut self) -> &[Peer] {
+        if self.routing_dirty {
+            // consecutive fingers are mostly the same node: skip repeats before sorting
+            let mut v: Vec<Peer> = Vec::with_capacity(64);
+            for f in self.fingers.iter().flatten() {
+                if v.last().is_none_or(|l: &Peer| l.id != f.id) {
+                    v.push(*f);
+                }
+            }
+            v.extend(self.succs.iter().copied());
+            v.sort_unstable();
+            v.dedup_by_key(|p| p.id);
+            self.routing = v;
+            self.routing_dirty = false;
+        }
+        &self.routing
+    }
+
+    /// paper §6.1: the closest entries of the routing table that precede `target`
+    /// (here: in `(me, target]`), best first.
+    fn closest_preceding(&mut self, target: &NodeId, count: usize) -> Vec<Peer> {
+        let me = self.me.id;
+        let mut c: Vec<Peer> = self
+            .routing()
+            .iter()
+            .filter(|p| in_half_open(&me, &p.id, target) && p.id != me)
+            .copied()
+            .collect();
+        c.sort_by_key(|p| distance(&p.id, target));
+        c.truncate(count);
+        c
+    }
+
+    /// The successor of `t` if `t` falls within our successor list: `t ∈ (s[i-1], s[i]]` with
+    /// `s[-1] = me` gives `s[i]`. Beyond the paper (which only looks at the first successor):
+    /// answering from the whole list saves hops and routes around a bad immediate predecessor
+    /// of the target.
+    fn successor_of(&self, t: &NodeId) -> Option<Peer> {
+        let mut prev = self.me.id;
+        for s in &self.succs {
+            if in_half_open(&prev, t, &s.id) {
+                return Some(*s);
+            }
+            prev = s.id;
+        }
+        None
+    }
+
+    /// True if this node is responsible for `t` in its current view (t ∈ (pred, me]).
+    fn responsible_for(&self, t: &NodeId) -> bool {
+        match (self.pred, self.succs.is_empty()) {
+            (_, true) => true,
+            (Some(p), false) => in_half_open(&p.id, t, &self.me.id),
+            (None, false) => *t == self.me.id,
+        }
+    }
+
+    fn sanitize_list(&self, list: impl IntoIterator<Item = Peer>) -> Vec<Peer> {
+        let mut out: Vec<Peer> = Vec::new();
+        for p in list {
+            // Zave: a successor list ends where it wraps back to this node
+            if p.id == self.me.id {
+                break;
+            }
+            if out.iter().any(|q| q.id == p.id) {
+                continue;
+            }
+            out.push(p);
+            if out.len() >= self.cfg.successor_list_len {
+                break;
+            }
+        }
+        out
+    }
+
+    fn set_succs(&mut self, list: Vec<Peer>) {
+        if list == self.succs {
+            return;
+        }
+        let old = self.succ();
+        self.succs = list;
+        self.routing_dirty = true;
+        if self.succ() != old {
+            self.metrics.successor_changes += 1;
+            let s = self.succ();
+            self.event(Event::SuccessorChanged { successor: s });
+        }
+    }
+
+    fn set_pred(&mut self, now: Instant, p: Option<Peer>) {
+        if self.pred == p {
+            return;
+        }
+        self.pred = p;
+        self.metrics.predecessor_changes += 1;
+        self.event(Event::PredecessorChanged { predecessor: p });
+        // paper §6.1 update: hand objects a closer predecessor is now responsible for
+        self.maybe_handoff(now);
+    }
+
+    /// Forgets a peer that failed or left (fingers; and successors/predecessor if `all`).
+    fn purge(&mut self, id: &NodeId, all: bool) {
+        for f in self.fingers.iter_mut() {
+            if f.is_some_and(|p| p.id == *id) {
+                *f = None;
+            }
+        }
+        self.routing_dirty = true;
+        if all {
+            if self.succs.iter().any(|p| p.id == *id) {
+                let l: Vec<Peer> = self.succs.iter().filter(|p| p.id != *id).copied().collect();
+                self.set_succs(l);
+            }
+            if self.pred.is_some_and(|p| p.id == *id) {
+                self.pred = None;
+                self.metrics.predecessor_changes += 1;
+                self.event(Event::PredecessorChanged { predecessor: None });
+            }
+        }
+    }
+
+    fn rate_ok(&mut self, now: Instant, from: &NodeId) -> bool {
+        let rate = f64::from(self.cfg.peer_rate_per_sec.max(1));
+        let burst = f64::from(self.cfg.peer_rate_burst.max(1));
+        if !self.rates.contains_key(from) && self.rates.len() >= self.cfg.max_rate_tracked_peers {
+            // evict peers whose bucket has refilled: they are idle
+            self.rates.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+            });
+            if self.rates.len() >= self.cfg.max_rate_tracked_peers {
+                return false;
+            }
+        }
+        let b = self.rates.entry(*from).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens =
+            (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn new_query(&mut self, job: Job) -> Option<QueryId> {
+        if self.queries.len() >= self.cfg.max_queries {
+            return None;
+        }
+        let id = QueryId(self.next_query_id);
+        self.next_query_id += 1;
+        self.queries.insert(id, Query { job, lookup: None });
+        Some(id)
+    }
+
+    fn check_member(&self, what: &'static str) -> Result<(), Error> {
+        if matches!(self.state, State::Member) {
+            Ok(())
+        } else {
+            Err(Error::InvalidState {
+                state: self.state_name(),
+                what,
+            })
+        }
+    }
+
+    // ----- commands -----
+
+    /// Starts a find of the successor of `target` (paper §6.1 find, iterative). The result comes
+    /// as [`Event::Found`].
+    pub fn find(&mut self, now: Instant, target: NodeId) -> Result<QueryId, Error> {
+        self.check_member("find")?;
+        let q = self.new_query(Job::Find).ok_or(Error::TooManyQueries {
+            limit: self.cfg.max_queries,
+        })?;
+        self.start_lookup(now, q, target, false);
+        Ok(q)
+    }
+
+    /// Registers this node as a provider of `spec.name` with `k` replicas (`None`: the network
+    /// default), signs and stores k+1 records and keeps re-storing them every
+    /// `Config::restore_period` until [`Node::unregister`]. The result comes as
+    /// [`Event::Registered`].
+    pub fn register(
+        &mut self,
+        now: Instant,
+        spec: ServiceSpec,
+        k: Option<u8>,
+    ) -> Result<QueryId, Error> {
+        self.check_member("register")?;
+        check_name(&spec.name).map_err(Error::InvalidRecord)?;
+        check_metadata(&spec.metadata).map_err(Error::InvalidRecord)?;
+        let k = k.unwrap_or(self.cfg.default_k);
+        if k > self.cfg.max_k {
+            return Err(Error::ReplicationTooHigh {
+                k,
+                max: self.cfg.max_k,
+            });
+        }
+        if !self.registrations.contains_key(&spec.name)
+            && self.registrations.len() >= self.cfg.max_registrations
+        {
+            return Err(Error::TooManyRegistrations {
+                limit: self.cfg.max_registrations,
+            });
+        }
+        if self.queries.len() >= self.cfg.max_queries {
+            return Err(Error::TooManyQueries {
+                limit: self.cfg.max_queries,
+            });
+        }
+        let name = spec.name.clone();
+        self.registrations.insert(
+            name.clone(),
+            Registration {
+                spec,
+                k,
+                next_refresh: now,
+                running: false,
+            },
+        );
+        self.start_register(now, &name, true)
+            .ok_or(Error::TooManyQueries {
+                limit: self.cfg.max_queries,
+            })
+    }
+
+    /// Stops re-storing `name` (its records expire after at most the TTL). Returns whether it
+    /// was registered.
+    pub fn unregister(&mut self, name: &str) -> bool {
+        self.registrations.remove(name).is_some()
+    }
+
+    /// Looks up the providers of `name`, trying replicas `0..=k` in turn until one answers with
+    /// records (paper §7). Every record is verified. The result comes as [`Event::Providers`].
+    pub fn lookup_providers(
+        &mut self,
+        now: Instant,
+        name: &str,
+        k: Option<u8>,
+    ) -> Result<QueryId, Error> {
+        self.check_member("lookup providers")?;
+        check_name(name).map_err(Error::InvalidRecord)?;
+        let k = k.unwrap_or(self.cfg.default_k).min(self.cfg.max_k);
+        let q = self
+            .new_query(Job::Providers {
+                name: name.to_owned(),
+                k,
+                r: 0,
+                any_answer: false,
+            })
+            .ok_or(Error::TooManyQueries {
+                limit: self.cfg.max_queries,
+            })?;
+        self.start_lookup(now, q, object_id(name, 0), true);
+        Ok(q)
+    }
+
+    /// Joins a ring through the bootstraps, tried in order (paper §6.1 join). The result comes
+    /// as [`Event::Joined`] or [`Event::JoinFailed`].
+    pub fn join(&mut self, now: Instant, bootstraps: Vec<Contact>) -> Result<(), Error> {
+        if !matches!(self.state, State::Member) {
+            return Err(Error::InvalidState {
+                state: self.state_name(),
+                what: "join",
+            });
+        }
+        // whatever ring view the node had is dropped: it learns its place from the bootstrap
+        self.pred = None;
+        self.succs.clear();
+        self.fingers.iter_mut().for_each(|f| *f = None);
+        self.routing_dirty = true;
+        self.bootstraps = bootstraps.iter().copied().take(MAX_BOOTSTRAPS).collect();
+        self.state = State::Joining {
+            bootstraps: self.bootstraps.clone(),
+            next: 0,
+        };
+        self.try_next_bootstrap(now);
+        Ok(())
+    }
+
+    fn try_next_bootstrap(&mut self, now: Instant) {
+        let State::Joining { bootstraps, next } = &mut self.state else {
+            return;
+        };
+        let round_len = bootstraps.len().max(1);
+        let Some(c) = (*next < round_len * JOIN_ROUNDS)
+            .then(|| bootstraps.get(*next % round_len).copied())
+            .flatten()
+        else {
+            self.state = State::Member;
+            self.event(Event::JoinFailed);
+            return;
+        };
+        *next += 1;
+        if !self.send(now, c, &Request::Join, Purpose::Join) {
+            self.try_next_bootstrap(now);
+        }
+    }
+
+    /// Leaves gracefully (paper §6.1 leave): hands the object table and the predecessor to the
+    /// successor, then tells the predecessor its new successors. Ends with [`Event::Left`].
+    pub fn leave(&mut self, now: Instant) -> Result<(), Error> {
+        self.check_member("leave")?;
+        let records = self.store.all();
+        match self.succ() {
+            None => self.finish_leave(0, records.len()),
+            Some(target) => {
+                self.state = State::Leaving(LeaveState {
+                    records,
+                    chunk: 0,
+                    target,
+                    retry_at: None,
+                    retries: 0,
+                });
+                self.send_leave_chunk(now);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_leave(&mut self, handed: usize, lost: usize) {
+        self.state = State::Left;
+        self.store.clear();
+        self.registrations.clear();
+        for (id, q) in std::mem::take(&mut self.queries) {
+            self.fail_job(id, q.job, QueryError::NotMember);
+        }
+        self.event(Event::Left {
+            records_handed_over: handed,
+            records_lost: lost,
+        });
+    }
+
+    fn send_leave_chunk(&mut self, now: Instant) {
+        let State::Leaving(ls) = &self.state else {
+            return;
+        };
+        let per = self.cfg.max_records_per_message;
+        let start = ls.chunk * per;
+        let end = (start + per).min(ls.records.len());
+        let records: Vec<WireRecord> = ls
+            .records
+            .get(start..end)
+            .unwrap_or(&[])
+            .iter()
+            .map(WireRecord::from)
+            .collect();
+        let last = end >= ls.records.len();
+        let total = ls.records.len();
+        let target = ls.target;
+        let req = Request::Leave {
+            predecessor: self.pred.map(WirePeer::from),
+            records,
+            last,
+        };
+        if !self.send(now, target.into(), &req, Purpose::Leave { last }) {
+            self.finish_leave(0, total);
+        }
+    }
+
+    // ----- timers -----
+
+    /// Runs everything due at `now`: request timeouts, stabilize, finger refresh, predecessor
+    /// check, expiry sweep, re-store.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(d, id)) = self.deadlines.first() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.pending.remove(&id) {
+                self.metrics.request_failures += 1;
+                self.on_result(now, p, None, Err(RequestFailure::Timeout));
+            }
+        }
+        if !self.is_member() {
+            return;
+        }
+        if let State::Leaving(ls) = &mut self.state
+            && ls.retry_at.is_some_and(|t| t <= now)
+        {
+            ls.retry_at = None;
+            ls.chunk = 0;
+            if let Some(s) = self.succs.first().copied() {
+                ls.target = s;
+            }
+            self.send_leave_chunk(now);
+        }
+        if now >= self.next_stabilize {
+            self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
+            self.stabilize(now);
+            self.maybe_handoff(now);
+        }
+        if now >= self.next_check_pred {
+            self.next_check_pred = now + self.jitter(self.cfg.check_predecessor_period);
+            self.check_predecessor(now);
+        }
+        if now >= self.next_fingers {
+            self.next_fingers = now + self.jitter(self.cfg.finger_period);
+            if !self.finger_sweep_running {
+                self.finger_step(now, 0);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.cfg.expiry_sweep_period;
+            let n = self.store.expire(self.wall_ms(now));
+            self.metrics.expirations += n as u64;
+        }
+        if matches!(self.state, State::Member) {
+            let due: Vec<String> = self
+                .registrations
+                .iter()
+                .filter(|(_, r)| !r.running && r.next_refresh <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in due {
+                // paper §6.1: owners re-store before the responsible nodes drop the values
+                if self.start_register(now, &name, false).is_none()
+                    && let Some(r) = self.registrations.get_mut(&name)
+                {
+                    r.next_refresh = now + self.cfg.retry_delay;
+                }
+            }
+        }
+    }
+
+    /// Zave's stabilize: ask the successor for its predecessor and successor list.
+    fn stabilize(&mut self, now: Instant) {
+        if self.stabilize_in_flight {
+            return;
+        }
+        if self.succs.is_empty() {
+            match self.pred {
+                // Chord's first node learns its successor from its predecessor.
+                Some(p) => self.set_succs(vec![p]),
+                None => return,
+            }
+        }
+        if let Some(s) = self.succ() {
+            self.stabilize_in_flight = self.send(
+                now,
+                s.into(),
+                &Request::GetNeighbors,
+                Purpose::Stabilize { succ: s },
+            );
+        }
+    }
+
+    fn check_predecessor(&mut self, now: Instant) {
+        if self.check_pred_in_flight {
+            return;
+        }
+        if let Some(p) = self.pred {
+            self.check_pred_in_flight = self.send(
+                now,
+                p.into(),
+                &Request::Ping,
+                Purpose::CheckPred { pred: p },
+            );
+        }
+    }
+
+    /// Hands records that belong before our predecessor's position to the predecessor, one
+    /// chunk at a time (paper Table 1: update rsp `(id, ObjTable)`).
+    fn maybe_handoff(&mut self, now: Instant) {
+        if self.handoff_in_flight || !matches!(self.state, State::Member) {
+            return;
+        }
+        let Some(p) = self.pred else { return };
+        let recs = self
+            .store
+            .not_in_range(&p.id, &self.me.id, self.cfg.max_records_per_message);
+        if recs.is_empty() {
+            return;
+        }
+        let keys = recs
+            .iter()
+            .map(|r| (r.object_id(), r.provider, r.seq))
+            .collect();
+        let req = Request::Handoff {
+            records: recs.iter().map(WireRecord::from).collect(),
+        };
+        self.handoff_in_flight = self.send(now, p.into(), &req, Purpose::Handoff { records: keys });
+    }
+
+    /// One step of the finger refresh sweep, from finger `bit` (0-based: entry `bit + 1` of
+    /// the paper, first node ≥ n + 2^bit).
+    fn finger_step(&mut self, now: Instant, mut bit: usize) {
+        self.finger_sweep_running = false;
+        let Some(s) = self.succ() else { return };
+        while bit < ID_BITS {
+            let start = finger_start(&self.me.id, bit);
+            if in_half_open(&self.me.id, &start, &s.id) {
+                if let Some(f) = self.fingers.get_mut(bit) {
+                    *f = Some(s);
+                }
+                bit += 1;
+                continue;
+            }
+            if let Some(q) = self.new_query(Job::Finger { bit }) {
+                self.finger_sweep_running = true;
+                self.routing_dirty = true;
+                self.start_lookup(now, q, start, false);
+            }
+            return;
+        }
+        self.routing_dirty = true;
+    }
+
+    fn finger_done(&mut self, now: Instant, bit: usize, found: Option<Peer>) {
+        let mut next = bit + 1;
+        match found {
+            Some(s) if s.id != self.me.id => {
+                if let Some(f) = self.fingers.get_mut(bit) {
+                    *f = Some(s);
+                }
+                // every later finger whose start is still in (me, s] is s too
+                while next < ID_BITS
+                    && in_half_open(&self.me.id, &finger_start(&self.me.id, next), &s.id)
+                {
+                    if let Some(f) = self.fingers.get_mut(next) {
+                        *f = Some(s);
+                    }
+                    next += 1;
+                }
+            }
+            _ => {
+                if let Some(f) = self.fingers.get_mut(bit) {
+                    *f = None;
+                }
+            }
+        }
+        self.routing_dirty = true;
+        self.finger_step(now, next);
+    }
+
+    // ----- lookups -----
+
+    fn start_lookup(&mut self, now: Instant, q: QueryId, target: NodeId, want_owner: bool) {
+        self.metrics.lookups_started += 1;
+        if self.responsible_for(&target) {
+            let me = self.me;
+            let recs: Vec<WireRecord> = self
+                .store
+                .get(&target)
+                .iter()
+                .map(WireRecord::from)
+                .collect();
+            self.lookup_done(now, q, me, 0, recs);
+            return;
+        }
+        let local = self.successor_of(&target);
+        if let Some(s) = local
+            && !want_owner
+        {
+            self.lookup_done(now, q, s, 0, Vec::new());
+            return;
+        }
+        // finger refreshes are background work: one query at a time is enough
+        let background = matches!(
+            self.queries.get(&q).map(|x| &x.job),
+            Some(Job::Finger { .. })
+        );
+        let mut l = Lookup::new(
+            target,
+            want_owner,
+            self.me.id,
+            if background { 1 } else { self.cfg.alpha },
+            self.cfg.max_lookup_requests,
+            self.cfg.max_lookup_candidates,
+        );
+        if let Some(s) = local {
+            l.set_final(s, 1);
+        }
+        let seeds = self.closest_preceding(&target, self.cfg.max_lookup_candidates.min(8));
+        for p in seeds {
+            l.add_candidate(p, 1);
+        }
+        if let Some(query) = self.queries.get_mut(&q) {
+            query.lookup = Some(l);
+        }
+        self.pump(now, q);
+    }
+
+    fn pump(&mut self, now: Instant, q: QueryId) {
+        let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
+            return;
+        };
+        let target = l.target();
+        let batch = l.next();
+        let want = matches!(
+            self.queries.get(&q).map(|x| &x.job),
+            Some(Job::Providers { .. })
+        );
+        for (peer, _) in batch {
+            let req = Request::Find {
+                target,
+                records: want,
+            };
+            if !self.send(
+                now,
+                peer.into(),
+                &req,
+                Purpose::Lookup {
+                    query: q,
+                    peer: peer.id,
+                },
+            ) && let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut())
+            {
+                l.on_failure(peer.id);
+            }
+        }
+        let exhausted = self
+            .queries
+            .get(&q)
+            .and_then(|x| x.lookup.as_ref())
+            .is_none_or(Lookup::is_exhausted);
+        if exhausted {
+            self.lookup_failed(now, q);
+        }
+    }
+
+    fn lookup_answer(&mut self, now: Instant, q: QueryId, from: NodeId, resp: Option<Response>) {
+        let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
+            return;
+        };
+        let mut records = Vec::new();
+        let answer = match resp {
+            Some(Response::Owner { records: r }) => {
+                records = r;
+                Some(Answer::Owner)
+            }
+            Some(Response::Successor { peer }) => Some(Answer::Successor(peer.into())),
+            Some(Response::Closer { peers }) => {
+                Some(Answer::Closer(peers.into_iter().map(Peer::from).collect()))
+            }
+            _ => None,
+        };
+        let step = match answer {
+            Some(a) => l.on_answer(from, a),
+            None => {
+                l.on_failure(from);
+                Step::Continue
+            }
+        };
+        match step {
+            Step::Done {
+                peer,
+                hops,
+                owner_answered,
+            } => {
+                if !owner_answered {
+                    records.clear();
+                }
+                if let Some(x) = self.queries.get_mut(&q) {
+                    x.lookup = None;
+                }
+                self.lookup_done(now, q, peer, hops, records);
+            }
+            Step::Rejected => {
+                self.metrics.lookup_bad_answers += 1;
+                self.pump(now, q);
+            }
+            Step::Continue => self.pump(now, q),
+        }
+    }
+
+    fn lookup_failed(&mut self, now: Instant, q: QueryId) {
+        self.metrics.lookups_failed += 1;
+        let Some(mut query) = self.queries.remove(&q) else {
+            return;
+        };
+        match &mut query.job {
+            Job::Register { r, failed, .. } => {
+                *failed += 1;
+                *r += 1;
+                self.queries.insert(q, query);
+                self.register_next(now, q);
+            }
+            Job::Providers { r, k, name, .. } if *r < *k => {
+                *r += 1;
+                let oid = object_id(name, *r);
+                query.lookup = None;
+                self.queries.insert(q, query);
+                self.start_lookup(now, q, oid, true);
+            }
+            Job::Finger { bit } => {
+                let bit = *bit;
+                self.finger_done(now, bit, None);
+            }
+            _ => self.fail_job(q, query.job, QueryError::Exhausted),
+        }
+    }
+
+    fn fail_job(&mut self, q: QueryId, job: Job, err: QueryError) {
+        match job {
+            Job::Find => self.event(Event::Found {
+                query: q,
+                result: Err(err),
+            }),
+            Job::Finger { .. } => self.finger_sweep_running = false,
+            Job::ServeJoin { token } => self.respond(
+                token,
+                &Response::Refused {
+                    reason: Refusal::Busy,
+                },
+            ),
+            Job::Register {
+                name,
+                stored,
+                failed,
+                user,
+                records,
+                ..
+            } => {
+                if let Some(r) = self.registrations.get_mut(&name) {
+                    r.running = false;
+                }
+                if user {
+                    let left = records.len() as u8 - stored.min(records.len() as u8);
+                    self.event(Event::Registered {
+                        query: q,
+                        name,
+                        stored,
+                        failed: failed.max(left),
+                    });
+                }
+            }
+            Job::Providers {
+                name,
+                any_answer,
+                r,
+                ..
+            } => {
+                let result = if any_answer {
+                    Ok(Providers {
+                        name,
+                        records: Vec::new(),
+                        hops: 0,
+                        replica: r,
+                    })
+                } else {
+                    Err(err)
+                };
+                self.event(Event::Providers { query: q, result });
+            }
+        }
+    }
+
+    fn lookup_done(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        peer: Peer,
+        hops: u32,
+        records: Vec<WireRecord>,
+    ) {
+        self.metrics.lookups_succeeded += 1;
+        self.metrics.hop(hops);
+        let Some(mut query) = self.queries.remove(&q) else {
+            return;
+        };
+        query.lookup = None;
+        match query.job {
+            Job::Find => self.event(Event::Found {
+                query: q,
+                result: Ok(Found {
+                    successor: peer,
+                    hops,
+                }),
+            }),
+            Job::Finger { bit } => self.finger_done(now, bit, Some(peer)),
+            Job::ServeJoin { token } => {
+                let successors = if peer.id == self.me.id {
+                    self.succs.iter().copied().map(WirePeer::from).collect()
+                } else {
+                    Vec::new()
+                };
+                self.respond(
+                    token,
+                    &Response::Joined {
+                        successor: peer.into(),
+                        successors,
+                    },
+                );
+            }
+            Job::Register { ref records, r, .. } => {
+                let rec = records.get(usize::from(r)).cloned();
+                match rec {
+                    Some(rec) if peer.id == self.me.id => {
+                        let me = self.me.id;
+                        let ok = self.accept_store(now, &me, rec).is_ok();
+                        self.queries.insert(q, query);
+                        self.store_result(now, q, ok);
+                    }
+                    Some(rec) => {
+                        self.queries.insert(q, query);
+                        let req = Request::Store {
+                            record: WireRecord::from(&rec),
+                        };
+                        if !self.send(now, peer.into(), &req, Purpose::Store { query: q }) {
+                            self.store_result(now, q, false);
+                        }
+                    }
+                    None => {
+                        self.queries.insert(q, query);
+                        self.register_next(now, q);
+                    }
+                }
+            }
+            Job::Providers {
+                ref name,
+                k,
+                r,
+                any_answer: _,
+            } => {
+                let wall = self.wall_ms(now);
+                let mut good = Vec::new();
+                for w in records {
+                    match self.verify_read(w, name, r, wall) {
+                        Ok(rec) => good.push(rec),
+                        Err(_) => self.metrics.records_rejected_by_reader += 1,
+                    }
+                }
+                if good.is_empty() && r < k {
+                    let oid = object_id(name, r + 1);
+                    if let Job::Providers { r, any_answer, .. } = &mut query.job {
+                        *r += 1;
+                        *any_answer = true;
+                    }
+                    self.queries.insert(q, query);
+                    self.start_lookup(now, q, oid, true);
+                } else {
+                    let name = name.clone();
+                    self.event(Event::Providers {
+                        query: q,
+                        result: Ok(Providers {
+                            name,
+                            records: good,
+                            hops,
+                            replica: r,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Readers verify every record they receive (strengthening paper §6.2 "ghost objects").
+    fn verify_read(
+        &self,
+        w: WireRecord,
+        name: &str,
+        r: u8,
+        wall: u64,
+    ) -> Result<ProviderRecord, Refusal> {
+        let rec = ProviderRecord::try_from(w)?;
+        if rec.name != name || rec.replica != r {
+            return Err(Refusal::WrongName);
+        }
+        rec.check_time(wall, self.max_ahead_ms())?;
+        rec.verify_static(&self.network, self.cfg.max_k)?;
+        Ok(rec)
+    }
+
+    fn start_register(&mut self, now: Instant, name: &str, user: bool) -> Option<QueryId> {
+        let wall = self.wall_ms(now);
+        let seq = (self.last_seq + 1).max(wall);
+        let expiry = wall.saturating_add(ms(self.cfg.record_ttl));
+        let reg = self.registrations.get(name)?;
+        let (spec, k) = (reg.spec.clone(), reg.k);
+        let records: Vec<ProviderRecord> = (0..=k)
+            .map(|r| {
+                ProviderRecord::sign(
+                    &self.identity,
+                    &self.network,
+                    &spec,
+                    self.me.addr,
+                    r,
+                    expiry,
+                    seq,
+                )
+            })
+            .collect();
+        let q = self.new_query(Job::Register {
+            name: name.to_owned(),
+            records,
+            r: 0,
+            stored: 0,
+            failed: 0,
+            user,
+        })?;
+        self.last_seq = seq;
+        let restore = self.cfg.restore_period;
+        if let Some(reg) = self.registrations.get_mut(name) {
+            reg.running = true;
+            reg.next_refresh = now + restore;
+        }
+        self.start_lookup(now, q, object_id(name, 0), true);
+        Some(q)
+    }
+
+    fn store_result(&mut self, now: Instant, q: QueryId, ok: bool) {
+        if let Some(Query {
+            job: Job::Register {
+                r, stored, failed, ..
+            },
+            ..
+        }) = self.queries.get_mut(&q)
+        {
+            if ok {
+                *stored += 1;
+            } else {
+                *failed += 1;
+            }
+            *r += 1;
+        }
+        self.register_next(now, q);
+    }
+
+    fn register_next(&mut self, now: Instant, q: QueryId) {
+        let Some(query) = self.queries.get(&q) else {
+            return;
+        };
+        let Job::Register {
+            name,
+            records,
+            r,
+            stored,
+            failed,
+            user,
+        } = &query.job
+        else {
+            return;
+        };
+        if usize::from(*r) < records.len() {
+            let oid = object_id(name, *r);
+            self.start_lookup(now, q, oid, true);
+            return;
+        }
+        let (name, stored, failed, user) = (name.clone(), *stored, *failed, *user);
+        self.queries.remove(&q);
+        let retry = now + self.cfg.retry_delay;
+        if let Some(reg) = self.registrations.get_mut(&name) {
+            reg.running = false;
+            if failed > 0 {
+                reg.next_refresh = reg.next_refresh.min(retry);
+            }
+        }
+        if user {
+            self.event(Event::Registered {
+                query: q,
+                name,
+                stored,
+                failed,
+            });
+        }
+    }
+
+    // ----- requests -----
+
+    /// Handles a request from `from` (authenticated id and listening address, as the secure
+    /// endpoint reports them). The answer comes out as [`Output::Respond`] with `token`, now or
+    /// later (a join needs a lookup first).
+    pub fn handle_request(&mut self, now: Instant, from: Peer, token: u64, bytes: &[u8]) {
+        if matches!(self.state, State::Left) {
+            return self.respond(
+                token,
+                &Response::Refused {
+                    reason: Refusal::NotMember,
+                },
+            );
+        }
+        if !self.rate_ok(now, &from.id) {
+            return self.respond(
+                token,
+                &Response::Refused {
+                    reason: Refusal::RateLimited,
+                },
+            );
+        }
+        if self.outputs.len() >= self.cfg.max_outputs {
+            return self.respond(
+                token,
+                &Response::Refused {
+                    reason: Refusal::Busy,
+                },
+            );
+        }
+        let req = match Request::decode(bytes, self.cfg.max_message_size) {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.malformed_messages += 1;
+                return self.respond(
+                    token,
+                    &Response::Refused {
+                        reason: Refusal::Malformed,
+                    },
+                );
+            }
+        };
+        let member = self.is_member();
+        let leaving = matches!(self.state, State::Leaving(_));
+        let refuse = |reason| Response::Refused { reason };
+        let resp = match req {
+            _ if !member => refuse(Refusal::NotMember),
+            Request::Find { target, records } => self.answer_find(&target, records),
+            Request::Store { .. } if leaving => refuse(Refusal::Leaving),
+            Request::Store { record } => match ProviderRecord::try_from(record)
+                .and_then(|rec| self.accept_store(now, &from.id, rec))
+            {
+                Ok(()) => Response::Stored,
+                Err(reason) => refuse(reason),
+            },
+            Request::Join if leaving => refuse(Refusal::Leaving),
+            Request::Join => match self.new_query(Job::ServeJoin { token }) {
+                // paper §6.1 join: the bootstrap finds the newcomer's successor
+                // (of id + 1, so that a node re-joining under the same id before the ring
+                // noticed its departure gets the next node, not itself)
+                Some(q) => {
+                    self.start_lookup(now, q, finger_start(&from.id, 0), false);
+                    return;
+                }
+                None => refuse(Refusal::Busy),
+            },
+            Request::GetNeighbors => Response::Neighbors {
+                predecessor: self.pred.map(WirePeer::from),
+                successors: self.succs.iter().copied().map(WirePeer::from).collect(),
+            },
+            Request::Notify => {
+                if !leaving {
+                    self.rectify(now, from);
+                }
+                Response::Ack
+            }
+            Request::Ping => Response::Pong,
+            Request::Handoff { .. } if leaving => refuse(Refusal::Leaving),
+            Request::Handoff { records } => {
+                self.accept_handoff(now, records);
+                Response::Ack
+            }
+            Request::Leave { .. } if leaving => refuse(Refusal::Leaving),
+            Request::Leave {
+                predecessor,
+                records,
+                last,
+            } => self.on_leave(now, from, predecessor.map(Peer::from), records, last),
+            Request::SetSuccessors { successors } => {
+                if self.succ().is_some_and(|s| s.id == from.id) {
+                    let l = self.sanitize_list(
+                        successors
+                            .into_iter()
+                            .map(Peer::from)
+                            .filter(|p| p.id != from.id),
+                    );
+                    self.set_succs(l);
+                }
+                self.purge(&from.id, true);
+                Response::Ack
+            }
+        };
+        self.respond(token, &resp);
+    }
+
+    /// paper §6.1 find, responder side: the value for an object we are responsible for, the
+    /// successor if the target lies between us and it, else the closest preceding nodes.
+    fn answer_find(&mut self, target: &NodeId, want_records: bool) -> Response {
+        if self.responsible_for(target) {
+            let records = if want_records {
+                self.store
+                    .get(target)
+                    .iter()
+                    .take(super::wire::MAX_RECORDS)
+                    .map(WireRecord::from)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return Response::Owner { records };
+        }
+        if let Some(s) = self.successor_of(target) {
+            return Response::Successor { peer: s.into() };
+        }
+        let peers = self.closest_preceding(target, self.cfg.closer_count);
+        Response::Closer {
+            peers: peers.into_iter().map(WirePeer::from).collect(),
+        }
+    }
+
+    /// Checks a store in this order: sender is the provider, replica index, self-certifying
+    /// identity, responsibility, expiry window, signature, then sequence number and quotas.
+    fn accept_store(
+        &mut self,
+        now: Instant,
+        sender: &NodeId,
+        rec: ProviderRecord,
+    ) -> Result<(), Refusal> {
+        let r = self.check_store(now, sender, rec);
+        match &r {
+            Ok(()) => self.metrics.records_accepted += 1,
+            Err(reason) => {
+                // the refusal is counted when the response is sent; count local ones here
+                if sender == &self.me.id {
+                    self.metrics.reject(*reason);
+                }
+            }
+        }
+        r
+    }
+
+    fn check_store(
+        &mut self,
+        now: Instant,
+        sender: &NodeId,
+        rec: ProviderRecord,
+    ) -> Result<(), Refusal> {
+        // beyond the paper: only the provider itself may store its record
+        if rec.provider != *sender {
+            return Err(Refusal::NotProvider);
+        }
+        if rec.replica > self.cfg.max_k {
+            return Err(Refusal::BadReplica);
+        }
+        if !rec.provider.is_derived_from(&rec.public_key, &self.network) {
+            return Err(Refusal::BadIdentity);
+        }
+        let oid = rec.object_id();
+        // paper §6.1: the successor of the object id is responsible for it
+        let alone = self.succs.is_empty();
+        if !(alone || (self.pred.is_some() && self.responsible_for(&oid))) {
+            return Err(Refusal::NotResponsible);
+        }
+        rec.check_time(self.wall_ms(now), self.max_ahead_ms())?;
+        rec.verify_static(&self.network, self.cfg.max_k)?;
+        let q = self.quotas();
+        self.store.insert(rec, q).map(|_: Inserted| ())
+    }
+
+    fn accept_records(&mut self, now: Instant, records: Vec<WireRecord>) -> usize {
+        let wall = self.wall_ms(now);
+        let max_ahead = self.max_ahead_ms();
+        let q = self.quotas();
+        let mut n = 0;
+        for w in records {
+            let res = ProviderRecord::try_from(w).and_then(|rec| {
+                rec.check_time(wall, max_ahead)?;
+                rec.verify_static(&self.network, self.cfg.max_k)?;
+                self.store.insert(rec, q)
+            });
+            match res {
+                Ok(_) => n += 1,
+                Err(reason) => self.metrics.reject(reason),
+            }
+        }
+        self.metrics.handoff_records_received += n as u64;
+        n
+    }
+
+    fn accept_handoff(&mut self, now: Instant, records: Vec<WireRecord>) {
+        self.accept_records(now, records);
+        // records that are not ours travel on toward their owner
+        self.maybe_handoff(now);
+    }
+
+    /// Zave's rectify (the receiving half of notify): adopt `from` as predecessor if it lies
+    /// between the current predecessor and us, or if we have none.
+    fn rectify(&mut self, now: Instant, from: Peer) {
+        if from.id == self.me.id {
+            return;
+        }
+        if self.succs.is_empty() {
+            self.set_succs(vec![from]);
+        }
+        let adopt = match self.pred {
+            None => true,
+            Some(p) => in_open(&p.id, &from.id, &self.me.id),
+        };
+        if adopt {
+            self.set_pred(now, Some(from));
+        }
+    }
+
+    /// paper §6.1 leave, successor side: take the object table; with the last chunk adopt the
+    /// leaver's predecessor.
+    fn on_leave(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        new_pred: Option<Peer>,
+        records: Vec<WireRecord>,
+        last: bool,
+    ) -> Response {
+        let plausible = match self.pred {
+            None => true,
+            Some(p) => p.id == from.id || in_open(&p.id, &from.id, &self.me.id),
+        };
+        if !plausible {
+            return Response::Refused {
+                reason: Refusal::NotPredecessor,
+            };
+        }
+        self.accept_records(now, records);
+        if last {
+            self.purge(&from.id, true);
+            let np = new_pred.filter(|p| p.id != self.me.id && p.id != from.id);
+            if self.succs.is_empty()
+                && let Some(p) = np
+            {
+                self.set_succs(vec![p]);
+            }
+            // adopt the leaver's predecessor unless we know a closer live one (rectify rule)
+            if let Some(np) = np {
+                self.rectify(now, np);
+            }
+        }
+        Response::Ack
+    }
+
+    // ----- responses -----
+
+    /// Handles the answer to request `request_id` (or its failure). Unknown ids are ignored.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        request_id: u64,
+        result: Result<Reply<'_>, RequestFailure>,
+    ) {
+        let Some(p) = self.pending.remove(&request_id) else {
+            return;
+        };
+        self.deadlines.remove(&(p.deadline, request_id));
+        match result {
+            Ok(reply) => {
+                if p.expect.is_some_and(|e| e != reply.from) {
+                    self.metrics.request_failures += 1;
+                    return self.on_result(now, p, None, Err(RequestFailure::Refused));
+                }
+                match Response::decode(reply.bytes, self.cfg.max_message_size) {
+                    Ok(r) => self.on_result(now, p, Some(reply.from), Ok(r)),
+                    Err(_) => {
+                        self.metrics.malformed_messages += 1;
+                        self.on_result(now, p, Some(reply.from), Err(RequestFailure::Refused));
+                    }
+                }
+            }
+            Err(f) => {
+                self.metrics.request_failures += 1;
+                self.on_result(now, p, None, Err(f));
+            }
+        }
+    }
+
+    fn on_result(
+        &mut self,
+        now: Instant,
+        p: Pending,
+        from: Option<NodeId>,
+        r: Result<Response, RequestFailure>,
+    ) {
+        let dead = matches!(
+            r,
+            Err(RequestFailure::Timeout | RequestFailure::Unreachable)
+        );
+        match p.purpose {
+            Purpose::Lookup { query, peer } => {
+                if dead {
+                    self.purge(&peer, false);
+                }
+                self.lookup_answer(now, query, peer, r.ok());
+            }
+            Purpose::Store { query } => {
+                self.store_result(now, query, matches!(r, Ok(Response::Stored)));
+            }
+            Purpose::Join => match (r, from) {
+                (
+                    Ok(Response::Joined {
+                        successor,
+                        successors,
+                    }),
+                    Some(_),
+                ) => {
+                    let s: Peer = successor.into();
+                    let list = self.sanitize_list(
+                        std::iter::once(s).chain(successors.into_iter().map(Peer::from)),
+                    );
+                    if list.is_empty() {
+                        return self.try_next_bootstrap(now);
+                    }
+                    self.state = State::Member;
+                    self.set_succs(list);
+                    self.event(Event::Joined { successor: s });
+                    // paper §6.1: the newcomer then stabilizes; objects move to it on notify
+                    self.stabilize(now);
+                    self.next_fingers = now;
+                }
+                _ => self.try_next_bootstrap(now),
+            },
+            Purpose::Stabilize { succ } => {
+                self.stabilize_in_flight = false;
+                match r {
+                    Ok(Response::Neighbors {
+                        predecessor,
+                        successors,
+                    }) => {
+                        let list = self.sanitize_list(
+                            std::iter::once(succ).chain(successors.into_iter().map(Peer::from)),
+                        );
+                        match predecessor.map(Peer::from) {
+                            // Zave: a closer successor is adopted only once it has answered
+                            Some(x)
+                                if x.id != self.me.id && in_open(&self.me.id, &x.id, &succ.id) =>
+                            {
+                                self.stabilize_in_flight = self.send(
+                                    now,
+                                    x.into(),
+                                    &Request::GetNeighbors,
+                                    Purpose::StabilizeCandidate {
+                                        cand: x,
+                                        fallback: list,
+                                        depth: 1,
+                                    },
+                                );
+                            }
+                            _ => {
+                                self.set_succs(list);
+                                self.send(now, succ.into(), &Request::Notify, Purpose::Notify);
+                            }
+                        }
+                    }
+                    Ok(Response::Refused {
+                        reason: Refusal::RateLimited | Refusal::Busy,
+                    }) => {}
+                    _ => {
+                        // Zave: skip a dead successor using the successor list
+                        self.metrics.stabilization_repairs += 1;
+                        self.purge(&succ.id, true);
+                        if self.succs.is_empty() {
+                            let me = self.me.id;
+                            let fallback = self
+                                .routing()
+                                .iter()
+                                .filter(|p| p.id != me)
+                                .min_by_key(|p| distance(&me, &p.id))
+                                .copied();
+                            match fallback {
+                                Some(f) => self.set_succs(vec![f]),
+                                None if !self.bootstraps.is_empty() => {
+                                    // orphaned (every successor failed and no finger is left):
+                                    // join again through the bootstraps
+                                    self.pred = None;
+                                    self.state = State::Joining {
+                                        bootstraps: self.bootstraps.clone(),
+                                        next: 0,
+                                    };
+                                    return self.try_next_bootstrap(now);
+                                }
+                                None => {}
+                            }
+                        }
+                        self.stabilize(now);
+                    }
+                }
+            }
+            Purpose::StabilizeCandidate {
+                cand,
+                fallback,
+                depth,
+            } => {
+                self.stabilize_in_flight = false;
+                match r {
+                    Ok(Response::Neighbors {
+                        predecessor,
+                        successors,
+                    }) => {
+                        let list = self.sanitize_list(
+                            std::iter::once(cand).chain(successors.into_iter().map(Peer::from)),
+                        );
+                        self.set_succs(list.clone());
+                        match predecessor.map(Peer::from) {
+                            // keep walking back while the new successor knows a closer
+                            // predecessor: one round trip per step instead of one period
+                            Some(x)
+                                if depth < STABILIZE_CHAIN
+                                    && x.id != self.me.id
+                                    && in_open(&self.me.id, &x.id, &cand.id) =>
+                            {
+                                self.stabilize_in_flight = self.send(
+                                    now,
+                                    x.into(),
+                                    &Request::GetNeighbors,
+                                    Purpose::StabilizeCandidate {
+                                        cand: x,
+                                        fallback: list,
+                                        depth: depth + 1,
+                                    },
+                                );
+                            }
+                            _ => {
+                                self.send(now, cand.into(), &Request::Notify, Purpose::Notify);
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(s) = fallback.first().copied() {
+                            self.set_succs(fallback);
+                            self.send(now, s.into(), &Request::Notify, Purpose::Notify);
+                        }
+                    }
+                }
+            }
+            Purpose::Notify => {}
+            Purpose::CheckPred { pred } => {
+                self.check_pred_in_flight = false;
+                let alive = matches!(r, Ok(Response::Pong));
+                if !alive && self.pred == Some(pred) {
+                    // Zave: the predecessor is dead; a live one will notify us
+                    self.metrics.stabilization_repairs += 1;
+                    self.pred = None;
+                    self.metrics.predecessor_changes += 1;
+                    self.event(Event::PredecessorChanged { predecessor: None });
+                }
+            }
+            Purpose::Handoff { records } => {
+                self.handoff_in_flight = false;
+                if matches!(r, Ok(Response::Ack)) {
+                    let mut n = 0u64;
+                    for (oid, provider, seq) in records {
+                        if !self.responsible_for(&oid)
+                            && self.store.remove_exact(&oid, &provider, seq)
+                        {
+                            n += 1;
+                        }
+                    }
+                    self.metrics.handoff_records_sent += n;
+                    if n > 0 {
+                        self.maybe_handoff(now);
+                    }
+                }
+            }
+            Purpose::Leave { last } => {
+                let State::Leaving(ls) = &mut self.state else {
+                    return;
+                };
+                if matches!(r, Ok(Response::Ack)) {
+                    if !last {
+                        ls.chunk += 1;
+                        return self.send_leave_chunk(now);
+                    }
+                    let handed = ls.records.len();
+                    let target = ls.target;
+                    self.metrics.handoff_records_sent += handed as u64;
+                    // tell the predecessor its new successors
+                    let pred = self.pred.filter(|p| p.id != target.id);
+                    match pred {
+                        Some(p) => {
+                            let req = Request::SetSuccessors {
+                                successors: self
+                                    .succs
+                                    .iter()
+                                    .copied()
+                                    .map(WirePeer::from)
+                                    .collect(),
+                            };
+                            if let State::Leaving(ls) = &mut self.state {
+                                ls.chunk = usize::MAX;
+                            }
+                            if !self.send(now, p.into(), &req, Purpose::SetSuccessors) {
+                                self.finish_leave(handed, 0);
+                            }
+                        }
+                        None => self.finish_leave(handed, 0),
+                    }
+                } else if matches!(
+                    r,
+                    Ok(Response::Refused {
+                        reason: Refusal::Leaving
+                            | Refusal::NotPredecessor
+                            | Refusal::Busy
+                            | Refusal::RateLimited
+                    })
+                ) && ls.retries < LEAVE_RETRIES
+                {
+                    // the successor is itself leaving or does not see us as its predecessor
+                    // yet: the ring is in flux, try again after a stabilize period
+                    ls.retries += 1;
+                    ls.retry_at = Some(now + self.cfg.stabilize_period);
+                } else {
+                    // try the next successor with the whole table
+                    let failed = ls.target.id;
+                    self.succs.retain(|p| p.id != failed);
+                    self.routing_dirty = true;
+                    match self.succs.first().copied() {
+                        Some(next) => {
+                            if let State::Leaving(ls) = &mut self.state {
+                                ls.target = next;
+                                ls.chunk = 0;
+                            }
+                            self.send_leave_chunk(now);
+                        }
+                        None => {
+                            let n = match &self.state {
+                                State::Leaving(ls) => ls.records.len(),
+                                _ => 0,
+                            };
+                            self.finish_leave(0, n);
+                        }
+                    }
+                }
+            }
+            Purpose::SetSuccessors => {
+                let handed = match &self.state {
+                    State::Leaving(ls) => ls.records.len(),
+                    _ => 0,
+                };
+                self.finish_leave(handed, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn net() -> NetworkId {
+        NetworkId::new("unit").unwrap()
+    }
+
+    fn kp(seed: u8) -> Arc<IdentityKeypair> {
+        Arc::new(IdentityKeypair::from_seed(&[seed; 32]))
+    }
+
+    fn peer_of(k: &IdentityKeypair, port: u16) -> Peer {
+        Peer {
+            id: k.node_id(&net()),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn alone(cfg: Config) -> (Node, Instant, SystemTime) {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let n = Node::new(
+            cfg,
+            kp(1),
+            net(),
+            "127.0.0.1:1".parse().unwrap(),
+            now,
+            wall,
+            1,
+        );
+        (n, now, wall)
+    }
+
+    fn record(signer: &IdentityKeypair, name: &str, r: u8, exp: u64, seq: u64) -> ProviderRecord {
+        ProviderRecord::sign(
+            signer,
+            &net(),
+            &ServiceSpec::new(name),
+            "127.0.0.1:9".parse().unwrap(),
+            r,
+            exp,
+            seq,
+        )
+    }
+
+    fn store(n: &mut Node, now: Instant, from: Peer, rec: &ProviderRecord) -> Response {
+        let bytes = Request::Store {
+            record: WireRecord::from(rec),
+        }
+        .encode();
+        n.handle_request(now, from, 7, &bytes);
+        let mut answer = None;
+        while let Some(o) = n.poll_output() {
+            if let Output::Respond { token: 7, bytes } = o {
+                answer = Some(Response::decode(&bytes, 1 << 20).unwrap());
+            }
+        }
+        answer.unwrap()
+    }
+
+    fn refused(reason: Refusal) -> Response {
+        Response::Refused { reason }
+    }
+
+    #[test]
+    fn store_checks() {
+        let (mut n, now, _) = alone(Config::default());
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let b = kp(3);
+        let from_a = peer_of(&a, 2);
+        // a record about another provider is refused
+        let rec_b = record(&b, "svc", 0, exp, 1);
+        assert_eq!(
+            store(&mut n, now, from_a, &rec_b),
+            refused(Refusal::NotProvider)
+        );
+        // the provider's own record is accepted, then is idempotent
+        let rec_a = record(&a, "svc", 0, exp, 5);
+        assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
+        assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
+        // an older sequence number is stale; a newer one replaces
+        let old = record(&a, "svc", 0, exp, 4);
+        assert_eq!(store(&mut n, now, from_a, &old), refused(Refusal::Stale));
+        let newer = record(&a, "svc", 0, exp + 1, 6);
+        assert_eq!(store(&mut n, now, from_a, &newer), Response::Stored);
+        assert_eq!(n.stored(&object_id("svc", 0))[0].seq(), 6);
+        // forged field: bad signature
+        let forged = rec_a.forged_addr("10.9.9.9:9".parse().unwrap());
+        let forged = ProviderRecord { seq: 9, ..forged };
+        assert_eq!(
+            store(&mut n, now, from_a, &forged),
+            refused(Refusal::BadSignature)
+        );
+        // expiry window
+        let past = record(&a, "p", 0, n.wall_ms(now), 1);
+        assert_eq!(store(&mut n, now, from_a, &past), refused(Refusal::Expired));
+        let far = record(&a, "f", 0, exp + 3_600_000, 1);
+        assert_eq!(
+            store(&mut n, now, from_a, &far),
+            refused(Refusal::TooFarFuture)
+        );
+        // replica index above the network maximum
+        let r9 = record(&a, "r", 9, exp, 1);
+        assert_eq!(
+            store(&mut n, now, from_a, &r9),
+            refused(Refusal::BadReplica)
+        );
+        let m = n.metrics();
+        assert_eq!(m.rejected_for(Refusal::NotProvider), 1);
+        assert_eq!(m.rejected_for(Refusal::BadSignature), 1);
+        assert_eq!(m.stored_records, 1);
+    }
+
+    #[test]
+    fn over_quota_stores_are_refused() {
+        let cfg = Config {
+            max_records_per_provider: 2,
+            max_records_total: 3,
+            ..Config::default()
+        };
+        let (mut n, now, _) = alone(cfg);
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let pa = peer_of(&a, 2);
+        for name in ["x", "y"] {
+            assert_eq!(
+                store(&mut n, now, pa, &record(&a, name, 0, exp, 1)),
+                Response::Stored
+            );
+        }
+        assert_eq!(
+            store(&mut n, now, pa, &record(&a, "z", 0, exp, 1)),
+            refused(Refusal::OverQuota)
+        );
+        let b = kp(3);
+        let pb = peer_of(&b, 3);
+        assert_eq!(
+            store(&mut n, now, pb, &record(&b, "x", 0, exp, 1)),
+            Response::Stored
+        );
+        let c = kp(4);
+        assert_eq!(
+            store(&mut n, now, peer_of(&c, 4), &record(&c, "x", 0, exp, 1)),
+            refused(Refusal::OverQuota)
+        );
+    }
+
+    #[test]
+    fn records_expire() {
+        let (mut n, now, _) = alone(Config::default());
+        let a = kp(2);
+        let exp = n.wall_ms(now) + 1_500;
+        assert_eq!(
+            store(&mut n, now, peer_of(&a, 2), &record(&a, "x", 0, exp, 1)),
+            Response::Stored
+        );
+        n.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(n.stored_len(), 0);
+        assert_eq!(n.metrics().expirations, 1);
+    }
+
+    #[test]
+    fn rate_limit_per_peer() {
+        let cfg = Config {
+            peer_rate_burst: 3,
+            peer_rate_per_sec: 1,
+            ..Config::default()
+        };
+        let (mut n, now, _) = alone(cfg);
+        let a = peer_of(&kp(2), 2);
+        let ping = Request::Ping.encode();
+        let mut answers = Vec::new();
+        for t in 0..5 {
+            n.handle_request(now, a, t, &ping);
+        }
+        while let Some(o) = n.poll_output() {
+            if let Output::Respond { bytes, .. } = o {
+                answers.push(Response::decode(&bytes, 1024).unwrap());
+            }
+        }
+        assert_eq!(answers.iter().filter(|r| **r == Response::Pong).count(), 3);
+        assert_eq!(n.metrics().rejected_for(Refusal::RateLimited), 2);
+    }
+
+    #[test]
+    fn unknown_and_mismatched_responses_are_ignored_or_failed() {
+        let (mut n, now, _) = alone(Config::default());
+        n.handle_response(now, 999, Err(RequestFailure::Timeout));
+        let other = kp(5).node_id(&net());
+        let target = SocketAddr::from(([127, 0, 0, 1], 5));
+        n.join(
+            now,
+            vec![Contact {
+                addr: target,
+                id: Some(other),
+            }],
+        )
+        .unwrap();
+        let Some(Output::Send {
+            request_id, expect, ..
+        }) = n.poll_output()
+        else {
+            panic!("join sends a request")
+        };
+        assert_eq!(expect, Some(other));
+        // a reply authenticated as somebody else is not accepted
+        let bytes = Response::Joined {
+            successor: peer_of(&kp(6), 6).into(),
+            successors: vec![],
+        }
+        .encode();
+        n.handle_response(
+            now,
+            request_id,
+            Ok(Reply {
+                from: kp(6).node_id(&net()),
+                bytes: &bytes,
+            }),
+        );
+        assert_eq!(n.state_name(), "joining");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_requests_and_responses_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), id in any::<u64>()) {
+            let (mut n, now, _) = alone(Config::default());
+            n.handle_request(now, peer_of(&kp(2), 2), 1, &bytes);
+            n.handle_response(now, id, Ok(Reply { from: kp(2).node_id(&net()), bytes: &bytes }));
+            let mut refusals = 0;
+            while let Some(o) = n.poll_output() {
+                if let Output::Respond { bytes, .. } = o {
+                    prop_assert!(Response::decode(&bytes, 1 << 16).is_ok());
+                    refusals += 1;
+                }
+            }
+            prop_assert_eq!(refusals, 1);
+        }
+    }
+}

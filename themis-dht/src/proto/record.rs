@@ -1,0 +1,425 @@
+//! Signed provider records and object ids (paper §6.1 store, strengthened: the paper lets a
+//! responsible node invent "ghost objects" (§6.2); here every record is signed by its provider
+//! and verified by whoever stores or reads it).
+
+use std::net::SocketAddr;
+
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey, Signature, Transcript};
+
+/// Label of the object-id hash: `object_id = Transcript::digest(OBJECT_ID_LABEL, [name, [r]])`.
+pub const OBJECT_ID_LABEL: &str = "themis/v1/object-id";
+/// Label of the hash a provider signs.
+pub const RECORD_SIG_LABEL: &str = "themis/v1/provider-record";
+/// Longest service name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest service version string, in bytes.
+pub const MAX_VERSION_LEN: usize = 32;
+/// Most tags on a record.
+pub const MAX_TAGS: usize = 8;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 32;
+
+/// The object id of replica `r` of `name`: the paper's `h(name ‖ r)`, made unambiguous with the
+/// crate's length-prefixed, labelled hash: `BLAKE2b-256(0x13 ‖ "themis/v1/object-id" ‖
+/// u32be(len name) ‖ name ‖ 00 00 00 01 ‖ r)`.
+pub fn object_id(name: &str, r: u8) -> NodeId {
+    NodeId::from_bytes(Transcript::digest(
+        OBJECT_ID_LABEL,
+        &[name.as_bytes(), &[r]],
+    ))
+}
+
+/// Why a record or request was refused. Sent on the wire in `refused` responses (as the
+/// snake_case variant name) and counted in [`crate::Metrics`].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The sender of a store is not the provider the record names.
+    NotProvider,
+    /// The replica index is above the network's maximum `k`.
+    BadReplica,
+    /// The provider id is not the hash of the record's public key on this network.
+    BadIdentity,
+    /// The signature does not verify.
+    BadSignature,
+    /// The record has expired.
+    Expired,
+    /// The record's expiry is further in the future than the network's TTL allows.
+    TooFarFuture,
+    /// A record with the same or a newer sequence number is already stored.
+    Stale,
+    /// This node is not responsible for the object id (in its view of the ring).
+    NotResponsible,
+    /// A quota (per object, per provider or in total) is full.
+    OverQuota,
+    /// The record or message broke the schema or a size limit.
+    Malformed,
+    /// The record is for another service name than the one asked for.
+    WrongName,
+    /// The peer sends requests faster than this node accepts.
+    RateLimited,
+    /// The node is overloaded (queries or output queue full).
+    Busy,
+    /// The node is leaving the ring.
+    Leaving,
+    /// The node is not a ring member.
+    NotMember,
+    /// A leave came from a node that is not a plausible predecessor.
+    NotPredecessor,
+}
+
+impl Refusal {
+    /// Every variant, in the order of [`crate::Metrics::rejected`].
+    pub const ALL: [Refusal; 16] = [
+        Refusal::NotProvider,
+        Refusal::BadReplica,
+        Refusal::BadIdentity,
+        Refusal::BadSignature,
+        Refusal::Expired,
+        Refusal::TooFarFuture,
+        Refusal::Stale,
+        Refusal::NotResponsible,
+        Refusal::OverQuota,
+        Refusal::Malformed,
+        Refusal::WrongName,
+        Refusal::RateLimited,
+        Refusal::Busy,
+        Refusal::Leaving,
+        Refusal::NotMember,
+        Refusal::NotPredecessor,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotProvider => "not_provider",
+            Refusal::BadReplica => "bad_replica",
+            Refusal::BadIdentity => "bad_identity",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Expired => "expired",
+            Refusal::TooFarFuture => "too_far_future",
+            Refusal::Stale => "stale",
+            Refusal::NotResponsible => "not_responsible",
+            Refusal::OverQuota => "over_quota",
+            Refusal::Malformed => "malformed",
+            Refusal::WrongName => "wrong_name",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Busy => "busy",
+            Refusal::Leaving => "leaving",
+            Refusal::NotMember => "not_member",
+            Refusal::NotPredecessor => "not_predecessor",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a provider says about the service it offers (paper §7: versions for canary releases,
+/// weights for load balancing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceMetadata {
+    /// Service version, at most [`MAX_VERSION_LEN`] bytes.
+    pub version: String,
+    /// Relative weight for load balancing.
+    pub weight: u16,
+    /// Free-form tags: at most [`MAX_TAGS`] of at most [`MAX_TAG_LEN`] bytes.
+    pub tags: Vec<String>,
+}
+
+/// What the caller of `register` supplies; the node fills in identity, expiry, sequence number
+/// and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Service name (1..=[`MAX_NAME_LEN`] bytes).
+    pub name: String,
+    /// Address clients should connect to; `None` means the node's own address.
+    pub addr: Option<SocketAddr>,
+    /// Version, weight, tags.
+    pub metadata: ServiceMetadata,
+}
+
+impl ServiceSpec {
+    /// A spec with default metadata at the node's own address.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            addr: None,
+            metadata: ServiceMetadata::default(),
+        }
+    }
+}
+
+/// A provider record as stored and returned by the DHT: always signed; records handed to the
+/// caller have been verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub(crate) name: String,
+    pub(crate) replica: u8,
+    pub(crate) provider: NodeId,
+    pub(crate) public_key: PublicKey,
+    pub(crate) addr: SocketAddr,
+    pub(crate) metadata: ServiceMetadata,
+    pub(crate) expires_unix_ms: u64,
+    pub(crate) seq: u64,
+    pub(crate) signature: Signature,
+}
+
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "service name is {} bytes; it must be 1..={MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_metadata(m: &ServiceMetadata) -> Result<(), String> {
+    if m.version.len() > MAX_VERSION_LEN {
+        return Err(format!(
+            "version is {} bytes; at most {MAX_VERSION_LEN}",
+            m.version.len()
+        ));
+    }
+    if m.tags.len() > MAX_TAGS {
+        return Err(format!("{} tags; at most {MAX_TAGS}", m.tags.len()));
+    }
+    if let Some(t) = m.tags.iter().find(|t| t.len() > MAX_TAG_LEN) {
+        return Err(format!("tag of {} bytes; at most {MAX_TAG_LEN}", t.len()));
+    }
+    Ok(())
+}
+
+/// `ip ‖ port` big-endian: 6 bytes for IPv4, 18 for IPv6.
+pub(crate) fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let mut v = match addr {
+        SocketAddr::V4(a) => a.ip().octets().to_vec(),
+        SocketAddr::V6(a) => a.ip().octets().to_vec(),
+    };
+    v.extend_from_slice(&addr.port().to_be_bytes());
+    v
+}
+
+pub(crate) fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
+    match b.len() {
+        6 => {
+            let ip: [u8; 4] = b.get(..4)?.try_into().ok()?;
+            let port = u16::from_be_bytes(b.get(4..6)?.try_into().ok()?);
+            Some(SocketAddr::from((ip, port)))
+        }
+        18 => {
+            let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
+            let port = u16::from_be_bytes(b.get(16..18)?.try_into().ok()?);
+            Some(SocketAddr::from((ip, port)))
+        }
+        _ => None,
+    }
+}
+
+impl ProviderRecord {
+    /// Builds and signs a record for replica `replica` of `spec.name` (the provider is
+    /// `identity` on `network`).
+    pub fn sign(
+        identity: &IdentityKeypair,
+        network: &NetworkId,
+        spec: &ServiceSpec,
+        default_addr: SocketAddr,
+        replica: u8,
+        expires_unix_ms: u64,
+        seq: u64,
+    ) -> Self {
+        let mut rec = Self {
+            name: spec.name.clone(),
+            replica,
+            provider: identity.node_id(network),
+            public_key: identity.public(),
+            addr: spec.addr.unwrap_or(default_addr),
+            metadata: spec.metadata.clone(),
+            expires_unix_ms,
+            seq,
+            signature: Signature::from_bytes([0; 64]),
+        };
+        rec.signature = identity.sign(&rec.signed_digest(network));
+        rec
+    }
+
+    /// The 32-byte digest the provider signs with Ed25519 (see PROTOCOL.md, DHT §Provider record).
+    pub(crate) fn signed_digest(&self, network: &NetworkId) -> [u8; 32] {
+        let oid = self.object_id();
+        let mut t = Transcript::new(RECORD_SIG_LABEL);
+        t.append(network.as_bytes())
+            .append(self.name.as_bytes())
+            .append(&[self.replica])
+            .append(oid.as_bytes())
+            .append(self.provider.as_bytes())
+            .append(self.public_key.as_bytes())
+            .append(&addr_bytes(&self.addr))
+            .append(self.metadata.version.as_bytes())
+            .append(&self.metadata.weight.to_be_bytes())
+            .append(&[self.metadata.tags.len() as u8]);
+        for tag in &self.metadata.tags {
+            t.append(tag.as_bytes());
+        }
+        t.append(&self.expires_unix_ms.to_be_bytes())
+            .append(&self.seq.to_be_bytes());
+        t.finish()
+    }
+
+    /// Checks what does not depend on time: replica index, self-certifying identity, signature.
+    /// Cheap checks come first; the signature last.
+    pub(crate) fn verify_static(&self, network: &NetworkId, max_k: u8) -> Result<(), Refusal> {
+        if self.replica > max_k {
+            return Err(Refusal::BadReplica);
+        }
+        // paper §5: identities are self-certifying: provider = h(PK, net_id)
+        if !self.provider.is_derived_from(&self.public_key, network) {
+            return Err(Refusal::BadIdentity);
+        }
+        self.public_key
+            .verify(&self.signed_digest(network), &self.signature)
+            .map_err(|_| Refusal::BadSignature)
+    }
+
+    /// Expiry window: not past, and not further ahead than `max_ahead_ms`.
+    pub(crate) fn check_time(&self, now_unix_ms: u64, max_ahead_ms: u64) -> Result<(), Refusal> {
+        if self.expires_unix_ms <= now_unix_ms {
+            return Err(Refusal::Expired);
+        }
+        if self.expires_unix_ms > now_unix_ms.saturating_add(max_ahead_ms) {
+            return Err(Refusal::TooFarFuture);
+        }
+        Ok(())
+    }
+
+    /// The object id this record is stored under: `object_id(name, replica)`.
+    pub fn object_id(&self) -> NodeId {
+        object_id(&self.name, self.replica)
+    }
+    /// Service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Replica index `r` (0..=k).
+    pub fn replica(&self) -> u8 {
+        self.replica
+    }
+    /// The provider's node id.
+    pub fn provider(&self) -> NodeId {
+        self.provider
+    }
+    /// The provider's public key (its id is derived from it).
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+    /// Where to reach the service.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Version, weight, tags.
+    pub fn metadata(&self) -> &ServiceMetadata {
+        &self.metadata
+    }
+    /// Expiry, milliseconds since the Unix epoch.
+    pub fn expires_unix_ms(&self) -> u64 {
+        self.expires_unix_ms
+    }
+    /// Sequence number: a newer record from the same provider replaces an older one.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The provider's signature.
+    pub fn signature(&self) -> Signature {
+        self.signature
+    }
+
+    /// A copy with one field altered and the signature kept: for adversary tests.
+    #[doc(hidden)]
+    pub fn forged_addr(&self, addr: SocketAddr) -> Self {
+        let mut r = self.clone();
+        r.addr = addr;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> NetworkId {
+        NetworkId::new("test").unwrap()
+    }
+
+    fn rec(kp: &IdentityKeypair) -> ProviderRecord {
+        ProviderRecord::sign(
+            kp,
+            &net(),
+            &ServiceSpec::new("check"),
+            "10.0.0.1:7000".parse().unwrap(),
+            1,
+            1_000_000,
+            7,
+        )
+    }
+
+    #[test]
+    fn object_ids_differ_per_replica_and_name() {
+        assert_ne!(object_id("check", 0), object_id("check", 1));
+        assert_ne!(object_id("check", 0), object_id("checK", 0));
+        // documented derivation
+        let expect = Transcript::digest("themis/v1/object-id", &[b"check", &[2u8]]);
+        assert_eq!(object_id("check", 2).as_bytes(), &expect);
+    }
+
+    #[test]
+    fn signed_record_verifies_and_tampering_is_caught() {
+        let kp = IdentityKeypair::from_seed(&[1; 32]);
+        let r = rec(&kp);
+        r.verify_static(&net(), 8).unwrap();
+        assert_eq!(
+            r.verify_static(&NetworkId::new("other").unwrap(), 8),
+            Err(Refusal::BadIdentity)
+        );
+        let f = r.forged_addr("10.0.0.2:7000".parse().unwrap());
+        assert_eq!(f.verify_static(&net(), 8), Err(Refusal::BadSignature));
+        let mut g = r.clone();
+        g.name = "other".into();
+        assert_eq!(g.verify_static(&net(), 8), Err(Refusal::BadSignature));
+        let mut h = r.clone();
+        h.seq += 1;
+        assert_eq!(h.verify_static(&net(), 8), Err(Refusal::BadSignature));
+        assert_eq!(r.verify_static(&net(), 0), Err(Refusal::BadReplica));
+        let other = IdentityKeypair::from_seed(&[2; 32]);
+        let mut i = r.clone();
+        i.provider = other.node_id(&net());
+        assert_eq!(i.verify_static(&net(), 8), Err(Refusal::BadIdentity));
+    }
+
+    #[test]
+    fn time_window() {
+        let kp = IdentityKeypair::from_seed(&[1; 32]);
+        let r = rec(&kp);
+        assert_eq!(r.check_time(1_000_000, 10), Err(Refusal::Expired));
+        assert_eq!(r.check_time(0, 10), Err(Refusal::TooFarFuture));
+        assert_eq!(r.check_time(999_990, 10), Ok(()));
+    }
+
+    #[test]
+    fn addr_codec() {
+        for a in ["1.2.3.4:5", "[::1]:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(addr_from_bytes(&addr_bytes(&a)), Some(a));
+        }
+        assert_eq!(addr_from_bytes(&[1, 2, 3]), None);
+    }
+}

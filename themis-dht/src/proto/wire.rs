@@ -1,0 +1,513 @@
+//! The DHT messages (paper Table 1 plus what Zave's protocol needs) and their bounded CBOR codec.
+//!
+//! Every message is one CBOR data item: a serde externally-tagged enum, so a request is either a
+//! text string (`"ping"`) for messages without fields or a one-entry map
+//! `{"find": {"target": h'..', "records": true}}`. PROTOCOL.md gives the full schema.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use themis_crypto::{NodeId, PublicKey, Signature};
+
+use super::record::{
+    MAX_NAME_LEN, ProviderRecord, Refusal, ServiceMetadata, addr_bytes, addr_from_bytes,
+    check_metadata,
+};
+use crate::Error;
+
+/// Most peers in one message (successor lists, closer lists).
+pub const MAX_PEERS: usize = 32;
+/// Most records in one message (`owner`, `handoff`, `leave`).
+pub const MAX_RECORDS: usize = 256;
+/// CBOR nesting allowed while decoding.
+const RECURSION_LIMIT: usize = 16;
+
+/// A ring member: its self-certifying id and the address it listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// The node id (authenticated by the secure channel).
+    pub id: NodeId,
+    /// The listening address.
+    pub addr: SocketAddr,
+}
+
+/// A fixed-size byte string serialised as a CBOR byte string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bytes<const N: usize>(pub(crate) [u8; N]);
+
+impl<const N: usize> Serialize for Bytes<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const N: usize>;
+        impl<const N: usize> serde::de::Visitor<'_> for V<N> {
+            type Value = Bytes<N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a byte string of {N} bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes<N>, E> {
+                <[u8; N]>::try_from(v)
+                    .map(Bytes)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(V::<N>)
+    }
+}
+
+/// A socket address as a CBOR byte string `ip ‖ port` (6 or 18 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Addr(pub(crate) SocketAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&addr_bytes(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Addr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a 6- or 18-byte address")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Addr, E> {
+                addr_from_bytes(v)
+                    .map(Addr)
+                    .ok_or_else(|| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WirePeer {
+    id: NodeId,
+    addr: Addr,
+}
+
+impl From<Peer> for WirePeer {
+    fn from(p: Peer) -> Self {
+        Self {
+            id: p.id,
+            addr: Addr(p.addr),
+        }
+    }
+}
+
+impl From<WirePeer> for Peer {
+    fn from(p: WirePeer) -> Self {
+        Self {
+            id: p.id,
+            addr: p.addr.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireRecord {
+    name: String,
+    r: u8,
+    provider: NodeId,
+    pk: Bytes<32>,
+    addr: Addr,
+    version: String,
+    weight: u16,
+    tags: Vec<String>,
+    expires: u64,
+    seq: u64,
+    sig: Bytes<64>,
+}
+
+impl From<&ProviderRecord> for WireRecord {
+    fn from(r: &ProviderRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            r: r.replica,
+            provider: r.provider,
+            pk: Bytes(*r.public_key.as_bytes()),
+            addr: Addr(r.addr),
+            version: r.metadata.version.clone(),
+            weight: r.metadata.weight,
+            tags: r.metadata.tags.clone(),
+            expires: r.expires_unix_ms,
+            seq: r.seq,
+            sig: Bytes(*r.signature.as_bytes()),
+        }
+    }
+}
+
+impl TryFrom<WireRecord> for ProviderRecord {
+    type Error = Refusal;
+    /// Parse, don't validate: a `ProviderRecord` always satisfies the size limits (its signature
+    /// is checked separately).
+    fn try_from(w: WireRecord) -> Result<Self, Refusal> {
+        if w.name.is_empty() || w.name.len() > MAX_NAME_LEN {
+            return Err(Refusal::Malformed);
+        }
+        let metadata = ServiceMetadata {
+            version: w.version,
+            weight: w.weight,
+            tags: w.tags,
+        };
+        check_metadata(&metadata).map_err(|_| Refusal::Malformed)?;
+        Ok(Self {
+            name: w.name,
+            replica: w.r,
+            provider: w.provider,
+            public_key: PublicKey::from_bytes(w.pk.0),
+            addr: w.addr.0,
+            metadata,
+            expires_unix_ms: w.expires,
+            seq: w.seq,
+            signature: Signature::from_bytes(w.sig.0),
+        })
+    }
+}
+
+/// Requests (the `cmd` of the secure channel, paper Table 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// paper Table 1 `(find, identifier)`; `records` asks the owner for its provider records.
+    Find { target: NodeId, records: bool },
+    /// paper Table 1 `(store, obj)`: one signed record.
+    Store { record: WireRecord },
+    /// paper Table 1 `(join, net_id)`: the network is implied by the secure channel.
+    Join,
+    /// Zave: ask a successor for its predecessor and successor list (paper `update`).
+    GetNeighbors,
+    /// Zave: "I may be your predecessor" (the other half of paper `update`).
+    Notify,
+    /// Liveness check of the predecessor.
+    Ping,
+    /// Objects handed to a closer predecessor (paper Table 1 `update` rsp `(id, ObjTable)`,
+    /// sent as its own request so big tables can be chunked).
+    Handoff { records: Vec<WireRecord> },
+    /// paper Table 1 `(leave, ObjTable, id)`, chunked: `last` marks the final chunk, which
+    /// makes the receiver adopt `predecessor`.
+    Leave {
+        predecessor: Option<WirePeer>,
+        records: Vec<WireRecord>,
+        last: bool,
+    },
+    /// Sent by a leaving node to its predecessor: "your successors are now these".
+    SetSuccessors { successors: Vec<WirePeer> },
+}
+
+/// Responses (the `rsp` of the secure channel).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Response {
+    /// "I am responsible for the target" with the records asked for.
+    Owner { records: Vec<WireRecord> },
+    /// "The target lies between me and my successor": the answer of a node find.
+    Successor { peer: WirePeer },
+    /// The closest preceding nodes I know, best first.
+    Closer { peers: Vec<WirePeer> },
+    /// A store was accepted.
+    Stored,
+    /// Answer to `join`: the newcomer's successor and that successor's list as far as known.
+    Joined {
+        successor: WirePeer,
+        successors: Vec<WirePeer>,
+    },
+    /// Answer to `get_neighbors`.
+    Neighbors {
+        predecessor: Option<WirePeer>,
+        successors: Vec<WirePeer>,
+    },
+    /// Generic acknowledgement (notify, handoff, leave, set_successors).
+    Ack,
+    /// Answer to `ping`.
+    Pong,
+    /// The request was refused.
+    Refused { reason: Refusal },
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    // Writing into a Vec cannot fail, and every type here serialises.
+    if ciborium::ser::into_writer(v, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, Error> {
+    if bytes.len() > max {
+        return Err(Error::MessageTooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    ciborium::de::from_reader_with_recursion_limit(bytes, RECURSION_LIMIT)
+        .map_err(|e| Error::Malformed(e.to_string()))
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), Error> {
+    if len > max {
+        return Err(Error::Malformed(format!(
+            "{what} holds {len} entries; at most {max}"
+        )));
+    }
+    Ok(())
+}
+
+impl Request {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a request: size cap first, then CBOR with a nesting limit, then collection caps.
+    pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Self, Error> {
+        let r: Self = decode(bytes, max)?;
+        match &r {
+            Request::Handoff { records } | Request::Leave { records, .. } => {
+                check_len("record list", records.len(), MAX_RECORDS)?;
+            }
+            Request::SetSuccessors { successors } => {
+                check_len("successor list", successors.len(), MAX_PEERS)?;
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+}
+
+impl Response {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a response, with the same caps as [`Request::decode`].
+    pub(crate) fn decode(bytes: &[u8], max: usize) -> Result<Self, Error> {
+        let r: Self = decode(bytes, max)?;
+        match &r {
+            Response::Owner { records } => check_len("record list", records.len(), MAX_RECORDS)?,
+            Response::Closer { peers } => check_len("peer list", peers.len(), MAX_PEERS)?,
+            Response::Joined { successors, .. } | Response::Neighbors { successors, .. } => {
+                check_len("successor list", successors.len(), MAX_PEERS)?;
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+}
+
+/// Decodes and re-encodes arbitrary bytes as a request and as a response: for fuzzing and
+/// property tests. Returns whether each decoded.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) -> (bool, bool) {
+    let a = Request::decode(bytes, usize::MAX).map(|r| r.encode());
+    let b = Response::decode(bytes, usize::MAX).map(|r| r.encode());
+    (a.is_ok(), b.is_ok())
+}
+
+/// Encodes a `find` request (benchmarks).
+#[doc(hidden)]
+pub fn bench_find(target: NodeId) -> Vec<u8> {
+    Request::Find {
+        target,
+        records: true,
+    }
+    .encode()
+}
+
+/// Encodes a `store` request carrying `record` (benchmarks).
+#[doc(hidden)]
+pub fn bench_store(record: &ProviderRecord) -> Vec<u8> {
+    Request::Store {
+        record: record.into(),
+    }
+    .encode()
+}
+
+/// Decodes a request; true if it is well formed (benchmarks).
+#[doc(hidden)]
+pub fn bench_decode_request(bytes: &[u8]) -> bool {
+    Request::decode(bytes, usize::MAX).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use themis_crypto::{IdentityKeypair, NetworkId};
+
+    fn peer(b: u8) -> WirePeer {
+        Peer {
+            id: NodeId::from_bytes([b; 32]),
+            addr: SocketAddr::from(([10, 0, 0, b], 7000 + u16::from(b))),
+        }
+        .into()
+    }
+
+    fn record(seed: u8) -> WireRecord {
+        let kp = IdentityKeypair::from_seed(&[seed; 32]);
+        let r = ProviderRecord::sign(
+            &kp,
+            &NetworkId::new("t").unwrap(),
+            &crate::ServiceSpec {
+                name: format!("svc{seed}"),
+                addr: None,
+                metadata: ServiceMetadata {
+                    version: "1.2".into(),
+                    weight: 3,
+                    tags: vec!["a".into()],
+                },
+            },
+            "[::1]:9".parse().unwrap(),
+            seed % 3,
+            99,
+            5,
+        );
+        (&r).into()
+    }
+
+    fn requests() -> Vec<Request> {
+        vec![
+            Request::Find {
+                target: NodeId::from_bytes([7; 32]),
+                records: true,
+            },
+            Request::Store { record: record(1) },
+            Request::Join,
+            Request::GetNeighbors,
+            Request::Notify,
+            Request::Ping,
+            Request::Handoff {
+                records: vec![record(2), record(3)],
+            },
+            Request::Leave {
+                predecessor: Some(peer(4)),
+                records: vec![record(4)],
+                last: true,
+            },
+            Request::SetSuccessors {
+                successors: vec![peer(5), peer(6)],
+            },
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        vec![
+            Response::Owner {
+                records: vec![record(1)],
+            },
+            Response::Successor { peer: peer(1) },
+            Response::Closer {
+                peers: vec![peer(1), peer(2)],
+            },
+            Response::Stored,
+            Response::Joined {
+                successor: peer(3),
+                successors: vec![peer(4)],
+            },
+            Response::Neighbors {
+                predecessor: None,
+                successors: vec![peer(4)],
+            },
+            Response::Ack,
+            Response::Pong,
+            Response::Refused {
+                reason: Refusal::OverQuota,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for r in requests() {
+            assert_eq!(Request::decode(&r.encode(), 65536).unwrap(), r);
+        }
+        for r in responses() {
+            assert_eq!(Response::decode(&r.encode(), 65536).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn known_encodings() {
+        // unit variants are bare text strings
+        assert_eq!(Request::Ping.encode(), b"\x64ping");
+        // refused reasons are snake_case strings
+        let r = Response::Refused {
+            reason: Refusal::NotProvider,
+        }
+        .encode();
+        let mut expect = vec![0xa1, 0x67];
+        expect.extend_from_slice(b"refused");
+        expect.extend_from_slice(&[0xa1, 0x66]);
+        expect.extend_from_slice(b"reason");
+        expect.push(0x6c);
+        expect.extend_from_slice(b"not_provider");
+        assert_eq!(r, expect);
+    }
+
+    #[test]
+    fn size_cap_checked_before_decoding() {
+        let b = Request::Ping.encode();
+        assert!(matches!(
+            Request::decode(&b, 2),
+            Err(Error::MessageTooLarge { len: 5, max: 2 })
+        ));
+    }
+
+    #[test]
+    fn collection_caps() {
+        let many = Request::SetSuccessors {
+            successors: (0..(MAX_PEERS + 1) as u8).map(peer).collect(),
+        };
+        assert!(matches!(
+            Request::decode(&many.encode(), 1 << 20),
+            Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn bad_sizes_rejected() {
+        // a peer with a 5-byte address
+        let mut bad = Request::Find {
+            target: NodeId::from_bytes([1; 32]),
+            records: false,
+        }
+        .encode();
+        // truncate the node id
+        bad.truncate(bad.len() - 3);
+        assert!(Request::decode(&bad, 1 << 20).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = fuzz_decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(i in 0usize..9, pos in any::<usize>(), val in any::<u8>(), cut in any::<usize>()) {
+            let mut b = requests()[i].encode();
+            let p = pos % b.len();
+            b[p] = val;
+            let _ = fuzz_decode(&b);
+            b.truncate(cut % (b.len() + 1));
+            let _ = fuzz_decode(&b);
+            let mut c = responses()[i].encode();
+            let p = pos % c.len();
+            c[p] ^= val;
+            let _ = fuzz_decode(&c);
+        }
+
+        #[test]
+        fn find_round_trip(t in any::<[u8; 32]>(), want in any::<bool>()) {
+            let r = Request::Find { target: NodeId::from_bytes(t), records: want };
+            prop_assert_eq!(Request::decode(&r.encode(), 1024).unwrap(), r);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+//! Simulator properties: determinism, joining from a bare address, and convergence of the ring
+//! after any sequence of joins, leaves and crashes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{build, grow, random_live};
+use proptest::prelude::*;
+use themis_dht::sim::{Sim, SimConfig};
+use themis_dht::{Event, ServiceSpec};
+
+fn scenario(seed: u64) -> (u64, u64) {
+    let mut cfg = SimConfig::new(seed);
+    cfg.loss_ppm = 10_000; // 1 % loss
+    let mut sim = build(cfg, 30, Duration::from_millis(20), Duration::from_secs(5));
+    let p = random_live(&mut sim);
+    sim.with_node(p, |n, now| n.register(now, ServiceSpec::new("x"), None))
+        .unwrap();
+    let v = random_live(&mut sim);
+    sim.crash(v);
+    sim.run_for(Duration::from_secs(5));
+    (sim.trace_hash(), sim.delivered)
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let a = scenario(5);
+    let b = scenario(5);
+    let c = scenario(6);
+    assert_eq!(a, b);
+    assert_ne!(a.0, c.0);
+}
+
+#[test]
+fn join_through_a_bare_address() {
+    let mut sim = Sim::new(SimConfig::new(3));
+    let a = sim.add_node();
+    let b = sim.add_node();
+    sim.join_by_addr(b, a);
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        sim.events(b)
+            .iter()
+            .any(|e| matches!(e, Event::Joined { .. }))
+    );
+    sim.check_ring().unwrap();
+    assert_eq!(sim.node(a).successors()[0].id, sim.node(b).id());
+    assert_eq!(sim.node(b).predecessor().unwrap().id, sim.node(a).id());
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Join,
+    Leave(usize),
+    Crash(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Join),
+        1 => any::<usize>().prop_map(Op::Leave),
+        1 => any::<usize>().prop_map(Op::Crash),
+    ]
+}
+
+/// True if crashing `victim` leaves a live node in every live member's successor list.
+fn crash_allowed(sim: &Sim, victim: usize) -> bool {
+    let vid = sim.node(victim).id();
+    sim.live().into_iter().filter(|i| *i != victim).all(|i| {
+        sim.node(i)
+            .successors()
+            .iter()
+            .any(|s| s.id != vid && sim.live().iter().any(|j| sim.node(*j).id() == s.id))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_joins_leaves_and_crashes_converge(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..16)) {
+        let mut cfg = SimConfig::new(seed);
+        cfg.node.successor_list_len = 4;
+        let mut sim = build(cfg, 4, Duration::from_millis(50), Duration::from_secs(3));
+        for o in ops {
+            let live: Vec<usize> = sim.live().into_iter().filter(|i| sim.node(*i).state_name() == "member").collect();
+            match o {
+                Op::Join => {
+                    grow(&mut sim, 1, Duration::from_millis(10));
+                }
+                Op::Leave(k) if live.len() > 2 => {
+                    sim.leave(live[k % live.len()]);
+                }
+                Op::Crash(k) if live.len() > 2 => {
+                    let v = live[k % live.len()];
+                    if crash_allowed(&sim, v) {
+                        sim.crash(v);
+                    }
+                }
+                _ => {}
+            }
+            sim.run_for(Duration::from_millis(300));
+        }
+        // a join whose bootstrap left meanwhile reports JoinFailed; the application joins again
+        sim.run_for(Duration::from_secs(2));
+        for i in 0..sim.len() {
+            let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
+            if failed && sim.is_alive(i) {
+                let b = sim.live().into_iter().find(|j| *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()).unwrap();
+                sim.join(i, b);
+            }
+        }
+        sim.run_for(Duration::from_secs(20));
+        prop_assert_eq!(sim.check_ring(), Ok(()));
+        for i in 0..sim.len() {
+            if sim.is_alive(i) {
+                prop_assert!(sim.node(i).is_member(), "node {} is {}", i, sim.node(i).state_name());
+            }
+        }
+    }
+}
+
+#[test]
+fn newcomers_take_over_their_objects() {
+    let mut cfg = SimConfig::new(9);
+    cfg.node.restore_period = Duration::from_secs(3000);
+    cfg.node.record_ttl = Duration::from_secs(3600);
+    let mut sim = build(cfg, 10, Duration::from_millis(20), Duration::from_secs(5));
+    let regs = common::register_many(&mut sim, 60, 2, 20);
+    grow(&mut sim, 20, Duration::from_millis(50));
+    sim.run_for(Duration::from_secs(5));
+    sim.check_ring().unwrap();
+    let mut misplaced = 0;
+    for (p, name) in &regs {
+        let provider = sim.node(*p).id();
+        for r in 0..=2u8 {
+            let oid = themis_dht::object_id(name, r);
+            let owner = sim.true_successor(&oid).unwrap();
+            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
+            if !sim
+                .node(idx)
+                .stored(&oid)
+                .iter()
+                .any(|rec| rec.provider() == provider)
+            {
+                misplaced += 1;
+            }
+        }
+    }
+    assert_eq!(misplaced, 0, "every replica moved to its new owner");
+    let m = sim.metrics_total();
+    assert!(m.handoff_records_sent > 0 && m.handoff_records_received > 0);
+}
