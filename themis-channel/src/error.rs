@@ -5,7 +5,7 @@ use std::time::Duration;
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
 
-use crate::proto::Mode;
+use crate::{TransportError, proto::Mode};
 
 /// Everything that can go wrong when sealing or opening a channel frame.
 ///
@@ -171,6 +171,98 @@ pub enum Error {
         /// The configured hard limit.
         limit: Duration,
     },
+
+    /// The transport failed (a local socket problem, a closed transport, backpressure or an
+    /// oversize frame); see the inner error.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+
+    /// The node at the address holds another key than the node id we asked for (paper §5.1.1:
+    /// "Alice verifies that the hash of PK_B corresponds to the identity she was intending to
+    /// communicate with"). No session was created.
+    #[error(
+        "identity mismatch at {addr}: expected node {expected}, but the node there is {found} (stale address book entry, or an impostor); no session created"
+    )]
+    IdentityMismatch {
+        /// The address contacted.
+        addr: std::net::SocketAddr,
+        /// The node id asked for.
+        expected: NodeId,
+        /// The node id of the key the peer presented (unauthenticated when it came in a control
+        /// message; authenticated when it came in a signed message 2).
+        found: NodeId,
+    },
+    /// The peer runs in the other mode (secure vs insecure).
+    #[error(
+        "peer {addr} refuses our {ours:?} frames: it runs in the other mode; set the same `mode` on both nodes"
+    )]
+    ModeMismatch {
+        /// The peer's address.
+        addr: std::net::SocketAddr,
+        /// Our mode.
+        ours: Mode,
+    },
+    /// No valid answer to message 1 before the handshake timeout.
+    #[error(
+        "handshake with {peer} at {addr} timed out after {after:?} (peer down, unreachable, or overloaded)"
+    )]
+    HandshakeTimeout {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The handshake could not be started or was refused.
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The node.
+        peer: NodeId,
+        /// Why.
+        #[source]
+        source: themis_handshake::Error,
+    },
+    /// No response before the request timeout (the request may or may not have been executed).
+    #[error(
+        "request to {peer} at {addr} timed out after {after:?} (it may or may not have been executed; peer down, overloaded, or the network lossy)"
+    )]
+    RequestTimeout {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The peer no longer knows the session the request used (it restarted, or evicted us).
+    /// The session is dropped; the next request performs a new handshake.
+    #[error(
+        "peer {peer} lost our session (restarted or evicted it); retry: the next request performs a new handshake"
+    )]
+    SessionLost {
+        /// The node.
+        peer: NodeId,
+    },
+    /// Every session slot is held by a peer with requests in flight.
+    #[error(
+        "cannot open a session with {peer}: all {limit} session slots are busy; retry later or raise max_sessions"
+    )]
+    TooManySessions {
+        /// The node.
+        peer: NodeId,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A request to this node itself.
+    #[error("refusing to send a request to this node itself ({0})")]
+    SelfRequest(NodeId),
+    /// The endpoint is shutting down or shut down.
+    #[error("endpoint is shutting down; no new requests are accepted")]
+    ShuttingDown,
+    /// The endpoint was created outside a tokio runtime.
+    #[error("an Endpoint must be created inside a tokio runtime (it spawns its receive task)")]
+    NoRuntime,
 }
 
 /// This crate's result type.

@@ -1,0 +1,116 @@
+//! Transports: how frames travel between endpoints.
+//!
+//! A [`Transport`] moves whole frames (every frame starts with `version = 0x01, type`, see
+//! PROTOCOL.md) between peers identified by their *listening* socket address. It hides
+//! connections: TCP connects lazily, reuses one connection per peer pair in both directions and
+//! reaps idle or least-recently-used ones; UDP maps one frame to one datagram; the in-memory
+//! network delivers frames through a seeded simulation of latency, loss and partitions.
+//!
+//! Layering: this module is I/O (tokio). The protocol cores in `proto` never see it; the
+//! endpoint reads frames from a transport, feeds them to the cores with `now`, and writes what
+//! the cores produce back to the transport.
+
+mod error;
+mod faulty;
+mod frame;
+mod mem;
+mod rng;
+mod stats;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+pub use error::TransportError;
+pub use faulty::{FaultConfig, FaultyTransport};
+pub use frame::{
+    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+};
+pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
+pub use stats::TransportStats;
+pub use tcp::{TcpConfig, TcpTransport};
+pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+
+/// Default largest frame for TCP and the in-memory network: 16 MiB of payload plus 4 KiB of room
+/// for the channel's headers and tag.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
+
+/// A message-oriented transport between endpoints.
+///
+/// Peers are named by their listening [`SocketAddr`] in both directions: [`Transport::send`]
+/// takes the address the peer listens on, and [`Transport::recv`] reports the sender's
+/// listening address (for TCP it is announced by the connecting side, see PROTOCOL.md), so a
+/// reply to the `from` of a received frame reaches its sender.
+///
+/// The transport checks only what it must to frame and route: a frame is at least
+/// [`MIN_FRAME_LEN`] bytes, starts with [`FRAME_VERSION`], and its type is not in the
+/// transport-reserved range [`TRANSPORT_TYPE_RANGE`]. Everything else is the endpoint's job.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// The address peers use to reach this transport.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Whether frames can be lost or reordered while the network is healthy.
+    ///
+    /// `true` (TCP): frames sent to a peer arrive once and in order while the connection stays
+    /// up; they can still be lost when a connection breaks or is reaped, and two frames sent
+    /// around a reconnection may arrive out of order. The endpoint still needs timeouts, but
+    /// no fast retransmission. `false` (UDP, memory): any frame may be lost, duplicated or
+    /// reordered; the endpoint retransmits requests and relies on the channel's replay window.
+    fn is_reliable(&self) -> bool;
+
+    /// The largest frame [`Transport::send`] accepts and [`Transport::recv`] can return.
+    fn max_frame_len(&self) -> usize;
+
+    /// Queues `frame` for the peer listening on `to`.
+    ///
+    /// Returns once the frame is handed to the operating system (UDP) or to the bounded
+    /// per-connection queue (TCP), waiting at most the configured send timeout when that queue
+    /// is full (backpressure). `Ok` does not mean delivered: a peer that is down, unreachable or
+    /// partitioned away is found out by the endpoint's timeouts, as with any datagram.
+    ///
+    /// Cancel safety: if the future is dropped, the frame may or may not have been queued.
+    async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError>;
+
+    /// Waits for the next frame from any peer: `(sender's listening address, frame)`.
+    ///
+    /// Cancel safe: a dropped `recv` future loses no frame. Several tasks may call it; each
+    /// frame goes to one of them. Returns [`TransportError::Closed`] once the transport is
+    /// closed and its queue is drained.
+    async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError>;
+
+    /// A snapshot of this transport's counters.
+    fn stats(&self) -> TransportStats;
+
+    /// Graceful shutdown: stops accepting, sends what is queued (bounded by the configured
+    /// close timeout), closes every connection and releases the sockets. Idempotent.
+    async fn close(&self);
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn local_addr(&self) -> SocketAddr {
+        (**self).local_addr()
+    }
+    fn is_reliable(&self) -> bool {
+        (**self).is_reliable()
+    }
+    fn max_frame_len(&self) -> usize {
+        (**self).max_frame_len()
+    }
+    async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+        (**self).send(to, frame).await
+    }
+    async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
+        (**self).recv().await
+    }
+    fn stats(&self) -> TransportStats {
+        (**self).stats()
+    }
+    async fn close(&self) {
+        (**self).close().await;
+    }
+}

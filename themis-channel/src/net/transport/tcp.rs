@@ -1,0 +1,931 @@
+//! TCP: length-delimited frames, one connection per peer pair reused in both directions.
+//!
+//! Life of a connection (PROTOCOL.md, "Transport / TCP" is the normative text):
+//! - `send` to a peer without a connection inserts a handle at once and dials in the
+//!   background; frames wait in the handle's bounded queue meanwhile. The dialer's first frame
+//!   is a hello announcing its listening address, so the acceptor files the connection under
+//!   the same key the dialer uses, and both directions share it.
+//! - Both peers dialing at once: the connection dialed by the lower listening address wins on
+//!   both sides; the other is retired gracefully (its queue is flushed, nothing is lost).
+//! - Closing. Whoever closes gracefully (idle or LRU reaping, retirement, shutdown) flushes its
+//!   queue, sends a goodbye frame (`01 31`) and keeps reading until the peer goes away. A peer
+//!   that reads the goodbye flushes what it had queued and resets the connection. No side ever
+//!   sends FIN: every socket is closed with `SO_LINGER = 0` (RST), so neither side enters
+//!   TIME_WAIT, even when both close at once, and reconnect churn cannot pile up TIME_WAIT
+//!   sockets and exhaust ephemeral ports. Aborts (garbage, oversize, stall, I/O error) reset
+//!   at once.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufWriter},
+    net::{
+        TcpListener, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::mpsc,
+    time::{Instant, sleep_until, timeout, timeout_at},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats,
+    frame::{FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_HELLO, check_incoming, check_outgoing},
+    stats::Counters,
+};
+
+/// Length of the big-endian length prefix before every TCP frame.
+const LEN_PREFIX: usize = 4;
+/// Most bytes we ask the kernel for in one read while a large frame comes in, so memory grows
+/// with the bytes a peer actually sends, not with the length it claims.
+const READ_CHUNK: usize = 64 * 1024;
+/// Hello: version, type, family, IPv6 address, port.
+const HELLO_MAX: usize = 2 + 1 + 16 + 2;
+
+/// Settings of a [`TcpTransport`]. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Largest frame sent or accepted (default [`DEFAULT_MAX_FRAME_LEN`]). A length prefix
+    /// above it closes the connection before anything is allocated.
+    pub max_frame_len: usize,
+    /// Most peer connections kept open (default 256); opening one more closes the least
+    /// recently used. Each loopback connection inside one process costs two descriptors.
+    pub max_connections: usize,
+    /// Most accepted connections still waiting for their hello (default 64). Beyond
+    /// `max_connections + max_handshaking` open sockets, new connections are refused at accept.
+    pub max_handshaking: usize,
+    /// Frames queued per connection before `send` waits (default 256).
+    pub queue_len: usize,
+    /// Frames received and not yet taken by `recv` (default 1024). When full, connections stop
+    /// reading and TCP flow control pushes back on the senders.
+    pub recv_queue_len: usize,
+    /// Longest `send` waits for room in a full queue before failing (default 5 s).
+    pub send_timeout: Duration,
+    /// Longest a dial may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// Longest an accepted connection may take to send its hello (default 5 s).
+    pub hello_timeout: Duration,
+    /// Longest one frame may take to arrive once its first byte came in, and longest one batch
+    /// of writes may block (default 30 s). Catches peers that send half a frame and stall.
+    pub frame_timeout: Duration,
+    /// Connections without traffic for this long are closed (default 60 s; `None` keeps them).
+    pub idle_timeout: Option<Duration>,
+    /// Longest a graceful close waits for the peer to go away, and `close` for all connections
+    /// to finish (default 2 s).
+    pub close_timeout: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_connections: 256,
+            max_handshaking: 64,
+            queue_len: 256,
+            recv_queue_len: 1024,
+            send_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            hello_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
+            close_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Frames over TCP: see the module documentation and PROTOCOL.md.
+#[derive(Debug)]
+pub struct TcpTransport {
+    inner: Arc<Inner>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<(SocketAddr, BytesMut)>>,
+}
+
+type Incoming = mpsc::Sender<(SocketAddr, BytesMut)>;
+
+#[derive(Debug)]
+struct Inner {
+    local: SocketAddr,
+    cfg: TcpConfig,
+    stats: Counters,
+    conns: Mutex<Conns>,
+    /// Taken on close so that `recv` ends once every reader is gone.
+    in_tx: Mutex<Option<Incoming>>,
+    shutdown: CancellationToken,
+    epoch: Instant,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    map: HashMap<SocketAddr, Handle>,
+    closed: bool,
+}
+
+/// What the table holds for one peer. Dropping it drops the queue's sender: the writer then
+/// flushes what is queued and closes gracefully.
+#[derive(Debug)]
+struct Handle {
+    id: u64,
+    dialed_by_us: bool,
+    tx: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Milliseconds since `Inner::epoch` of the last frame sent or received.
+    last_active: AtomicU64,
+    /// Cancelled when we start a graceful close (child of the transport's shutdown token).
+    graceful: CancellationToken,
+    /// Cancelled to tear the connection down at once.
+    abort: CancellationToken,
+    /// The peer closed its side first: we answer with RST, not FIN (no TIME_WAIT anywhere).
+    peer_closed: AtomicBool,
+}
+
+/// Counts an open socket; held by the reader and the writer of one connection.
+#[derive(Debug)]
+struct SocketGuard(Arc<Inner>);
+
+impl SocketGuard {
+    fn new(inner: &Arc<Inner>) -> Arc<Self> {
+        Counters::inc(&inner.stats.connections_open);
+        Arc::new(Self(inner.clone()))
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        Counters::dec(&self.0.stats.connections_open);
+        Counters::inc(&self.0.stats.connections_closed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFail {
+    Oversize,
+    Stalled,
+    /// EOF in the middle of a frame, or a socket error.
+    Broken,
+}
+
+/// Incremental length-delimited decoder (u32 big-endian prefix, the layout of tokio-util's
+/// `LengthDelimitedCodec` with its defaults). Written out rather than using the codec because
+/// the codec reserves the whole claimed frame as soon as it has read the prefix; here memory
+/// grows only with the bytes that actually arrive.
+#[derive(Debug)]
+struct FrameReader {
+    buf: BytesMut,
+    max: usize,
+    frame_timeout: Duration,
+    /// When we started waiting for the rest of a frame already begun.
+    partial_since: Option<Instant>,
+}
+
+impl FrameReader {
+    fn new(max: usize, frame_timeout: Duration) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+            frame_timeout,
+            partial_since: None,
+        }
+    }
+
+    /// `Ok(Some(needed))` if more bytes are needed, `Ok(None)` with a frame split off.
+    fn decode(&mut self) -> Result<Option<BytesMut>, ReadFail> {
+        let Some(prefix) = self.buf.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let mut p = [0u8; LEN_PREFIX];
+        p.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(p) as usize;
+        // Checked before anything is reserved for the frame.
+        if len > self.max {
+            return Err(ReadFail::Oversize);
+        }
+        if self.buf.len() < LEN_PREFIX + len {
+            return Ok(None);
+        }
+        self.buf.advance(LEN_PREFIX);
+        Ok(Some(self.buf.split_to(len)))
+    }
+
+    fn want(&self) -> usize {
+        match self.buf.get(..LEN_PREFIX) {
+            Some(prefix) => {
+                let mut p = [0u8; LEN_PREFIX];
+                p.copy_from_slice(prefix);
+                let total = LEN_PREFIX + u32::from_be_bytes(p) as usize;
+                total.saturating_sub(self.buf.len()).clamp(1, READ_CHUNK)
+            }
+            None => 4096,
+        }
+    }
+
+    /// Next frame; `Ok(None)` on a clean end of stream between frames. Cancel safe.
+    async fn next(&mut self, r: &mut OwnedReadHalf) -> Result<Option<BytesMut>, ReadFail> {
+        loop {
+            if let Some(frame) = self.decode()? {
+                self.partial_since = None;
+                return Ok(Some(frame));
+            }
+            let want = self.want();
+            self.buf.reserve(want);
+            let n = if self.buf.is_empty() {
+                r.read_buf(&mut self.buf).await
+            } else {
+                let since = *self.partial_since.get_or_insert_with(Instant::now);
+                timeout_at(since + self.frame_timeout, r.read_buf(&mut self.buf))
+                    .await
+                    .map_err(|_| ReadFail::Stalled)?
+            }
+            .map_err(|_| ReadFail::Broken)?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadFail::Broken)
+                };
+            }
+        }
+    }
+}
+
+/// Hello frame: `01 30 | family (4 or 6) | address (4 or 16) | port (u16 BE)`.
+fn encode_hello(addr: SocketAddr) -> Bytes {
+    let mut b = BytesMut::with_capacity(HELLO_MAX);
+    b.put_u8(FRAME_VERSION);
+    b.put_u8(TRANSPORT_HELLO);
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            b.put_u8(4);
+            b.put_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            b.put_u8(6);
+            b.put_slice(&ip.octets());
+        }
+    }
+    b.put_u16(addr.port());
+    b.freeze()
+}
+
+/// Parses a hello and resolves the announced listening address against the connection's
+/// source: the announced IP must be the source IP or unspecified (then the source IP is used),
+/// so a peer cannot claim another host's address; the port must not be 0.
+fn parse_hello(frame: &[u8], source: IpAddr) -> Option<SocketAddr> {
+    let (ip, port) = match frame {
+        [FRAME_VERSION, TRANSPORT_HELLO, 4, rest @ ..] => {
+            let (ip, port) = rest.split_first_chunk::<4>()?;
+            (IpAddr::V4(Ipv4Addr::from(*ip)), port)
+        }
+        [FRAME_VERSION, TRANSPORT_HELLO, 6, rest @ ..] => {
+            let (ip, port) = rest.split_first_chunk::<16>()?;
+            (IpAddr::V6(Ipv6Addr::from(*ip)), port)
+        }
+        _ => return None,
+    };
+    let port: [u8; 2] = port.try_into().ok()?;
+    let port = u16::from_be_bytes(port);
+    if port == 0 {
+        return None;
+    }
+    let canon = |ip: IpAddr| ip.to_canonical();
+    if ip.is_unspecified() || canon(ip) == canon(source) {
+        Some(SocketAddr::new(source, port))
+    } else {
+        None
+    }
+}
+
+impl TcpTransport {
+    /// Listens on `addr` (port 0 picks a free port) with `cfg`.
+    pub async fn bind(addr: SocketAddr, cfg: TcpConfig) -> Result<Self, TransportError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| TransportError::Io {
+            context: "reading the listening address",
+            source,
+        })?;
+        let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue_len.max(1));
+        let inner = Arc::new(Inner {
+            local,
+            cfg,
+            stats: Counters::default(),
+            conns: Mutex::new(Conns::default()),
+            in_tx: Mutex::new(Some(in_tx)),
+            shutdown: CancellationToken::new(),
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+        });
+        tokio::spawn(accept_loop(inner.clone(), listener));
+        if let Some(idle) = inner.cfg.idle_timeout {
+            tokio::spawn(idle_sweeper(inner.clone(), idle));
+        }
+        Ok(Self {
+            inner,
+            incoming: tokio::sync::Mutex::new(in_rx),
+        })
+    }
+
+    /// Number of peers with a connection in the table (dialing or established).
+    pub fn connected_peers(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.inner.begin_close();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Conns> {
+        // A poisoned table only means another task panicked mid-update; the map itself is
+        // still consistent (every update is a single insert/remove).
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn incoming(&self) -> Option<Incoming> {
+        self.in_tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn new_shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            last_active: AtomicU64::new(self.now_ms()),
+            graceful: self.shutdown.child_token(),
+            abort: CancellationToken::new(),
+            peer_closed: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self, shared: &Shared) {
+        shared.last_active.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Removes `peer`'s handle if it is still connection `id`.
+    fn remove_if(&self, peer: SocketAddr, id: u64) {
+        let mut conns = self.lock();
+        if conns.map.get(&peer).is_some_and(|h| h.id == id) {
+            conns.map.remove(&peer);
+        }
+    }
+
+    /// Inserts `handle` for `peer`, closing the least recently used connections if the table
+    /// is over its cap. Called with the table locked.
+    fn insert_capped(&self, conns: &mut Conns, peer: SocketAddr, handle: Handle) {
+        if let Some(old) = conns.map.insert(peer, handle) {
+            old.shared.graceful.cancel();
+        }
+        while conns.map.len() > self.cfg.max_connections.max(1) {
+            let victim = conns
+                .map
+                .iter()
+                .filter(|(addr, _)| **addr != peer)
+                .min_by_key(|(_, h)| h.shared.last_active.load(Ordering::Relaxed))
+                .map(|(addr, _)| *addr);
+            let Some(victim) = victim else { break };
+            if let Some(h) = conns.map.remove(&victim) {
+                h.shared.graceful.cancel();
+                Counters::inc(&self.stats.connections_reaped_lru);
+                tracing::debug!(local = %self.local, peer = %victim, "connection cap reached: closing the least recently used connection");
+            }
+        }
+    }
+
+    fn begin_close(&self) {
+        self.shutdown.cancel();
+        let old = {
+            let mut conns = self.lock();
+            conns.closed = true;
+            std::mem::take(&mut conns.map)
+        };
+        drop(old);
+        self.in_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let limit = inner
+        .cfg
+        .max_connections
+        .saturating_add(inner.cfg.max_handshaking);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = inner.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, source)) => {
+                let open = inner.stats.connections_open.load(Ordering::Relaxed);
+                if usize::try_from(open).unwrap_or(usize::MAX) >= limit {
+                    let _ = stream.set_zero_linger();
+                    Counters::inc(&inner.stats.connections_refused);
+                    tracing::debug!(local = %inner.local, %source, "socket limit reached: refusing a connection");
+                    continue;
+                }
+                tokio::spawn(serve_accepted(inner.clone(), stream, source));
+            }
+            Err(e) => {
+                // Usually EMFILE/ENFILE: back off instead of spinning.
+                tracing::warn!(local = %inner.local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr) {
+    let guard = SocketGuard::new(&inner);
+    let _ = stream.set_nodelay(true);
+    let (mut r, w) = stream.into_split();
+    let mut reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
+    let hello = tokio::select! {
+        biased;
+        () = inner.shutdown.cancelled() => None,
+        h = timeout(inner.cfg.hello_timeout, reader.next(&mut r)) => Some(h),
+    };
+    let peer = match hello {
+        None => return,
+        Some(Ok(Ok(Some(frame)))) => parse_hello(&frame, source.ip()),
+        Some(Ok(Err(ReadFail::Oversize))) => {
+            Counters::inc(&inner.stats.rejected_oversize);
+            None
+        }
+        Some(Ok(Err(ReadFail::Stalled))) => {
+            Counters::inc(&inner.stats.rejected_stalled);
+            None
+        }
+        Some(_) => None,
+    };
+    let Some(peer) = peer else {
+        Counters::inc(&inner.stats.rejected_hello);
+        tracing::debug!(local = %inner.local, %source, "closing a connection without a valid hello");
+        let _ = r.as_ref().set_zero_linger();
+        return;
+    };
+    let shared = inner.new_shared();
+    let id = inner.new_id();
+    let writer = {
+        let mut conns = inner.lock();
+        if conns.closed {
+            return;
+        }
+        // Tie-break (PROTOCOL.md): of two connections between the same pair, the one dialed by
+        // the lower listening address wins. An older *accepted* connection from the same peer
+        // is always replaced: the peer has given up on it.
+        let keep_existing = conns
+            .map
+            .get(&peer)
+            .is_some_and(|h| h.dialed_by_us && inner.local < peer);
+        if keep_existing {
+            Counters::inc(&inner.stats.connections_retired);
+            None
+        } else {
+            if conns.map.get(&peer).is_some_and(|h| h.dialed_by_us) {
+                Counters::inc(&inner.stats.connections_retired);
+            }
+            let (tx, rx) = mpsc::channel(inner.cfg.queue_len.max(1));
+            inner.insert_capped(
+                &mut conns,
+                peer,
+                Handle {
+                    id,
+                    dialed_by_us: false,
+                    tx,
+                    shared: shared.clone(),
+                },
+            );
+            Some(rx)
+        }
+    };
+    Counters::inc(&inner.stats.connections_accepted);
+    Counters::inc(&inner.stats.connections_opened);
+    if let Some(rx) = writer {
+        tokio::spawn(write_loop(
+            inner.clone(),
+            w,
+            rx,
+            shared.clone(),
+            guard.clone(),
+        ));
+    } else {
+        // Retired at once: nothing will be written on it; keep reading until the peer, which
+        // applies the same rule, flushes and closes it.
+        shared.graceful.cancel();
+        w.forget();
+    }
+    read_loop(inner, peer, id, shared, r, reader, guard).await;
+}
+
+async fn dial(
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let connected = tokio::select! {
+        biased;
+        () = shared.abort.cancelled() => None,
+        c = timeout(inner.cfg.connect_timeout, TcpStream::connect(peer)) => Some(c),
+    };
+    let stream = match connected {
+        Some(Ok(Ok(s))) => s,
+        other => {
+            if let Some(Ok(Err(e))) = &other {
+                tracing::debug!(local = %inner.local, %peer, error = %e, "connect failed");
+            }
+            Counters::inc(&inner.stats.connect_failed);
+            inner.remove_if(peer, id);
+            drop_queued(&inner, &mut rx);
+            return;
+        }
+    };
+    let guard = SocketGuard::new(&inner);
+    let _ = stream.set_nodelay(true);
+    Counters::inc(&inner.stats.connections_dialed);
+    Counters::inc(&inner.stats.connections_opened);
+    let (r, mut w) = stream.into_split();
+    let hello = encode_hello(inner.local);
+    let mut head = BytesMut::with_capacity(LEN_PREFIX + hello.len());
+    head.put_u32(u32::try_from(hello.len()).unwrap_or(u32::MAX));
+    head.put_slice(&hello);
+    if timeout(inner.cfg.frame_timeout, w.write_all(&head))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        Counters::inc(&inner.stats.connect_failed);
+        inner.remove_if(peer, id);
+        drop_queued(&inner, &mut rx);
+        let _ = r.as_ref().set_zero_linger();
+        return;
+    }
+    let reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
+    tokio::spawn(read_loop(
+        inner.clone(),
+        peer,
+        id,
+        shared.clone(),
+        r,
+        reader,
+        guard.clone(),
+    ));
+    write_loop(inner, w, rx, shared, guard).await;
+}
+
+fn drop_queued(inner: &Inner, rx: &mut mpsc::Receiver<Bytes>) {
+    rx.close();
+    while rx.try_recv().is_ok() {
+        Counters::inc(&inner.stats.frames_dropped);
+    }
+}
+
+async fn write_loop(
+    inner: Arc<Inner>,
+    w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+    _guard: Arc<SocketGuard>,
+) {
+    let mut w = BufWriter::with_capacity(READ_CHUNK, w);
+    let mut batch = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shared.abort.cancelled() => {
+                drop_queued(&inner, &mut rx);
+                return;
+            }
+            f = rx.recv() => f,
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let write = async {
+            for f in &batch {
+                let len = u32::try_from(f.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+                w.write_all(&len.to_be_bytes()).await?;
+                w.write_all(f).await?;
+            }
+            w.flush().await
+        };
+        match timeout(inner.cfg.frame_timeout, write).await {
+            Ok(Ok(())) => {
+                let bytes: usize = batch.iter().map(Bytes::len).sum();
+                Counters::add(&inner.stats.frames_sent, batch.len() as u64);
+                Counters::add(&inner.stats.bytes_sent, bytes as u64);
+                batch.clear();
+            }
+            failed => {
+                if failed.is_err() {
+                    Counters::inc(&inner.stats.rejected_stalled);
+                }
+                Counters::add(&inner.stats.frames_dropped, batch.len() as u64);
+                let _ = w.get_ref().as_ref().set_zero_linger();
+                shared.abort.cancel();
+                drop_queued(&inner, &mut rx);
+                return;
+            }
+        }
+    }
+    // Every sender is gone: the handle left the table. Unless the peer said goodbye first,
+    // say goodbye after the last frame. Never FIN: `forget` keeps the write side open, and the
+    // reader sets SO_LINGER 0 before the last drop, so the socket ends with RST and neither
+    // side enters TIME_WAIT.
+    if !shared.peer_closed.load(Ordering::Relaxed) {
+        let goodbye = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE];
+        let _ = timeout(inner.cfg.close_timeout, async {
+            w.write_all(&goodbye).await?;
+            w.flush().await
+        })
+        .await;
+    }
+    w.into_inner().forget();
+}
+
+async fn read_loop(
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    mut r: OwnedReadHalf,
+    mut reader: FrameReader,
+    _guard: Arc<SocketGuard>,
+) {
+    let Some(in_tx) = inner.incoming() else {
+        return;
+    };
+    let mut grace: Option<Instant> = None;
+    let outcome = loop {
+        let grace_sleep = async {
+            match grace {
+                Some(deadline) => sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            biased;
+            () = shared.abort.cancelled() => break Err(None),
+            () = shared.graceful.cancelled(), if grace.is_none() => {
+                grace = Some(Instant::now() + inner.cfg.close_timeout);
+                continue;
+            }
+            () = grace_sleep => break Err(None),
+            n = reader.next(&mut r) => n,
+        };
+        match next {
+            Ok(Some(frame)) if frame[..] == [FRAME_VERSION, TRANSPORT_GOODBYE] => break Ok(()),
+            Ok(Some(frame)) => {
+                if check_incoming(&frame).is_err() {
+                    break Err(Some(&inner.stats.rejected_garbage));
+                }
+                inner.touch(&shared);
+                Counters::inc(&inner.stats.frames_received);
+                Counters::add(&inner.stats.bytes_received, frame.len() as u64);
+                let delivered = tokio::select! {
+                    biased;
+                    () = shared.abort.cancelled() => false,
+                    r = in_tx.send((peer, frame)) => r.is_ok(),
+                };
+                if !delivered {
+                    break Err(None);
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(ReadFail::Oversize) => break Err(Some(&inner.stats.rejected_oversize)),
+            Err(ReadFail::Stalled) => break Err(Some(&inner.stats.rejected_stalled)),
+            Err(ReadFail::Broken) => break Err(None),
+        }
+    };
+    // Whatever happened, answer with RST rather than FIN: see the module docs.
+    let _ = r.as_ref().set_zero_linger();
+    match outcome {
+        Ok(()) => {
+            // Goodbye or clean EOF: the peer closed gracefully. Our writer flushes what it has,
+            // then the socket is reset.
+            shared.peer_closed.store(true, Ordering::Relaxed);
+        }
+        Err(counter) => {
+            if let Some(counter) = counter {
+                Counters::inc(counter);
+                tracing::debug!(local = %inner.local, %peer, "closing a connection after bad input");
+            }
+            shared.abort.cancel();
+        }
+    }
+    inner.remove_if(peer, id);
+}
+
+async fn idle_sweeper(inner: Arc<Inner>, idle: Duration) {
+    let period = (idle / 4).max(Duration::from_millis(10));
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            biased;
+            () = inner.shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let now = inner.now_ms();
+        let mut conns = inner.lock();
+        let stale: Vec<SocketAddr> = conns
+            .map
+            .iter()
+            .filter(|(_, h)| {
+                now.saturating_sub(h.shared.last_active.load(Ordering::Relaxed)) >= idle_ms
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in stale {
+            if let Some(h) = conns.map.remove(&addr) {
+                h.shared.graceful.cancel();
+                Counters::inc(&inner.stats.connections_reaped_idle);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.inner.cfg.max_frame_len
+    }
+
+    async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+        let inner = &self.inner;
+        check_outgoing(&frame, inner.cfg.max_frame_len)?;
+        if to == inner.local {
+            // To ourselves: no socket needed.
+            let tx = inner.incoming().ok_or(TransportError::Closed)?;
+            let len = frame.len() as u64;
+            tx.send((to, BytesMut::from(frame)))
+                .await
+                .map_err(|_| TransportError::Closed)?;
+            Counters::inc(&inner.stats.frames_sent);
+            Counters::inc(&inner.stats.frames_received);
+            Counters::add(&inner.stats.bytes_sent, len);
+            Counters::add(&inner.stats.bytes_received, len);
+            return Ok(());
+        }
+        let deadline = Instant::now() + inner.cfg.send_timeout;
+        let mut frame = frame;
+        // Two attempts: the connection found in the table may close just as we queue on it.
+        for _ in 0..2 {
+            let tx = {
+                let mut conns = inner.lock();
+                if conns.closed {
+                    return Err(TransportError::Closed);
+                }
+                match conns.map.get(&to) {
+                    Some(h) => {
+                        inner.touch(&h.shared);
+                        h.tx.clone()
+                    }
+                    None => {
+                        let (tx, rx) = mpsc::channel(inner.cfg.queue_len.max(1));
+                        let shared = inner.new_shared();
+                        let id = inner.new_id();
+                        inner.insert_capped(
+                            &mut conns,
+                            to,
+                            Handle {
+                                id,
+                                dialed_by_us: true,
+                                tx: tx.clone(),
+                                shared: shared.clone(),
+                            },
+                        );
+                        tokio::spawn(dial(inner.clone(), to, id, shared, rx));
+                        tx
+                    }
+                }
+            };
+            match timeout_at(deadline, tx.send(frame)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(mpsc::error::SendError(f))) => frame = f,
+                Err(_) => {
+                    return Err(TransportError::Backpressure {
+                        to,
+                        waited: inner.cfg.send_timeout,
+                    });
+                }
+            }
+        }
+        Counters::inc(&inner.stats.frames_dropped);
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
+        self.incoming
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.inner.stats.snapshot()
+    }
+
+    async fn close(&self) {
+        self.inner.begin_close();
+        let deadline = Instant::now() + self.inner.cfg.close_timeout * 2;
+        while self.inner.stats.connections_open.load(Ordering::Relaxed) > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trip_and_checks() {
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let me: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let h = encode_hello(me);
+        assert_eq!(&h[..], &[1, 0x30, 4, 127, 0, 0, 1, 0x0f, 0xa0]);
+        assert_eq!(parse_hello(&h, src), Some(me));
+        // Unspecified address: the source IP is used.
+        let any: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        assert_eq!(parse_hello(&encode_hello(any), src), Some(me));
+        // Another host's address is refused.
+        let other: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        assert_eq!(parse_hello(&encode_hello(other), src), None);
+        // Port 0, truncation, extension, wrong family are refused.
+        assert_eq!(
+            parse_hello(&encode_hello("127.0.0.1:0".parse().unwrap()), src),
+            None
+        );
+        for cut in 0..h.len() {
+            assert_eq!(parse_hello(&h[..cut], src), None);
+        }
+        let mut long = h.to_vec();
+        long.push(0);
+        assert_eq!(parse_hello(&long, src), None);
+        let mut fam = h.to_vec();
+        fam[2] = 5;
+        assert_eq!(parse_hello(&fam, src), None);
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(
+            parse_hello(&encode_hello(v6), "::1".parse().unwrap()),
+            Some(v6)
+        );
+    }
+
+    #[test]
+    fn decoder_checks_length_before_reserving() {
+        let mut r = FrameReader::new(100, Duration::from_secs(1));
+        r.buf.put_u32(u32::MAX);
+        assert_eq!(r.decode(), Err(ReadFail::Oversize));
+        assert!(r.buf.capacity() < 1024);
+
+        let mut r = FrameReader::new(100, Duration::from_secs(1));
+        r.buf.put_u32(3);
+        r.buf.put_slice(&[1, 2]);
+        assert_eq!(r.decode(), Ok(None));
+        assert_eq!(r.want(), 1);
+        r.buf.put_slice(&[3, 9]);
+        assert_eq!(r.decode().unwrap().as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(&r.buf[..], &[9]);
+    }
+}

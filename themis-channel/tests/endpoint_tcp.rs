@@ -1,0 +1,269 @@
+//! The endpoint over loopback TCP: requests, handshake sharing, identity and mode checks,
+//! restarts, timeouts, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use support::*;
+use themis_channel::{EndpointConfig, Error, PeerAddr};
+
+#[tokio::test]
+async fn secure_request_gets_its_response() {
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let r = a
+        .request(&b.local_peer(), Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"re:hello");
+    // And the other way round, over the same session.
+    let r = b
+        .request(&a.local_peer(), Bytes::from_static(b"back"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"re:back");
+    let (ma, mb) = (a.metrics(), b.metrics());
+    assert_eq!(ma.handshakes_initiated_ok, 1);
+    assert_eq!(mb.handshakes_accepted_ok, 1);
+    assert_eq!(mb.handshakes_initiated_ok, 0, "B reused A's session");
+    assert_eq!((ma.requests_ok, mb.requests_ok), (1, 1));
+    assert_eq!((a.sessions(), b.sessions()), (1, 1));
+    assert!(ma.bytes_out > 0 && ma.bytes_in > 0);
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_share_one_handshake() {
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20u32 {
+        let (a, peer) = (a.clone(), b.local_peer());
+        set.spawn(async move {
+            let req = i.to_be_bytes();
+            let r = a
+                .request(&peer, Bytes::copy_from_slice(&req))
+                .await
+                .unwrap();
+            assert_eq!(&r[..], &echoed(&req)[..]);
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(a.metrics().handshakes_initiated_ok, 1);
+    assert_eq!(b.metrics().handshakes_accepted_ok, 1);
+}
+
+#[tokio::test]
+async fn insecure_mode_same_api() {
+    let b = tcp(2, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    let a = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    for i in 0..10u8 {
+        let r = a
+            .request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], &echoed(&[i])[..]);
+    }
+    assert_eq!(a.metrics().handshakes_initiated_ok, 0);
+    assert_eq!(a.metrics().requests_ok, 10);
+}
+
+#[tokio::test]
+async fn wrong_key_at_address_is_an_identity_mismatch() {
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let a = tcp(1, quick(), Arc::new(Echo::default())).await;
+    let expected = identity(3).node_id(&net());
+    let peer = PeerAddr {
+        id: expected,
+        addr: b.local_addr(),
+    };
+    match a.request(&peer, Bytes::from_static(b"x")).await {
+        Err(Error::IdentityMismatch {
+            expected: e, found, ..
+        }) => {
+            assert_eq!(e, expected);
+            assert_eq!(found, b.local_id());
+        }
+        other => panic!("expected an identity mismatch, got {other:?}"),
+    }
+    assert_eq!(a.sessions(), 0, "no session created");
+    assert_eq!(b.sessions(), 0);
+    assert_eq!(a.metrics().handshakes_failed_identity, 1);
+    assert_eq!(b.metrics().handshakes_rejected_invalid, 1);
+}
+
+#[tokio::test]
+async fn mode_mismatch_is_reported_both_ways() {
+    let secure = tcp(2, quick(), Arc::new(Echo::default())).await;
+    let mut icfg = quick();
+    icfg.mode = themis_channel::Mode::Insecure;
+    let insecure = tcp(1, icfg, Arc::new(Echo::default())).await;
+    let e = secure
+        .request(&insecure.local_peer(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ModeMismatch { .. }), "{e:?}");
+    let e = insecure
+        .request(&secure.local_peer(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ModeMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains("other mode"));
+    assert_eq!(secure.metrics().handshakes_failed_mode, 1);
+    assert!(secure.metrics().frames_rejected_mode >= 1);
+    assert!(insecure.metrics().frames_rejected_mode >= 1);
+    assert_eq!(secure.sessions(), 0);
+}
+
+#[tokio::test]
+async fn identify_then_authenticated_request() {
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let (id, pk) = a.identify(b.local_addr()).await.unwrap();
+    assert_eq!(id, b.local_id());
+    assert_eq!(pk, identity(2).public());
+    let peer = PeerAddr {
+        id,
+        addr: b.local_addr(),
+    };
+    assert_eq!(
+        &a.request(&peer, Bytes::from_static(b"q")).await.unwrap()[..],
+        b"re:q"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_peer_times_out() {
+    let a = tcp(1, quick(), Arc::new(Echo::default())).await;
+    // A bound but silent socket.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    drop(silent);
+    let peer = PeerAddr {
+        id: identity(2).node_id(&net()),
+        addr: listener.local_addr().unwrap(),
+    };
+    let e = a
+        .request(&peer, Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::HandshakeTimeout { .. }), "{e:?}");
+    assert_eq!(a.metrics().requests_failed, 1);
+    assert_eq!(a.metrics().in_flight, 0);
+}
+
+#[tokio::test]
+async fn handler_that_never_answers_times_out_and_others_are_served() {
+    let b = tcp(
+        2,
+        EndpointConfig::default(),
+        Arc::new(Slow(Duration::from_secs(3600))),
+    )
+    .await;
+    let c = tcp(3, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let a = tcp(1, quick(), Arc::new(Echo::default())).await;
+    let e = a
+        .request(&b.local_peer(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
+    assert_eq!(a.metrics().requests_timed_out, 1);
+    assert_eq!(a.metrics().in_flight, 0);
+    let r = a
+        .request(&c.local_peer(), Bytes::from_static(b"y"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"re:y");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let b = tcp(
+        2,
+        EndpointConfig::default(),
+        Arc::new(Slow(Duration::from_millis(300))),
+    )
+    .await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    // Warm up the session so the request is in flight when shutdown starts.
+    a.request(&b.local_peer(), Bytes::from_static(b"w"))
+        .await
+        .unwrap();
+    let (a2, peer) = (a.clone(), b.local_peer());
+    let pending = tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"p")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (a3, b3) = (a.clone(), b.clone());
+    let shut = tokio::spawn(async move {
+        tokio::join!(a3.shutdown(), b3.shutdown());
+    });
+    let r = pending.await.unwrap().unwrap();
+    assert_eq!(&r[..], b"re:p");
+    shut.await.unwrap();
+    let e = a
+        .request(&b.local_peer(), Bytes::from_static(b"late"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ShuttingDown), "{e:?}");
+}
+
+#[tokio::test]
+async fn restarted_peer_is_reached_again_and_a_new_key_is_refused() {
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let addr = b.local_addr();
+    let a = tcp(1, quick(), Arc::new(Echo::default())).await;
+    let peer = b.local_peer();
+    a.request(&peer, Bytes::from_static(b"1")).await.unwrap();
+    b.shutdown().await;
+    drop(b);
+    // Same key, same address: a new handshake replaces the lost session. The first request
+    // may fail with SessionLost (the restarted node told us it lost the session).
+    let b2 = tcp_at(
+        addr,
+        2,
+        EndpointConfig::default(),
+        Arc::new(Echo::default()),
+    )
+    .await;
+    let mut ok = false;
+    for _ in 0..5 {
+        match a.request(&peer, Bytes::from_static(b"2")).await {
+            Ok(r) => {
+                assert_eq!(&r[..], b"re:2");
+                ok = true;
+                break;
+            }
+            Err(Error::SessionLost { .. } | Error::RequestTimeout { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(ok, "restarted peer never reached");
+    assert_eq!(a.metrics().handshakes_initiated_ok, 2);
+    assert_eq!(b2.metrics().handshakes_accepted_ok, 1);
+    b2.shutdown().await;
+    drop(b2);
+    // A different key on the same address.
+    let _b3 = tcp_at(
+        addr,
+        3,
+        EndpointConfig::default(),
+        Arc::new(Echo::default()),
+    )
+    .await;
+    let mut mismatch = false;
+    for _ in 0..5 {
+        match a.request(&peer, Bytes::from_static(b"3")).await {
+            Err(Error::IdentityMismatch { found, .. }) => {
+                assert_eq!(found, identity(3).node_id(&net()));
+                mismatch = true;
+                break;
+            }
+            Err(Error::SessionLost { .. } | Error::RequestTimeout { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(mismatch);
+}
