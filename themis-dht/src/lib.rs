@@ -49,11 +49,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod driver;
 mod error;
 mod proto;
 #[doc(hidden)]
 pub mod sim;
 
+pub use driver::{
+    DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, NodeMetrics, Registered, Status,
+};
 pub use error::Error;
 pub use proto::config::Config;
 pub use proto::metrics::{HOP_BUCKETS, Metrics};
