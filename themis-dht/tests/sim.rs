@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{build, grow, random_live};
+
 use proptest::prelude::*;
 use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, ServiceSpec};
@@ -77,7 +78,7 @@ fn crash_allowed(sim: &Sim, victim: usize) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn any_joins_leaves_and_crashes_converge(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..16)) {
@@ -88,7 +89,20 @@ proptest! {
             let live: Vec<usize> = sim.live().into_iter().filter(|i| sim.node(*i).state_name() == "member").collect();
             match o {
                 Op::Join => {
-                    grow(&mut sim, 1, Duration::from_millis(10));
+                    // like an application: join through a member of the ring (not a node left
+                    // alone by a failed join), and try another bootstrap if the join fails
+                    let i = sim.add_node();
+                    for _ in 0..3 {
+                        let members: Vec<usize> = sim.live().into_iter().filter(|j| {
+                            *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()
+                        }).collect();
+                        let Some(b) = members.get((sim.rng_u64() % members.len().max(1) as u64) as usize).copied() else { break };
+                        sim.join(i, b);
+                        sim.run_for(Duration::from_millis(300));
+                        if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
+                            break;
+                        }
+                    }
                 }
                 Op::Leave(k) if live.len() > 2 => {
                     sim.leave(live[k % live.len()]);
@@ -103,13 +117,16 @@ proptest! {
             }
             sim.run_for(Duration::from_millis(300));
         }
-        // a join whose bootstrap left meanwhile reports JoinFailed; the application joins again
-        sim.run_for(Duration::from_secs(2));
-        for i in 0..sim.len() {
-            let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
-            if failed && sim.is_alive(i) {
-                let b = sim.live().into_iter().find(|j| *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()).unwrap();
-                sim.join(i, b);
+        // a join whose bootstrap left or crashed meanwhile ends in JoinFailed (after up to three
+        // rounds of join timeouts); the application then joins again
+        for _ in 0..4 {
+            sim.run_for(Duration::from_secs(10));
+            for i in 0..sim.len() {
+                let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
+                if failed && sim.is_alive(i) && sim.node(i).state_name() == "member" {
+                    let b = sim.live().into_iter().find(|j| *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()).unwrap();
+                    sim.join(i, b);
+                }
             }
         }
         sim.run_for(Duration::from_secs(20));

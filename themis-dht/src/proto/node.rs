@@ -251,6 +251,9 @@ enum Purpose {
         query: QueryId,
     },
     Join,
+    JoinVerify {
+        succ: Peer,
+    },
     Stabilize {
         succ: Peer,
     },
@@ -613,15 +616,27 @@ impl Node {
     /// (here: in `(me, target]`), best first.
     fn closest_preceding(&mut self, target: &NodeId, count: usize) -> Vec<Peer> {
         let me = self.me.id;
-        let mut c: Vec<Peer> = self
-            .routing()
-            .iter()
-            .filter(|p| in_half_open(&me, &p.id, target) && p.id != me)
-            .copied()
-            .collect();
-        c.sort_by_key(|p| distance(&p.id, target));
-        c.truncate(count);
-        c
+        let r = self.routing();
+        let n = r.len();
+        // the routing table is sorted by id: walk counterclockwise from the target
+        let start = r.partition_point(|p| p.id <= *target);
+        let mut out = Vec::with_capacity(count);
+        for k in 1..=n {
+            let Some(p) = r.get((start + n - k) % n) else {
+                break;
+            };
+            if p.id == me {
+                continue;
+            }
+            if !in_half_open(&me, &p.id, target) {
+                break;
+            }
+            out.push(*p);
+            if out.len() >= count {
+                break;
+            }
+        }
+        out
     }
 
     /// The successor of `t` if `t` falls within our successor list: `t ∈ (s[i-1], s[i]]` with
@@ -1869,25 +1884,35 @@ impl Node {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));
             }
             Purpose::Join => match (r, from) {
-                (
-                    Ok(Response::Joined {
-                        successor,
-                        successors,
-                    }),
-                    Some(_),
-                ) => {
+                (Ok(Response::Joined { successor, .. }), Some(_)) => {
                     let s: Peer = successor.into();
-                    let list = self.sanitize_list(
-                        std::iter::once(s).chain(successors.into_iter().map(Peer::from)),
-                    );
-                    if list.is_empty() {
+                    if s.id == self.me.id {
                         return self.try_next_bootstrap(now);
                     }
+                    // Zave: a newcomer becomes a member only once its successor has answered
+                    // (with its successor list); a dead successor means another bootstrap
+                    if !self.send(
+                        now,
+                        s.into(),
+                        &Request::GetNeighbors,
+                        Purpose::JoinVerify { succ: s },
+                    ) {
+                        self.try_next_bootstrap(now);
+                    }
+                }
+                _ => self.try_next_bootstrap(now),
+            },
+            Purpose::JoinVerify { succ } => match r {
+                Ok(Response::Neighbors { successors, .. }) => {
+                    let list = self.sanitize_list(
+                        std::iter::once(succ).chain(successors.into_iter().map(Peer::from)),
+                    );
                     self.state = State::Member;
                     self.set_succs(list);
-                    self.event(Event::Joined { successor: s });
+                    self.event(Event::Joined { successor: succ });
                     // paper §6.1: the newcomer then stabilizes; objects move to it on notify
-                    self.stabilize(now);
+                    self.send(now, succ.into(), &Request::Notify, Purpose::Notify);
+                    self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
                     self.next_fingers = now;
                 }
                 _ => self.try_next_bootstrap(now),
