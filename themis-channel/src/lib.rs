@@ -73,6 +73,41 @@
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The [`Endpoint`] ties it together: given a peer's id and address it runs the handshake on
+//! first contact, caches the session by node id, and carries commands and responses over it;
+//! incoming commands go to the application's [`Handler`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use themis_channel::{Endpoint, EndpointConfig, Handler, MemConfig, MemNetwork, PeerAddr};
+//! use themis_crypto::{IdentityKeypair, NetworkId};
+//!
+//! struct Echo;
+//! #[async_trait::async_trait]
+//! impl Handler for Echo {
+//!     async fn handle(&self, _from: PeerAddr, request: Bytes) -> Bytes {
+//!         request
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()?.block_on(async {
+//! let net = NetworkId::new("doc")?;
+//! let sim = MemNetwork::new(MemConfig::default());
+//! let node = |seed| {
+//!     let key = Arc::new(IdentityKeypair::from_seed(&[seed; 32]));
+//!     Endpoint::new(Arc::new(sim.bind()), key, net.clone(), EndpointConfig::default(), Arc::new(Echo))
+//! };
+//! let (alice, bob) = (node(1)?, node(2)?);
+//! // Bob is known by (node id, address); the handshake happens on this first request.
+//! let reply = alice.request(&bob.local_peer(), Bytes::from_static(b"ping")).await?;
+//! assert_eq!(&reply[..], b"ping");
+//! assert_eq!(alice.metrics().handshakes_initiated_ok, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod error;
@@ -84,8 +119,9 @@ pub use net::endpoint::{Endpoint, EndpointConfig, EndpointMetrics, Handler, Peer
 pub use net::transport::{
     DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig,
     FaultyTransport, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
-    TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE, TcpConfig, TcpTransport, TraceEvent,
-    Transport, TransportError, TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
+    TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+    TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport, TransportError,
+    TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
 };
 pub use proto::{
     Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,

@@ -267,3 +267,102 @@ async fn restarted_peer_is_reached_again_and_a_new_key_is_refused() {
     }
     assert!(mismatch);
 }
+
+#[tokio::test]
+async fn session_outlives_a_reaped_connection() {
+    let tcp_cfg = themis_channel::TcpConfig {
+        idle_timeout: Some(Duration::from_millis(100)),
+        ..themis_channel::TcpConfig::default()
+    };
+    let mk = |seed| {
+        themis_channel::Endpoint::bind_tcp(
+            localhost(),
+            tcp_cfg.clone(),
+            identity(seed),
+            net(),
+            EndpointConfig::default(),
+            Arc::new(Echo::default()),
+        )
+    };
+    let b = mk(2).await.unwrap();
+    let a = mk(1).await.unwrap();
+    a.request(&b.local_peer(), Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let t = a.metrics().transport;
+    assert!(
+        t.connections_reaped_idle + b.metrics().transport.connections_reaped_idle >= 1,
+        "{t:?}"
+    );
+    let r = a
+        .request(&b.local_peer(), Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"re:2");
+    assert_eq!(a.metrics().handshakes_initiated_ok, 1, "no new handshake");
+    assert!(a.metrics().transport.connections_opened >= 2, "reconnected");
+}
+
+/// Tracks the most handlers running at once.
+#[derive(Default)]
+struct Gate {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl themis_channel::Handler for Gate {
+    async fn handle(&self, _from: PeerAddr, request: Bytes) -> Bytes {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.now.fetch_sub(1, SeqCst);
+        request
+    }
+}
+
+#[tokio::test]
+async fn in_flight_per_peer_is_bounded_by_backpressure() {
+    let gate = Arc::new(Gate::default());
+    let b = tcp(2, EndpointConfig::default(), gate.clone()).await;
+    let mut cfg = EndpointConfig::default();
+    cfg.max_in_flight_per_peer = 3;
+    let a = tcp(1, cfg, Arc::new(Echo::default())).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30u8 {
+        let (a, peer) = (a.clone(), b.local_peer());
+        set.spawn(async move { a.request(&peer, Bytes::from(vec![i])).await.unwrap() });
+    }
+    let mut n = 0;
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 30);
+    let max = gate.max.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&max),
+        "at most 3 in flight to the peer, saw {max}"
+    );
+}
+
+#[tokio::test]
+async fn a_closure_is_a_handler_and_sees_the_authenticated_peer() {
+    let b = tcp(
+        2,
+        EndpointConfig::default(),
+        Arc::new(|from: PeerAddr, req: Bytes| async move {
+            Bytes::from([from.id.as_bytes().as_slice(), &req[..]].concat())
+        }),
+    )
+    .await;
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let r = a
+        .request(&b.local_peer(), Bytes::from_static(b"!"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..32], a.local_id().as_bytes());
+    assert_eq!(&r[32..], b"!");
+}

@@ -123,10 +123,11 @@ async fn simultaneous_dial_settles_on_one_connection_without_loss() {
         assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
         let retired = a.stats().connections_retired + b.stats().connections_retired;
         let opened = a.stats().connections_dialed + b.stats().connections_dialed;
-        assert_eq!(
-            retired,
-            2 * (opened - 1),
-            "each extra connection retired on both sides"
+        // Each extra connection is retired by at least one side (by both when each sees the
+        // other's hello while its own dial is still in its table).
+        assert!(
+            (opened - 1..=2 * (opened - 1)).contains(&retired),
+            "{retired} retirements for {opened} dials"
         );
     }
 }
@@ -205,7 +206,11 @@ async fn idle_connections_are_reaped() {
 /// A peer that went away and came back on the same address is reached again.
 #[tokio::test]
 async fn reconnects_after_the_peer_restarts() {
-    let a = tcp(TcpConfig::default()).await;
+    let a = tcp(TcpConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..TcpConfig::default()
+    })
+    .await;
     let b = tcp(TcpConfig::default()).await;
     let addr = b.local_addr();
     a.send(addr, frame(0, 1, 0)).await.unwrap();
@@ -216,7 +221,8 @@ async fn reconnects_after_the_peer_restarts() {
         a.connected_peers() == 0
     })
     .await;
-    // Nobody listens: the frame is queued, the dial fails, the frame is counted as dropped.
+    // Nobody listens: the frame is queued, the dial is retried until the connect timeout, then
+    // the frame is counted as dropped.
     a.send(addr, frame(0, 2, 0)).await.unwrap();
     eventually(5, "failed dial counted", || a.stats().connect_failed == 1).await;
     assert_eq!(a.stats().frames_dropped, 1);
@@ -317,13 +323,19 @@ fn hello_bytes(port: u16) -> Vec<u8> {
     v
 }
 
-/// Waits until the server closes `s` (EOF or reset).
+/// Waits until the server closes `s` (EOF or reset), skipping what it sent before (a welcome).
 async fn closed_by_server(s: &mut TcpStream) {
     let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("the server should close the connection");
-    assert!(matches!(r, Ok(0) | Err(_)), "unexpected data: {r:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the server should close the connection");
+        match r {
+            Ok(0) | Err(_) => return,
+            Ok(_) => assert_eq!(&buf[..6], &[0, 0, 0, 2, 0x01, 0x31], "only a welcome"),
+        }
+    }
 }
 
 /// Bad input from one peer closes that connection, is counted, and leaves other peers served.

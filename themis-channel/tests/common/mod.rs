@@ -163,7 +163,13 @@ pub(crate) fn nofile_limits() -> (u64, u64) {
 
 /// TCP sockets in TIME_WAIT whose local or remote port is one of `ports` (IPv4 and IPv6).
 pub(crate) fn time_wait_count(ports: &HashSet<u16>) -> usize {
-    let mut n = 0;
+    time_wait_entries(ports).len()
+}
+
+/// The `(local, remote)` addresses (as in /proc/net/tcp*) of TCP sockets in TIME_WAIT whose
+/// local or remote port is one of `ports`; with `ports` empty, all of them.
+pub(crate) fn time_wait_entries(ports: &HashSet<u16>) -> HashSet<(String, String)> {
+    let mut n = HashSet::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
@@ -174,8 +180,9 @@ pub(crate) fn time_wait_count(ports: &HashSet<u16>) -> usize {
                 continue;
             }
             let port = |c: &str| u16::from_str_radix(c.rsplit(':').next().unwrap(), 16).unwrap();
-            if ports.contains(&port(cols[1])) || ports.contains(&port(cols[2])) {
-                n += 1;
+            if ports.is_empty() || ports.contains(&port(cols[1])) || ports.contains(&port(cols[2]))
+            {
+                n.insert((cols[1].to_string(), cols[2].to_string()));
             }
         }
     }

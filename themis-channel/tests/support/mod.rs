@@ -113,3 +113,29 @@ pub fn quick() -> EndpointConfig {
     c.max_rto = Duration::from_millis(200);
     c
 }
+
+/// Echoes and records how often each request was executed.
+#[derive(Default)]
+pub struct Counting {
+    pub seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>,
+}
+
+#[async_trait]
+impl Handler for Counting {
+    async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        *self
+            .seen
+            .lock()
+            .unwrap()
+            .entry(request.to_vec())
+            .or_default() += 1;
+        Echo::default().handle(from, request).await
+    }
+}
+
+/// Descriptors open in this process (Linux).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

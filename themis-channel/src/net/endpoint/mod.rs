@@ -67,6 +67,19 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes;
 }
 
+/// Any `Fn(PeerAddr, Bytes) -> impl Future<Output = Bytes>` is a handler:
+/// `Arc::new(|_from, req| async move { req })`.
+#[async_trait]
+impl<F, Fut> Handler for F
+where
+    F: Fn(PeerAddr, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Bytes> + Send + 'static,
+{
+    async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        (self)(from, request).await
+    }
+}
+
 /// A THEMIS node's network endpoint: sets up sessions lazily (paper Fig. 2) and carries
 /// commands and responses over them (paper Fig. 3). A cheap handle: clones share the endpoint.
 ///
@@ -102,8 +115,8 @@ struct Chan {
     waiters: HashMap<u64, Waiter>,
     /// Sealed responses, to answer retransmitted commands (unreliable transports only).
     cache: VecDeque<(u64, Bytes)>,
-    /// Message 3, re-sent before each command until the peer answers on this session
-    /// (unreliable transports only; covers a lost message 3).
+    /// Message 3, sent before each command until the peer answers on this session (covers a
+    /// lost message 3 and a command overtaking it).
     msg3: Option<Bytes>,
     /// An authentic frame arrived on this channel.
     confirmed: bool,
@@ -628,11 +641,7 @@ impl Inner {
         if let Some(h) = st.handshakes.remove(&nonce) {
             Counters::inc(&self.counters.handshakes_failed_timeout);
             tracing::debug!(peer = %peer.id.short(), "handshake timed out");
-            if let Some(p) = st.peers.get_mut(&h.peer.id) {
-                if p.handshake == Some(nonce) {
-                    p.handshake = None;
-                }
-            }
+            st.clear_handshake(h.peer.id, nonce);
             for w in h.waiters {
                 let _ = w.send(Err(Error::HandshakeTimeout {
                     peer: peer.id,
@@ -746,12 +755,12 @@ impl Inner {
                         Counters::inc(&c.handshakes_initiated_ok);
                         let peer = h.peer;
                         let msg3 = Bytes::from(msg3);
-                        let keep = (!self.reliable).then(|| msg3.clone());
-                        if let Some(p) = st.peers.get_mut(&peer.id) {
-                            if p.handshake == Some(nonce) {
-                                p.handshake = None;
-                            }
-                        }
+                        // Message 3 also travels in front of every command until the peer
+                        // answers on the session: a command must never reach the responder
+                        // before the message 3 that creates its session there (over TCP the
+                        // detached send below could be overtaken; over UDP it may be lost).
+                        let keep = Some(msg3.clone());
+                        st.clear_handshake(peer.id, nonce);
                         let r = st.install(self, peer, session, keep);
                         self.send_detached(peer.addr, vec![msg3]);
                         if let Some(d) = h.done {
@@ -805,11 +814,7 @@ impl Inner {
 
     fn fail_handshake(&self, st: &mut State, nonce: [u8; 32], err: impl Fn(PeerAddr) -> Error) {
         if let Some(h) = st.handshakes.remove(&nonce) {
-            if let Some(p) = st.peers.get_mut(&h.peer.id) {
-                if p.handshake == Some(nonce) {
-                    p.handshake = None;
-                }
-            }
+            st.clear_handshake(h.peer.id, nonce);
             if let Some(d) = h.done {
                 let _ = d.send(());
             }
@@ -858,16 +863,14 @@ impl Inner {
             },
             (
                 FrameHeader::Insecure {
-                    sender,
-                    command,
-                    seq,
+                    sender, command, ..
                 },
                 Mode::Insecure,
             ) => {
                 if sender == self.local_id {
                     return Counters::inc(&c.frames_rejected_unknown_session);
                 }
-                if !st.peers.get(&sender).is_some_and(|p| !p.chans.is_empty()) {
+                if st.peers.get(&sender).is_none_or(|p| p.chans.is_empty()) {
                     if !command || self.closing.load(Ordering::Acquire) {
                         return Counters::inc(&c.frames_rejected_unknown_session);
                     }
@@ -884,7 +887,6 @@ impl Inner {
                     if let Some(p) = st.peers.get_mut(&sender) {
                         p.chans.push(Chan::new(ch, None));
                     }
-                    let _ = seq;
                 }
                 (sender, ChanKey::Insecure(sender), command)
             }
@@ -930,6 +932,10 @@ impl Inner {
         let Some(p) = st.peers.get_mut(&peer_id) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
         };
+        // Answers go to the address the session is registered at, never to a frame's source
+        // address: a replayed or raced copy with a spoofed source cannot redirect (and, with
+        // a response larger than its command, amplify) traffic towards a third party.
+        let peer_addr = p.addr;
         let Some(ch) = p.chans.iter_mut().find(|ch| ch.key() == key) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
         };
@@ -954,7 +960,7 @@ impl Inner {
                 if let Some(permit) = permit {
                     let peer = PeerAddr {
                         id: peer_id,
-                        addr: from,
+                        addr: peer_addr,
                     };
                     self.spawn_handler(peer, key, seq, payload.freeze(), permit);
                 }
@@ -972,7 +978,7 @@ impl Inner {
                 // second one (the channel refuses to anyway).
                 if let Some((_, f)) = ch.cache.iter().find(|(s, _)| *s == seq) {
                     Counters::inc(&c.responses_resent);
-                    self.send_detached(from, vec![f.clone()]);
+                    self.send_detached(peer_addr, vec![f.clone()]);
                 }
             }
             Err(e) => {
@@ -1073,10 +1079,10 @@ impl Inner {
             }
             Control::ModeMismatch { reference, seq } => match self.cfg.mode {
                 Mode::Secure => {
-                    if !st
+                    if st
                         .handshakes
                         .get(&reference)
-                        .is_some_and(|h| h.peer.addr == from)
+                        .is_none_or(|h| h.peer.addr != from)
                     {
                         return Counters::inc(&c.frames_rejected_other);
                     }
@@ -1181,6 +1187,14 @@ impl Error {
 }
 
 impl State {
+    fn clear_handshake(&mut self, peer: NodeId, nonce: [u8; 32]) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.handshake == Some(nonce)
+        {
+            p.handshake = None;
+        }
+    }
+
     fn next_tick(&mut self) -> u64 {
         self.tick += 1;
         self.tick

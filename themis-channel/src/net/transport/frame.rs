@@ -18,9 +18,16 @@ pub const TRANSPORT_TYPE_RANGE: RangeInclusive<u8> = 0x30..=0x37;
 /// its listening address (PROTOCOL.md, "Transport").
 pub const TRANSPORT_HELLO: u8 = 0x30;
 
-/// TCP goodbye: `01 31`, the last frame a side sends on a connection it closes gracefully
+/// TCP welcome: `01 31`, the acceptor's answer to a valid hello. The dialer sends nothing but
+/// the hello before it (PROTOCOL.md, "Transport").
+pub const TRANSPORT_WELCOME: u8 = 0x31;
+
+/// TCP goodbye: `01 32`, the last frame but the ack a side sends on a connection it closes
 /// (PROTOCOL.md, "Transport").
-pub const TRANSPORT_GOODBYE: u8 = 0x31;
+pub const TRANSPORT_GOODBYE: u8 = 0x32;
+
+/// TCP goodbye-ack: `01 33`, "I have read your goodbye and everything before it".
+pub const TRANSPORT_GOODBYE_ACK: u8 = 0x33;
 
 /// Why an incoming frame was refused before reaching the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,8 @@ use bytes::{Bytes, BytesMut};
 pub use error::TransportError;
 pub use faulty::{FaultConfig, FaultyTransport};
 pub use frame::{
-    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
+    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME,
 };
 pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
 pub use stats::TransportStats;
@@ -55,10 +56,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Whether frames can be lost or reordered while the network is healthy.
     ///
-    /// `true` (TCP): frames sent to a peer arrive once and in order while the connection stays
-    /// up; they can still be lost when a connection breaks or is reaped, and two frames sent
-    /// around a reconnection may arrive out of order. The endpoint still needs timeouts, but
-    /// no fast retransmission. `false` (UDP, memory): any frame may be lost, duplicated or
+    /// `true` (TCP): frames sent to a reachable peer arrive once and in order on one
+    /// connection, including across refused dials (retried) and graceful closes (reaping,
+    /// tie-break); they are lost only when a connection breaks (peer crash, reset, a timeout)
+    /// or the peer stays unreachable for the connect timeout, and frames sent around a
+    /// reconnection may arrive out of order. The endpoint still needs timeouts, but no fast
+    /// retransmission. `false` (UDP, memory): any frame may be lost, duplicated or
     /// reordered; the endpoint retransmits requests and relies on the channel's replay window.
     fn is_reliable(&self) -> bool;
 

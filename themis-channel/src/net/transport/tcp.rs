@@ -7,13 +7,17 @@
 //!   the same key the dialer uses, and both directions share it.
 //! - Both peers dialing at once: the connection dialed by the lower listening address wins on
 //!   both sides; the other is retired gracefully (its queue is flushed, nothing is lost).
-//! - Closing. Whoever closes gracefully (idle or LRU reaping, retirement, shutdown) flushes its
-//!   queue, sends a goodbye frame (`01 31`) and keeps reading until the peer goes away. A peer
-//!   that reads the goodbye flushes what it had queued and resets the connection. No side ever
-//!   sends FIN: every socket is closed with `SO_LINGER = 0` (RST), so neither side enters
-//!   TIME_WAIT, even when both close at once, and reconnect churn cannot pile up TIME_WAIT
-//!   sockets and exhaust ephemeral ports. Aborts (garbage, oversize, stall, I/O error) reset
-//!   at once.
+//! - The dialer sends nothing after its hello until the acceptor answers with a welcome, so a
+//!   connection refused at the acceptor's socket limit loses no frame: the dialer retries with
+//!   backoff, its frames still queued.
+//! - Closing without loss and without TIME_WAIT. Whoever closes (idle or LRU reaping,
+//!   retirement, shutdown) flushes its queue and sends a goodbye; a side that reads a goodbye
+//!   answers with a goodbye-ack, flushes its own queue and sends its goodbye. A side resets the
+//!   connection (`SO_LINGER = 0`, RST) once it has read both the peer's goodbye (it has read
+//!   all the peer sent) and the peer's ack (the peer has read all it sent). Nobody ever sends
+//!   FIN, so neither side enters TIME_WAIT, even when both close at once, and reconnect churn
+//!   cannot pile up TIME_WAIT sockets and exhaust ephemeral ports. Aborts (garbage, oversize,
+//!   stall, I/O error) and the close timeout reset at once.
 
 use std::{
     collections::HashMap,
@@ -33,14 +37,17 @@ use tokio::{
         TcpListener, TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
-    sync::mpsc,
+    sync::{Notify, mpsc},
     time::{Instant, sleep_until, timeout, timeout_at},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats,
-    frame::{FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_HELLO, check_incoming, check_outgoing},
+    frame::{
+        FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
+        TRANSPORT_WELCOME, check_incoming, check_outgoing,
+    },
     stats::Counters,
 };
 
@@ -149,8 +156,11 @@ struct Shared {
     graceful: CancellationToken,
     /// Cancelled to tear the connection down at once.
     abort: CancellationToken,
-    /// The peer closed its side first: we answer with RST, not FIN (no TIME_WAIT anywhere).
-    peer_closed: AtomicBool,
+    /// The reader read the peer's goodbye: the writer must send a goodbye-ack.
+    ack_wanted: Notify,
+    /// Our goodbye / goodbye-ack has been written.
+    goodbye_sent: AtomicBool,
+    ack_sent: AtomicBool,
 }
 
 /// Counts an open socket; held by the reader and the writer of one connection.
@@ -372,7 +382,9 @@ impl Inner {
             last_active: AtomicU64::new(self.now_ms()),
             graceful: self.shutdown.child_token(),
             abort: CancellationToken::new(),
-            peer_closed: AtomicBool::new(false),
+            ack_wanted: Notify::new(),
+            goodbye_sent: AtomicBool::new(false),
+            ack_sent: AtomicBool::new(false),
         })
     }
 
@@ -521,6 +533,18 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
             Some(rx)
         }
     };
+    // Welcome first: from here on we read what the peer sends until it says goodbye.
+    let mut w = w;
+    let welcome = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_WELCOME];
+    if !matches!(
+        timeout(inner.cfg.frame_timeout, w.write_all(&welcome)).await,
+        Ok(Ok(()))
+    ) {
+        let _ = r.as_ref().set_zero_linger();
+        w.forget();
+        inner.remove_if(peer, id);
+        return;
+    }
     Counters::inc(&inner.stats.connections_accepted);
     Counters::inc(&inner.stats.connections_opened);
     if let Some(rx) = writer {
@@ -532,14 +556,64 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
             guard.clone(),
         ));
     } else {
-        // Retired at once: nothing will be written on it; keep reading until the peer, which
-        // applies the same rule, flushes and closes it.
+        // Retired at once: we send nothing on it but the goodbye (and the ack of the peer's),
+        // and read until the peer, which applies the same rule, has flushed and said goodbye.
+        let (_, rx) = mpsc::channel(1);
         shared.graceful.cancel();
-        w.forget();
+        tokio::spawn(write_loop(
+            inner.clone(),
+            w,
+            rx,
+            shared.clone(),
+            guard.clone(),
+        ));
     }
     read_loop(inner, peer, id, shared, r, reader, guard).await;
 }
 
+/// One dial attempt: connect, send the hello, wait for the welcome. On failure the socket is
+/// reset and dropped.
+async fn try_connect(
+    inner: &Inner,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, FrameReader), &'static str> {
+    let stream = timeout_at(deadline, TcpStream::connect(peer))
+        .await
+        .map_err(|_| "connect timed out")?
+        .map_err(|_| "connect failed")?;
+    let _ = stream.set_nodelay(true);
+    let (mut r, mut w) = stream.into_split();
+    let hello = encode_hello(inner.local);
+    let mut head = BytesMut::with_capacity(LEN_PREFIX + hello.len());
+    head.put_u32(u32::try_from(hello.len()).unwrap_or(u32::MAX));
+    head.put_slice(&hello);
+    let mut reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
+    let welcomed = async {
+        w.write_all(&head).await.map_err(|_| "hello not sent")?;
+        match reader.next(&mut r).await {
+            Ok(Some(f)) if f[..] == [FRAME_VERSION, TRANSPORT_WELCOME] => Ok(()),
+            Ok(Some(_)) => Err("bad welcome"),
+            _ => Err("refused"),
+        }
+    };
+    match timeout_at(deadline, welcomed).await {
+        Ok(Ok(())) => Ok((r, w, reader)),
+        failed => {
+            let _ = r.as_ref().set_zero_linger();
+            w.forget();
+            Err(failed
+                .unwrap_or(Err("no welcome in time"))
+                .err()
+                .unwrap_or("refused"))
+        }
+    }
+}
+
+/// Dials `peer` for the handle `id`, retrying with exponential backoff (20 ms, doubling, at
+/// most 1 s) until `connect_timeout` when the peer refuses (for instance because it is at its
+/// socket limit). Frames queued meanwhile are sent once the peer has welcomed us, so a refused
+/// connection loses nothing; if every attempt fails they are dropped and counted.
 async fn dial(
     inner: Arc<Inner>,
     peer: SocketAddr,
@@ -547,43 +621,37 @@ async fn dial(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
-    let connected = tokio::select! {
-        biased;
-        () = shared.abort.cancelled() => None,
-        c = timeout(inner.cfg.connect_timeout, TcpStream::connect(peer)) => Some(c),
-    };
-    let stream = match connected {
-        Some(Ok(Ok(s))) => s,
-        other => {
-            if let Some(Ok(Err(e))) = &other {
-                tracing::debug!(local = %inner.local, %peer, error = %e, "connect failed");
+    let deadline = Instant::now() + inner.cfg.connect_timeout;
+    let mut backoff = Duration::from_millis(20);
+    let (r, w, reader) = loop {
+        let attempt = tokio::select! {
+            biased;
+            () = shared.abort.cancelled() => Err("aborted"),
+            a = try_connect(&inner, peer, deadline) => a,
+        };
+        match attempt {
+            Ok(conn) => break conn,
+            Err(why) => {
+                let retry_at = Instant::now() + backoff;
+                if why == "aborted" || retry_at >= deadline {
+                    tracing::debug!(local = %inner.local, %peer, why, "giving up dialing");
+                    Counters::inc(&inner.stats.connect_failed);
+                    inner.remove_if(peer, id);
+                    drop_queued(&inner, &mut rx);
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    () = shared.abort.cancelled() => {}
+                    () = sleep_until(retry_at) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            Counters::inc(&inner.stats.connect_failed);
-            inner.remove_if(peer, id);
-            drop_queued(&inner, &mut rx);
-            return;
         }
     };
     let guard = SocketGuard::new(&inner);
-    let _ = stream.set_nodelay(true);
     Counters::inc(&inner.stats.connections_dialed);
     Counters::inc(&inner.stats.connections_opened);
-    let (r, mut w) = stream.into_split();
-    let hello = encode_hello(inner.local);
-    let mut head = BytesMut::with_capacity(LEN_PREFIX + hello.len());
-    head.put_u32(u32::try_from(hello.len()).unwrap_or(u32::MAX));
-    head.put_slice(&hello);
-    if timeout(inner.cfg.frame_timeout, w.write_all(&head))
-        .await
-        .map_or(true, |r| r.is_err())
-    {
-        Counters::inc(&inner.stats.connect_failed);
-        inner.remove_if(peer, id);
-        drop_queued(&inner, &mut rx);
-        let _ = r.as_ref().set_zero_linger();
-        return;
-    }
-    let reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
     tokio::spawn(read_loop(
         inner.clone(),
         peer,
@@ -603,6 +671,12 @@ fn drop_queued(inner: &Inner, rx: &mut mpsc::Receiver<Bytes>) {
     }
 }
 
+const GOODBYE_FRAME: [u8; 6] = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE];
+const GOODBYE_ACK_FRAME: [u8; 6] = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE_ACK];
+
+/// Writes queued frames in batches. When the queue ends (the handle left the table), writes
+/// the goodbye; writes the goodbye-ack when the reader asks for it. Ends once both are written
+/// or on abort. Never sends FIN (`forget`): the connection ends with the reader's RST.
 async fn write_loop(
     inner: Arc<Inner>,
     w: OwnedWriteHalf,
@@ -612,21 +686,38 @@ async fn write_loop(
 ) {
     let mut w = BufWriter::with_capacity(READ_CHUNK, w);
     let mut batch = Vec::new();
-    loop {
+    let (mut queue_open, mut acked) = (true, false);
+    while queue_open || !acked {
         let first = tokio::select! {
             biased;
             () = shared.abort.cancelled() => {
                 drop_queued(&inner, &mut rx);
-                return;
+                break;
             }
-            f = rx.recv() => f,
+            () = shared.ack_wanted.notified(), if !acked => {
+                acked = true;
+                None
+            }
+            f = rx.recv(), if queue_open => {
+                queue_open = f.is_some();
+                f
+            }
         };
-        let Some(first) = first else { break };
-        batch.push(first);
-        while batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
+        let control: &[u8] = match &first {
+            Some(_) => &[],
+            None if !queue_open && !shared.goodbye_sent.swap(true, Ordering::Relaxed) => {
+                &GOODBYE_FRAME
+            }
+            None if acked && !shared.ack_sent.swap(true, Ordering::Relaxed) => &GOODBYE_ACK_FRAME,
+            None => &[],
+        };
+        if let Some(first) = first {
+            batch.push(first);
+            while batch.len() < 64 {
+                match rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
             }
         }
         let write = async {
@@ -635,6 +726,7 @@ async fn write_loop(
                 w.write_all(&len.to_be_bytes()).await?;
                 w.write_all(f).await?;
             }
+            w.write_all(control).await?;
             w.flush().await
         };
         match timeout(inner.cfg.frame_timeout, write).await {
@@ -652,21 +744,9 @@ async fn write_loop(
                 let _ = w.get_ref().as_ref().set_zero_linger();
                 shared.abort.cancel();
                 drop_queued(&inner, &mut rx);
-                return;
+                break;
             }
         }
-    }
-    // Every sender is gone: the handle left the table. Unless the peer said goodbye first,
-    // say goodbye after the last frame. Never FIN: `forget` keeps the write side open, and the
-    // reader sets SO_LINGER 0 before the last drop, so the socket ends with RST and neither
-    // side enters TIME_WAIT.
-    if !shared.peer_closed.load(Ordering::Relaxed) {
-        let goodbye = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE];
-        let _ = timeout(inner.cfg.close_timeout, async {
-            w.write_all(&goodbye).await?;
-            w.flush().await
-        })
-        .await;
     }
     w.into_inner().forget();
 }
@@ -681,10 +761,12 @@ async fn read_loop(
     _guard: Arc<SocketGuard>,
 ) {
     let Some(in_tx) = inner.incoming() else {
+        shared.abort.cancel();
         return;
     };
     let mut grace: Option<Instant> = None;
-    let outcome = loop {
+    let (mut got_goodbye, mut got_ack) = (false, false);
+    let bad = loop {
         let grace_sleep = async {
             match grace {
                 Some(deadline) => sleep_until(deadline).await,
@@ -693,19 +775,40 @@ async fn read_loop(
         };
         let next = tokio::select! {
             biased;
-            () = shared.abort.cancelled() => break Err(None),
+            () = shared.abort.cancelled() => break None,
             () = shared.graceful.cancelled(), if grace.is_none() => {
                 grace = Some(Instant::now() + inner.cfg.close_timeout);
                 continue;
             }
-            () = grace_sleep => break Err(None),
+            () = grace_sleep => break None,
             n = reader.next(&mut r) => n,
         };
         match next {
-            Ok(Some(frame)) if frame[..] == [FRAME_VERSION, TRANSPORT_GOODBYE] => break Ok(()),
+            Ok(Some(frame)) if frame[..] == [FRAME_VERSION, TRANSPORT_GOODBYE] && !got_goodbye => {
+                // The peer sends nothing more: acknowledge, stop using the connection, let
+                // our writer flush and say goodbye too.
+                got_goodbye = true;
+                shared.ack_wanted.notify_one();
+                inner.remove_if(peer, id);
+                shared.graceful.cancel();
+                if got_ack {
+                    break None;
+                }
+            }
+            Ok(Some(frame))
+                if frame[..] == [FRAME_VERSION, TRANSPORT_GOODBYE_ACK]
+                    && shared.goodbye_sent.load(Ordering::Relaxed)
+                    && !got_ack =>
+            {
+                // The peer has read everything we sent.
+                got_ack = true;
+                if got_goodbye {
+                    break None;
+                }
+            }
             Ok(Some(frame)) => {
-                if check_incoming(&frame).is_err() {
-                    break Err(Some(&inner.stats.rejected_garbage));
+                if got_goodbye || check_incoming(&frame).is_err() {
+                    break Some(&inner.stats.rejected_garbage);
                 }
                 inner.touch(&shared);
                 Counters::inc(&inner.stats.frames_received);
@@ -716,31 +819,21 @@ async fn read_loop(
                     r = in_tx.send((peer, frame)) => r.is_ok(),
                 };
                 if !delivered {
-                    break Err(None);
+                    break None;
                 }
             }
-            Ok(None) => break Ok(()),
-            Err(ReadFail::Oversize) => break Err(Some(&inner.stats.rejected_oversize)),
-            Err(ReadFail::Stalled) => break Err(Some(&inner.stats.rejected_stalled)),
-            Err(ReadFail::Broken) => break Err(None),
+            Ok(None) | Err(ReadFail::Broken) => break None,
+            Err(ReadFail::Oversize) => break Some(&inner.stats.rejected_oversize),
+            Err(ReadFail::Stalled) => break Some(&inner.stats.rejected_stalled),
         }
     };
-    // Whatever happened, answer with RST rather than FIN: see the module docs.
-    let _ = r.as_ref().set_zero_linger();
-    match outcome {
-        Ok(()) => {
-            // Goodbye or clean EOF: the peer closed gracefully. Our writer flushes what it has,
-            // then the socket is reset.
-            shared.peer_closed.store(true, Ordering::Relaxed);
-        }
-        Err(counter) => {
-            if let Some(counter) = counter {
-                Counters::inc(counter);
-                tracing::debug!(local = %inner.local, %peer, "closing a connection after bad input");
-            }
-            shared.abort.cancel();
-        }
+    if let Some(counter) = bad {
+        Counters::inc(counter);
+        tracing::debug!(local = %inner.local, %peer, "closing a connection after bad input");
     }
+    // Every close is a reset: see the module docs.
+    let _ = r.as_ref().set_zero_linger();
+    shared.abort.cancel();
     inner.remove_if(peer, id);
 }
 
@@ -927,5 +1020,76 @@ mod tests {
         r.buf.put_slice(&[3, 9]);
         assert_eq!(r.decode().unwrap().as_deref(), Some(&[1u8, 2, 3][..]));
         assert_eq!(&r.buf[..], &[9]);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+            prop_oneof![
+                (any::<[u8; 4]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+                (any::<[u8; 16]>(), 1u16..).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn hello_round_trips(addr in arb_addr()) {
+                prop_assert_eq!(parse_hello(&encode_hello(addr), addr.ip()), Some(addr));
+            }
+
+            #[test]
+            fn hello_parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..40), v6 in any::<bool>()) {
+                let src: IpAddr = if v6 { "::1".parse().unwrap() } else { "127.0.0.1".parse().unwrap() };
+                if let Some(a) = parse_hello(&data, src) {
+                    prop_assert_eq!(a.ip(), src);
+                    prop_assert!(data.len() == 9 || data.len() == 21);
+                }
+            }
+
+            /// Frames cut into arbitrary chunks decode to the same frames.
+            #[test]
+            fn decoder_reassembles_any_chunking(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+                cuts in proptest::collection::vec(1usize..64, 1..50),
+            ) {
+                let mut wire = Vec::new();
+                for f in &frames {
+                    wire.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                    wire.extend_from_slice(f);
+                }
+                let mut r = FrameReader::new(300, Duration::from_secs(1));
+                let mut out = Vec::new();
+                let mut pos = 0;
+                let mut i = 0;
+                while pos < wire.len() {
+                    let n = cuts[i % cuts.len()].min(wire.len() - pos);
+                    r.buf.extend_from_slice(&wire[pos..pos + n]);
+                    pos += n;
+                    i += 1;
+                    while let Some(f) = r.decode().unwrap() {
+                        out.push(f.to_vec());
+                    }
+                }
+                prop_assert_eq!(out, frames);
+                prop_assert!(r.buf.is_empty());
+            }
+
+            /// Arbitrary bytes never panic the decoder nor yield a frame above the limit.
+            #[test]
+            fn decoder_bounded_on_garbage(data in proptest::collection::vec(any::<u8>(), 0..600), max in 0usize..256) {
+                let mut r = FrameReader::new(max, Duration::from_secs(1));
+                r.buf.extend_from_slice(&data);
+                loop {
+                    match r.decode() {
+                        Ok(Some(f)) => prop_assert!(f.len() <= max),
+                        Ok(None) => { prop_assert!(r.want() >= 1 && r.want() <= READ_CHUNK.max(4096)); break }
+                        Err(e) => { prop_assert_eq!(e, ReadFail::Oversize); break }
+                    }
+                }
+            }
+        }
     }
 }

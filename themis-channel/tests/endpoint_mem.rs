@@ -1,0 +1,132 @@
+//! 200 endpoints on the seeded in-memory network: same seed, same outcome (and same trace).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use support::*;
+use themis_channel::{EndpointConfig, LinkConfig, MemConfig, MemNetwork};
+
+/// splitmix64, for picking pairs.
+fn next(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Runs the simulation; returns each request's outcome and the network's trace.
+fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64, usize, bool)>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let net = MemNetwork::new(MemConfig {
+            seed,
+            default_link: LinkConfig {
+                latency: Duration::from_millis(2),
+                jitter: Duration::from_millis(3),
+                loss: 0.05,
+                duplicate: 0.02,
+            },
+            trace_capacity: 1_000_000,
+            ..MemConfig::default()
+        });
+        let eps: Vec<_> = (0..nodes)
+            .map(|i| {
+                let mut cfg = EndpointConfig::default();
+                cfg.rng_seed = Some(seed * 1000 + i as u64);
+                cfg.initial_rto = Duration::from_millis(50);
+                cfg.request_timeout = Duration::from_secs(2);
+                cfg.handshake_timeout = Duration::from_secs(2);
+                mem(
+                    net.bind(),
+                    10_000 + i as u64,
+                    cfg,
+                    Arc::new(Echo::default()),
+                )
+            })
+            .collect();
+        let mut s = seed;
+        let mut set = tokio::task::JoinSet::new();
+        for k in 0..requests {
+            let i = (next(&mut s) % nodes as u64) as usize;
+            let mut j = (next(&mut s) % nodes as u64) as usize;
+            if j == i {
+                j = (j + 1) % nodes;
+            }
+            let (a, peer) = (eps[i].clone(), eps[j].local_peer());
+            let delay = Duration::from_millis(next(&mut s) % 500);
+            set.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let req = format!("{k}:{i}->{j}");
+                let r = a.request(&peer, Bytes::from(req.clone())).await;
+                let outcome = match r {
+                    Ok(resp) => {
+                        assert_eq!(&resp[..], &echoed(req.as_bytes())[..]);
+                        "ok".to_string()
+                    }
+                    Err(e) => format!("{e:?}"),
+                };
+                (k, format!("{req} {outcome}"))
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out.sort();
+        let trace = net
+            .trace()
+            .iter()
+            .map(|e| (e.fingerprint, e.len, e.delivered))
+            .collect();
+        (out.into_iter().map(|(_, s)| s).collect(), trace)
+    })
+}
+
+#[test]
+fn two_hundred_endpoints_same_seed_same_outcome() {
+    let (a, ta) = simulate(7, 200, 400);
+    let ok = a.iter().filter(|s| s.ends_with(" ok")).count();
+    eprintln!(
+        "{ok}/{} requests ok, {} frames in the trace",
+        a.len(),
+        ta.len()
+    );
+    assert!(
+        ok >= 380,
+        "only {ok} of 400 requests succeeded on a 5% lossy network"
+    );
+    let (b, tb) = simulate(7, 200, 400);
+    assert_eq!(a, b, "same seed, different outcomes");
+    assert_eq!(ta, tb, "same seed, different frame traces");
+    let (c, _) = simulate(8, 200, 400);
+    assert_ne!(a, c, "the seed picks the pairs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_rekeyed_by_message_count() {
+    let sim = MemNetwork::new(MemConfig::default());
+    let mut cfg = EndpointConfig::default();
+    cfg.channel.rekey_after_messages = 8;
+    cfg.channel.reject_after_messages = 16;
+    let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
+    let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
+    for i in 0..100u8 {
+        let r = a
+            .request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], &echoed(&[i])[..]);
+    }
+    let m = a.metrics();
+    assert!(m.handshakes_initiated_ok >= 10, "rekeyed: {m:?}");
+    assert_eq!(m.requests_failed, 0);
+    assert_eq!(a.sessions(), 1);
+}
