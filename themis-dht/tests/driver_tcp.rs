@@ -5,56 +5,9 @@
 
 mod driver_support;
 
-use std::collections::BTreeSet;
-
 use driver_support::*;
 use themis_channel::Mode;
 use themis_dht::{Contact, Error, ServiceSpec};
-
-/// Registers `names` from random nodes, then looks each up from several random nodes: every
-/// lookup must return the registering node's signed record.
-pub(crate) async fn store_and_lookup(
-    nodes: &[themis_dht::DhtNode],
-    rng: &mut Rng,
-    names: usize,
-) -> Vec<(String, themis_crypto::NodeId)> {
-    let mut registered = Vec::new();
-    for i in 0..names {
-        let provider = &nodes[rng.below(nodes.len())];
-        let name = format!("svc-{i}");
-        let mut spec = ServiceSpec::new(name.clone());
-        spec.addr = Some(provider.peer().addr);
-        let r = provider.register(spec, Some(2)).await.unwrap();
-        if (r.stored, r.failed) != (3, 0) {
-            let dump = dump(nodes).await;
-            panic!("{name}: {r:?} from {}\n{dump}", provider.id().short());
-        }
-        registered.push((name, provider.id()));
-    }
-    check_lookups(nodes, rng, &registered, 3).await;
-    registered
-}
-
-pub(crate) async fn check_lookups(
-    nodes: &[themis_dht::DhtNode],
-    rng: &mut Rng,
-    registered: &[(String, themis_crypto::NodeId)],
-    per_name: usize,
-) {
-    for (name, provider) in registered {
-        for _ in 0..per_name {
-            let reader = &nodes[rng.below(nodes.len())];
-            let p = reader.lookup_providers(name, Some(2)).await.unwrap();
-            let providers: BTreeSet<_> = p.records.iter().map(|r| r.provider()).collect();
-            assert!(
-                providers.contains(provider),
-                "{name} looked up from {}: providers {providers:?}",
-                reader.id()
-            );
-            assert!(p.records.iter().all(|r| r.name() == name));
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_nodes_over_secure_tcp_join_store_and_find() {
@@ -91,7 +44,10 @@ async fn insecure_tcp_ring_works_the_same() {
     check_finds(&nodes, &mut rng, 50).await;
     store_and_lookup(&nodes, &mut rng, 5).await;
     let m = nodes[1].metrics().await.unwrap();
-    assert_eq!(m.endpoint.handshakes_initiated_ok, 0, "no handshake in insecure mode");
+    assert_eq!(
+        m.endpoint.handshakes_initiated_ok, 0,
+        "no handshake in insecure mode"
+    );
     for n in &nodes {
         n.shutdown().await;
     }
@@ -115,7 +71,10 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
     // A bad name and an excessive k are the caller's errors.
     let e = a.register(ServiceSpec::new(""), None).await.unwrap_err();
     assert!(matches!(e, Error::InvalidRecord(_)), "{e}");
-    let e = a.register(ServiceSpec::new("x"), Some(200)).await.unwrap_err();
+    let e = a
+        .register(ServiceSpec::new("x"), Some(200))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::ReplicationTooHigh { .. }), "{e}");
 
     // Joining through nobody fails with a clear error; the node stays usable.
@@ -133,7 +92,14 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
     let c = start(Kind::Tcp, 502, config(Mode::Secure, 502)).await;
     let e = c.join([impostor]).await.unwrap_err();
     assert!(matches!(e, Error::JoinFailed { .. }), "{e}");
-    assert!(c.metrics().await.unwrap().endpoint.handshakes_failed_identity >= 1);
+    assert!(
+        c.metrics()
+            .await
+            .unwrap()
+            .endpoint
+            .handshakes_failed_identity
+            >= 1
+    );
     // ... and through the right one it works.
     let s = c.join([b.contact()]).await.unwrap();
     assert_eq!(s.id, b.id());

@@ -245,10 +245,7 @@ impl DhtNode {
     /// Joins a ring through `bootstraps`, tried in order (paper §6.1 join); returns the first
     /// successor. Contacts without an id (a bare address) are asked for their key first, and
     /// the handshake proves they hold it. A node that joins drops its own one-node ring.
-    pub async fn join(
-        &self,
-        bootstraps: impl IntoIterator<Item = Contact>,
-    ) -> Result<Peer, Error> {
+    pub async fn join(&self, bootstraps: impl IntoIterator<Item = Contact>) -> Result<Peer, Error> {
         let list: Vec<Contact> = bootstraps.into_iter().collect();
         self.call(|tx| Command::Join(list, tx)).await?
     }

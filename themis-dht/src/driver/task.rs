@@ -29,9 +29,17 @@ pub(crate) fn now() -> Instant {
 pub(crate) enum Command {
     Join(Vec<Contact>, oneshot::Sender<Result<Peer, Error>>),
     Find(NodeId, oneshot::Sender<Result<Found, Error>>),
-    Register(ServiceSpec, Option<u8>, oneshot::Sender<Result<Registered, Error>>),
+    Register(
+        ServiceSpec,
+        Option<u8>,
+        oneshot::Sender<Result<Registered, Error>>,
+    ),
     Unregister(String, oneshot::Sender<bool>),
-    Lookup(String, Option<u8>, oneshot::Sender<Result<Providers, Error>>),
+    Lookup(
+        String,
+        Option<u8>,
+        oneshot::Sender<Result<Providers, Error>>,
+    ),
     Leave(oneshot::Sender<Result<LeaveReport, Error>>),
     Status(oneshot::Sender<Status>),
     Metrics(oneshot::Sender<NodeMetrics>),
@@ -273,14 +281,10 @@ impl Driver {
         }
         let t = now();
         match &result {
-            Ok((from, bytes)) => self.node.handle_response(
-                t,
-                request_id,
-                Ok(Reply {
-                    from: *from,
-                    bytes,
-                }),
-            ),
+            Ok((from, bytes)) => {
+                self.node
+                    .handle_response(t, request_id, Ok(Reply { from: *from, bytes }))
+            }
             Err(f) => self.node.handle_response(t, request_id, Err(*f)),
         }
     }

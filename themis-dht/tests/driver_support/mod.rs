@@ -10,9 +10,11 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use std::collections::BTreeSet;
 use themis_channel::{MemNetwork, Mode, TcpConfig, UdpConfig};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
-use themis_dht::{Contact, DhtNode, DriverConfig};
+
+use themis_dht::{Contact, DhtNode, DriverConfig, ServiceSpec};
 
 pub fn net() -> NetworkId {
     NetworkId::new("dht-driver-test").unwrap()
@@ -152,10 +154,7 @@ pub async fn converge(nodes: &[DhtNode], limit: Duration) {
         for node in nodes {
             let st = node.status().await.unwrap();
             let i = ids.iter().position(|x| *x == st.id).unwrap();
-            let want: Vec<NodeId> = (1..n)
-                .take(SUCCESSORS)
-                .map(|d| ids[(i + d) % n])
-                .collect();
+            let want: Vec<NodeId> = (1..n).take(SUCCESSORS).map(|d| ids[(i + d) % n]).collect();
             let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
             let pred_ok = n == 1 || st.predecessor.map(|p| p.id) == Some(ids[(i + n - 1) % n]);
             if got != want || !pred_ok {
@@ -167,7 +166,9 @@ pub async fn converge(nodes: &[DhtNode], limit: Duration) {
         }
         if tokio::time::Instant::now() >= deadline {
             let dump = dump(nodes).await;
-            panic!("{wrong} of {n} nodes still have a wrong successor list or predecessor after {limit:?}\n{dump}");
+            panic!(
+                "{wrong} of {n} nodes still have a wrong successor list or predecessor after {limit:?}\n{dump}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -240,4 +241,49 @@ pub async fn dump(nodes: &[DhtNode]) -> String {
         ));
     }
     out
+}
+
+/// Registers `names` from random nodes, then looks each up from several random nodes: every
+/// lookup must return the registering node's signed record.
+pub async fn store_and_lookup(
+    nodes: &[themis_dht::DhtNode],
+    rng: &mut Rng,
+    names: usize,
+) -> Vec<(String, themis_crypto::NodeId)> {
+    let mut registered = Vec::new();
+    for i in 0..names {
+        let provider = &nodes[rng.below(nodes.len())];
+        let name = format!("svc-{i}");
+        let mut spec = ServiceSpec::new(name.clone());
+        spec.addr = Some(provider.peer().addr);
+        let r = provider.register(spec, Some(2)).await.unwrap();
+        if (r.stored, r.failed) != (3, 0) {
+            let dump = dump(nodes).await;
+            panic!("{name}: {r:?} from {}\n{dump}", provider.id().short());
+        }
+        registered.push((name, provider.id()));
+    }
+    check_lookups(nodes, rng, &registered, 3).await;
+    registered
+}
+
+pub async fn check_lookups(
+    nodes: &[themis_dht::DhtNode],
+    rng: &mut Rng,
+    registered: &[(String, themis_crypto::NodeId)],
+    per_name: usize,
+) {
+    for (name, provider) in registered {
+        for _ in 0..per_name {
+            let reader = &nodes[rng.below(nodes.len())];
+            let p = reader.lookup_providers(name, Some(2)).await.unwrap();
+            let providers: BTreeSet<_> = p.records.iter().map(|r| r.provider()).collect();
+            assert!(
+                providers.contains(provider),
+                "{name} looked up from {}: providers {providers:?}",
+                reader.id()
+            );
+            assert!(p.records.iter().all(|r| r.name() == name));
+        }
+    }
 }
