@@ -64,6 +64,27 @@ mod tests {
         assert_eq!(bare.to_string(), "[::1]:9");
     }
 
+    proptest::proptest! {
+        /// Any text parses or is refused without panicking; every contact round-trips.
+        #[test]
+        fn any_text_is_safe(s in "\\PC{0,200}") {
+            let _ = s.parse::<Contact>();
+        }
+
+        #[test]
+        fn round_trip(id in proptest::option::of(proptest::array::uniform32(0u8..)),
+                      ip in proptest::array::uniform16(0u8..), v4 in proptest::bool::ANY,
+                      port in 0u16..) {
+            let addr = if v4 {
+                SocketAddr::from(([ip[0], ip[1], ip[2], ip[3]], port))
+            } else {
+                SocketAddr::from((ip, port))
+            };
+            let c = Contact { addr, id: id.map(NodeId::from_bytes) };
+            proptest::prop_assert_eq!(c.to_string().parse::<Contact>().unwrap(), c);
+        }
+    }
+
     #[test]
     fn rejects_garbage_with_a_useful_message() {
         for s in [

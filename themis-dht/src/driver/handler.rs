@@ -75,3 +75,68 @@ impl Handler for DhtHandler {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use themis_crypto::NodeId;
+
+    fn peer() -> PeerAddr {
+        PeerAddr {
+            id: NodeId::from_bytes([1; 32]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    fn refusal(b: &[u8]) -> Refusal {
+        match Response::decode(b, 1 << 16).unwrap() {
+            Response::Refused { reason } => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_node_refuses_as_not_member() {
+        let (h, inbox) = DhtHandler::channel(&super::super::DriverConfig::default());
+        drop(inbox);
+        let r = h.handle(peer(), Bytes::from_static(b"x")).await;
+        assert_eq!(refusal(&r), Refusal::NotMember);
+    }
+
+    #[tokio::test]
+    async fn passes_the_authenticated_sender_and_returns_the_answer() {
+        let (h, mut inbox) = DhtHandler::channel(&super::super::DriverConfig::default());
+        let driver = tokio::spawn(async move {
+            let inc = inbox.rx.recv().await.unwrap();
+            assert_eq!(inc.from, peer());
+            assert_eq!(&inc.bytes[..], b"req");
+            inc.reply.send(Bytes::from_static(b"rsp")).unwrap();
+            // the next one is dropped unanswered
+            let inc = inbox.rx.recv().await.unwrap();
+            drop(inc.reply);
+        });
+        assert_eq!(
+            &h.handle(peer(), Bytes::from_static(b"req")).await[..],
+            b"rsp"
+        );
+        let r = h.handle(peer(), Bytes::from_static(b"req")).await;
+        assert_eq!(refusal(&r), Refusal::Busy);
+        driver.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_never_comes_is_refused_as_busy() {
+        let mut cfg = super::super::DriverConfig::default();
+        cfg.dht.request_timeout = Duration::from_millis(10);
+        let (h, mut inbox) = DhtHandler::channel(&cfg);
+        let keep = tokio::spawn(async move {
+            let inc = inbox.rx.recv().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(inc);
+        });
+        let r = h.handle(peer(), Bytes::from_static(b"req")).await;
+        assert_eq!(refusal(&r), Refusal::Busy);
+        keep.abort();
+    }
+}

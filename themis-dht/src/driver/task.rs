@@ -451,3 +451,50 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn endpoint_errors_map_to_what_the_core_should_conclude() {
+        let id = NodeId::from_bytes([2; 32]);
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let after = Duration::from_secs(1);
+        use themis_channel::Error as E;
+        let cases = [
+            (
+                E::RequestTimeout {
+                    peer: id,
+                    addr,
+                    after,
+                },
+                RequestFailure::Timeout,
+            ),
+            (
+                E::HandshakeTimeout {
+                    peer: id,
+                    addr,
+                    after,
+                },
+                RequestFailure::Timeout,
+            ),
+            (
+                E::IdentityMismatch {
+                    addr,
+                    expected: id,
+                    found: id,
+                },
+                RequestFailure::Refused,
+            ),
+            (E::SelfRequest(id), RequestFailure::Refused),
+            (E::SessionLost { peer: id }, RequestFailure::Unreachable),
+            (E::ShuttingDown, RequestFailure::Unreachable),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            assert_eq!(failure(e), want, "{text}");
+        }
+    }
+}
