@@ -66,6 +66,70 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn dump(sim: &Sim) -> String {
+    let mut out = String::new();
+    for i in 0..sim.len() {
+        let n = sim.node(i);
+        out += &format!(
+            "{i} {} alive={} {} pred={:?} succs={:?} events={:?}\n",
+            n.id().short(),
+            sim.is_alive(i),
+            n.state_name(),
+            n.predecessor().map(|p| p.id.short()),
+            n.successors()
+                .iter()
+                .map(|p| p.id.short())
+                .collect::<Vec<_>>(),
+            sim.events(i)
+                .iter()
+                .map(|e| match e {
+                    Event::Joined { .. } => "joined",
+                    Event::JoinFailed => "join-failed",
+                    Event::Left { .. } => "left",
+                    _ => "other",
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+    out
+}
+
+/// A bootstrap for node `i`, as an application would pick it: a member of the ring (one with
+/// successors), or when the ring is a single node, a member whose own join did not fail, or
+/// when every member is alone after failed joins, the lowest-numbered one.
+fn bootstrap_for(sim: &mut Sim, i: usize) -> Option<usize> {
+    let ok =
+        |sim: &Sim, j: usize| j != i && sim.is_alive(j) && sim.node(j).state_name() == "member";
+    let mut c: Vec<usize> = sim
+        .live()
+        .into_iter()
+        .filter(|j| ok(sim, *j) && !sim.node(*j).successors().is_empty())
+        .collect();
+    if c.is_empty() {
+        c = sim
+            .live()
+            .into_iter()
+            .filter(|j| {
+                ok(sim, *j)
+                    && !sim
+                        .events(*j)
+                        .iter()
+                        .any(|e| matches!(e, Event::JoinFailed))
+            })
+            .collect();
+    }
+    if c.is_empty() {
+        // every member is alone after failed joins: the lowest-numbered one starts the ring
+        let first = sim
+            .live()
+            .into_iter()
+            .find(|j| sim.is_alive(*j) && sim.node(*j).state_name() == "member")?;
+        return (first != i).then_some(first);
+    }
+    let k = (sim.rng_u64() % c.len() as u64) as usize;
+    Some(c[k])
+}
+
 /// True if crashing `victim` leaves a live node in every live member's successor list.
 fn crash_allowed(sim: &Sim, victim: usize) -> bool {
     let vid = sim.node(victim).id();
@@ -93,10 +157,7 @@ proptest! {
                     // alone by a failed join), and try another bootstrap if the join fails
                     let i = sim.add_node();
                     for _ in 0..3 {
-                        let members: Vec<usize> = sim.live().into_iter().filter(|j| {
-                            *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()
-                        }).collect();
-                        let Some(b) = members.get((sim.rng_u64() % members.len().max(1) as u64) as usize).copied() else { break };
+                        let Some(b) = bootstrap_for(&mut sim, i) else { break };
                         sim.join(i, b);
                         sim.run_for(Duration::from_millis(300));
                         if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
@@ -124,13 +185,15 @@ proptest! {
             for i in 0..sim.len() {
                 let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
                 if failed && sim.is_alive(i) && sim.node(i).state_name() == "member" {
-                    let b = sim.live().into_iter().find(|j| *j != i && sim.node(*j).state_name() == "member" && !sim.node(*j).successors().is_empty()).unwrap();
-                    sim.join(i, b);
+                    if let Some(b) = bootstrap_for(&mut sim, i) {
+                        sim.join(i, b);
+                    }
                 }
             }
         }
         sim.run_for(Duration::from_secs(20));
-        prop_assert_eq!(sim.check_ring(), Ok(()));
+        let ring = sim.check_ring();
+        prop_assert!(ring.is_ok(), "{:?}\n{}", ring, dump(&sim));
         for i in 0..sim.len() {
             if sim.is_alive(i) {
                 prop_assert!(sim.node(i).is_member(), "node {} is {}", i, sim.node(i).state_name());

@@ -196,6 +196,7 @@ enum State {
     Joining {
         bootstraps: Vec<Contact>,
         next: usize,
+        retry_at: Option<Instant>,
     },
     Leaving(LeaveState),
     Left,
@@ -505,7 +506,22 @@ impl Node {
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.is_member() {
-            return self.deadlines.first().map(|(t, _)| *t);
+            let d = self.deadlines.first().map(|(t, _)| *t);
+            return match (&self.state, d) {
+                (
+                    State::Joining {
+                        retry_at: Some(r), ..
+                    },
+                    Some(d),
+                ) => Some(d.min(*r)),
+                (
+                    State::Joining {
+                        retry_at: Some(r), ..
+                    },
+                    None,
+                ) => Some(*r),
+                _ => d,
+            };
         }
         let mut t = self
             .next_stabilize
@@ -888,16 +904,34 @@ impl Node {
         self.state = State::Joining {
             bootstraps: self.bootstraps.clone(),
             next: 0,
+            retry_at: None,
         };
         self.try_next_bootstrap(now);
         Ok(())
     }
 
     fn try_next_bootstrap(&mut self, now: Instant) {
-        let State::Joining { bootstraps, next } = &mut self.state else {
+        let delay = self.cfg.request_timeout * 2;
+        let State::Joining {
+            bootstraps,
+            next,
+            retry_at,
+        } = &mut self.state
+        else {
             return;
         };
         let round_len = bootstraps.len().max(1);
+        if *next > 0
+            && *next % round_len == 0
+            && *next < round_len * JOIN_ROUNDS
+            && retry_at.is_none()
+        {
+            // a round over every bootstrap failed: the ring may still be repairing (a
+            // bootstrap's answer can name a successor that just crashed); wait before the next
+            *retry_at = Some(now + delay);
+            return;
+        }
+        *retry_at = None;
         let Some(c) = (*next < round_len * JOIN_ROUNDS)
             .then(|| bootstraps.get(*next % round_len).copied())
             .flatten()
@@ -987,6 +1021,13 @@ impl Node {
                 self.metrics.request_failures += 1;
                 self.on_result(now, p, None, Err(RequestFailure::Timeout));
             }
+        }
+        if let State::Joining {
+            retry_at: Some(r), ..
+        } = &self.state
+            && *r <= now
+        {
+            self.try_next_bootstrap(now);
         }
         if !self.is_member() {
             return;
@@ -1992,6 +2033,7 @@ impl Node {
                                     self.state = State::Joining {
                                         bootstraps: self.bootstraps.clone(),
                                         next: 0,
+                                        retry_at: None,
                                     };
                                     return self.try_next_bootstrap(now);
                                 }
