@@ -366,3 +366,46 @@ async fn a_closure_is_a_handler_and_sees_the_authenticated_peer() {
     assert_eq!(&r[..32], a.local_id().as_bytes());
     assert_eq!(&r[32..], b"!");
 }
+
+#[tokio::test]
+async fn insecure_peer_restarting_at_seq_one_gets_a_fresh_channel() {
+    let b = tcp(2, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    let a1 = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    for i in 0..3u8 {
+        a1.request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+    }
+    a1.shutdown().await;
+    drop(a1);
+    // Same key, new process (new port): its sequence numbers start at 1 again.
+    let a2 = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    for i in 0..3u8 {
+        let r = a2
+            .request(&b.local_peer(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], &echoed(&[i])[..]);
+    }
+    assert_eq!(b.sessions(), 1);
+}
+
+#[tokio::test]
+async fn both_peers_initiating_at_once_keep_working() {
+    let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+    let (pa, pb) = (a.local_peer(), b.local_peer());
+    for round in 0..5u8 {
+        let (ra, rb) = tokio::join!(
+            a.request(&pb, Bytes::from(vec![round, 1])),
+            b.request(&pa, Bytes::from(vec![round, 2]))
+        );
+        assert_eq!(&ra.unwrap()[..], &echoed(&[round, 1])[..]);
+        assert_eq!(&rb.unwrap()[..], &echoed(&[round, 2])[..]);
+    }
+    let (ma, mb) = (a.metrics(), b.metrics());
+    // Each side may have initiated once; never more, and no request failed.
+    assert!(ma.handshakes_initiated_ok <= 1 && mb.handshakes_initiated_ok <= 1);
+    assert_eq!(ma.requests_failed + mb.requests_failed, 0);
+    assert_eq!((a.sessions(), b.sessions()), (1, 1));
+}

@@ -935,6 +935,11 @@ impl Inner {
         // Answers go to the address the session is registered at, never to a frame's source
         // address: a replayed or raced copy with a spoofed source cannot redirect (and, with
         // a response larger than its command, amplify) traffic towards a third party.
+        // Insecure mode authenticates nothing, so the frame's source is as good as any claim:
+        // follow it (a restarted insecure peer may come back on another port).
+        if matches!(key, ChanKey::Insecure(_)) {
+            p.addr = from;
+        }
         let peer_addr = p.addr;
         let Some(ch) = p.chans.iter_mut().find(|ch| ch.key() == key) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
@@ -1047,7 +1052,6 @@ impl Inner {
             Control::Identify { token } => {
                 let public = self.identity.public();
                 self.reply_control(st, from, Control::Identity { token, public });
-                return;
             }
             Control::Identity { token, public } => {
                 if st.identifies.get(&token).is_some_and(|(a, _)| *a == from) {
