@@ -145,8 +145,11 @@ impl Driver {
         self.outbound.abort_all();
         match shutdown {
             Some(ack) => {
-                // Graceful: the endpoint lets requests in flight and handlers finish.
+                // Graceful: the endpoint lets requests in flight and handlers finish. Requests
+                // already queued for the core are dropped, so their handlers answer at once
+                // instead of holding the endpoint's shutdown until its timeout.
                 self.inbox.close();
+                while self.inbox.try_recv().is_ok() {}
                 self.endpoint.shutdown().await;
                 let _ = ack.send(());
             }
