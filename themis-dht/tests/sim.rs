@@ -155,13 +155,19 @@ proptest! {
                 Op::Join => {
                     // like an application: join through a member of the ring (not a node left
                     // alone by a failed join), and try another bootstrap if the join fails
-                    let i = sim.add_node();
-                    for _ in 0..3 {
-                        let Some(b) = bootstrap_for(&mut sim, i) else { break };
-                        sim.join(i, b);
-                        sim.run_for(Duration::from_millis(300));
-                        if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
-                            break;
+                    // (no member to join through: the operation is skipped)
+                    if let Some(mut b) = bootstrap_for(&mut sim, usize::MAX) {
+                        let i = sim.add_node();
+                        for _ in 0..3 {
+                            sim.join(i, b);
+                            sim.run_for(Duration::from_millis(300));
+                            if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
+                                break;
+                            }
+                            match bootstrap_for(&mut sim, i) {
+                                Some(x) => b = x,
+                                None => break,
+                            }
                         }
                     }
                 }
@@ -184,10 +190,12 @@ proptest! {
             sim.run_for(Duration::from_secs(10));
             for i in 0..sim.len() {
                 let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
-                if failed && sim.is_alive(i) && sim.node(i).state_name() == "member" {
-                    if let Some(b) = bootstrap_for(&mut sim, i) {
-                        sim.join(i, b);
-                    }
+                if failed
+                    && sim.is_alive(i)
+                    && sim.node(i).state_name() == "member"
+                    && let Some(b) = bootstrap_for(&mut sim, i)
+                {
+                    sim.join(i, b);
                 }
             }
         }
