@@ -116,3 +116,69 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The sender the core sees is the peer the endpoint authenticated: a record signed by A and
+/// sent by M is refused (`not_provider`), the very same bytes sent by A are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_accepted_only_from_the_authenticated_provider() {
+    use std::sync::Arc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use themis_channel::{Endpoint, EndpointConfig, PeerAddr, TcpConfig};
+
+    let b = start(Kind::Tcp, 600, config(Mode::Secure, 600)).await;
+    let endpoint = |seed: u64| async move {
+        let handler = |_: PeerAddr, _: bytes::Bytes| async { bytes::Bytes::new() };
+        Endpoint::bind_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+            TcpConfig::default(),
+            identity(seed),
+            net(),
+            EndpointConfig::default(),
+            Arc::new(handler),
+        )
+        .await
+        .unwrap()
+    };
+    let (a, m) = (endpoint(601).await, endpoint(602).await);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let record = themis_dht::ProviderRecord::sign(
+        &identity(601),
+        &net(),
+        &ServiceSpec::new("guarded"),
+        a.local_addr(),
+        0,
+        now_ms + 30_000,
+        1,
+    );
+    let request = bytes::Bytes::from(themis_dht::fuzz::bench_store(&record));
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+
+    let r = m
+        .request(&b.peer().into_addr(), request.clone())
+        .await
+        .unwrap();
+    assert!(contains(&r, b"not_provider"), "{r:?}");
+    let r = a.request(&b.peer().into_addr(), request).await.unwrap();
+    assert!(contains(&r, b"stored"), "{r:?}");
+    let m = b.metrics().await.unwrap();
+    assert_eq!(m.dht.rejected_for(themis_dht::Refusal::NotProvider), 1);
+    assert_eq!(b.status().await.unwrap().stored_records, 1);
+    let found = b.lookup_providers("guarded", Some(0)).await.unwrap();
+    assert_eq!(found.records[0].provider(), identity(601).node_id(&net()));
+    b.shutdown().await;
+}
+
+trait IntoAddr {
+    fn into_addr(self) -> themis_channel::PeerAddr;
+}
+impl IntoAddr for themis_dht::Peer {
+    fn into_addr(self) -> themis_channel::PeerAddr {
+        themis_channel::PeerAddr {
+            id: self.id,
+            addr: self.addr,
+        }
+    }
+}
