@@ -1,5 +1,8 @@
 //! The crate's error type.
 
+use themis_crypto::NodeId;
+
+use crate::proto::node::QueryError;
 use crate::proto::record::Refusal;
 
 /// Everything that can go wrong when using the DHT core.
@@ -63,4 +66,56 @@ pub enum Error {
     /// A provider record failed verification.
     #[error("provider record rejected: {0}")]
     Record(Refusal),
+
+    /// A query (find, provider lookup) ended without an answer.
+    #[error("DHT {what} failed: {}", describe_query_error(*.reason))]
+    Query {
+        /// What was attempted.
+        what: &'static str,
+        /// Why it failed.
+        reason: QueryError,
+    },
+    /// No bootstrap node answered the join.
+    #[error(
+        "joining the DHT failed: none of the {tried} bootstrap contacts answered (check the addresses, that those nodes run, and that they use the same network id and security mode)"
+    )]
+    JoinFailed {
+        /// Bootstrap contacts given.
+        tried: usize,
+    },
+    /// A bootstrap contact string did not parse.
+    #[error(
+        "invalid DHT contact {input:?}: expected NODE_ID_HEX@IP:PORT or IP:PORT (e.g. 127.0.0.1:7000)"
+    )]
+    BadContact {
+        /// The text given.
+        input: String,
+    },
+    /// The identity given to the driver is not the endpoint's.
+    #[error(
+        "the DHT identity is node {identity} but the endpoint runs as node {endpoint}: start both with the same key and network id"
+    )]
+    IdentityMismatch {
+        /// Node id of the identity given to the driver.
+        identity: NodeId,
+        /// The endpoint's node id.
+        endpoint: NodeId,
+    },
+    /// The node was shut down (or its driver task ended); nothing more can be done with it.
+    #[error("the DHT node is shut down; start a new node")]
+    Stopped,
+    /// The endpoint could not be created.
+    #[error("DHT endpoint: {0}")]
+    Endpoint(#[from] themis_channel::Error),
+}
+
+fn describe_query_error(reason: QueryError) -> &'static str {
+    match reason {
+        QueryError::Exhausted => {
+            "no peer made progress (every candidate failed, timed out or gave a useless answer); the ring may be partitioned or still stabilizing, retry later"
+        }
+        QueryError::NotMember => {
+            "this node is not a ring member (it left, or its join has not finished)"
+        }
+    }
 }

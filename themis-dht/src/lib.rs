@@ -6,7 +6,7 @@
 //! The node is a sans-I/O state machine in the style of `quinn-proto`: the caller feeds it
 //! requests, responses and timeouts, each with `now`, and loops [`Node::poll_output`] until it
 //! is empty after every input. The same code runs in the deterministic simulator (the hidden
-//! `sim` module, used by the tests) and, later, over the secure endpoint.
+//! `sim` module, used by the tests) and over the secure endpoint ([`DhtNode`], below).
 //!
 //! A driver's contract:
 //! - [`Output::Send`]: send `bytes` as a secure-channel command to `to`; if `expect` is set the
@@ -47,13 +47,52 @@
 //! assert!(node.poll_timeout().is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # The driver
+//!
+//! [`DhtNode`] runs one node over a secure [`themis_channel::Endpoint`] with tokio: a task owns
+//! the core and follows the contract above; each DHT message is one command or response payload
+//! of the endpoint (PROTOCOL.md). Its methods mirror the core's commands and wait for their
+//! results.
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use themis_channel::TcpConfig;
+//! use themis_crypto::{IdentityKeypair, NetworkId};
+//! use themis_dht::{DhtNode, DriverConfig, ServiceSpec};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let net = NetworkId::new("twiitr")?;
+//! let any = "127.0.0.1:0".parse()?;
+//! let start = |net: NetworkId| {
+//!     let id = Arc::new(IdentityKeypair::generate());
+//!     DhtNode::bind_tcp(any, TcpConfig::default(), id, net, DriverConfig::fast())
+//! };
+//! let (a, b) = (start(net.clone()).await?, start(net).await?);
+//! // `b` joins through `a`, named `NODE_ID_HEX@IP:PORT` (a bare `IP:PORT` works too).
+//! b.join([a.contact().to_string().parse()?]).await?;
+//! tokio::time::sleep(Duration::from_secs(1)).await; // a stabilization round
+//! b.register(ServiceSpec::new("check"), None).await?;
+//! let found = a.lookup_providers("check", None).await?;
+//! assert_eq!(found.records[0].provider(), b.id());
+//! b.leave().await?;
+//! b.shutdown().await;
+//! a.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
+mod driver;
 mod error;
 mod proto;
 #[doc(hidden)]
 pub mod sim;
 
+pub use driver::{
+    DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, NodeMetrics, Registered, Status,
+};
 pub use error::Error;
 pub use proto::config::Config;
 pub use proto::metrics::{HOP_BUCKETS, Metrics};

@@ -247,6 +247,9 @@ enum Purpose {
     Lookup {
         query: QueryId,
         peer: NodeId,
+        /// The lookup's target: a query runs one lookup per replica in turn, and an answer
+        /// still in flight from the previous one must not be taken for the current one.
+        target: NodeId,
     },
     Store {
         query: QueryId,
@@ -1257,6 +1260,7 @@ impl Node {
                 Purpose::Lookup {
                     query: q,
                     peer: peer.id,
+                    target,
                 },
             ) && let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut())
             {
@@ -1273,10 +1277,21 @@ impl Node {
         }
     }
 
-    fn lookup_answer(&mut self, now: Instant, q: QueryId, from: NodeId, resp: Option<Response>) {
+    fn lookup_answer(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        from: NodeId,
+        target: NodeId,
+        resp: Option<Response>,
+    ) {
         let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
             return;
         };
+        if l.target() != target {
+            // A late answer to the query's previous lookup (another replica's object id).
+            return;
+        }
         let mut records = Vec::new();
         let answer = match resp {
             Some(Response::Owner { records: r }) => {
@@ -1915,11 +1930,15 @@ impl Node {
             Err(RequestFailure::Timeout | RequestFailure::Unreachable)
         );
         match p.purpose {
-            Purpose::Lookup { query, peer } => {
+            Purpose::Lookup {
+                query,
+                peer,
+                target,
+            } => {
                 if dead {
                     self.purge(&peer, false);
                 }
-                self.lookup_answer(now, query, peer, r.ok());
+                self.lookup_answer(now, query, peer, target, r.ok());
             }
             Purpose::Store { query } => {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));

@@ -1,0 +1,305 @@
+//! The tokio driver: one DHT node over a secure [`Endpoint`].
+//!
+//! The core ([`Node`]) stays pure. One driver task owns it and is the only place it is touched:
+//! - commands from [`DhtNode`] handles (`find`, `register`, ...) become core commands, and the
+//!   matching [`Event`](crate::Event) completes the caller's future;
+//! - incoming commands reach the endpoint's [`DhtHandler`], which passes them (with the peer id
+//!   the endpoint authenticated) to the task; the core's `Respond` output answers them;
+//! - the core's `Send` outputs become [`Endpoint::request`] calls on spawned tasks (at most
+//!   `max_outbound` at once), whose answers or failures go back to the core;
+//! - the core's timer ([`Node::poll_timeout`]) drives [`Node::handle_timeout`].
+//!
+//! `now` is tokio's clock (`tokio::time::Instant::now().into_std()`), so a test with a paused
+//! clock runs the whole stack in virtual time.
+
+mod config;
+mod contact;
+mod handler;
+mod task;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use themis_channel::{
+    Endpoint, EndpointMetrics, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
+};
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::DriverConfig;
+pub use handler::{DhtHandler, DhtInbox};
+use task::{Command, Driver, now};
+
+use crate::{Contact, Error, Found, Metrics, Node, Peer, Providers, ServiceSpec};
+
+/// A running DHT node: a cheap handle (clones share the node) to the task that drives the
+/// sans-I/O core over an [`Endpoint`].
+///
+/// Every method is cancel safe in the sense that dropping its future abandons only the wait:
+/// a started query still runs to its end in the core, and its result is discarded.
+///
+/// Dropping the last handle stops the node at once, like a crash (nothing is handed over);
+/// call [`DhtNode::leave`] then [`DhtNode::shutdown`] to go gracefully.
+#[derive(Clone, Debug)]
+pub struct DhtNode {
+    commands: mpsc::Sender<Command>,
+    endpoint: Endpoint,
+    peer: Peer,
+}
+
+/// A finished registration: how many of the k+1 replicas were stored. Failed replicas are
+/// retried by the core (after `Config::retry_delay`), and all of them are re-stored every
+/// `Config::restore_period` until [`DhtNode::unregister`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Registered {
+    /// The service name.
+    pub name: String,
+    /// Replicas accepted by their responsible node.
+    pub stored: u8,
+    /// Replicas that failed for now.
+    pub failed: u8,
+}
+
+/// The end of a graceful leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaveReport {
+    /// Records handed to the successor.
+    pub records_handed_over: usize,
+    /// Records that could not be handed over.
+    pub records_lost: usize,
+}
+
+/// A node's view of the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// This node's id.
+    pub id: NodeId,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// `"member"`, `"joining"`, `"leaving"` or `"left"`.
+    pub state: &'static str,
+    /// The predecessor, if known.
+    pub predecessor: Option<Peer>,
+    /// The successor list (empty when alone).
+    pub successors: Vec<Peer>,
+    /// Distinct nodes in the finger table.
+    pub fingers: usize,
+    /// Provider records this node stores for others.
+    pub stored_records: usize,
+}
+
+/// A snapshot of a node's counters: the core's, the endpoint's and the driver's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeMetrics {
+    /// The DHT core's counters.
+    pub dht: Metrics,
+    /// The endpoint's (and its transport's) counters.
+    pub endpoint: EndpointMetrics,
+    /// DHT requests handed to the endpoint.
+    pub requests_sent: u64,
+    /// DHT requests that failed on the network (timeout, unreachable, refused).
+    pub requests_failed: u64,
+    /// DHT requests dropped unsent: they waited for room longer than the core waits for them.
+    pub requests_dropped_stale: u64,
+    /// Gauge: DHT requests on the network now.
+    pub requests_in_flight: u64,
+    /// Gauge: DHT requests waiting for room (`DriverConfig::max_outbound`).
+    pub requests_queued: u64,
+    /// Incoming DHT requests passed to the core.
+    pub incoming_requests: u64,
+    /// Incoming DHT requests refused because `max_unanswered` were waiting for the core.
+    pub incoming_refused_busy: u64,
+    /// Gauge: incoming DHT requests waiting for the core's answer.
+    pub incoming_unanswered: u64,
+}
+
+impl DhtNode {
+    /// Starts a node on a new TCP endpoint bound to `addr` (the default transport of the DHT:
+    /// see PROTOCOL.md). The node forms a ring of its own until [`DhtNode::join`].
+    pub async fn bind_tcp(
+        addr: SocketAddr,
+        tcp: TcpConfig,
+        identity: Arc<IdentityKeypair>,
+        network: NetworkId,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let t = TcpTransport::bind(addr, tcp)
+            .await
+            .map_err(themis_channel::Error::from)?;
+        Self::on_transport(Arc::new(t), identity, network, config)
+    }
+
+    /// Starts a node on a new UDP endpoint bound to `addr`. DHT messages carrying records
+    /// need more than a path-MTU datagram: raise `udp.max_frame_len` (up to
+    /// [`themis_channel::UDP_MAX_PAYLOAD`]) on networks that carry large datagrams.
+    pub async fn bind_udp(
+        addr: SocketAddr,
+        udp: UdpConfig,
+        identity: Arc<IdentityKeypair>,
+        network: NetworkId,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let t = UdpTransport::bind(addr, udp)
+            .await
+            .map_err(themis_channel::Error::from)?;
+        Self::on_transport(Arc::new(t), identity, network, config)
+    }
+
+    /// Starts a node on a new endpoint over `transport` (`config.endpoint` settings). Must be
+    /// called inside a tokio runtime.
+    pub fn on_transport(
+        transport: Arc<dyn Transport>,
+        identity: Arc<IdentityKeypair>,
+        network: NetworkId,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let (handler, inbox) = DhtHandler::channel(&config);
+        let endpoint = Endpoint::new(
+            transport,
+            identity.clone(),
+            network.clone(),
+            config.endpoint.clone(),
+            Arc::new(handler),
+        )?;
+        Self::start(endpoint, inbox, identity, network, config)
+    }
+
+    /// Starts a node on an endpoint created with the [`DhtHandler`] paired with `inbox`.
+    /// `identity` and `network` must be the endpoint's (the core signs records with the key).
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        endpoint: Endpoint,
+        inbox: DhtInbox,
+        identity: Arc<IdentityKeypair>,
+        network: NetworkId,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let config = config.sanitized();
+        let id = identity.node_id(&network);
+        if id != endpoint.local_id() {
+            return Err(Error::IdentityMismatch {
+                identity: id,
+                endpoint: endpoint.local_id(),
+            });
+        }
+        let seed = config.rng_seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            themis_crypto::fill_random(&mut b);
+            u64::from_le_bytes(b)
+        });
+        let addr = endpoint.local_addr();
+        let node = Node::new(
+            config.dht.clone(),
+            identity,
+            network,
+            addr,
+            now(),
+            SystemTime::now(),
+            seed,
+        );
+        let (tx, rx) = mpsc::channel(config.command_queue);
+        let driver = Driver::new(node, endpoint.clone(), config, rx, inbox.rx);
+        let span = tracing::debug_span!("dht", id = %id.short());
+        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        Ok(Self {
+            commands: tx,
+            endpoint,
+            peer: Peer { id, addr },
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.peer.id
+    }
+
+    /// This node's id and listening address.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// How others bootstrap from this node (`Display` gives `NODE_ID_HEX@IP:PORT`).
+    pub fn contact(&self) -> Contact {
+        self.peer.into()
+    }
+
+    /// The endpoint the node runs on (to send other requests over the same sessions).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Joins a ring through `bootstraps`, tried in order (paper §6.1 join); returns the first
+    /// successor. Contacts without an id (a bare address) are asked for their key first, and
+    /// the handshake proves they hold it. A node that joins drops its own one-node ring.
+    pub async fn join(&self, bootstraps: impl IntoIterator<Item = Contact>) -> Result<Peer, Error> {
+        let list: Vec<Contact> = bootstraps.into_iter().collect();
+        self.call(|tx| Command::Join(list, tx)).await?
+    }
+
+    /// Finds the node responsible for `target` (its successor, paper §6.1 find), with the
+    /// number of hops the iterative lookup took.
+    pub async fn find(&self, target: NodeId) -> Result<Found, Error> {
+        self.call(|tx| Command::Find(target, tx)).await?
+    }
+
+    /// Registers this node as a provider of `spec.name` on k+1 replicas (`None`: the network's
+    /// default k), and keeps re-storing the signed records until [`DhtNode::unregister`].
+    pub async fn register(&self, spec: ServiceSpec, k: Option<u8>) -> Result<Registered, Error> {
+        self.call(|tx| Command::Register(spec, k, tx)).await?
+    }
+
+    /// Stops re-storing `name` (its records expire after the TTL); returns whether it was
+    /// registered.
+    pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
+        let name = name.to_owned();
+        self.call(|tx| Command::Unregister(name, tx)).await
+    }
+
+    /// The verified provider records of `name`, from the first of replicas `0..=k` that has any
+    /// (paper §7).
+    pub async fn lookup_providers(&self, name: &str, k: Option<u8>) -> Result<Providers, Error> {
+        let name = name.to_owned();
+        self.call(|tx| Command::Lookup(name, k, tx)).await?
+    }
+
+    /// Leaves the ring gracefully (paper §6.1 leave): hands the stored records and the
+    /// predecessor to the successor and tells the predecessor. The node keeps answering
+    /// (refusing, as no longer a member) until [`DhtNode::shutdown`].
+    pub async fn leave(&self) -> Result<LeaveReport, Error> {
+        self.call(Command::Leave).await?
+    }
+
+    /// The node's view of the ring.
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.call(Command::Status).await
+    }
+
+    /// A snapshot of the core's, the endpoint's and the driver's counters.
+    pub async fn metrics(&self) -> Result<NodeMetrics, Error> {
+        self.call(Command::Metrics).await
+    }
+
+    /// Stops the node: the driver task ends (queries in progress fail with
+    /// [`Error::Stopped`]), then the endpoint shuts down gracefully. Idempotent. Does not
+    /// leave the ring: call [`DhtNode::leave`] first for that.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The driver task: owns the sans-I/O [`Node`] and feeds it commands, incoming requests,
+//! responses and timeouts, each with `now` from tokio's clock; turns its outputs into endpoint
+//! requests, handler answers and command results.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use themis_channel::{Endpoint, PeerAddr};
+use themis_crypto::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::handler::Incoming;
+use super::{DriverConfig, LeaveReport, NodeMetrics, Registered, Status};
+use crate::proto::record::Refusal;
+use crate::proto::wire::Response;
+use crate::{
+    Contact, Error, Event, Found, Node, Output, Peer, Providers, QueryId, Reply, RequestFailure,
+    ServiceSpec,
+};
+
+/// The time the core sees: tokio's clock, so tests with a paused clock are deterministic.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A command from a [`super::DhtNode`] handle.
+pub(crate) enum Command {
+    Join(Vec<Contact>, oneshot::Sender<Result<Peer, Error>>),
+    Find(NodeId, oneshot::Sender<Result<Found, Error>>),
+    Register(
+        ServiceSpec,
+        Option<u8>,
+        oneshot::Sender<Result<Registered, Error>>,
+    ),
+    Unregister(String, oneshot::Sender<bool>),
+    Lookup(
+        String,
+        Option<u8>,
+        oneshot::Sender<Result<Providers, Error>>,
+    ),
+    Leave(oneshot::Sender<Result<LeaveReport, Error>>),
+    Status(oneshot::Sender<Status>),
+    Metrics(oneshot::Sender<NodeMetrics>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Someone waiting for a query's event.
+enum Waiter {
+    Find(oneshot::Sender<Result<Found, Error>>),
+    Register(oneshot::Sender<Result<Registered, Error>>),
+    Lookup(oneshot::Sender<Result<Providers, Error>>),
+}
+
+/// Counters of the driver itself (read through `Command::Metrics`).
+#[derive(Default)]
+struct DriverCounters {
+    requests_sent: u64,
+    requests_failed: u64,
+    requests_dropped_stale: u64,
+    incoming_requests: u64,
+    incoming_refused_busy: u64,
+}
+
+/// A request the core asked for, waiting for room on the network.
+struct Outbound {
+    request_id: u64,
+    to: std::net::SocketAddr,
+    expect: Option<NodeId>,
+    bytes: Vec<u8>,
+    queued_at: Instant,
+}
+
+type OutboundResult = (u64, Result<(NodeId, Bytes), RequestFailure>);
+
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) cfg: DriverConfig,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) inbox: mpsc::Receiver<Incoming>,
+    counters: DriverCounters,
+    unanswered: HashMap<u64, oneshot::Sender<Bytes>>,
+    next_token: u64,
+    waiters: HashMap<QueryId, Waiter>,
+    join_waiter: Option<(usize, oneshot::Sender<Result<Peer, Error>>)>,
+    leave_waiter: Option<oneshot::Sender<Result<LeaveReport, Error>>>,
+    outbound: JoinSet<OutboundResult>,
+    backlog: VecDeque<Outbound>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        node: Node,
+        endpoint: Endpoint,
+        cfg: DriverConfig,
+        commands: mpsc::Receiver<Command>,
+        inbox: mpsc::Receiver<Incoming>,
+    ) -> Self {
+        Self {
+            node,
+            endpoint,
+            cfg,
+            commands,
+            inbox,
+            counters: DriverCounters::default(),
+            unanswered: HashMap::new(),
+            next_token: 1,
+            waiters: HashMap::new(),
+            join_waiter: None,
+            leave_waiter: None,
+            outbound: JoinSet::new(),
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Runs until [`Command::Shutdown`] or until every handle is dropped (a crash, as far as
+    /// the peers can tell: nothing is handed over and nobody is told).
+    pub(crate) async fn run(mut self) {
+        let shutdown = loop {
+            let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None => break None,
+                    Some(Command::Shutdown(ack)) => break Some(ack),
+                    Some(c) => self.command(c),
+                },
+                Some(inc) = self.inbox.recv() => self.incoming(inc),
+                Some(done) = self.outbound.join_next(), if !self.outbound.is_empty() => {
+                    if let Ok((request_id, result)) = done {
+                        self.response(request_id, result);
+                    }
+                }
+                () = sleep_until(deadline) => self.node.handle_timeout(now()),
+            }
+            self.drain();
+            self.dispatch();
+        };
+        // Whoever still waits learns the node stopped (their oneshot senders drop here).
+        self.waiters.clear();
+        self.join_waiter = None;
+        self.leave_waiter = None;
+        self.unanswered.clear();
+        self.outbound.abort_all();
+        match shutdown {
+            Some(ack) => {
+                // Graceful: the endpoint lets requests in flight and handlers finish. Requests
+                // already queued for the core are dropped, so their handlers answer at once
+                // instead of holding the endpoint's shutdown until its timeout.
+                self.inbox.close();
+                while self.inbox.try_recv().is_ok() {}
+                self.endpoint.shutdown().await;
+                let _ = ack.send(());
+            }
+            None => {
+                // Every handle dropped: stop at once. The endpoint stops when its last clone
+                // (here, and in aborted tasks) is gone.
+                tracing::debug!(id = %self.node.id().short(), "DHT node dropped");
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let t = now();
+        match c {
+            Command::Join(bootstraps, tx) => {
+                let tried = bootstraps.len();
+                match self.node.join(t, bootstraps) {
+                    Ok(()) => {
+                        if let Some((_, old)) = self.join_waiter.replace((tried, tx)) {
+                            // A second join replaced the first one's ring view.
+                            let _ = old.send(Err(Error::JoinFailed { tried: 0 }));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+            Command::Find(target, tx) => match self.node.find(t, target) {
+                Ok(q) => {
+                    self.waiters.insert(q, Waiter::Find(tx));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+            Command::Register(spec, k, tx) => match self.node.register(t, spec, k) {
+                Ok(q) => {
+                    self.waiters.insert(q, Waiter::Register(tx));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+            Command::Unregister(name, tx) => {
+                let _ = tx.send(self.node.unregister(&name));
+            }
+            Command::Lookup(name, k, tx) => match self.node.lookup_providers(t, &name, k) {
+                Ok(q) => {
+                    self.waiters.insert(q, Waiter::Lookup(tx));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+            Command::Leave(tx) => match self.node.leave(t) {
+                Ok(()) => self.leave_waiter = Some(tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+            Command::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            Command::Metrics(tx) => {
+                let _ = tx.send(self.metrics());
+            }
+            // handled by `run`
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.node.id(),
+            addr: self.node.peer().addr,
+            state: self.node.state_name(),
+            predecessor: self.node.predecessor(),
+            successors: self.node.successors().to_vec(),
+            fingers: self.node.fingers().len(),
+            stored_records: self.node.stored_len(),
+        }
+    }
+
+    fn metrics(&self) -> NodeMetrics {
+        let c = &self.counters;
+        NodeMetrics {
+            dht: self.node.metrics(),
+            endpoint: self.endpoint.metrics(),
+            requests_sent: c.requests_sent,
+            requests_failed: c.requests_failed,
+            requests_dropped_stale: c.requests_dropped_stale,
+            requests_in_flight: self.outbound.len() as u64,
+            requests_queued: self.backlog.len() as u64,
+            incoming_requests: c.incoming_requests,
+            incoming_refused_busy: c.incoming_refused_busy,
+            incoming_unanswered: self.unanswered.len() as u64,
+        }
+    }
+
+    fn incoming(&mut self, inc: Incoming) {
+        self.counters.incoming_requests += 1;
+        if self.unanswered.len() >= self.cfg.max_unanswered {
+            // Forget callers that gave up before refusing a live one.
+            self.unanswered.retain(|_, tx| !tx.is_closed());
+            if self.unanswered.len() >= self.cfg.max_unanswered {
+                self.counters.incoming_refused_busy += 1;
+                let _ = inc.reply.send(Bytes::from(
+                    Response::Refused {
+                        reason: Refusal::Busy,
+                    }
+                    .encode(),
+                ));
+                return;
+            }
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.unanswered.insert(token, inc.reply);
+        // The sender is the one the endpoint authenticated (secure mode): records are accepted
+        // only from the provider they name (paper §6.2: no ghost objects).
+        let from = Peer {
+            id: inc.from.id,
+            addr: inc.from.addr,
+        };
+        self.node.handle_request(now(), from, token, &inc.bytes);
+    }
+
+    fn response(&mut self, request_id: u64, result: Result<(NodeId, Bytes), RequestFailure>) {
+        if result.is_err() {
+            self.counters.requests_failed += 1;
+        }
+        let t = now();
+        match &result {
+            Ok((from, bytes)) => {
+                self.node
+                    .handle_response(t, request_id, Ok(Reply { from: *from, bytes }))
+            }
+            Err(f) => self.node.handle_response(t, request_id, Err(*f)),
+        }
+    }
+
+    /// Acts on every output of the core.
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send {
+                    request_id,
+                    to,
+                    expect,
+                    bytes,
+                } => {
+                    if self.backlog.len() >= self.cfg.dht.max_pending_requests {
+                        // The core bounds its pending requests: anything beyond is stale.
+                        self.backlog.pop_front();
+                        self.counters.requests_dropped_stale += 1;
+                    }
+                    self.backlog.push_back(Outbound {
+                        request_id,
+                        to,
+                        expect,
+                        bytes,
+                        queued_at: now(),
+                    });
+                }
+                Output::Respond { token, bytes } => {
+                    if let Some(tx) = self.unanswered.remove(&token) {
+                        let _ = tx.send(Bytes::from(bytes));
+                    }
+                }
+                Output::Event(e) => self.event(e),
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Found { query, result } => {
+                if let Some(Waiter::Find(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(result.map_err(|reason| Error::Query {
+                        what: "find",
+                        reason,
+                    }));
+                }
+            }
+            Event::Registered {
+                query,
+                name,
+                stored,
+                failed,
+            } => {
+                if let Some(Waiter::Register(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(Ok(Registered {
+                        name,
+                        stored,
+                        failed,
+                    }));
+                }
+            }
+            Event::Providers { query, result } => {
+                if let Some(Waiter::Lookup(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(result.map_err(|reason| Error::Query {
+                        what: "provider lookup",
+                        reason,
+                    }));
+                }
+            }
+            Event::Joined { successor } => {
+                tracing::debug!(id = %self.node.id().short(), succ = %successor.id.short(), "joined");
+                if let Some((_, tx)) = self.join_waiter.take() {
+                    let _ = tx.send(Ok(successor));
+                }
+            }
+            Event::JoinFailed => {
+                if let Some((tried, tx)) = self.join_waiter.take() {
+                    let _ = tx.send(Err(Error::JoinFailed { tried }));
+                }
+            }
+            Event::Left {
+                records_handed_over,
+                records_lost,
+            } => {
+                if let Some(tx) = self.leave_waiter.take() {
+                    let _ = tx.send(Ok(LeaveReport {
+                        records_handed_over,
+                        records_lost,
+                    }));
+                }
+            }
+            Event::SuccessorChanged { successor } => {
+                tracing::trace!(succ = ?successor.map(|p| p.id.short()), "successor changed");
+            }
+            Event::PredecessorChanged { predecessor } => {
+                tracing::trace!(pred = ?predecessor.map(|p| p.id.short()), "predecessor changed");
+            }
+        }
+    }
+
+    /// Starts queued requests while there is room; drops those the core gave up on.
+    fn dispatch(&mut self) {
+        let t = now();
+        let give_up = self.cfg.dht.request_timeout;
+        while self.outbound.len() < self.cfg.max_outbound {
+            let Some(o) = self.backlog.pop_front() else {
+                break;
+            };
+            if t.saturating_duration_since(o.queued_at) >= give_up {
+                // The core timed it out already (joins wait longer, but are never queued
+                // behind a full network for that long in practice; their retry is the core's).
+                self.counters.requests_dropped_stale += 1;
+                continue;
+            }
+            self.counters.requests_sent += 1;
+            let endpoint = self.endpoint.clone();
+            self.outbound.spawn(async move {
+                let r = send(&endpoint, o.to, o.expect, o.bytes).await;
+                (o.request_id, r)
+            });
+        }
+    }
+}
+
+/// One DHT request over the endpoint (paper Fig. 3: one cmd/rsp exchange). With no expected id
+/// (a bootstrap given as a bare address) the id is asked for first; the handshake then proves
+/// the node holds that key.
+async fn send(
+    endpoint: &Endpoint,
+    to: std::net::SocketAddr,
+    expect: Option<NodeId>,
+    bytes: Vec<u8>,
+) -> Result<(NodeId, Bytes), RequestFailure> {
+    let id = match expect {
+        Some(id) => id,
+        None => endpoint.identify(to).await.map_err(failure)?.0,
+    };
+    let peer = PeerAddr { id, addr: to };
+    let rsp = endpoint
+        .request(&peer, Bytes::from(bytes))
+        .await
+        .map_err(failure)?;
+    Ok((id, rsp))
+}
+
+/// How the core should read an endpoint error: a timeout, an unreachable peer, or a refusal
+/// (the node at the address is someone else, or speaks another mode).
+fn failure(e: themis_channel::Error) -> RequestFailure {
+    use themis_channel::Error as E;
+    match e {
+        E::RequestTimeout { .. } | E::HandshakeTimeout { .. } => RequestFailure::Timeout,
+        E::IdentityMismatch { .. }
+        | E::ModeMismatch { .. }
+        | E::Handshake { .. }
+        | E::SelfRequest(_)
+        | E::PayloadTooLarge { .. } => RequestFailure::Refused,
+        _ => RequestFailure::Unreachable,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn endpoint_errors_map_to_what_the_core_should_conclude() {
+        let id = NodeId::from_bytes([2; 32]);
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let after = Duration::from_secs(1);
+        use themis_channel::Error as E;
+        let cases = [
+            (
+                E::RequestTimeout {
+                    peer: id,
+                    addr,
+                    after,
+                },
+                RequestFailure::Timeout,
+            ),
+            (
+                E::HandshakeTimeout {
+                    peer: id,
+                    addr,
+                    after,
+                },
+                RequestFailure::Timeout,
+            ),
+            (
+                E::IdentityMismatch {
+                    addr,
+                    expected: id,
+                    found: id,
+                },
+                RequestFailure::Refused,
+            ),
+            (E::SelfRequest(id), RequestFailure::Refused),
+            (E::SessionLost { peer: id }, RequestFailure::Unreachable),
+            (E::ShuttingDown, RequestFailure::Unreachable),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            assert_eq!(failure(e), want, "{text}");
+        }
+    }
+}
