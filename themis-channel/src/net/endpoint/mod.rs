@@ -22,7 +22,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -111,6 +111,11 @@ type Waiter = oneshot::Sender<Result<Bytes, Error>>;
 
 struct Chan {
     channel: Channel,
+    /// Unique per endpoint: tells this channel from a later one under the same [`ChanKey`]
+    /// (an insecure channel replaced after its peer restarted keeps the key `Insecure(peer)`).
+    /// Whoever holds on to a channel across an `.await` (a handler, a waiting request) finds
+    /// it again by key *and* generation, so it never answers or cancels on its successor.
+    generation: u64,
     /// Our requests on this channel awaiting their response.
     waiters: HashMap<u64, Waiter>,
     /// Sealed responses, to answer retransmitted commands (unreliable transports only).
@@ -415,6 +420,7 @@ struct WaiterGuard<'a> {
     inner: &'a Inner,
     peer: NodeId,
     key: ChanKey,
+    generation: u64,
     seq: u64,
     armed: bool,
 }
@@ -423,7 +429,7 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             let mut st = self.inner.lock();
-            if let Some(c) = st.chan_mut(self.peer, self.key) {
+            if let Some(c) = st.chan_gen_mut(self.peer, self.key, self.generation) {
                 c.waiters.remove(&self.seq);
                 c.channel.cancel(self.seq);
             }
@@ -488,7 +494,7 @@ impl Inner {
         let hs_deadline = deadline.min(tokio::time::Instant::now() + self.cfg.handshake_timeout);
         self.ensure_channel(peer, hs_deadline).await?;
 
-        let (key, seq, frame, msg3, mut rx) = {
+        let (key, generation, seq, frame, msg3, mut rx) = {
             let mut st = self.lock();
             let t = st.next_tick();
             let p = st
@@ -505,12 +511,13 @@ impl Inner {
             let seq = c.channel.seal_command(&payload, &mut out, now())?;
             let (tx, rx) = oneshot::channel();
             c.waiters.insert(seq, tx);
-            (c.key(), seq, out.freeze(), c.msg3.clone(), rx)
+            (c.key(), c.generation, seq, out.freeze(), c.msg3.clone(), rx)
         };
         let mut guard = WaiterGuard {
             inner: self,
             peer: peer.id,
             key,
+            generation,
             seq,
             armed: true,
         };
@@ -546,7 +553,7 @@ impl Inner {
                     rto = (rto * 2).min(self.cfg.max_rto);
                     msg3 = self
                         .lock()
-                        .chan_mut(peer.id, key)
+                        .chan_gen_mut(peer.id, key, generation)
                         .and_then(|c| c.msg3.clone());
                 }
             }
@@ -967,7 +974,8 @@ impl Inner {
                         id: peer_id,
                         addr: peer_addr,
                     };
-                    self.spawn_handler(peer, key, seq, payload.freeze(), permit);
+                    let to = (peer, key, ch.generation);
+                    self.spawn_handler(to, seq, payload.freeze(), permit);
                 }
             }
             Ok(Incoming::Response { seq, payload }) => {
@@ -993,10 +1001,14 @@ impl Inner {
         }
     }
 
+    /// Runs the handler for command `seq` received on channel `(key, generation)` of `peer`
+    /// and sends the response sealed on that same channel. If the channel is gone meanwhile
+    /// (replaced because its insecure peer restarted, or dropped), the response is dropped:
+    /// sealing it on a successor under the same key would answer a different command that
+    /// happens to reuse `seq`.
     fn spawn_handler(
         self: &Arc<Self>,
-        peer: PeerAddr,
-        key: ChanKey,
+        (peer, key, generation): (PeerAddr, ChanKey, u64),
         seq: u64,
         request: Bytes,
         permit: OwnedSemaphorePermit,
@@ -1012,7 +1024,7 @@ impl Inner {
                     let mut st = me.lock();
                     let cache_len = me.cfg.response_cache;
                     let reliable = me.reliable;
-                    st.chan_mut(peer.id, key).and_then(|ch| {
+                    st.chan_gen_mut(peer.id, key, generation).and_then(|ch| {
                         let mut out = BytesMut::new();
                         match ch.channel.seal_response(seq, &response, &mut out, now()) {
                             Ok(()) => {
@@ -1153,8 +1165,10 @@ impl Inner {
 
 impl Chan {
     fn new(channel: Channel, msg3: Option<Bytes>) -> Self {
+        static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
         Self {
             channel,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             waiters: HashMap::new(),
             cache: VecDeque::new(),
             msg3,
@@ -1210,6 +1224,12 @@ impl State {
             .chans
             .iter_mut()
             .find(|c| c.key() == key)
+    }
+
+    /// The very channel `(key, generation)`, not a successor that took over its key.
+    fn chan_gen_mut(&mut self, peer: NodeId, key: ChanKey, generation: u64) -> Option<&mut Chan> {
+        self.chan_mut(peer, key)
+            .filter(|c| c.generation == generation)
     }
 
     /// The peer's entry, created if missing (evicting the least recently used idle peer when

@@ -1,0 +1,146 @@
+//! Many pipelined requests over one TCP connection, secure and insecure, on a multi-thread
+//! runtime (the shape of the `rpc_64_in_flight` bench): none may be lost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use support::*;
+use themis_channel::{EndpointConfig, Mode};
+
+async fn pipelined(mode: Mode) {
+    let mut cfg = EndpointConfig::default();
+    cfg.mode = mode;
+    // A lost request shows up as a timeout; keep it short so the test fails fast.
+    cfg.request_timeout = Duration::from_secs(3);
+    let echo = Arc::new(Echo::default());
+    let b = tcp(2, cfg.clone(), echo.clone()).await;
+    let a = tcp(1, cfg, Arc::new(Echo::default())).await;
+    let peer = b.local_peer();
+    let (tasks, per_task) = (64u32, 500u32);
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (a, payload) = (a.clone(), Bytes::from(vec![0x5a; 64]));
+        set.spawn(async move {
+            for i in 0..per_task {
+                let mut req = payload.to_vec();
+                req[..8].copy_from_slice(&(u64::from(t) << 32 | u64::from(i)).to_be_bytes());
+                let r = a.request(&peer, Bytes::from(req.clone())).await;
+                match r {
+                    Ok(r) => assert_eq!(&r[..], &echoed(&req)[..]),
+                    Err(e) => panic!("task {t} request {i}: {e}"),
+                }
+            }
+        });
+    }
+    let mut failed = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            failed.get_or_insert(e);
+        }
+    }
+    let (ma, mb) = (a.metrics(), b.metrics());
+    assert!(
+        failed.is_none(),
+        "{failed:?}\nclient {ma:#?}\nserver {mb:#?}"
+    );
+    let n = u64::from(tasks * per_task);
+    assert_eq!(ma.requests_ok, n);
+    assert_eq!(mb.commands_received, n);
+    assert_eq!(
+        mb.frames_rejected_replay, 0,
+        "no command was delivered twice"
+    );
+    assert_eq!(mb.commands_dropped_busy, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_pipelined_requests_are_never_lost() {
+    pipelined(Mode::Insecure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_pipelined_requests_are_never_lost() {
+    pipelined(Mode::Secure).await;
+}
+
+/// The bench's exact shape: a runtime driven by `block_on` from outside, rounds of 64 tasks.
+#[test]
+fn bench_shape_insecure() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = rt.block_on(async {
+        let cfg = EndpointConfig::insecure();
+        (
+            tcp(1, cfg.clone(), Arc::new(Echo::default())).await,
+            tcp(2, cfg, Arc::new(Echo::default())).await,
+        )
+    });
+    let peer = b.local_peer();
+    let payload = Bytes::from(vec![0x5a; 64]);
+    rt.block_on(a.request(&peer, payload.clone())).unwrap();
+    let mut iters = 1u64;
+    while iters < 4000 {
+        rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let (a, payload) = (a.clone(), payload.clone());
+                set.spawn(async move {
+                    for _ in 0..iters {
+                        a.request(&peer, payload.clone()).await.unwrap();
+                    }
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                if let Err(e) = r {
+                    panic!("{e}\nclient {:#?}\nserver {:#?}", a.metrics(), b.metrics());
+                }
+            }
+        });
+        iters = iters * 3 / 2 + 1;
+    }
+}
+
+/// Echoes after a delay named by the request's first byte (tenths of a second).
+struct Slow;
+
+#[async_trait::async_trait]
+impl themis_channel::Handler for Slow {
+    async fn handle(&self, _from: themis_channel::PeerAddr, request: Bytes) -> Bytes {
+        let tenths = request.first().copied().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(tenths))).await;
+        Bytes::from(echoed(&request))
+    }
+}
+
+/// Insecure mode over TCP: a repeated sequence number makes the server replace the peer's
+/// channel (the peer restarted). A handler still running for the old channel must not seal
+/// its response on the new one: that would answer the restarted peer's command with the same
+/// sequence number with the old command's response (and leave the real one unanswerable).
+#[tokio::test]
+async fn insecure_restart_never_answers_with_an_old_commands_response() {
+    let b = tcp(2, EndpointConfig::insecure(), Arc::new(Slow)).await;
+    let peer = b.local_peer();
+    // The old incarnation of node 1: its command seq 1 runs for 0.4 s.
+    let old = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    let pending = {
+        let old = old.clone();
+        tokio::spawn(async move { old.request(&peer, Bytes::from_static(b"\x04old")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pending.abort();
+    // Node 1 "restarted" (same identity, new port): its first command is seq 1 again.
+    let new = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+    let r = new
+        .request(&peer, Bytes::from_static(b"\x08new"))
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"re:\x08new");
+}
