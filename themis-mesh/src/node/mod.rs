@@ -459,7 +459,20 @@ impl MeshNode {
             what: "service name",
             reason: "must be 1..=128 bytes",
         })?;
-        self.refresh(service).await?;
+        if let Err(e) = self.refresh(service).await {
+            // Stale while error: a failed re-discovery (the ring repairing after a crash)
+            // keeps the providers the balancer already has.
+            let known = self
+                .inner
+                .balancers
+                .lock()
+                .map_err(|_| lock_err())?
+                .get(service)
+                .is_some_and(|b| !b.is_empty());
+            if !known {
+                return Err(e);
+            }
+        }
         let mut call = {
             let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
             let bal = b.get_mut(service).ok_or_else(|| Error::NoProviders {
