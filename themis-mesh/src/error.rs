@@ -98,4 +98,26 @@ pub enum Error {
         /// Which rule it broke.
         reason: &'static str,
     },
+    /// A DHT operation (join, register, discovery) failed.
+    #[error("DHT operation failed: {0}")]
+    Dht(String),
+    /// The network failed: binding the listener, or a call's request (timeout, unreachable,
+    /// handshake failure).
+    #[error("network failure: {0}")]
+    Network(String),
+    /// A provider answered a call with an error.
+    #[error("provider {provider} of '{service}' answered: {kind}: {message}")]
+    Remote {
+        /// The service name.
+        service: String,
+        /// The provider that answered.
+        provider: NodeId,
+        /// Why it refused.
+        kind: crate::RemoteErrorKind,
+        /// Its message (at most 512 bytes).
+        message: String,
+    },
+    /// The node is stopped.
+    #[error("the mesh node is stopped; start a new one")]
+    Stopped,
 }

@@ -1,8 +1,8 @@
 //! The THEMIS service mesh (paper §7).
 //!
 //! This crate holds, under `policy`, the pure decision logic a mesh node uses around discovery
-//! and calls; the node itself (register / discover / call over the DHT and the secure endpoint)
-//! is built on top of it.
+//! and calls, and under `node` the [`MeshNode`] built on it: register / discover / call over
+//! the DHT and one secure endpoint shared by DHT messages and service calls.
 //!
 //! | piece | what it decides |
 //! |---|---|
@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod node;
 mod policy;
 
 pub use error::Error;
@@ -50,3 +51,11 @@ pub use policy::{
     RetryBudgetConfig, merge_records,
 };
 pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
+
+pub use node::{MeshConfig, MeshNode, RemoteErrorKind, ServiceHandler, ServiceSpec};
+
+// What users of the lower layers need, so that one dependency serves.
+pub use bytes::Bytes;
+pub use themis_channel::{Mode, TcpConfig};
+pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
+pub use themis_dht::{Contact, DhtNode, DriverConfig, Status, object_id};

@@ -1,0 +1,607 @@
+//! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
+//! discover and call on top of the pure policies of `crate::policy`.
+
+mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use themis_channel::{Endpoint, Handler, Mode, PeerAddr, TcpConfig, TcpTransport};
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
+
+pub use wire::RemoteErrorKind;
+use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
+
+use crate::{
+    AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, DiscoveryCache, Error,
+    Provider, ProviderRecord, merge_records,
+};
+
+/// The handler a provider registers for a service: gets the *authenticated* caller id (secure
+/// mode; a claim in insecure mode) and the request body, returns the response body or an error
+/// message that goes back to the caller as [`Error::Remote`].
+#[async_trait]
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// Answers one call.
+    async fn call(&self, caller: NodeId, request: Bytes) -> Result<Bytes, String>;
+}
+
+/// Any `Fn(NodeId, Bytes) -> impl Future<Output = Result<Bytes, String>>` is a handler.
+#[async_trait]
+impl<F, Fut> ServiceHandler for F
+where
+    F: Fn(NodeId, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Bytes, String>> + Send + 'static,
+{
+    async fn call(&self, caller: NodeId, request: Bytes) -> Result<Bytes, String> {
+        (self)(caller, request).await
+    }
+}
+
+/// What a provider announces about a service it registers (paper §7: version for canary
+/// releases, weight for load balancing, free tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Version (at most 32 bytes).
+    pub version: String,
+    /// Relative weight (canary split among versions, then among providers of a version).
+    pub weight: u16,
+    /// Free tags (at most 16 of at most 64 bytes, the DHT's limits).
+    pub tags: Vec<String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            version: String::new(),
+            weight: crate::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// A spec of `version` with `weight` and no tags.
+    pub fn new(version: impl Into<String>, weight: u16) -> Self {
+        Self {
+            version: version.into(),
+            weight,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// Settings of a [`MeshNode`]. Start from [`MeshConfig::new`] and change fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// Address to listen on (TCP, the default transport of the DHT and of calls).
+    pub listen: SocketAddr,
+    /// Nodes to join through, tried in order; empty: this node starts a new ring.
+    pub bootstrap: Vec<Contact>,
+    /// Replication factor `k` (records on `k + 1` replicas); `None`: the network default (2).
+    pub k: Option<u8>,
+    /// Lifetime of this node's provider records (re-stored well before; default 600 s).
+    pub record_ttl: Duration,
+    /// Secure (default, paper Fig. 2/3) or insecure (plaintext, measurement only) channels.
+    pub mode: Mode,
+    /// TCP settings.
+    pub tcp: TcpConfig,
+    /// The DHT driver's and the endpoint's settings.
+    pub driver: DriverConfig,
+    /// Settings of every per-service balancer.
+    pub balancer: BalancerConfig,
+    /// The discovery cache's settings.
+    pub cache: CacheConfig,
+    /// Services this node may provide at once (default 64).
+    pub max_services: usize,
+    /// Services this node keeps a balancer for (default 1,024; an arbitrary one is dropped
+    /// beyond it).
+    pub max_balancers: usize,
+    /// Seed of the balancers' PRNG: `None` draws one from the operating system.
+    pub seed: Option<u64>,
+}
+
+impl MeshConfig {
+    /// The defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        let driver = DriverConfig::default();
+        Self {
+            listen,
+            bootstrap: Vec::new(),
+            k: None,
+            record_ttl: driver.dht.record_ttl,
+            mode: Mode::Secure,
+            tcp: TcpConfig::default(),
+            driver,
+            balancer: BalancerConfig::default(),
+            cache: CacheConfig::default(),
+            max_services: 64,
+            max_balancers: 1024,
+            seed: None,
+        }
+    }
+
+    /// Like [`MeshConfig::new`] with [`DriverConfig::fast`] periods and a 2 s discovery cache,
+    /// for tests and demos on one machine.
+    pub fn fast(listen: SocketAddr) -> Self {
+        let mut c = Self::new(listen);
+        c.driver = DriverConfig::fast();
+        c.record_ttl = c.driver.dht.record_ttl;
+        c.cache.ttl = Duration::from_secs(2);
+        c.cache.negative_ttl = Duration::from_millis(200);
+        c
+    }
+}
+
+type Services = Arc<RwLock<HashMap<String, Arc<dyn ServiceHandler>>>>;
+
+/// The endpoint's handler: service calls (first byte `0x02`) to the registered handler after
+/// the access check, everything else to the DHT.
+struct MeshHandler {
+    dht: DhtHandler,
+    services: Services,
+    access: Arc<RwLock<AccessPolicy>>,
+}
+
+fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
+    encode_response(&CallResponse::Error { kind, message })
+}
+
+#[async_trait]
+impl Handler for MeshHandler {
+    async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        if request.first() != Some(&wire::TAG_SERVICE_CALL) {
+            return self.dht.handle(from, request).await;
+        }
+        let Some(call) = decode_request(&request) else {
+            return refuse(
+                RemoteErrorKind::Malformed,
+                "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
+            );
+        };
+        let handler = self
+            .services
+            .read()
+            .ok()
+            .and_then(|s| s.get(&call.service).cloned());
+        let Some(handler) = handler else {
+            return refuse(
+                RemoteErrorKind::UnknownService,
+                format!("this node does not provide '{}'", call.service),
+            );
+        };
+        // Beyond the paper: the provider checks the caller the endpoint authenticated.
+        let allowed = self
+            .access
+            .read()
+            .map(|a| a.check(&call.service, &from.id).is_ok())
+            .unwrap_or(false);
+        if !allowed {
+            return refuse(
+                RemoteErrorKind::AccessDenied,
+                format!("caller {} may not call '{}'", from.id, call.service),
+            );
+        }
+        match handler.call(from.id, call.body).await {
+            Ok(body) => encode_response(&CallResponse::Ok(body)),
+            Err(message) => refuse(RemoteErrorKind::Handler, message),
+        }
+    }
+}
+
+struct Inner {
+    dht: DhtNode,
+    config: MeshConfig,
+    services: Services,
+    access: Arc<RwLock<AccessPolicy>>,
+    cache: Mutex<DiscoveryCache>,
+    balancers: Mutex<HashMap<String, Balancer>>,
+    seed: u64,
+}
+
+/// A mesh node: a DHT member that registers, discovers and calls services over one endpoint.
+/// A cheap handle: clones share the node.
+#[derive(Clone)]
+pub struct MeshNode {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MeshNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshNode")
+            .field("id", &self.inner.dht.id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn lock_err() -> Error {
+    Error::Stopped
+}
+
+impl MeshNode {
+    /// Starts a node on `network` with `identity`: binds the TCP endpoint, starts the DHT and
+    /// joins through `config.bootstrap` (if any). Must be called inside a tokio runtime.
+    pub async fn start(
+        network: NetworkId,
+        identity: Arc<IdentityKeypair>,
+        mut config: MeshConfig,
+    ) -> Result<Self, Error> {
+        config.driver.dht.record_ttl = config.record_ttl;
+        config.driver.endpoint.mode = config.mode;
+        let transport = TcpTransport::bind(config.listen, config.tcp.clone())
+            .await
+            .map_err(|e| Error::Network(format!("cannot listen on {}: {e}", config.listen)))?;
+        let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
+        let services: Services = Arc::default();
+        let access = Arc::new(RwLock::new(AccessPolicy::new()));
+        let handler = MeshHandler {
+            dht: dht_handler,
+            services: services.clone(),
+            access: access.clone(),
+        };
+        let endpoint = Endpoint::new(
+            Arc::new(transport),
+            identity.clone(),
+            network.clone(),
+            config.driver.endpoint.clone(),
+            Arc::new(handler),
+        )
+        .map_err(|e| Error::Network(e.to_string()))?;
+        let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())
+            .map_err(|e| Error::Dht(e.to_string()))?;
+        let seed = config.seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            themis_crypto::fill_random(&mut b);
+            u64::from_le_bytes(b)
+        });
+        let cache = DiscoveryCache::new(config.cache.clone())?;
+        let node = Self {
+            inner: Arc::new(Inner {
+                dht,
+                config,
+                services,
+                access,
+                cache: Mutex::new(cache),
+                balancers: Mutex::new(HashMap::new()),
+                seed,
+            }),
+        };
+        if !node.inner.config.bootstrap.is_empty() {
+            let b = node.inner.config.bootstrap.clone();
+            if let Err(e) = node.inner.dht.join(b).await {
+                node.inner.dht.shutdown().await;
+                return Err(Error::Dht(format!("join failed: {e}")));
+            }
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.dht.id()
+    }
+
+    /// How others bootstrap from this node (`NODE_ID_HEX@IP:PORT`).
+    pub fn contact(&self) -> Contact {
+        self.inner.dht.contact()
+    }
+
+    /// The DHT node underneath (status, metrics, find).
+    pub fn dht(&self) -> &DhtNode {
+        &self.inner.dht
+    }
+
+    /// Provides `service`: installs `handler`, then stores the `k + 1` signed provider records
+    /// (paper §7); the DHT re-stores them until [`MeshNode::deregister`] or shutdown. Returns how
+    /// many replicas were stored now (failed ones are retried by the DHT).
+    pub async fn register(
+        &self,
+        service: &str,
+        spec: ServiceSpec,
+        handler: impl ServiceHandler,
+    ) -> Result<u8, Error> {
+        {
+            let mut s = self.inner.services.write().map_err(|_| lock_err())?;
+            if !s.contains_key(service) && s.len() >= self.inner.config.max_services {
+                return Err(Error::LimitExceeded {
+                    what: "the table of provided services",
+                    limit: self.inner.config.max_services,
+                });
+            }
+            s.insert(service.to_owned(), Arc::new(handler));
+        }
+        let dspec = themis_dht::ServiceSpec {
+            name: service.to_owned(),
+            addr: None,
+            metadata: ServiceMetadata {
+                version: spec.version,
+                weight: spec.weight,
+                tags: spec.tags,
+            },
+        };
+        match self.inner.dht.register(dspec, self.inner.config.k).await {
+            Ok(r) => Ok(r.stored),
+            Err(e) => {
+                if let Ok(mut s) = self.inner.services.write() {
+                    s.remove(service);
+                }
+                Err(Error::Dht(format!("registering '{service}' failed: {e}")))
+            }
+        }
+    }
+
+    /// Stops providing `service`: removes its handler (calls now get
+    /// [`RemoteErrorKind::UnknownService`]) and stops re-storing its records, which expire
+    /// after the TTL. Returns whether it was provided.
+    pub async fn deregister(&self, service: &str) -> Result<bool, Error> {
+        let had = self
+            .inner
+            .services
+            .write()
+            .map_err(|_| lock_err())?
+            .remove(service)
+            .is_some();
+        self.inner
+            .dht
+            .unregister(service)
+            .await
+            .map_err(|e| Error::Dht(e.to_string()))?;
+        Ok(had)
+    }
+
+    /// Restricts who may call `service` on this node to `callers` (beyond the paper; checked
+    /// against the id the endpoint authenticated).
+    pub fn restrict(
+        &self,
+        service: &str,
+        callers: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(), Error> {
+        self.inner
+            .access
+            .write()
+            .map_err(|_| lock_err())?
+            .restrict(service, callers)
+    }
+
+    /// Verified, merged provider records of `service` (paper §7), from the discovery cache or
+    /// the DHT (which falls back to the next replica when one fails).
+    pub async fn discover(&self, service: &str) -> Result<Vec<ProviderRecord>, Error> {
+        Ok(self.discover_inner(service).await?.0)
+    }
+
+    /// Returns the records and whether they came fresh from the DHT.
+    async fn discover_inner(&self, service: &str) -> Result<(Vec<ProviderRecord>, bool), Error> {
+        let replicas = u32::from(self.inner.config.k.unwrap_or(2)) + 1;
+        let not_found = || Error::NotFound {
+            service: service.to_owned(),
+            replicas,
+        };
+        {
+            let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
+            match c.get(service, now()) {
+                CacheLookup::Providers(r) => return Ok((r.to_vec(), false)),
+                CacheLookup::NoProvider => return Err(not_found()),
+                CacheLookup::Miss => {}
+            }
+        }
+        let found = self
+            .inner
+            .dht
+            .lookup_providers(service, self.inner.config.k)
+            .await
+            .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
+        let t = now();
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let records = found.records.iter().map(|r| {
+            let m = r.metadata();
+            let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
+            let p = Provider::new(
+                r.provider(),
+                r.addr(),
+                m.version.clone(),
+                u32::from(m.weight),
+            )
+            .with_tags(m.tags.clone());
+            ProviderRecord::new(p, r.seq(), t + left)
+        });
+        let merged = merge_records(records, t, self.inner.config.cache.max_records);
+        let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
+        c.insert(service, merged.clone(), t);
+        if merged.is_empty() {
+            return Err(not_found());
+        }
+        Ok((merged, true))
+    }
+
+    /// Refreshes the balancer of `service` from discovery (creating it if needed).
+    async fn refresh(&self, service: &str) -> Result<(), Error> {
+        let (records, fresh) = self.discover_inner(service).await?;
+        let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+        let t = now();
+        if !b.contains_key(service) {
+            if b.len() >= self.inner.config.max_balancers
+                && let Some(k) = b.keys().next().cloned()
+            {
+                b.remove(&k);
+            }
+            let seed = self.inner.seed ^ u64::from(crc(service));
+            let bal = Balancer::new(service, self.inner.config.balancer.clone(), seed, t)?;
+            b.insert(service.to_owned(), bal);
+        } else if !fresh {
+            return Ok(());
+        }
+        if let Some(bal) = b.get_mut(service) {
+            bal.set_providers(records.into_iter().map(|r| r.provider), t);
+        }
+        Ok(())
+    }
+
+    /// Calls `service` with `request` (paper §7): picks a provider with the service's
+    /// [`Balancer`] (canary split, P2C-EWMA), sends the call over the endpoint, fails over to
+    /// another provider within the retry budget, and records latency and failures.
+    ///
+    /// A refusal by the provider's access policy is returned at once as
+    /// [`Error::AccessDenied`]; a handler's error as [`Error::Remote`].
+    pub async fn call(&self, service: &str, request: Bytes) -> Result<Bytes, Error> {
+        let payload = encode_request(service, &request).ok_or(Error::InvalidConfig {
+            what: "service name",
+            reason: "must be 1..=128 bytes",
+        })?;
+        if let Err(e) = self.refresh(service).await {
+            // Stale while error: a failed re-discovery (the ring repairing after a crash)
+            // keeps the providers the balancer already has.
+            let known = self
+                .inner
+                .balancers
+                .lock()
+                .map_err(|_| lock_err())?
+                .get(service)
+                .is_some_and(|b| !b.is_empty());
+            if !known {
+                return Err(e);
+            }
+        }
+        let mut call = {
+            let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+            let bal = b.get_mut(service).ok_or_else(|| Error::NoProviders {
+                service: service.to_owned(),
+            })?;
+            bal.begin_call(now())
+        };
+        let mut last: Option<Error> = None;
+        loop {
+            let pick = {
+                let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+                let Some(bal) = b.get_mut(service) else {
+                    return Err(Error::NoProviders {
+                        service: service.to_owned(),
+                    });
+                };
+                match bal.pick(&mut call, now()) {
+                    Ok(p) => p,
+                    Err(e) => return Err(last.unwrap_or(e)),
+                }
+            };
+            let peer = PeerAddr {
+                id: pick.id,
+                addr: pick.addr,
+            };
+            let started = now();
+            let outcome = match self
+                .inner
+                .dht
+                .endpoint()
+                .request(&peer, payload.clone())
+                .await
+            {
+                Ok(bytes) => match decode_response(&bytes) {
+                    Some(CallResponse::Ok(body)) => Ok(body),
+                    Some(CallResponse::Error {
+                        kind: RemoteErrorKind::AccessDenied,
+                        ..
+                    }) => {
+                        // A definite answer: the provider is healthy, the caller not allowed.
+                        self.report(service, &pick.id, Some(now() - started))?;
+                        return Err(Error::AccessDenied {
+                            caller: self.id(),
+                            service: service.to_owned(),
+                        });
+                    }
+                    Some(CallResponse::Error {
+                        kind: RemoteErrorKind::Handler,
+                        message,
+                    }) => {
+                        self.report(service, &pick.id, Some(now() - started))?;
+                        return Err(Error::Remote {
+                            service: service.to_owned(),
+                            provider: pick.id,
+                            kind: RemoteErrorKind::Handler,
+                            message,
+                        });
+                    }
+                    Some(CallResponse::Error { kind, message }) => Err(Error::Remote {
+                        service: service.to_owned(),
+                        provider: pick.id,
+                        kind,
+                        message,
+                    }),
+                    None => Err(Error::Remote {
+                        service: service.to_owned(),
+                        provider: pick.id,
+                        kind: RemoteErrorKind::Malformed,
+                        message: "the response does not parse".into(),
+                    }),
+                },
+                Err(e) => Err(Error::Network(format!(
+                    "calling '{service}' on {} at {}: {e}",
+                    pick.id, pick.addr
+                ))),
+            };
+            match outcome {
+                Ok(body) => {
+                    self.report(service, &pick.id, Some(now() - started))?;
+                    return Ok(body);
+                }
+                Err(e) => {
+                    self.report(service, &pick.id, None)?;
+                    // Stale provider list: discover afresh next time.
+                    if let Ok(mut c) = self.inner.cache.lock() {
+                        c.invalidate(service);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+    }
+
+    fn report(&self, service: &str, id: &NodeId, latency: Option<Duration>) -> Result<(), Error> {
+        let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+        if let Some(bal) = b.get_mut(service) {
+            match latency {
+                Some(l) => bal.on_success(id, l, now()),
+                None => bal.on_failure(id, now()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the node gracefully: stops re-storing every provided service, leaves the ring
+    /// (handing stored records to the successor, paper §6.1) and shuts the endpoint down.
+    pub async fn shutdown(&self) {
+        let names: Vec<String> = self
+            .inner
+            .services
+            .write()
+            .map(|mut s| s.drain().map(|(k, _)| k).collect())
+            .unwrap_or_default();
+        for n in names {
+            let _ = self.inner.dht.unregister(&n).await;
+        }
+        let _ = self.inner.dht.leave().await;
+        self.inner.dht.shutdown().await;
+    }
+
+    /// Stops the node at once, like a crash (no leave, nothing handed over). For tests.
+    pub async fn crash(&self) {
+        self.inner.dht.shutdown().await;
+    }
+}
+
+/// A small stable hash of a name (to derive each balancer's seed).
+fn crc(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
