@@ -226,10 +226,10 @@ pub(crate) struct LocalFindStore;
 
 impl LocalFindStore {
     fn open_ops(p: &Params) -> u64 {
-        p.profile.pick(1_000_000, 50_000, 300)
+        p.profile.pick(1_000_000, 10_000, 300)
     }
     fn closed_ops(p: &Params) -> u64 {
-        p.profile.pick(200_000, 10_000, 200)
+        p.profile.pick(200_000, 2_000, 200)
     }
     fn rate(p: &Params) -> f64 {
         p.profile.pick(50_000.0, 50_000.0, 2_000.0)
@@ -271,8 +271,8 @@ impl Workload for LocalFindStore {
          `find`: the client looks up the providers of one of 1,000 names stored beforehand, \
          resolved by the serving node (one request and response). Open loop at 50K/s offered \
          (`find @50K/s`, `store @50K/s`; latency from the due time, at most 4,096 in flight), \
-         then closed loop with 64 in flight (`find max`, `store max`). Quick: 50K ops per \
-         open-loop point, 10K per closed-loop point; full: 1M and 200K."
+         then closed loop with 64 in flight (`find max`, `store max`). Quick: 10K ops per \
+         open-loop point, 2K per closed-loop point; full: 1M and 200K."
             .into()
     }
     fn figures(&self) -> Vec<Figure> {
@@ -282,9 +282,9 @@ impl Workload for LocalFindStore {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        // About 10K ops/s of each kind on 2 cores (measured: see the report).
+        // About 1-2K ops/s of each kind on 2 cores (measured in the tiny run).
         let ops = 2 * (Self::open_ops(p) + Self::closed_ops(p));
-        Duration::from_secs_f64(ops as f64 / 10_000.0 + 5.0)
+        Duration::from_secs_f64(ops as f64 / 2_000.0 + 5.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -424,7 +424,7 @@ impl FindScaling {
             .pick(vec![1, 10, 100, 500, 1000], vec![1, 10, 100], vec![1, 4])
     }
     fn ops(p: &Params) -> u64 {
-        p.profile.pick(100_000, 10_000, 200)
+        p.profile.pick(100_000, 5_000, 200)
     }
 }
 
@@ -438,7 +438,7 @@ impl Workload for FindScaling {
     fn method(&self) -> String {
         "A ring of N nodes (`N=1` … `N=1000`), built by sequential joins through random members \
          and left to stabilize; then iterative finds of random ids, each from a random node, \
-         closed loop with 64 in flight (quick: 10K finds per point, full: 100K). Every node \
+         closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Every node \
          keeps at most 16,000 / N TCP connections (at least 8), so 1,000 nodes fit a 20,000-fd \
          limit. Hops: nodes queried in sequence per find (0 = answered from the local table). \
          Peak RSS and open fds are per point: the whole ring lives in this process."
@@ -528,6 +528,10 @@ const LEAVE: &str = "leave-blink";
 
 fn joiners(p: &Params) -> u64 {
     p.profile.pick(500, 100, 6)
+}
+
+fn leavers(p: &Params) -> u64 {
+    p.profile.pick(500, 30, 6)
 }
 
 /// Workload 3.
@@ -634,8 +638,7 @@ impl Workload for LeaveBlink {
         "4. leave and blink"
     }
     fn method(&self) -> String {
-        "A ring of 10 bootstrap nodes plus the same number of joiners as workload 3, \
-         stabilized. `leave`: the joiners leave one after the other (latency of the leave call: \
+        "A ring of 10 bootstrap nodes plus 30 joiners (full: 500), stabilized. `leave`: the joiners leave one after the other (latency of the leave call: \
          records handed over, predecessor and successor told). `blink`: as many fresh nodes, \
          one after the other, join through a bootstrap and leave at once (latency of both)."
             .into()
@@ -647,11 +650,11 @@ impl Workload for LeaveBlink {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        Duration::from_secs_f64(joiners(p) as f64 * 3.0 * 0.05 + 10.0)
+        Duration::from_secs_f64(leavers(p) as f64 * 3.0 * 0.05 + 10.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
-        let count = joiners(p);
+        let count = leavers(p);
         let n = usize::try_from(count).unwrap_or(usize::MAX);
         let seed = p.seed ^ 0x4000;
         let out = rt.block_on(async {
