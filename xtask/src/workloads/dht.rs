@@ -174,7 +174,7 @@ impl Ring {
     /// Shuts every node down, all at once.
     async fn shutdown(&self) {
         let mut set = tokio::task::JoinSet::new();
-        for node in self.nodes.iter().cloned() {
+        for node in self.nodes.clone() {
             set.spawn(async move { node.shutdown().await });
         }
         while set.join_next().await.is_some() {}
