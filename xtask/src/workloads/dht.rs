@@ -1,0 +1,780 @@
+//! Workloads 1–4 of paper §9: the DHT (`themis_dht::DhtNode`) in-process over loopback TCP,
+//! secure and insecure through the same code (only the endpoint's `Mode` differs).
+//!
+//! Every node is a real [`DhtNode`] on its own `127.0.0.1` socket in this process: requests
+//! cross the kernel's loopback and, in secure mode, the full handshake (paper Fig. 2) and the
+//! sealed channel (Fig. 3).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use themis_channel::TcpConfig;
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
+use themis_dht::{DhtNode, DriverConfig, ServiceSpec, object_id};
+
+use crate::load::{self, ClosedLoop, OpOutcome, OpenLoop, Timer};
+use crate::machine;
+use crate::workload::{Figure, Measurement, Params, PlotAxis, Workload};
+use crate::{Error, Mode, Progress};
+
+/// Operations kept in flight by the closed-loop points.
+const IN_FLIGHT: usize = 64;
+/// Bootstrap nodes of the join workload (paper §9.1: "10 bootstrap nodes").
+const BOOTSTRAPS: usize = 10;
+/// Open file descriptors the in-process rings may use in all (`ulimit -n` on the bench host is
+/// 20,000): the per-node TCP connection cap is derived from it.
+const FD_BUDGET: usize = 16_000;
+
+fn werr(workload: &str, mode: Mode, reason: impl ToString) -> Error {
+    Error::Workload {
+        workload: workload.into(),
+        mode,
+        reason: reason.to_string(),
+    }
+}
+
+/// SplitMix64 of `seed` and `i`: a deterministic draw per operation, no shared state.
+fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn random_id(seed: u64, i: u64) -> NodeId {
+    let mut b = [0u8; 32];
+    for (k, c) in b.chunks_mut(8).enumerate() {
+        c.copy_from_slice(&mix(seed, i.wrapping_mul(4).wrapping_add(k as u64)).to_be_bytes());
+    }
+    NodeId::from_bytes(b)
+}
+
+fn pick(len: usize, seed: u64, i: u64) -> usize {
+    (mix(seed, i) % len.max(1) as u64) as usize
+}
+
+/// The driver settings of every benchmark node: the fast periods, the per-peer rate limits and
+/// quotas lifted (a benchmark floods its peers on purpose), the channel mode, a fixed seed.
+fn driver_config(mode: Mode, seed: u64, records: usize) -> DriverConfig {
+    let mut c = DriverConfig::fast();
+    c.dht.stabilize_period = Duration::from_millis(200);
+    c.dht.finger_period = Duration::from_secs(2);
+    c.dht.peer_rate_per_sec = 1_000_000;
+    c.dht.peer_rate_burst = 1_000_000;
+    c.dht.max_registrations = records;
+    c.dht.max_records_per_provider = records;
+    c.dht.max_queries = 4096;
+    c.endpoint.mode = match mode {
+        Mode::Secure => themis_channel::Mode::Secure,
+        Mode::Insecure => themis_channel::Mode::Insecure,
+    };
+    c.rng_seed = Some(seed);
+    c
+}
+
+/// Nodes of one run, all in this process.
+struct Ring {
+    net: NetworkId,
+    mode: Mode,
+    seed: u64,
+    tcp: TcpConfig,
+    records: usize,
+    nodes: Vec<DhtNode>,
+    made: u64,
+}
+
+impl Ring {
+    /// An empty ring whose nodes will each keep at most `FD_BUDGET / planned` connections.
+    fn new(mode: Mode, seed: u64, planned: usize, records: usize) -> Result<Self, String> {
+        let net = NetworkId::new("themis-bench").map_err(|e| e.to_string())?;
+        let tcp = TcpConfig {
+            max_connections: (FD_BUDGET / planned.max(1)).clamp(8, 1024),
+            ..TcpConfig::default()
+        };
+        Ok(Self {
+            net,
+            mode,
+            seed,
+            tcp,
+            records,
+            nodes: Vec::new(),
+            made: 0,
+        })
+    }
+
+    /// Binds a new node (not joined, not in `nodes`).
+    async fn make(&mut self) -> Result<DhtNode, String> {
+        let s = self.seed.wrapping_mul(1_000_003).wrapping_add(self.made);
+        self.made += 1;
+        let id = Arc::new(IdentityKeypair::from_seed(&Transcript::digest(
+            "themis-bench node",
+            &[&s.to_be_bytes()],
+        )));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        DhtNode::bind_tcp(
+            addr,
+            self.tcp.clone(),
+            id,
+            self.net.clone(),
+            driver_config(self.mode, s, self.records),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Grows the ring to `n` nodes, each joining through a random earlier one, then waits for
+    /// the successor lists to be right (bounded) and a few finger refreshes.
+    async fn grow(&mut self, n: usize, settle: Duration) -> Result<(), String> {
+        while self.nodes.len() < n {
+            let node = self.make().await?;
+            if !self.nodes.is_empty() {
+                let b = pick(self.nodes.len(), self.seed ^ 0x10, self.made);
+                let contact = self.nodes.get(b).map(DhtNode::contact);
+                node.join(contact).await.map_err(|e| e.to_string())?;
+            }
+            self.nodes.push(node);
+        }
+        self.settle(settle).await;
+        Ok(())
+    }
+
+    /// Waits until every node's successor list is the true one, or `bound` passes; then two
+    /// finger periods.
+    async fn settle(&self, bound: Duration) {
+        let n = self.nodes.len();
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(DhtNode::id).collect();
+        ids.sort();
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let mut ok = true;
+            for node in &self.nodes {
+                let Ok(st) = node.status().await else {
+                    ok = false;
+                    continue;
+                };
+                let Some(i) = ids.iter().position(|x| *x == st.id) else {
+                    continue;
+                };
+                let want: Vec<NodeId> = (1..n)
+                    .take(st.successors.len().max(1))
+                    .filter_map(|d| ids.get((i + d) % n).copied())
+                    .collect();
+                let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
+                ok &= n == 1 || (got == want && !got.is_empty());
+            }
+            if ok || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(bound.min(Duration::from_secs(4))).await;
+    }
+
+    /// Shuts every node down, all at once.
+    async fn shutdown(&self) {
+        let mut set = tokio::task::JoinSet::new();
+        for node in self.nodes.clone() {
+            set.spawn(async move { node.shutdown().await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// How long a ring may take to stabilize: `bound`, or half a second in the smoke run.
+fn settle_for(p: &Params, bound: Duration) -> Duration {
+    if p.profile == crate::Profile::Tiny {
+        Duration::from_millis(500)
+    } else {
+        bound
+    }
+}
+
+/// Sets the point's own peak RSS and open fds (the harness would give the workload's).
+fn with_machine(mut m: Measurement, rss_reset: bool) -> Measurement {
+    if rss_reset {
+        m.peak_rss_kib = machine::peak_rss_kib();
+    }
+    m.open_fds = machine::open_fds();
+    m
+}
+
+fn check(name: &str, mode: Mode, out: &[Measurement]) -> Result<(), Error> {
+    match out
+        .iter()
+        .find(|m| m.ops == 0 || m.errors * 100 > m.ops + m.errors)
+    {
+        Some(m) => Err(werr(
+            name,
+            mode,
+            m.note
+                .clone()
+                .unwrap_or_else(|| format!("{}: most operations failed", m.point)),
+        )),
+        None => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload 1: find and store resolved locally.
+
+const LOCAL: &str = "local-find-store";
+
+/// Workload 1.
+#[derive(Debug, Default)]
+pub(crate) struct LocalFindStore;
+
+impl LocalFindStore {
+    fn open_ops(p: &Params) -> u64 {
+        p.profile.pick(1_000_000, 10_000, 300)
+    }
+    fn closed_ops(p: &Params) -> u64 {
+        p.profile.pick(200_000, 2_000, 200)
+    }
+    fn rate(p: &Params) -> f64 {
+        p.profile.pick(50_000.0, 50_000.0, 2_000.0)
+    }
+}
+
+/// A 16-byte object name whose replica 0 lives on the serving node (the arc `(client, server]`).
+fn local_names(seed: u64, count: usize, client: NodeId, server: NodeId) -> Vec<String> {
+    let owned = |id: NodeId| {
+        if client < server {
+            client < id && id <= server
+        } else {
+            id > client || id <= server
+        }
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut i = 0u64;
+    while out.len() < count {
+        let name = format!("{:016x}", mix(seed, i));
+        i += 1;
+        if owned(object_id(&name, 0)) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+impl Workload for LocalFindStore {
+    fn name(&self) -> &'static str {
+        LOCAL
+    }
+    fn title(&self) -> &'static str {
+        "1. find and store resolved locally"
+    }
+    fn method(&self) -> String {
+        "A serving node and a client node (a ring of two) over loopback TCP. `store`: the client \
+         registers a 16-byte name (k = 0, one replica) chosen so that its object id falls on \
+         the serving node: one signed store request over the channel, checked and kept there. \
+         `find`: the client looks up the providers of one of 1,000 names stored beforehand, \
+         resolved by the serving node (one request and response). Open loop at 50K/s offered \
+         (`find @50K/s`, `store @50K/s`; latency from the due time, at most 4,096 in flight), \
+         then closed loop with 64 in flight (`find max`, `store max`). Quick: 10K ops per \
+         open-loop point, 2K per closed-loop point; full: 1M and 200K."
+            .into()
+    }
+    fn figures(&self) -> Vec<Figure> {
+        super::planned::figures_of(LOCAL)
+    }
+    fn plot_axis(&self) -> Option<PlotAxis> {
+        None
+    }
+    fn expected_duration(&self, p: &Params) -> Duration {
+        // About 1-2K ops/s of each kind on 2 cores (measured in the tiny run).
+        let ops = 2 * (Self::open_ops(p) + Self::closed_ops(p));
+        Duration::from_secs_f64(ops as f64 / 2_000.0 + 5.0)
+    }
+    fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
+        let rt = load::runtime()?;
+        let open_ops = Self::open_ops(p);
+        let closed_ops = Self::closed_ops(p);
+        let rate = Self::rate(p);
+        let seed = p.seed ^ 0x1000;
+        let records = usize::try_from(open_ops + closed_ops).unwrap_or(usize::MAX) + 10_000;
+        let out = rt.block_on(async {
+            let mut ring = Ring::new(mode, seed, 2, records).map_err(|e| werr(LOCAL, mode, e))?;
+            progress.message("ring of 2");
+            ring.grow(2, settle_for(p, Duration::from_secs(2)))
+                .await
+                .map_err(|e| werr(LOCAL, mode, e))?;
+            let (client, server) = match ring.nodes.as_slice() {
+                [a, b] => (a.clone(), b.id()),
+                _ => return Err(werr(LOCAL, mode, "ring of two not built")),
+            };
+            let cid = client.id();
+            let mut out = Vec::new();
+            // Names to find, stored beforehand (not timed).
+            let found = Arc::new(local_names(seed ^ 1, 1_000, cid, server));
+            for name in found.iter() {
+                client
+                    .register(ServiceSpec::new(name.clone()), Some(0))
+                    .await
+                    .map_err(|e| werr(LOCAL, mode, e))?;
+            }
+            let find_op = {
+                let (client, found) = (client.clone(), Arc::clone(&found));
+                move |i: u64| {
+                    let client = client.clone();
+                    let name = found
+                        .get(pick(found.len(), seed ^ 2, i))
+                        .cloned()
+                        .unwrap_or_default();
+                    async move {
+                        let r = client.lookup_providers(&name, Some(0)).await;
+                        match r {
+                            Ok(p) if !p.records.is_empty() => Ok(OpOutcome::default()),
+                            Ok(_) => Err("no record found".to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+            };
+            let total = (open_ops + closed_ops) as usize;
+            let names = Arc::new(local_names(seed ^ 3, total, cid, server));
+            let store_op = |offset: u64| {
+                let (client, names) = (client.clone(), Arc::clone(&names));
+                move |i: u64| {
+                    let client = client.clone();
+                    let name = usize::try_from(offset + i)
+                        .ok()
+                        .and_then(|k| names.get(k))
+                        .cloned()
+                        .unwrap_or_default();
+                    async move {
+                        match client.register(ServiceSpec::new(name), Some(0)).await {
+                            Ok(r) if r.failed == 0 && r.stored == 1 => Ok(OpOutcome::default()),
+                            Ok(_) => Err("store refused".to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+            };
+            // Warm-up: sessions, connections, allocator.
+            progress.add_len(200);
+            load::closed_loop(
+                ClosedLoop {
+                    concurrency: IN_FLIGHT,
+                    ops: 200,
+                },
+                progress,
+                find_op.clone(),
+            )
+            .await?;
+            let open = OpenLoop {
+                rate_per_sec: rate,
+                ops: open_ops,
+                max_in_flight: 4096,
+                timer: Timer::Precise,
+            };
+            let closed = ClosedLoop {
+                concurrency: IN_FLIGHT,
+                ops: closed_ops,
+            };
+            let label = |what: &str| format!("{what} @{}K/s", rate / 1000.0);
+            for (what, is_find) in [("find", true), ("store", false)] {
+                let rss = machine::reset_peak_rss();
+                progress.add_len(open_ops);
+                progress.message(label(what));
+                let stats = if is_find {
+                    load::open_loop(open, progress, find_op.clone()).await?
+                } else {
+                    load::open_loop(open, progress, store_op(0)).await?
+                };
+                out.push(with_machine(
+                    Measurement::from_stats(LOCAL, mode, label(what), 2, &stats),
+                    rss,
+                ));
+                let rss = machine::reset_peak_rss();
+                let point = format!("{what} max");
+                progress.add_len(closed_ops);
+                progress.message(point.clone());
+                let stats = if is_find {
+                    load::closed_loop(closed, progress, find_op.clone()).await?
+                } else {
+                    load::closed_loop(closed, progress, store_op(open_ops)).await?
+                };
+                out.push(with_machine(
+                    Measurement::from_stats(LOCAL, mode, point, 2, &stats)
+                        .with_concurrency(IN_FLIGHT),
+                    rss,
+                ));
+            }
+            ring.shutdown().await;
+            Ok::<_, Error>(out)
+        })?;
+        check(LOCAL, mode, &out)?;
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload 2: find across N nodes.
+
+const SCALING: &str = "find-scaling";
+
+/// Workload 2.
+#[derive(Debug, Default)]
+pub(crate) struct FindScaling;
+
+impl FindScaling {
+    fn sizes(p: &Params) -> Vec<usize> {
+        p.profile
+            .pick(vec![1, 10, 100, 500, 1000], vec![1, 10, 100], vec![1, 4])
+    }
+    fn ops(p: &Params) -> u64 {
+        p.profile.pick(100_000, 5_000, 200)
+    }
+}
+
+impl Workload for FindScaling {
+    fn name(&self) -> &'static str {
+        SCALING
+    }
+    fn title(&self) -> &'static str {
+        "2. find across N nodes (Fig. 4)"
+    }
+    fn method(&self) -> String {
+        "A ring of N nodes (`N=1` … `N=1000`), built by sequential joins through random members \
+         and left to stabilize; then iterative finds of random ids, each from a random node, \
+         closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Every node \
+         keeps at most 16,000 / N TCP connections (at least 8), so 1,000 nodes fit a 20,000-fd \
+         limit. Hops: nodes queried in sequence per find (0 = answered from the local table). \
+         Peak RSS and open fds are per point: the whole ring lives in this process."
+            .into()
+    }
+    fn figures(&self) -> Vec<Figure> {
+        super::planned::figures_of(SCALING)
+    }
+    fn plot_axis(&self) -> Option<PlotAxis> {
+        Some(PlotAxis::Nodes)
+    }
+    fn expected_duration(&self, p: &Params) -> Duration {
+        let sizes = Self::sizes(p);
+        let joins: usize = sizes.iter().sum();
+        let finds = Self::ops(p) as f64 * sizes.len() as f64;
+        Duration::from_secs_f64(joins as f64 * 0.05 + finds / 5_000.0 + 5.0 * sizes.len() as f64)
+    }
+    fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
+        let rt = load::runtime()?;
+        let ops = Self::ops(p);
+        let out = rt.block_on(async {
+            let mut out = Vec::new();
+            for n in Self::sizes(p) {
+                let seed = p.seed ^ (n as u64).wrapping_mul(0x51);
+                let rss = machine::reset_peak_rss();
+                let mut ring =
+                    Ring::new(mode, seed, n, 100_000).map_err(|e| werr(SCALING, mode, e))?;
+                progress.message(format!("N={n}: building the ring"));
+                ring.grow(n, settle_for(p, Duration::from_secs(30)))
+                    .await
+                    .map_err(|e| werr(SCALING, mode, e))?;
+                let nodes = Arc::new(ring.nodes.clone());
+                let op = move |i: u64| {
+                    let node = nodes.get(pick(nodes.len(), seed ^ 5, i)).cloned();
+                    let target = random_id(seed ^ 6, i);
+                    async move {
+                        let node = node.ok_or("no node")?;
+                        node.find(target)
+                            .await
+                            .map(|f| OpOutcome { hops: Some(f.hops) })
+                            .map_err(|_| "find failed")
+                    }
+                };
+                // Warm-up: sessions and connections along the lookup paths.
+                let warm = (n as u64 * 20).clamp(64, 2_000).min(ops);
+                progress.add_len(warm + ops);
+                load::closed_loop(
+                    ClosedLoop {
+                        concurrency: IN_FLIGHT,
+                        ops: warm,
+                    },
+                    progress,
+                    op.clone(),
+                )
+                .await?;
+                let point = format!("N={n}");
+                progress.message(point.clone());
+                let stats = load::closed_loop(
+                    ClosedLoop {
+                        concurrency: IN_FLIGHT,
+                        ops,
+                    },
+                    progress,
+                    op,
+                )
+                .await?;
+                let nodes = u32::try_from(n).unwrap_or(u32::MAX);
+                out.push(with_machine(
+                    Measurement::from_stats(SCALING, mode, point, nodes, &stats)
+                        .with_concurrency(IN_FLIGHT),
+                    rss,
+                ));
+                ring.shutdown().await;
+            }
+            Ok::<_, Error>(out)
+        })?;
+        check(SCALING, mode, &out)?;
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads 3 and 4: join, leave and blink.
+
+const JOIN: &str = "join";
+const LEAVE: &str = "leave-blink";
+
+fn joiners(p: &Params) -> u64 {
+    p.profile.pick(500, 100, 6)
+}
+
+fn leavers(p: &Params) -> u64 {
+    p.profile.pick(500, 30, 6)
+}
+
+/// Workload 3.
+#[derive(Debug, Default)]
+pub(crate) struct Join;
+
+impl Workload for Join {
+    fn name(&self) -> &'static str {
+        JOIN
+    }
+    fn title(&self) -> &'static str {
+        "3. join"
+    }
+    fn method(&self) -> String {
+        "A ring of 10 bootstrap nodes, stabilized. New nodes (bound beforehand, not timed) join \
+         through the bootstraps round-robin: one after the other (`sequential`: latency per \
+         join, from the join call to its result), then a second batch of the same size all at \
+         once (`parallel`: wall time of the batch per node). Quick: 100 nodes per batch, full: \
+         500. A join is done when the node has its successor (paper §6.1); the ring repairs \
+         itself afterwards in the background."
+            .into()
+    }
+    fn figures(&self) -> Vec<Figure> {
+        super::planned::figures_of(JOIN)
+    }
+    fn plot_axis(&self) -> Option<PlotAxis> {
+        None
+    }
+    fn expected_duration(&self, p: &Params) -> Duration {
+        Duration::from_secs_f64(joiners(p) as f64 * 2.0 * 0.05 + 8.0)
+    }
+    fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
+        let rt = load::runtime()?;
+        let count = joiners(p);
+        let n = usize::try_from(count).unwrap_or(usize::MAX);
+        let seed = p.seed ^ 0x3000;
+        let out = rt.block_on(async {
+            let mut ring = Ring::new(mode, seed, BOOTSTRAPS + 2 * n, 100_000)
+                .map_err(|e| werr(JOIN, mode, e))?;
+            progress.message("bootstrap ring");
+            ring.grow(BOOTSTRAPS, settle_for(p, Duration::from_secs(5)))
+                .await
+                .map_err(|e| werr(JOIN, mode, e))?;
+            let boots: Arc<Vec<_>> = Arc::new(ring.nodes.iter().map(DhtNode::contact).collect());
+            let mut out = Vec::new();
+            for (point, concurrency) in [("sequential", 1), ("parallel", n)] {
+                let mut batch = Vec::with_capacity(n);
+                for _ in 0..n {
+                    batch.push(ring.make().await.map_err(|e| werr(JOIN, mode, e))?);
+                }
+                let batch = Arc::new(batch);
+                let (b2, boots2) = (Arc::clone(&batch), Arc::clone(&boots));
+                let op = move |i: u64| {
+                    let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
+                    let boot = usize::try_from(i)
+                        .ok()
+                        .and_then(|k| boots2.get(k % boots2.len().max(1)))
+                        .cloned();
+                    async move {
+                        let (node, boot) = node.zip(boot).ok_or("no node")?;
+                        node.join([boot])
+                            .await
+                            .map(|_| OpOutcome::default())
+                            .map_err(|_| "join failed")
+                    }
+                };
+                let rss = machine::reset_peak_rss();
+                progress.add_len(count);
+                progress.message(point);
+                let stats = load::closed_loop(
+                    ClosedLoop {
+                        concurrency: concurrency.max(1),
+                        ops: count,
+                    },
+                    progress,
+                    op,
+                )
+                .await?;
+                let nodes = u32::try_from(ring.nodes.len() + n).unwrap_or(u32::MAX);
+                out.push(with_machine(
+                    Measurement::from_stats(JOIN, mode, point, nodes, &stats)
+                        .with_concurrency(concurrency),
+                    rss,
+                ));
+                ring.nodes.extend(batch.iter().cloned());
+            }
+            ring.shutdown().await;
+            Ok::<_, Error>(out)
+        })?;
+        check(JOIN, mode, &out)?;
+        Ok(out)
+    }
+}
+
+/// Workload 4.
+#[derive(Debug, Default)]
+pub(crate) struct LeaveBlink;
+
+impl Workload for LeaveBlink {
+    fn name(&self) -> &'static str {
+        LEAVE
+    }
+    fn title(&self) -> &'static str {
+        "4. leave and blink"
+    }
+    fn method(&self) -> String {
+        "A ring of 10 bootstrap nodes plus 30 joiners (full: 500), stabilized. `leave`: the joiners leave one after the other (latency of the leave call: \
+         records handed over, predecessor and successor told). `blink`: as many fresh nodes, \
+         one after the other, join through a bootstrap and leave at once (latency of both)."
+            .into()
+    }
+    fn figures(&self) -> Vec<Figure> {
+        super::planned::figures_of(LEAVE)
+    }
+    fn plot_axis(&self) -> Option<PlotAxis> {
+        None
+    }
+    fn expected_duration(&self, p: &Params) -> Duration {
+        Duration::from_secs_f64(leavers(p) as f64 * 3.0 * 0.05 + 10.0)
+    }
+    fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
+        let rt = load::runtime()?;
+        let count = leavers(p);
+        let n = usize::try_from(count).unwrap_or(usize::MAX);
+        let seed = p.seed ^ 0x4000;
+        let out = rt.block_on(async {
+            let mut ring = Ring::new(mode, seed, BOOTSTRAPS + 2 * n, 100_000)
+                .map_err(|e| werr(LEAVE, mode, e))?;
+            progress.message("ring");
+            ring.grow(BOOTSTRAPS + n, settle_for(p, Duration::from_secs(10)))
+                .await
+                .map_err(|e| werr(LEAVE, mode, e))?;
+            let boots: Vec<_> = ring
+                .nodes
+                .iter()
+                .take(BOOTSTRAPS)
+                .map(DhtNode::contact)
+                .collect();
+            let leavers: Arc<Vec<DhtNode>> =
+                Arc::new(ring.nodes.iter().skip(BOOTSTRAPS).cloned().collect());
+            let mut out = Vec::new();
+            let rss = machine::reset_peak_rss();
+            progress.add_len(count);
+            progress.message("leave");
+            let l2 = Arc::clone(&leavers);
+            let stats = load::closed_loop(
+                ClosedLoop {
+                    concurrency: 1,
+                    ops: count,
+                },
+                progress,
+                move |i: u64| {
+                    let node = usize::try_from(i).ok().and_then(|k| l2.get(k)).cloned();
+                    async move {
+                        let node = node.ok_or("no node")?;
+                        node.leave()
+                            .await
+                            .map(|_| OpOutcome::default())
+                            .map_err(|_| "leave failed")
+                    }
+                },
+            )
+            .await?;
+            let nodes = u32::try_from(ring.nodes.len()).unwrap_or(u32::MAX);
+            out.push(with_machine(
+                Measurement::from_stats(LEAVE, mode, "leave", nodes, &stats).with_concurrency(1),
+                rss,
+            ));
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                batch.push(ring.make().await.map_err(|e| werr(LEAVE, mode, e))?);
+            }
+            let batch = Arc::new(batch);
+            let (b2, boots) = (Arc::clone(&batch), Arc::new(boots));
+            let rss = machine::reset_peak_rss();
+            progress.add_len(count);
+            progress.message("blink");
+            let stats = load::closed_loop(
+                ClosedLoop {
+                    concurrency: 1,
+                    ops: count,
+                },
+                progress,
+                move |i: u64| {
+                    let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
+                    let boot = usize::try_from(i)
+                        .ok()
+                        .and_then(|k| boots.get(k % boots.len().max(1)))
+                        .cloned();
+                    async move {
+                        let (node, boot) = node.zip(boot).ok_or("no node")?;
+                        node.join([boot]).await.map_err(|_| "join failed")?;
+                        node.leave()
+                            .await
+                            .map(|_| OpOutcome::default())
+                            .map_err(|_| "leave failed")
+                    }
+                },
+            )
+            .await?;
+            out.push(with_machine(
+                Measurement::from_stats(LEAVE, mode, "blink", nodes, &stats).with_concurrency(1),
+                rss,
+            ));
+            ring.nodes.extend(batch.iter().cloned());
+            ring.shutdown().await;
+            Ok::<_, Error>(out)
+        })?;
+        check(LEAVE, mode, &out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_fall_on_the_server() {
+        let a = random_id(1, 1);
+        let b = random_id(1, 2);
+        for (c, s) in [(a, b), (b, a)] {
+            for name in local_names(7, 50, c, s) {
+                let id = object_id(&name, 0);
+                let on_server = if c < s {
+                    c < id && id <= s
+                } else {
+                    id > c || id <= s
+                };
+                assert!(on_server, "{name}");
+                assert_eq!(name.len(), 16);
+            }
+        }
+    }
+
+    #[test]
+    fn draws_are_deterministic_and_spread() {
+        assert_eq!(random_id(3, 9), random_id(3, 9));
+        assert_ne!(random_id(3, 9), random_id(3, 10));
+        let mut seen = [0u32; 10];
+        for i in 0..1000 {
+            seen[pick(10, 5, i)] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+    }
+}
