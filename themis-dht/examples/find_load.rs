@@ -181,9 +181,17 @@ async fn main() {
         )
         .await
         .unwrap();
-        if !nodes.is_empty() {
+        let mut tries = 0;
+        while !nodes.is_empty() {
             let b = &nodes[rng.below(nodes.len())];
-            node.join([b.contact()]).await.unwrap();
+            match node.join([b.contact()]).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tries += 1;
+                    println!("  join {i} failed ({e}), try {tries}");
+                    assert!(tries < 5, "five joins failed");
+                }
+            }
         }
         nodes.push(node);
     }
