@@ -6,12 +6,16 @@
 //! ```text
 //! cargo run --release -p themis-dht --example find_load -- [N] [FINDS] [secure|insecure] [MAXCONN]
 //! ```
+//!
+//! Environment knobs: `ALPHA`, `STALL_MS` (0: α queries at once, the old behaviour),
+//! `STAB_MS`, `FINGER_MS` (maintenance periods; default 200 and 2,000 as in xtask),
+//! `TRANSPORT=udp` (one socket per node instead of a capped set of TCP connections).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use themis_channel::{Mode, TcpConfig};
+use themis_channel::{Mode, TcpConfig, UdpConfig};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
@@ -64,9 +68,20 @@ fn config(mode: Mode, seed: u64) -> DriverConfig {
     c.dht.max_queries = 4096;
     c.endpoint.mode = mode;
     c.rng_seed = Some(seed);
-    // Knob for experiments: `ALPHA=1` (parallel queries per lookup step).
-    if let Some(a) = std::env::var("ALPHA").ok().and_then(|v| v.parse().ok()) {
-        c.dht.alpha = a;
+    // Knobs for experiments: `ALPHA` (most queries in flight per lookup), `STALL_MS` (lookup
+    // stall before hedging; 0 = α at once), `STAB_MS` and `FINGER_MS` (maintenance periods).
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(a) = env("ALPHA") {
+        c.dht.alpha = a as usize;
+    }
+    if let Some(v) = env("STALL_MS") {
+        c.dht.lookup_stall = Duration::from_millis(v);
+    }
+    if let Some(v) = env("STAB_MS") {
+        c.dht.stabilize_period = Duration::from_millis(v);
+    }
+    if let Some(v) = env("FINGER_MS") {
+        c.dht.finger_period = Duration::from_millis(v);
     }
     c
 }
@@ -172,15 +187,27 @@ async fn main() {
             max_connections: max_conn,
             ..TcpConfig::default()
         };
-        let node = DhtNode::bind_tcp(
-            "127.0.0.1:0".parse().unwrap(),
-            tcp,
-            id,
-            net.clone(),
-            config(mode, s),
-        )
-        .await
-        .unwrap();
+        let node = if std::env::var("TRANSPORT").is_ok_and(|t| t == "udp") {
+            DhtNode::bind_udp(
+                "127.0.0.1:0".parse().unwrap(),
+                UdpConfig::default(),
+                id,
+                net.clone(),
+                config(mode, s),
+            )
+            .await
+            .unwrap()
+        } else {
+            DhtNode::bind_tcp(
+                "127.0.0.1:0".parse().unwrap(),
+                tcp,
+                id,
+                net.clone(),
+                config(mode, s),
+            )
+            .await
+            .unwrap()
+        };
         let mut tries = 0;
         while !nodes.is_empty() {
             let b = &nodes[rng.below(nodes.len())];
