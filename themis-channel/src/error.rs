@@ -244,6 +244,18 @@ pub enum Error {
         /// The node.
         peer: NodeId,
     },
+    /// The peer authenticated the request but every one of its handler slots was taken, so it
+    /// refused it without running it (reliable transports; over UDP the request is dropped and
+    /// retransmitted instead).
+    #[error(
+        "peer {peer} at {addr} is running its maximum of concurrent handlers and refused the request unexecuted; retry later, spread the load, or raise the peer's max_handlers"
+    )]
+    PeerBusy {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+    },
     /// Every session slot is held by a peer with requests in flight.
     #[error(
         "cannot open a session with {peer}: all {limit} session slots are busy; retry later or raise max_sessions"

@@ -409,3 +409,52 @@ async fn both_peers_initiating_at_once_keep_working() {
     assert_eq!(ma.requests_failed + mb.requests_failed, 0);
     assert_eq!((a.sessions(), b.sessions()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_busy_peer_refuses_at_once_over_tcp() {
+    for insecure in [false, true] {
+        let base = || {
+            if insecure {
+                EndpointConfig::insecure()
+            } else {
+                EndpointConfig::default()
+            }
+        };
+        let mut cfg_b = base();
+        cfg_b.max_handlers = 1;
+        let b = tcp(2, cfg_b, Arc::new(Slow(Duration::from_secs(3600)))).await;
+        let mut cfg_a = base();
+        // Far beyond the bound below: only a busy answer can end the second request in time.
+        cfg_a.request_timeout = Duration::from_secs(60);
+        let a = tcp(1, cfg_a, Arc::new(Echo::default())).await;
+        let (a2, peer) = (a.clone(), b.local_peer());
+        let first = tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"x")).await });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while b.metrics().handlers_running < 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first request occupies B's only handler");
+        let e = tokio::time::timeout(
+            Duration::from_secs(10),
+            a.request(&b.local_peer(), Bytes::from_static(b"y")),
+        )
+        .await
+        .expect("a busy answer, not a wait for the request timeout")
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::PeerBusy { peer, .. } if peer == b.local_id()),
+            "{e:?}"
+        );
+        assert_eq!(a.metrics().requests_refused_busy, 1);
+        assert_eq!(
+            a.metrics().in_flight,
+            1,
+            "only the first request is still waiting"
+        );
+        assert_eq!(b.metrics().commands_dropped_busy, 1);
+        assert_eq!(b.metrics().commands_received, 1);
+        first.abort();
+    }
+}

@@ -65,6 +65,29 @@ fn small_ring_converges() {
     sim.check_ring().unwrap();
     let (wrong, _) = finds(&mut sim, 200);
     assert_eq!(wrong, 0);
+    // Every query was answered well within `lookup_stall`: no lookup had to hedge, each asked
+    // one node at a time (paper §6.1).
+    assert_eq!(sim.metrics_total().lookup_stalls, 0);
+}
+
+#[test]
+fn lookups_hedge_around_crashed_peers() {
+    let mut sim = build(3, 30, Duration::from_millis(50), Duration::from_secs(20));
+    sim.check_ring().unwrap();
+    let live = sim.live();
+    // Crash a sixth of the ring; before stabilization notices, lookups meet silent peers.
+    for k in 0..5 {
+        sim.crash(live[k * 6 + 1]);
+    }
+    let before = sim.metrics_total();
+    let (_, hops) = finds(&mut sim, 300);
+    let after = sim.metrics_total();
+    assert!(
+        after.lookup_stalls > before.lookup_stalls,
+        "some lookup waited on a crashed peer and asked others"
+    );
+    // A stalled lookup goes on with its other candidates instead of failing.
+    assert_eq!(hops.len(), 300, "every find succeeds");
 }
 
 #[test]

@@ -426,11 +426,23 @@ async fn send(
         None => endpoint.identify(to).await.map_err(failure)?.0,
     };
     let peer = PeerAddr { id, addr: to };
-    let rsp = endpoint
-        .request(&peer, Bytes::from(bytes))
-        .await
-        .map_err(failure)?;
-    Ok((id, rsp))
+    match endpoint.request(&peer, Bytes::from(bytes)).await {
+        Ok(rsp) => Ok((id, rsp)),
+        // The peer's endpoint had no handler slot and said so (TCP): to the core this is the
+        // DHT's own `busy` refusal -- the peer is alive, the request did not run. The control
+        // message is unauthenticated, but a busy answer only ever makes the core skip or
+        // retry the peer, never believe something.
+        Err(themis_channel::Error::PeerBusy { .. }) => Ok((
+            id,
+            Bytes::from(
+                Response::Refused {
+                    reason: Refusal::Busy,
+                }
+                .encode(),
+            ),
+        )),
+        Err(e) => Err(failure(e)),
+    }
 }
 
 /// How the core should read an endpoint error: a timeout, an unreachable peer, or a refusal

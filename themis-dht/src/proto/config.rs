@@ -10,8 +10,14 @@ use std::time::Duration;
 pub struct Config {
     /// Length `r` of the successor list (Zave). Default 8.
     pub successor_list_len: usize,
-    /// Parallel queries per lookup step (α). Default 3.
+    /// Most queries in flight per lookup (α). Default 3. A lookup asks one peer at a time (the
+    /// paper's iterative find) and opens to α only when a query fails, is answered without
+    /// progress, or stays unanswered for `lookup_stall`.
     pub alpha: usize,
+    /// How long a lookup waits for its one outstanding query before asking up to α peers at
+    /// once (a hedge against slow or dead peers). Default 500 ms; `Duration::ZERO` asks α at
+    /// once from the start (three times the requests of a healthy lookup).
+    pub lookup_stall: Duration,
     /// How many closest preceding nodes a responder returns. Default 3.
     pub closer_count: usize,
     /// Replication factor `k` used when a caller gives none (paper §6.1: k+1 object ids). Default 2.
@@ -73,6 +79,7 @@ impl Default for Config {
         Self {
             successor_list_len: 8,
             alpha: 3,
+            lookup_stall: Duration::from_millis(500),
             closer_count: 3,
             default_k: 2,
             max_k: 8,
@@ -105,9 +112,11 @@ impl Default for Config {
 
 impl Config {
     /// Periods scaled for simulations: stabilize 500 ms, fingers 10 s, predecessor check 1 s,
-    /// request timeout 1 s, TTL 60 s (re-store 20 s), retry 2 s, no clock skew.
+    /// request timeout 1 s, lookup stall 200 ms, TTL 60 s (re-store 20 s), retry 2 s, no clock
+    /// skew.
     pub fn fast() -> Self {
         Self {
+            lookup_stall: Duration::from_millis(200),
             stabilize_period: Duration::from_millis(500),
             finger_period: Duration::from_secs(10),
             check_predecessor_period: Duration::from_secs(1),

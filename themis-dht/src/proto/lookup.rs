@@ -42,6 +42,9 @@ pub(crate) struct Lookup {
     target: NodeId,
     want_owner: bool,
     alpha: usize,
+    /// Queries allowed in flight now: 1 while every answer comes in and makes progress (the
+    /// paper's sequential iterative find), `alpha` once the lookup is hedged.
+    width: usize,
     max_requests: usize,
     max_candidates: usize,
     /// Unqueried candidates keyed by clockwise distance to the target (closest preceding first).
@@ -52,23 +55,30 @@ pub(crate) struct Lookup {
     seen: BTreeSet<NodeId>,
     in_flight: BTreeMap<NodeId, (Peer, u32)>,
     sent: usize,
+    /// The stall timer armed for this lookup in the node (`(when, sent)`), to disarm it.
+    pub(crate) stall: Option<(std::time::Instant, usize)>,
 }
 
 impl Lookup {
+    /// A lookup of `target` with at most `alpha` queries in flight. `hedged` starts it with
+    /// all `alpha` at once; otherwise it asks one peer at a time until [`Lookup::widen`] (or a
+    /// failure or rejected answer) opens it to `alpha`.
     pub(crate) fn new(
         target: NodeId,
         want_owner: bool,
         me: NodeId,
-        alpha: usize,
+        (alpha, hedged): (usize, bool),
         max_requests: usize,
         max_candidates: usize,
     ) -> Self {
         let mut seen = BTreeSet::new();
         seen.insert(me);
+        let alpha = alpha.max(1);
         Self {
             target,
             want_owner,
-            alpha: alpha.max(1),
+            alpha,
+            width: if hedged { alpha } else { 1 },
             max_requests,
             max_candidates: max_candidates.max(1),
             cands: BTreeMap::new(),
@@ -76,11 +86,28 @@ impl Lookup {
             seen,
             in_flight: BTreeMap::new(),
             sent: 0,
+            stall: None,
         }
     }
 
     pub(crate) fn target(&self) -> NodeId {
         self.target
+    }
+
+    /// Queries sent so far (a lookup that sent nothing new since a given count is stalled).
+    pub(crate) fn sent(&self) -> usize {
+        self.sent
+    }
+
+    /// True while the lookup asks one peer at a time and could ask more.
+    pub(crate) fn is_narrow(&self) -> bool {
+        self.width < self.alpha
+    }
+
+    /// Opens the lookup to `alpha` queries in flight: a query failed, was answered without
+    /// progress, or is slow to answer.
+    pub(crate) fn widen(&mut self) {
+        self.width = self.alpha;
     }
 
     /// Adds a candidate found at path length `depth` (the number of sequential queries that
@@ -106,7 +133,7 @@ impl Lookup {
     /// The next peers to query (up to α in flight), with their path length.
     pub(crate) fn next(&mut self) -> Vec<(Peer, u32)> {
         let mut out = Vec::new();
-        while self.in_flight.len() < self.alpha && self.sent < self.max_requests {
+        while self.in_flight.len() < self.width && self.sent < self.max_requests {
             let pick = match self.final_cand.take() {
                 Some(f) => Some(f),
                 None => self.cands.pop_first().map(|(_, v)| v),
@@ -136,6 +163,7 @@ impl Lookup {
             Answer::Successor(s) => {
                 // paper §6.2: the answer must be consistent with the ring: target ∈ (from, s].
                 if !in_half_open(&from, &self.target, &s.id) || s.id == from {
+                    self.widen();
                     return Step::Rejected;
                 }
                 if self.want_owner {
@@ -158,6 +186,7 @@ impl Lookup {
                         .iter()
                         .any(|p| p.id == from || !in_half_open(&from, &p.id, &self.target))
                 {
+                    self.widen();
                     return Step::Rejected;
                 }
                 for p in peers {
@@ -170,7 +199,9 @@ impl Lookup {
 
     /// The request to `from` failed (timeout, unreachable, refused, garbage).
     pub(crate) fn on_failure(&mut self, from: NodeId) {
-        self.in_flight.remove(&from);
+        if self.in_flight.remove(&from).is_some() {
+            self.widen();
+        }
     }
 
     /// True when nothing is in flight and nothing is left to ask.
@@ -198,7 +229,7 @@ mod tests {
 
     #[test]
     fn closer_answers_must_progress() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, 1, 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, (1, true), 10, 10);
         l.add_candidate(p(50), 1);
         assert_eq!(l.next(), vec![(p(50), 1)]);
         // regressing answer
@@ -214,7 +245,7 @@ mod tests {
 
     #[test]
     fn lookup_completes_and_counts_hops() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, 2, 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, (2, true), 10, 10);
         l.add_candidate(p(50), 1);
         l.add_candidate(p(20), 1);
         let first = l.next();
@@ -237,7 +268,7 @@ mod tests {
 
     #[test]
     fn object_lookup_asks_the_successor() {
-        let mut l = Lookup::new(p(100).id, true, p(0).id, 1, 10, 10);
+        let mut l = Lookup::new(p(100).id, true, p(0).id, (1, true), 10, 10);
         l.add_candidate(p(90), 1);
         l.next();
         assert_eq!(
@@ -256,8 +287,58 @@ mod tests {
     }
 
     #[test]
+    fn a_narrow_lookup_asks_one_peer_until_trouble() {
+        let mut l = Lookup::new(p(100).id, false, p(0).id, (3, false), 10, 10);
+        for v in [50, 40, 30, 20, 10] {
+            l.add_candidate(p(v), 1);
+        }
+        // healthy: one query at a time, closest first
+        assert_eq!(l.next(), vec![(p(50), 1)]);
+        assert!(l.next().is_empty());
+        assert!(l.is_narrow());
+        assert_eq!(
+            l.on_answer(p(50).id, Answer::Closer(vec![p(90), p(80)])),
+            Step::Continue
+        );
+        assert_eq!(l.next(), vec![(p(90), 2)]);
+        assert_eq!(l.sent(), 2);
+        // a failure opens it to α: the next three candidates at once
+        l.on_failure(p(90).id);
+        assert!(!l.is_narrow());
+        assert_eq!(l.next().len(), 3);
+        // a stray failure report of a peer never asked changes nothing
+        let mut m = Lookup::new(p(100).id, false, p(0).id, (3, false), 10, 10);
+        m.on_failure(p(7).id);
+        assert!(m.is_narrow());
+    }
+
+    #[test]
+    fn a_rejected_answer_or_a_stall_widens() {
+        let mut l = Lookup::new(p(100).id, false, p(0).id, (2, false), 10, 10);
+        for v in [50, 40, 30] {
+            l.add_candidate(p(v), 1);
+        }
+        assert_eq!(l.next().len(), 1);
+        assert_eq!(
+            l.on_answer(p(50).id, Answer::Closer(vec![p(45)])),
+            Step::Rejected
+        );
+        assert_eq!(l.next().len(), 2);
+
+        let mut m = Lookup::new(p(100).id, false, p(0).id, (2, false), 10, 10);
+        for v in [50, 40, 30] {
+            m.add_candidate(p(v), 1);
+        }
+        assert_eq!(m.next(), vec![(p(50), 1)]);
+        // the node's stall timer fired: one more query, the first one still in flight
+        m.widen();
+        assert_eq!(m.next(), vec![(p(40), 1)]);
+        assert!(m.next().is_empty());
+    }
+
+    #[test]
     fn inconsistent_successor_rejected() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, 1, 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, (1, true), 10, 10);
         l.add_candidate(p(90), 1);
         l.next();
         assert_eq!(
@@ -271,7 +352,7 @@ mod tests {
         /// request budget and is exhausted once nobody is left.
         #[test]
         fn never_asks_twice(ops in proptest::collection::vec((any::<u8>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..4)), 1..60)) {
-            let mut l = Lookup::new(p(128).id, true, p(0).id, 3, 20, 8);
+            let mut l = Lookup::new(p(128).id, true, p(0).id, (3, true), 20, 8);
             for v in [10u8, 20, 30] { l.add_candidate(p(v), 1); }
             let mut asked = BTreeSet::new();
             for (_, ok, peers) in ops {

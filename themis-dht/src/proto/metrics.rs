@@ -19,6 +19,9 @@ pub struct Metrics {
     pub lookups_failed: u64,
     /// Hop histogram of successful lookups.
     pub hops: [u64; HOP_BUCKETS],
+    /// Lookups that opened to α queries in flight because their one query stalled (no answer
+    /// within `Config::lookup_stall`).
+    pub lookup_stalls: u64,
     /// Answers rejected because they made no progress toward the target (paper §6.2).
     pub lookup_bad_answers: u64,
     /// Records in the object table now.
@@ -74,6 +77,7 @@ impl Metrics {
         for (a, b) in self.hops.iter_mut().zip(o.hops.iter()) {
             *a += b;
         }
+        self.lookup_stalls += o.lookup_stalls;
         self.lookup_bad_answers += o.lookup_bad_answers;
         self.stored_records += o.stored_records;
         self.records_accepted += o.records_accepted;

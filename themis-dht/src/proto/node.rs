@@ -323,6 +323,10 @@ pub struct Node {
     queries: BTreeMap<QueryId, Query>,
     pending: BTreeMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
+    /// When a narrow lookup gives up waiting for its one query and opens to α: `(when, query,
+    /// queries the lookup had sent)`; stale once the lookup sent another query or ended.
+    /// At most `max_pending_requests` entries.
+    stalls: BTreeSet<(Instant, QueryId, usize)>,
     outputs: VecDeque<Output>,
     next_request_id: u64,
     next_query_id: u64,
@@ -411,6 +415,7 @@ impl Node {
             queries: BTreeMap::new(),
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            stalls: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_request_id: 1,
             next_query_id: 1,
@@ -505,8 +510,14 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let first = self.deadlines.first().map(|(t, _)| *t);
+        let stall = self.stalls.first().map(|(t, _, _)| *t);
+        let first = match (first, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if !self.is_member() {
-            let d = self.deadlines.first().map(|(t, _)| *t);
+            let d = first;
             return match (&self.state, d) {
                 (
                     State::Joining {
@@ -528,8 +539,8 @@ impl Node {
             .min(self.next_fingers)
             .min(self.next_check_pred)
             .min(self.next_sweep);
-        if let Some((d, _)) = self.deadlines.first() {
-            t = t.min(*d);
+        if let Some(d) = first {
+            t = t.min(d);
         }
         for r in self.registrations.values() {
             if !r.running {
@@ -971,6 +982,7 @@ impl Node {
         self.state = State::Left;
         self.store.clear();
         self.registrations.clear();
+        self.stalls.clear();
         for (id, q) in std::mem::take(&mut self.queries) {
             self.fail_job(id, q.job, QueryError::NotMember);
         }
@@ -1020,6 +1032,22 @@ impl Node {
             if let Some(p) = self.pending.remove(&id) {
                 self.metrics.request_failures += 1;
                 self.on_result(now, p, None, Err(RequestFailure::Timeout));
+            }
+        }
+        while let Some(&(d, q, sent)) = self.stalls.first() {
+            if d > now {
+                break;
+            }
+            self.stalls.pop_first();
+            let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
+                continue;
+            };
+            if l.is_narrow() && l.sent() == sent {
+                // Hedge (beyond the paper, which asks one node at a time): the one query is
+                // slow; ask the next best candidates too, without giving up on it.
+                self.metrics.lookup_stalls += 1;
+                l.widen();
+                self.pump(now, q);
             }
         }
         if let State::Joining {
@@ -1194,6 +1222,7 @@ impl Node {
 
     fn start_lookup(&mut self, now: Instant, q: QueryId, target: NodeId, want_owner: bool) {
         self.metrics.lookups_started += 1;
+        self.disarm_stall(q);
         if self.responsible_for(&target) {
             let me = self.me;
             let recs: Vec<WireRecord> = self
@@ -1217,11 +1246,20 @@ impl Node {
             self.queries.get(&q).map(|x| &x.job),
             Some(Job::Finger { .. })
         );
+        let alpha = if background { 1 } else { self.cfg.alpha };
+        // The lookup a bootstrap runs for a joining node is ring maintenance, rare, and waited
+        // for by the newcomer: it asks α at once. The others (finds, provider lookups,
+        // registrations) ask one peer at a time and hedge when it stalls.
+        let hedged = self.cfg.lookup_stall.is_zero()
+            || matches!(
+                self.queries.get(&q).map(|x| &x.job),
+                Some(Job::ServeJoin { .. })
+            );
         let mut l = Lookup::new(
             target,
             want_owner,
             self.me.id,
-            if background { 1 } else { self.cfg.alpha },
+            (alpha, hedged),
             self.cfg.max_lookup_requests,
             self.cfg.max_lookup_candidates,
         );
@@ -1238,12 +1276,35 @@ impl Node {
         self.pump(now, q);
     }
 
+    /// Forgets the stall timer of query `q`'s lookup (it ends or is replaced).
+    fn disarm_stall(&mut self, q: QueryId) {
+        if let Some((t, sent)) = self
+            .queries
+            .get_mut(&q)
+            .and_then(|x| x.lookup.as_mut())
+            .and_then(|l| l.stall.take())
+        {
+            self.stalls.remove(&(t, q, sent));
+        }
+    }
+
     fn pump(&mut self, now: Instant, q: QueryId) {
         let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
             return;
         };
         let target = l.target();
         let batch = l.next();
+        if !batch.is_empty() {
+            if let Some((t, sent)) = l.stall.take() {
+                self.stalls.remove(&(t, q, sent));
+            }
+            if l.is_narrow() && self.stalls.len() < self.cfg.max_pending_requests {
+                // paper §6.1 asks one node at a time; if it is slow, hedge (`handle_timeout`).
+                let at = now + self.cfg.lookup_stall;
+                l.stall = Some((at, l.sent()));
+                self.stalls.insert((at, q, l.sent()));
+            }
+        }
         let want = matches!(
             self.queries.get(&q).map(|x| &x.job),
             Some(Job::Providers { .. })
@@ -1320,6 +1381,7 @@ impl Node {
                 if !owner_answered {
                     records.clear();
                 }
+                self.disarm_stall(q);
                 if let Some(x) = self.queries.get_mut(&q) {
                     x.lookup = None;
                 }
@@ -1335,6 +1397,7 @@ impl Node {
 
     fn lookup_failed(&mut self, now: Instant, q: QueryId) {
         self.metrics.lookups_failed += 1;
+        self.disarm_stall(q);
         let Some(mut query) = self.queries.remove(&q) else {
             return;
         };
@@ -1425,6 +1488,7 @@ impl Node {
     ) {
         self.metrics.lookups_succeeded += 1;
         self.metrics.hop(hops);
+        self.disarm_stall(q);
         let Some(mut query) = self.queries.remove(&q) else {
             return;
         };
@@ -1607,6 +1671,7 @@ impl Node {
             return;
         }
         let (name, stored, failed, user) = (name.clone(), *stored, *failed, *user);
+        self.disarm_stall(q);
         self.queries.remove(&q);
         let retry = now + self.cfg.retry_delay;
         if let Some(reg) = self.registrations.get_mut(&name) {

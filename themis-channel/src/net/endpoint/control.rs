@@ -1,7 +1,7 @@
-//! The endpoint's control messages (types 0x38..=0x3C): small, unauthenticated, fixed-size.
+//! The endpoint's control messages (types 0x38..=0x3D): small, unauthenticated, fixed-size.
 //!
 //! None of them can make a request succeed: they can only make a handshake or a request fail
-//! (identity mismatch, mode mismatch), drop a session so that the next request handshakes
+//! (identity mismatch, mode mismatch, busy), drop a session so that the next request handshakes
 //! again (unknown session), or tell a caller which key an address *claims* to hold (identify;
 //! the key is trusted only once message 2's signature verifies under it). Each answer is no
 //! larger than the frame it answers, so a spoofed source address gains an attacker no
@@ -23,6 +23,10 @@ pub(crate) const TYPE_MODE_MISMATCH: u8 = 0x3B;
 /// `01 3C session_id[8] seq[8]`: answer to a secure command for a session this node lacks.
 pub(crate) const TYPE_UNKNOWN_SESSION: u8 = 0x3C;
 
+/// `01 3D session_id[8] seq[8]`: "command `seq` was authenticated but refused: every handler
+/// slot is taken" (reliable transports only; the session id is all zero in insecure mode).
+pub(crate) const TYPE_BUSY: u8 = 0x3D;
+
 /// Length of identify request and answer.
 pub(crate) const IDENTIFY_LEN: usize = 2 + 16 + 32;
 /// Length of an identity-mismatch message.
@@ -32,6 +36,8 @@ pub(crate) const IDENTITY_MISMATCH_LEN: usize = 2 + 32 + 32;
 pub(crate) const MODE_MISMATCH_LEN: usize = 2 + 32 + 8;
 /// Length of an unknown-session message.
 pub(crate) const UNKNOWN_SESSION_LEN: usize = 2 + 8 + 8;
+/// Length of a busy message.
+pub(crate) const BUSY_LEN: usize = 2 + 8 + 8;
 
 // No amplification (checked at compile time): each answer is no larger than the smallest frame
 // it answers. Identify: request and answer are both IDENTIFY_LEN. Identity mismatch answers a
@@ -40,6 +46,9 @@ pub(crate) const UNKNOWN_SESSION_LEN: usize = 2 + 8 + 8;
 const _: () = assert!(IDENTITY_MISMATCH_LEN <= themis_handshake::MSG1_MIN_LEN);
 const _: () = assert!(MODE_MISMATCH_LEN <= crate::INSECURE_HEADER_LEN);
 const _: () = assert!(UNKNOWN_SESSION_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
+// Busy answers an authenticated command of either mode.
+const _: () = assert!(BUSY_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
+const _: () = assert!(BUSY_LEN <= crate::INSECURE_HEADER_LEN);
 const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_LEN);
 
 /// A decoded control message.
@@ -76,6 +85,14 @@ pub(crate) enum Control {
         /// The session the refused command named.
         session_id: SessionId,
         /// Its sequence number.
+        seq: u64,
+    },
+    /// The sender authenticated our command `seq` on session `session_id` (all zero in
+    /// insecure mode) but had no handler slot for it: the request failed, nothing ran.
+    Busy {
+        /// The session the refused command came on (zero in insecure mode).
+        session_id: SessionId,
+        /// The refused command's sequence number.
         seq: u64,
     },
 }
@@ -125,6 +142,13 @@ impl Control {
                     seq: u64::from_be_bytes(arr(b, 10)?),
                 })
             }
+            TYPE_BUSY => {
+                exact(BUSY_LEN)?;
+                Some(Self::Busy {
+                    session_id: SessionId(arr(b, 2)?),
+                    seq: u64::from_be_bytes(arr(b, 10)?),
+                })
+            }
             _ => None,
         }
     }
@@ -156,6 +180,11 @@ impl Control {
             }
             Self::UnknownSession { session_id, seq } => {
                 out.push(TYPE_UNKNOWN_SESSION);
+                out.extend_from_slice(&session_id.0);
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
+            Self::Busy { session_id, seq } => {
+                out.push(TYPE_BUSY);
                 out.extend_from_slice(&session_id.0);
                 out.extend_from_slice(&seq.to_be_bytes());
             }
@@ -235,6 +264,10 @@ mod tests {
                 session_id: SessionId([5; 8]),
                 seq: u64::MAX,
             },
+            Control::Busy {
+                session_id: SessionId([6; 8]),
+                seq: 3,
+            },
         ]
     }
 
@@ -248,6 +281,7 @@ mod tests {
                 Control::IdentityMismatch { .. } => IDENTITY_MISMATCH_LEN,
                 Control::ModeMismatch { .. } => MODE_MISMATCH_LEN,
                 Control::UnknownSession { .. } => UNKNOWN_SESSION_LEN,
+                Control::Busy { .. } => BUSY_LEN,
             };
             assert_eq!(b.len(), want);
             // Any other length is refused.

@@ -62,8 +62,13 @@ metrics! {
     frames_rejected_mode,
     /// Other channel rejections (unsolicited response, expired session, ...).
     frames_rejected_other,
-    /// Commands dropped because `max_handlers` handlers were already running.
+    /// Commands dropped because `max_handlers` handlers were already running (over a reliable
+    /// transport: authenticated, then refused with a busy control message).
     commands_dropped_busy,
+    /// Requests that failed fast because the peer answered busy ([`Error::PeerBusy`]).
+    ///
+    /// [`Error::PeerBusy`]: crate::Error::PeerBusy
+    requests_refused_busy,
     /// Unauthenticated replies not sent because of the rate limit.
     control_rate_limited,
     /// Control messages sent.

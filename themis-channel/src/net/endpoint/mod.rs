@@ -924,18 +924,26 @@ impl Inner {
         };
         // Backpressure on incoming commands: take a handler slot before opening, so a dropped
         // command leaves the channel untouched and its retransmission can still be served.
+        // A reliable transport never retransmits: there the command is opened (authenticated)
+        // anyway and refused with a busy control message, so that the caller fails fast
+        // instead of waiting for its request timeout.
+        let reliable = self.reliable;
+        let mut busy = false;
         let permit = if command {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
             match self.handlers.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
+                Err(_) if reliable => {
+                    busy = true;
+                    None
+                }
                 Err(_) => return Counters::inc(&c.commands_dropped_busy),
             }
         } else {
             None
         };
-        let reliable = self.reliable;
         let Some(p) = st.peers.get_mut(&peer_id) else {
             return Counters::inc(&c.frames_rejected_unknown_session);
         };
@@ -968,14 +976,23 @@ impl Inner {
             Ok(Incoming::Command { seq, payload }) => {
                 ch.confirmed = true;
                 ch.msg3 = None;
-                Counters::inc(&c.commands_received);
                 if let Some(permit) = permit {
+                    Counters::inc(&c.commands_received);
                     let peer = PeerAddr {
                         id: peer_id,
                         addr: peer_addr,
                     };
                     let to = (peer, key, ch.generation);
                     self.spawn_handler(to, seq, payload.freeze(), permit);
+                } else if busy {
+                    Counters::inc(&c.commands_dropped_busy);
+                    let session_id = match key {
+                        ChanKey::Secure(sid) => sid,
+                        ChanKey::Insecure(_) => SessionId([0; 8]),
+                    };
+                    // To the session's address, like a response (never the frame's source).
+                    let msg = Control::Busy { session_id, seq };
+                    self.reply_control(st, peer_addr, msg);
                 }
             }
             Ok(Incoming::Response { seq, payload }) => {
@@ -1129,6 +1146,47 @@ impl Inner {
                     }
                 }
             },
+            Control::Busy { session_id, seq } => {
+                // Believed only from the address of the session's peer, for a request of ours
+                // still waiting: at worst a forgery fails that one request early.
+                let peer_id = match self.cfg.mode {
+                    Mode::Secure => st.by_session.get(&session_id).copied(),
+                    Mode::Insecure if session_id.0 == [0; 8] => st
+                        .peers
+                        .iter()
+                        .find(|(_, p)| {
+                            p.addr == from && p.chans.iter().any(|ch| ch.waiters.contains_key(&seq))
+                        })
+                        .map(|(id, _)| *id),
+                    Mode::Insecure => None,
+                };
+                let key = match self.cfg.mode {
+                    Mode::Secure => ChanKey::Secure(session_id),
+                    Mode::Insecure => match peer_id {
+                        Some(id) => ChanKey::Insecure(id),
+                        None => return Counters::inc(&c.frames_rejected_other),
+                    },
+                };
+                let Some((peer_id, p)) = peer_id.and_then(|id| Some((id, st.peers.get_mut(&id)?)))
+                else {
+                    return Counters::inc(&c.frames_rejected_other);
+                };
+                if p.addr != from {
+                    return Counters::inc(&c.frames_rejected_other);
+                }
+                let Some(ch) = p.chans.iter_mut().find(|ch| ch.key() == key) else {
+                    return Counters::inc(&c.frames_rejected_other);
+                };
+                let Some(w) = ch.waiters.remove(&seq) else {
+                    return Counters::inc(&c.frames_rejected_other);
+                };
+                ch.channel.cancel(seq);
+                Counters::inc(&c.requests_refused_busy);
+                let _ = w.send(Err(Error::PeerBusy {
+                    peer: peer_id,
+                    addr: from,
+                }));
+            }
             Control::UnknownSession { session_id, .. } => {
                 let Some(&peer_id) = st.by_session.get(&session_id) else {
                     return Counters::inc(&c.frames_rejected_other);
@@ -1356,9 +1414,12 @@ impl State {
 }
 
 async fn recv_loop(inner: Arc<Inner>) {
+    // Made once, not per frame: each `cancelled()` registers with the token's waiter list.
+    let cancelled = inner.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let r = tokio::select! {
-            _ = inner.cancel.cancelled() => break,
+            () = &mut cancelled => break,
             r = inner.transport.recv() => r,
         };
         match r {

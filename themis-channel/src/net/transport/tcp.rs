@@ -700,10 +700,13 @@ async fn write_loop(
     let mut w = BufWriter::with_capacity(READ_CHUNK, w);
     let mut batch = Vec::new();
     let (mut queue_open, mut acked) = (true, false);
+    // Made once, not per frame: each `cancelled()` registers with the token's waiter list.
+    let abort = shared.abort.cancelled();
+    tokio::pin!(abort);
     while queue_open || !acked {
         let first = tokio::select! {
             biased;
-            () = shared.abort.cancelled() => {
+            () = &mut abort => {
                 drop_queued(&inner, &mut rx);
                 break;
             }
@@ -780,6 +783,10 @@ async fn read_loop(
     };
     let mut grace: Option<Instant> = None;
     let (mut got_goodbye, mut got_ack) = (false, false);
+    // Made once, not per frame: each `cancelled()` registers with the token's waiter list.
+    let abort = shared.abort.cancelled();
+    let graceful = shared.graceful.cancelled();
+    tokio::pin!(abort, graceful);
     let bad = loop {
         let grace_sleep = async {
             match grace {
@@ -789,8 +796,8 @@ async fn read_loop(
         };
         let next = tokio::select! {
             biased;
-            () = shared.abort.cancelled() => break None,
-            () = shared.graceful.cancelled(), if grace.is_none() => {
+            () = &mut abort => break None,
+            () = &mut graceful, if grace.is_none() => {
                 grace = Some(Instant::now() + inner.cfg.close_timeout);
                 continue;
             }
@@ -829,7 +836,7 @@ async fn read_loop(
                 Counters::add(&inner.stats.bytes_received, frame.len() as u64);
                 let delivered = tokio::select! {
                     biased;
-                    () = shared.abort.cancelled() => false,
+                    () = &mut abort => false,
                     r = in_tx.send((peer, frame)) => r.is_ok(),
                 };
                 if !delivered {
