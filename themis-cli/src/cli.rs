@@ -14,7 +14,7 @@ pub(crate) const DEFAULT_API: &str = "127.0.0.1:7070";
 /// THEMIS: a service mesh with self-certifying identities, a secure channel and a Chord DHT,
 /// and no registry, CA or control plane (ARES 2022).
 #[derive(Debug, Parser)]
-#[command(name = "themis", version, propagate_version = true)]
+#[command(name = "themis", version)]
 pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -172,5 +172,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Discover(a) => crate::client::discover(a).await,
         Command::Call(a) => crate::client::call(a, cli.verbose).await,
         Command::Status(a) => crate::client::status(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -116,6 +116,35 @@ pub(crate) async fn parse_bootstrap(s: &str) -> Result<Contact, Error> {
     Ok(Contact { addr, id })
 }
 
+/// How long the reachability check of the bootstrap addresses waits for a TCP connection.
+const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Fails fast when no bootstrap address accepts a TCP connection at all (a join through dead
+/// addresses would otherwise wait for every handshake retry to time out). The connection is
+/// closed at once; the node's transport drops such a connection as a failed hello.
+async fn check_reachable(bootstrap: &[Contact], network: &NetworkId) -> Result<(), Error> {
+    if bootstrap.is_empty() {
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    for c in bootstrap {
+        match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(c.addr)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => reasons.push(format!("{}: {e}", c.addr)),
+            Err(_) => reasons.push(format!("{}: no answer within {REACH_TIMEOUT:?}", c.addr)),
+        }
+    }
+    Err(Error::Join {
+        bootstrap: bootstrap
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        network: network.to_string(),
+        reason: format!("unreachable ({})", reasons.join("; ")),
+    })
+}
+
 /// Starts a mesh node, mapping failures to operator messages.
 pub(crate) async fn start(
     network: &NetworkId,
@@ -205,6 +234,7 @@ pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
     for b in &a.bootstrap {
         bootstrap.push(parse_bootstrap(b).await?);
     }
+    check_reachable(&bootstrap, &network).await?;
     // The API first: a taken API port fails before this node joins anything.
     let api = bind_api(&a.api).await?;
     let api_addr = api.local_addr().map_err(|e| Error::Listen {

@@ -2,6 +2,7 @@
 //! discover and call on top of the pure policies of `crate::policy`.
 
 mod introspect;
+mod local;
 mod wire;
 
 use std::collections::HashMap;
@@ -512,13 +513,7 @@ impl MeshNode {
                 addr: pick.addr,
             };
             let started = now();
-            let outcome = match self
-                .inner
-                .dht
-                .endpoint()
-                .request(&peer, payload.clone())
-                .await
-            {
+            let outcome = match self.send_call(&peer, payload.clone()).await {
                 Ok(bytes) => match decode_response(&bytes) {
                     Some(CallResponse::Ok(body)) => Ok(body),
                     Some(CallResponse::Error {
