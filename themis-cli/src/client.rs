@@ -124,13 +124,12 @@ fn s(v: &Value, key: &str) -> String {
 /// `themis register`.
 pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     let agent = Agent::new(&a.api);
-    let mut body = json!({ "upstream": a.upstream, "tags": a.tags });
-    if let Some(v) = a.version {
-        body["version"] = json!(v);
-    }
-    if let Some(w) = a.weight {
-        body["weight"] = json!(w);
-    }
+    let body = json!({
+        "upstream": a.upstream,
+        "version": a.version,
+        "weight": a.weight,
+        "tags": a.tags,
+    });
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;
     println!(

@@ -110,6 +110,26 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     let Some(first) = nodes.first().cloned() else {
         return Ok(());
     };
+    let settle = async {
+        let t = Instant::now();
+        if tokio::time::timeout(SETTLE_TIMEOUT, wait_consistent(&nodes))
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "the ring is not consistent yet after {SETTLE_TIMEOUT:?} (it keeps stabilizing in the background)"
+            );
+        } else {
+            tracing::info!(took = ?t.elapsed(), "ring consistent");
+        }
+    };
+    tokio::select! {
+        () = settle => {}
+        () = shutdown_signal() => {
+            stop_all(&nodes).await;
+            return Ok(());
+        }
+    }
     eprintln!(
         "{} nodes joined network '{}' in {:.1?} on {}..{}; the agent API at http://{api_addr} is node 0's ({}). Ctrl-C to stop.",
         nodes.len(),
@@ -136,18 +156,56 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stops every node gracefully, all at once, bounded in time.
-async fn stop_all(nodes: &[MeshNode]) {
-    let mut set = tokio::task::JoinSet::new();
-    for n in nodes {
-        let n = n.clone();
-        set.spawn(async move { n.shutdown().await });
+/// How long the cluster waits for its ring to be consistent before serving.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until every node's first successor is the next node id on the ring and its
+/// predecessor the previous one (paper §6: the ring the stabilization protocol converges to).
+async fn wait_consistent(nodes: &[MeshNode]) {
+    let mut ids: Vec<_> = nodes.iter().map(MeshNode::id).collect();
+    ids.sort();
+    loop {
+        let mut ok = true;
+        for n in nodes {
+            let Ok(st) = n.status().await else {
+                ok = false;
+                break;
+            };
+            let i = ids.binary_search(&n.id()).unwrap_or(0);
+            let next = ids.get((i + 1) % ids.len()).copied();
+            let prev = ids.get((i + ids.len() - 1) % ids.len()).copied();
+            let succ = st.ring.successors.first().map(|p| p.id);
+            let pred = st.ring.predecessor.map(|p| p.id);
+            if ids.len() > 1 && (succ != next || pred != prev) {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let all = async { while set.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(15), all)
-        .await
-        .is_err()
-    {
-        eprintln!("some nodes took longer than 15 s to leave; stopping anyway");
+}
+
+/// Stops every node: one after the other, so that each leave finds a live successor to hand
+/// its records to (leaving all at once makes every hand-over wait for a leaving neighbour);
+/// nodes still running after 15 s are stopped at once.
+async fn stop_all(nodes: &[MeshNode]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for (i, n) in nodes.iter().enumerate() {
+        if tokio::time::timeout_at(deadline, n.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "leaving took longer than 15 s; stopping the other {} nodes at once",
+                nodes.len() - i
+            );
+            for rest in nodes.get(i..).unwrap_or_default() {
+                rest.crash().await;
+            }
+            return;
+        }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) enum Error {
         reason: String,
     },
     /// A socket could not be bound (the detail names the address and the OS error).
-    #[error("{detail} (is another process using this port? pick another address)")]
+    #[error("{detail}")]
     Listen {
         /// What failed.
         detail: String,

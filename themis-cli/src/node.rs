@@ -174,7 +174,9 @@ pub(crate) async fn start(
 pub(crate) async fn bind_api(api: &str) -> Result<TcpListener, Error> {
     let addr = bind_addr("agent API address", api).await?;
     TcpListener::bind(addr).await.map_err(|e| Error::Listen {
-        detail: format!("cannot listen on {addr} for the agent API: {e}"),
+        detail: format!(
+            "cannot listen on {addr} for the agent API: {e} (is another `themis node` using it? pick another address with --api)"
+        ),
     })
 }
 

@@ -30,12 +30,28 @@ async fn within<T>(secs: u64, step: &str, fut: impl Future<Output = T>) -> T {
 
 /// A running `themis node`, killed on drop; with the fields of its `ready` line.
 struct Node {
-    _child: Child,
+    child: Child,
     ready: HashMap<String, String>,
     stderr: std::path::PathBuf,
 }
 
 impl Node {
+    /// Sends `signal` (e.g. "-TERM") and waits (at most 20 s) for a clean exit.
+    async fn stop(mut self, signal: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = within(20, "a node stopping on a signal", self.child.wait())
+            .await
+            .unwrap();
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        assert!(status.success(), "{status}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
     fn get(&self, k: &str) -> &str {
         self.ready.get(k).map(String::as_str).unwrap_or("")
     }
@@ -49,9 +65,15 @@ impl Node {
 
 /// Spawns `themis node ARGS` and waits for its `ready` line (stdout).
 async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Node {
+    let mut all = vec!["node"];
+    all.extend_from_slice(args);
+    spawn(dir, name, &all).await
+}
+
+/// Spawns `themis ARGS` and waits for its `ready` line (stdout).
+async fn spawn(dir: &Path, name: &str, args: &[&str]) -> Node {
     let stderr = dir.join(format!("{name}.stderr"));
     let mut child = Command::new(BIN)
-        .arg("node")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -78,7 +100,7 @@ async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Node {
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Node {
-        _child: child,
+        child,
         ready,
         stderr,
     }
@@ -97,6 +119,34 @@ async fn themis(args: &[&str]) -> Output {
     within(40, &format!("themis {args:?}"), child.wait_with_output())
         .await
         .unwrap()
+}
+
+/// Runs `themis ARGS`, again (up to 20 times, 250 ms apart) while it fails with a transient
+/// DHT error ("retry later": a fresh ring still stabilizing), and asserts success.
+async fn themis_ok(args: &[&str]) -> Output {
+    for _ in 0..20 {
+        let out = themis(args).await;
+        if out.status.success() {
+            return out;
+        }
+        if !text(&out.stderr).contains("retry later") {
+            panic!("themis {args:?} failed: {}", text(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("themis {args:?} kept failing with a transient error");
+}
+
+/// POSTs `body` to `url`, again (up to 20 times) while the agent answers 503 (transient).
+async fn post_retrying(http: &reqwest::Client, url: &str, body: &'static str) -> reqwest::Response {
+    for _ in 0..20 {
+        let r = http.post(url).body(body).send().await.unwrap();
+        if r.status() != 503 {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("POST {url} kept answering 503");
 }
 
 fn text(b: &[u8]) -> String {
@@ -119,6 +169,33 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The first of `n` consecutive free ports, below the ephemeral range (so that no outgoing
+/// connection takes one of them meanwhile).
+fn free_ports_outside_ephemeral_range(n: u16) -> u16 {
+    let seed = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + u16::try_from(
+                (seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(attempt * 7919))
+                    % 10_000,
+            )
+            .unwrap();
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000..30000");
 }
 
 /// A tiny upstream: `POST /hello` answers `hello <body>` and remembers the caller header.
@@ -239,25 +316,25 @@ async fn scenario() {
     );
 
     // `themis discover` through C finds A, with the replica object ids.
-    let out = themis(&["discover", "hello", "--api", &c.api()]).await;
+    let out = themis_ok(&["discover", "hello", "--api", &c.api()]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains(a.get("id")), "{stdout}");
     assert!(stdout.contains("version=1.0"), "{stdout}");
     assert_eq!(stdout.matches("r=").count(), 3, "{stdout}");
-    let out = themis(&["discover", "hello", "--json", "--api", &c.api()]).await;
+    let out = themis_ok(&["discover", "hello", "--json", "--api", &c.api()]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["providers"][0]["node"], a.get("id"));
     assert_eq!(v["replicas"].as_array().unwrap().len(), 3);
 
     // `themis call` through B: the body on stdout, the provider on stderr with -v.
-    let out = themis(&["call", "hello", "again", "-v", "--api", &b.api()]).await;
+    let out = themis_ok(&["call", "hello", "again", "-v", "--api", &b.api()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello again");
     assert!(text(&out.stderr).contains(&format!("provider: {}", a.get("id"))));
     let data = dir.path().join("body");
     std::fs::write(&data, "from a file").unwrap();
-    let out = themis(&[
+    let out = themis_ok(&[
         "call",
         "hello",
         "--data-file",
@@ -307,17 +384,20 @@ async fn scenario() {
     assert!(forwarded >= 3, "{m}");
 
     // Errors: an unknown service, from the CLI and the API.
-    let out = themis(&["discover", "nothere", "--api", &c.api()]).await;
+    let mut out = themis(&["discover", "nothere", "--api", &c.api()]).await;
+    for _ in 0..20 {
+        if !text(&out.stderr).contains("retry later") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        out = themis(&["discover", "nothere", "--api", &c.api()]).await;
+    }
     assert_fails(
         &out,
         1,
         &["no provider found for 'nothere' after searching its 3 replicas"],
     );
-    let r = http
-        .post(format!("http://{}/v1/call/nothere", c.api()))
-        .send()
-        .await
-        .unwrap();
+    let r = post_retrying(&http, &format!("http://{}/v1/call/nothere", c.api()), "").await;
     assert_eq!(r.status(), 404);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -344,13 +424,10 @@ async fn scenario() {
     let dead = format!("http://127.0.0.1:{}/", free_port());
     let out = themis(&["register", "broken", "--upstream", &dead, "--api", &a.api()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let r = http
-        .post(format!("http://{}/v1/call/broken", a.api()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
+    let r = post_retrying(&http, &format!("http://{}/v1/call/broken", a.api()), "").await;
+    let status = r.status();
     let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 502, "{v}");
     assert!(v["error"].as_str().unwrap().contains("unreachable"), "{v}");
 
     // Ports in use: A's endpoint, A's API.
@@ -364,7 +441,7 @@ async fn scenario() {
         "127.0.0.1:0",
     ])
     .await;
-    assert_fails(&out, 1, &["cannot listen on", "pick another address"]);
+    assert_fails(&out, 1, &["cannot listen on", "in use"]);
     let out = themis(&[
         "node",
         "--net",
@@ -382,10 +459,62 @@ async fn scenario() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = themis(&["deregister", "hello", "--api", &a.api()]).await;
     assert_fails(&out, 1, &["does not provide 'hello'"]);
-    for n in [&a, &b, &c] {
-        let err = std::fs::read_to_string(&n.stderr).unwrap();
-        assert!(!err.contains("panicked"), "{err}");
-    }
+    // Ctrl-C / SIGTERM: the nodes leave gracefully and exit 0.
+    c.stop("-TERM").await;
+    b.stop("-INT").await;
+    a.stop("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_four_nodes_serves_node_0s_api() {
+    within(60, "the cluster scenario", cluster()).await;
+}
+
+async fn cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four consecutive ports from a free one (a collision with another process is unlikely;
+    // the node's "cannot listen" error would say so).
+    let base = format!("127.0.0.1:{}", free_ports_outside_ephemeral_range(4));
+    let args = [
+        "cluster",
+        "--nodes",
+        "4",
+        "--net",
+        "themis-cluster",
+        "--fast",
+        "--listen-base",
+        &base,
+        "--api",
+        "127.0.0.1:0",
+    ];
+    let cl = spawn(dir.path(), "cluster", &args).await;
+    assert_eq!(cl.get("nodes"), "4");
+    assert_eq!(cl.listen(), base);
+    let (upstream_url, _) = upstream().await;
+    let out = themis(&[
+        "register",
+        "hello",
+        "--upstream",
+        &upstream_url,
+        "--version",
+        "2.0",
+        "--tag",
+        "a",
+        "--api",
+        &cl.api(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Node 0 provides and calls its own service (run locally, not over the network).
+    let out = themis_ok(&["call", "hello", "me", "-v", "--api", &cl.api()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello me");
+    assert!(text(&out.stderr).contains(&format!("provider: {}", cl.get("id"))));
+    let out = themis(&["status", "--json", "--api", &cl.api()]).await;
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["id"], cl.get("id"));
+    assert_eq!(st["state"], "member");
+    cl.stop("-INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
