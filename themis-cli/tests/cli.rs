@@ -122,15 +122,17 @@ async fn themis(args: &[&str]) -> Output {
 }
 
 /// Runs `themis ARGS`, again (up to 20 times, 250 ms apart) while it fails with a transient
-/// DHT error ("retry later": a fresh ring still stabilizing), and asserts success.
+/// DHT error ("retry later": a fresh ring still stabilizing; "no provider found": a replica
+/// that does not hold a fresh record yet), and asserts success.
 async fn themis_ok(args: &[&str]) -> Output {
     for _ in 0..20 {
         let out = themis(args).await;
         if out.status.success() {
             return out;
         }
-        if !text(&out.stderr).contains("retry later") {
-            panic!("themis {args:?} failed: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        if !err.contains("retry later") && !err.contains("no provider found") {
+            panic!("themis {args:?} failed: {err}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -139,9 +141,19 @@ async fn themis_ok(args: &[&str]) -> Output {
 
 /// POSTs `body` to `url`, again (up to 20 times) while the agent answers 503 (transient).
 async fn post_retrying(http: &reqwest::Client, url: &str, body: &'static str) -> reqwest::Response {
+    post_retrying_on(http, url, body, &[503]).await
+}
+
+/// POSTs `body` to `url`, again (up to 20 times, 250 ms apart) while the status is in `retry`.
+async fn post_retrying_on(
+    http: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    retry: &[u16],
+) -> reqwest::Response {
     for _ in 0..20 {
         let r = http.post(url).body(body).send().await.unwrap();
-        if r.status() != 503 {
+        if !retry.contains(&r.status().as_u16()) {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -424,7 +436,14 @@ async fn scenario() {
     let dead = format!("http://127.0.0.1:{}/", free_port());
     let out = themis(&["register", "broken", "--upstream", &dead, "--api", &a.api()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let r = post_retrying(&http, &format!("http://{}/v1/call/broken", a.api()), "").await;
+    // (Right after registering, a replica may not hold the record yet: 404 is retried.)
+    let r = post_retrying_on(
+        &http,
+        &format!("http://{}/v1/call/broken", a.api()),
+        "",
+        &[404, 503],
+    )
+    .await;
     let status = r.status();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status, 502, "{v}");
