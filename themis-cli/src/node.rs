@@ -242,6 +242,12 @@ pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
     let api_addr = api.local_addr().map_err(|e| Error::Listen {
         detail: format!("the agent API socket has no address: {e}"),
     })?;
+    if !api_addr.ip().is_loopback() {
+        tracing::warn!(
+            api = %api_addr,
+            "the agent API is not authenticated: anyone who reaches it can register and call services as this node; keep it on the loopback"
+        );
+    }
     let node = start(&network, identity, a.mesh.config(listen, bootstrap)).await?;
     let state = AppState::new(node.clone(), &a.mesh.net, a.mesh.mode(), a.mesh.agent());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

@@ -607,12 +607,17 @@ async fn bad_input() {
     );
     // keygen refuses to overwrite.
     let key = dir.path().join("k");
+    let out = themis(&["keygen", "--out", key.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = text(&out.stdout);
+    assert_eq!(public.trim().len(), 64, "{public}");
     assert!(
-        themis(&["keygen", "--out", key.to_str().unwrap()])
-            .await
-            .status
-            .success()
+        public.trim().bytes().all(|b| b.is_ascii_hexdigit()),
+        "{public}"
     );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     assert_fails(
         &themis(&["keygen", "--out", key.to_str().unwrap()]).await,
         1,

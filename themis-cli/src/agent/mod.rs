@@ -411,3 +411,68 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError>
         "uptime_secs": s.started.elapsed().as_secs(),
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use themis_mesh::{Error as E, NodeId, RemoteErrorKind};
+
+    fn status(e: E) -> StatusCode {
+        ApiError::from(e).status
+    }
+
+    #[test]
+    fn mesh_errors_map_to_fitting_statuses() {
+        let id = NodeId::from_bytes([1; 32]);
+        let s = || "svc".to_owned();
+        assert_eq!(
+            status(E::NotFound {
+                service: s(),
+                replicas: 3
+            }),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(E::AccessDenied {
+                caller: id,
+                service: s()
+            }),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(E::Remote {
+                service: s(),
+                provider: id,
+                kind: RemoteErrorKind::Handler,
+                message: "upstream down".into(),
+            }),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(E::Network("request timed out".into())),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status(E::Network("connection refused".into())),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(E::Dht("stabilizing".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(E::InvalidConfig {
+                what: "service name",
+                reason: "too long"
+            }),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn names_are_checked_before_any_work() {
+        assert!(check_name("").is_err());
+        assert!(check_name(&"n".repeat(MAX_NAME + 1)).is_err());
+        assert!(check_name("check").is_ok());
+    }
+}
