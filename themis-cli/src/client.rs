@@ -115,6 +115,7 @@ fn pretty(v: &Value) -> String {
 
 fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
+        Some(Value::String(s)) if s.is_empty() => "-".to_owned(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "-".to_owned(),
         Some(other) => other.to_string(),

@@ -11,6 +11,11 @@
 //! | [`ReplicaSearch`], [`merge_records`] | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
 //! | [`AccessPolicy`] | whether a caller may call a service (beyond the paper) |
 //!
+//! For operators (the `themis` node agent's API), [`MeshNode::status`],
+//! [`MeshNode::metrics`], [`MeshNode::discover_detailed`] (with the replica object ids) and
+//! [`MeshNode::call_traced`] (which also names the provider that answered) tell what a node
+//! sees and does.
+//!
 //! Nothing here performs I/O or reads the clock: every method takes `now`, and randomness comes
 //! from a PRNG the caller seeds, so that a run is reproducible from its seed.
 //!
