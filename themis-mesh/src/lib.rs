@@ -11,6 +11,11 @@
 //! | [`ReplicaSearch`], [`merge_records`] | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
 //! | [`AccessPolicy`] | whether a caller may call a service (beyond the paper) |
 //!
+//! For operators (the `themis` node agent's API), [`MeshNode::status`],
+//! [`MeshNode::metrics`], [`MeshNode::discover_detailed`] (with the replica object ids) and
+//! [`MeshNode::call_traced`] (which also names the provider that answered) tell what a node
+//! sees and does.
+//!
 //! Nothing here performs I/O or reads the clock: every method takes `now`, and randomness comes
 //! from a PRNG the caller seeds, so that a run is reproducible from its seed.
 //!
@@ -52,10 +57,12 @@ pub use policy::{
 };
 pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 
-pub use node::{MeshConfig, MeshNode, RemoteErrorKind, ServiceHandler, ServiceSpec};
+pub use node::{
+    Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
+};
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
 pub use themis_channel::{Mode, TcpConfig};
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
-pub use themis_dht::{Contact, DhtNode, DriverConfig, Status, object_id};
+pub use themis_dht::{Contact, DhtNode, DriverConfig, NodeMetrics, Peer, Status, object_id};

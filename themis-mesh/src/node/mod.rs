@@ -1,6 +1,8 @@
 //! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
 //! discover and call on top of the pure policies of `crate::policy`.
 
+mod introspect;
+mod local;
 mod wire;
 
 use std::collections::HashMap;
@@ -14,6 +16,7 @@ use themis_channel::{Endpoint, Handler, Mode, PeerAddr, TcpConfig, TcpTransport}
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
+pub use introspect::{Discovery, MeshStatus};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
@@ -455,6 +458,17 @@ impl MeshNode {
     /// A refusal by the provider's access policy is returned at once as
     /// [`Error::AccessDenied`]; a handler's error as [`Error::Remote`].
     pub async fn call(&self, service: &str, request: Bytes) -> Result<Bytes, Error> {
+        self.call_traced(service, request)
+            .await
+            .map(|(body, _)| body)
+    }
+
+    /// Like [`MeshNode::call`], and also returns the provider that answered.
+    pub async fn call_traced(
+        &self,
+        service: &str,
+        request: Bytes,
+    ) -> Result<(Bytes, NodeId), Error> {
         let payload = encode_request(service, &request).ok_or(Error::InvalidConfig {
             what: "service name",
             reason: "must be 1..=128 bytes",
@@ -499,13 +513,7 @@ impl MeshNode {
                 addr: pick.addr,
             };
             let started = now();
-            let outcome = match self
-                .inner
-                .dht
-                .endpoint()
-                .request(&peer, payload.clone())
-                .await
-            {
+            let outcome = match self.send_call(&peer, payload.clone()).await {
                 Ok(bytes) => match decode_response(&bytes) {
                     Some(CallResponse::Ok(body)) => Ok(body),
                     Some(CallResponse::Error {
@@ -552,7 +560,7 @@ impl MeshNode {
             match outcome {
                 Ok(body) => {
                     self.report(service, &pick.id, Some(now() - started))?;
-                    return Ok(body);
+                    return Ok((body, pick.id));
                 }
                 Err(e) => {
                     self.report(service, &pick.id, None)?;

@@ -1,0 +1,186 @@
+//! The command line: one [`Cli`] with a [`Command`] per subcommand, and [`run`] dispatching
+//! them. To add a subcommand, add a variant here and an arm in [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+
+/// The agent API address used when neither `--api` nor `THEMIS_API` is given.
+pub(crate) const DEFAULT_API: &str = "127.0.0.1:7070";
+
+/// THEMIS: a service mesh with self-certifying identities, a secure channel and a Chord DHT,
+/// and no registry, CA or control plane (ARES 2022).
+#[derive(Debug, Parser)]
+#[command(name = "themis", version)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create an identity key file (mode 0600) and print its public key.
+    Keygen(KeygenArgs),
+    /// Print the node id of a key on a network (H(public key, network)).
+    Id(IdArgs),
+    /// Run a mesh node and its local HTTP agent API (the sidecar of local services).
+    Node(crate::node::NodeArgs),
+    /// Run N mesh nodes in this process on consecutive ports (a local test ring).
+    Cluster(crate::cluster::ClusterArgs),
+    /// Provide a service: calls reaching the local agent's node are forwarded to UPSTREAM.
+    Register(RegisterArgs),
+    /// Stop providing a service on the local agent's node.
+    Deregister(NameArgs),
+    /// Find the providers of a service (and the replica object ids they were found under).
+    Discover(DiscoverArgs),
+    /// Call a service through the local agent and print its response on stdout.
+    Call(CallArgs),
+    /// Show the local agent's node: id, ring neighbours, sessions, stored records.
+    Status(StatusArgs),
+}
+
+/// Where the local agent's API is.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiArgs {
+    /// Address of the local agent's API (HOST:PORT or http://HOST:PORT).
+    #[arg(long, env = "THEMIS_API", default_value = DEFAULT_API)]
+    pub(crate) api: String,
+}
+
+/// `themis keygen`.
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// The key file to create.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `themis id`.
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    /// The key file.
+    #[arg(long, short)]
+    pub(crate) key: PathBuf,
+    /// The network name (1-64 bytes of UTF-8).
+    #[arg(long)]
+    pub(crate) net: String,
+}
+
+/// `themis register`.
+#[derive(Debug, Args)]
+pub(crate) struct RegisterArgs {
+    /// The service name (1-128 bytes).
+    pub(crate) name: String,
+    /// The local HTTP service calls are POSTed to (http://HOST:PORT/PATH).
+    #[arg(long)]
+    pub(crate) upstream: String,
+    /// The version announced (canary releases: callers split traffic by version weight).
+    #[arg(long)]
+    pub(crate) version: Option<String>,
+    /// The relative weight announced (default 100).
+    #[arg(long)]
+    pub(crate) weight: Option<u16>,
+    /// A free tag (repeatable, at most 16).
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// A service name and the agent.
+#[derive(Debug, Args)]
+pub(crate) struct NameArgs {
+    /// The service name.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// `themis discover`.
+#[derive(Debug, Args)]
+pub(crate) struct DiscoverArgs {
+    /// The service name.
+    pub(crate) name: String,
+    /// Print the agent's JSON answer as it is.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// `themis call`.
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The service name.
+    pub(crate) name: String,
+    /// The request body; without it (and without --data-file) stdin is read when it is not a
+    /// terminal.
+    #[arg(conflicts_with = "data_file")]
+    pub(crate) data: Option<String>,
+    /// Read the request body from this file ("-" for stdin).
+    #[arg(long)]
+    pub(crate) data_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// `themis status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print the agent's JSON answer as it is.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// Parses `HOST:PORT` for a socket to bind (names resolved, first address taken).
+pub(crate) async fn bind_addr(what: &'static str, s: &str) -> Result<SocketAddr, Error> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = tokio::net::lookup_host(s).await.map_err(|e| Error::Usage {
+        what,
+        reason: format!("'{s}' is not HOST:PORT ({e})"),
+    })?;
+    addrs.next().ok_or_else(|| Error::Usage {
+        what,
+        reason: format!("'{s}' resolves to no address"),
+    })
+}
+
+/// Runs the parsed command.
+pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Keygen(a) => crate::keys::keygen(&a.out, a.force),
+        Command::Id(a) => crate::keys::id(&a.key, &a.net),
+        Command::Node(a) => crate::node::run(a).await,
+        Command::Cluster(a) => crate::cluster::run(a).await,
+        Command::Register(a) => crate::client::register(a).await,
+        Command::Deregister(a) => crate::client::deregister(a).await,
+        Command::Discover(a) => crate::client::discover(a).await,
+        Command::Call(a) => crate::client::call(a, cli.verbose).await,
+        Command::Status(a) => crate::client::status(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

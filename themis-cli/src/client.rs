@@ -1,0 +1,356 @@
+//! The client side of the agent API: `register`, `deregister`, `discover`, `call`, `status`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agent::PROVIDER_HEADER;
+use crate::cli::{ApiArgs, CallArgs, DiscoverArgs, NameArgs, RegisterArgs, StatusArgs};
+use crate::error::Error;
+
+/// How long a request to the agent may take (a call may fail over across providers).
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request body read from a file or stdin (the agent's default limit).
+const MAX_BODY: u64 = 1 << 20;
+
+struct Agent {
+    base: String,
+    shown: String,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    fn new(api: &ApiArgs) -> Self {
+        let a = api.api.trim().trim_end_matches('/');
+        let base = if a.starts_with("http://") || a.starts_with("https://") {
+            a.to_owned()
+        } else {
+            format!("http://{a}")
+        };
+        let shown = base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Self { base, shown, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends the request; a connection failure is "no agent"; an error status becomes
+    /// [`Error::Agent`] with the agent's message.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_builder() {
+                Error::AgentDown {
+                    api: self.shown.clone(),
+                }
+            } else if e.is_timeout() {
+                Error::Agent {
+                    status: 504,
+                    message: format!(
+                        "the agent at {} did not answer within {TIMEOUT:?}",
+                        self.shown
+                    ),
+                }
+            } else {
+                Error::Agent {
+                    status: 0,
+                    message: format!("talking to the agent at {}: {e}", self.shown),
+                }
+            }
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| format!("the agent answered HTTP {status}: {text}"));
+        Err(Error::Agent {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Error> {
+        let resp = self.send(req).await?;
+        resp.json::<Value>().await.map_err(|e| Error::Agent {
+            status: 0,
+            message: format!(
+                "the agent at {} sent a body that is not JSON: {e}",
+                self.shown
+            ),
+        })
+    }
+}
+
+fn path_segment(name: &str) -> String {
+    // Percent-encode everything outside the unreserved set, so any service name is one
+    // path segment.
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) if s.is_empty() => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".to_owned(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `themis register`.
+pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api);
+    let body = json!({
+        "upstream": a.upstream,
+        "version": a.version,
+        "weight": a.weight,
+        "tags": a.tags,
+    });
+    let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
+    let v = agent.json(agent.http.put(url).json(&body)).await?;
+    println!(
+        "registered '{}' -> {} (stored on {} of {} replicas; provider {})",
+        a.name,
+        s(&v, "upstream"),
+        s(&v, "replicas_stored"),
+        s(&v, "replicas"),
+        s(&v, "provider"),
+    );
+    Ok(())
+}
+
+/// `themis deregister`.
+pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api);
+    let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
+    agent.json(agent.http.delete(url)).await?;
+    println!(
+        "deregistered '{}' (its records expire after their TTL)",
+        a.name
+    );
+    Ok(())
+}
+
+/// `themis discover`.
+pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api);
+    let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
+    let v = agent.json(agent.http.get(url)).await?;
+    if a.json {
+        println!("{}", pretty(&v));
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let providers = v
+        .get("providers")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let replicas = v
+        .get("replicas")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let found = v.get("found_on_replica").and_then(Value::as_u64);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "service '{}': {} provider(s), found on replica {} in {} hops",
+        a.name,
+        providers.len(),
+        s(&v, "found_on_replica"),
+        s(&v, "hops"),
+    );
+    let _ = writeln!(out, "replicas (object id = H(name, r)):");
+    for r in replicas {
+        let mark = if r.get("replica").and_then(Value::as_u64) == found {
+            "  <- answered"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  r={} {}{mark}", s(r, "replica"), s(r, "object_id"));
+    }
+    let _ = writeln!(out, "providers:");
+    for p in providers {
+        let tags = p
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|t| {
+                t.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} {} version={} weight={}{}",
+            s(p, "node"),
+            s(p, "address"),
+            s(p, "version"),
+            s(p, "weight"),
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!(" tags={tags}")
+            },
+        );
+    }
+    Ok(())
+}
+
+fn read_limited(mut r: impl Read, path: &Path) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    r.by_ref()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_BODY {
+        return Err(Error::Usage {
+            what: "request body",
+            reason: format!("{} is larger than {MAX_BODY} bytes", path.display()),
+        });
+    }
+    Ok(buf)
+}
+
+/// `themis call`: the response body goes to stdout as it is; the provider to stderr with -v.
+pub(crate) async fn call(a: CallArgs, verbose: u8) -> Result<(), Error> {
+    let body = match (&a.data, &a.data_file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(p)) if p.as_os_str() == "-" => read_limited(std::io::stdin().lock(), p)?,
+        (None, Some(p)) => {
+            let f = std::fs::File::open(p).map_err(|source| Error::Io {
+                path: p.clone(),
+                source,
+            })?;
+            read_limited(f, p)?
+        }
+        (None, None) if !std::io::stdin().is_terminal() => {
+            read_limited(std::io::stdin().lock(), Path::new("-"))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let agent = Agent::new(&a.api);
+    let url = agent.url(&format!("/v1/call/{}", path_segment(&a.name)));
+    let resp = agent.send(agent.http.post(url).body(body)).await?;
+    let provider = resp
+        .headers()
+        .get(PROVIDER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned();
+    let answer = resp.bytes().await.map_err(|e| Error::Agent {
+        status: 0,
+        message: format!("reading the answer from the agent at {}: {e}", agent.shown),
+    })?;
+    if verbose > 0 {
+        eprintln!("provider: {provider}");
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&answer)
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::Io {
+            path: "stdout".into(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// `themis status`.
+pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api);
+    let v = agent.json(agent.http.get(agent.url("/v1/status"))).await?;
+    if a.json {
+        println!("{}", pretty(&v));
+        return Ok(());
+    }
+    let peer = |p: &Value| format!("{}@{}", s(p, "id"), s(p, "address"));
+    let pred = v
+        .get("predecessor")
+        .filter(|p| !p.is_null())
+        .map_or_else(|| "-".to_owned(), peer);
+    let succ: Vec<String> = v
+        .get("successors")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(peer).collect())
+        .unwrap_or_default();
+    let services: Vec<&str> = v
+        .get("services")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "node          {}", s(&v, "id"));
+    let _ = writeln!(
+        out,
+        "network       {} ({})",
+        s(&v, "network"),
+        s(&v, "mode")
+    );
+    let _ = writeln!(out, "contact       {}", s(&v, "contact"));
+    let _ = writeln!(out, "state         {}", s(&v, "state"));
+    let _ = writeln!(out, "predecessor   {pred}");
+    let _ = writeln!(
+        out,
+        "successors    {}",
+        if succ.is_empty() {
+            "-".to_owned()
+        } else {
+            succ.join("\n              ")
+        }
+    );
+    let _ = writeln!(out, "fingers       {}", s(&v, "fingers"));
+    let _ = writeln!(out, "sessions      {}", s(&v, "sessions"));
+    let _ = writeln!(out, "stored        {} records", s(&v, "stored_records"));
+    let _ = writeln!(
+        out,
+        "services      {}",
+        if services.is_empty() {
+            "-".to_owned()
+        } else {
+            services.join(", ")
+        }
+    );
+    let _ = writeln!(out, "replicas      {}", s(&v, "replicas"));
+    let _ = writeln!(out, "uptime        {} s", s(&v, "uptime_secs"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_one_path_segment() {
+        assert_eq!(path_segment("check"), "check");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+}

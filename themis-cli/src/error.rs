@@ -1,0 +1,78 @@
+//! The command's errors: each message says what went wrong and what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can make a `themis` command fail (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum Error {
+    /// A key file could not be read or written (the message names the file and the problem).
+    #[error("{0}")]
+    Key(String),
+    /// The network name is not a valid network id.
+    #[error("{0}")]
+    Network(String),
+    /// A bootstrap address does not parse or does not resolve.
+    #[error(
+        "invalid bootstrap address '{input}': {reason} (expected HOST:PORT or NODE_ID_HEX@HOST:PORT)"
+    )]
+    BadBootstrap {
+        /// What was given.
+        input: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A socket could not be bound (the detail names the address and the OS error).
+    #[error("{detail}")]
+    Listen {
+        /// What failed.
+        detail: String,
+    },
+    /// Joining the ring through the bootstrap nodes failed.
+    #[error(
+        "cannot join the ring through {bootstrap}: {reason}; check that a `themis node` runs there, on network '{network}', in the same mode (secure/insecure), and is reachable"
+    )]
+    Join {
+        /// The bootstrap addresses, comma separated.
+        bootstrap: String,
+        /// The network name.
+        network: String,
+        /// The mesh's error.
+        reason: String,
+    },
+    /// A mesh operation failed.
+    #[error(transparent)]
+    Mesh(#[from] themis_mesh::Error),
+    /// No agent answers at the API address.
+    #[error(
+        "no themis agent at {api}: is `themis node` running? (start one, or point --api / THEMIS_API at it)"
+    )]
+    AgentDown {
+        /// The API address.
+        api: String,
+    },
+    /// The agent answered with an error.
+    #[error("{message}")]
+    Agent {
+        /// The HTTP status.
+        status: u16,
+        /// The agent's message.
+        message: String,
+    },
+    /// Reading or writing a file or a stream failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file ("-" for stdin).
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A command-line value is invalid.
+    #[error("invalid {what}: {reason}")]
+    Usage {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
