@@ -52,6 +52,7 @@ pub use policy::{
 };
 pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 
+pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{MeshConfig, MeshNode, RemoteErrorKind, ServiceHandler, ServiceSpec};
 
 // What users of the lower layers need, so that one dependency serves.

@@ -1,6 +1,7 @@
 //! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
 //! discover and call on top of the pure policies of `crate::policy`.
 
+pub(crate) mod lookup;
 mod wire;
 
 use std::collections::HashMap;
