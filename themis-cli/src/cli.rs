@@ -7,7 +7,7 @@ use crate::demo::DemoArgs;
 /// THEMIS: a service mesh with self-certifying identities, a secure channel and a Chord DHT,
 /// with no registry, no CA and no control plane (ARES 2022).
 #[derive(Parser, Debug)]
-#[command(name = "themis", version, about, propagate_version = true)]
+#[command(name = "themis", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
