@@ -75,6 +75,9 @@ pub(crate) enum DemoError {
         #[source]
         source: MeshError,
     },
+    /// The demo's network name is refused.
+    #[error("the network name of the demo is refused: {0}")]
+    Network(#[source] themis_crypto::Error),
     /// Something the report claims does not hold.
     #[error("demo claim failed: {claim}: {detail}")]
     Claim {

@@ -88,10 +88,7 @@ impl Demo {
         self.quiet = args.quiet;
         let t0 = Instant::now();
         let n = usize::from(args.nodes);
-        let network = NetworkId::new(NETWORK).map_err(|e| DemoError::Mesh {
-            what: format!("network id '{NETWORK}'"),
-            source: MeshError::Network(e.to_string()),
-        })?;
+        let network = NetworkId::new(NETWORK).map_err(DemoError::Network)?;
         let plan = plan(&network, n, args.seed).ok_or_else(|| DemoError::Claim {
             claim: "a ring with distinct nodes for each role",
             detail: format!("none drawn from seed {}; try another --seed", args.seed),
