@@ -45,6 +45,9 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Show the local agent's node: id, ring neighbours, sessions, stored records.
     Status(StatusArgs),
+    /// Run the paper's AppAuth example (§7) on a local mesh of about 32 nodes and check what
+    /// it shows: discovery, load balancing, the canary split, failover and recovery.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Where the local agent's API is.
@@ -172,6 +175,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
         Command::Discover(a) => crate::client::discover(a).await,
         Command::Call(a) => crate::client::call(a, cli.verbose).await,
         Command::Status(a) => crate::client::status(a).await,
+        Command::Demo(a) => Ok(crate::demo::run(a).await?),
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) enum Error {
     /// A mesh operation failed.
     #[error(transparent)]
     Mesh(#[from] themis_mesh::Error),
+    /// `themis demo` failed or one of its claims did not hold.
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
     /// No agent answers at the API address.
     #[error(
         "no themis agent at {api}: is `themis node` running? (start one, or point --api / THEMIS_API at it)"

@@ -1,8 +1,8 @@
 //! `themis`: the command line of the THEMIS service mesh (paper §7).
 //!
 //! Keys (`keygen`, `id`), a mesh node with a local HTTP agent API (`node`), many nodes in one
-//! process (`cluster`), and a client of a local agent (`register`, `deregister`, `discover`,
-//! `call`, `status`). `themis --help` and `themis <command> --help` describe every flag.
+//! process (`cluster`), a client of a local agent (`register`, `deregister`, `discover`,
+//! `call`, `status`), and the AppAuth demo of paper §7 (`demo`). `themis --help` and `themis <command> --help` describe every flag.
 //!
 //! Exit codes: 0 success, 1 an error (printed as `error: ...` on stderr), 2 bad usage (clap).
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@ mod agent;
 mod cli;
 mod client;
 mod cluster;
+mod demo;
 mod error;
 mod keys;
 mod node;
@@ -47,7 +48,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // Tasks still running (nodes of a demo or cluster) get a short grace period, not forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

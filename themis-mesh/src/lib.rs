@@ -2,7 +2,9 @@
 //!
 //! This crate holds, under `policy`, the pure decision logic a mesh node uses around discovery
 //! and calls, and under `node` the [`MeshNode`] built on it: register / discover / call over
-//! the DHT and one secure endpoint shared by DHT messages and service calls.
+//! the DHT and one secure endpoint shared by DHT messages and service calls. For operators,
+//! [`MeshNode::locate`] shows where a name's records live: its `k + 1` replica object ids, the
+//! node responsible for each, and the replica a fresh lookup found them under.
 //!
 //! | piece | what it decides |
 //! |---|---|
@@ -60,6 +62,7 @@ pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 pub use node::{
     Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
 };
+pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;

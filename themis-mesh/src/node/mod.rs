@@ -3,6 +3,7 @@
 
 mod introspect;
 mod local;
+pub(crate) mod lookup;
 mod wire;
 
 use std::collections::HashMap;
