@@ -312,9 +312,9 @@ fn mesh_config(mode: Mode, seed: u64) -> MeshConfig {
     c.driver.dht.stabilize_period = Duration::from_millis(200);
     c.driver.dht.peer_rate_per_sec = 1_000_000;
     c.driver.dht.peer_rate_burst = 1_000_000;
-    c.driver.dht.request_timeout = super::dht::BENCH_REQUEST_TIMEOUT;
-    c.driver.endpoint.request_timeout = super::dht::BENCH_REQUEST_TIMEOUT;
-    c.driver.endpoint.handshake_timeout = super::dht::BENCH_REQUEST_TIMEOUT;
+    c.driver.dht.request_timeout = super::dht::OVERLOAD_REQUEST_TIMEOUT;
+    c.driver.endpoint.request_timeout = super::dht::OVERLOAD_REQUEST_TIMEOUT;
+    c.driver.endpoint.handshake_timeout = super::dht::OVERLOAD_REQUEST_TIMEOUT;
     c.driver.rng_seed = Some(seed);
     c.record_ttl = c.driver.dht.record_ttl;
     c.mode = match mode {
