@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::machine::{self, MachineInfo};
 use crate::report::{self, RunReport};
 use crate::workload::{Params, Profile};
-use crate::{Error, Mode, Progress, Workload, workloads};
+use crate::{Error, Progress, Workload, workloads};
 
 /// How the harness runs the system under test (recorded in the report).
 ///
@@ -74,7 +74,7 @@ pub fn expected_duration(opts: &BenchOptions) -> Result<Duration, Error> {
     Ok(select(&opts.only)?
         .iter()
         .filter(|w| w.available())
-        .map(|w| w.expected_duration(&params) * 2)
+        .map(|w| w.expected_duration(&params) * u32::try_from(w.modes().len()).unwrap_or(2))
         .sum())
 }
 
@@ -109,7 +109,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
             ));
             continue;
         }
-        for mode in Mode::BOTH {
+        for &mode in w.modes() {
             progress.stage(format!("{} {mode}", w.name()), 0);
             let rss_reset = machine::reset_peak_rss();
             let mut points = match w.run(mode, &params, progress) {
@@ -184,6 +184,8 @@ mod tests {
             select(&["nope".into()]),
             Err(Error::UnknownWorkload { .. })
         ));
+        let one = select(&["apps".into()]).unwrap();
+        assert_eq!(one[0].modes().len(), 3, "secure, insecure and direct");
         let one = select(&["key-agreement".into()]).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(select(&[]).unwrap().len(), 6);

@@ -17,6 +17,7 @@ struct Cli {
 enum Command {
     /// Runs the benchmark workloads of paper §9 in secure and insecure mode and writes
     /// report.md, report.json and SVG plots.
+    #[command(after_help = durations_help())]
     Bench(BenchArgs),
 }
 
@@ -43,6 +44,25 @@ struct BenchArgs {
     /// debug one).
     #[arg(long, hide = true)]
     tiny: bool,
+}
+
+/// The expected durations of a full and a quick run, for `--help`.
+fn durations_help() -> String {
+    let secs = |profile| {
+        let opts = BenchOptions {
+            profile,
+            out: PathBuf::new(),
+            only: Vec::new(),
+            seed: 1,
+        };
+        xtask::expected_duration(&opts).map_or(0.0, |d| d.as_secs_f64())
+    };
+    format!(
+        "Expected duration on 2 cores: full run about {:.0} minutes, --quick about {:.0} s \
+         (each run prints its own estimate when it starts, and report.md the time it took).",
+        secs(Profile::Full) / 60.0,
+        secs(Profile::Quick)
+    )
 }
 
 fn workspace_root() -> PathBuf {

@@ -72,6 +72,10 @@ pub(crate) fn rows(workload: &str, figures: &[Figure], results: &[Measurement]) 
         let selected: Vec<String> = match f.point {
             PointSel::Label(l) => vec![l.to_string()],
             PointSel::Each => points(results, workload),
+            PointSel::Prefix(pre) => points(results, workload)
+                .into_iter()
+                .filter(|p| p.starts_with(pre))
+                .collect(),
             PointSel::MostNodes => results
                 .iter()
                 .filter(|m| m.workload == workload)
@@ -198,6 +202,125 @@ pub(crate) fn missed_goals(
     out
 }
 
+/// A figure of the rust-libp2p peer measured on this machine (issue 6), and where ours is.
+struct Peer {
+    what: &'static str,
+    /// The peer's value and unit.
+    theirs: f64,
+    unit: &'static str,
+    /// `true` when higher is better (throughput).
+    higher_is_better: bool,
+    /// Our workload and point, and how to read the value from it.
+    workload: &'static str,
+    point: &'static str,
+    value: fn(&Measurement) -> Option<f64>,
+}
+
+/// The rust-libp2p 0.57 figures of issue 6 (Kademlia over Noise/TCP, replication 3, 64
+/// requests in flight, all nodes in one process, this machine), at 100 nodes.
+const LIBP2P_100: [Peer; 5] = [
+    Peer {
+        what: "find throughput",
+        theirs: 1_066.0,
+        unit: "ops/s",
+        higher_is_better: true,
+        workload: "find-scaling",
+        point: "N=100",
+        value: |m| Some(m.ops_per_sec),
+    },
+    Peer {
+        what: "find p50 latency",
+        theirs: 57.0,
+        unit: "ms",
+        higher_is_better: false,
+        workload: "find-scaling",
+        point: "N=100",
+        value: |m| Some(m.p50_ms),
+    },
+    Peer {
+        what: "provider store throughput",
+        theirs: 461.0,
+        unit: "ops/s",
+        higher_is_better: true,
+        workload: "find-scaling",
+        point: "store N=100",
+        value: |m| Some(m.ops_per_sec),
+    },
+    Peer {
+        what: "join, sequential",
+        theirs: 100.0,
+        unit: "ms/node",
+        higher_is_better: false,
+        workload: "join",
+        point: "sequential",
+        value: |m| Some(m.mean_ms),
+    },
+    Peer {
+        what: "resident memory of the process holding the nodes",
+        theirs: 788.0,
+        unit: "MB",
+        higher_is_better: false,
+        workload: "find-scaling",
+        point: "N=100",
+        value: |m| m.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6),
+    },
+];
+
+/// The report's "Goals" section: the rust-libp2p peer beside us at 100 nodes, and the ratio.
+pub(crate) fn libp2p_section(results: &[Measurement]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Goals: against rust-libp2p at 100 nodes
+
+\
+         The peer of issue 6: rust-libp2p 0.57, Kademlia over Noise/TCP, replication 3, 64 \
+         requests in flight, all nodes in one process, measured on this machine (its 500-node \
+         ring did not finish joining in 10 minutes). The goal is to beat it by an order of \
+         magnitude at every N. Ratio: how many times better ours is (> 1 is better; ≥ 10 meets \
+         the goal). Our join figure comes from workload 3 (10 bootstrap nodes plus the \
+         joiners), the others from workload 2's ring of 100.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| figure | rust-libp2p | themis secure | themis insecure | ratio (secure) | ≥ 10×? |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for p in &LIBP2P_100 {
+        let ours = |mode| find(results, p.workload, mode, p.point).and_then(p.value);
+        let (sec, ins) = (ours(Mode::Secure), ours(Mode::Insecure));
+        let ratio = sec.filter(|v| *v > 0.0 && v.is_finite()).map(|v| {
+            if p.higher_is_better {
+                v / p.theirs
+            } else {
+                p.theirs / v
+            }
+        });
+        let val = |v: Option<f64>| {
+            v.map_or_else(
+                || "not measured".into(),
+                |v| format!("{} {}", fmt_num(v), p.unit),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} {} | {} | {} | {} | {} |",
+            p.what,
+            fmt_num(p.theirs),
+            p.unit,
+            val(sec),
+            val(ins),
+            ratio.map_or_else(|| "—".into(), |r| format!("{}×", fmt_num(r))),
+            match ratio {
+                None => "not measured",
+                Some(r) if r >= 10.0 => "yes",
+                Some(_) => "**NO**",
+            }
+        );
+    }
+    s
+}
+
 fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
     let m = r.machine;
     let mut s = String::new();
@@ -271,6 +394,8 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
         s.push('\n');
     }
 
+    let _ = writeln!(s, "{}", libp2p_section(r.results));
+
     for w in r.workloads {
         let _ = writeln!(s, "## {}\n\n{}\n", w.title(), w.method());
         let _ = writeln!(
@@ -299,6 +424,9 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
             );
         }
         s.push('\n');
+        if let Some(extra) = w.extra_markdown(r.results) {
+            let _ = writeln!(s, "{extra}");
+        }
         let mine: Vec<&Measurement> = r
             .results
             .iter()
@@ -371,7 +499,10 @@ fn x_of(axis: PlotAxis, m: &Measurement) -> Option<f64> {
 
 /// The charts of one workload: throughput and latency against its axis, and latency CDFs.
 pub(crate) fn charts(w: &dyn Workload, results: &[Measurement]) -> Vec<(String, Chart)> {
-    let mine: Vec<&Measurement> = results.iter().filter(|m| m.workload == w.name()).collect();
+    let mine: Vec<&Measurement> = results
+        .iter()
+        .filter(|m| m.workload == w.name() && w.plotted(&m.point))
+        .collect();
     let mut out = Vec::new();
     if let Some(axis) = w.plot_axis() {
         let xs: BTreeSet<u64> = mine
@@ -435,7 +566,7 @@ pub(crate) fn charts(w: &dyn Workload, results: &[Measurement]) -> Vec<(String, 
     let pts = points(results, w.name());
     let mut series = Vec::new();
     for (i, point) in pts.iter().enumerate() {
-        for mode in Mode::BOTH {
+        for &mode in w.modes() {
             if let Some(m) = find(results, w.name(), mode, point) {
                 let cdf: Vec<(f64, f64)> = m
                     .latency
@@ -448,7 +579,7 @@ pub(crate) fn charts(w: &dyn Workload, results: &[Measurement]) -> Vec<(String, 
                         name: format!("{point} {mode}"),
                         points: cdf,
                         colour: i,
-                        dashed: mode == Mode::Insecure,
+                        dashed: mode != Mode::Secure,
                     });
                 }
             }

@@ -16,6 +16,9 @@ pub enum Mode {
     Secure,
     /// Without: the paper's "insecure counterpart".
     Insecure,
+    /// No themis at all: the application calling its functions directly, in process (the
+    /// baseline of workload 6 only).
+    Direct,
 }
 
 impl Mode {
@@ -28,6 +31,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Secure => "secure",
             Mode::Insecure => "insecure",
+            Mode::Direct => "direct",
         })
     }
 }
@@ -245,6 +249,8 @@ pub enum PointSel {
     Label(&'static str),
     /// Every point the workload measured (one table row each).
     Each,
+    /// Every point whose label starts with this (one table row each).
+    Prefix(&'static str),
     /// The point with the most nodes.
     MostNodes,
 }
@@ -317,8 +323,21 @@ pub trait Workload {
     fn figures(&self) -> Vec<Figure>;
     /// The axis of its scaling plot, if it has one.
     fn plot_axis(&self) -> Option<PlotAxis>;
-    /// How long one mode's run is expected to take.
+    /// How long one mode's run is expected to take (on average over [`Workload::modes`]).
     fn expected_duration(&self, params: &Params) -> Duration;
+    /// The modes a run measures, in order: secure and insecure unless the workload also has
+    /// a [`Mode::Direct`] baseline.
+    fn modes(&self) -> &'static [Mode] {
+        &Mode::BOTH
+    }
+    /// Whether the point labelled `point` belongs on the scaling plot (default: all).
+    fn plotted(&self, _point: &str) -> bool {
+        true
+    }
+    /// Markdown the report adds after the workload's table (its own comparisons), if any.
+    fn extra_markdown(&self, _results: &[Measurement]) -> Option<String> {
+        None
+    }
     /// `false` while the code it measures is not there yet: the report lists its figures as
     /// not measured.
     fn available(&self) -> bool {

@@ -103,11 +103,16 @@ fn tiny_bench_writes_a_complete_report() {
                 "find-scaling",
                 "join",
                 "leave-blink",
-                "key-agreement"
+                "key-agreement",
+                "apps"
             ]
             .contains(&w),
             "{w}"
         );
+        // The direct baseline (no themis) belongs to the end-to-end apps only.
+        if r["mode"] == "direct" {
+            assert_eq!(w, "apps", "{r}");
+        }
         assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
         assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
@@ -140,7 +145,38 @@ fn tiny_bench_writes_a_complete_report() {
         6
     );
     assert!(md.contains("| key pair + agreement, mean latency | c=1 | ≈ 52 ms |"));
-    assert!(md.contains("Not measured yet"));
+    assert!(
+        !md.contains("Not measured yet"),
+        "every workload is implemented"
+    );
+
+    // Workload 6: both applications, three ways each, and the comparison with direct calls.
+    for point in [
+        "startup",
+        "appauth c=1",
+        "appauth c=64",
+        "kmeans c=1",
+        "kmeans c=64",
+    ] {
+        for mode in ["secure", "insecure", "direct"] {
+            assert!(
+                results
+                    .iter()
+                    .any(|r| r["workload"] == "apps" && r["point"] == point && r["mode"] == mode),
+                "apps {point} {mode} missing"
+            );
+        }
+    }
+    assert!(md.contains("| k-means, throughput | kmeans c=64 | 0.49 / 0.49 req/s (0.00 %) |"));
+    assert!(md.contains(
+        "| point | figure | direct | mesh insecure | mesh secure | insecure vs direct | secure vs direct | secure vs insecure |"
+    ));
+    assert!(md.contains("| appauth c=64 | throughput |"));
+
+    // The goals against rust-libp2p (the tiny run has no 100-node ring: not measured).
+    assert!(md.contains("## Goals: against rust-libp2p at 100 nodes"));
+    assert!(md.contains("| find throughput | 1,066 ops/s | not measured |"));
+    assert!(md.contains("| join, sequential | 100 ms/node |"));
 
     // Plots: throughput and latency against concurrency, and CDFs, all well formed.
     for name in [

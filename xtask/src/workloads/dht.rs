@@ -19,6 +19,10 @@ use crate::{Error, Mode, Progress};
 
 /// Operations kept in flight by the closed-loop points.
 const IN_FLIGHT: usize = 64;
+/// Bound on operations in flight in the open-loop points of workload 1. With 4,096 the
+/// driver's queues grew so deep that 50K operations took minutes instead of seconds (as of
+/// this writing); beyond this bound the pacer waits, and the wait counts in the latency.
+const OPEN_IN_FLIGHT: usize = 512;
 /// Bootstrap nodes of the join workload (paper §9.1: "10 bootstrap nodes").
 const BOOTSTRAPS: usize = 10;
 /// Open file descriptors the in-process rings may use in all (`ulimit -n` on the bench host is
@@ -67,9 +71,23 @@ fn driver_config(mode: Mode, seed: u64, records: usize) -> DriverConfig {
     c.dht.max_queries = 4096;
     c.endpoint.mode = match mode {
         Mode::Secure => themis_channel::Mode::Secure,
-        Mode::Insecure => themis_channel::Mode::Insecure,
+        Mode::Insecure | Mode::Direct => themis_channel::Mode::Insecure,
     };
     c.rng_seed = Some(seed);
+    c
+}
+
+/// Request and handshake timeout of the nodes of workloads 1 and 6, which load them beyond
+/// their capacity on purpose: overload must show as latency, not as failures (with the fast
+/// profile's 1 s, hundreds of requests queued on two busy cores time out). The other
+/// workloads keep 1 s: there a request to a node that has just left waits for the timeout,
+/// which a blink then measures.
+pub(crate) const OVERLOAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn with_overload_timeouts(mut c: DriverConfig) -> DriverConfig {
+    c.dht.request_timeout = OVERLOAD_REQUEST_TIMEOUT;
+    c.endpoint.request_timeout = OVERLOAD_REQUEST_TIMEOUT;
+    c.endpoint.handshake_timeout = OVERLOAD_REQUEST_TIMEOUT;
     c
 }
 
@@ -82,6 +100,8 @@ struct Ring {
     records: usize,
     nodes: Vec<DhtNode>,
     made: u64,
+    /// Whether the nodes use [`OVERLOAD_REQUEST_TIMEOUT`].
+    overload: bool,
 }
 
 impl Ring {
@@ -100,6 +120,7 @@ impl Ring {
             records,
             nodes: Vec::new(),
             made: 0,
+            overload: false,
         })
     }
 
@@ -117,7 +138,11 @@ impl Ring {
             self.tcp.clone(),
             id,
             self.net.clone(),
-            driver_config(self.mode, s, self.records),
+            if self.overload {
+                with_overload_timeouts(driver_config(self.mode, s, self.records))
+            } else {
+                driver_config(self.mode, s, self.records)
+            },
         )
         .await
         .map_err(|e| e.to_string())
@@ -225,7 +250,15 @@ const LOCAL: &str = "local-find-store";
 pub(crate) struct LocalFindStore;
 
 impl LocalFindStore {
+    /// Finds offered per open-loop point.
     fn open_ops(p: &Params) -> u64 {
+        p.profile.pick(1_000_000, 50_000, 300)
+    }
+    /// Stores offered per open-loop point. Quick offers fewer stores than finds: every store
+    /// adds a registration the client keeps (and re-stores), and the store rate falls as they
+    /// accumulate (2.7K/s over the first 10K, 1K/s past them, as of this writing), so 50K
+    /// stores alone took minutes.
+    fn open_store_ops(p: &Params) -> u64 {
         p.profile.pick(1_000_000, 10_000, 300)
     }
     fn closed_ops(p: &Params) -> u64 {
@@ -270,9 +303,12 @@ impl Workload for LocalFindStore {
          the serving node: one signed store request over the channel, checked and kept there. \
          `find`: the client looks up the providers of one of 1,000 names stored beforehand, \
          resolved by the serving node (one request and response). Open loop at 50K/s offered \
-         (`find @50K/s`, `store @50K/s`; latency from the due time, at most 4,096 in flight), \
-         then closed loop with 64 in flight (`find max`, `store max`). Quick: 10K ops per \
-         open-loop point, 2K per closed-loop point; full: 1M and 200K."
+         (`find @50K/s`, `store @50K/s`; latency from the due time, at most 512 in flight: \
+         beyond the node's capacity the pacer waits, and the wait counts in the latency), \
+         then closed loop with 64 in flight (`find max`, `store max`). Quick: 50K finds and \
+         10K stores offered open-loop (the client keeps and re-stores every name it \
+         registered, and its store rate falls as they pile up: 50K stores took minutes), 2K \
+         per closed-loop point; full: 1M and 200K."
             .into()
     }
     fn figures(&self) -> Vec<Figure> {
@@ -283,18 +319,22 @@ impl Workload for LocalFindStore {
     }
     fn expected_duration(&self, p: &Params) -> Duration {
         // About 1-2K ops/s of each kind on 2 cores (measured in the tiny run).
-        let ops = 2 * (Self::open_ops(p) + Self::closed_ops(p));
-        Duration::from_secs_f64(ops as f64 / 2_000.0 + 5.0)
+        // Measured on 2 busy cores: finds at about 10K/s, stores at 1-3K/s.
+        let finds = Self::open_ops(p) + Self::closed_ops(p);
+        let stores = Self::open_store_ops(p) + Self::closed_ops(p);
+        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 2_000.0 + 5.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
         let open_ops = Self::open_ops(p);
+        let open_store_ops = Self::open_store_ops(p);
         let closed_ops = Self::closed_ops(p);
         let rate = Self::rate(p);
         let seed = p.seed ^ 0x1000;
-        let records = usize::try_from(open_ops + closed_ops).unwrap_or(usize::MAX) + 10_000;
+        let records = usize::try_from(open_store_ops + closed_ops).unwrap_or(usize::MAX) + 10_000;
         let out = rt.block_on(async {
             let mut ring = Ring::new(mode, seed, 2, records).map_err(|e| werr(LOCAL, mode, e))?;
+            ring.overload = true;
             progress.message("ring of 2");
             ring.grow(2, settle_for(p, Duration::from_secs(2)))
                 .await
@@ -331,7 +371,7 @@ impl Workload for LocalFindStore {
                     }
                 }
             };
-            let total = (open_ops + closed_ops) as usize;
+            let total = (open_store_ops + closed_ops) as usize;
             let names = Arc::new(local_names(seed ^ 3, total, cid, server));
             let store_op = |offset: u64| {
                 let (client, names) = (client.clone(), Arc::clone(&names));
@@ -362,10 +402,10 @@ impl Workload for LocalFindStore {
                 find_op.clone(),
             )
             .await?;
-            let open = OpenLoop {
+            let open = |ops| OpenLoop {
                 rate_per_sec: rate,
-                ops: open_ops,
-                max_in_flight: 4096,
+                ops,
+                max_in_flight: OPEN_IN_FLIGHT,
                 timer: Timer::Precise,
             };
             let closed = ClosedLoop {
@@ -375,12 +415,13 @@ impl Workload for LocalFindStore {
             let label = |what: &str| format!("{what} @{}K/s", rate / 1000.0);
             for (what, is_find) in [("find", true), ("store", false)] {
                 let rss = machine::reset_peak_rss();
-                progress.add_len(open_ops);
+                let ops = if is_find { open_ops } else { open_store_ops };
+                progress.add_len(ops);
                 progress.message(label(what));
                 let stats = if is_find {
-                    load::open_loop(open, progress, find_op.clone()).await?
+                    load::open_loop(open(ops), progress, find_op.clone()).await?
                 } else {
-                    load::open_loop(open, progress, store_op(0)).await?
+                    load::open_loop(open(ops), progress, store_op(0)).await?
                 };
                 out.push(with_machine(
                     Measurement::from_stats(LOCAL, mode, label(what), 2, &stats),
@@ -393,7 +434,7 @@ impl Workload for LocalFindStore {
                 let stats = if is_find {
                     load::closed_loop(closed, progress, find_op.clone()).await?
                 } else {
-                    load::closed_loop(closed, progress, store_op(open_ops)).await?
+                    load::closed_loop(closed, progress, store_op(open_store_ops)).await?
                 };
                 out.push(with_machine(
                     Measurement::from_stats(LOCAL, mode, point, 2, &stats)
@@ -426,6 +467,9 @@ impl FindScaling {
     fn ops(p: &Params) -> u64 {
         p.profile.pick(100_000, 5_000, 200)
     }
+    fn store_ops(p: &Params) -> u64 {
+        p.profile.pick(20_000, 500, 50)
+    }
 }
 
 impl Workload for FindScaling {
@@ -438,7 +482,9 @@ impl Workload for FindScaling {
     fn method(&self) -> String {
         "A ring of N nodes (`N=1` … `N=1000`), built by sequential joins through random members \
          and left to stabilize; then iterative finds of random ids, each from a random node, \
-         closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Every node \
+         closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Then, on the same \
+         ring, provider stores (`store N=…`): a random node registers a fresh name on k + 1 = 3 \
+         replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Every node \
          keeps at most 16,000 / N TCP connections (at least 8), so 1,000 nodes fit a 20,000-fd \
          limit. Hops: nodes queried in sequence per find (0 = answered from the local table). \
          Peak RSS and open fds are per point: the whole ring lives in this process."
@@ -450,11 +496,17 @@ impl Workload for FindScaling {
     fn plot_axis(&self) -> Option<PlotAxis> {
         Some(PlotAxis::Nodes)
     }
+    fn plotted(&self, point: &str) -> bool {
+        point.starts_with("N=")
+    }
     fn expected_duration(&self, p: &Params) -> Duration {
         let sizes = Self::sizes(p);
         let joins: usize = sizes.iter().sum();
         let finds = Self::ops(p) as f64 * sizes.len() as f64;
-        Duration::from_secs_f64(joins as f64 * 0.05 + finds / 5_000.0 + 5.0 * sizes.len() as f64)
+        let stores = Self::store_ops(p) as f64 * sizes.len() as f64;
+        Duration::from_secs_f64(
+            joins as f64 * 0.05 + finds / 5_000.0 + stores / 1_000.0 + 5.0 * sizes.len() as f64,
+        )
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -506,6 +558,39 @@ impl Workload for FindScaling {
                 )
                 .await?;
                 let nodes = u32::try_from(n).unwrap_or(u32::MAX);
+                out.push(with_machine(
+                    Measurement::from_stats(SCALING, mode, point, nodes, &stats)
+                        .with_concurrency(IN_FLIGHT),
+                    rss,
+                ));
+                // Provider stores on the same ring: a random node registers a fresh name on
+                // k + 1 = 3 replicas (the network default k = 2, libp2p's replication 3).
+                let rss = machine::reset_peak_rss();
+                let point = format!("store N={n}");
+                let store_ops = Self::store_ops(p);
+                progress.add_len(store_ops);
+                progress.message(point.clone());
+                let members = Arc::new(ring.nodes.clone());
+                let stats = load::closed_loop(
+                    ClosedLoop {
+                        concurrency: IN_FLIGHT,
+                        ops: store_ops,
+                    },
+                    progress,
+                    move |i: u64| {
+                        let node = members.get(pick(members.len(), seed ^ 7, i)).cloned();
+                        let name = format!("{:016x}", mix(seed ^ 8, i));
+                        async move {
+                            let node = node.ok_or("no node")?;
+                            match node.register(ServiceSpec::new(name), None).await {
+                                Ok(r) if r.failed == 0 && r.stored > 0 => Ok(OpOutcome::default()),
+                                Ok(_) => Err("a replica refused the store"),
+                                Err(_) => Err("store failed"),
+                            }
+                        }
+                    },
+                )
+                .await?;
                 out.push(with_machine(
                     Measurement::from_stats(SCALING, mode, point, nodes, &stats)
                         .with_concurrency(IN_FLIGHT),

@@ -1,5 +1,6 @@
 //! The workloads of paper §9.
 
+mod apps;
 mod dht;
 mod key_agreement;
 mod planned;
@@ -15,8 +16,9 @@ pub(crate) fn all() -> Vec<Box<dyn Workload>> {
         Box::new(dht::Join),
         Box::new(dht::LeaveBlink),
         Box::new(key_agreement::KeyAgreement),
+        Box::new(apps::Apps),
     ];
-    // 6, still planned.
+    // Any workload still planned comes last.
     out.extend(planned.skip(4).map(|p| Box::new(p) as Box<dyn Workload>));
     out
 }
