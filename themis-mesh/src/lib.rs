@@ -59,10 +59,10 @@ pub use policy::{
 };
 pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 
+pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
     Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
 };
-pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
