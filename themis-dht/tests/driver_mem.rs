@@ -46,3 +46,42 @@ async fn thirty_nodes_in_memory_virtual_time() {
         n.shutdown().await;
     }
 }
+
+/// Every operation of a `DhtNode` ends within `DriverConfig::command_timeout`: a join through
+/// a bootstrap that never answers (a bound address with nobody serving it) fails with
+/// `Error::TimedOut` once the limit passes, even though the core would keep retrying for longer.
+#[tokio::test(start_paused = true)]
+async fn an_operation_that_outlasts_command_timeout_fails_with_timed_out() {
+    let net = mem_network(5);
+    let silent = net.bind(); // frames to it are delivered, never answered
+    let mut cfg = config(Mode::Secure, 5);
+    cfg.command_timeout = Duration::from_secs(2);
+    let node = DhtNode::on_transport(
+        Arc::new(net.bind()),
+        identity(5),
+        driver_support::net(),
+        cfg,
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let e = node
+        .join([themis_dht::Contact::from(
+            themis_channel::Transport::local_addr(&silent),
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, themis_dht::Error::TimedOut { what: "join", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("command_timeout"), "{e}");
+    // virtual time: exactly the limit, not the core's longer retry schedule
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
+        "{took:?}"
+    );
+    // the node still answers (the join goes on in the background) and shuts down
+    node.status().await.unwrap();
+    node.shutdown().await;
+}

@@ -52,10 +52,10 @@ pub use policy::{
 };
 pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 
-pub use node::{MeshConfig, MeshNode, RemoteErrorKind, ServiceHandler, ServiceSpec};
+pub use node::{MeshConfig, MeshNode, RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind};
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
-pub use themis_channel::{Mode, TcpConfig};
+pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
 pub use themis_dht::{Contact, DhtNode, DriverConfig, Status, object_id};
