@@ -199,10 +199,15 @@ pub fn echo(tag: &'static str) -> impl themis_mesh::ServiceHandler {
     }
 }
 
-/// Shuts every node down gracefully, one after the other (each leave hands records to a
-/// successor that may itself be gone already: the case that used to hang).
+/// Shuts every node down gracefully, one after the other. Each leave hands records to a
+/// successor that may itself be gone already: the case that used to hang (a leave that never
+/// ended), so every leave must end well (within `command_timeout`, else `TimedOut`).
 pub async fn shutdown_all(nodes: &[MeshNode]) {
     for (i, n) in nodes.iter().enumerate() {
+        let left = within(30, &format!("leave of node {i}"), n.dht().leave()).await;
+        if let Err(e) = left {
+            panic!("node {i}: the leave did not end well: {e}");
+        }
         within(30, &format!("shut down node {i}"), n.shutdown()).await;
     }
 }
