@@ -112,98 +112,104 @@ fn two_hundred_endpoints_same_seed_same_outcome() {
 
 #[tokio::test(start_paused = true)]
 async fn sessions_are_rekeyed_by_message_count() {
-    let sim = MemNetwork::new(MemConfig::default());
-    let mut cfg = EndpointConfig::default();
-    cfg.channel.rekey_after_messages = 8;
-    cfg.channel.reject_after_messages = 16;
-    let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
-    let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
-    for i in 0..100u8 {
-        let r = a
-            .request(&b.local_peer(), Bytes::from(vec![i]))
-            .await
-            .unwrap();
-        assert_eq!(&r[..], &echoed(&[i])[..]);
-    }
-    let m = a.metrics();
-    assert!(m.handshakes_initiated_ok >= 10, "rekeyed: {m:?}");
-    assert_eq!(m.requests_failed, 0);
-    assert_eq!(a.sessions(), 1);
+    within(600, "sessions_are_rekeyed_by_message_count", async {
+        let sim = MemNetwork::new(MemConfig::default());
+        let mut cfg = EndpointConfig::default();
+        cfg.channel.rekey_after_messages = 8;
+        cfg.channel.reject_after_messages = 16;
+        let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
+        let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
+        for i in 0..100u8 {
+            let r = a
+                .request(&b.local_peer(), Bytes::from(vec![i]))
+                .await
+                .unwrap();
+            assert_eq!(&r[..], &echoed(&[i])[..]);
+        }
+        let m = a.metrics();
+        assert!(m.handshakes_initiated_ok >= 10, "rekeyed: {m:?}");
+        assert_eq!(m.requests_failed, 0);
+        assert_eq!(a.sessions(), 1);
+    })
+    .await;
 }
 
 /// Thousands of mutated frames of every type reach an endpoint: nothing panics, everything is
 /// counted, and the endpoint keeps serving.
 #[tokio::test(start_paused = true)]
 async fn mutated_frames_of_every_type_are_survived() {
-    use themis_channel::Transport;
-    let sim = MemNetwork::new(MemConfig::default());
-    let server = mem(
-        sim.bind(),
-        2,
-        EndpointConfig::default(),
-        Arc::new(Echo::default()),
-    );
-    let client = mem(
-        sim.bind(),
-        1,
-        EndpointConfig::default(),
-        Arc::new(Echo::default()),
-    );
-    client
-        .request(&server.local_peer(), Bytes::from_static(b"warm"))
-        .await
+    within(600, "mutated_frames_of_every_type_are_survived", async {
+        use themis_channel::Transport;
+        let sim = MemNetwork::new(MemConfig::default());
+        let server = mem(
+            sim.bind(),
+            2,
+            EndpointConfig::default(),
+            Arc::new(Echo::default()),
+        );
+        let client = mem(
+            sim.bind(),
+            1,
+            EndpointConfig::default(),
+            Arc::new(Echo::default()),
+        );
+        client
+            .request(&server.local_peer(), Bytes::from_static(b"warm"))
+            .await
+            .unwrap();
+        let base = server.metrics();
+        let raw = sim.bind();
+        let (_init, msg1) = themis_handshake::Initiator::start(
+            identity(9),
+            net(),
+            server.local_id(),
+            &themis_handshake::HandshakeConfig::default(),
+            std::time::Instant::now(),
+        )
         .unwrap();
-    let base = server.metrics();
-    let raw = sim.bind();
-    let (_init, msg1) = themis_handshake::Initiator::start(
-        identity(9),
-        net(),
-        server.local_id(),
-        &themis_handshake::HandshakeConfig::default(),
-        std::time::Instant::now(),
-    )
-    .unwrap();
-    let mut s = 1u64;
-    let mut sent = 0u64;
-    let mut genuine = 0u64;
-    for _ in 0..3000 {
-        let r = next(&mut s);
-        let ty = [
-            0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3F, 0x7F,
-        ][(r % 14) as usize];
-        let len = 2 + (next(&mut s) % 300) as usize;
-        let mut f: Vec<u8> = if ty == 0x01 && r.is_multiple_of(3) {
-            msg1.clone()
-        } else {
-            (0..len).map(|_| next(&mut s) as u8).collect()
-        };
-        f[0] = 0x01;
-        f[1] = ty;
-        if f.len() > 2 && r.is_multiple_of(5) {
-            let i = 2 + (next(&mut s) as usize % (f.len() - 2));
-            f[i] ^= 1 << (next(&mut s) % 8);
+        let mut s = 1u64;
+        let mut sent = 0u64;
+        let mut genuine = 0u64;
+        for _ in 0..3000 {
+            let r = next(&mut s);
+            let ty = [
+                0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3F, 0x7F,
+            ][(r % 14) as usize];
+            let len = 2 + (next(&mut s) % 300) as usize;
+            let mut f: Vec<u8> = if ty == 0x01 && r.is_multiple_of(3) {
+                msg1.clone()
+            } else {
+                (0..len).map(|_| next(&mut s) as u8).collect()
+            };
+            f[0] = 0x01;
+            f[1] = ty;
+            if f.len() > 2 && r.is_multiple_of(5) {
+                let i = 2 + (next(&mut s) as usize % (f.len() - 2));
+                f[i] ^= 1 << (next(&mut s) % 8);
+            }
+            let is_genuine = f == msg1;
+            if raw.send(server.local_addr(), Bytes::from(f)).await.is_ok() {
+                sent += 1;
+                genuine += u64::from(is_genuine);
+            }
+            if sent.is_multiple_of(100) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        let is_genuine = f == msg1;
-        if raw.send(server.local_addr(), Bytes::from(f)).await.is_ok() {
-            sent += 1;
-            genuine += u64::from(is_genuine);
-        }
-        if sent.is_multiple_of(100) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = server.metrics();
-    let counted = refused(&m) - refused(&base);
-    eprintln!("{sent} sent ({genuine} genuine message 1), {counted} counted as refused");
-    // Every frame is either a genuine message 1 (answered, left pending) or counted.
-    assert_eq!(counted + genuine, sent, "{m:?}");
-    assert_eq!(m.handshakes_accepted_ok, 1, "no forged handshake completed");
-    let r = client
-        .request(&server.local_peer(), Bytes::from_static(b"still"))
-        .await
-        .unwrap();
-    assert_eq!(&r[..], b"re:still");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = server.metrics();
+        let counted = refused(&m) - refused(&base);
+        eprintln!("{sent} sent ({genuine} genuine message 1), {counted} counted as refused");
+        // Every frame is either a genuine message 1 (answered, left pending) or counted.
+        assert_eq!(counted + genuine, sent, "{m:?}");
+        assert_eq!(m.handshakes_accepted_ok, 1, "no forged handshake completed");
+        let r = client
+            .request(&server.local_peer(), Bytes::from_static(b"still"))
+            .await
+            .unwrap();
+        assert_eq!(&r[..], b"re:still");
+    })
+    .await;
 }
 
 /// Every counter of a refused (or merely acknowledged control) frame.

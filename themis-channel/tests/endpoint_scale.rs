@@ -30,7 +30,7 @@ fn ten_thousand_requests_64_in_flight_across_runtimes() {
     let echo = Arc::new(Counting::default());
     let server = server_rt.block_on(tcp(2, EndpointConfig::default(), echo.clone()));
     let peer = server.local_peer();
-    client_rt.block_on(async move {
+    client_rt.block_on(within(180, "10,000 requests", async move {
         let client = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
         let mut set = tokio::task::JoinSet::new();
         // 64 workers, each with one request in flight at a time: 64 in flight.
@@ -61,7 +61,7 @@ fn ten_thousand_requests_64_in_flight_across_runtimes() {
         assert_eq!(m.requests_ok, 10_000);
         assert_eq!(m.handshakes_initiated_ok, 1);
         assert_eq!(m.in_flight, 0);
-    });
+    }));
     let seen = echo.seen.lock().unwrap();
     assert_eq!(seen.len(), 10_000);
     assert!(seen.values().all(|&n| n == 1));
@@ -76,7 +76,7 @@ fn thousand_endpoints_over_udp_loopback() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    rt.block_on(within(180, "1,000 endpoints", async {
         let before = open_fds();
         let mut eps = Vec::new();
         for i in 0..1000u64 {
@@ -109,7 +109,7 @@ fn thousand_endpoints_over_udp_loopback() {
         for e in &eps {
             e.shutdown().await;
         }
-    });
+    }));
 }
 
 /// Child side of [`two_os_processes`]: serves echo requests, prints its port, exits when
@@ -163,7 +163,7 @@ fn two_os_processes() {
         }
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    rt.block_on(within(180, "two processes", async {
         let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
         let peer = PeerAddr {
             id: identity(42).node_id(&net()),
@@ -179,7 +179,7 @@ fn two_os_processes() {
         }
         assert_eq!(a.metrics().handshakes_initiated_ok, 1);
         a.shutdown().await;
-    });
+    }));
     drop(child.stdin.take());
     let status = wait_timeout(&mut child, Duration::from_secs(20));
     assert!(status, "child did not exit cleanly");

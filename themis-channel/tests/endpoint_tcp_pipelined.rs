@@ -60,12 +60,18 @@ async fn pipelined(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_pipelined_requests_are_never_lost() {
-    pipelined(Mode::Insecure).await;
+    within(180, "insecure_pipelined_requests_are_never_lost", async {
+        pipelined(Mode::Insecure).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_pipelined_requests_are_never_lost() {
-    pipelined(Mode::Secure).await;
+    within(180, "secure_pipelined_requests_are_never_lost", async {
+        pipelined(Mode::Secure).await;
+    })
+    .await;
 }
 
 /// The bench's exact shape: a runtime driven by `block_on` from outside, rounds of 64 tasks.
@@ -88,7 +94,7 @@ fn bench_shape_insecure() {
     rt.block_on(a.request(&peer, payload.clone())).unwrap();
     let mut iters = 1u64;
     while iters < 4000 {
-        rt.block_on(async {
+        rt.block_on(within(180, "a round of 64 tasks", async {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..64 {
                 let (a, payload) = (a.clone(), payload.clone());
@@ -103,7 +109,7 @@ fn bench_shape_insecure() {
                     panic!("{e}\nclient {:#?}\nserver {:#?}", a.metrics(), b.metrics());
                 }
             }
-        });
+        }));
         iters = iters * 3 / 2 + 1;
     }
 }
@@ -126,21 +132,30 @@ impl themis_channel::Handler for Slow {
 /// sequence number with the old command's response (and leave the real one unanswerable).
 #[tokio::test]
 async fn insecure_restart_never_answers_with_an_old_commands_response() {
-    let b = tcp(2, EndpointConfig::insecure(), Arc::new(Slow)).await;
-    let peer = b.local_peer();
-    // The old incarnation of node 1: its command seq 1 runs for 0.4 s.
-    let old = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
-    let pending = {
-        let old = old.clone();
-        tokio::spawn(async move { old.request(&peer, Bytes::from_static(b"\x04old")).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    pending.abort();
-    // Node 1 "restarted" (same identity, new port): its first command is seq 1 again.
-    let new = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
-    let r = new
-        .request(&peer, Bytes::from_static(b"\x08new"))
-        .await
-        .unwrap();
-    assert_eq!(&r[..], b"re:\x08new");
+    within(
+        180,
+        "insecure_restart_never_answers_with_an_old_commands_response",
+        async {
+            let b = tcp(2, EndpointConfig::insecure(), Arc::new(Slow)).await;
+            let peer = b.local_peer();
+            // The old incarnation of node 1: its command seq 1 runs for 0.4 s.
+            let old = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+            let pending = {
+                let old = old.clone();
+                tokio::spawn(
+                    async move { old.request(&peer, Bytes::from_static(b"\x04old")).await },
+                )
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            pending.abort();
+            // Node 1 "restarted" (same identity, new port): its first command is seq 1 again.
+            let new = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;
+            let r = new
+                .request(&peer, Bytes::from_static(b"\x08new"))
+                .await
+                .unwrap();
+            assert_eq!(&r[..], b"re:\x08new");
+        },
+    )
+    .await;
 }

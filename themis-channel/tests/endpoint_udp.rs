@@ -40,7 +40,7 @@ fn run(mode_secure: bool) {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    rt.block_on(within(180, "lossy udp run", async {
         let mut cfg = EndpointConfig::default();
         if !mode_secure {
             cfg = EndpointConfig::insecure();
@@ -90,7 +90,7 @@ fn run(mode_secure: bool) {
         assert!(ma.retransmissions > 0);
         assert!(mb.frames_rejected_replay > 0, "duplicates reached the replay window");
         assert_eq!(ma.in_flight, 0);
-    });
+    }));
 }
 
 #[test]
@@ -105,27 +105,37 @@ fn lossy_udp_insecure_no_request_executed_twice() {
 
 #[tokio::test]
 async fn udp_plain_requests_and_identify() {
-    let b = udp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
-    let a = udp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
-    let (id, _) = a.identify(b.local_addr()).await.unwrap();
-    assert_eq!(id, b.local_id());
-    for i in 0..50u8 {
-        let r = a
-            .request(&b.local_peer(), Bytes::from(vec![i]))
-            .await
-            .unwrap();
-        assert_eq!(&r[..], &echoed(&[i])[..]);
-    }
-    assert_eq!(a.metrics().handshakes_initiated_ok, 1);
+    within(180, "udp_plain_requests_and_identify", async {
+        let b = udp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+        let a = udp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+        let (id, _) = a.identify(b.local_addr()).await.unwrap();
+        assert_eq!(id, b.local_id());
+        for i in 0..50u8 {
+            let r = a
+                .request(&b.local_peer(), Bytes::from(vec![i]))
+                .await
+                .unwrap();
+            assert_eq!(&r[..], &echoed(&[i])[..]);
+        }
+        assert_eq!(a.metrics().handshakes_initiated_ok, 1);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn udp_request_larger_than_a_datagram_is_refused_locally() {
-    let b = udp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
-    let a = udp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
-    let e = a
-        .request(&b.local_peer(), Bytes::from(vec![0u8; 4000]))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::PayloadTooLarge { .. }), "{e:?}");
+    within(
+        180,
+        "udp_request_larger_than_a_datagram_is_refused_locally",
+        async {
+            let b = udp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
+            let a = udp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
+            let e = a
+                .request(&b.local_peer(), Bytes::from(vec![0u8; 4000]))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::PayloadTooLarge { .. }), "{e:?}");
+        },
+    )
+    .await;
 }

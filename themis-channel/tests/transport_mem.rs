@@ -100,141 +100,153 @@ fn same_seed_same_trace_different_seed_different_trace() {
 
 #[tokio::test(start_paused = true)]
 async fn latency_is_applied_in_virtual_time() {
-    let net = MemNetwork::new(MemConfig::default());
-    let (a, b) = (net.bind(), net.bind());
-    net.set_link(
-        a.local_addr(),
-        b.local_addr(),
-        LinkConfig {
-            latency: Duration::from_millis(250),
-            ..LinkConfig::default()
-        },
-    );
-    let t0 = tokio::time::Instant::now();
-    a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
-    let (from, f) = b.recv().await.unwrap();
-    assert_eq!((from, parse(&f)), (a.local_addr(), (0, 1)));
-    assert_eq!(t0.elapsed(), Duration::from_millis(250));
-    // The reverse direction keeps the default (no delay).
-    let t1 = tokio::time::Instant::now();
-    b.send(a.local_addr(), frame(0, 2, 0)).await.unwrap();
-    a.recv().await.unwrap();
-    assert_eq!(t1.elapsed(), Duration::ZERO);
+    within(600, "latency_is_applied_in_virtual_time", async {
+        let net = MemNetwork::new(MemConfig::default());
+        let (a, b) = (net.bind(), net.bind());
+        net.set_link(
+            a.local_addr(),
+            b.local_addr(),
+            LinkConfig {
+                latency: Duration::from_millis(250),
+                ..LinkConfig::default()
+            },
+        );
+        let t0 = tokio::time::Instant::now();
+        a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
+        let (from, f) = b.recv().await.unwrap();
+        assert_eq!((from, parse(&f)), (a.local_addr(), (0, 1)));
+        assert_eq!(t0.elapsed(), Duration::from_millis(250));
+        // The reverse direction keeps the default (no delay).
+        let t1 = tokio::time::Instant::now();
+        b.send(a.local_addr(), frame(0, 2, 0)).await.unwrap();
+        a.recv().await.unwrap();
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn loss_rate_matches_configuration() {
-    let net = MemNetwork::new(MemConfig {
-        seed: 9,
-        default_link: LinkConfig {
-            loss: 0.25,
-            ..LinkConfig::default()
-        },
-        recv_queue_len: 10_000,
-        ..MemConfig::default()
-    });
-    let (a, b) = (net.bind(), net.bind());
-    for i in 0..4000 {
-        a.send(b.local_addr(), frame(0, i, 0)).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let got = b.stats().frames_received;
-    let lost = a.stats().frames_dropped;
-    assert_eq!(got + lost, 4000);
-    assert!((800..1200).contains(&lost), "lost {lost} of 4000 at 25%");
+    within(600, "loss_rate_matches_configuration", async {
+        let net = MemNetwork::new(MemConfig {
+            seed: 9,
+            default_link: LinkConfig {
+                loss: 0.25,
+                ..LinkConfig::default()
+            },
+            recv_queue_len: 10_000,
+            ..MemConfig::default()
+        });
+        let (a, b) = (net.bind(), net.bind());
+        for i in 0..4000 {
+            a.send(b.local_addr(), frame(0, i, 0)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let got = b.stats().frames_received;
+        let lost = a.stats().frames_dropped;
+        assert_eq!(got + lost, 4000);
+        assert!((800..1200).contains(&lost), "lost {lost} of 4000 at 25%");
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn partition_and_heal() {
-    let net = MemNetwork::new(MemConfig {
-        trace_capacity: 1000,
-        ..MemConfig::default()
-    });
-    let nodes: Vec<MemTransport> = (0..4).map(|_| net.bind()).collect();
-    let addr: Vec<_> = nodes.iter().map(|n| n.local_addr()).collect();
-    net.partition(&[&addr[..2], &addr[2..]]);
-    // Within a side: delivered.
-    nodes[0].send(addr[1], frame(0, 1, 0)).await.unwrap();
-    assert_eq!(parse(&nodes[1].recv().await.unwrap().1), (0, 1));
-    nodes[3].send(addr[2], frame(0, 2, 0)).await.unwrap();
-    assert_eq!(parse(&nodes[2].recv().await.unwrap().1), (0, 2));
-    // Across: dropped.
-    nodes[0].send(addr[2], frame(0, 3, 0)).await.unwrap();
-    nodes[3].send(addr[1], frame(0, 4, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(10), nodes[2].recv())
-            .await
-            .is_err()
-    );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(10), nodes[1].recv())
-            .await
-            .is_err()
-    );
-    assert_eq!(nodes[0].stats().frames_dropped, 1);
-    // A frame in flight when the partition starts is dropped on arrival.
-    net.heal();
-    net.set_link(
-        addr[0],
-        addr[3],
-        LinkConfig {
-            latency: Duration::from_millis(50),
-            ..LinkConfig::default()
-        },
-    );
-    nodes[0].send(addr[3], frame(0, 5, 0)).await.unwrap();
-    net.partition(&[&addr[..1]]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(10), nodes[3].recv())
-            .await
-            .is_err()
-    );
-    // Healed: everything flows again.
-    net.heal();
-    nodes[0].send(addr[3], frame(0, 6, 0)).await.unwrap();
-    assert_eq!(parse(&nodes[3].recv().await.unwrap().1), (0, 6));
-    let undelivered = net.trace().iter().filter(|e| !e.delivered).count();
-    assert_eq!(undelivered, 3);
+    within(600, "partition_and_heal", async {
+        let net = MemNetwork::new(MemConfig {
+            trace_capacity: 1000,
+            ..MemConfig::default()
+        });
+        let nodes: Vec<MemTransport> = (0..4).map(|_| net.bind()).collect();
+        let addr: Vec<_> = nodes.iter().map(|n| n.local_addr()).collect();
+        net.partition(&[&addr[..2], &addr[2..]]);
+        // Within a side: delivered.
+        nodes[0].send(addr[1], frame(0, 1, 0)).await.unwrap();
+        assert_eq!(parse(&nodes[1].recv().await.unwrap().1), (0, 1));
+        nodes[3].send(addr[2], frame(0, 2, 0)).await.unwrap();
+        assert_eq!(parse(&nodes[2].recv().await.unwrap().1), (0, 2));
+        // Across: dropped.
+        nodes[0].send(addr[2], frame(0, 3, 0)).await.unwrap();
+        nodes[3].send(addr[1], frame(0, 4, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), nodes[2].recv())
+                .await
+                .is_err()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), nodes[1].recv())
+                .await
+                .is_err()
+        );
+        assert_eq!(nodes[0].stats().frames_dropped, 1);
+        // A frame in flight when the partition starts is dropped on arrival.
+        net.heal();
+        net.set_link(
+            addr[0],
+            addr[3],
+            LinkConfig {
+                latency: Duration::from_millis(50),
+                ..LinkConfig::default()
+            },
+        );
+        nodes[0].send(addr[3], frame(0, 5, 0)).await.unwrap();
+        net.partition(&[&addr[..1]]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), nodes[3].recv())
+                .await
+                .is_err()
+        );
+        // Healed: everything flows again.
+        net.heal();
+        nodes[0].send(addr[3], frame(0, 6, 0)).await.unwrap();
+        assert_eq!(parse(&nodes[3].recv().await.unwrap().1), (0, 6));
+        let undelivered = net.trace().iter().filter(|e| !e.delivered).count();
+        assert_eq!(undelivered, 3);
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn addresses_closing_and_limits() {
-    let net = MemNetwork::new(MemConfig {
-        max_frame_len: 64,
-        ..MemConfig::default()
-    });
-    let a = net.bind();
-    assert!(matches!(
-        net.bind_addr(a.local_addr()),
-        Err(TransportError::AddrInUse { .. })
-    ));
-    let b = net.bind();
-    assert_ne!(a.local_addr(), b.local_addr());
-    assert!(matches!(
-        a.send(b.local_addr(), frame(0, 0, 58)).await,
-        Err(TransportError::FrameTooLarge { len: 65, max: 64 })
-    ));
-    a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1)).await; // delivered into b's queue
-    b.close().await;
-    // Frames already queued are still readable, then recv reports the close.
-    assert_eq!(parse(&b.recv().await.unwrap().1), (0, 1));
-    assert!(matches!(b.recv().await, Err(TransportError::Closed)));
-    assert!(matches!(
-        b.send(a.local_addr(), frame(0, 1, 0)).await,
-        Err(TransportError::Closed)
-    ));
-    // Sending to an address nobody holds is silent loss.
-    a.send(b.local_addr(), frame(0, 2, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    // The address can be taken again.
-    let b2 = net.bind_addr(b.local_addr()).unwrap();
-    a.send(b2.local_addr(), frame(0, 3, 0)).await.unwrap();
-    assert_eq!(parse(&b2.recv().await.unwrap().1), (0, 3));
-    drop((a, b2));
-    assert!(net.is_empty());
+    within(600, "addresses_closing_and_limits", async {
+        let net = MemNetwork::new(MemConfig {
+            max_frame_len: 64,
+            ..MemConfig::default()
+        });
+        let a = net.bind();
+        assert!(matches!(
+            net.bind_addr(a.local_addr()),
+            Err(TransportError::AddrInUse { .. })
+        ));
+        let b = net.bind();
+        assert_ne!(a.local_addr(), b.local_addr());
+        assert!(matches!(
+            a.send(b.local_addr(), frame(0, 0, 58)).await,
+            Err(TransportError::FrameTooLarge { len: 65, max: 64 })
+        ));
+        a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await; // delivered into b's queue
+        b.close().await;
+        // Frames already queued are still readable, then recv reports the close.
+        assert_eq!(parse(&b.recv().await.unwrap().1), (0, 1));
+        assert!(matches!(b.recv().await, Err(TransportError::Closed)));
+        assert!(matches!(
+            b.send(a.local_addr(), frame(0, 1, 0)).await,
+            Err(TransportError::Closed)
+        ));
+        // Sending to an address nobody holds is silent loss.
+        a.send(b.local_addr(), frame(0, 2, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The address can be taken again.
+        let b2 = net.bind_addr(b.local_addr()).unwrap();
+        a.send(b2.local_addr(), frame(0, 3, 0)).await.unwrap();
+        assert_eq!(parse(&b2.recv().await.unwrap().1), (0, 3));
+        drop((a, b2));
+        assert!(net.is_empty());
+    })
+    .await;
 }
 
 /// The fault wrapper is deterministic too when run over the memory network in virtual time.
@@ -275,35 +287,38 @@ fn faulty_wrapper_deterministic_over_memory() {
 /// Thousands of transports in one process: cheap, and all traffic arrives.
 #[tokio::test(start_paused = true)]
 async fn five_thousand_transports() {
-    const N: usize = 5000;
-    let net = MemNetwork::new(MemConfig {
-        seed: 1,
-        default_link: LinkConfig {
-            latency: Duration::from_millis(10),
-            jitter: Duration::from_millis(10),
-            ..LinkConfig::default()
-        },
-        ..MemConfig::default()
-    });
-    let fds = open_fds();
-    let nodes: Vec<MemTransport> = (0..N).map(|_| net.bind()).collect();
-    // Other tests run in parallel and open a few descriptors for their runtimes.
-    assert!(open_fds() < fds + 100, "no descriptor per transport");
-    for (i, n) in nodes.iter().enumerate() {
-        for k in 1..=4 {
-            n.send(
-                nodes[(i * 31 + k * 977) % N].local_addr(),
-                frame(0, i as u32, 16),
-            )
-            .await
-            .unwrap();
+    within(600, "five_thousand_transports", async {
+        const N: usize = 5000;
+        let net = MemNetwork::new(MemConfig {
+            seed: 1,
+            default_link: LinkConfig {
+                latency: Duration::from_millis(10),
+                jitter: Duration::from_millis(10),
+                ..LinkConfig::default()
+            },
+            ..MemConfig::default()
+        });
+        let fds = open_fds();
+        let nodes: Vec<MemTransport> = (0..N).map(|_| net.bind()).collect();
+        // Other tests run in parallel and open a few descriptors for their runtimes.
+        assert!(open_fds() < fds + 100, "no descriptor per transport");
+        for (i, n) in nodes.iter().enumerate() {
+            for k in 1..=4 {
+                n.send(
+                    nodes[(i * 31 + k * 977) % N].local_addr(),
+                    frame(0, i as u32, 16),
+                )
+                .await
+                .unwrap();
+            }
         }
-    }
-    assert_eq!(net.in_flight(), 4 * N);
-    tokio::time::sleep(Duration::from_millis(25)).await;
-    let got: u64 = nodes.iter().map(|n| n.stats().frames_received).sum();
-    assert_eq!(got, 4 * N as u64);
-    assert_eq!(net.in_flight(), 0);
+        assert_eq!(net.in_flight(), 4 * N);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let got: u64 = nodes.iter().map(|n| n.stats().frames_received).sum();
+        assert_eq!(got, 4 * N as u64);
+        assert_eq!(net.in_flight(), 0);
+    })
+    .await;
 }
 
 mod props {

@@ -19,301 +19,336 @@ async fn tcp(cfg: TcpConfig) -> Arc<TcpTransport> {
 /// 10,000 frames each way, both directions at once, over one connection, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_frames_pipelined_both_ways_over_one_connection() {
-    let a = tcp(TcpConfig::default()).await;
-    let b = tcp(TcpConfig::default()).await;
-    // Open the connection first so the two bulk senders do not race to dial.
-    a.send(b.local_addr(), frame(0, u32::MAX, 0)).await.unwrap();
-    assert_eq!(recv_within(&*b, 5).await.0, a.local_addr());
+    within(
+        180,
+        "ten_thousand_frames_pipelined_both_ways_over_one_connection",
+        async {
+            let a = tcp(TcpConfig::default()).await;
+            let b = tcp(TcpConfig::default()).await;
+            // Open the connection first so the two bulk senders do not race to dial.
+            a.send(b.local_addr(), frame(0, u32::MAX, 0)).await.unwrap();
+            assert_eq!(recv_within(&*b, 5).await.0, a.local_addr());
 
-    const N: u32 = 10_000;
-    let pump = |from: Arc<TcpTransport>, to: Arc<TcpTransport>, tag: u8| {
-        tokio::spawn(async move {
-            for i in 0..N {
-                from.send(to.local_addr(), frame(tag, i, (i % 300) as usize))
-                    .await
-                    .unwrap();
+            const N: u32 = 10_000;
+            let pump = |from: Arc<TcpTransport>, to: Arc<TcpTransport>, tag: u8| {
+                tokio::spawn(async move {
+                    for i in 0..N {
+                        from.send(to.local_addr(), frame(tag, i, (i % 300) as usize))
+                            .await
+                            .unwrap();
+                    }
+                })
+            };
+            let drain = |at: Arc<TcpTransport>, from: Arc<TcpTransport>, tag: u8| {
+                tokio::spawn(async move {
+                    for i in 0..N {
+                        let (src, f) = recv_within(&*at, 20).await;
+                        assert_eq!(src, from.local_addr());
+                        assert_eq!(parse(&f), (tag, i), "frames arrive in order");
+                        assert_eq!(f.len(), 7 + (i % 300) as usize);
+                    }
+                })
+            };
+            let (s1, s2) = (pump(a.clone(), b.clone(), 1), pump(b.clone(), a.clone(), 2));
+            let (d1, d2) = (
+                drain(b.clone(), a.clone(), 1),
+                drain(a.clone(), b.clone(), 2),
+            );
+            for t in [s1, s2, d1, d2] {
+                t.await.unwrap();
             }
-        })
-    };
-    let drain = |at: Arc<TcpTransport>, from: Arc<TcpTransport>, tag: u8| {
-        tokio::spawn(async move {
-            for i in 0..N {
-                let (src, f) = recv_within(&*at, 20).await;
-                assert_eq!(src, from.local_addr());
-                assert_eq!(parse(&f), (tag, i), "frames arrive in order");
-                assert_eq!(f.len(), 7 + (i % 300) as usize);
-            }
-        })
-    };
-    let (s1, s2) = (pump(a.clone(), b.clone(), 1), pump(b.clone(), a.clone(), 2));
-    let (d1, d2) = (
-        drain(b.clone(), a.clone(), 1),
-        drain(a.clone(), b.clone(), 2),
-    );
-    for t in [s1, s2, d1, d2] {
-        t.await.unwrap();
-    }
-    let (sa, sb) = (a.stats(), b.stats());
-    println!("a: {sa:?}\nb: {sb:?}");
-    assert_eq!(
-        sa.connections_opened + sb.connections_opened,
-        2,
-        "one connection, two ends"
-    );
-    assert_eq!((sa.connections_dialed, sb.connections_accepted), (1, 1));
-    assert_eq!(sb.connections_dialed, 0, "b reused a's connection");
-    assert_eq!(sa.frames_sent, u64::from(N) + 1);
-    assert_eq!(sb.frames_received, u64::from(N) + 1);
-    assert_eq!(sa.frames_received, u64::from(N));
-    assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
+            let (sa, sb) = (a.stats(), b.stats());
+            println!("a: {sa:?}\nb: {sb:?}");
+            assert_eq!(
+                sa.connections_opened + sb.connections_opened,
+                2,
+                "one connection, two ends"
+            );
+            assert_eq!((sa.connections_dialed, sb.connections_accepted), (1, 1));
+            assert_eq!(sb.connections_dialed, 0, "b reused a's connection");
+            assert_eq!(sa.frames_sent, u64::from(N) + 1);
+            assert_eq!(sb.frames_received, u64::from(N) + 1);
+            assert_eq!(sa.frames_received, u64::from(N));
+            assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
+        },
+    )
+    .await;
 }
 
 /// The acceptor answers over the connection the dialer opened, and both count one connection.
 #[tokio::test]
 async fn connection_reused_in_both_directions() {
-    let a = tcp(TcpConfig::default()).await;
-    let b = tcp(TcpConfig::default()).await;
-    for round in 0..5 {
-        a.send(b.local_addr(), frame(1, round, 10)).await.unwrap();
-        let (from, f) = recv_within(&*b, 5).await;
-        assert_eq!(parse(&f), (1, round));
-        b.send(from, frame(2, round, 10)).await.unwrap();
-        let (from, f) = recv_within(&*a, 5).await;
-        assert_eq!(from, b.local_addr());
-        assert_eq!(parse(&f), (2, round));
-    }
-    let (sa, sb) = (a.stats(), b.stats());
-    assert_eq!((sa.connections_dialed, sa.connections_accepted), (1, 0));
-    assert_eq!((sb.connections_dialed, sb.connections_accepted), (0, 1));
-    assert_eq!((sa.connections_open, sb.connections_open), (1, 1));
+    within(180, "connection_reused_in_both_directions", async {
+        let a = tcp(TcpConfig::default()).await;
+        let b = tcp(TcpConfig::default()).await;
+        for round in 0..5 {
+            a.send(b.local_addr(), frame(1, round, 10)).await.unwrap();
+            let (from, f) = recv_within(&*b, 5).await;
+            assert_eq!(parse(&f), (1, round));
+            b.send(from, frame(2, round, 10)).await.unwrap();
+            let (from, f) = recv_within(&*a, 5).await;
+            assert_eq!(from, b.local_addr());
+            assert_eq!(parse(&f), (2, round));
+        }
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.connections_dialed, sa.connections_accepted), (1, 0));
+        assert_eq!((sb.connections_dialed, sb.connections_accepted), (0, 1));
+        assert_eq!((sa.connections_open, sb.connections_open), (1, 1));
+    })
+    .await;
 }
 
 /// Both sides dial at once: every frame still arrives, and the pair settles on one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_dial_settles_on_one_connection_without_loss() {
-    for _ in 0..10 {
-        let a = tcp(TcpConfig::default()).await;
-        let b = tcp(TcpConfig::default()).await;
-        let (x, y) = (a.clone(), b.clone());
-        let s1 = tokio::spawn(async move {
-            for i in 0..100 {
-                x.send(y.local_addr(), frame(1, i, 0)).await.unwrap();
+    within(
+        180,
+        "simultaneous_dial_settles_on_one_connection_without_loss",
+        async {
+            for _ in 0..10 {
+                let a = tcp(TcpConfig::default()).await;
+                let b = tcp(TcpConfig::default()).await;
+                let (x, y) = (a.clone(), b.clone());
+                let s1 = tokio::spawn(async move {
+                    for i in 0..100 {
+                        x.send(y.local_addr(), frame(1, i, 0)).await.unwrap();
+                    }
+                });
+                let (x, y) = (b.clone(), a.clone());
+                let s2 = tokio::spawn(async move {
+                    for i in 0..100 {
+                        x.send(y.local_addr(), frame(2, i, 0)).await.unwrap();
+                    }
+                });
+                s1.await.unwrap();
+                s2.await.unwrap();
+                let mut got_a = HashSet::new();
+                let mut got_b = HashSet::new();
+                for _ in 0..100 {
+                    got_b.insert(parse(&recv_within(&*b, 5).await.1));
+                    got_a.insert(parse(&recv_within(&*a, 5).await.1));
+                }
+                assert_eq!(got_a.len(), 100);
+                assert_eq!(got_b.len(), 100);
+                eventually(5, "one connection left", || {
+                    a.stats().connections_open == 1 && b.stats().connections_open == 1
+                })
+                .await;
+                assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
+                let retired = a.stats().connections_retired + b.stats().connections_retired;
+                let opened = a.stats().connections_dialed + b.stats().connections_dialed;
+                // Each extra connection is retired by at least one side (by both when each sees the
+                // other's hello while its own dial is still in its table).
+                assert!(
+                    (opened - 1..=2 * (opened - 1)).contains(&retired),
+                    "{retired} retirements for {opened} dials"
+                );
             }
-        });
-        let (x, y) = (b.clone(), a.clone());
-        let s2 = tokio::spawn(async move {
-            for i in 0..100 {
-                x.send(y.local_addr(), frame(2, i, 0)).await.unwrap();
-            }
-        });
-        s1.await.unwrap();
-        s2.await.unwrap();
-        let mut got_a = HashSet::new();
-        let mut got_b = HashSet::new();
-        for _ in 0..100 {
-            got_b.insert(parse(&recv_within(&*b, 5).await.1));
-            got_a.insert(parse(&recv_within(&*a, 5).await.1));
-        }
-        assert_eq!(got_a.len(), 100);
-        assert_eq!(got_b.len(), 100);
-        eventually(5, "one connection left", || {
-            a.stats().connections_open == 1 && b.stats().connections_open == 1
-        })
-        .await;
-        assert_eq!((a.connected_peers(), b.connected_peers()), (1, 1));
-        let retired = a.stats().connections_retired + b.stats().connections_retired;
-        let opened = a.stats().connections_dialed + b.stats().connections_dialed;
-        // Each extra connection is retired by at least one side (by both when each sees the
-        // other's hello while its own dial is still in its table).
-        assert!(
-            (opened - 1..=2 * (opened - 1)).contains(&retired),
-            "{retired} retirements for {opened} dials"
-        );
-    }
+        },
+    )
+    .await;
 }
 
 /// Above the cap the least recently used connection is closed; sending to it again reconnects.
 #[tokio::test]
 async fn lru_cap_reaps_and_reconnects() {
-    let a = tcp(TcpConfig {
-        max_connections: 2,
-        ..TcpConfig::default()
+    within(180, "lru_cap_reaps_and_reconnects", async {
+        let a = tcp(TcpConfig {
+            max_connections: 2,
+            ..TcpConfig::default()
+        })
+        .await;
+        let peers = [
+            tcp(TcpConfig::default()).await,
+            tcp(TcpConfig::default()).await,
+            tcp(TcpConfig::default()).await,
+        ];
+        for (i, p) in peers.iter().enumerate() {
+            a.send(p.local_addr(), frame(0, i as u32, 0)).await.unwrap();
+            assert_eq!(parse(&recv_within(&**p, 5).await.1), (0, i as u32));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(a.connected_peers(), 2);
+        assert_eq!(a.stats().connections_reaped_lru, 1);
+        // The first peer was the least recently used one: it sees its connection go away.
+        eventually(5, "peer 0 sees the reaped connection close", || {
+            peers[0].stats().connections_open == 0 && peers[0].connected_peers() == 0
+        })
+        .await;
+        // Reconnect on demand.
+        a.send(peers[0].local_addr(), frame(0, 9, 0)).await.unwrap();
+        assert_eq!(parse(&recv_within(&*peers[0], 5).await.1), (0, 9));
+        assert_eq!(a.stats().connections_dialed, 4);
+        assert_eq!(a.stats().connections_reaped_lru, 2);
+        assert_eq!(a.connected_peers(), 2);
+        eventually(5, "a's sockets settle at the cap", || {
+            a.stats().connections_open == 2
+        })
+        .await;
+        let ports: HashSet<u16> = peers
+            .iter()
+            .map(|p| p.local_addr().port())
+            .chain([a.local_addr().port()])
+            .collect();
+        assert_eq!(time_wait_count(&ports), 0, "reaping leaves no TIME_WAIT");
     })
     .await;
-    let peers = [
-        tcp(TcpConfig::default()).await,
-        tcp(TcpConfig::default()).await,
-        tcp(TcpConfig::default()).await,
-    ];
-    for (i, p) in peers.iter().enumerate() {
-        a.send(p.local_addr(), frame(0, i as u32, 0)).await.unwrap();
-        assert_eq!(parse(&recv_within(&**p, 5).await.1), (0, i as u32));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(a.connected_peers(), 2);
-    assert_eq!(a.stats().connections_reaped_lru, 1);
-    // The first peer was the least recently used one: it sees its connection go away.
-    eventually(5, "peer 0 sees the reaped connection close", || {
-        peers[0].stats().connections_open == 0 && peers[0].connected_peers() == 0
-    })
-    .await;
-    // Reconnect on demand.
-    a.send(peers[0].local_addr(), frame(0, 9, 0)).await.unwrap();
-    assert_eq!(parse(&recv_within(&*peers[0], 5).await.1), (0, 9));
-    assert_eq!(a.stats().connections_dialed, 4);
-    assert_eq!(a.stats().connections_reaped_lru, 2);
-    assert_eq!(a.connected_peers(), 2);
-    eventually(5, "a's sockets settle at the cap", || {
-        a.stats().connections_open == 2
-    })
-    .await;
-    let ports: HashSet<u16> = peers
-        .iter()
-        .map(|p| p.local_addr().port())
-        .chain([a.local_addr().port()])
-        .collect();
-    assert_eq!(time_wait_count(&ports), 0, "reaping leaves no TIME_WAIT");
 }
 
 /// Idle connections are closed on both sides and reopened on the next send.
 #[tokio::test]
 async fn idle_connections_are_reaped() {
-    let cfg = TcpConfig {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..TcpConfig::default()
-    };
-    let a = tcp(cfg.clone()).await;
-    let b = tcp(cfg).await;
-    a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
-    recv_within(&*b, 5).await;
-    assert_eq!(a.connected_peers(), 1);
-    eventually(5, "idle reaping", || {
-        a.stats().connections_open == 0 && b.stats().connections_open == 0
+    within(180, "idle_connections_are_reaped", async {
+        let cfg = TcpConfig {
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..TcpConfig::default()
+        };
+        let a = tcp(cfg.clone()).await;
+        let b = tcp(cfg).await;
+        a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
+        recv_within(&*b, 5).await;
+        assert_eq!(a.connected_peers(), 1);
+        eventually(5, "idle reaping", || {
+            a.stats().connections_open == 0 && b.stats().connections_open == 0
+        })
+        .await;
+        assert_eq!((a.connected_peers(), b.connected_peers()), (0, 0));
+        assert!(a.stats().connections_reaped_idle + b.stats().connections_reaped_idle >= 1);
+        a.send(b.local_addr(), frame(0, 2, 0)).await.unwrap();
+        assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, 2));
+        let ports = HashSet::from([a.local_addr().port(), b.local_addr().port()]);
+        assert_eq!(
+            time_wait_count(&ports),
+            0,
+            "idle reaping leaves no TIME_WAIT"
+        );
     })
     .await;
-    assert_eq!((a.connected_peers(), b.connected_peers()), (0, 0));
-    assert!(a.stats().connections_reaped_idle + b.stats().connections_reaped_idle >= 1);
-    a.send(b.local_addr(), frame(0, 2, 0)).await.unwrap();
-    assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, 2));
-    let ports = HashSet::from([a.local_addr().port(), b.local_addr().port()]);
-    assert_eq!(
-        time_wait_count(&ports),
-        0,
-        "idle reaping leaves no TIME_WAIT"
-    );
 }
 
 /// A peer that went away and came back on the same address is reached again.
 #[tokio::test]
 async fn reconnects_after_the_peer_restarts() {
-    let a = tcp(TcpConfig {
-        connect_timeout: Duration::from_millis(300),
-        ..TcpConfig::default()
+    within(180, "reconnects_after_the_peer_restarts", async {
+        let a = tcp(TcpConfig {
+            connect_timeout: Duration::from_millis(300),
+            ..TcpConfig::default()
+        })
+        .await;
+        let b = tcp(TcpConfig::default()).await;
+        let addr = b.local_addr();
+        a.send(addr, frame(0, 1, 0)).await.unwrap();
+        recv_within(&*b, 5).await;
+        b.close().await;
+        drop(b);
+        eventually(5, "a notices the closed connection", || {
+            a.connected_peers() == 0
+        })
+        .await;
+        // Nobody listens: the frame is queued, the dial is retried until the connect timeout, then
+        // the frame is counted as dropped.
+        a.send(addr, frame(0, 2, 0)).await.unwrap();
+        eventually(5, "failed dial counted", || a.stats().connect_failed == 1).await;
+        assert_eq!(a.stats().frames_dropped, 1);
+        let b2 = TcpTransport::bind(addr, TcpConfig::default())
+            .await
+            .unwrap();
+        a.send(addr, frame(0, 3, 0)).await.unwrap();
+        assert_eq!(parse(&recv_within(&b2, 5).await.1), (0, 3));
     })
     .await;
-    let b = tcp(TcpConfig::default()).await;
-    let addr = b.local_addr();
-    a.send(addr, frame(0, 1, 0)).await.unwrap();
-    recv_within(&*b, 5).await;
-    b.close().await;
-    drop(b);
-    eventually(5, "a notices the closed connection", || {
-        a.connected_peers() == 0
-    })
-    .await;
-    // Nobody listens: the frame is queued, the dial is retried until the connect timeout, then
-    // the frame is counted as dropped.
-    a.send(addr, frame(0, 2, 0)).await.unwrap();
-    eventually(5, "failed dial counted", || a.stats().connect_failed == 1).await;
-    assert_eq!(a.stats().frames_dropped, 1);
-    let b2 = TcpTransport::bind(addr, TcpConfig::default())
-        .await
-        .unwrap();
-    a.send(addr, frame(0, 3, 0)).await.unwrap();
-    assert_eq!(parse(&recv_within(&b2, 5).await.1), (0, 3));
 }
 
 /// Graceful shutdown sends everything queued before closing.
 #[tokio::test]
 async fn close_flushes_queued_frames() {
-    let a = tcp(TcpConfig::default()).await;
-    let b = tcp(TcpConfig::default()).await;
-    for i in 0..500 {
-        a.send(b.local_addr(), frame(0, i, 1000)).await.unwrap();
-    }
-    a.close().await;
-    assert_eq!(a.stats().connections_open, 0);
-    for i in 0..500 {
-        assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, i));
-    }
-    assert!(matches!(
-        a.send(b.local_addr(), frame(0, 0, 0)).await,
-        Err(TransportError::Closed)
-    ));
-    assert!(matches!(a.recv().await, Err(TransportError::Closed)));
-    eventually(5, "b sees the close", || b.stats().connections_open == 0).await;
-    let ports = HashSet::from([a.local_addr().port(), b.local_addr().port()]);
-    assert_eq!(
-        time_wait_count(&ports),
-        0,
-        "graceful close leaves no TIME_WAIT"
-    );
+    within(180, "close_flushes_queued_frames", async {
+        let a = tcp(TcpConfig::default()).await;
+        let b = tcp(TcpConfig::default()).await;
+        for i in 0..500 {
+            a.send(b.local_addr(), frame(0, i, 1000)).await.unwrap();
+        }
+        a.close().await;
+        assert_eq!(a.stats().connections_open, 0);
+        for i in 0..500 {
+            assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, i));
+        }
+        assert!(matches!(
+            a.send(b.local_addr(), frame(0, 0, 0)).await,
+            Err(TransportError::Closed)
+        ));
+        assert!(matches!(a.recv().await, Err(TransportError::Closed)));
+        eventually(5, "b sees the close", || b.stats().connections_open == 0).await;
+        let ports = HashSet::from([a.local_addr().port(), b.local_addr().port()]);
+        assert_eq!(
+            time_wait_count(&ports),
+            0,
+            "graceful close leaves no TIME_WAIT"
+        );
+    })
+    .await;
 }
 
 /// A receiver that does not read pushes back on the sender: bounded queues, then an error.
 #[tokio::test]
 async fn backpressure_bounds_the_queues() {
-    let a = tcp(TcpConfig {
-        queue_len: 4,
-        send_timeout: Duration::from_millis(200),
-        ..TcpConfig::default()
-    })
-    .await;
-    let b = tcp(TcpConfig {
-        recv_queue_len: 4,
-        ..TcpConfig::default()
-    })
-    .await;
-    let mut sent = 0u32;
-    let err = loop {
-        match a.send(b.local_addr(), frame(0, sent, 64 * 1024)).await {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
+    within(180, "backpressure_bounds_the_queues", async {
+        let a = tcp(TcpConfig {
+            queue_len: 4,
+            send_timeout: Duration::from_millis(200),
+            ..TcpConfig::default()
+        })
+        .await;
+        let b = tcp(TcpConfig {
+            recv_queue_len: 4,
+            ..TcpConfig::default()
+        })
+        .await;
+        let mut sent = 0u32;
+        let err = loop {
+            match a.send(b.local_addr(), frame(0, sent, 64 * 1024)).await {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < 10_000,
+                "no backpressure after {sent} frames of 64 KiB"
+            );
+        };
+        assert!(matches!(err, TransportError::Backpressure { .. }), "{err}");
+        println!("backpressure after {sent} frames of 64 KiB");
+        // b still gets everything that was accepted, in order.
+        for i in 0..sent {
+            assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, i));
         }
-        assert!(
-            sent < 10_000,
-            "no backpressure after {sent} frames of 64 KiB"
-        );
-    };
-    assert!(matches!(err, TransportError::Backpressure { .. }), "{err}");
-    println!("backpressure after {sent} frames of 64 KiB");
-    // b still gets everything that was accepted, in order.
-    for i in 0..sent {
-        assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, i));
-    }
+    })
+    .await;
 }
 
 /// Oversize frames are refused locally with a clear error.
 #[tokio::test]
 async fn oversize_and_invalid_frames_refused_on_send() {
-    let a = tcp(TcpConfig {
-        max_frame_len: 100,
-        ..TcpConfig::default()
+    within(180, "oversize_and_invalid_frames_refused_on_send", async {
+        let a = tcp(TcpConfig {
+            max_frame_len: 100,
+            ..TcpConfig::default()
+        })
+        .await;
+        let to = "127.0.0.1:9".parse().unwrap();
+        let err = a.send(to, frame(0, 0, 94)).await.unwrap_err();
+        assert!(matches!(
+            err,
+            TransportError::FrameTooLarge { len: 101, max: 100 }
+        ));
+        assert!(err.to_string().contains("101 bytes"));
+        for bad in [&[][..], &[1], &[2, 0x20], &[1, 0x30]] {
+            assert!(matches!(
+                a.send(to, bytes::Bytes::copy_from_slice(bad)).await,
+                Err(TransportError::InvalidFrame { .. })
+            ));
+        }
     })
     .await;
-    let to = "127.0.0.1:9".parse().unwrap();
-    let err = a.send(to, frame(0, 0, 94)).await.unwrap_err();
-    assert!(matches!(
-        err,
-        TransportError::FrameTooLarge { len: 101, max: 100 }
-    ));
-    assert!(err.to_string().contains("101 bytes"));
-    for bad in [&[][..], &[1], &[2, 0x20], &[1, 0x30]] {
-        assert!(matches!(
-            a.send(to, bytes::Bytes::copy_from_slice(bad)).await,
-            Err(TransportError::InvalidFrame { .. })
-        ));
-    }
 }
 
 /// Hello frame as the dialer writes it (length prefix included).
@@ -341,122 +376,132 @@ async fn closed_by_server(s: &mut TcpStream) {
 /// Bad input from one peer closes that connection, is counted, and leaves other peers served.
 #[tokio::test]
 async fn abuse_closes_the_offender_and_keeps_serving_others() {
-    let b = tcp(TcpConfig {
-        frame_timeout: Duration::from_millis(300),
-        hello_timeout: Duration::from_millis(300),
-        max_frame_len: 1 << 20,
-        ..TcpConfig::default()
-    })
+    within(
+        180,
+        "abuse_closes_the_offender_and_keeps_serving_others",
+        async {
+            let b = tcp(TcpConfig {
+                frame_timeout: Duration::from_millis(300),
+                hello_timeout: Duration::from_millis(300),
+                max_frame_len: 1 << 20,
+                ..TcpConfig::default()
+            })
+            .await;
+            let good = tcp(TcpConfig::default()).await;
+            let mut round = 0;
+            let mut check_good = async || {
+                round += 1;
+                good.send(b.local_addr(), frame(7, round, 100))
+                    .await
+                    .unwrap();
+                assert_eq!(parse(&recv_within(&*b, 5).await.1), (7, round));
+                b.send(good.local_addr(), frame(8, round, 100))
+                    .await
+                    .unwrap();
+                assert_eq!(parse(&recv_within(&*good, 5).await.1), (8, round));
+            };
+            check_good().await;
+            let base = b.stats();
+
+            // 1. Garbage instead of a hello (an HTTP request): its first 4 bytes, read as a length,
+            //    claim ~1.2 GB, so it is refused as oversize before anything is allocated.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            closed_by_server(&mut s).await;
+            check_good().await;
+            assert_eq!(b.stats().rejected_oversize, base.rejected_oversize + 1);
+            assert_eq!(b.stats().rejected_hello, base.rejected_hello + 1);
+
+            // 2. A well-framed hello with garbage inside.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00])
+                .await
+                .unwrap();
+            closed_by_server(&mut s).await;
+            assert_eq!(b.stats().rejected_hello, base.rejected_hello + 2);
+
+            // 3. A valid hello, then a frame with a wrong version byte.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            s.write_all(&hello_bytes(40001)).await.unwrap();
+            s.write_all(&[0, 0, 0, 3, 0x02, 0x10, 0x00]).await.unwrap();
+            closed_by_server(&mut s).await;
+            check_good().await;
+            assert_eq!(b.stats().rejected_garbage, base.rejected_garbage + 1);
+
+            // 4. A length prefix claiming 4 GiB - 1.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            s.write_all(&hello_bytes(40002)).await.unwrap();
+            s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x01, 0x10])
+                .await
+                .unwrap();
+            closed_by_server(&mut s).await;
+            check_good().await;
+            assert_eq!(b.stats().rejected_oversize, base.rejected_oversize + 2);
+
+            // 5. Half a frame, then silence.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            s.write_all(&hello_bytes(40003)).await.unwrap();
+            s.write_all(&[0, 0, 0x10, 0, 0x01, 0x10, 1, 2, 3])
+                .await
+                .unwrap();
+            closed_by_server(&mut s).await;
+            check_good().await;
+            assert_eq!(b.stats().rejected_stalled, base.rejected_stalled + 1);
+
+            // 6. Connect and say nothing: no hello within the hello timeout.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            closed_by_server(&mut s).await;
+            assert_eq!(b.stats().rejected_hello, base.rejected_hello + 3);
+
+            // 7. A hello claiming another host's address.
+            let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+            let mut spoof = hello_bytes(40004);
+            spoof[7] = 10;
+            s.write_all(&spoof).await.unwrap();
+            closed_by_server(&mut s).await;
+            assert_eq!(b.stats().rejected_hello, base.rejected_hello + 4);
+
+            check_good().await;
+            eventually(5, "only the good connection left", || {
+                b.stats().connections_open == 1
+            })
+            .await;
+            assert_eq!(b.connected_peers(), 1);
+            println!("b after abuse: {:?}", b.stats());
+        },
+    )
     .await;
-    let good = tcp(TcpConfig::default()).await;
-    let mut round = 0;
-    let mut check_good = async || {
-        round += 1;
-        good.send(b.local_addr(), frame(7, round, 100))
-            .await
-            .unwrap();
-        assert_eq!(parse(&recv_within(&*b, 5).await.1), (7, round));
-        b.send(good.local_addr(), frame(8, round, 100))
-            .await
-            .unwrap();
-        assert_eq!(parse(&recv_within(&*good, 5).await.1), (8, round));
-    };
-    check_good().await;
-    let base = b.stats();
-
-    // 1. Garbage instead of a hello (an HTTP request): its first 4 bytes, read as a length,
-    //    claim ~1.2 GB, so it is refused as oversize before anything is allocated.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    closed_by_server(&mut s).await;
-    check_good().await;
-    assert_eq!(b.stats().rejected_oversize, base.rejected_oversize + 1);
-    assert_eq!(b.stats().rejected_hello, base.rejected_hello + 1);
-
-    // 2. A well-framed hello with garbage inside.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00])
-        .await
-        .unwrap();
-    closed_by_server(&mut s).await;
-    assert_eq!(b.stats().rejected_hello, base.rejected_hello + 2);
-
-    // 3. A valid hello, then a frame with a wrong version byte.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_bytes(40001)).await.unwrap();
-    s.write_all(&[0, 0, 0, 3, 0x02, 0x10, 0x00]).await.unwrap();
-    closed_by_server(&mut s).await;
-    check_good().await;
-    assert_eq!(b.stats().rejected_garbage, base.rejected_garbage + 1);
-
-    // 4. A length prefix claiming 4 GiB - 1.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_bytes(40002)).await.unwrap();
-    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x01, 0x10])
-        .await
-        .unwrap();
-    closed_by_server(&mut s).await;
-    check_good().await;
-    assert_eq!(b.stats().rejected_oversize, base.rejected_oversize + 2);
-
-    // 5. Half a frame, then silence.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_bytes(40003)).await.unwrap();
-    s.write_all(&[0, 0, 0x10, 0, 0x01, 0x10, 1, 2, 3])
-        .await
-        .unwrap();
-    closed_by_server(&mut s).await;
-    check_good().await;
-    assert_eq!(b.stats().rejected_stalled, base.rejected_stalled + 1);
-
-    // 6. Connect and say nothing: no hello within the hello timeout.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    closed_by_server(&mut s).await;
-    assert_eq!(b.stats().rejected_hello, base.rejected_hello + 3);
-
-    // 7. A hello claiming another host's address.
-    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    let mut spoof = hello_bytes(40004);
-    spoof[7] = 10;
-    s.write_all(&spoof).await.unwrap();
-    closed_by_server(&mut s).await;
-    assert_eq!(b.stats().rejected_hello, base.rejected_hello + 4);
-
-    check_good().await;
-    eventually(5, "only the good connection left", || {
-        b.stats().connections_open == 1
-    })
-    .await;
-    assert_eq!(b.connected_peers(), 1);
-    println!("b after abuse: {:?}", b.stats());
 }
 
 /// Too many sockets at once: refused at accept, counted, and the transport keeps serving.
 #[tokio::test]
 async fn connection_limit_refuses_excess_sockets() {
-    let b = tcp(TcpConfig {
-        max_connections: 2,
-        max_handshaking: 2,
-        hello_timeout: Duration::from_secs(30),
-        ..TcpConfig::default()
+    within(180, "connection_limit_refuses_excess_sockets", async {
+        let b = tcp(TcpConfig {
+            max_connections: 2,
+            max_handshaking: 2,
+            hello_timeout: Duration::from_secs(30),
+            ..TcpConfig::default()
+        })
+        .await;
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(TcpStream::connect(b.local_addr()).await.unwrap());
+        }
+        eventually(5, "four sockets held", || b.stats().connections_open == 4).await;
+        let mut extra = TcpStream::connect(b.local_addr()).await.unwrap();
+        closed_by_server(&mut extra).await;
+        assert_eq!(b.stats().connections_refused, 1);
+        drop(silent);
+        eventually(5, "silent sockets released", || {
+            b.stats().connections_open == 0
+        })
+        .await;
+        let a = tcp(TcpConfig::default()).await;
+        a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
+        assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, 1));
     })
     .await;
-    let mut silent = Vec::new();
-    for _ in 0..4 {
-        silent.push(TcpStream::connect(b.local_addr()).await.unwrap());
-    }
-    eventually(5, "four sockets held", || b.stats().connections_open == 4).await;
-    let mut extra = TcpStream::connect(b.local_addr()).await.unwrap();
-    closed_by_server(&mut extra).await;
-    assert_eq!(b.stats().connections_refused, 1);
-    drop(silent);
-    eventually(5, "silent sockets released", || {
-        b.stats().connections_open == 0
-    })
-    .await;
-    let a = tcp(TcpConfig::default()).await;
-    a.send(b.local_addr(), frame(0, 1, 0)).await.unwrap();
-    assert_eq!(parse(&recv_within(&*b, 5).await.1), (0, 1));
 }

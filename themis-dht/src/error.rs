@@ -101,6 +101,18 @@ pub enum Error {
         /// The endpoint's node id.
         endpoint: NodeId,
     },
+    /// An operation of a [`DhtNode`](crate::DhtNode) did not finish within
+    /// `DriverConfig::command_timeout`. The core's work goes on in the background and its
+    /// result is discarded.
+    #[error(
+        "DHT {what} did not finish within {after:?} (DriverConfig::command_timeout); the ring may be partitioned, overloaded or still repairing: retry, or raise the timeout"
+    )]
+    TimedOut {
+        /// What was attempted.
+        what: &'static str,
+        /// The configured limit.
+        after: std::time::Duration,
+    },
     /// The node was shut down (or its driver task ended); nothing more can be done with it.
     #[error("the DHT node is shut down; start a new node")]
     Stopped,

@@ -13,36 +13,85 @@ use themis_dht::DhtNode;
 
 #[tokio::test(start_paused = true)]
 async fn thirty_nodes_in_memory_virtual_time() {
-    let net = mem_network(21);
-    let mut rng = Rng::new(21);
-    let mut nodes: Vec<DhtNode> = Vec::new();
-    for i in 0..30u64 {
-        let s = 7000 + i;
-        let t = Arc::new(net.bind());
-        let node = DhtNode::on_transport(
-            t,
-            identity(s),
-            driver_support::net(),
-            config(Mode::Secure, s),
-        )
-        .unwrap();
-        if !nodes.is_empty() {
-            let b = &nodes[rng.below(nodes.len())];
-            node.join([b.contact()]).await.unwrap();
+    within(600, "thirty_nodes_in_memory_virtual_time", async {
+        let net = mem_network(21);
+        let mut rng = Rng::new(21);
+        let mut nodes: Vec<DhtNode> = Vec::new();
+        for i in 0..30u64 {
+            let s = 7000 + i;
+            let t = Arc::new(net.bind());
+            let node = DhtNode::on_transport(
+                t,
+                identity(s),
+                driver_support::net(),
+                config(Mode::Secure, s),
+            )
+            .unwrap();
+            if !nodes.is_empty() {
+                let b = &nodes[rng.below(nodes.len())];
+                node.join([b.contact()]).await.unwrap();
+            }
+            nodes.push(node);
         }
-        nodes.push(node);
-    }
-    converge(&nodes, Duration::from_secs(120)).await;
-    check_finds(&nodes, &mut rng, 100).await;
-    store_and_lookup(&nodes, &mut rng, 10).await;
+        converge(&nodes, Duration::from_secs(120)).await;
+        check_finds(&nodes, &mut rng, 100).await;
+        store_and_lookup(&nodes, &mut rng, 10).await;
 
-    // A crash, in virtual time: the ring repairs itself.
-    let gone = nodes.remove(7).id();
-    converge(&nodes, Duration::from_secs(120)).await;
-    let st = nodes[0].status().await.unwrap();
-    assert!(st.successors.iter().all(|p| p.id != gone));
-    check_finds(&nodes, &mut rng, 50).await;
-    for n in &nodes {
-        n.shutdown().await;
-    }
+        // A crash, in virtual time: the ring repairs itself.
+        let gone = nodes.remove(7).id();
+        converge(&nodes, Duration::from_secs(120)).await;
+        let st = nodes[0].status().await.unwrap();
+        assert!(st.successors.iter().all(|p| p.id != gone));
+        check_finds(&nodes, &mut rng, 50).await;
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// Every operation of a `DhtNode` ends within `DriverConfig::command_timeout`: a join through
+/// a bootstrap that never answers (a bound address with nobody serving it) fails with
+/// `Error::TimedOut` once the limit passes, even though the core would keep retrying for longer.
+#[tokio::test(start_paused = true)]
+async fn an_operation_that_outlasts_command_timeout_fails_with_timed_out() {
+    within(
+        600,
+        "an_operation_that_outlasts_command_timeout_fails_with_timed_out",
+        async {
+            let net = mem_network(5);
+            let silent = net.bind(); // frames to it are delivered, never answered
+            let mut cfg = config(Mode::Secure, 5);
+            cfg.command_timeout = Duration::from_secs(2);
+            let node = DhtNode::on_transport(
+                Arc::new(net.bind()),
+                identity(5),
+                driver_support::net(),
+                cfg,
+            )
+            .unwrap();
+            let started = tokio::time::Instant::now();
+            let e = node
+                .join([themis_dht::Contact::from(
+                    themis_channel::Transport::local_addr(&silent),
+                )])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, themis_dht::Error::TimedOut { what: "join", .. }),
+                "{e}"
+            );
+            assert!(e.to_string().contains("command_timeout"), "{e}");
+            // virtual time: exactly the limit, not the core's longer retry schedule
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
+                "{took:?}"
+            );
+            // the node still answers (the join goes on in the background) and shuts down
+            node.status().await.unwrap();
+            node.shutdown().await;
+        },
+    )
+    .await;
 }

@@ -10,14 +10,21 @@ use themis_channel::Mode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_nodes_over_secure_udp_join_store_and_find() {
-    let nodes = ring(Kind::Udp, Mode::Secure, 50, 3).await;
-    let mut rng = Rng::new(13);
-    check_finds(&nodes, &mut rng, 200).await;
-    store_and_lookup(&nodes, &mut rng, 20).await;
-    let m = nodes[0].metrics().await.unwrap();
-    assert!(m.endpoint.handshakes_initiated_ok + m.endpoint.handshakes_accepted_ok > 0);
-    assert_eq!(m.incoming_refused_busy, 0);
-    for n in &nodes {
-        n.shutdown().await;
-    }
+    within(
+        180,
+        "fifty_nodes_over_secure_udp_join_store_and_find",
+        async {
+            let nodes = ring(Kind::Udp, Mode::Secure, 50, 3).await;
+            let mut rng = Rng::new(13);
+            check_finds(&nodes, &mut rng, 200).await;
+            store_and_lookup(&nodes, &mut rng, 20).await;
+            let m = nodes[0].metrics().await.unwrap();
+            assert!(m.endpoint.handshakes_initiated_ok + m.endpoint.handshakes_accepted_ok > 0);
+            assert_eq!(m.incoming_refused_busy, 0);
+            for n in &nodes {
+                n.shutdown().await;
+            }
+        },
+    )
+    .await;
 }

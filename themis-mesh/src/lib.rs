@@ -62,10 +62,11 @@ pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
     Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
+    TransportKind,
 };
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
-pub use themis_channel::{Mode, TcpConfig};
+pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
 pub use themis_dht::{Contact, DhtNode, DriverConfig, NodeMetrics, Peer, Status, object_id};

@@ -188,3 +188,13 @@ pub(crate) fn time_wait_entries(ports: &HashSet<u16>) -> HashSet<(String, String
     }
     n
 }
+
+/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (tokio's
+/// clock: virtual time under a paused clock). A hang in the code under test becomes a failure
+/// with a message, never a stuck CI.
+pub async fn within<T>(secs: u64, step: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
+    }
+}

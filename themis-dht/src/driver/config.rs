@@ -1,5 +1,7 @@
 //! Settings of a [`DhtNode`](super::DhtNode).
 
+use std::time::Duration;
+
 use themis_channel::EndpointConfig;
 
 use crate::Config;
@@ -28,6 +30,13 @@ pub struct DriverConfig {
     /// Outgoing requests on the network at once; further ones wait in a queue, and those the
     /// core has already given up on are dropped from it (default 1,024).
     pub max_outbound: usize,
+    /// Longest any [`DhtNode`](super::DhtNode) operation waits for its result (join, find,
+    /// register, unregister, lookup_providers, leave, status, metrics, and the acknowledgement
+    /// of shutdown), queueing for the driver included; beyond it the operation fails with
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (shutdown just returns). The core's own
+    /// timeouts normally end every operation well before (default 60 s; 20 s in
+    /// [`DriverConfig::fast`]).
+    pub command_timeout: Duration,
     /// Seed of the core's timer jitter: `None` (the default) draws one from the operating
     /// system; `Some` makes a run reproducible.
     pub rng_seed: Option<u64>,
@@ -42,6 +51,7 @@ impl Default for DriverConfig {
             inbox_len: 1024,
             max_unanswered: 4096,
             max_outbound: 1024,
+            command_timeout: Duration::from_secs(60),
             rng_seed: None,
         }
     }
@@ -49,19 +59,20 @@ impl Default for DriverConfig {
 
 impl DriverConfig {
     /// The defaults with the core's [`Config::fast`] periods (for tests and demos on one
-    /// machine) and the endpoint's timeouts shortened to match (1 s). Unlike the simulator's
+    /// machine), the endpoint's timeouts shortened to match (1 s) and a 20 s `command_timeout`. Unlike the simulator's
     /// shared virtual clock, real nodes read the wall clock each at its own start, a few
     /// milliseconds apart: the tolerated clock skew is 1 s rather than zero.
     pub fn fast() -> Self {
         let mut dht = Config::fast();
-        dht.max_clock_skew = std::time::Duration::from_secs(1);
+        dht.max_clock_skew = Duration::from_secs(1);
         let mut endpoint = EndpointConfig::default();
-        endpoint.request_timeout = std::time::Duration::from_secs(1);
-        endpoint.handshake_timeout = std::time::Duration::from_secs(1);
-        endpoint.shutdown_timeout = std::time::Duration::from_secs(1);
+        endpoint.request_timeout = Duration::from_secs(1);
+        endpoint.handshake_timeout = Duration::from_secs(1);
+        endpoint.shutdown_timeout = Duration::from_secs(1);
         Self {
             dht,
             endpoint,
+            command_timeout: Duration::from_secs(20),
             ..Self::default()
         }
     }
@@ -71,6 +82,9 @@ impl DriverConfig {
         self.inbox_len = self.inbox_len.max(1);
         self.max_unanswered = self.max_unanswered.max(1);
         self.max_outbound = self.max_outbound.max(1);
+        if self.command_timeout.is_zero() {
+            self.command_timeout = Self::default().command_timeout;
+        }
         self
     }
 }

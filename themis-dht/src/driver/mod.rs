@@ -39,6 +39,10 @@ use crate::{Contact, Error, Found, Metrics, Node, Peer, Providers, ServiceSpec};
 /// Every method is cancel safe in the sense that dropping its future abandons only the wait:
 /// a started query still runs to its end in the core, and its result is discarded.
 ///
+/// Every async method finishes or fails within `DriverConfig::command_timeout` (then with
+/// [`Error::TimedOut`]); the core's own timeouts (`Config::request_timeout` per request) end
+/// almost every operation well before.
+///
 /// Dropping the last handle stops the node at once, like a crash (nothing is handed over);
 /// call [`DhtNode::leave`] then [`DhtNode::shutdown`] to go gracefully.
 #[derive(Clone, Debug)]
@@ -46,6 +50,7 @@ pub struct DhtNode {
     commands: mpsc::Sender<Command>,
     endpoint: Endpoint,
     peer: Peer,
+    command_timeout: std::time::Duration,
 }
 
 /// A finished registration: how many of the k+1 replicas were stored. Failed replicas are
@@ -203,6 +208,7 @@ impl DhtNode {
             seed,
         );
         let (tx, rx) = mpsc::channel(config.command_queue);
+        let command_timeout = config.command_timeout;
         let driver = Driver::new(node, endpoint.clone(), config, rx, inbox.rx);
         let span = tracing::debug_span!("dht", id = %id.short());
         tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
@@ -210,6 +216,7 @@ impl DhtNode {
             commands: tx,
             endpoint,
             peer: Peer { id, addr },
+            command_timeout,
         })
     }
 
@@ -233,13 +240,28 @@ impl DhtNode {
         &self.endpoint
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+    /// Sends a command to the driver task and waits for its result, both within
+    /// `command_timeout`: a result that never comes (a bug, an overloaded driver) becomes an
+    /// error instead of a wait without end.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
+        let exchange = async {
+            self.commands
+                .send(make(tx))
+                .await
+                .map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)
+        };
+        tokio::time::timeout(self.command_timeout, exchange)
             .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+            .map_err(|_| Error::TimedOut {
+                what,
+                after: self.command_timeout,
+            })?
     }
 
     /// Joins a ring through `bootstraps`, tried in order (paper §6.1 join); returns the first
@@ -247,59 +269,60 @@ impl DhtNode {
     /// the handshake proves they hold it. A node that joins drops its own one-node ring.
     pub async fn join(&self, bootstraps: impl IntoIterator<Item = Contact>) -> Result<Peer, Error> {
         let list: Vec<Contact> = bootstraps.into_iter().collect();
-        self.call(|tx| Command::Join(list, tx)).await?
+        self.call("join", |tx| Command::Join(list, tx)).await?
     }
 
     /// Finds the node responsible for `target` (its successor, paper §6.1 find), with the
     /// number of hops the iterative lookup took.
     pub async fn find(&self, target: NodeId) -> Result<Found, Error> {
-        self.call(|tx| Command::Find(target, tx)).await?
+        self.call("find", |tx| Command::Find(target, tx)).await?
     }
 
     /// Registers this node as a provider of `spec.name` on k+1 replicas (`None`: the network's
     /// default k), and keeps re-storing the signed records until [`DhtNode::unregister`].
     pub async fn register(&self, spec: ServiceSpec, k: Option<u8>) -> Result<Registered, Error> {
-        self.call(|tx| Command::Register(spec, k, tx)).await?
+        self.call("register", |tx| Command::Register(spec, k, tx))
+            .await?
     }
 
     /// Stops re-storing `name` (its records expire after the TTL); returns whether it was
     /// registered.
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
         let name = name.to_owned();
-        self.call(|tx| Command::Unregister(name, tx)).await
+        self.call("unregister", |tx| Command::Unregister(name, tx))
+            .await
     }
 
     /// The verified provider records of `name`, from the first of replicas `0..=k` that has any
     /// (paper §7).
     pub async fn lookup_providers(&self, name: &str, k: Option<u8>) -> Result<Providers, Error> {
         let name = name.to_owned();
-        self.call(|tx| Command::Lookup(name, k, tx)).await?
+        self.call("provider lookup", |tx| Command::Lookup(name, k, tx))
+            .await?
     }
 
     /// Leaves the ring gracefully (paper §6.1 leave): hands the stored records and the
     /// predecessor to the successor and tells the predecessor. The node keeps answering
     /// (refusing, as no longer a member) until [`DhtNode::shutdown`].
     pub async fn leave(&self) -> Result<LeaveReport, Error> {
-        self.call(Command::Leave).await?
+        self.call("leave", Command::Leave).await?
     }
 
     /// The node's view of the ring.
     pub async fn status(&self) -> Result<Status, Error> {
-        self.call(Command::Status).await
+        self.call("status", Command::Status).await
     }
 
     /// A snapshot of the core's, the endpoint's and the driver's counters.
     pub async fn metrics(&self) -> Result<NodeMetrics, Error> {
-        self.call(Command::Metrics).await
+        self.call("metrics", Command::Metrics).await
     }
 
     /// Stops the node: the driver task ends (queries in progress fail with
-    /// [`Error::Stopped`]), then the endpoint shuts down gracefully. Idempotent. Does not
-    /// leave the ring: call [`DhtNode::leave`] first for that.
+    /// [`Error::Stopped`]), then the endpoint shuts down gracefully (at most its
+    /// `shutdown_timeout` plus the transport's close). Idempotent. Does not leave the ring:
+    /// call [`DhtNode::leave`] first for that. Returns after `command_timeout` at the latest.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.call("shutdown", Command::Shutdown).await;
     }
 }

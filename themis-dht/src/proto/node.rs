@@ -542,9 +542,13 @@ impl Node {
         if let Some(d) = first {
             t = t.min(d);
         }
-        for r in self.registrations.values() {
-            if !r.running {
-                t = t.min(r.next_refresh);
+        // Re-stores run only while a member (`handle_timeout`): a leaving node must not ask
+        // for a timer it will not clear, or its driver would wake up in a loop.
+        if matches!(self.state, State::Member) {
+            for r in self.registrations.values() {
+                if !r.running {
+                    t = t.min(r.next_refresh);
+                }
             }
         }
         if let State::Leaving(LeaveState {
@@ -2091,9 +2095,14 @@ impl Node {
                                 .copied();
                             match fallback {
                                 Some(f) => self.set_succs(vec![f]),
-                                None if !self.bootstraps.is_empty() => {
+                                None if !self.bootstraps.is_empty()
+                                    && matches!(self.state, State::Member) =>
+                                {
                                     // orphaned (every successor failed and no finger is left):
-                                    // join again through the bootstraps
+                                    // join again through the bootstraps. Never while leaving:
+                                    // the leave would be dropped without its `Event::Left`
+                                    // (and `DhtNode::leave` would wait forever); a leaving node
+                                    // with no successor left ends its leave by itself.
                                     self.pred = None;
                                     self.state = State::Joining {
                                         bootstraps: self.bootstraps.clone(),
@@ -2489,6 +2498,124 @@ mod tests {
             }),
         );
         assert_eq!(n.state_name(), "joining");
+    }
+
+    /// Joins `n` through bootstrap `b` whose answer names `s` as the successor; returns the
+    /// node as a member whose only successor is `s` (and no predecessor).
+    fn joined_through(n: &mut Node, now: Instant, b: Peer, s: Peer) {
+        n.join(now, vec![Contact::from(b)]).unwrap();
+        let answer = |n: &mut Node, from: Peer, r: Response| {
+            let Some(Output::Send { request_id, .. }) = n.poll_output() else {
+                panic!("expected a request")
+            };
+            let bytes = r.encode();
+            n.handle_response(
+                now,
+                request_id,
+                Ok(Reply {
+                    from: from.id,
+                    bytes: &bytes,
+                }),
+            );
+        };
+        answer(
+            n,
+            b,
+            Response::Joined {
+                successor: s.into(),
+                successors: vec![],
+            },
+        );
+        answer(
+            n,
+            s,
+            Response::Neighbors {
+                predecessor: None,
+                successors: vec![],
+            },
+        );
+        assert_eq!(n.state_name(), "member");
+        while n.poll_output().is_some() {}
+    }
+
+    /// Regression (the CI hang of issue 5): a node whose stabilize fails while it leaves used
+    /// to turn "orphaned" and rejoin through its bootstraps, dropping the leave on the floor:
+    /// no `Event::Left` ever came and `DhtNode::leave` waited forever.
+    #[test]
+    fn a_failed_stabilize_while_leaving_still_ends_the_leave() {
+        let (mut n, now, _) = alone(Config::fast());
+        let b = peer_of(&kp(2), 2);
+        let s = peer_of(&kp(3), 3);
+        joined_through(&mut n, now, b, s);
+        n.leave(now).unwrap();
+        assert_eq!(n.state_name(), "leaving");
+        let mut leave = None;
+        while let Some(o) = n.poll_output() {
+            if let Output::Send { request_id, .. } = o {
+                leave = Some(request_id);
+            }
+        }
+        let leave = leave.expect("the leave is sent to the successor");
+        // Stabilize runs while the leave is in flight, and the successor turns out dead.
+        // (after the first stabilize period, before the leave request times out)
+        let later = now + Duration::from_millis(700);
+        n.handle_timeout(later);
+        let stabilize = n
+            .pending
+            .iter()
+            .find(|(_, p)| matches!(p.purpose, Purpose::Stabilize { .. }))
+            .map(|(id, _)| *id)
+            .expect("stabilize asks the successor");
+        n.handle_response(later, stabilize, Err(RequestFailure::Unreachable));
+        assert_eq!(n.state_name(), "leaving", "a leaving node never rejoins");
+        n.handle_response(later, leave, Err(RequestFailure::Unreachable));
+        let mut left = false;
+        while let Some(o) = n.poll_output() {
+            left |= matches!(o, Output::Event(Event::Left { .. }));
+        }
+        assert!(left, "the leave ends with Event::Left");
+        assert_eq!(n.state_name(), "left");
+    }
+
+    /// Answers every request the node sent with "busy".
+    fn answer_all_busy(n: &mut Node, now: Instant) {
+        let busy = refused(Refusal::Busy).encode();
+        let mut sent = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Send {
+                request_id,
+                expect: Some(id),
+                ..
+            } = o
+            {
+                sent.push((request_id, id));
+            }
+        }
+        for (request_id, from) in sent {
+            n.handle_response(now, request_id, Ok(Reply { from, bytes: &busy }));
+        }
+    }
+
+    /// A leaving node does not re-store its registrations, so their due time must not make its
+    /// timer fire in the past (the driver would spin until the leave ends).
+    #[test]
+    fn a_leaving_node_never_asks_for_a_timer_in_the_past() {
+        let (mut n, now, _) = alone(Config::fast());
+        joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+        n.register(now, ServiceSpec::new("svc"), Some(0)).unwrap();
+        answer_all_busy(&mut n, now);
+        n.leave(now).unwrap();
+        let mut t = now;
+        // the successor keeps refusing as busy: the leave retries every stabilize period,
+        // long past the registration's retry time (2 s)
+        for _ in 0..12 {
+            t += Duration::from_millis(300);
+            n.handle_timeout(t);
+            answer_all_busy(&mut n, t);
+            assert_eq!(n.state_name(), "leaving");
+            let next = n.poll_timeout();
+            assert!(next.is_none_or(|d| d > t), "timer {next:?} not after {t:?}");
+        }
     }
 
     proptest! {

@@ -287,3 +287,13 @@ pub async fn check_lookups(
         }
     }
 }
+
+/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (tokio's
+/// clock: virtual time under a paused clock). A hang in the code under test becomes a failure
+/// with a message, never a stuck CI.
+pub async fn within<T>(secs: u64, step: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
+    }
+}

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use themis_channel::{Endpoint, Handler, Mode, PeerAddr, TcpConfig, TcpTransport};
+use themis_channel::{
+    Endpoint, Handler, Mode, PeerAddr, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
+};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
@@ -80,12 +82,29 @@ impl ServiceSpec {
     }
 }
 
+/// The transport a [`MeshNode`] runs the DHT and service calls over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// TCP (the default): one connection per peer pair, frames up to `TcpConfig::max_frame_len`.
+    #[default]
+    Tcp,
+    /// UDP: one datagram per frame, retransmitted by the endpoint. Provider records and call
+    /// bodies must fit `UdpConfig::max_frame_len` (default 1,452 bytes, path-MTU safe): raise
+    /// it (up to [`UDP_MAX_PAYLOAD`](themis_channel::UDP_MAX_PAYLOAD)) where the network
+    /// carries larger datagrams, such as loopback.
+    Udp,
+}
+
 /// Settings of a [`MeshNode`]. Start from [`MeshConfig::new`] and change fields.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MeshConfig {
-    /// Address to listen on (TCP, the default transport of the DHT and of calls).
+    /// Address to listen on.
     pub listen: SocketAddr,
+    /// TCP (default) or UDP, for the DHT and service calls alike; every node of a network must
+    /// use the same.
+    pub transport: TransportKind,
     /// Nodes to join through, tried in order; empty: this node starts a new ring.
     pub bootstrap: Vec<Contact>,
     /// Replication factor `k` (records on `k + 1` replicas); `None`: the network default (2).
@@ -94,8 +113,10 @@ pub struct MeshConfig {
     pub record_ttl: Duration,
     /// Secure (default, paper Fig. 2/3) or insecure (plaintext, measurement only) channels.
     pub mode: Mode,
-    /// TCP settings.
+    /// TCP settings (used with [`TransportKind::Tcp`]).
     pub tcp: TcpConfig,
+    /// UDP settings (used with [`TransportKind::Udp`]).
+    pub udp: UdpConfig,
     /// The DHT driver's and the endpoint's settings.
     pub driver: DriverConfig,
     /// Settings of every per-service balancer.
@@ -117,11 +138,13 @@ impl MeshConfig {
         let driver = DriverConfig::default();
         Self {
             listen,
+            transport: TransportKind::Tcp,
             bootstrap: Vec::new(),
             k: None,
             record_ttl: driver.dht.record_ttl,
             mode: Mode::Secure,
             tcp: TcpConfig::default(),
+            udp: UdpConfig::default(),
             driver,
             balancer: BalancerConfig::default(),
             cache: CacheConfig::default(),
@@ -151,6 +174,9 @@ struct MeshHandler {
     dht: DhtHandler,
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
+    /// Longest a service handler may run: the caller's request timeout (by then the caller
+    /// has given up, and the handler would only hold one of the endpoint's handler slots).
+    handler_timeout: Duration,
 }
 
 fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
@@ -192,9 +218,16 @@ impl Handler for MeshHandler {
                 format!("caller {} may not call '{}'", from.id, call.service),
             );
         }
-        match handler.call(from.id, call.body).await {
-            Ok(body) => encode_response(&CallResponse::Ok(body)),
-            Err(message) => refuse(RemoteErrorKind::Handler, message),
+        match tokio::time::timeout(self.handler_timeout, handler.call(from.id, call.body)).await {
+            Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
+            Ok(Err(message)) => refuse(RemoteErrorKind::Handler, message),
+            Err(_) => refuse(
+                RemoteErrorKind::Handler,
+                format!(
+                    "the handler of '{}' did not answer within {:?}",
+                    call.service, self.handler_timeout
+                ),
+            ),
         }
     }
 }
@@ -233,8 +266,10 @@ fn lock_err() -> Error {
 }
 
 impl MeshNode {
-    /// Starts a node on `network` with `identity`: binds the TCP endpoint, starts the DHT and
-    /// joins through `config.bootstrap` (if any). Must be called inside a tokio runtime.
+    /// Starts a node on `network` with `identity`: binds the endpoint (TCP or UDP, see
+    /// [`MeshConfig::transport`]), starts the DHT and joins through `config.bootstrap` (if
+    /// any). Must be called inside a tokio runtime. The join fails after
+    /// `config.driver.command_timeout` at the latest.
     pub async fn start(
         network: NetworkId,
         identity: Arc<IdentityKeypair>,
@@ -242,9 +277,21 @@ impl MeshNode {
     ) -> Result<Self, Error> {
         config.driver.dht.record_ttl = config.record_ttl;
         config.driver.endpoint.mode = config.mode;
-        let transport = TcpTransport::bind(config.listen, config.tcp.clone())
-            .await
-            .map_err(|e| Error::Network(format!("cannot listen on {}: {e}", config.listen)))?;
+        let cannot_listen = |e: themis_channel::TransportError| {
+            Error::Network(format!("cannot listen on {}: {e}", config.listen))
+        };
+        let transport: Arc<dyn Transport> = match config.transport {
+            TransportKind::Tcp => Arc::new(
+                TcpTransport::bind(config.listen, config.tcp.clone())
+                    .await
+                    .map_err(cannot_listen)?,
+            ),
+            TransportKind::Udp => Arc::new(
+                UdpTransport::bind(config.listen, config.udp.clone())
+                    .await
+                    .map_err(cannot_listen)?,
+            ),
+        };
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
@@ -252,9 +299,10 @@ impl MeshNode {
             dht: dht_handler,
             services: services.clone(),
             access: access.clone(),
+            handler_timeout: config.driver.endpoint.request_timeout,
         };
         let endpoint = Endpoint::new(
-            Arc::new(transport),
+            transport,
             identity.clone(),
             network.clone(),
             config.driver.endpoint.clone(),
@@ -307,7 +355,8 @@ impl MeshNode {
 
     /// Provides `service`: installs `handler`, then stores the `k + 1` signed provider records
     /// (paper §7); the DHT re-stores them until [`MeshNode::deregister`] or shutdown. Returns how
-    /// many replicas were stored now (failed ones are retried by the DHT).
+    /// many replicas were stored now (failed ones are retried by the DHT). Fails after
+    /// `config.driver.command_timeout` at the latest.
     pub async fn register(
         &self,
         service: &str,
@@ -346,7 +395,8 @@ impl MeshNode {
 
     /// Stops providing `service`: removes its handler (calls now get
     /// [`RemoteErrorKind::UnknownService`]) and stops re-storing its records, which expire
-    /// after the TTL. Returns whether it was provided.
+    /// after the TTL. Returns whether it was provided. Immediate in practice; bounded by
+    /// `config.driver.command_timeout`.
     pub async fn deregister(&self, service: &str) -> Result<bool, Error> {
         let had = self
             .inner
@@ -378,7 +428,8 @@ impl MeshNode {
     }
 
     /// Verified, merged provider records of `service` (paper §7), from the discovery cache or
-    /// the DHT (which falls back to the next replica when one fails).
+    /// the DHT (which falls back to the next replica when one fails). Fails after
+    /// `config.driver.command_timeout` at the latest.
     pub async fn discover(&self, service: &str) -> Result<Vec<ProviderRecord>, Error> {
         Ok(self.discover_inner(service).await?.0)
     }
@@ -458,6 +509,12 @@ impl MeshNode {
     ///
     /// A refusal by the provider's access policy is returned at once as
     /// [`Error::AccessDenied`]; a handler's error as [`Error::Remote`].
+    ///
+    /// Deadline: a discovery when the cache has nothing fresh (at most
+    /// `config.driver.command_timeout`), then at most `config.balancer.max_attempts` attempts
+    /// of at most `config.driver.endpoint.request_timeout` each. On the provider, a handler
+    /// that runs longer than that request timeout is answered for as a [`Error::Remote`]
+    /// handler error.
     pub async fn call(&self, service: &str, request: Bytes) -> Result<Bytes, Error> {
         self.call_traced(service, request)
             .await
@@ -588,6 +645,11 @@ impl MeshNode {
 
     /// Stops the node gracefully: stops re-storing every provided service, leaves the ring
     /// (handing stored records to the successor, paper §6.1) and shuts the endpoint down.
+    ///
+    /// Deadline: the leave and the shutdown take at most `config.driver.command_timeout`
+    /// each (a leave whose successors do not answer gives up, and the node stops anyway); the
+    /// endpoint's own shutdown waits at most `config.driver.endpoint.shutdown_timeout` for
+    /// work in flight, plus the transport's close.
     pub async fn shutdown(&self) {
         let names: Vec<String> = self
             .inner
@@ -602,7 +664,11 @@ impl MeshNode {
         self.inner.dht.shutdown().await;
     }
 
-    /// Stops the node at once, like a crash (no leave, nothing handed over). For tests.
+    /// Stops the node at once, like a crash (no leave, nothing handed over).
+    ///
+    /// For tests and demos only (the CLI demo kills nodes with it); not part of the supported
+    /// API. Bounded like [`MeshNode::shutdown`]'s last step.
+    #[doc(hidden)]
     pub async fn crash(&self) {
         self.inner.dht.shutdown().await;
     }

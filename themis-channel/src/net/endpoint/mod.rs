@@ -323,7 +323,14 @@ impl Endpoint {
         }
         Counters::inc(&inner.counters.requests_sent);
         let span = tracing::debug_span!("request", peer = %peer.id.short(), addr = %peer.addr);
-        let r = inner.request(*peer, payload).instrument(span).await;
+        // The whole request, transport sends included (a TCP send may wait for room in a
+        // full queue), is bounded by `request_timeout`.
+        let r = tokio::time::timeout(
+            inner.cfg.request_timeout,
+            inner.request(*peer, payload).instrument(span),
+        )
+        .await
+        .unwrap_or_else(|_| Err(inner.deadline_error(*peer)));
         match &r {
             Ok(_) => Counters::inc(&inner.counters.requests_ok),
             Err(e) => {
@@ -342,7 +349,7 @@ impl Endpoint {
     ///
     /// The answer is unauthenticated: it only says which key the node *claims*. Use the id
     /// with [`Endpoint::request`]: its handshake then proves the node holds that key (message
-    /// 2's signature), and fails if it does not.
+    /// 2's signature), and fails if it does not. Fails after `handshake_timeout`.
     pub async fn identify(&self, addr: SocketAddr) -> Result<(NodeId, PublicKey), Error> {
         let inner = &self.inner;
         let mut token = [0u8; 16];
@@ -359,37 +366,45 @@ impl Endpoint {
         }
         let frame = Bytes::from(Control::Identify { token }.encode());
         let deadline = tokio::time::Instant::now() + inner.cfg.handshake_timeout;
+        let timed_out = || Error::HandshakeTimeout {
+            peer: NodeId::from_bytes([0; 32]),
+            addr,
+            after: inner.cfg.handshake_timeout,
+        };
         let mut rto = inner.cfg.initial_rto;
-        let result = loop {
-            inner.send(addr, frame.clone()).await;
-            let wait = if inner.reliable {
-                deadline
-            } else {
-                deadline.min(tokio::time::Instant::now() + rto)
-            };
-            match tokio::time::timeout_at(wait, &mut rx).await {
-                Ok(Ok(pk)) => break Ok((pk.node_id(&inner.network), pk)),
-                Ok(Err(_)) => break Err(Error::ShuttingDown),
-                Err(_) if tokio::time::Instant::now() >= deadline => {
-                    break Err(Error::HandshakeTimeout {
-                        peer: NodeId::from_bytes([0; 32]),
-                        addr,
-                        after: inner.cfg.handshake_timeout,
-                    });
-                }
-                Err(_) => {
-                    Counters::inc(&inner.counters.retransmissions);
-                    rto = (rto * 2).min(inner.cfg.max_rto);
+        // Bounded by `handshake_timeout`, transport sends included.
+        let exchange = async {
+            loop {
+                inner.send(addr, frame.clone()).await;
+                let wait = if inner.reliable {
+                    deadline
+                } else {
+                    deadline.min(tokio::time::Instant::now() + rto)
+                };
+                match tokio::time::timeout_at(wait, &mut rx).await {
+                    Ok(Ok(pk)) => break Ok((pk.node_id(&inner.network), pk)),
+                    Ok(Err(_)) => break Err(Error::ShuttingDown),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        break Err(timed_out());
+                    }
+                    Err(_) => {
+                        Counters::inc(&inner.counters.retransmissions);
+                        rto = (rto * 2).min(inner.cfg.max_rto);
+                    }
                 }
             }
         };
+        let result = tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
         inner.lock().identifies.remove(&token);
         result
     }
 
     /// Graceful shutdown: refuses new requests and incoming commands, waits (at most
     /// `shutdown_timeout`) for the requests in flight and the running handlers to finish,
-    /// then stops the receive task and closes the transport. Idempotent.
+    /// then stops the receive task and closes the transport (whose `close` is bounded too:
+    /// TCP waits at most twice its `close_timeout`). Idempotent.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.closing.store(true, Ordering::Release);

@@ -1,0 +1,213 @@
+//! Helpers of the `MeshNode` tests: bounded steps, rings of real nodes over loopback (TCP or
+//! UDP, secure or insecure) and waits for *conditions* (ring consistent, replicas stored)
+//! with a bounded poll instead of fixed sleeps.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use themis_mesh::{
+    Bytes, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId, TransportKind,
+    UDP_MAX_PAYLOAD, object_id,
+};
+
+/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (a hang
+/// in the code under test becomes a failure with a message, never a stuck CI).
+pub async fn within<T>(secs: u64, step: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, failing with its last explanation after
+/// `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let why = match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(why)) => why,
+            Err(_) => "the check itself did not finish".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not reached within {secs} s: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn net() -> NetworkId {
+    NetworkId::new("mesh-test").unwrap()
+}
+
+/// How the nodes of a test talk.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub transport: TransportKind,
+    pub mode: Mode,
+}
+
+impl Setup {
+    pub const TCP: Setup = Setup {
+        transport: TransportKind::Tcp,
+        mode: Mode::Secure,
+    };
+}
+
+/// Settings for rings on one machine: `MeshConfig::fast` with quicker stabilization, so that
+/// a ring converges in a few seconds even on a loaded 2-core box.
+pub fn config(setup: Setup, seed: u64) -> MeshConfig {
+    let mut c = MeshConfig::fast("127.0.0.1:0".parse().unwrap());
+    c.seed = Some(seed);
+    c.transport = setup.transport;
+    c.mode = setup.mode;
+    c.udp.max_frame_len = UDP_MAX_PAYLOAD;
+    c.tcp.max_connections = 512;
+    c.driver.dht.stabilize_period = Duration::from_millis(200);
+    c.driver.dht.check_predecessor_period = Duration::from_millis(400);
+    c.driver.dht.finger_period = Duration::from_secs(2);
+    c.driver.dht.retry_delay = Duration::from_millis(500);
+    // No periodic re-store while a test runs (TTL 60 s): a test sees exactly the replicas
+    // of the registration itself (and of its retries).
+    c.driver.dht.restore_period = Duration::from_secs(45);
+    c
+}
+
+pub async fn start(setup: Setup, bootstrap: Option<&MeshNode>, seed: u64) -> MeshNode {
+    let mut cfg = config(setup, seed);
+    if let Some(b) = bootstrap {
+        cfg.bootstrap = vec![b.contact()];
+    }
+    within(
+        30,
+        "start a node",
+        MeshNode::start(net(), Arc::new(IdentityKeypair::generate()), cfg),
+    )
+    .await
+    .unwrap()
+}
+
+/// `n` nodes, each joining through an earlier one (chosen by `seed`), then waits until the
+/// ring is consistent.
+pub async fn ring(setup: Setup, n: usize, seed: u64) -> Vec<MeshNode> {
+    let mut nodes: Vec<MeshNode> = Vec::with_capacity(n);
+    let mut x = seed;
+    for i in 0..n {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let b = (!nodes.is_empty()).then(|| nodes[(x >> 33) as usize % nodes.len()].clone());
+        nodes.push(start(setup, b.as_ref(), seed * 1000 + i as u64).await);
+    }
+    consistent(&nodes).await;
+    nodes
+}
+
+/// The ids in ring order.
+pub fn sorted_ids(nodes: &[MeshNode]) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = nodes.iter().map(MeshNode::id).collect();
+    v.sort();
+    v
+}
+
+/// The node responsible for `t` among `ids` (sorted): the first id ≥ t, wrapping.
+pub fn owner(ids: &[NodeId], t: &NodeId) -> NodeId {
+    *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0])
+}
+
+/// Waits until every node is a member whose successor is the next id in ring order and whose
+/// predecessor is the previous one.
+pub async fn consistent(nodes: &[MeshNode]) {
+    let ids = sorted_ids(nodes);
+    let n = ids.len();
+    let ids = &ids;
+    eventually(30, "ring consistent", || async move {
+        for node in nodes {
+            let s = node.dht().status().await.map_err(|e| e.to_string())?;
+            let i = ids.iter().position(|id| *id == s.id).unwrap();
+            let (next, prev) = (ids[(i + 1) % n], ids[(i + n - 1) % n]);
+            if s.state != "member" {
+                return Err(format!("{} is {}", s.id.short(), s.state));
+            }
+            if n > 1 && s.successors.first().map(|p| p.id) != Some(next) {
+                return Err(format!(
+                    "{} has successor {:?}",
+                    s.id.short(),
+                    s.successors.first()
+                ));
+            }
+            if n > 1 && s.predecessor.map(|p| p.id) != Some(prev) {
+                return Err(format!(
+                    "{} has predecessor {:?}",
+                    s.id.short(),
+                    s.predecessor
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits until the records of `service` (registered by one provider only, replication `k`)
+/// are stored on every one of its `k + 1` responsible nodes.
+pub async fn replicated(nodes: &[MeshNode], service: &str, k: u8) {
+    let ids = sorted_ids(nodes);
+    let mut want: Vec<(NodeId, usize)> = Vec::new();
+    for r in 0..=k {
+        let o = owner(&ids, &object_id(service, r));
+        match want.iter_mut().find(|(id, _)| *id == o) {
+            Some((_, c)) => *c += 1,
+            None => want.push((o, 1)),
+        }
+    }
+    let want = &want;
+    eventually(30, "records on all k+1 responsible nodes", || async move {
+        for (id, count) in want {
+            let node = nodes.iter().find(|n| n.id() == *id).unwrap();
+            let s = node.dht().status().await.map_err(|e| e.to_string())?;
+            if s.stored_records < *count {
+                return Err(format!(
+                    "{} stores {} records, wants {count}",
+                    id.short(),
+                    s.stored_records
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// A handler answering `tag:request`.
+pub fn echo(tag: &'static str) -> impl themis_mesh::ServiceHandler {
+    move |_caller: NodeId, req: Bytes| async move {
+        let mut v = tag.as_bytes().to_vec();
+        v.push(b':');
+        v.extend_from_slice(&req);
+        Ok::<_, String>(Bytes::from(v))
+    }
+}
+
+/// Shuts every node down gracefully, one after the other. Each leave hands records to a
+/// successor that may itself be gone already: the case that used to hang (a leave that never
+/// ended), so every leave must end well (within `command_timeout`, else `TimedOut`).
+pub async fn shutdown_all(nodes: &[MeshNode]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let left = within(30, &format!("leave of node {i}"), n.dht().leave()).await;
+        if let Err(e) = left {
+            panic!("node {i}: the leave did not end well: {e}");
+        }
+        within(30, &format!("shut down node {i}"), n.shutdown()).await;
+    }
+}
