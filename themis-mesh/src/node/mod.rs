@@ -130,6 +130,11 @@ pub struct MeshConfig {
     pub max_balancers: usize,
     /// Seed of the balancers' PRNG: `None` draws one from the operating system.
     pub seed: Option<u64>,
+    /// How long a provider lets one of its handlers run before answering the caller with a
+    /// handler failure (default 30 s; [`MeshConfig::fast`]: 10 s). Make it at least the longest
+    /// request timeout of the callers, plus the time the handler's own calls may need to fail
+    /// over (a handler that calls other services, like the paper's AppAuth `handler`).
+    pub handler_timeout: Duration,
 }
 
 impl MeshConfig {
@@ -151,6 +156,7 @@ impl MeshConfig {
             max_services: 64,
             max_balancers: 1024,
             seed: None,
+            handler_timeout: Duration::from_secs(30),
         }
     }
 
@@ -162,6 +168,7 @@ impl MeshConfig {
         c.record_ttl = c.driver.dht.record_ttl;
         c.cache.ttl = Duration::from_secs(2);
         c.cache.negative_ttl = Duration::from_millis(200);
+        c.handler_timeout = Duration::from_secs(10);
         c
     }
 }
@@ -299,7 +306,7 @@ impl MeshNode {
             dht: dht_handler,
             services: services.clone(),
             access: access.clone(),
-            handler_timeout: config.driver.endpoint.request_timeout,
+            handler_timeout: config.handler_timeout,
         };
         let endpoint = Endpoint::new(
             transport,
@@ -513,8 +520,8 @@ impl MeshNode {
     /// Deadline: a discovery when the cache has nothing fresh (at most
     /// `config.driver.command_timeout`), then at most `config.balancer.max_attempts` attempts
     /// of at most `config.driver.endpoint.request_timeout` each. On the provider, a handler
-    /// that runs longer than that request timeout is answered for as a [`Error::Remote`]
-    /// handler error.
+    /// that runs longer than the provider's `config.handler_timeout` is answered for as an
+    /// [`Error::Remote`] handler error.
     pub async fn call(&self, service: &str, request: Bytes) -> Result<Bytes, Error> {
         self.call_traced(service, request)
             .await
