@@ -2092,7 +2092,15 @@ impl Node {
                                 .iter()
                                 .filter(|p| p.id != me)
                                 .min_by_key(|p| distance(&me, &p.id))
-                                .copied();
+                                .copied()
+                                // Beyond the paper: with every successor and finger gone, the
+                                // predecessor (checked alive by `check_predecessor`) is still a
+                                // member of our ring, and stabilizing through it walks forward
+                                // to the true successor (as Chord's first node does when alone).
+                                // Re-joining through the bootstraps instead could start a second
+                                // ring that nothing ever merges: the bootstraps may be gone, and
+                                // a failed join leaves the node alone as a ring of its own.
+                                .or(self.pred.filter(|p| p.id != me && p.id != succ.id));
                             match fallback {
                                 Some(f) => self.set_succs(vec![f]),
                                 None if !self.bootstraps.is_empty()
