@@ -207,14 +207,12 @@ fn churn(seed: u64, ops: &[Op]) -> Result<(), String> {
         return Err(format!("{e}\n{}", dump(&sim)));
     }
     for i in 0..sim.len() {
-        if sim.is_alive(i) {
-            if !sim.node(i).is_member() {
-                return Err(format!(
-                    "node {i} is {}\n{}",
-                    sim.node(i).state_name(),
-                    dump(&sim)
-                ));
-            }
+        if sim.is_alive(i) && !sim.node(i).is_member() {
+            return Err(format!(
+                "node {i} is {}\n{}",
+                sim.node(i).state_name(),
+                dump(&sim)
+            ));
         }
     }
     Ok(())
@@ -252,6 +250,40 @@ fn churn_case_split_ring() {
         Join,
     ];
     churn(17128569543694053693, &ops).unwrap();
+}
+
+/// Open (1 case in 30 000 of the proptest's distribution): the two survivors of heavy churn
+/// (8 nodes; 4 crashes, 2 leaves whose leavers had no predecessor to tell) are both orphaned
+/// and re-join through their original, gone bootstraps; a re-joining node answers "not a
+/// member", so each one's stabilize purges the other and both end with `JoinFailed`. The
+/// harness then joins node 7 through node 2 (a two-node ring), but in its next round re-joins
+/// node 2 too (its last event is still the old `JoinFailed`): `join` drops node 2's ring view,
+/// node 7 sees it refuse, is orphaned again, and both end alone. Chord cannot heal this:
+/// no node knows a live member. Fixing the harness alone (re-join only nodes still alone)
+/// breaks other cases, where a failed joiner became the seed of a minority ring and must be
+/// re-joined to be merged back. A core fix: an orphaned node should keep answering
+/// `get_neighbors`/`notify` as a lone ring while it re-joins (Zave's lone-node rule), so a peer
+/// that still knows it can merge with it.
+#[test]
+#[ignore = "open: orphaned nodes refuse ring maintenance while re-joining; see doc comment"]
+fn churn_case_survivors_rejoin() {
+    use Op::{Crash, Join, Leave};
+    let ops = [
+        Join,
+        Join,
+        Crash(4234559210761116442),
+        Join,
+        Crash(15233187471105475973),
+        Join,
+        Crash(15441555574375968030),
+        Leave(5780407730166925493),
+        Leave(2125671900038766266),
+        Crash(3190947178079113974),
+        Crash(8222723287261568206),
+        Crash(2550869642578400179),
+        Crash(3991532326961916405),
+    ];
+    churn(17713208532502395246, &ops).unwrap();
 }
 
 #[test]

@@ -2610,7 +2610,11 @@ mod tests {
             .expect("stabilize asks the successor");
         while n.poll_output().is_some() {}
         n.handle_response(later, stabilize, Err(RequestFailure::Timeout));
-        assert_eq!(n.state_name(), "member", "no re-join while the predecessor lives");
+        assert_eq!(
+            n.state_name(),
+            "member",
+            "no re-join while the predecessor lives"
+        );
         assert_eq!(n.successors(), &[p]);
         let mut asked_pred = false;
         while let Some(o) = n.poll_output() {
