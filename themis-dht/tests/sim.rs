@@ -141,73 +141,149 @@ fn crash_allowed(sim: &Sim, victim: usize) -> bool {
     })
 }
 
+/// Runs `ops` on a 4-node ring (successor lists of 4, no loss), lets it settle, re-joins
+/// nodes whose join failed, and checks that the live members form one correct ring.
+fn churn(seed: u64, ops: &[Op]) -> Result<(), String> {
+    let mut cfg = SimConfig::new(seed);
+    cfg.node.successor_list_len = 4;
+    let mut sim = build(cfg, 4, Duration::from_millis(50), Duration::from_secs(3));
+    for o in ops.iter().cloned() {
+        let live: Vec<usize> = sim
+            .live()
+            .into_iter()
+            .filter(|i| sim.node(*i).state_name() == "member")
+            .collect();
+        match o {
+            Op::Join => {
+                // like an application: join through a member of the ring (not a node left
+                // alone by a failed join), and try another bootstrap if the join fails
+                // (no member to join through: the operation is skipped)
+                if let Some(mut b) = bootstrap_for(&mut sim, usize::MAX) {
+                    let i = sim.add_node();
+                    for _ in 0..3 {
+                        sim.join(i, b);
+                        sim.run_for(Duration::from_millis(300));
+                        if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
+                            break;
+                        }
+                        match bootstrap_for(&mut sim, i) {
+                            Some(x) => b = x,
+                            None => break,
+                        }
+                    }
+                }
+            }
+            Op::Leave(k) if live.len() > 2 => {
+                sim.leave(live[k % live.len()]);
+            }
+            Op::Crash(k) if live.len() > 2 => {
+                let v = live[k % live.len()];
+                if crash_allowed(&sim, v) {
+                    sim.crash(v);
+                }
+            }
+            _ => {}
+        }
+        sim.run_for(Duration::from_millis(300));
+    }
+    // a join whose bootstrap left or crashed meanwhile ends in JoinFailed (after up to three
+    // rounds of join timeouts); the application then joins again
+    for _ in 0..4 {
+        sim.run_for(Duration::from_secs(10));
+        for i in 0..sim.len() {
+            let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
+            if failed
+                && sim.is_alive(i)
+                && sim.node(i).state_name() == "member"
+                && let Some(b) = bootstrap_for(&mut sim, i)
+            {
+                sim.join(i, b);
+            }
+        }
+    }
+    sim.run_for(Duration::from_secs(20));
+    let ring = sim.check_ring();
+    if let Err(e) = ring {
+        return Err(format!("{e}\n{}", dump(&sim)));
+    }
+    for i in 0..sim.len() {
+        if sim.is_alive(i) && !sim.node(i).is_member() {
+            return Err(format!(
+                "node {i} is {}\n{}",
+                sim.node(i).state_name(),
+                dump(&sim)
+            ));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn any_joins_leaves_and_crashes_converge(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..16)) {
-        let mut cfg = SimConfig::new(seed);
-        cfg.node.successor_list_len = 4;
-        let mut sim = build(cfg, 4, Duration::from_millis(50), Duration::from_secs(3));
-        for o in ops {
-            let live: Vec<usize> = sim.live().into_iter().filter(|i| sim.node(*i).state_name() == "member").collect();
-            match o {
-                Op::Join => {
-                    // like an application: join through a member of the ring (not a node left
-                    // alone by a failed join), and try another bootstrap if the join fails
-                    // (no member to join through: the operation is skipped)
-                    if let Some(mut b) = bootstrap_for(&mut sim, usize::MAX) {
-                        let i = sim.add_node();
-                        for _ in 0..3 {
-                            sim.join(i, b);
-                            sim.run_for(Duration::from_millis(300));
-                            if !matches!(sim.events(i).last(), Some(Event::JoinFailed)) {
-                                break;
-                            }
-                            match bootstrap_for(&mut sim, i) {
-                                Some(x) => b = x,
-                                None => break,
-                            }
-                        }
-                    }
-                }
-                Op::Leave(k) if live.len() > 2 => {
-                    sim.leave(live[k % live.len()]);
-                }
-                Op::Crash(k) if live.len() > 2 => {
-                    let v = live[k % live.len()];
-                    if crash_allowed(&sim, v) {
-                        sim.crash(v);
-                    }
-                }
-                _ => {}
-            }
-            sim.run_for(Duration::from_millis(300));
-        }
-        // a join whose bootstrap left or crashed meanwhile ends in JoinFailed (after up to three
-        // rounds of join timeouts); the application then joins again
-        for _ in 0..4 {
-            sim.run_for(Duration::from_secs(10));
-            for i in 0..sim.len() {
-                let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
-                if failed
-                    && sim.is_alive(i)
-                    && sim.node(i).state_name() == "member"
-                    && let Some(b) = bootstrap_for(&mut sim, i)
-                {
-                    sim.join(i, b);
-                }
-            }
-        }
-        sim.run_for(Duration::from_secs(20));
-        let ring = sim.check_ring();
-        prop_assert!(ring.is_ok(), "{:?}\n{}", ring, dump(&sim));
-        for i in 0..sim.len() {
-            if sim.is_alive(i) {
-                prop_assert!(sim.node(i).is_member(), "node {} is {}", i, sim.node(i).state_name());
-            }
-        }
+        let r = churn(seed, &ops);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
+}
+
+/// A schedule that left the ring split in two (3 nodes on a ring of their own).
+#[test]
+fn churn_case_split_ring() {
+    use Op::{Crash, Join, Leave};
+    let ops = [
+        Crash(13068806258227112998),
+        Crash(10846875789042259163),
+        Join,
+        Join,
+        Leave(9939294186369275454),
+        Join,
+        Leave(13232652167001079237),
+        Join,
+        Crash(7511007878849750434),
+        Join,
+        Join,
+        Join,
+        Join,
+        Join,
+        Join,
+    ];
+    churn(17128569543694053693, &ops).unwrap();
+}
+
+/// Open (1 case in 30 000 of the proptest's distribution): the two survivors of heavy churn
+/// (8 nodes; 4 crashes, 2 leaves whose leavers had no predecessor to tell) are both orphaned
+/// and re-join through their original, gone bootstraps; a re-joining node answers "not a
+/// member", so each one's stabilize purges the other and both end with `JoinFailed`. The
+/// harness then joins node 7 through node 2 (a two-node ring), but in its next round re-joins
+/// node 2 too (its last event is still the old `JoinFailed`): `join` drops node 2's ring view,
+/// node 7 sees it refuse, is orphaned again, and both end alone. Chord cannot heal this:
+/// no node knows a live member. Fixing the harness alone (re-join only nodes still alone)
+/// breaks other cases, where a failed joiner became the seed of a minority ring and must be
+/// re-joined to be merged back. A core fix: an orphaned node should keep answering
+/// `get_neighbors`/`notify` as a lone ring while it re-joins (Zave's lone-node rule), so a peer
+/// that still knows it can merge with it.
+#[test]
+#[ignore = "open: orphaned nodes refuse ring maintenance while re-joining; see doc comment"]
+fn churn_case_survivors_rejoin() {
+    use Op::{Crash, Join, Leave};
+    let ops = [
+        Join,
+        Join,
+        Crash(4234559210761116442),
+        Join,
+        Crash(15233187471105475973),
+        Join,
+        Crash(15441555574375968030),
+        Leave(5780407730166925493),
+        Leave(2125671900038766266),
+        Crash(3190947178079113974),
+        Crash(8222723287261568206),
+        Crash(2550869642578400179),
+        Crash(3991532326961916405),
+    ];
+    churn(17713208532502395246, &ops).unwrap();
 }
 
 #[test]

@@ -2092,7 +2092,15 @@ impl Node {
                                 .iter()
                                 .filter(|p| p.id != me)
                                 .min_by_key(|p| distance(&me, &p.id))
-                                .copied();
+                                .copied()
+                                // Beyond the paper: with every successor and finger gone, the
+                                // predecessor (checked alive by `check_predecessor`) is still a
+                                // member of our ring, and stabilizing through it walks forward
+                                // to the true successor (as Chord's first node does when alone).
+                                // Re-joining through the bootstraps instead could start a second
+                                // ring that nothing ever merges: the bootstraps may be gone, and
+                                // a failed join leaves the node alone as a ring of its own.
+                                .or(self.pred.filter(|p| p.id != me && p.id != succ.id));
                             match fallback {
                                 Some(f) => self.set_succs(vec![f]),
                                 None if !self.bootstraps.is_empty()
@@ -2575,6 +2583,48 @@ mod tests {
         }
         assert!(left, "the leave ends with Event::Left");
         assert_eq!(n.state_name(), "left");
+    }
+
+    /// Regression (the split ring of the churn proptest, tests/sim.rs `churn_case_split_ring`):
+    /// a member whose successors all failed (and who has no finger left) used to re-join
+    /// through its original bootstraps although its predecessor was alive; when those had left,
+    /// the join failed and the node started a ring of its own that nothing ever merged back.
+    /// It now takes the predecessor as successor and stabilizes through it.
+    #[test]
+    fn a_node_with_no_live_successor_stabilizes_through_its_predecessor() {
+        let (mut n, now, _) = alone(Config::fast());
+        let b = peer_of(&kp(2), 2);
+        let s = peer_of(&kp(3), 3);
+        let p = peer_of(&kp(4), 4);
+        joined_through(&mut n, now, b, s);
+        n.handle_request(now, p, 7, &Request::Notify.encode());
+        assert_eq!(n.predecessor(), Some(p));
+        while n.poll_output().is_some() {}
+        let later = now + Duration::from_millis(700);
+        n.handle_timeout(later);
+        let stabilize = n
+            .pending
+            .iter()
+            .find(|(_, q)| matches!(q.purpose, Purpose::Stabilize { .. }))
+            .map(|(id, _)| *id)
+            .expect("stabilize asks the successor");
+        while n.poll_output().is_some() {}
+        n.handle_response(later, stabilize, Err(RequestFailure::Timeout));
+        assert_eq!(
+            n.state_name(),
+            "member",
+            "no re-join while the predecessor lives"
+        );
+        assert_eq!(n.successors(), &[p]);
+        let mut asked_pred = false;
+        while let Some(o) = n.poll_output() {
+            if let Output::Send { to, bytes, .. } = o {
+                let req = Request::decode(&bytes, 1 << 16).unwrap();
+                assert!(!matches!(req, Request::Join), "no join sent");
+                asked_pred |= to == p.addr && matches!(req, Request::GetNeighbors);
+            }
+        }
+        assert!(asked_pred, "stabilize goes on through the predecessor");
     }
 
     /// Answers every request the node sent with "busy".
