@@ -319,6 +319,11 @@ pub struct Node {
     routing_dirty: bool,
     store: ObjectStore,
     registrations: BTreeMap<String, Registration>,
+    /// Re-store schedule: `(next_refresh, name)` of every registration that is not running
+    /// (exactly one entry each; none for a running one), so the next due re-store is found in
+    /// O(log n) rather than by scanning every registration on each poll. Kept in step by
+    /// [`Node::update_registration`].
+    refresh_due: BTreeSet<(Instant, String)>,
     last_seq: u64,
     queries: BTreeMap<QueryId, Query>,
     pending: BTreeMap<u64, Pending>,
@@ -411,6 +416,7 @@ impl Node {
             routing_dirty: false,
             store: ObjectStore::default(),
             registrations: BTreeMap::new(),
+            refresh_due: BTreeSet::new(),
             last_seq: 0,
             queries: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -544,12 +550,10 @@ impl Node {
         }
         // Re-stores run only while a member (`handle_timeout`): a leaving node must not ask
         // for a timer it will not clear, or its driver would wake up in a loop.
-        if matches!(self.state, State::Member) {
-            for r in self.registrations.values() {
-                if !r.running {
-                    t = t.min(r.next_refresh);
-                }
-            }
+        if matches!(self.state, State::Member)
+            && let Some((r, _)) = self.refresh_due.first()
+        {
+            t = t.min(*r);
         }
         if let State::Leaving(LeaveState {
             retry_at: Some(r), ..
@@ -855,7 +859,7 @@ impl Node {
             });
         }
         let name = spec.name.clone();
-        self.registrations.insert(
+        let old = self.registrations.insert(
             name.clone(),
             Registration {
                 spec,
@@ -864,6 +868,12 @@ impl Node {
                 running: false,
             },
         );
+        if let Some(old) = old
+            && !old.running
+        {
+            self.refresh_due.remove(&(old.next_refresh, name.clone()));
+        }
+        self.refresh_due.insert((now, name.clone()));
         self.start_register(now, &name, true)
             .ok_or(Error::TooManyQueries {
                 limit: self.cfg.max_queries,
@@ -873,7 +883,35 @@ impl Node {
     /// Stops re-storing `name` (its records expire after at most the TTL). Returns whether it
     /// was registered.
     pub fn unregister(&mut self, name: &str) -> bool {
-        self.registrations.remove(name).is_some()
+        match self.registrations.remove(name) {
+            Some(r) => {
+                if !r.running {
+                    self.refresh_due.remove(&(r.next_refresh, name.to_owned()));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Changes the registration `name` (if any) with `f`, keeping [`Node::refresh_due`] in step
+    /// with its `running` flag and `next_refresh` time.
+    fn update_registration(&mut self, name: &str, f: impl FnOnce(&mut Registration)) {
+        let Some(r) = self.registrations.get_mut(name) else {
+            return;
+        };
+        let before = (r.running, r.next_refresh);
+        f(r);
+        let after = (r.running, r.next_refresh);
+        if before == after {
+            return;
+        }
+        if !before.0 {
+            self.refresh_due.remove(&(before.1, name.to_owned()));
+        }
+        if !after.0 {
+            self.refresh_due.insert((after.1, name.to_owned()));
+        }
     }
 
     /// Looks up the providers of `name`, trying replicas `0..=k` in turn until one answers with
@@ -986,6 +1024,7 @@ impl Node {
         self.state = State::Left;
         self.store.clear();
         self.registrations.clear();
+        self.refresh_due.clear();
         self.stalls.clear();
         for (id, q) in std::mem::take(&mut self.queries) {
             self.fail_job(id, q.job, QueryError::NotMember);
@@ -1095,18 +1134,18 @@ impl Node {
             self.metrics.expirations += n as u64;
         }
         if matches!(self.state, State::Member) {
+            // Only the due entries of the schedule are visited (not every registration).
             let due: Vec<String> = self
-                .registrations
+                .refresh_due
                 .iter()
-                .filter(|(_, r)| !r.running && r.next_refresh <= now)
-                .map(|(n, _)| n.clone())
+                .take_while(|(t, _)| *t <= now)
+                .map(|(_, n)| n.clone())
                 .collect();
+            let retry = now + self.cfg.retry_delay;
             for name in due {
                 // paper §6.1: owners re-store before the responsible nodes drop the values
-                if self.start_register(now, &name, false).is_none()
-                    && let Some(r) = self.registrations.get_mut(&name)
-                {
-                    r.next_refresh = now + self.cfg.retry_delay;
+                if self.start_register(now, &name, false).is_none() {
+                    self.update_registration(&name, |r| r.next_refresh = retry);
                 }
             }
         }
@@ -1448,9 +1487,7 @@ impl Node {
                 records,
                 ..
             } => {
-                if let Some(r) = self.registrations.get_mut(&name) {
-                    r.running = false;
-                }
+                self.update_registration(&name, |r| r.running = false);
                 if user {
                     let left = records.len() as u8 - stored.min(records.len() as u8);
                     self.event(Event::Registered {
@@ -1628,10 +1665,10 @@ impl Node {
         })?;
         self.last_seq = seq;
         let restore = self.cfg.restore_period;
-        if let Some(reg) = self.registrations.get_mut(name) {
+        self.update_registration(name, |reg| {
             reg.running = true;
             reg.next_refresh = now + restore;
-        }
+        });
         self.start_lookup(now, q, object_id(name, 0), true);
         Some(q)
     }
@@ -1678,12 +1715,12 @@ impl Node {
         self.disarm_stall(q);
         self.queries.remove(&q);
         let retry = now + self.cfg.retry_delay;
-        if let Some(reg) = self.registrations.get_mut(&name) {
+        self.update_registration(&name, |reg| {
             reg.running = false;
             if failed > 0 {
                 reg.next_refresh = reg.next_refresh.min(retry);
             }
-        }
+        });
         if user {
             self.event(Event::Registered {
                 query: q,
@@ -2668,8 +2705,79 @@ mod tests {
         }
     }
 
+    /// The re-store schedule is exactly the idle registrations at their refresh times.
+    fn schedule_consistent(n: &Node) -> Result<(), String> {
+        let want: BTreeSet<(Instant, String)> = n
+            .registrations
+            .iter()
+            .filter(|(_, r)| !r.running)
+            .map(|(k, r)| (r.next_refresh, k.clone()))
+            .collect();
+        if want == n.refresh_due {
+            Ok(())
+        } else {
+            Err(format!(
+                "schedule {:?} but idle registrations {want:?}",
+                n.refresh_due
+            ))
+        }
+    }
+
+    /// Registrations whose stores fail are retried from the schedule, and the timer asks for
+    /// the earliest of them; after a leave nothing is scheduled.
+    #[test]
+    fn failed_registrations_are_rescheduled_and_retried() {
+        let (mut n, now, _) = alone(Config::fast());
+        joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+        for i in 0..20 {
+            n.register(now, ServiceSpec::new(format!("svc{i}")), Some(0))
+                .unwrap();
+        }
+        schedule_consistent(&n).unwrap();
+        assert!(n.refresh_due.is_empty(), "all 20 are running");
+        let mut t = now;
+        for _ in 0..40 {
+            answer_all_busy(&mut n, t);
+            schedule_consistent(&n).unwrap();
+            t += Duration::from_millis(500);
+            n.handle_timeout(t);
+            schedule_consistent(&n).unwrap();
+        }
+        assert!(n.unregister("svc3"));
+        assert!(!n.unregister("svc3"));
+        schedule_consistent(&n).unwrap();
+        answer_all_busy(&mut n, t);
+        let first = n.refresh_due.first().map(|(d, _)| *d).unwrap();
+        assert!(n.poll_timeout().is_some_and(|d| d <= first));
+        n.leave(t).unwrap();
+        answer_all_busy(&mut n, t);
+        schedule_consistent(&n).unwrap();
+    }
+
     proptest! {
         #[test]
+        /// Any sequence of register, unregister, re-register, store answers and timeouts keeps
+        /// the re-store schedule in step with the registrations.
+        #[test]
+        fn restore_schedule_stays_in_step(ops in proptest::collection::vec((0u8..4, 0u8..6), 1..60)) {
+            let (mut n, now, _) = alone(Config::fast());
+            joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+            let mut t = now;
+            for (op, i) in ops {
+                let name = format!("svc{i}");
+                match op {
+                    0 => { let _ = n.register(t, ServiceSpec::new(name), Some(1)); }
+                    1 => { n.unregister(&name); }
+                    2 => answer_all_busy(&mut n, t),
+                    _ => {
+                        t += Duration::from_millis(700);
+                        n.handle_timeout(t);
+                    }
+                }
+                prop_assert_eq!(schedule_consistent(&n), Ok(()));
+            }
+        }
+
         fn garbage_requests_and_responses_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), id in any::<u64>()) {
             let (mut n, now, _) = alone(Config::default());
             n.handle_request(now, peer_of(&kp(2), 2), 1, &bytes);

@@ -1,11 +1,11 @@
 //! The object table (paper §6.1 `OT_id`): object id → provider records, with quotas.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use themis_crypto::NodeId;
 
 use super::record::{ProviderRecord, Refusal};
-use super::ring::in_half_open;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Quotas {
@@ -18,6 +18,9 @@ pub(crate) struct Quotas {
 pub(crate) struct ObjectStore {
     objects: BTreeMap<NodeId, Vec<ProviderRecord>>,
     per_provider: BTreeMap<NodeId, usize>,
+    /// `(expiry, object id, provider)` of every stored record, so the expiry sweep visits only
+    /// the expired records rather than the whole table.
+    by_expiry: BTreeSet<(u64, NodeId, NodeId)>,
     total: usize,
 }
 
@@ -50,6 +53,10 @@ impl ObjectStore {
                 .get_mut(&oid)
                 .and_then(|l| l.iter_mut().find(|r| r.provider == rec.provider))
             {
+                self.by_expiry
+                    .remove(&(slot.expires_unix_ms, oid, slot.provider));
+                self.by_expiry
+                    .insert((rec.expires_unix_ms, oid, rec.provider));
                 *slot = rec;
             }
             return Ok(Inserted::Replaced);
@@ -61,6 +68,8 @@ impl ObjectStore {
         }
         *self.per_provider.entry(rec.provider).or_insert(0) += 1;
         self.total += 1;
+        self.by_expiry
+            .insert((rec.expires_unix_ms, oid, rec.provider));
         self.objects.entry(oid).or_default().push(rec);
         Ok(Inserted::New)
     }
@@ -83,21 +92,27 @@ impl ObjectStore {
     /// Drops every record whose expiry is at or before `now_ms` (paper §6.1: values are dropped
     /// after the interval `t`). Returns how many were dropped.
     pub(crate) fn expire(&mut self, now_ms: u64) -> usize {
-        let mut dropped = Vec::new();
-        self.objects.retain(|_, list| {
-            list.retain(|r| {
-                let keep = r.expires_unix_ms > now_ms;
-                if !keep {
-                    dropped.push(r.provider);
+        let mut dropped = 0;
+        while let Some(&(exp, oid, provider)) = self.by_expiry.first() {
+            if exp > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            let mut hit = false;
+            if let Some(list) = self.objects.get_mut(&oid) {
+                let before = list.len();
+                list.retain(|r| !(r.provider == provider && r.expires_unix_ms == exp));
+                hit = list.len() != before;
+                if list.is_empty() {
+                    self.objects.remove(&oid);
                 }
-                keep
-            });
-            !list.is_empty()
-        });
-        for p in &dropped {
-            self.forget(p);
+            }
+            if hit {
+                dropped += 1;
+                self.forget(&provider);
+            }
         }
-        dropped.len()
+        dropped
     }
 
     /// Up to `max` records whose object id is not in `(pred, me]`: they belong to a node before us.
@@ -107,12 +122,21 @@ impl ObjectStore {
         me: &NodeId,
         max: usize,
     ) -> Vec<ProviderRecord> {
-        self.objects
-            .iter()
-            .filter(|(oid, _)| !in_half_open(pred, oid, me))
-            .flat_map(|(_, l)| l.iter().cloned())
-            .take(max)
-            .collect()
+        // Not in (pred, me] is the arc (me, pred]: one or two ranges of the ordered table,
+        // so a stabilize round with nothing to hand off costs O(log n), not a full scan.
+        if pred == me {
+            return Vec::new();
+        }
+        let arc: Box<dyn Iterator<Item = (&NodeId, &Vec<ProviderRecord>)>> = if me < pred {
+            Box::new(self.objects.range((Excluded(*me), Included(*pred))))
+        } else {
+            Box::new(
+                self.objects
+                    .range((Excluded(*me), Unbounded))
+                    .chain(self.objects.range((Unbounded, Included(*pred)))),
+            )
+        };
+        arc.flat_map(|(_, l)| l.iter().cloned()).take(max).collect()
     }
 
     /// Removes the record of `provider` under `oid` if it still has sequence number `seq`.
@@ -120,7 +144,14 @@ impl ObjectStore {
         let mut removed = false;
         if let Some(list) = self.objects.get_mut(oid) {
             let before = list.len();
-            list.retain(|r| !(r.provider == *provider && r.seq == seq));
+            list.retain(|r| {
+                let hit = r.provider == *provider && r.seq == seq;
+                if hit {
+                    self.by_expiry
+                        .remove(&(r.expires_unix_ms, *oid, r.provider));
+                }
+                !hit
+            });
             removed = list.len() != before;
             if list.is_empty() {
                 self.objects.remove(oid);
@@ -144,6 +175,7 @@ impl ObjectStore {
     pub(crate) fn clear(&mut self) {
         self.objects.clear();
         self.per_provider.clear();
+        self.by_expiry.clear();
         self.total = 0;
     }
 }
@@ -212,5 +244,87 @@ mod tests {
         assert!(s.remove_exact(&oid, &p, 1));
         assert_eq!(s.len(), 1);
         assert_eq!(s.all().len(), 1);
+    }
+
+    /// The derived indexes (expiry, per-provider counts, total) match the table.
+    fn consistent(s: &ObjectStore) -> Result<(), String> {
+        let recs: Vec<&ProviderRecord> = s.objects.values().flatten().collect();
+        let exp: BTreeSet<(u64, NodeId, NodeId)> = recs
+            .iter()
+            .map(|r| (r.expires_unix_ms, r.object_id(), r.provider))
+            .collect();
+        let mut per: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for r in &recs {
+            *per.entry(r.provider).or_insert(0) += 1;
+        }
+        if exp != s.by_expiry || per != s.per_provider || recs.len() != s.total {
+            return Err(format!(
+                "{} records, {} in the expiry index, total {}",
+                recs.len(),
+                s.by_expiry.len(),
+                s.total
+            ));
+        }
+        if s.objects.values().any(Vec::is_empty) {
+            return Err("empty object list kept".into());
+        }
+        Ok(())
+    }
+
+    const BIG: Quotas = Quotas {
+        per_object: 100,
+        per_provider: 100,
+        total: 100,
+    };
+
+    proptest::proptest! {
+        /// Inserts, replacements, exact removals and expiry sweeps keep the indexes in step;
+        /// a sweep drops exactly the expired records; the handoff selection is exactly the
+        /// records outside `(pred, me]`.
+        #[test]
+        fn indexes_follow_the_table(
+            ops in proptest::collection::vec((0u8..4, 1u8..4, 0u8..4, 1u64..3, 1u64..4), 1..40),
+            pred in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            me in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            max in 1usize..50,
+        ) {
+            let mut s = ObjectStore::default();
+            for (op, provider, name, seq, exp) in ops {
+                let name = format!("n{name}");
+                match op {
+                    0 | 1 => { let _ = s.insert(rec(provider, &name, seq, exp * 10), BIG); }
+                    2 => {
+                        let before = s.len();
+                        let n = s.expire(exp * 10);
+                        proptest::prop_assert_eq!(before - s.len(), n);
+                        proptest::prop_assert!(s.all().iter().all(|r| r.expires_unix_ms > exp * 10));
+                    }
+                    _ => {
+                        let p = IdentityKeypair::from_seed(&[provider; 32])
+                            .node_id(&NetworkId::new("t").unwrap());
+                        s.remove_exact(&crate::object_id(&name, 0), &p, seq);
+                    }
+                }
+                proptest::prop_assert_eq!(consistent(&s), Ok(()));
+            }
+            let (pred, me) = (NodeId::from_bytes(pred), NodeId::from_bytes(me));
+            let want: Vec<ProviderRecord> = s
+                .all()
+                .into_iter()
+                .filter(|r| !crate::proto::ring::in_half_open(&pred, &r.object_id(), &me))
+                .collect();
+            let got = s.not_in_range(&pred, &me, max);
+            proptest::prop_assert_eq!(got.len(), want.len().min(max));
+            proptest::prop_assert!(got.iter().all(|r| want.contains(r)));
+            // the arc as seen from one of the stored ids, so that it is not always empty
+            if let Some(first) = s.all().first().map(ProviderRecord::object_id) {
+                let want = s
+                    .all()
+                    .into_iter()
+                    .filter(|r| !crate::proto::ring::in_half_open(&first, &r.object_id(), &me))
+                    .count();
+                proptest::prop_assert_eq!(s.not_in_range(&first, &me, 1000).len(), want);
+            }
+        }
     }
 }

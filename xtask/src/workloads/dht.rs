@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use themis_channel::TcpConfig;
+use themis_channel::{TcpConfig, UdpConfig};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
 use themis_dht::{DhtNode, DriverConfig, ServiceSpec, object_id};
 
@@ -28,6 +28,19 @@ const BOOTSTRAPS: usize = 10;
 /// Open file descriptors the in-process rings may use in all (`ulimit -n` on the bench host is
 /// 20,000): the per-node TCP connection cap is derived from it.
 const FD_BUDGET: usize = 16_000;
+/// Ring size from which workload 2 runs its nodes over UDP (one socket per node, sessions
+/// without connections): below it over TCP. At 500 and 1,000 nodes the per-node TCP cap
+/// (`FD_BUDGET / N` = 32 and 16 connections) is below each node's working set (successors,
+/// fingers, lookup peers), so connections churn and the ring is not built in time.
+const UDP_FROM_NODES: usize = 500;
+/// Ring size up to which workload 2 keeps the base maintenance periods (stabilize 200 ms,
+/// fingers 2 s); beyond it both periods grow in proportion to N so that the whole ring's
+/// background load (N / period requests per second) stays what it is at this size.
+const MAINTENANCE_BASE_NODES: usize = 100;
+/// Stabilize period of the benchmark nodes (scaled for big rings, see above).
+const BASE_STABILIZE_PERIOD: Duration = Duration::from_millis(200);
+/// Finger refresh period of the benchmark nodes (scaled for big rings).
+const BASE_FINGER_PERIOD: Duration = Duration::from_secs(2);
 
 fn werr(workload: &str, mode: Mode, reason: impl ToString) -> Error {
     Error::Workload {
@@ -62,13 +75,20 @@ fn pick(len: usize, seed: u64, i: u64) -> usize {
 /// quotas lifted (a benchmark floods its peers on purpose), the channel mode, a fixed seed.
 fn driver_config(mode: Mode, seed: u64, records: usize) -> DriverConfig {
     let mut c = DriverConfig::fast();
-    c.dht.stabilize_period = Duration::from_millis(200);
-    c.dht.finger_period = Duration::from_secs(2);
+    c.dht.stabilize_period = BASE_STABILIZE_PERIOD;
+    c.dht.finger_period = BASE_FINGER_PERIOD;
     c.dht.peer_rate_per_sec = 1_000_000;
     c.dht.peer_rate_burst = 1_000_000;
     c.dht.max_registrations = records;
     c.dht.max_records_per_provider = records;
     c.dht.max_queries = 4096;
+    // The default profile's re-store period and TTL (200 s, 600 s), not the fast profile's
+    // 20 s and 60 s: every registration is re-stored on its own each period, so with 20 s
+    // the re-stores of the names a workload registered would load the nodes as much as the
+    // stores being measured.
+    let base = themis_dht::Config::default();
+    c.dht.restore_period = base.restore_period;
+    c.dht.record_ttl = base.record_ttl;
     c.endpoint.mode = match mode {
         Mode::Secure => themis_channel::Mode::Secure,
         Mode::Insecure | Mode::Direct => themis_channel::Mode::Insecure,
@@ -102,6 +122,10 @@ struct Ring {
     made: u64,
     /// Whether the nodes use [`OVERLOAD_REQUEST_TIMEOUT`].
     overload: bool,
+    /// Whether the nodes bind UDP rather than TCP.
+    udp: bool,
+    /// Multiplier of the stabilize and finger periods (1: 200 ms and 2 s).
+    maintenance_scale: u32,
 }
 
 impl Ring {
@@ -121,7 +145,19 @@ impl Ring {
             nodes: Vec::new(),
             made: 0,
             overload: false,
+            udp: false,
+            maintenance_scale: 1,
         })
+    }
+
+    /// The ring of workload 2 for `n` nodes: UDP from [`UDP_FROM_NODES`] on, maintenance
+    /// periods scaled beyond [`MAINTENANCE_BASE_NODES`].
+    fn for_scaling(mode: Mode, seed: u64, n: usize, records: usize) -> Result<Self, String> {
+        let mut r = Self::new(mode, seed, n, records)?;
+        r.udp = n >= UDP_FROM_NODES;
+        r.maintenance_scale =
+            u32::try_from(n.div_ceil(MAINTENANCE_BASE_NODES).max(1)).unwrap_or(u32::MAX);
+        Ok(r)
     }
 
     /// Binds a new node (not joined, not in `nodes`).
@@ -133,18 +169,17 @@ impl Ring {
             &[&s.to_be_bytes()],
         )));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        DhtNode::bind_tcp(
-            addr,
-            self.tcp.clone(),
-            id,
-            self.net.clone(),
-            if self.overload {
-                with_overload_timeouts(driver_config(self.mode, s, self.records))
-            } else {
-                driver_config(self.mode, s, self.records)
-            },
-        )
-        .await
+        let mut config = driver_config(self.mode, s, self.records);
+        if self.overload {
+            config = with_overload_timeouts(config);
+        }
+        config.dht.stabilize_period *= self.maintenance_scale;
+        config.dht.finger_period *= self.maintenance_scale;
+        if self.udp {
+            DhtNode::bind_udp(addr, UdpConfig::default(), id, self.net.clone(), config).await
+        } else {
+            DhtNode::bind_tcp(addr, self.tcp.clone(), id, self.net.clone(), config).await
+        }
         .map_err(|e| e.to_string())
     }
 
@@ -164,8 +199,8 @@ impl Ring {
         Ok(())
     }
 
-    /// Waits until every node's successor list is the true one, or `bound` passes; then two
-    /// finger periods.
+    /// Waits until every node's successor list is the true one, or `bound` passes; then a
+    /// few seconds (at least one finger period when the periods are scaled up).
     async fn settle(&self, bound: Duration) {
         let n = self.nodes.len();
         let mut ids: Vec<NodeId> = self.nodes.iter().map(DhtNode::id).collect();
@@ -193,7 +228,11 @@ impl Ring {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(bound.min(Duration::from_secs(4))).await;
+        let mut rest = bound.min(Duration::from_secs(4));
+        if self.maintenance_scale > 1 {
+            rest = rest.max(BASE_FINGER_PERIOD * self.maintenance_scale);
+        }
+        tokio::time::sleep(rest).await;
     }
 
     /// Shuts every node down, all at once.
@@ -254,12 +293,13 @@ impl LocalFindStore {
     fn open_ops(p: &Params) -> u64 {
         p.profile.pick(1_000_000, 50_000, 300)
     }
-    /// Stores offered per open-loop point. Quick offers fewer stores than finds: every store
-    /// adds a registration the client keeps (and re-stores), and the store rate falls as they
-    /// accumulate (2.7K/s over the first 10K, 1K/s past them, as of this writing), so 50K
-    /// stores alone took minutes.
+    /// Stores offered per open-loop point (quick: 20K, to stay within the quick run's 3
+    /// minutes; 50K took about 7 s per mode on 2 busy cores). Every store adds a registration
+    /// the client keeps; the core finds its due re-stores in a schedule ordered by time, so
+    /// the store rate no longer falls as registrations pile up (it did when every poll
+    /// scanned them all: 50K stores took minutes).
     fn open_store_ops(p: &Params) -> u64 {
-        p.profile.pick(1_000_000, 10_000, 300)
+        p.profile.pick(1_000_000, 20_000, 300)
     }
     fn closed_ops(p: &Params) -> u64 {
         p.profile.pick(200_000, 2_000, 200)
@@ -306,9 +346,9 @@ impl Workload for LocalFindStore {
          (`find @50K/s`, `store @50K/s`; latency from the due time, at most 512 in flight: \
          beyond the node's capacity the pacer waits, and the wait counts in the latency), \
          then closed loop with 64 in flight (`find max`, `store max`). Quick: 50K finds and \
-         10K stores offered open-loop (the client keeps and re-stores every name it \
-         registered, and its store rate falls as they pile up: 50K stores took minutes), 2K \
-         per closed-loop point; full: 1M and 200K."
+         20K stores offered open-loop, 2K per closed-loop point; full: 1M and 200K. The \
+         client keeps every name it registered (re-stored every 200 s, TTL 600 s: the default \
+         profile's periods, so no re-store runs during a quick run)."
             .into()
     }
     fn figures(&self) -> Vec<Figure> {
@@ -319,10 +359,10 @@ impl Workload for LocalFindStore {
     }
     fn expected_duration(&self, p: &Params) -> Duration {
         // About 1-2K ops/s of each kind on 2 cores (measured in the tiny run).
-        // Measured on 2 busy cores: finds at about 10K/s, stores at 1-3K/s.
+        // Measured on 2 busy cores: finds at about 10K/s, stores at 5-9K/s.
         let finds = Self::open_ops(p) + Self::closed_ops(p);
         let stores = Self::open_store_ops(p) + Self::closed_ops(p);
-        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 2_000.0 + 5.0)
+        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -484,9 +524,14 @@ impl Workload for FindScaling {
          and left to stabilize; then iterative finds of random ids, each from a random node, \
          closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Then, on the same \
          ring, provider stores (`store N=…`): a random node registers a fresh name on k + 1 = 3 \
-         replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Every node \
-         keeps at most 16,000 / N TCP connections (at least 8), so 1,000 nodes fit a 20,000-fd \
-         limit. Hops: nodes queried in sequence per find (0 = answered from the local table). \
+         replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Up to \
+         100 nodes run over loopback TCP, every node keeping at most 16,000 / N connections (at \
+         least 8); from 500 nodes on over loopback UDP (one socket per node, sessions without \
+         connections), because 32 or 16 TCP connections per node are fewer than a node's working \
+         set and the ring could not be built in time. Stabilize every 200 ms and fingers every \
+         2 s up to 100 nodes; beyond, both periods grow in proportion to N (500: 1 s and 10 s; \
+         1,000: 2 s and 20 s) so that the ring's total maintenance traffic stays that of 100 \
+         nodes. Warm-up: 20 finds per node (at most 20K), not measured. Hops: nodes queried in sequence per find (0 = answered from the local table). \
          Peak RSS and open fds are per point: the whole ring lives in this process."
             .into()
     }
@@ -516,10 +561,14 @@ impl Workload for FindScaling {
             for n in Self::sizes(p) {
                 let seed = p.seed ^ (n as u64).wrapping_mul(0x51);
                 let rss = machine::reset_peak_rss();
-                let mut ring =
-                    Ring::new(mode, seed, n, 100_000).map_err(|e| werr(SCALING, mode, e))?;
+                let mut ring = Ring::for_scaling(mode, seed, n, 100_000)
+                    .map_err(|e| werr(SCALING, mode, e))?;
                 progress.message(format!("N={n}: building the ring"));
-                ring.grow(n, settle_for(p, Duration::from_secs(30)))
+                // Successor lists converge in a number of stabilize rounds: the bound grows
+                // with the scaled period.
+                let bound = Duration::from_secs(30)
+                    .max(BASE_STABILIZE_PERIOD * 40 * ring.maintenance_scale);
+                ring.grow(n, settle_for(p, bound))
                     .await
                     .map_err(|e| werr(SCALING, mode, e))?;
                 let nodes = Arc::new(ring.nodes.clone());
@@ -534,8 +583,9 @@ impl Workload for FindScaling {
                             .map_err(|_| "find failed")
                     }
                 };
-                // Warm-up: sessions and connections along the lookup paths.
-                let warm = (n as u64 * 20).clamp(64, 2_000).min(ops);
+                // Warm-up: sessions and connections along the lookup paths (about 20 finds
+                // per node: each node opens sessions to the nodes its own lookups visit).
+                let warm = (n as u64 * 20).clamp(64, 20_000).min(ops);
                 progress.add_len(warm + ops);
                 load::closed_loop(
                     ClosedLoop {
