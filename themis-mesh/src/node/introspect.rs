@@ -5,13 +5,12 @@
 //! Kept apart from `mod.rs` so that the data path (register / discover / call) stays short.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use themis_crypto::NodeId;
 use themis_dht::{NodeMetrics, Status};
 
 use super::{MeshNode, lock_err, now};
-use crate::{Error, Provider, ProviderRecord, merge_records};
+use crate::{Error, ProviderRecord};
 
 /// A snapshot of a node for operators: ring view, sessions and provided services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,22 +110,7 @@ impl MeshNode {
             .await
             .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
         let t = now();
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let records = found.records.iter().map(|r| {
-            let m = r.metadata();
-            let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
-            let p = Provider::new(
-                r.provider(),
-                r.addr(),
-                m.version.clone(),
-                u32::from(m.weight),
-            )
-            .with_tags(m.tags.clone());
-            ProviderRecord::new(p, r.seq(), t + left)
-        });
-        let providers = merge_records(records, t, self.inner.config.cache.max_records);
+        let providers = self.merged_records(&found.records, t);
         self.inner
             .cache
             .lock()

@@ -463,10 +463,26 @@ impl MeshNode {
             .await
             .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
         let t = now();
+        let merged = self.merged_records(&found.records, t);
+        let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
+        c.insert(service, merged.clone(), t);
+        if merged.is_empty() {
+            return Err(not_found());
+        }
+        Ok((merged, true))
+    }
+
+    /// The verified records of one lookup as the policies see them (expiry moved to the
+    /// monotonic clock), merged: one per provider, unexpired, bounded.
+    pub(crate) fn merged_records(
+        &self,
+        found: &[themis_dht::ProviderRecord],
+        t: Instant,
+    ) -> Vec<ProviderRecord> {
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let records = found.records.iter().map(|r| {
+        let records = found.iter().map(|r| {
             let m = r.metadata();
             let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
             let p = Provider::new(
@@ -478,13 +494,7 @@ impl MeshNode {
             .with_tags(m.tags.clone());
             ProviderRecord::new(p, r.seq(), t + left)
         });
-        let merged = merge_records(records, t, self.inner.config.cache.max_records);
-        let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
-        c.insert(service, merged.clone(), t);
-        if merged.is_empty() {
-            return Err(not_found());
-        }
-        Ok((merged, true))
+        merge_records(records, t, self.inner.config.cache.max_records)
     }
 
     /// Refreshes the balancer of `service` from discovery (creating it if needed).
