@@ -252,6 +252,31 @@ fn churn_case_split_ring() {
     churn(17128569543694053693, &ops).unwrap();
 }
 
+/// A schedule that split the ring when leaving nodes stopped sending Notify (tried against the
+/// blink delays of tests/blink.rs, and dropped: a leaver's Notify can be what makes its
+/// successor accept the handoff).
+#[test]
+fn churn_case_leaving_nodes_keep_notifying() {
+    use Op::{Crash, Join, Leave};
+    let ops = [
+        Leave(1098699580036908887),
+        Join,
+        Join,
+        Join,
+        Crash(9193372994551711678),
+        Crash(17401446431779797561),
+        Leave(1930412020254978566),
+        Leave(7248510523796782548),
+        Join,
+        Leave(2798752976672257165),
+        Join,
+        Leave(12408401569474568472),
+        Leave(6285743132452978504),
+        Join,
+    ];
+    churn(7203929519084220912, &ops).unwrap();
+}
+
 /// Open (1 case in 30 000 of the proptest's distribution): the two survivors of heavy churn
 /// (8 nodes; 4 crashes, 2 leaves whose leavers had no predecessor to tell) are both orphaned
 /// and re-join through their original, gone bootstraps; a re-joining node answers "not a

@@ -209,6 +209,11 @@ struct LeaveState {
     target: Peer,
     retry_at: Option<Instant>,
     retries: u32,
+    /// The first chunk waits for a Notify to the target still in flight: the successor must
+    /// have handled it before our Leave, or it would adopt a node that has left as its
+    /// predecessor (requests can be handled out of order) and refuse the next newcomer's
+    /// handoff until its predecessor check notices.
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -1007,17 +1012,27 @@ impl Node {
         match self.succ() {
             None => self.finish_leave(0, records.len()),
             Some(target) => {
+                let held = self.notify_in_flight(&target.id);
                 self.state = State::Leaving(LeaveState {
                     records,
                     chunk: 0,
                     target,
                     retry_at: None,
                     retries: 0,
+                    held,
                 });
-                self.send_leave_chunk(now);
+                if !held {
+                    self.send_leave_chunk(now);
+                }
             }
         }
         Ok(())
+    }
+
+    fn notify_in_flight(&self, to: &NodeId) -> bool {
+        self.pending
+            .values()
+            .any(|p| matches!(p.purpose, Purpose::Notify) && p.expect == Some(*to))
     }
 
     fn finish_leave(&mut self, handed: usize, lost: usize) {
@@ -2210,7 +2225,19 @@ impl Node {
                     }
                 }
             }
-            Purpose::Notify => {}
+            Purpose::Notify => {
+                // a leave held back for this notify goes on (whatever its answer)
+                let release = match &self.state {
+                    State::Leaving(ls) if ls.held => !self.notify_in_flight(&ls.target.id),
+                    _ => false,
+                };
+                if release {
+                    if let State::Leaving(ls) = &mut self.state {
+                        ls.held = false;
+                    }
+                    self.send_leave_chunk(now);
+                }
+            }
             Purpose::CheckPred { pred } => {
                 self.check_pred_in_flight = false;
                 let alive = matches!(r, Ok(Response::Pong));
@@ -2583,6 +2610,77 @@ mod tests {
         while n.poll_output().is_some() {}
     }
 
+    /// Acknowledges the Notify a newcomer sent its successor `s` on joining.
+    fn answer_notify(n: &mut Node, now: Instant, s: Peer) {
+        let notify = n
+            .pending
+            .iter()
+            .find(|(_, p)| matches!(p.purpose, Purpose::Notify) && p.expect == Some(s.id))
+            .map(|(id, _)| *id)
+            .expect("the newcomer notified its successor");
+        let ack = Response::Ack.encode();
+        n.handle_response(
+            now,
+            notify,
+            Ok(Reply {
+                from: s.id,
+                bytes: &ack,
+            }),
+        );
+    }
+
+    fn sent_requests(n: &mut Node) -> Vec<(u64, Request)> {
+        let mut out = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Send {
+                request_id, bytes, ..
+            } = o
+            {
+                out.push((request_id, Request::decode(&bytes, 1 << 20).unwrap()));
+            }
+        }
+        out
+    }
+
+    /// Regression (blink tails of seconds, tests/blink.rs): a node that left right after
+    /// joining sent its Leave while its Notify to the same successor was still in flight; the
+    /// successor handled the Notify last and adopted a node that had left as its predecessor,
+    /// then refused the next newcomer's handoff (not its predecessor) until its predecessor
+    /// check noticed. The Leave now waits for the Notify's answer.
+    #[test]
+    fn a_leave_waits_for_the_notify_still_in_flight_to_the_same_successor() {
+        let (mut n, now, _) = alone(Config::fast());
+        let b = peer_of(&kp(2), 2);
+        let s = peer_of(&kp(3), 3);
+        joined_through(&mut n, now, b, s);
+        let notify = n
+            .pending
+            .iter()
+            .find(|(_, p)| matches!(p.purpose, Purpose::Notify) && p.expect == Some(s.id))
+            .map(|(id, _)| *id)
+            .expect("the newcomer notifies its successor");
+        n.leave(now).unwrap();
+        assert_eq!(n.state_name(), "leaving");
+        assert!(
+            sent_requests(&mut n).is_empty(),
+            "no Leave while the Notify is unanswered"
+        );
+        let ack = Response::Ack.encode();
+        n.handle_response(
+            now,
+            notify,
+            Ok(Reply {
+                from: s.id,
+                bytes: &ack,
+            }),
+        );
+        let sent = sent_requests(&mut n);
+        assert!(
+            matches!(sent.as_slice(), [(_, Request::Leave { .. })]),
+            "the Leave goes once the Notify is answered: {sent:?}"
+        );
+    }
+
     /// Regression (the CI hang of issue 5): a node whose stabilize fails while it leaves used
     /// to turn "orphaned" and rejoin through its bootstraps, dropping the leave on the floor:
     /// no `Event::Left` ever came and `DhtNode::leave` waited forever.
@@ -2592,6 +2690,7 @@ mod tests {
         let b = peer_of(&kp(2), 2);
         let s = peer_of(&kp(3), 3);
         joined_through(&mut n, now, b, s);
+        answer_notify(&mut n, now, s);
         n.leave(now).unwrap();
         assert_eq!(n.state_name(), "leaving");
         let mut leave = None;
