@@ -82,6 +82,12 @@ pub(crate) struct NodeArgs {
     /// The address the mesh endpoint listens on (TCP), e.g. 0.0.0.0:7946 or 127.0.0.1:0.
     #[arg(long)]
     pub(crate) listen: String,
+    /// The address other nodes reach this one at: HOST or HOST:PORT (no port: the listening
+    /// port). It goes into this node's provider records and ring answers. Default: the
+    /// listening address; when that is 0.0.0.0 or ::, the address of the interface that routes
+    /// to the first bootstrap node (or to the default route), printed at start.
+    #[arg(long)]
+    pub(crate) advertise: Option<String>,
     /// A node to join through: HOST:PORT or NODE_ID_HEX@HOST:PORT (then its identity is
     /// checked). Repeatable; tried in order. None: start a new ring.
     #[arg(long)]
@@ -114,6 +120,89 @@ pub(crate) async fn parse_bootstrap(s: &str) -> Result<Contact, Error> {
             .ok_or_else(|| bad(format!("'{hostport}' resolves to no address")))?,
     };
     Ok(Contact { addr, id })
+}
+
+/// Parses `--advertise`: `HOST` or `HOST:PORT`, HOST an IP (IPv6 in brackets with a port) or
+/// a name, resolved here. No port: port 0, which the node fills with its listening port.
+pub(crate) async fn parse_advertise(s: &str) -> Result<SocketAddr, Error> {
+    let bad = |reason: String| Error::Usage {
+        what: "--advertise address",
+        reason,
+    };
+    let t = s.trim();
+    let addr = if let Ok(a) = t.parse::<SocketAddr>() {
+        a
+    } else if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse() {
+        SocketAddr::new(ip, 0)
+    } else {
+        let has_port = t
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        let found: Vec<SocketAddr> = if has_port {
+            tokio::net::lookup_host(t).await.map(Iterator::collect)
+        } else {
+            tokio::net::lookup_host((t, 0)).await.map(Iterator::collect)
+        }
+        .map_err(|e| bad(format!("cannot resolve '{t}': {e}")))?;
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad(format!("'{t}' resolves to no address")))?
+    };
+    if addr.ip().is_unspecified() {
+        return Err(bad(format!(
+            "'{t}' is {}, which other nodes cannot dial: give this host's reachable IP or name",
+            addr.ip()
+        )));
+    }
+    Ok(addr)
+}
+
+/// The address of the local interface whose route leads to `toward`. Connecting a UDP
+/// socket only picks the route: no packet is sent.
+fn route_source(toward: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if toward.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(toward).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// What the node advertises: `--advertise`, else nothing to add when it listens on a
+/// specific address, else the interface address routing to the first bootstrap node (or to a
+/// documentation address standing for the default route).
+pub(crate) async fn advertise_for(
+    listen: SocketAddr,
+    advertise: Option<&str>,
+    bootstrap: &[Contact],
+) -> Result<Option<SocketAddr>, Error> {
+    if let Some(a) = advertise {
+        return parse_advertise(a).await.map(Some);
+    }
+    if !listen.ip().is_unspecified() {
+        return Ok(None);
+    }
+    let toward = bootstrap.first().map(|c| c.addr).unwrap_or_else(|| {
+        if listen.is_ipv4() {
+            // TEST-NET-1 (RFC 5737): stands for "the default route"; nothing is sent there
+            (std::net::Ipv4Addr::new(192, 0, 2, 1), 9).into()
+        } else {
+            // the IPv6 documentation prefix (RFC 3849)
+            (std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into()
+        }
+    });
+    let ip = route_source(toward).ok_or_else(|| Error::Usage {
+        what: "--advertise address",
+        reason: format!(
+            "the node listens on {listen}, which other nodes cannot dial, and this host has no route to {toward} to pick an interface from: pass --advertise HOST[:PORT]"
+        ),
+    })?;
+    tracing::info!(%ip, %toward, "advertising the address of the interface that routes to {toward}; set --advertise to choose another");
+    Ok(Some(SocketAddr::new(ip, 0)))
 }
 
 /// How long the reachability check of the bootstrap addresses waits for a TCP connection.
@@ -248,7 +337,10 @@ pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
             "the agent API is not authenticated: anyone who reaches it can register and call services as this node; keep it on the loopback"
         );
     }
-    let node = start(&network, identity, a.mesh.config(listen, bootstrap)).await?;
+    let advertise = advertise_for(listen, a.advertise.as_deref(), &bootstrap).await?;
+    let mut config = a.mesh.config(listen, bootstrap);
+    config.driver.advertise = advertise;
+    let node = start(&network, identity, config).await?;
     let state = AppState::new(node.clone(), &a.mesh.net, a.mesh.mode(), a.mesh.agent());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let server = serve_agent(api, state, stop_rx);
@@ -265,4 +357,66 @@ pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn advertise_takes_an_ip_a_name_with_or_without_a_port() {
+        assert_eq!(parse_advertise("10.1.2.3").await.unwrap(), a("10.1.2.3:0"));
+        assert_eq!(
+            parse_advertise(" 10.1.2.3:7946 ").await.unwrap(),
+            a("10.1.2.3:7946")
+        );
+        assert_eq!(parse_advertise("[::1]").await.unwrap(), a("[::1]:0"));
+        assert_eq!(parse_advertise("::1").await.unwrap(), a("[::1]:0"));
+        assert_eq!(parse_advertise("[::1]:80").await.unwrap(), a("[::1]:80"));
+        let local = parse_advertise("localhost:7000").await.unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
+        let local = parse_advertise("localhost").await.unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 0, "{local}");
+        for bad in [
+            "0.0.0.0",
+            "[::]:7000",
+            "no-such-host.invalid",
+            "1.2.3.4:99999",
+        ] {
+            let e = parse_advertise(bad).await.unwrap_err().to_string();
+            assert!(e.contains("--advertise"), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_on_every_interface_advertises_the_route_to_its_bootstrap() {
+        let boot = Contact {
+            addr: a("127.0.0.1:7000"),
+            id: None,
+        };
+        // on a specific address: nothing to add (the node advertises what it binds)
+        assert_eq!(
+            advertise_for(a("127.0.0.1:0"), None, &[boot])
+                .await
+                .unwrap(),
+            None
+        );
+        // on every interface: the interface that routes to the bootstrap node
+        assert_eq!(
+            advertise_for(a("0.0.0.0:0"), None, &[boot]).await.unwrap(),
+            Some(a("127.0.0.1:0"))
+        );
+        // an explicit address wins
+        assert_eq!(
+            advertise_for(a("0.0.0.0:0"), Some("10.0.0.9:1"), &[boot])
+                .await
+                .unwrap(),
+            Some(a("10.0.0.9:1"))
+        );
+    }
 }

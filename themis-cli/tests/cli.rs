@@ -258,24 +258,36 @@ async fn scenario() {
     // The node id from the key file is the one the node runs with.
     let id = themis(&["id", "--key", key.to_str().unwrap(), "--net", "themis-test"]).await;
     assert_eq!(text(&id.stdout).trim(), a.get("id"));
-    // B joins through A with A's identity checked (NODEID@HOST:PORT) ...
-    let b_args = with(&["--listen", "127.0.0.1:0", "--bootstrap", a.get("contact")]);
+    // B joins through A with A's identity checked (NODEID@HOST:PORT); B listens on every
+    // interface and says which address others reach it at ...
+    let b_args = with(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--advertise",
+        "127.0.0.1",
+        "--bootstrap",
+        a.get("contact"),
+    ]);
     let b = spawn_node(
         dir.path(),
         "b",
         &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
-    // ... and C through B by host name (HOST:PORT, resolved).
+    assert!(b.listen().starts_with("127.0.0.1:"), "{}", b.listen());
+    // ... and C through B by host name (HOST:PORT, resolved), on every interface with no
+    // --advertise: it advertises the interface that routes to B (the loopback here).
     let b_port = b.listen().rsplit_once(':').unwrap().1.to_owned();
     let b_by_name = format!("localhost:{b_port}");
-    let c_args = with(&["--listen", "127.0.0.1:0", "--bootstrap", &b_by_name]);
+    let c_args = with(&["--listen", "0.0.0.0:0", "--bootstrap", &b_by_name]);
     let c = spawn_node(
         dir.path(),
         "c",
         &c_args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
+
+    assert!(c.listen().starts_with("127.0.0.1:"), "{}", c.listen());
 
     let (upstream_url, callers) = upstream().await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -575,6 +587,17 @@ async fn bad_input() {
     let run = |v: Vec<String>| async move {
         themis(&v.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
+    // An address to advertise that nobody can dial, or that does not resolve.
+    assert_fails(
+        &run(node(&["--net", "t", "--advertise", "0.0.0.0"])).await,
+        1,
+        &["--advertise", "cannot dial"],
+    );
+    assert_fails(
+        &run(node(&["--net", "t", "--advertise", "no-such-host.invalid"])).await,
+        1,
+        &["--advertise", "cannot resolve"],
+    );
     // An invalid network name.
     assert_fails(
         &run(node(&["--net", " padded"])).await,

@@ -113,6 +113,14 @@ pub enum Error {
         /// The configured limit.
         after: std::time::Duration,
     },
+    /// The node would advertise an address no other host can dial.
+    #[error(
+        "this node listens on {bound}, which other nodes cannot dial: set the address they reach it at (DriverConfig::advertise; `themis node --advertise HOST[:PORT]`)"
+    )]
+    UnspecifiedAddress {
+        /// The endpoint's bound address.
+        bound: std::net::SocketAddr,
+    },
     /// The node was shut down (or its driver task ended); nothing more can be done with it.
     #[error("the DHT node is shut down; start a new node")]
     Stopped,

@@ -134,6 +134,53 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
     .await;
 }
 
+/// A node listening on every interface (0.0.0.0) must say which address others reach it at:
+/// without `advertise` it refuses to start (its records and ring answers would name 0.0.0.0,
+/// which makes every peer dial itself); with it, that address is what the ring learns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_every_interface_advertises_a_dialable_address() {
+    within(
+        60,
+        "a_node_on_every_interface_advertises_a_dialable_address",
+        async {
+            use themis_channel::TcpConfig;
+            use themis_dht::DhtNode;
+            let any: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();
+            let bind = |seed: u64, cfg| {
+                DhtNode::bind_tcp(any, TcpConfig::default(), identity(seed), net(), cfg)
+            };
+            let e = bind(700, config(Mode::Secure, 700)).await.unwrap_err();
+            assert!(matches!(e, Error::UnspecifiedAddress { .. }), "{e}");
+            assert!(e.to_string().contains("advertise"), "{e}");
+
+            let mut cfg = config(Mode::Secure, 701);
+            cfg.advertise = Some("127.0.0.1:0".parse().unwrap());
+            let a = bind(701, cfg).await.unwrap();
+            let addr = a.peer().addr;
+            assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+            let b = start(Kind::Tcp, 702, config(Mode::Secure, 702)).await;
+            b.join([a.contact()]).await.unwrap();
+            let (a, b) = {
+                let nodes = [a, b];
+                converge(&nodes, std::time::Duration::from_secs(20)).await;
+                let [a, b] = nodes;
+                (a, b)
+            };
+            // a's own record and b's view of a both carry the advertised address
+            a.register(ServiceSpec::new("from-a"), Some(0))
+                .await
+                .unwrap();
+            let found = b.lookup_providers("from-a", Some(0)).await.unwrap();
+            assert_eq!(found.records[0].addr(), addr);
+            let f = b.find(a.id()).await.unwrap();
+            assert_eq!(f.successor.addr, addr);
+            a.shutdown().await;
+            b.shutdown().await;
+        },
+    )
+    .await;
+}
+
 /// The sender the core sees is the peer the endpoint authenticated: a record signed by A and
 /// sent by M is refused (`not_provider`), the very same bytes sent by A are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

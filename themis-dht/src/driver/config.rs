@@ -1,5 +1,6 @@
 //! Settings of a [`DhtNode`](super::DhtNode).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use themis_channel::EndpointConfig;
@@ -40,6 +41,14 @@ pub struct DriverConfig {
     /// Seed of the core's timer jitter: `None` (the default) draws one from the operating
     /// system; `Some` makes a run reproducible.
     pub rng_seed: Option<u64>,
+    /// The address other nodes reach this node at: it goes into this node's provider records
+    /// and into the ring answers it gives (successor lists, finds). `None` (the default): the
+    /// endpoint's bound address. Set it when the node listens on an unspecified address
+    /// (`0.0.0.0`, `::`), which no other host can dial, or behind port forwarding. A port of 0
+    /// means the bound port. [`DhtNode::start`](super::DhtNode::start) refuses to run with an
+    /// unspecified address to advertise
+    /// ([`Error::UnspecifiedAddress`](crate::Error::UnspecifiedAddress)).
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Default for DriverConfig {
@@ -53,6 +62,7 @@ impl Default for DriverConfig {
             max_outbound: 1024,
             command_timeout: Duration::from_secs(60),
             rng_seed: None,
+            advertise: None,
         }
     }
 }

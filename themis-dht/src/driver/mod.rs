@@ -197,7 +197,7 @@ impl DhtNode {
             themis_crypto::fill_random(&mut b);
             u64::from_le_bytes(b)
         });
-        let addr = endpoint.local_addr();
+        let addr = advertised(endpoint.local_addr(), config.advertise)?;
         let node = Node::new(
             config.dht.clone(),
             identity,
@@ -324,5 +324,60 @@ impl DhtNode {
     /// call [`DhtNode::leave`] first for that. Returns after `command_timeout` at the latest.
     pub async fn shutdown(&self) {
         let _ = self.call("shutdown", Command::Shutdown).await;
+    }
+}
+
+/// The address this node gives others: `advertise` (its port 0 meaning the bound port) or the
+/// bound address; never an unspecified one (`0.0.0.0:p` would make every peer dial itself).
+fn advertised(bound: SocketAddr, advertise: Option<SocketAddr>) -> Result<SocketAddr, Error> {
+    let mut addr = advertise.unwrap_or(bound);
+    if addr.port() == 0 {
+        addr.set_port(bound.port());
+    }
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(Error::UnspecifiedAddress { bound });
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_advertised_address_is_dialable() {
+        assert_eq!(
+            advertised(a("127.0.0.1:7000"), None).unwrap(),
+            a("127.0.0.1:7000")
+        );
+        assert_eq!(
+            advertised(a("0.0.0.0:7000"), Some(a("10.1.2.3:0"))).unwrap(),
+            a("10.1.2.3:7000")
+        );
+        assert_eq!(
+            advertised(a("0.0.0.0:7000"), Some(a("192.0.2.7:9000"))).unwrap(),
+            a("192.0.2.7:9000")
+        );
+        assert_eq!(
+            advertised(a("[::]:7000"), Some(a("[2001:db8::1]:0"))).unwrap(),
+            a("[2001:db8::1]:7000")
+        );
+        for (bound, adv) in [
+            ("0.0.0.0:7000", None),
+            ("[::]:7000", None),
+            ("127.0.0.1:7000", Some("0.0.0.0:7000")),
+        ] {
+            let err = advertised(a(bound), adv.map(a)).unwrap_err();
+            assert!(
+                matches!(err, Error::UnspecifiedAddress { .. }),
+                "{bound} {adv:?}: {err}"
+            );
+            assert!(err.to_string().contains("--advertise"), "{err}");
+        }
     }
 }

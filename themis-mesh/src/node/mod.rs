@@ -100,7 +100,9 @@ pub enum TransportKind {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MeshConfig {
-    /// Address to listen on.
+    /// Address to listen on. On an unspecified address (`0.0.0.0`, `::`), set
+    /// `driver.advertise` to the address other nodes reach this one at, or the node refuses
+    /// to start.
     pub listen: SocketAddr,
     /// TCP (default) or UDP, for the DHT and service calls alike; every node of a network must
     /// use the same.
