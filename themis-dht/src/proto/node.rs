@@ -198,6 +198,9 @@ enum State {
         bootstraps: Vec<Contact>,
         next: usize,
         retry_at: Option<Instant>,
+        /// Re-joining after losing every successor, finger and predecessor: meanwhile the
+        /// node answers ring maintenance as a lone ring (see `handle_request`).
+        orphaned: bool,
     },
     Leaving(LeaveState),
     Left,
@@ -1005,6 +1008,7 @@ impl Node {
             bootstraps: self.bootstraps.clone(),
             next: 0,
             retry_at: None,
+            orphaned: false,
         };
         self.try_next_bootstrap(now);
         Ok(())
@@ -1016,6 +1020,7 @@ impl Node {
             bootstraps,
             next,
             retry_at,
+            ..
         } = &mut self.state
         else {
             return;
@@ -1849,7 +1854,27 @@ impl Node {
         let member = self.is_member();
         let leaving = matches!(self.state, State::Leaving(_));
         let refuse = |reason| Response::Refused { reason };
+        let orphaned = matches!(self.state, State::Joining { orphaned: true, .. });
         let resp = match req {
+            // Beyond the paper (Zave's lone-node rule): an orphaned node re-joining through its
+            // bootstraps is still a ring of one for the peers that point at it. It answers
+            // their stabilize as a lone ring, and their notify makes it a member of their ring
+            // again (the join is dropped), so survivors of heavy churn merge rather than purge
+            // each other while the bootstraps may be gone.
+            Request::GetNeighbors if orphaned => Response::Neighbors {
+                predecessor: None,
+                successors: Vec::new(),
+            },
+            Request::Ping if orphaned => Response::Pong,
+            Request::Notify if orphaned && from.id != self.me.id => {
+                self.state = State::Member;
+                self.set_succs(vec![from]);
+                self.rectify(now, from);
+                self.event(Event::Joined { successor: from });
+                self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
+                self.next_fingers = now;
+                Response::Ack
+            }
             _ if !member => refuse(Refusal::NotMember),
             Request::Find { target, records } => self.answer_find(&target, records),
             Request::Store { .. } if leaving => refuse(Refusal::Leaving),
@@ -2132,6 +2157,10 @@ impl Node {
             Purpose::Store { query } => {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));
             }
+            // a join answered after the node stopped joining (an orphan merged back through a
+            // notify meanwhile) is out of date
+            Purpose::Join | Purpose::JoinVerify { .. }
+                if !matches!(self.state, State::Joining { .. }) => {}
             Purpose::Join => match (r, from) {
                 (Ok(Response::Joined { successor, .. }), Some(_)) => {
                     let s: Peer = successor.into();
@@ -2236,6 +2265,7 @@ impl Node {
                                         bootstraps: self.bootstraps.clone(),
                                         next: 0,
                                         retry_at: None,
+                                        orphaned: true,
                                     };
                                     return self.try_next_bootstrap(now);
                                 }
