@@ -72,6 +72,10 @@ pub struct Config {
     /// Events and messages waiting in the output queue before new requests are refused as busy.
     /// Default 65 536.
     pub max_outputs: usize,
+    /// Provider-record signatures remembered as verified (least recently used evicted), so a
+    /// record read, stored or handed over again skips only its Ed25519 check; expiry, identity,
+    /// replica range, sequence and quotas are checked every time. Default 4096; 0 disables.
+    pub verified_cache_size: usize,
 }
 
 impl Default for Config {
@@ -106,6 +110,7 @@ impl Default for Config {
             peer_rate_burst: 400,
             max_rate_tracked_peers: 4096,
             max_outputs: 65_536,
+            verified_cache_size: 4096,
         }
     }
 }

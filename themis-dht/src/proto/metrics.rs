@@ -48,6 +48,12 @@ pub struct Metrics {
     pub malformed_messages: u64,
     /// Requests sent that timed out or failed.
     pub request_failures: u64,
+    /// Record signatures found in the verified-record cache (`Config::verified_cache_size`):
+    /// the Ed25519 verification was skipped, every other check ran.
+    pub verify_cache_hits: u64,
+    /// Record signatures not in the verified-record cache, so verified (counted only while the
+    /// cache is enabled).
+    pub verify_cache_misses: u64,
 }
 
 impl Metrics {
@@ -93,5 +99,7 @@ impl Metrics {
         self.records_rejected_by_reader += o.records_rejected_by_reader;
         self.malformed_messages += o.malformed_messages;
         self.request_failures += o.request_failures;
+        self.verify_cache_hits += o.verify_cache_hits;
+        self.verify_cache_misses += o.verify_cache_misses;
     }
 }

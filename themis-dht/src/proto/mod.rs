@@ -8,4 +8,5 @@ pub(crate) mod node;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod store;
+pub(crate) mod verified;
 pub(crate) mod wire;

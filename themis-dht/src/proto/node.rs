@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use super::record::{ProviderRecord, Refusal, ServiceSpec, check_metadata, check_name, object_id};
 use super::ring::{ID_BITS, SplitMix64, distance, finger_start, in_half_open, in_open};
 use super::store::{Inserted, ObjectStore, Quotas};
+use super::verified::VerifiedCache;
 use super::wire::{Peer, Request, Response, WirePeer, WireRecord};
 use crate::Error;
 
@@ -197,6 +198,9 @@ enum State {
         bootstraps: Vec<Contact>,
         next: usize,
         retry_at: Option<Instant>,
+        /// Re-joining after losing every successor, finger and predecessor: meanwhile the
+        /// node answers ring maintenance as a lone ring (see `handle_request`).
+        orphaned: bool,
     },
     Leaving(LeaveState),
     Left,
@@ -225,13 +229,21 @@ enum Job {
     ServeJoin {
         token: u64,
     },
+    /// A registration: its k + 1 replicas run at once, each as a [`Job::Replica`] query
+    /// (lookup, then store); this query has no lookup of its own and ends when `open` is 0.
     Register {
         name: String,
         records: Vec<ProviderRecord>,
-        r: u8,
+        /// Replicas whose lookup or store has not ended yet.
+        open: u8,
         stored: u8,
         failed: u8,
         user: bool,
+    },
+    /// The lookup of replica `r` of registration `parent`.
+    Replica {
+        parent: QueryId,
+        r: u8,
     },
     Providers {
         name: String,
@@ -252,11 +264,12 @@ enum Purpose {
     Lookup {
         query: QueryId,
         peer: NodeId,
-        /// The lookup's target: a query runs one lookup per replica in turn, and an answer
-        /// still in flight from the previous one must not be taken for the current one.
+        /// The lookup's target: a provider lookup runs one lookup per replica in turn, and an
+        /// answer still in flight from the previous one must not be taken for the current one.
         target: NodeId,
     },
     Store {
+        /// The registration ([`Job::Register`]) the store is a replica of.
         query: QueryId,
     },
     Join,
@@ -351,6 +364,11 @@ pub struct Node {
     rates: BTreeMap<NodeId, Bucket>,
     bootstraps: Vec<Contact>,
     metrics: Metrics,
+    /// Record signatures known to verify (`Config::verified_cache_size`, LRU).
+    verified: VerifiedCache,
+    /// Queries in `queries` that are one replica of a registration ([`Job::Replica`]): they do
+    /// not count toward `max_queries` (their registration does); at most `max_k + 1` each.
+    replica_queries: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -441,6 +459,8 @@ impl Node {
             rates: BTreeMap::new(),
             bootstraps: Vec::new(),
             metrics: Metrics::default(),
+            verified: VerifiedCache::new(cfg.verified_cache_size),
+            replica_queries: 0,
             cfg,
         };
         n.next_stabilize = now + n.jitter(n.cfg.stabilize_period);
@@ -797,14 +817,44 @@ impl Node {
         }
     }
 
+    /// Queries that count toward `max_queries`: all but the replicas of registrations.
+    fn counted_queries(&self) -> usize {
+        self.queries.len().saturating_sub(self.replica_queries)
+    }
+
     fn new_query(&mut self, job: Job) -> Option<QueryId> {
-        if self.queries.len() >= self.cfg.max_queries {
+        if self.counted_queries() >= self.cfg.max_queries {
             return None;
         }
         let id = QueryId(self.next_query_id);
         self.next_query_id += 1;
         self.queries.insert(id, Query { job, lookup: None });
         Some(id)
+    }
+
+    /// The query of replica `r` of registration `parent`: bounded by its registration (at most
+    /// `max_k + 1` each), so not by `max_queries`.
+    fn new_replica_query(&mut self, parent: QueryId, r: u8) -> QueryId {
+        let id = QueryId(self.next_query_id);
+        self.next_query_id += 1;
+        self.replica_queries += 1;
+        self.queries.insert(
+            id,
+            Query {
+                job: Job::Replica { parent, r },
+                lookup: None,
+            },
+        );
+        id
+    }
+
+    /// Removes query `q`, keeping `replica_queries` in step.
+    fn take_query(&mut self, q: QueryId) -> Option<Query> {
+        let query = self.queries.remove(&q)?;
+        if matches!(query.job, Job::Replica { .. }) {
+            self.replica_queries = self.replica_queries.saturating_sub(1);
+        }
+        Some(query)
     }
 
     fn check_member(&self, what: &'static str) -> Result<(), Error> {
@@ -858,7 +908,7 @@ impl Node {
                 limit: self.cfg.max_registrations,
             });
         }
-        if self.queries.len() >= self.cfg.max_queries {
+        if self.counted_queries() >= self.cfg.max_queries {
             return Err(Error::TooManyQueries {
                 limit: self.cfg.max_queries,
             });
@@ -963,6 +1013,7 @@ impl Node {
             bootstraps: self.bootstraps.clone(),
             next: 0,
             retry_at: None,
+            orphaned: false,
         };
         self.try_next_bootstrap(now);
         Ok(())
@@ -974,6 +1025,7 @@ impl Node {
             bootstraps,
             next,
             retry_at,
+            ..
         } = &mut self.state
         else {
             return;
@@ -1041,6 +1093,7 @@ impl Node {
         self.registrations.clear();
         self.refresh_due.clear();
         self.stalls.clear();
+        self.replica_queries = 0;
         for (id, q) in std::mem::take(&mut self.queries) {
             self.fail_job(id, q.job, QueryError::NotMember);
         }
@@ -1456,15 +1509,13 @@ impl Node {
     fn lookup_failed(&mut self, now: Instant, q: QueryId) {
         self.metrics.lookups_failed += 1;
         self.disarm_stall(q);
-        let Some(mut query) = self.queries.remove(&q) else {
+        let Some(mut query) = self.take_query(q) else {
             return;
         };
         match &mut query.job {
-            Job::Register { r, failed, .. } => {
-                *failed += 1;
-                *r += 1;
-                self.queries.insert(q, query);
-                self.register_next(now, q);
+            Job::Replica { parent, .. } => {
+                let parent = *parent;
+                self.store_result(now, parent, false);
             }
             Job::Providers { r, k, name, .. } if *r < *k => {
                 *r += 1;
@@ -1494,6 +1545,8 @@ impl Node {
                     reason: Refusal::Busy,
                 },
             ),
+            // its registration is failed on its own
+            Job::Replica { .. } => {}
             Job::Register {
                 name,
                 stored,
@@ -1545,7 +1598,7 @@ impl Node {
         self.metrics.lookups_succeeded += 1;
         self.metrics.hop(hops);
         self.disarm_stall(q);
-        let Some(mut query) = self.queries.remove(&q) else {
+        let Some(mut query) = self.take_query(q) else {
             return;
         };
         query.lookup = None;
@@ -1572,28 +1625,35 @@ impl Node {
                     },
                 );
             }
-            Job::Register { ref records, r, .. } => {
-                let rec = records.get(usize::from(r)).cloned();
+            // A registration query never runs a lookup itself (its replicas do).
+            Job::Register { .. } => {
+                self.queries.insert(q, query);
+            }
+            Job::Replica { parent, r } => {
+                let rec = match self.queries.get(&parent) {
+                    Some(Query {
+                        job: Job::Register { records, .. },
+                        ..
+                    }) => records.get(usize::from(r)).cloned(),
+                    _ => None,
+                };
                 match rec {
+                    // paper §6.1 store: the successor of h(name ‖ r) keeps the record
                     Some(rec) if peer.id == self.me.id => {
                         let me = self.me.id;
                         let ok = self.accept_store(now, &me, rec).is_ok();
-                        self.queries.insert(q, query);
-                        self.store_result(now, q, ok);
+                        self.store_result(now, parent, ok);
                     }
                     Some(rec) => {
-                        self.queries.insert(q, query);
                         let req = Request::Store {
                             record: WireRecord::from(&rec),
                         };
-                        if !self.send(now, peer.into(), &req, Purpose::Store { query: q }) {
-                            self.store_result(now, q, false);
+                        if !self.send(now, peer.into(), &req, Purpose::Store { query: parent }) {
+                            self.store_result(now, parent, false);
                         }
                     }
-                    None => {
-                        self.queries.insert(q, query);
-                        self.register_next(now, q);
-                    }
+                    // the registration ended (the node left): nothing to store
+                    None => {}
                 }
             }
             Job::Providers {
@@ -1636,7 +1696,7 @@ impl Node {
 
     /// Readers verify every record they receive (strengthening paper §6.2 "ghost objects").
     fn verify_read(
-        &self,
+        &mut self,
         w: WireRecord,
         name: &str,
         r: u8,
@@ -1647,7 +1707,12 @@ impl Node {
             return Err(Refusal::WrongName);
         }
         rec.check_time(wall, self.max_ahead_ms())?;
-        rec.verify_static(&self.network, self.cfg.max_k)?;
+        rec.verify_cached(
+            &self.network,
+            self.cfg.max_k,
+            &mut self.verified,
+            &mut self.metrics,
+        )?;
         Ok(rec)
     }
 
@@ -1670,10 +1735,14 @@ impl Node {
                 )
             })
             .collect();
+        for rec in &records {
+            // signed just now by this node: its own stores need not verify them again
+            rec.remember_signed(&self.network, &mut self.verified);
+        }
         let q = self.new_query(Job::Register {
             name: name.to_owned(),
             records,
-            r: 0,
+            open: k.saturating_add(1),
             stored: 0,
             failed: 0,
             user,
@@ -1684,51 +1753,60 @@ impl Node {
             reg.running = true;
             reg.next_refresh = now + restore;
         });
-        self.start_lookup(now, q, object_id(name, 0), true);
+        // Beyond the paper (which stores the k + 1 replicas without saying how): the replicas'
+        // lookups start at once, and each store goes out as soon as its own lookup ends, so a
+        // registration takes one lookup plus one store of time rather than k + 1 of each.
+        // Every replica query exists before any lookup starts: one resolved locally ends at
+        // once, and the registration must not end before its last replica.
+        let replicas: Vec<(QueryId, u8)> =
+            (0..=k).map(|r| (self.new_replica_query(q, r), r)).collect();
+        for (rq, r) in replicas {
+            self.start_lookup(now, rq, object_id(name, r), true);
+        }
         Some(q)
     }
 
+    /// One replica of registration `q` ended: stored (`ok`) or failed (lookup, send or store).
     fn store_result(&mut self, now: Instant, q: QueryId, ok: bool) {
-        if let Some(Query {
-            job: Job::Register {
-                r, stored, failed, ..
-            },
+        let Some(Query {
+            job:
+                Job::Register {
+                    open,
+                    stored,
+                    failed,
+                    ..
+                },
             ..
         }) = self.queries.get_mut(&q)
-        {
-            if ok {
-                *stored += 1;
-            } else {
-                *failed += 1;
-            }
-            *r += 1;
-        }
-        self.register_next(now, q);
-    }
-
-    fn register_next(&mut self, now: Instant, q: QueryId) {
-        let Some(query) = self.queries.get(&q) else {
-            return;
-        };
-        let Job::Register {
-            name,
-            records,
-            r,
-            stored,
-            failed,
-            user,
-        } = &query.job
         else {
             return;
         };
-        if usize::from(*r) < records.len() {
-            let oid = object_id(name, *r);
-            self.start_lookup(now, q, oid, true);
+        if *open == 0 {
             return;
         }
-        let (name, stored, failed, user) = (name.clone(), *stored, *failed, *user);
-        self.disarm_stall(q);
-        self.queries.remove(&q);
+        if ok {
+            *stored += 1;
+        } else {
+            *failed += 1;
+        }
+        *open -= 1;
+        if *open > 0 {
+            return;
+        }
+        let Some(Query {
+            job:
+                Job::Register {
+                    name,
+                    stored,
+                    failed,
+                    user,
+                    ..
+                },
+            ..
+        }) = self.take_query(q)
+        else {
+            return;
+        };
         let retry = now + self.cfg.retry_delay;
         self.update_registration(&name, |reg| {
             reg.running = false;
@@ -1791,7 +1869,27 @@ impl Node {
         let member = self.is_member();
         let leaving = matches!(self.state, State::Leaving(_));
         let refuse = |reason| Response::Refused { reason };
+        let orphaned = matches!(self.state, State::Joining { orphaned: true, .. });
         let resp = match req {
+            // Beyond the paper (Zave's lone-node rule): an orphaned node re-joining through its
+            // bootstraps is still a ring of one for the peers that point at it. It answers
+            // their stabilize as a lone ring, and their notify makes it a member of their ring
+            // again (the join is dropped), so survivors of heavy churn merge rather than purge
+            // each other while the bootstraps may be gone.
+            Request::GetNeighbors if orphaned => Response::Neighbors {
+                predecessor: None,
+                successors: Vec::new(),
+            },
+            Request::Ping if orphaned => Response::Pong,
+            Request::Notify if orphaned && from.id != self.me.id => {
+                self.state = State::Member;
+                self.set_succs(vec![from]);
+                self.rectify(now, from);
+                self.event(Event::Joined { successor: from });
+                self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
+                self.next_fingers = now;
+                Response::Ack
+            }
             _ if !member => refuse(Refusal::NotMember),
             Request::Find { target, records } => self.answer_find(&target, records),
             Request::Store { .. } if leaving => refuse(Refusal::Leaving),
@@ -1920,7 +2018,12 @@ impl Node {
             return Err(Refusal::NotResponsible);
         }
         rec.check_time(self.wall_ms(now), self.max_ahead_ms())?;
-        rec.verify_static(&self.network, self.cfg.max_k)?;
+        rec.verify_cached(
+            &self.network,
+            self.cfg.max_k,
+            &mut self.verified,
+            &mut self.metrics,
+        )?;
         let q = self.quotas();
         self.store.insert(rec, q).map(|_: Inserted| ())
     }
@@ -1933,7 +2036,12 @@ impl Node {
         for w in records {
             let res = ProviderRecord::try_from(w).and_then(|rec| {
                 rec.check_time(wall, max_ahead)?;
-                rec.verify_static(&self.network, self.cfg.max_k)?;
+                rec.verify_cached(
+                    &self.network,
+                    self.cfg.max_k,
+                    &mut self.verified,
+                    &mut self.metrics,
+                )?;
                 self.store.insert(rec, q)
             });
             match res {
@@ -2064,6 +2172,10 @@ impl Node {
             Purpose::Store { query } => {
                 self.store_result(now, query, matches!(r, Ok(Response::Stored)));
             }
+            // a join answered after the node stopped joining (an orphan merged back through a
+            // notify meanwhile) is out of date
+            Purpose::Join | Purpose::JoinVerify { .. }
+                if !matches!(self.state, State::Joining { .. }) => {}
             Purpose::Join => match (r, from) {
                 (Ok(Response::Joined { successor, .. }), Some(_)) => {
                     let s: Peer = successor.into();
@@ -2168,6 +2280,7 @@ impl Node {
                                         bootstraps: self.bootstraps.clone(),
                                         next: 0,
                                         retry_at: None,
+                                        orphaned: true,
                                     };
                                     return self.try_next_bootstrap(now);
                                 }
@@ -2851,6 +2964,289 @@ mod tests {
         n.leave(t).unwrap();
         answer_all_busy(&mut n, t);
         schedule_consistent(&n).unwrap();
+    }
+
+    /// A node config that does not rate-limit a test's flood of requests from one peer.
+    fn unlimited(cache: usize) -> Config {
+        Config {
+            peer_rate_per_sec: 1_000_000,
+            peer_rate_burst: 1_000_000,
+            verified_cache_size: cache,
+            ..Config::default()
+        }
+    }
+
+    fn cache_counts(n: &Node) -> (u64, u64) {
+        let m = n.metrics();
+        (m.verify_cache_hits, m.verify_cache_misses)
+    }
+
+    /// A hit skips only the signature: the same cached record is refused once it expired, a
+    /// record altered in any byte of its encoding misses and is refused, and only the exact
+    /// signed bytes hit.
+    #[test]
+    fn verified_cache_skips_only_the_signature_check() {
+        let (mut n, now, _) = alone(unlimited(16));
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let from_a = peer_of(&a, 2);
+        let rec = record(&a, "svc", 0, exp, 5);
+        assert_eq!(store(&mut n, now, from_a, &rec), Response::Stored);
+        assert_eq!(cache_counts(&n), (0, 1));
+        assert_eq!(store(&mut n, now, from_a, &rec), Response::Stored);
+        assert_eq!(cache_counts(&n), (1, 1));
+        // every single-byte change of the store request fails, and never as a cache hit
+        let bytes = Request::Store {
+            record: WireRecord::from(&rec),
+        }
+        .encode();
+        let mut tried = 0;
+        for i in 0..bytes.len() {
+            for x in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= x;
+                let (hits, _) = cache_counts(&n);
+                n.handle_request(now, from_a, 9, &b);
+                let mut answer = None;
+                while let Some(o) = n.poll_output() {
+                    if let Output::Respond { token: 9, bytes } = o {
+                        answer = Some(Response::decode(&bytes, 1 << 20).unwrap());
+                    }
+                }
+                assert_ne!(answer, Some(Response::Stored), "byte {i} ^ {x:#x} stored");
+                assert!(answer.is_some(), "byte {i} ^ {x:#x}: no answer");
+                assert_eq!(cache_counts(&n).0, hits, "byte {i} ^ {x:#x} hit the cache");
+                tried += 1;
+            }
+        }
+        assert!(tried > 100);
+        assert_eq!(n.stored(&object_id("svc", 0)), std::slice::from_ref(&rec));
+        // a cached record is still checked for expiry
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            store(&mut n, later, from_a, &rec),
+            refused(Refusal::Expired)
+        );
+        // and for the sender (only the provider stores its record)
+        let b = kp(3);
+        assert_eq!(
+            store(&mut n, now, peer_of(&b, 3), &rec),
+            refused(Refusal::NotProvider)
+        );
+        assert_eq!(cache_counts(&n).0, 1);
+    }
+
+    #[test]
+    fn a_verified_cache_of_one_evicts_and_of_zero_is_off() {
+        let (mut n, now, _) = alone(unlimited(1));
+        let exp = n.wall_ms(now) + 60_000;
+        let a = kp(2);
+        let from_a = peer_of(&a, 2);
+        let r1 = record(&a, "one", 0, exp, 1);
+        let r2 = record(&a, "two", 0, exp, 1);
+        for r in [&r1, &r2, &r1] {
+            assert_eq!(store(&mut n, now, from_a, r), Response::Stored);
+        }
+        assert_eq!(cache_counts(&n), (0, 3), "r1 was evicted by r2");
+        assert_eq!(store(&mut n, now, from_a, &r1), Response::Stored);
+        assert_eq!(cache_counts(&n), (1, 3));
+        let (mut z, now, _) = alone(unlimited(0));
+        for r in [&r1, &r1] {
+            assert_eq!(store(&mut z, now, from_a, r), Response::Stored);
+        }
+        assert_eq!(cache_counts(&z), (0, 0));
+    }
+
+    fn registered(n: &mut Node) -> Vec<(QueryId, u8, u8)> {
+        let mut out = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Event(Event::Registered {
+                query,
+                stored,
+                failed,
+                ..
+            }) = o
+            {
+                out.push((query, stored, failed));
+            }
+        }
+        out
+    }
+
+    /// Alone on the ring every replica is stored locally at once; the node's own fresh
+    /// signatures and the records it reads back hit the cache.
+    #[test]
+    fn a_lone_node_registers_all_replicas_at_once_and_reads_them_from_the_cache() {
+        for cache in [0, 16] {
+            let (mut n, now, _) = alone(unlimited(cache));
+            let q = n.register(now, ServiceSpec::new("svc"), Some(2)).unwrap();
+            assert_eq!(registered(&mut n), vec![(q, 3, 0)]);
+            assert_eq!(n.stored_len(), 3);
+            assert!(n.queries.is_empty());
+            assert_eq!(n.replica_queries, 0);
+            n.lookup_providers(now, "svc", Some(2)).unwrap();
+            let mut found = 0;
+            while let Some(o) = n.poll_output() {
+                if let Output::Event(Event::Providers { result: Ok(p), .. }) = o {
+                    found += p.records.len();
+                }
+            }
+            assert_eq!(found, 1);
+            let want = if cache == 0 { (0, 0) } else { (4, 0) };
+            assert_eq!(cache_counts(&n), want);
+            schedule_consistent(&n).unwrap();
+        }
+    }
+
+    /// The k + 1 replica lookups go out together, each store as soon as its own lookup ends
+    /// (answers in any order); the registration ends after the last replica, with the counts.
+    #[test]
+    fn replicas_are_looked_up_and_stored_in_parallel() {
+        let (mut n, now, _) = alone(Config::fast());
+        let s = peer_of(&kp(3), 3);
+        joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+        let q = n.register(now, ServiceSpec::new("svc"), Some(2)).unwrap();
+        let mut finds = Vec::new();
+        while let Some(o) = n.poll_output() {
+            match o {
+                Output::Send {
+                    request_id, bytes, ..
+                } => match Request::decode(&bytes, 1 << 20).unwrap() {
+                    Request::Find { target, .. } => finds.push((request_id, target)),
+                    r => panic!("unexpected {r:?}"),
+                },
+                o => panic!("unexpected {o:?}"),
+            }
+        }
+        let mut targets: Vec<NodeId> = finds.iter().map(|(_, t)| *t).collect();
+        targets.sort();
+        let mut want: Vec<NodeId> = (0..3).map(|r| object_id("svc", r)).collect();
+        want.sort();
+        assert_eq!(targets, want, "three lookups at once, one per replica");
+        assert_eq!(n.replica_queries, 3);
+        let owner = Response::Owner { records: vec![] }.encode();
+        let mut stores = Vec::new();
+        for (id, _) in finds.iter().rev() {
+            n.handle_response(
+                now,
+                *id,
+                Ok(Reply {
+                    from: s.id,
+                    bytes: &owner,
+                }),
+            );
+            // the store of this replica goes out now, before the other lookups end
+            let Some(Output::Send {
+                request_id, bytes, ..
+            }) = n.poll_output()
+            else {
+                panic!("expected a store")
+            };
+            assert!(matches!(
+                Request::decode(&bytes, 1 << 20).unwrap(),
+                Request::Store { .. }
+            ));
+            stores.push(request_id);
+        }
+        assert_eq!(n.replica_queries, 0);
+        let stored = Response::Stored.encode();
+        let busy = refused(Refusal::Busy).encode();
+        for (i, id) in stores.iter().enumerate() {
+            assert!(
+                registered(&mut n).is_empty(),
+                "ended before its last replica"
+            );
+            let bytes = if i == 1 { &busy } else { &stored };
+            n.handle_response(now, *id, Ok(Reply { from: s.id, bytes }));
+        }
+        assert_eq!(registered(&mut n), vec![(q, 2, 1)]);
+        assert!(n.queries.is_empty());
+        // a failed replica brings the re-store forward to the retry delay
+        schedule_consistent(&n).unwrap();
+        let due = n.refresh_due.first().map(|(t, _)| *t).unwrap();
+        assert_eq!(due, now + n.cfg.retry_delay);
+    }
+
+    /// Replica queries do not count toward `max_queries`: a registration takes one slot.
+    #[test]
+    fn a_registration_takes_one_query_slot() {
+        let (mut n, now, _) = alone(Config {
+            max_queries: 2,
+            ..Config::fast()
+        });
+        joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+        n.register(now, ServiceSpec::new("a"), Some(3)).unwrap();
+        n.register(now, ServiceSpec::new("b"), Some(3)).unwrap();
+        assert_eq!(n.queries.len(), 10);
+        assert!(matches!(
+            n.register(now, ServiceSpec::new("c"), Some(0)),
+            Err(Error::TooManyQueries { .. })
+        ));
+        assert!(matches!(
+            n.find(now, object_id("x", 0)),
+            Err(Error::TooManyQueries { .. })
+        ));
+        // the lookups fail: each registration ends with all its replicas failed
+        answer_all_busy(&mut n, now);
+        let mut t = now;
+        for _ in 0..20 {
+            t += Duration::from_millis(300);
+            n.handle_timeout(t);
+            answer_all_busy(&mut n, t);
+        }
+        assert!(n.queries.is_empty(), "{:?}", n.queries.keys());
+        assert_eq!(n.replica_queries, 0);
+        n.find(t, object_id("x", 0)).unwrap();
+    }
+
+    proptest! {
+        // each case signs six records and verifies up to 48 signatures in a debug build
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Nodes with and without the verified-record cache (a small one, so it evicts) give
+        /// the same answer to any sequence of stores of good and tampered records over time.
+        #[test]
+        fn cached_and_uncached_cores_decide_identically(
+            ops in proptest::collection::vec((0usize..6, proptest::option::of((any::<usize>(), 1u8..=255)), 0u8..4), 1..24)
+        ) {
+            let (mut c, now, _) = alone(unlimited(2));
+            let (mut u, _, _) = alone(unlimited(0));
+            let exp = c.wall_ms(now) + 2_000;
+            let (a, b) = (kp(2), kp(3));
+            let recs = [
+                (peer_of(&a, 2), record(&a, "x", 0, exp, 1)),
+                (peer_of(&a, 2), record(&a, "x", 0, exp + 1_000, 2)),
+                (peer_of(&a, 2), record(&a, "y", 1, exp, 1)),
+                (peer_of(&b, 3), record(&b, "x", 0, exp, 1)),
+                (peer_of(&b, 3), record(&b, "z", 2, exp + 2_000, 7)),
+                (peer_of(&a, 2), record(&b, "z", 2, exp, 8)),
+            ];
+            let mut t = now;
+            for (i, tamper, step) in ops {
+                let (from, rec) = &recs[i];
+                let mut bytes = Request::Store { record: WireRecord::from(rec) }.encode();
+                if let Some((pos, x)) = tamper {
+                    let len = bytes.len();
+                    bytes[pos % len] ^= x;
+                }
+                let mut answers = Vec::new();
+                for n in [&mut c, &mut u] {
+                    n.handle_request(t, *from, 1, &bytes);
+                    let mut answer = None;
+                    while let Some(o) = n.poll_output() {
+                        if let Output::Respond { bytes, .. } = o {
+                            answer = Some(bytes);
+                        }
+                    }
+                    answers.push(answer);
+                }
+                prop_assert_eq!(&answers[0], &answers[1]);
+                t += Duration::from_millis(700 * u64::from(step));
+            }
+            for oid in ["x", "y", "z"].iter().flat_map(|n| (0..3).map(move |r| object_id(n, r))) {
+                prop_assert_eq!(c.stored(&oid), u.stored(&oid));
+            }
+        }
     }
 
     proptest! {

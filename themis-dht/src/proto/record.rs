@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey, Signature, Transcript};
 
+use super::metrics::Metrics;
+use super::verified::{VerifiedCache, cache_key};
+
 /// Label of the object-id hash: `object_id = Transcript::digest(OBJECT_ID_LABEL, [name, [r]])`.
 pub const OBJECT_ID_LABEL: &str = "themis/v1/object-id";
 /// Label of the hash a provider signs.
@@ -289,6 +292,50 @@ impl ProviderRecord {
         self.public_key
             .verify(&self.signed_digest(network), &self.signature)
             .map_err(|_| Refusal::BadSignature)
+    }
+
+    /// [`ProviderRecord::verify_static`] with the signature check skipped when `cache` knows the
+    /// exact signed triple `(public key, signed digest, signature)` verified before (issue 6).
+    /// The replica range and the self-certifying identity are checked every time; a signature
+    /// that verifies is remembered, one that fails never is.
+    pub(crate) fn verify_cached(
+        &self,
+        network: &NetworkId,
+        max_k: u8,
+        cache: &mut VerifiedCache,
+        metrics: &mut Metrics,
+    ) -> Result<(), Refusal> {
+        if !cache.enabled() {
+            return self.verify_static(network, max_k);
+        }
+        if self.replica > max_k {
+            return Err(Refusal::BadReplica);
+        }
+        // paper §5: identities are self-certifying: provider = h(PK, net_id)
+        if !self.provider.is_derived_from(&self.public_key, network) {
+            return Err(Refusal::BadIdentity);
+        }
+        let digest = self.signed_digest(network);
+        let key = cache_key(&self.public_key, &digest, &self.signature);
+        if cache.hit(&key) {
+            metrics.verify_cache_hits += 1;
+            return Ok(());
+        }
+        metrics.verify_cache_misses += 1;
+        self.public_key
+            .verify(&digest, &self.signature)
+            .map_err(|_| Refusal::BadSignature)?;
+        cache.insert(key);
+        Ok(())
+    }
+
+    /// Remembers in `cache` that this record's signature is good, without verifying it: only
+    /// for records this node has just signed itself.
+    pub(crate) fn remember_signed(&self, network: &NetworkId, cache: &mut VerifiedCache) {
+        if cache.enabled() {
+            let digest = self.signed_digest(network);
+            cache.insert(cache_key(&self.public_key, &digest, &self.signature));
+        }
     }
 
     /// Expiry window: not past, and not further ahead than `max_ahead_ms`.

@@ -1,0 +1,151 @@
+//! A bounded cache of provider-record signatures already verified by this node (issue 6).
+//!
+//! Every reader verifies every record it receives and the responsible node verifies every store
+//! and handed-over record (strengthening paper §6.2); the same signed record is then verified
+//! again and again, and the Ed25519 verification (≈ 42 µs) dominates a local find. The cache
+//! remembers that a signature verified, keyed by a hash of the exact signed triple
+//! `(public key, signed digest, signature)`: the signed digest is the labelled BLAKE2b-256 hash
+//! of every field of the record and the network id (see `ProviderRecord::signed_digest`), so
+//! a record altered in any byte, under another key or with another signature, has another key
+//! and misses. A hit skips only the signature check: the caller still runs the expiry,
+//! replica-range, identity, sequence and quota checks every time.
+//!
+//! Eviction is least-recently-used, with a logical clock (a counter): deterministic, no clock
+//! reads and no randomness. Size 0 disables the cache.
+
+use std::collections::BTreeMap;
+
+use themis_crypto::{PublicKey, Signature, Transcript};
+
+/// Label of the cache key hash: `BLAKE2b-256(label, [pk, digest, signature])` (local only, never
+/// on the wire).
+const CACHE_KEY_LABEL: &str = "themis/v1/verified-record";
+
+/// The key of a signed triple.
+pub(crate) fn cache_key(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) -> [u8; 32] {
+    Transcript::digest(CACHE_KEY_LABEL, &[pk.as_bytes(), digest, sig.as_bytes()])
+}
+
+/// Least-recently-used set of verified signature keys, at most `cap` entries.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedCache {
+    cap: usize,
+    /// key → last use (logical time).
+    entries: BTreeMap<[u8; 32], u64>,
+    /// last use → key: the first entry is the least recently used.
+    by_use: BTreeMap<u64, [u8; 32]>,
+    clock: u64,
+}
+
+impl VerifiedCache {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.cap > 0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock = self.clock.wrapping_add(1);
+        self.clock
+    }
+
+    /// Whether `key` is known to have verified; a hit makes it the most recently used.
+    pub(crate) fn hit(&mut self, key: &[u8; 32]) -> bool {
+        if self.cap == 0 || !self.entries.contains_key(key) {
+            return false;
+        }
+        let now = self.tick();
+        if let Some(used) = self.entries.get_mut(key) {
+            let old = std::mem::replace(used, now);
+            self.by_use.remove(&old);
+            self.by_use.insert(now, *key);
+        }
+        true
+    }
+
+    /// Remembers that `key` verified, evicting the least recently used entry when full.
+    pub(crate) fn insert(&mut self, key: [u8; 32]) {
+        if self.cap == 0 || self.hit(&key) {
+            return;
+        }
+        while self.entries.len() >= self.cap {
+            let Some((_, old)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.entries.remove(&old);
+        }
+        let now = self.tick();
+        self.entries.insert(key, now);
+        self.by_use.insert(now, key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(i: u8) -> [u8; 32] {
+        [i; 32]
+    }
+
+    #[test]
+    fn size_one_evicts_and_zero_disables() {
+        let mut c = VerifiedCache::new(1);
+        c.insert(k(1));
+        assert!(c.hit(&k(1)));
+        c.insert(k(2));
+        assert!(!c.hit(&k(1)), "the older entry is evicted");
+        assert!(c.hit(&k(2)));
+        assert_eq!(c.len(), 1);
+        let mut z = VerifiedCache::new(0);
+        z.insert(k(1));
+        assert!(!z.hit(&k(1)));
+        assert_eq!(z.len(), 0);
+    }
+
+    #[test]
+    fn least_recently_used_goes_first() {
+        let mut c = VerifiedCache::new(2);
+        c.insert(k(1));
+        c.insert(k(2));
+        assert!(c.hit(&k(1))); // 2 is now the least recently used
+        c.insert(k(3));
+        assert!(c.hit(&k(1)));
+        assert!(!c.hit(&k(2)));
+        assert!(c.hit(&k(3)));
+        c.insert(k(3)); // re-inserting is a use, not a second entry
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.by_use.len(), 2);
+    }
+
+    #[test]
+    fn every_part_of_the_triple_is_in_the_key() {
+        let pk = PublicKey::from_bytes([1; 32]);
+        let sig = Signature::from_bytes([2; 64]);
+        let d = [3; 32];
+        let base = cache_key(&pk, &d, &sig);
+        for i in 0..32 {
+            let mut b = *pk.as_bytes();
+            b[i] ^= 1;
+            assert_ne!(cache_key(&PublicKey::from_bytes(b), &d, &sig), base);
+            let mut e = d;
+            e[i] ^= 1;
+            assert_ne!(cache_key(&pk, &e, &sig), base);
+        }
+        for i in 0..64 {
+            let mut s = *sig.as_bytes();
+            s[i] ^= 0x80;
+            assert_ne!(cache_key(&pk, &d, &Signature::from_bytes(s)), base);
+        }
+    }
+}
