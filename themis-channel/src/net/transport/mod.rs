@@ -78,6 +78,15 @@ pub trait Transport: Send + Sync + 'static {
     /// Cancel safety: if the future is dropped, the frame may or may not have been queued.
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError>;
 
+    /// Queues `frame` for `to` at once if that needs no waiting (TCP: an open connection with
+    /// room in its queue; UDP: room in the socket's buffer), otherwise gives it back and the
+    /// caller uses [`Transport::send`]. For replies sent from a context that must not wait.
+    /// Counted like `send`. The default takes nothing.
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        let _ = to;
+        Err(frame)
+    }
+
     /// Waits for the next frame from any peer: `(sender's listening address, frame)`.
     ///
     /// Cancel safe: a dropped `recv` future loses no frame. Several tasks may call it; each
@@ -106,6 +115,9 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
         (**self).send(to, frame).await
+    }
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        (**self).try_send(to, frame)
     }
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
         (**self).recv().await

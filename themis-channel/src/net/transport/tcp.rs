@@ -964,6 +964,29 @@ impl Transport for TcpTransport {
         Ok(())
     }
 
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        let inner = &self.inner;
+        if to == inner.local || check_outgoing(&frame, inner.cfg.max_frame_len).is_err() {
+            return Err(frame);
+        }
+        let conns = inner.lock();
+        if conns.closed {
+            return Err(frame);
+        }
+        let Some(h) = conns.map.get(&to) else {
+            return Err(frame);
+        };
+        match h.tx.try_send(frame) {
+            Ok(()) => {
+                inner.touch(&h.shared);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f)) => {
+                Err(f)
+            }
+        }
+    }
+
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
         self.incoming
             .lock()
