@@ -1,6 +1,7 @@
 //! The endpoint: drives the handshake and channel cores over a [`Transport`].
 //!
-//! One receive task per endpoint reads frames from the transport and routes them by their
+//! One receive task per endpoint reads frames from the transport (or the transport's own
+//! reader tasks hand them over, see `Transport::set_sink`) and routes them by their
 //! first bytes: handshake messages to the responder (message 1, 3) or to the initiator waiting
 //! under the echoed nonce (message 2); channel frames to their channel by session id (secure)
 //! or sender id (insecure); control messages (0x38..=0x3C, see `control.rs`) to whoever
@@ -319,6 +320,8 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     handlers: Arc<Semaphore>,
     closing: AtomicBool,
+    /// The receive task has stopped: frames handed over by the transport's sink are dropped.
+    stopped: AtomicBool,
     cancel: CancellationToken,
 }
 
@@ -378,11 +381,23 @@ impl Endpoint {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             handlers: Arc::new(Semaphore::new(config.max_handlers)),
             closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             cancel: cancel.clone(),
             cfg: config,
         });
         let span = tracing::debug_span!("endpoint", id = %local_id.short());
         rt.spawn(recv_loop(inner.clone()).instrument(span));
+        // Frames straight from the transport's readers where it can (TCP), saving a task
+        // wake-up per frame; the receive task still serves what comes through `recv`. Weak:
+        // the transport belongs to `inner`.
+        let weak = Arc::downgrade(&inner);
+        inner.transport.set_sink(Arc::new(move |from, frame| {
+            if let Some(inner) = weak.upgrade()
+                && !inner.stopped.load(Ordering::Acquire)
+            {
+                inner.dispatch(from, frame);
+            }
+        }));
         Ok(Self {
             inner,
             _guard: Arc::new(cancel.drop_guard()),
@@ -1594,6 +1609,7 @@ async fn recv_loop(inner: Arc<Inner>) {
             Err(e) => tracing::debug!(error = %e, "receive failed"),
         }
     }
+    inner.stopped.store(true, Ordering::Release);
     // Fail whatever still waits.
     let mut st = inner.lock();
     st.handshakes.clear();

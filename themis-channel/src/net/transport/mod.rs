@@ -35,6 +35,9 @@ pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
 pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
 
+/// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
+pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
+
 /// Default largest frame for TCP and the in-memory network: 16 MiB of payload plus 4 KiB of room
 /// for the channel's headers and tag.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
@@ -94,6 +97,17 @@ pub trait Transport: Send + Sync + 'static {
     /// closed and its queue is drained.
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError>;
 
+    /// Asks the transport to hand the frames it receives from now on to `sink`, called on its
+    /// own reader tasks (TCP: one per connection, frames of a connection in order), instead
+    /// of queueing them for [`Transport::recv`]: one task hop less per frame. Returns whether
+    /// it will; frames it does not hand over (TCP: frames to itself) still come out of
+    /// `recv`. `sink` must not block. At most one sink: a second call returns `false`. The
+    /// default hands nothing over.
+    fn set_sink(&self, sink: FrameSink) -> bool {
+        let _ = sink;
+        false
+    }
+
     /// A snapshot of this transport's counters.
     fn stats(&self) -> TransportStats;
 
@@ -121,6 +135,9 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
         (**self).recv().await
+    }
+    fn set_sink(&self, sink: FrameSink) -> bool {
+        (**self).set_sink(sink)
     }
     fn stats(&self) -> TransportStats {
         (**self).stats()
