@@ -115,10 +115,12 @@ mod net;
 mod proto;
 
 pub use error::{Error, Result};
-pub use net::endpoint::{Endpoint, EndpointConfig, EndpointMetrics, Handler, PeerAddr};
+pub use net::endpoint::{
+    CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, IncomingCommand, PeerAddr,
+};
 pub use net::transport::{
     DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig,
-    FaultyTransport, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
+    FaultyTransport, FrameSink, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
     TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
     TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport, TransportError,
     TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,

@@ -505,3 +505,44 @@ async fn connection_limit_refuses_excess_sockets() {
     })
     .await;
 }
+
+/// With a sink set, frames from other transports go to it, in order per connection, and not
+/// to `recv`; frames to itself still come out of `recv`; `try_send` queues on an open
+/// connection only.
+#[tokio::test]
+async fn a_sink_takes_frames_from_the_readers_and_try_send_needs_an_open_connection() {
+    within(60, "sink", async {
+        let a = tcp(TcpConfig::default()).await;
+        let b = tcp(TcpConfig::default()).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        assert!(b.set_sink(Arc::new(move |from, f| {
+            tx.send((from, f)).unwrap();
+        })));
+        assert!(!b.set_sink(Arc::new(|_, _| {})), "one sink only");
+        // No connection yet: try_send gives the frame back.
+        let f0 = frame(1, 0, 3);
+        assert_eq!(a.try_send(b.local_addr(), f0.clone()), Err(f0.clone()));
+        a.send(b.local_addr(), f0).await.unwrap();
+        for i in 1..100u32 {
+            let f = frame(1, i, 3);
+            if let Err(f) = a.try_send(b.local_addr(), f) {
+                a.send(b.local_addr(), f).await.unwrap();
+            }
+        }
+        for i in 0..100u32 {
+            let (from, f) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(from, a.local_addr());
+            assert_eq!(parse(&f), (1, i), "in order");
+        }
+        // To itself: through `recv`.
+        b.send(b.local_addr(), frame(2, 0, 0)).await.unwrap();
+        let (from, f) = recv_within(&*b, 5).await;
+        assert_eq!((from, parse(&f)), (b.local_addr(), (2, 0)));
+        assert!(rx.try_recv().is_err());
+        assert!(a.stats().frames_sent >= 100);
+    })
+    .await;
+}

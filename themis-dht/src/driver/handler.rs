@@ -1,11 +1,14 @@
 //! The endpoint's side of the driver: incoming DHT commands go to the driver task, which owns
-//! the core, and the handler waits for the core's answer.
+//! the core. On the fast path ([`Handler::try_dispatch`]) the command travels with the
+//! endpoint's [`CommandResponder`] and the driver answers it directly; when the driver's inbox
+//! is full, the endpoint runs [`Handler::handle`] on a task, which waits for room and then for
+//! the core's answer.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use themis_channel::{Handler, PeerAddr};
+use themis_channel::{CommandResponder, Handler, IncomingCommand, PeerAddr};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::record::Refusal;
@@ -17,7 +20,53 @@ pub(crate) struct Incoming {
     /// The sender as the endpoint authenticated it (secure mode) or as it claims (insecure).
     pub(crate) from: PeerAddr,
     pub(crate) bytes: Bytes,
-    pub(crate) reply: oneshot::Sender<Bytes>,
+    pub(crate) reply: Answer,
+}
+
+/// Where the core's answer to an incoming command goes.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// To a handler task waiting for it.
+    Wait(oneshot::Sender<Bytes>),
+    /// Straight to the endpoint, which seals and sends it. Dropped unanswered (the driver
+    /// stopped, or gave up on it), it answers `busy` so the caller does not wait for its
+    /// timeout -- as the handler task of [`Answer::Wait`] does.
+    Direct(DirectReply),
+}
+
+/// A [`CommandResponder`] that answers `busy` when dropped unanswered.
+#[derive(Debug)]
+pub(crate) struct DirectReply(Option<CommandResponder>);
+
+impl Drop for DirectReply {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.respond(refused(Refusal::Busy));
+        }
+    }
+}
+
+impl Answer {
+    pub(crate) fn send(self, bytes: Bytes) {
+        match self {
+            Answer::Wait(tx) => {
+                let _ = tx.send(bytes);
+            }
+            Answer::Direct(mut d) => {
+                if let Some(r) = d.0.take() {
+                    r.respond(bytes);
+                }
+            }
+        }
+    }
+
+    /// Nobody waits for the answer any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Answer::Wait(tx) => tx.is_closed(),
+            Answer::Direct(_) => false,
+        }
+    }
 }
 
 /// The [`Handler`] of a DHT node's endpoint: hands every incoming command to the node's driver
@@ -60,7 +109,7 @@ impl Handler for DhtHandler {
         let msg = Incoming {
             from,
             bytes: request,
-            reply,
+            reply: Answer::Wait(reply),
         };
         // Backpressure: waits while the driver's inbox is full (the endpoint bounds the
         // handlers running at once).
@@ -73,6 +122,23 @@ impl Handler for DhtHandler {
             // The driver stopped, or dropped the request (too many unanswered).
             Ok(Err(_)) | Err(_) => refused(Refusal::Busy),
         }
+    }
+
+    /// The fast path: queues the command for the driver with its responder if the inbox has
+    /// room; otherwise gives it back, so that [`Handler::handle`] waits for room (backpressure)
+    /// or, with the node stopped, refuses it.
+    #[allow(clippy::result_large_err)] // as the trait: no allocation per command
+    fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
+        let Ok(slot) = self.tx.try_reserve() else {
+            return Err(command);
+        };
+        let (from, bytes, responder) = command.into_parts();
+        slot.send(Incoming {
+            from,
+            bytes,
+            reply: Answer::Direct(DirectReply(Some(responder))),
+        });
+        Ok(())
     }
 }
 
@@ -111,7 +177,7 @@ mod tests {
             let inc = inbox.rx.recv().await.unwrap();
             assert_eq!(inc.from, peer());
             assert_eq!(&inc.bytes[..], b"req");
-            inc.reply.send(Bytes::from_static(b"rsp")).unwrap();
+            inc.reply.send(Bytes::from_static(b"rsp"));
             // the next one is dropped unanswered
             let inc = inbox.rx.recv().await.unwrap();
             drop(inc.reply);

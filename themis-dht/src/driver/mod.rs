@@ -5,7 +5,8 @@
 //!   matching [`Event`](crate::Event) completes the caller's future;
 //! - incoming commands reach the endpoint's [`DhtHandler`], which passes them (with the peer id
 //!   the endpoint authenticated) to the task; the core's `Respond` output answers them;
-//! - the core's `Send` outputs become [`Endpoint::request`] calls on spawned tasks (at most
+//! - the core's `Send` outputs become [`Endpoint::request`] futures that the driver task polls
+//!   itself, no task per request (at most
 //!   `max_outbound` at once), whose answers or failures go back to the core;
 //! - the core's timer ([`Node::poll_timeout`]) drives [`Node::handle_timeout`].
 //!

@@ -6,12 +6,14 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use themis_channel::{Endpoint, PeerAddr};
 use themis_crypto::NodeId;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
-use super::handler::Incoming;
+use super::handler::{Answer, Incoming};
 use super::{DriverConfig, LeaveReport, NodeMetrics, Registered, Status};
 use crate::proto::record::Refusal;
 use crate::proto::wire::Response;
@@ -81,12 +83,16 @@ pub(crate) struct Driver {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) inbox: mpsc::Receiver<Incoming>,
     counters: DriverCounters,
-    unanswered: HashMap<u64, oneshot::Sender<Bytes>>,
+    /// Incoming requests the core has not answered yet, with the time after which the driver
+    /// may give up on them (answering `busy`) to make room.
+    unanswered: HashMap<u64, (Instant, Answer)>,
     next_token: u64,
     waiters: HashMap<QueryId, Waiter>,
     join_waiter: Option<(usize, oneshot::Sender<Result<Peer, Error>>)>,
     leave_waiter: Option<oneshot::Sender<Result<LeaveReport, Error>>>,
-    outbound: JoinSet<OutboundResult>,
+    /// Requests on the network, polled by the driver task itself: no task (and no wake-up of
+    /// one) per request.
+    outbound: FuturesUnordered<BoxFuture<'static, OutboundResult>>,
     backlog: VecDeque<Outbound>,
 }
 
@@ -110,7 +116,7 @@ impl Driver {
             waiters: HashMap::new(),
             join_waiter: None,
             leave_waiter: None,
-            outbound: JoinSet::new(),
+            outbound: FuturesUnordered::new(),
             backlog: VecDeque::new(),
         }
     }
@@ -127,10 +133,8 @@ impl Driver {
                     Some(c) => self.command(c),
                 },
                 Some(inc) = self.inbox.recv() => self.incoming(inc),
-                Some(done) = self.outbound.join_next(), if !self.outbound.is_empty() => {
-                    if let Ok((request_id, result)) = done {
-                        self.response(request_id, result);
-                    }
+                Some((request_id, result)) = self.outbound.next(), if !self.outbound.is_empty() => {
+                    self.response(request_id, result);
                 }
                 () = sleep_until(deadline) => self.node.handle_timeout(now()),
             }
@@ -142,7 +146,8 @@ impl Driver {
         self.join_waiter = None;
         self.leave_waiter = None;
         self.unanswered.clear();
-        self.outbound.abort_all();
+        // Dropping a request abandons it (the endpoint discards a late response).
+        self.outbound.clear();
         match shutdown {
             Some(ack) => {
                 // Graceful: the endpoint lets requests in flight and handlers finish. Requests
@@ -155,7 +160,7 @@ impl Driver {
             }
             None => {
                 // Every handle dropped: stop at once. The endpoint stops when its last clone
-                // (here, and in aborted tasks) is gone.
+                // (here, and in the dropped requests) is gone.
                 tracing::debug!(id = %self.node.id().short(), "DHT node dropped");
             }
         }
@@ -253,11 +258,14 @@ impl Driver {
     fn incoming(&mut self, inc: Incoming) {
         self.counters.incoming_requests += 1;
         if self.unanswered.len() >= self.cfg.max_unanswered {
-            // Forget callers that gave up before refusing a live one.
-            self.unanswered.retain(|_, tx| !tx.is_closed());
+            // Forget callers that gave up, and answer `busy` to those the core kept too long
+            // (a dropped direct reply does), before refusing a live one.
+            let t = now();
+            self.unanswered
+                .retain(|_, (until, reply)| !reply.is_closed() && *until > t);
             if self.unanswered.len() >= self.cfg.max_unanswered {
                 self.counters.incoming_refused_busy += 1;
-                let _ = inc.reply.send(Bytes::from(
+                inc.reply.send(Bytes::from(
                     Response::Refused {
                         reason: Refusal::Busy,
                     }
@@ -268,7 +276,9 @@ impl Driver {
         }
         let token = self.next_token;
         self.next_token += 1;
-        self.unanswered.insert(token, inc.reply);
+        // As long as a handler task waits for the core (see `DhtHandler::channel`).
+        let until = now() + self.cfg.dht.request_timeout.saturating_mul(8);
+        self.unanswered.insert(token, (until, inc.reply));
         // The sender is the one the endpoint authenticated (secure mode): records are accepted
         // only from the provider they name (paper §6.2: no ghost objects).
         let from = Peer {
@@ -316,8 +326,8 @@ impl Driver {
                     });
                 }
                 Output::Respond { token, bytes } => {
-                    if let Some(tx) = self.unanswered.remove(&token) {
-                        let _ = tx.send(Bytes::from(bytes));
+                    if let Some((_, reply)) = self.unanswered.remove(&token) {
+                        reply.send(Bytes::from(bytes));
                     }
                 }
                 Output::Event(e) => self.event(e),
@@ -404,10 +414,10 @@ impl Driver {
             }
             self.counters.requests_sent += 1;
             let endpoint = self.endpoint.clone();
-            self.outbound.spawn(async move {
+            self.outbound.push(Box::pin(async move {
                 let r = send(&endpoint, o.to, o.expect, o.bytes).await;
                 (o.request_id, r)
-            });
+            }));
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The endpoint: drives the handshake and channel cores over a [`Transport`].
 //!
-//! One receive task per endpoint reads frames from the transport and routes them by their
+//! One receive task per endpoint reads frames from the transport (or the transport's own
+//! reader tasks hand them over, see `Transport::set_sink`) and routes them by their
 //! first bytes: handshake messages to the responder (message 1, 3) or to the initiator waiting
 //! under the echoed nonce (message 2); channel frames to their channel by session id (secure)
 //! or sender id (insecure); control messages (0x38..=0x3C, see `control.rs`) to whoever
-//! waits for them. Commands run the application's [`Handler`] on a spawned task; responses
-//! complete the `request` call waiting for their sequence number.
+//! waits for them. A command goes first to the application's [`Handler::try_dispatch`] (the
+//! fast path: the application queues it with its [`CommandResponder`] and answers later, with no task
+//! spawned); if the handler gives it back, [`Handler::handle`] runs on a spawned task.
+//! Responses complete the `request` call waiting for their sequence number.
 //!
 //! Sessions are keyed by the peer's [`NodeId`] and do not depend on a connection: frames are
 //! addressed to the peer's listening address and the transport (re)connects as needed. A peer
@@ -59,12 +62,157 @@ pub struct PeerAddr {
 /// The application's side of an endpoint: answers incoming commands.
 ///
 /// `from` is authenticated in secure mode (the session's peer) and a mere claim in insecure
-/// mode. Handlers run on spawned tasks, at most `max_handlers` at once; a handler may itself
-/// send requests through a clone of the endpoint.
+/// mode. At most `max_handlers` commands are being handled at once (running `handle`, or
+/// taken by `try_dispatch` and not yet answered); a handler may itself send requests through
+/// a clone of the endpoint.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Returns the response to `request`.
+    /// Returns the response to `request`. Runs on a task of its own.
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes;
+
+    /// The fast path, tried first for every command: called on the endpoint's receive task,
+    /// so it must not block. Take the command (`Ok`: queue it, typically to the task that owns
+    /// the application's state, which answers with [`CommandResponder::respond`]) or give it back
+    /// (`Err`: then [`Handler::handle`] runs on a spawned task, as by default). Taking it saves
+    /// a task and two channel hops per command.
+    // The command moves back by value on purpose: boxing it would cost an allocation per
+    // command on the path this method exists to make cheap.
+    #[allow(clippy::result_large_err)]
+    fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
+        Err(command)
+    }
+}
+
+/// An incoming command handed to [`Handler::try_dispatch`]: the sender, the request, and the
+/// [`CommandResponder`] that answers it.
+#[derive(Debug)]
+pub struct IncomingCommand {
+    request: Bytes,
+    responder: CommandResponder,
+}
+
+impl IncomingCommand {
+    /// The sender: authenticated in secure mode, a claim in insecure mode.
+    pub fn from(&self) -> PeerAddr {
+        self.responder.peer
+    }
+
+    /// The request payload.
+    pub fn request(&self) -> &Bytes {
+        &self.request
+    }
+
+    /// `(from, request, responder)`.
+    pub fn into_parts(self) -> (PeerAddr, Bytes, CommandResponder) {
+        (self.responder.peer, self.request, self.responder)
+    }
+}
+
+/// Answers one incoming command: seals the response on the channel the command came in on
+/// and queues it on the transport, without waiting.
+///
+/// It holds one of the endpoint's `max_handlers` slots until it answers or is dropped, and
+/// graceful shutdown waits (at most `shutdown_timeout`) for it. Dropping it unanswered sends
+/// nothing: the caller's request times out (or, over UDP, its retransmission finds no cached
+/// answer and is refused as a replay), so answer every command, a refusal if need be.
+pub struct CommandResponder {
+    inner: Arc<Inner>,
+    peer: PeerAddr,
+    key: ChanKey,
+    generation: u64,
+    seq: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for CommandResponder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandResponder")
+            .field("peer", &self.peer)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CommandResponder {
+    fn drop(&mut self) {
+        Counters::dec(&self.inner.counters.handlers_running);
+    }
+}
+
+impl CommandResponder {
+    fn new(
+        inner: Arc<Inner>,
+        (peer, key, generation): (PeerAddr, ChanKey, u64),
+        seq: u64,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Counters::inc(&inner.counters.handlers_running);
+        Self {
+            inner,
+            peer,
+            key,
+            generation,
+            seq,
+            _permit: permit,
+        }
+    }
+
+    /// The peer the response goes to.
+    pub fn peer(&self) -> PeerAddr {
+        self.peer
+    }
+
+    /// Seals `response` and queues it for the peer. Never blocks: when the transport cannot
+    /// take the frame at once (a TCP connection's queue is full or not open yet), a task sends
+    /// it. If the command's channel is gone meanwhile (replaced or dropped), nothing is sent.
+    pub fn respond(self, response: Bytes) {
+        if let Some(frame) = self.seal(&response) {
+            let to = self.peer.addr;
+            let len = frame.len() as u64;
+            match self.inner.transport.try_send(to, frame) {
+                Ok(()) => Counters::add(&self.inner.counters.bytes_out, len),
+                Err(frame) => self.inner.send_detached(to, vec![frame]),
+            }
+        }
+    }
+
+    /// Like [`CommandResponder::respond`], waiting for room on the transport instead of spawning.
+    async fn respond_async(self, response: Bytes) {
+        if let Some(frame) = self.seal(&response) {
+            self.inner.send(self.peer.addr, frame).await;
+        }
+    }
+
+    /// Seals the response on channel `(key, generation)`; `None` if that channel is gone:
+    /// sealing it on a successor under the same key would answer a different command that
+    /// happens to reuse `seq`.
+    fn seal(&self, response: &[u8]) -> Option<Bytes> {
+        let me = &self.inner;
+        let mut st = me.lock();
+        let cache_len = me.cfg.response_cache;
+        let reliable = me.reliable;
+        let ch = st.chan_gen_mut(self.peer.id, self.key, self.generation)?;
+        let mut out = BytesMut::new();
+        match ch
+            .channel
+            .seal_response(self.seq, response, &mut out, now())
+        {
+            Ok(()) => {
+                let f = out.freeze();
+                if !reliable && cache_len > 0 {
+                    if ch.cache.len() >= cache_len {
+                        ch.cache.pop_front();
+                    }
+                    ch.cache.push_back((self.seq, f.clone()));
+                }
+                Some(f)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot send the handler's response");
+                None
+            }
+        }
+    }
 }
 
 /// Any `Fn(PeerAddr, Bytes) -> impl Future<Output = Bytes>` is a handler:
@@ -172,6 +320,8 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     handlers: Arc<Semaphore>,
     closing: AtomicBool,
+    /// The receive task has stopped: frames handed over by the transport's sink are dropped.
+    stopped: AtomicBool,
     cancel: CancellationToken,
 }
 
@@ -231,11 +381,23 @@ impl Endpoint {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             handlers: Arc::new(Semaphore::new(config.max_handlers)),
             closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             cancel: cancel.clone(),
             cfg: config,
         });
         let span = tracing::debug_span!("endpoint", id = %local_id.short());
         rt.spawn(recv_loop(inner.clone()).instrument(span));
+        // Frames straight from the transport's readers where it can (TCP), saving a task
+        // wake-up per frame; the receive task still serves what comes through `recv`. Weak:
+        // the transport belongs to `inner`.
+        let weak = Arc::downgrade(&inner);
+        inner.transport.set_sink(Arc::new(move |from, frame| {
+            if let Some(inner) = weak.upgrade()
+                && !inner.stopped.load(Ordering::Acquire)
+            {
+                inner.dispatch(from, frame);
+            }
+        }));
         Ok(Self {
             inner,
             _guard: Arc::new(cancel.drop_guard()),
@@ -856,10 +1018,25 @@ impl Inner {
     }
 
     fn on_channel(self: &Arc<Self>, from: SocketAddr, frame: BytesMut) {
+        // Delivered once the state lock is released: the handler may answer at once.
+        if let Some(cmd) = self.open_channel_frame(from, frame) {
+            self.deliver(cmd);
+        }
+    }
+
+    /// Opens a channel frame under the state lock; returns a command to hand to the handler.
+    fn open_channel_frame(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        frame: BytesMut,
+    ) -> Option<IncomingCommand> {
         let c = &self.counters;
         let header = match peek_header(&frame) {
             Ok(h) => h,
-            Err(e) => return self.reject(&e),
+            Err(e) => {
+                self.reject(&e);
+                return None;
+            }
         };
         let t = now();
         let mut st = self.lock();
@@ -880,7 +1057,7 @@ impl Inner {
                         // Tell the peer so it re-handshakes (e.g. we restarted).
                         self.reply_control(st, from, Control::UnknownSession { session_id, seq });
                     }
-                    return;
+                    return None;
                 }
             },
             (
@@ -890,11 +1067,17 @@ impl Inner {
                 Mode::Insecure,
             ) => {
                 if sender == self.local_id {
-                    return Counters::inc(&c.frames_rejected_unknown_session);
+                    {
+                        Counters::inc(&c.frames_rejected_unknown_session);
+                        return None;
+                    }
                 }
                 if st.peers.get(&sender).is_none_or(|p| p.chans.is_empty()) {
                     if !command || self.closing.load(Ordering::Acquire) {
-                        return Counters::inc(&c.frames_rejected_unknown_session);
+                        {
+                            Counters::inc(&c.frames_rejected_unknown_session);
+                            return None;
+                        }
                     }
                     let peer = PeerAddr {
                         id: sender,
@@ -904,7 +1087,10 @@ impl Inner {
                         Channel::insecure(self.local_id, sender, self.chan_cfg.clone(), t)
                     }) {
                         Ok(ch) => ch,
-                        Err(_) => return Counters::inc(&c.frames_rejected_other),
+                        Err(_) => {
+                            Counters::inc(&c.frames_rejected_other);
+                            return None;
+                        }
                     };
                     if let Some(p) = st.peers.get_mut(&sender) {
                         p.chans.push(Chan::new(ch, None));
@@ -931,10 +1117,11 @@ impl Inner {
                         },
                     );
                 }
-                return;
+                return None;
             }
             (FrameHeader::Secure { .. }, _) => {
-                return Counters::inc(&c.frames_rejected_mode);
+                Counters::inc(&c.frames_rejected_mode);
+                return None;
             }
         };
         // Backpressure on incoming commands: take a handler slot before opening, so a dropped
@@ -946,7 +1133,7 @@ impl Inner {
         let mut busy = false;
         let permit = if command {
             if self.closing.load(Ordering::Acquire) {
-                return;
+                return None;
             }
             match self.handlers.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
@@ -954,13 +1141,19 @@ impl Inner {
                     busy = true;
                     None
                 }
-                Err(_) => return Counters::inc(&c.commands_dropped_busy),
+                Err(_) => {
+                    Counters::inc(&c.commands_dropped_busy);
+                    return None;
+                }
             }
         } else {
             None
         };
         let Some(p) = st.peers.get_mut(&peer_id) else {
-            return Counters::inc(&c.frames_rejected_unknown_session);
+            {
+                Counters::inc(&c.frames_rejected_unknown_session);
+                return None;
+            }
         };
         // Answers go to the address the session is registered at, never to a frame's source
         // address: a replayed or raced copy with a spoofed source cannot redirect (and, with
@@ -972,7 +1165,10 @@ impl Inner {
         }
         let peer_addr = p.addr;
         let Some(ch) = p.chans.iter_mut().find(|ch| ch.key() == key) else {
-            return Counters::inc(&c.frames_rejected_unknown_session);
+            {
+                Counters::inc(&c.frames_rejected_unknown_session);
+                return None;
+            }
         };
         let seq = header.seq();
         let mut result = ch.channel.open(frame.clone(), t);
@@ -998,7 +1194,10 @@ impl Inner {
                         addr: peer_addr,
                     };
                     let to = (peer, key, ch.generation);
-                    self.spawn_handler(to, seq, payload.freeze(), permit);
+                    return Some(IncomingCommand {
+                        request: payload.freeze(),
+                        responder: CommandResponder::new(self.clone(), to, seq, permit),
+                    });
                 } else if busy {
                     Counters::inc(&c.commands_dropped_busy);
                     let session_id = match key {
@@ -1031,55 +1230,22 @@ impl Inner {
                 self.reject(&e);
             }
         }
+        None
     }
 
-    /// Runs the handler for command `seq` received on channel `(key, generation)` of `peer`
-    /// and sends the response sealed on that same channel. If the channel is gone meanwhile
-    /// (replaced because its insecure peer restarted, or dropped), the response is dropped:
-    /// sealing it on a successor under the same key would answer a different command that
-    /// happens to reuse `seq`.
-    fn spawn_handler(
-        self: &Arc<Self>,
-        (peer, key, generation): (PeerAddr, ChanKey, u64),
-        seq: u64,
-        request: Bytes,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let me = self.clone();
-        Counters::inc(&self.counters.handlers_running);
-        let span = tracing::debug_span!("handle", peer = %peer.id.short(), seq);
+    /// Hands a command to the handler's fast path, or runs [`Handler::handle`] for it on a
+    /// task of its own and sends the response sealed on the command's channel.
+    fn deliver(self: &Arc<Self>, cmd: IncomingCommand) {
+        let Err(cmd) = self.handler.try_dispatch(cmd) else {
+            return;
+        };
+        let (from, request, responder) = cmd.into_parts();
+        let handler = self.handler.clone();
+        let span = tracing::debug_span!("handle", peer = %from.id.short(), seq = responder.seq);
         tokio::spawn(
             async move {
-                let _gauge = Gauge(&me.counters.handlers_running);
-                let response = me.handler.handle(peer, request).await;
-                let frame = {
-                    let mut st = me.lock();
-                    let cache_len = me.cfg.response_cache;
-                    let reliable = me.reliable;
-                    st.chan_gen_mut(peer.id, key, generation).and_then(|ch| {
-                        let mut out = BytesMut::new();
-                        match ch.channel.seal_response(seq, &response, &mut out, now()) {
-                            Ok(()) => {
-                                let f = out.freeze();
-                                if !reliable && cache_len > 0 {
-                                    if ch.cache.len() >= cache_len {
-                                        ch.cache.pop_front();
-                                    }
-                                    ch.cache.push_back((seq, f.clone()));
-                                }
-                                Some(f)
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot send the handler's response");
-                                None
-                            }
-                        }
-                    })
-                };
-                if let Some(f) = frame {
-                    me.send(peer.addr, f).await;
-                }
-                drop(permit);
+                let response = handler.handle(from, request).await;
+                responder.respond_async(response).await;
             }
             .instrument(span),
         );
@@ -1443,6 +1609,7 @@ async fn recv_loop(inner: Arc<Inner>) {
             Err(e) => tracing::debug!(error = %e, "receive failed"),
         }
     }
+    inner.stopped.store(true, Ordering::Release);
     // Fail whatever still waits.
     let mut st = inner.lock();
     st.handshakes.clear();

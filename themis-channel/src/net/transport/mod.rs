@@ -35,6 +35,9 @@ pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
 pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
 
+/// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
+pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
+
 /// Default largest frame for TCP and the in-memory network: 16 MiB of payload plus 4 KiB of room
 /// for the channel's headers and tag.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
@@ -78,12 +81,32 @@ pub trait Transport: Send + Sync + 'static {
     /// Cancel safety: if the future is dropped, the frame may or may not have been queued.
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError>;
 
+    /// Queues `frame` for `to` at once if that needs no waiting (TCP: an open connection with
+    /// room in its queue; UDP: room in the socket's buffer), otherwise gives it back and the
+    /// caller uses [`Transport::send`]. For replies sent from a context that must not wait.
+    /// Counted like `send`. The default takes nothing.
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        let _ = to;
+        Err(frame)
+    }
+
     /// Waits for the next frame from any peer: `(sender's listening address, frame)`.
     ///
     /// Cancel safe: a dropped `recv` future loses no frame. Several tasks may call it; each
     /// frame goes to one of them. Returns [`TransportError::Closed`] once the transport is
     /// closed and its queue is drained.
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError>;
+
+    /// Asks the transport to hand the frames it receives from now on to `sink`, called on its
+    /// own reader tasks (TCP: one per connection, frames of a connection in order), instead
+    /// of queueing them for [`Transport::recv`]: one task hop less per frame. Returns whether
+    /// it will; frames it does not hand over (TCP: frames to itself) still come out of
+    /// `recv`. `sink` must not block. At most one sink: a second call returns `false`. The
+    /// default hands nothing over.
+    fn set_sink(&self, sink: FrameSink) -> bool {
+        let _ = sink;
+        false
+    }
 
     /// A snapshot of this transport's counters.
     fn stats(&self) -> TransportStats;
@@ -107,8 +130,14 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
         (**self).send(to, frame).await
     }
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        (**self).try_send(to, frame)
+    }
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
         (**self).recv().await
+    }
+    fn set_sink(&self, sink: FrameSink) -> bool {
+        (**self).set_sink(sink)
     }
     fn stats(&self) -> TransportStats {
         (**self).stats()

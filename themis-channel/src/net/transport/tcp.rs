@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -43,7 +43,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats,
+    DEFAULT_MAX_FRAME_LEN, FrameSink, Transport, TransportError, TransportStats,
     frame::{
         FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
         TRANSPORT_WELCOME, check_incoming, check_outgoing,
@@ -119,6 +119,14 @@ pub struct TcpTransport {
 
 type Incoming = mpsc::Sender<(SocketAddr, BytesMut)>;
 
+struct Sink(FrameSink);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     local: SocketAddr,
@@ -127,6 +135,8 @@ struct Inner {
     conns: Mutex<Conns>,
     /// Taken on close so that `recv` ends once every reader is gone.
     in_tx: Mutex<Option<Incoming>>,
+    /// Where readers hand frames when set (instead of `in_tx`): see `Transport::set_sink`.
+    sink: OnceLock<Sink>,
     shutdown: CancellationToken,
     epoch: Instant,
     next_id: AtomicU64,
@@ -336,6 +346,7 @@ impl TcpTransport {
             stats: Counters::default(),
             conns: Mutex::new(Conns::default()),
             in_tx: Mutex::new(Some(in_tx)),
+            sink: OnceLock::new(),
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -834,6 +845,10 @@ async fn read_loop(
                 inner.touch(&shared);
                 Counters::inc(&inner.stats.frames_received);
                 Counters::add(&inner.stats.bytes_received, frame.len() as u64);
+                if let Some(sink) = inner.sink.get() {
+                    (sink.0)(peer, frame);
+                    continue;
+                }
                 let delivered = tokio::select! {
                     biased;
                     () = &mut abort => false,
@@ -964,6 +979,29 @@ impl Transport for TcpTransport {
         Ok(())
     }
 
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        let inner = &self.inner;
+        if to == inner.local || check_outgoing(&frame, inner.cfg.max_frame_len).is_err() {
+            return Err(frame);
+        }
+        let conns = inner.lock();
+        if conns.closed {
+            return Err(frame);
+        }
+        let Some(h) = conns.map.get(&to) else {
+            return Err(frame);
+        };
+        match h.tx.try_send(frame) {
+            Ok(()) => {
+                inner.touch(&h.shared);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f)) => {
+                Err(f)
+            }
+        }
+    }
+
     async fn recv(&self) -> Result<(SocketAddr, BytesMut), TransportError> {
         self.incoming
             .lock()
@@ -971,6 +1009,10 @@ impl Transport for TcpTransport {
             .recv()
             .await
             .ok_or(TransportError::Closed)
+    }
+
+    fn set_sink(&self, sink: FrameSink) -> bool {
+        self.inner.sink.set(Sink(sink)).is_ok()
     }
 
     fn stats(&self) -> TransportStats {

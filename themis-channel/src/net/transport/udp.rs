@@ -170,6 +170,21 @@ impl Transport for UdpTransport {
         self.max_frame_len
     }
 
+    fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
+        if self.shutdown.is_cancelled() || check_outgoing(&frame, self.max_frame_len).is_err() {
+            return Err(frame);
+        }
+        match self.socket.try_send_to(&frame, to) {
+            Ok(_) => {
+                Counters::inc(&self.stats.frames_sent);
+                Counters::add(&self.stats.bytes_sent, frame.len() as u64);
+                Ok(())
+            }
+            // Full buffer, or an error `send` reports properly.
+            Err(_) => Err(frame),
+        }
+    }
+
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
         if self.shutdown.is_cancelled() {
             return Err(TransportError::Closed);
