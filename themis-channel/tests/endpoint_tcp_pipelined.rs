@@ -10,11 +10,16 @@ use bytes::Bytes;
 use support::*;
 use themis_channel::{EndpointConfig, Mode};
 
+/// How long a request may take before the tests call it lost.
+const LOSS_TIMEOUT: Duration = Duration::from_secs(20);
+
 async fn pipelined(mode: Mode) {
     let mut cfg = EndpointConfig::default();
     cfg.mode = mode;
-    // A lost request shows up as a timeout; keep it short so the test fails fast.
-    cfg.request_timeout = Duration::from_secs(3);
+    // A lost request shows up as a timeout. Not shorter: on a saturated 2-core CI machine,
+    // with the other tests of this file running beside it, a round trip has been seen to
+    // take seconds, and a timeout there would be a false loss.
+    cfg.request_timeout = LOSS_TIMEOUT;
     let echo = Arc::new(Echo::default());
     let b = tcp(2, cfg.clone(), echo.clone()).await;
     let a = tcp(1, cfg, Arc::new(Echo::default())).await;
@@ -83,7 +88,8 @@ fn bench_shape_insecure() {
         .build()
         .unwrap();
     let (a, b) = rt.block_on(async {
-        let cfg = EndpointConfig::insecure();
+        let mut cfg = EndpointConfig::insecure();
+        cfg.request_timeout = LOSS_TIMEOUT;
         (
             tcp(1, cfg.clone(), Arc::new(Echo::default())).await,
             tcp(2, cfg, Arc::new(Echo::default())).await,
