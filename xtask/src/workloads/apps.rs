@@ -518,6 +518,9 @@ fn metric_name(m: Metric) -> &'static str {
         Metric::MeanMs => "mean",
         Metric::P50Ms => "p50",
         Metric::P99Ms => "p99",
+        Metric::HandshakesPer1K => "handshakes per 1K ops",
+        Metric::DialsPer1K => "dials per 1K ops",
+        Metric::OfferedPerSec => "offered rate",
     }
 }
 
@@ -663,10 +666,7 @@ impl Workload for Apps {
             };
             // Warm-up, not recorded.
             progress.add_len(IN_FLIGHT as u64 * 4);
-            let warm = ClosedLoop {
-                concurrency: IN_FLIGHT,
-                ops: IN_FLIGHT as u64 * 4,
-            };
+            let warm = ClosedLoop::new(IN_FLIGHT, IN_FLIGHT as u64 * 4);
             load::closed_loop(warm, progress, auth.clone()).await?;
             for (point, c, ops) in [
                 ("appauth c=1", 1, s.auth_c1),
@@ -674,10 +674,7 @@ impl Workload for Apps {
             ] {
                 progress.add_len(ops);
                 progress.message(point);
-                let cfg = ClosedLoop {
-                    concurrency: c,
-                    ops,
-                };
+                let cfg = ClosedLoop::new(c, ops);
                 let stats = load::closed_loop(cfg, progress, auth.clone()).await?;
                 out.push(
                     Measurement::from_stats(NAME, mode, point, nodes, &stats).with_concurrency(c),
@@ -698,10 +695,7 @@ impl Workload for Apps {
                 }
             };
             progress.add_len(IN_FLIGHT as u64);
-            let warm = ClosedLoop {
-                concurrency: IN_FLIGHT,
-                ops: IN_FLIGHT as u64,
-            };
+            let warm = ClosedLoop::new(IN_FLIGHT, IN_FLIGHT as u64);
             load::closed_loop(warm, progress, km.clone()).await?;
             for (point, c, ops) in [
                 ("kmeans c=1", 1, s.kmeans_c1),
@@ -709,10 +703,7 @@ impl Workload for Apps {
             ] {
                 progress.add_len(ops);
                 progress.message(point);
-                let cfg = ClosedLoop {
-                    concurrency: c,
-                    ops,
-                };
+                let cfg = ClosedLoop::new(c, ops);
                 let stats = load::closed_loop(cfg, progress, km.clone()).await?;
                 out.push(
                     Measurement::from_stats(NAME, mode, point, nodes, &stats).with_concurrency(c),
