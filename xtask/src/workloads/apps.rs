@@ -56,21 +56,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn werr(mode: Mode, reason: impl ToString) -> Error {
-    Error::Workload {
-        workload: NAME.into(),
-        mode,
-        reason: reason.to_string(),
-    }
-}
+use super::mix;
 
-/// SplitMix64 of `seed` and `i`.
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+fn werr(mode: Mode, reason: impl ToString) -> Error {
+    super::werr(NAME, mode, reason)
 }
 
 /// A uniform draw in `[0, 1)`.
