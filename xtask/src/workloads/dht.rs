@@ -248,6 +248,32 @@ fn with_machine(mut m: Measurement, rss_reset: bool) -> Measurement {
     m
 }
 
+/// Keeps the points where more than 1 % of the operations failed, each with a note saying so
+/// (workload 2: one ring size's failures, at 1,000 nodes on a loaded machine, must not take the
+/// other sizes' figures with them); fails only where no operation succeeded.
+fn check_keeping(name: &str, mode: Mode, out: &mut [Measurement]) -> Result<(), Error> {
+    for m in out.iter_mut() {
+        if m.ops > 0 && m.errors * 100 > m.ops + m.errors {
+            let share = m.errors as f64 * 100.0 / (m.ops + m.errors) as f64;
+            let first = m.note.take().unwrap_or_default();
+            m.note = Some(format!(
+                "{share:.1} % of the operations failed: the figures are those of the rest. {first}"
+            ));
+        }
+    }
+    match out.iter().find(|m| m.ops == 0) {
+        Some(m) => Err(werr(
+            name,
+            mode,
+            m.note
+                .clone()
+                .unwrap_or_else(|| format!("{}: every operation failed", m.point)),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Fails the run if a point has no successful operation or more than 1 % of them failed.
 fn check(name: &str, mode: Mode, out: &[Measurement]) -> Result<(), Error> {
     match out
         .iter()
@@ -352,7 +378,10 @@ impl Workload for LocalFindStore {
         // Measured on 2 busy cores: finds at about 10K/s, stores at 5-9K/s.
         let finds = Self::open_ops(p) + Self::closed_ops(p);
         let stores = Self::open_store_ops(p) + Self::closed_ops(p);
-        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0)
+        // The sustained-rate search: its probes plus their drain.
+        let search = SustainedSearch::for_profile(p, 10_000.0);
+        let search = f64::from(search.probes) * (search.probe_secs + 0.5);
+        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0 + search)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -784,13 +813,30 @@ impl Workload for FindScaling {
         cold_warm_table(results)
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        let sizes = Self::sizes(p);
-        let joins: usize = sizes.iter().sum();
-        let finds = Self::ops(p) as f64 * sizes.len() as f64;
-        let stores = Self::store_ops(p) as f64 * sizes.len() as f64;
-        Duration::from_secs_f64(
-            joins as f64 * 0.05 + finds / 5_000.0 + stores / 1_000.0 + 5.0 * sizes.len() as f64,
-        )
+        // Rates of a full run on 2 cores shared with other work (load 5-8, 2026-11-26): finds
+        // about 10K/s at 100 nodes, 7K/s at 500, 3K/s at 1,000; provider stores 1.2K/s, 550/s,
+        // 450/s; a join while the ring grows about 50 ms over TCP, 150 ms over UDP with the
+        // scaled periods. The whole full run of this workload took 1,114 s (both modes).
+        let secs: f64 = Self::sizes(p)
+            .into_iter()
+            .map(|n| {
+                let (join, find_rate, store_rate) = match n {
+                    0..=10 => (0.05, 150_000.0, 4_000.0),
+                    11..=100 => (0.05, 10_000.0, 1_200.0),
+                    101..=500 => (0.15, 7_000.0, 550.0),
+                    _ => (0.15, 3_000.0, 450.0),
+                };
+                let scale = n.div_ceil(MAINTENANCE_BASE_NODES).max(1) as f64;
+                let settle = if scale > 1.0 {
+                    3.0 * BASE_FINGER_PERIOD.as_secs_f64() * scale
+                } else {
+                    5.0
+                };
+                let pass = (Self::ops(p) as f64 / find_rate).max(Self::min_pass(p).as_secs_f64());
+                n as f64 * join + settle + 2.0 * pass + Self::store_ops(p) as f64 / store_rate
+            })
+            .sum();
+        Duration::from_secs_f64(secs)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -824,7 +870,7 @@ impl Workload for FindScaling {
                             node.find(target)
                                 .await
                                 .map(|f| OpOutcome { hops: Some(f.hops) })
-                                .map_err(|_| "find failed")
+                                .map_err(|e| format!("find failed: {e}"))
                         }
                     }
                 };
@@ -895,7 +941,8 @@ impl Workload for FindScaling {
             }
             Ok::<_, Error>(out)
         })?;
-        check(SCALING, mode, &out)?;
+        let mut out = out;
+        check_keeping(SCALING, mode, &mut out)?;
         Ok(out)
     }
 }
@@ -941,7 +988,10 @@ impl Workload for Join {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        Duration::from_secs_f64(joiners(p) as f64 * 2.0 * 0.05 + 8.0)
+        // Measured in the quick run on the idle machine (2026-11-25): a sequential join takes
+        // 0.4-1.8 ms, a parallel batch of 100 about 0.1 s; binding the joiners, the bootstrap
+        // ring's 5 s to stabilize and the shutdown dominate.
+        Duration::from_secs_f64(joiners(p) as f64 * 2.0 * 0.01 + 8.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -1024,7 +1074,10 @@ impl Workload for LeaveBlink {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        Duration::from_secs_f64(leavers(p) as f64 * 3.0 * 0.05 + 10.0)
+        // Measured in the quick run on the idle machine (2026-11-25): a leave takes well under
+        // 1 ms, a blink 68 ms on average (most about 1 ms, a few wait 2 s for a request to a
+        // node that has left); growing the ring and its 10 s to stabilize come on top.
+        Duration::from_secs_f64(leavers(p) as f64 * (0.07 + 0.02) + 10.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -1177,6 +1230,27 @@ mod tests {
                 .iter()
                 .any(|r| r.goal.is_some() && r.point.starts_with("cold"))
         );
+    }
+
+    #[test]
+    fn a_point_with_failures_is_kept_with_a_note() {
+        let mut stats = load::RunStats::default();
+        stats.ok = 900;
+        stats.errors = 100;
+        stats.elapsed = Duration::from_secs(1);
+        let m = Measurement::from_stats(SCALING, Mode::Secure, "cold N=1000", 1000, &stats);
+        assert!(check(SCALING, Mode::Secure, std::slice::from_ref(&m)).is_err());
+        let mut out = vec![m];
+        check_keeping(SCALING, Mode::Secure, &mut out).unwrap();
+        assert!(
+            out[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .starts_with("10.0 % of the operations failed")
+        );
+        out[0].ops = 0;
+        assert!(check_keeping(SCALING, Mode::Secure, &mut out).is_err());
     }
 
     #[test]
