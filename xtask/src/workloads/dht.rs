@@ -261,24 +261,24 @@ fn check_keeping(name: &str, mode: Mode, out: &mut [Measurement]) -> Result<(), 
             ));
         }
     }
-    match out.iter().find(|m| m.ops == 0) {
-        Some(m) => Err(werr(
-            name,
-            mode,
-            m.note
-                .clone()
-                .unwrap_or_else(|| format!("{}: every operation failed", m.point)),
-        )),
-        None => Ok(()),
-    }
+    fail_on(name, mode, out, |m| m.ops == 0)
 }
 
 /// Fails the run if a point has no successful operation or more than 1 % of them failed.
 fn check(name: &str, mode: Mode, out: &[Measurement]) -> Result<(), Error> {
-    match out
-        .iter()
-        .find(|m| m.ops == 0 || m.errors * 100 > m.ops + m.errors)
-    {
+    fail_on(name, mode, out, |m| {
+        m.ops == 0 || m.errors * 100 > m.ops + m.errors
+    })
+}
+
+/// Fails the run with the first point that is `bad`, and its note.
+fn fail_on(
+    name: &str,
+    mode: Mode,
+    out: &[Measurement],
+    bad: impl Fn(&Measurement) -> bool,
+) -> Result<(), Error> {
+    match out.iter().find(|m| bad(m)) {
         Some(m) => Err(werr(
             name,
             mode,
@@ -953,6 +953,18 @@ impl Workload for FindScaling {
 const JOIN: &str = "join";
 const LEAVE: &str = "leave-blink";
 
+/// Joiner `i` of a batch and the bootstrap it joins through (round robin).
+fn joiner_and_boot(
+    batch: &[DhtNode],
+    boots: &[themis_dht::Contact],
+    i: u64,
+) -> Option<(DhtNode, themis_dht::Contact)> {
+    let k = usize::try_from(i).ok()?;
+    let node = batch.get(k)?.clone();
+    let boot = *boots.get(k % boots.len().max(1))?;
+    Some((node, boot))
+}
+
 fn joiners(p: &Params) -> u64 {
     p.profile.pick(500, 100, 6)
 }
@@ -1015,13 +1027,9 @@ impl Workload for Join {
                 let batch = Arc::new(batch);
                 let (b2, boots2) = (Arc::clone(&batch), Arc::clone(&boots));
                 let op = move |i: u64| {
-                    let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
-                    let boot = usize::try_from(i)
-                        .ok()
-                        .and_then(|k| boots2.get(k % boots2.len().max(1)))
-                        .cloned();
+                    let pair = joiner_and_boot(&b2, &boots2, i);
                     async move {
-                        let (node, boot) = node.zip(boot).ok_or("no node")?;
+                        let (node, boot) = pair.ok_or("no node")?;
                         node.join([boot])
                             .await
                             .map(|_| OpOutcome::default())
@@ -1130,13 +1138,9 @@ impl Workload for LeaveBlink {
             progress.add_len(count);
             progress.message("blink");
             let stats = load::closed_loop(ClosedLoop::new(1, count), progress, move |i: u64| {
-                let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
-                let boot = usize::try_from(i)
-                    .ok()
-                    .and_then(|k| boots.get(k % boots.len().max(1)))
-                    .cloned();
+                let pair = joiner_and_boot(&b2, &boots, i);
                 async move {
-                    let (node, boot) = node.zip(boot).ok_or("no node")?;
+                    let (node, boot) = pair.ok_or("no node")?;
                     node.join([boot]).await.map_err(|_| "join failed")?;
                     node.leave()
                         .await
