@@ -250,7 +250,9 @@ fn with_machine(mut m: Measurement, rss_reset: bool) -> Measurement {
 
 /// Keeps the points where more than 1 % of the operations failed, each with a note saying so
 /// (workload 2: one ring size's failures, at 1,000 nodes on a loaded machine, must not take the
-/// other sizes' figures with them); fails only where no operation succeeded.
+/// other sizes' figures with them; workload 3: 500 joins at once may time out on 2 loaded
+/// cores, which must not take the sequential figure with them); fails only where no
+/// operation succeeded.
 fn check_keeping(name: &str, mode: Mode, out: &mut [Measurement]) -> Result<(), Error> {
     for m in out.iter_mut() {
         if m.ops > 0 && m.errors * 100 > m.ops + m.errors {
@@ -1033,7 +1035,7 @@ impl Workload for Join {
                         node.join([boot])
                             .await
                             .map(|_| OpOutcome::default())
-                            .map_err(|_| "join failed")
+                            .map_err(|e| format!("join failed: {e}"))
                     }
                 };
                 let rss = machine::reset_peak_rss();
@@ -1053,7 +1055,8 @@ impl Workload for Join {
             ring.shutdown().await;
             Ok::<_, Error>(out)
         })?;
-        check(JOIN, mode, &out)?;
+        let mut out = out;
+        check_keeping(JOIN, mode, &mut out)?;
         Ok(out)
     }
 }
