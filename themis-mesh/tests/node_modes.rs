@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-//! `MeshNode` in every transport and mode it can run: insecure TCP, secure UDP and insecure
-//! UDP (secure TCP is `node_mesh.rs`). Register, discover, call, failover and access policy,
-//! every step bounded.
+//! `MeshNode` in every transport and mode it can run: secure TCP, insecure TCP, secure UDP and
+//! insecure UDP, through one scenario: register, discover, call, failover when a provider
+//! crashes, and access policy, every step bounded (the larger secure-TCP scenarios are
+//! `node_mesh.rs`).
 
 mod node_support;
 
@@ -63,6 +64,11 @@ async fn register_discover_call(setup: Setup, seed: u64) {
         .map(|(_, n)| n.clone())
         .collect();
     shutdown_all(&alive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_tcp() {
+    within(90, "the whole test", register_discover_call(Setup::TCP, 34)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

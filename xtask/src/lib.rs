@@ -32,6 +32,7 @@ mod load;
 mod machine;
 mod progress;
 mod report;
+mod search;
 mod svg;
 mod workload;
 mod workloads;
@@ -47,6 +48,7 @@ pub use load::{
 };
 pub use machine::{MachineInfo, open_fds, peak_rss_kib, reset_peak_rss};
 pub use progress::Progress;
+pub use search::RateSearch;
 pub use workload::{
-    Figure, Goal, Measurement, Metric, Mode, Params, PlotAxis, PointSel, Profile, Workload,
+    Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, Workload,
 };

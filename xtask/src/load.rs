@@ -234,12 +234,34 @@ pub struct ClosedLoop {
     /// Operations kept in flight (> 0): each of this many tasks sends its next operation as
     /// soon as its previous one completes.
     pub concurrency: usize,
-    /// Operations in total (> 0).
+    /// Operations in total (> 0), at least: see `min_duration`.
     pub ops: u64,
+    /// The run goes on (operations `ops`, `ops + 1`, ...) until it has lasted at least this
+    /// long. A point of a few milliseconds measures whatever else the machine did in those
+    /// milliseconds (a page-fault burst, another process's time slice) more than the system
+    /// under test; `Duration::ZERO` runs exactly `ops`.
+    pub min_duration: Duration,
 }
 
-/// Runs `cfg.ops` operations with `cfg.concurrency` in flight and records each latency from
-/// its send.
+impl ClosedLoop {
+    /// `ops` operations with `concurrency` in flight, no minimum duration.
+    pub fn new(concurrency: usize, ops: u64) -> Self {
+        Self {
+            concurrency,
+            ops,
+            min_duration: Duration::ZERO,
+        }
+    }
+
+    /// The same, lasting at least `min` (see [`ClosedLoop::min_duration`]).
+    pub fn lasting(mut self, min: Duration) -> Self {
+        self.min_duration = min;
+        self
+    }
+}
+
+/// Runs `cfg.ops` operations (more if they finish before `cfg.min_duration`) with
+/// `cfg.concurrency` in flight and records each latency from its send.
 pub async fn closed_loop<F, Fut, E>(
     cfg: ClosedLoop,
     progress: &Progress,
@@ -261,13 +283,13 @@ where
     let mut workers = JoinSet::new();
     for _ in 0..cfg.concurrency {
         let (op, next, progress) = (Arc::clone(&op), Arc::clone(&next), progress.clone());
-        let total = cfg.ops;
+        let (total, min) = (cfg.ops, cfg.min_duration);
         workers.spawn(async move {
             let mut stats = RunStats::default();
             let mut last_done = start;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
+                if i >= total && start.elapsed() >= min {
                     break;
                 }
                 let sent = Instant::now();
@@ -385,10 +407,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closed_loop_keeps_n_in_flight() {
-        let cfg = ClosedLoop {
-            concurrency: 4,
-            ops: 40,
-        };
+        let cfg = ClosedLoop::new(4, 40);
         let stats = closed_loop(cfg, &Progress::hidden(), |_| async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             Ok::<_, String>(OpOutcome::default())
@@ -400,6 +419,27 @@ mod tests {
         assert_eq!(stats.elapsed, Duration::from_millis(100));
         assert!((stats.ops_per_sec() - 400.0).abs() < 1e-6);
         assert_eq!(stats.latency.value_at_quantile(0.99), ms(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_loop_runs_on_until_its_minimum_duration() {
+        let cfg = ClosedLoop::new(2, 4).lasting(Duration::from_millis(100));
+        let stats = closed_loop(cfg, &Progress::hidden(), |_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, String>(OpOutcome::default())
+        })
+        .await
+        .unwrap();
+        // 4 operations would take 20 ms; the run goes on to 100 ms: 2 workers x 10 rounds.
+        assert_eq!(stats.elapsed, Duration::from_millis(100));
+        assert_eq!(stats.ok, 20);
+        let short = closed_loop(ClosedLoop::new(2, 4), &Progress::hidden(), |_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, String>(OpOutcome::default())
+        })
+        .await
+        .unwrap();
+        assert_eq!((short.ok, short.elapsed), (4, Duration::from_millis(20)));
     }
 
     /// Real time, so only bounds that load cannot break: no operation leaves before its due
@@ -464,10 +504,7 @@ mod tests {
         ] {
             assert!(matches!(open_loop(cfg, &p, op).await, Err(Error::Param(_))));
         }
-        let cfg = ClosedLoop {
-            concurrency: 0,
-            ops: 1,
-        };
+        let cfg = ClosedLoop::new(0, 1);
         assert!(matches!(
             closed_loop(cfg, &p, op).await,
             Err(Error::Param(_))

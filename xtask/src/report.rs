@@ -321,6 +321,83 @@ pub(crate) fn libp2p_section(results: &[Measurement]) -> String {
     s
 }
 
+/// The table of every measured point of one workload. The set-up columns (handshakes and
+/// connections dialed per 1,000 operations, during the point) appear only where the workload
+/// counted them.
+pub(crate) fn points_table(mine: &[&Measurement]) -> String {
+    let setups = mine.iter().any(|m| m.handshakes.is_some());
+    let mut header = vec![
+        "point",
+        "mode",
+        "nodes",
+        "in flight",
+        "offered/s",
+        "ops/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "mean",
+        "max",
+        "hops",
+        "ops",
+        "errors",
+        "late sends",
+        "send lag p99",
+        "peak RSS MiB",
+        "fds",
+    ];
+    if setups {
+        header.extend(["handshakes", "per 1K ops", "dials", "per 1K ops"]);
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(header.len()));
+    let count = |c: Option<u64>| c.map_or_else(|| "—".into(), |c| c.to_string());
+    for m in mine {
+        let mut cells = vec![
+            m.point.clone(),
+            m.mode.to_string(),
+            m.nodes.to_string(),
+            count(m.concurrency.map(u64::from)),
+            opt(m.offered_per_sec),
+            fmt_num(m.ops_per_sec),
+            fmt_num(m.p50_ms),
+            fmt_num(m.p90_ms),
+            fmt_num(m.p99_ms),
+            fmt_num(m.p999_ms),
+            fmt_num(m.mean_ms),
+            fmt_num(m.max_ms),
+            opt(m.mean_hops),
+            m.ops.to_string(),
+            m.errors.to_string(),
+            count(m.late_sends),
+            opt(m.send_lag_p99_ms),
+            m.peak_rss_kib
+                .map_or_else(|| "—".into(), |k| fmt_num(k as f64 / 1024.0)),
+            count(m.open_fds),
+        ];
+        if setups {
+            cells.extend([
+                count(m.handshakes),
+                opt(m.handshakes_per_1k_ops()),
+                count(m.connections_dialed),
+                opt(m.dials_per_1k_ops()),
+            ]);
+        }
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
+        if let Some(note) = &m.note {
+            let _ = writeln!(
+                s,
+                "| ↳ note: {} |{}",
+                note.replace('|', "/"),
+                "|".repeat(header.len())
+            );
+        }
+    }
+    s
+}
+
 fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
     let m = r.machine;
     let mut s = String::new();
@@ -434,47 +511,7 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
             .collect();
         if !mine.is_empty() {
             let _ = writeln!(s, "All measured points (latencies in ms):\n");
-            let _ = writeln!(
-                s,
-                "| point | mode | nodes | in flight | offered/s | ops/s | p50 | p90 | p99 | p99.9 | mean | max | hops | ops | errors | late sends | send lag p99 | peak RSS MiB | fds |"
-            );
-            let _ = writeln!(
-                s,
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-            );
-            for m in mine {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    m.point,
-                    m.mode,
-                    m.nodes,
-                    m.concurrency.map_or_else(|| "—".into(), |c| c.to_string()),
-                    opt(m.offered_per_sec),
-                    fmt_num(m.ops_per_sec),
-                    fmt_num(m.p50_ms),
-                    fmt_num(m.p90_ms),
-                    fmt_num(m.p99_ms),
-                    fmt_num(m.p999_ms),
-                    fmt_num(m.mean_ms),
-                    fmt_num(m.max_ms),
-                    opt(m.mean_hops),
-                    m.ops,
-                    m.errors,
-                    m.late_sends.map_or_else(|| "—".into(), |l| l.to_string()),
-                    opt(m.send_lag_p99_ms),
-                    m.peak_rss_kib
-                        .map_or_else(|| "—".into(), |k| fmt_num(k as f64 / 1024.0)),
-                    m.open_fds.map_or_else(|| "—".into(), |f| f.to_string()),
-                );
-                if let Some(note) = &m.note {
-                    let _ = writeln!(
-                        s,
-                        "| ↳ note: {} ||||||||||||||||||| ",
-                        note.replace('|', "/")
-                    );
-                }
-            }
+            let _ = write!(s, "{}", points_table(&mine));
             s.push('\n');
         }
         for (workload, file) in plots {

@@ -36,6 +36,18 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Which pass over a freshly built system a point is (workload 2 measures two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The first pass: sessions (secure) and connections are set up as the operations need
+    /// them, and that set-up is part of what is measured.
+    Cold,
+    /// A second pass of the same size right after the first: nearly every pair of nodes the
+    /// operations involve already has its session.
+    Warm,
+}
+
 /// How big a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -86,6 +98,9 @@ pub struct Measurement {
     pub point: String,
     /// Nodes in the system during the measurement.
     pub nodes: u32,
+    /// Cold or warm pass, where the workload measures both (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
     /// Closed loop: operations kept in flight.
     pub concurrency: Option<u32>,
     /// Open loop: the rate actually offered, per second.
@@ -121,6 +136,12 @@ pub struct Measurement {
     pub peak_rss_kib: Option<u64>,
     /// Open file descriptors at the end of the measurement.
     pub open_fds: Option<u64>,
+    /// Key agreements (paper Fig. 2) completed during the point, over all nodes, counted once
+    /// (on the initiator's side), where the workload counts them.
+    pub handshakes: Option<u64>,
+    /// Transport connections set up during the point (TCP dials), where the workload counts
+    /// them.
+    pub connections_dialed: Option<u64>,
     /// Anything the reader must know about this point.
     pub note: Option<String>,
     /// The latency distribution, for the CDF plot (not serialised).
@@ -148,6 +169,7 @@ impl Measurement {
             mode,
             point: point.into(),
             nodes,
+            phase: None,
             concurrency: None,
             offered_per_sec: stats.offered_per_sec,
             ops_per_sec: stats.ops_per_sec(),
@@ -167,6 +189,8 @@ impl Measurement {
                 .map(|_| ms(stats.send_lag.value_at_quantile(0.99) as f64)),
             peak_rss_kib: None,
             open_fds: None,
+            handshakes: None,
+            connections_dialed: None,
             note: stats
                 .first_error
                 .as_ref()
@@ -179,6 +203,36 @@ impl Measurement {
     pub fn with_concurrency(mut self, c: usize) -> Self {
         self.concurrency = u32::try_from(c).ok();
         self
+    }
+
+    /// Sets the phase.
+    pub fn with_phase(mut self, phase: Phase) -> Self {
+        self.phase = Some(phase);
+        self
+    }
+
+    /// Sets the set-up counts of the point (handshakes and connections made during it).
+    pub fn with_setups(mut self, handshakes: u64, connections_dialed: u64) -> Self {
+        self.handshakes = Some(handshakes);
+        self.connections_dialed = Some(connections_dialed);
+        self
+    }
+
+    /// `count` per 1,000 successful operations of this point.
+    fn per_1k_ops(&self, count: Option<u64>) -> Option<f64> {
+        count
+            .filter(|_| self.ops > 0)
+            .map(|c| c as f64 * 1000.0 / self.ops as f64)
+    }
+
+    /// Handshakes per 1,000 successful operations, where counted.
+    pub fn handshakes_per_1k_ops(&self) -> Option<f64> {
+        self.per_1k_ops(self.handshakes)
+    }
+
+    /// Connections dialed per 1,000 successful operations, where counted.
+    pub fn dials_per_1k_ops(&self) -> Option<f64> {
+        self.per_1k_ops(self.connections_dialed)
     }
 
     /// The value of `metric` at this point.
@@ -195,6 +249,9 @@ impl Measurement {
             Metric::MeanMs => self.mean_ms,
             Metric::P50Ms => self.p50_ms,
             Metric::P99Ms => self.p99_ms,
+            Metric::HandshakesPer1K => self.handshakes_per_1k_ops().unwrap_or(f64::NAN),
+            Metric::DialsPer1K => self.dials_per_1k_ops().unwrap_or(f64::NAN),
+            Metric::OfferedPerSec => self.offered_per_sec.unwrap_or(f64::NAN),
         }
     }
 }
@@ -213,24 +270,37 @@ pub enum Metric {
     P50Ms,
     /// 99th percentile latency.
     P99Ms,
+    /// Key agreements during the point per 1,000 operations (set-up work, not a speed).
+    HandshakesPer1K,
+    /// Connections dialed during the point per 1,000 operations.
+    DialsPer1K,
+    /// The offered rate of an open-loop point (higher is better: the search for the highest
+    /// rate within a latency bound reports it).
+    OfferedPerSec,
 }
 
 impl Metric {
     /// `true` for throughput, where the overhead is the fraction lost.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::OpsPerSec)
+        matches!(self, Metric::OpsPerSec | Metric::OfferedPerSec)
     }
 
     /// Unit for the tables.
     pub fn unit(self) -> &'static str {
         match self {
-            Metric::OpsPerSec => "ops/s",
+            Metric::OpsPerSec | Metric::OfferedPerSec => "ops/s",
             Metric::MsPerOp | Metric::MeanMs | Metric::P50Ms | Metric::P99Ms => "ms",
+            Metric::HandshakesPer1K => "handshakes per 1K ops",
+            Metric::DialsPer1K => "dials per 1K ops",
         }
     }
 
     /// Security overhead in percent: throughput lost, or latency added, relative to insecure.
+    /// `None` for counts (handshakes, dials), which are not a cost to compare that way.
     pub fn overhead_pct(self, secure: f64, insecure: f64) -> Option<f64> {
+        if matches!(self, Metric::HandshakesPer1K | Metric::DialsPer1K) {
+            return None;
+        }
         if !(insecure.is_finite() && secure.is_finite()) || insecure <= 0.0 {
             return None;
         }
@@ -364,6 +434,28 @@ mod tests {
         assert!((l - 10.0).abs() < 1e-9);
         assert_eq!(Metric::MeanMs.overhead_pct(1.0, 0.0), None);
         assert_eq!(Metric::MsPerOp.overhead_pct(f64::INFINITY, 1.0), None);
+        assert_eq!(Metric::HandshakesPer1K.overhead_pct(5.0, 1.0), None);
+        let o = Metric::OfferedPerSec.overhead_pct(45.0, 50.0).unwrap();
+        assert!((o - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn setups_are_counted_per_thousand_operations() {
+        let mut stats = RunStats::default();
+        stats.ok = 4000;
+        stats.elapsed = std::time::Duration::from_secs(1);
+        let m = Measurement::from_stats("w", Mode::Secure, "cold N=10", 10, &stats)
+            .with_phase(Phase::Cold)
+            .with_setups(90, 12);
+        assert_eq!(m.handshakes_per_1k_ops(), Some(22.5));
+        assert_eq!(m.value(Metric::DialsPer1K), 3.0);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["phase"], "cold");
+        assert_eq!(json["handshakes"], 90);
+        let plain = Measurement::from_stats("w", Mode::Secure, "p", 1, &stats);
+        assert_eq!(plain.handshakes_per_1k_ops(), None);
+        assert!(plain.value(Metric::HandshakesPer1K).is_nan());
+        assert!(serde_json::to_value(&plain).unwrap().get("phase").is_none());
     }
 
     #[test]

@@ -118,6 +118,24 @@ fn tiny_bench_writes_a_complete_report() {
         assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
         assert_eq!(r["errors"], 0);
     }
+    // Workload 2: a cold and a warm pass per ring size and mode, with their set-up counts.
+    for mode in ["secure", "insecure"] {
+        for (point, phase) in [("cold N=4", "cold"), ("N=4", "warm")] {
+            let r = results
+                .iter()
+                .find(|r| {
+                    r["workload"] == "find-scaling" && r["point"] == point && r["mode"] == mode
+                })
+                .unwrap_or_else(|| panic!("find-scaling {point} {mode} missing"));
+            assert_eq!(r["phase"], phase);
+            assert!(
+                r["handshakes"].is_u64() && r["connections_dialed"].is_u64(),
+                "{r}"
+            );
+        }
+    }
+    // Workload 1: the search for the highest rate within the p99 bound ran.
+    assert!(results.iter().any(|r| r["point"] == "find sustained"));
     let open = results
         .iter()
         .find(|r| !r["offered_per_sec"].is_null())
@@ -127,6 +145,7 @@ fn tiny_bench_writes_a_complete_report() {
     // report.md: the machine, one table per workload, the planned ones marked as such.
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("| CPU |"));
+    assert!(md.contains("Cold against warm"));
     for title in [
         "## 1. find and store",
         "## 2. find across N nodes",

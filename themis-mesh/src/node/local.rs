@@ -9,8 +9,7 @@
 use bytes::Bytes;
 use themis_channel::PeerAddr;
 
-use super::wire::{CallResponse, decode_request, encode_response};
-use super::{MeshNode, RemoteErrorKind, refuse};
+use super::{MeshNode, serve_call};
 
 impl MeshNode {
     /// Sends an encoded service call to `peer`, or runs it here when `peer` is this node.
@@ -25,49 +24,17 @@ impl MeshNode {
         Ok(self.local_call(&payload).await)
     }
 
+    /// The call as from this node, through the same path as a call from the network
+    /// (`serve_call`), under the endpoint's request timeout.
     async fn local_call(&self, payload: &Bytes) -> Bytes {
-        let Some(call) = decode_request(payload) else {
-            return refuse(
-                RemoteErrorKind::Malformed,
-                "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
-            );
-        };
-        let handler = self
-            .inner
-            .services
-            .read()
-            .ok()
-            .and_then(|s| s.get(&call.service).cloned());
-        let Some(handler) = handler else {
-            return refuse(
-                RemoteErrorKind::UnknownService,
-                format!("this node does not provide '{}'", call.service),
-            );
-        };
-        let me = self.id();
-        let allowed = self
-            .inner
-            .access
-            .read()
-            .map(|a| a.check(&call.service, &me).is_ok())
-            .unwrap_or(false);
-        if !allowed {
-            return refuse(
-                RemoteErrorKind::AccessDenied,
-                format!("caller {me} may not call '{}'", call.service),
-            );
-        }
         let deadline = self.inner.config.driver.endpoint.request_timeout;
-        match tokio::time::timeout(deadline, handler.call(me, call.body)).await {
-            Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
-            Ok(Err(message)) => refuse(RemoteErrorKind::Handler, message),
-            Err(_) => refuse(
-                RemoteErrorKind::Handler,
-                format!(
-                    "the handler of '{}' did not answer within {deadline:?}",
-                    call.service
-                ),
-            ),
-        }
+        serve_call(
+            &self.inner.services,
+            &self.inner.access,
+            deadline,
+            self.id(),
+            payload,
+        )
+        .await
     }
 }

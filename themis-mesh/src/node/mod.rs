@@ -198,46 +198,65 @@ impl Handler for MeshHandler {
         if request.first() != Some(&wire::TAG_SERVICE_CALL) {
             return self.dht.handle(from, request).await;
         }
-        let Some(call) = decode_request(&request) else {
-            return refuse(
-                RemoteErrorKind::Malformed,
-                "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
-            );
-        };
-        let handler = self
-            .services
-            .read()
-            .ok()
-            .and_then(|s| s.get(&call.service).cloned());
-        let Some(handler) = handler else {
-            return refuse(
-                RemoteErrorKind::UnknownService,
-                format!("this node does not provide '{}'", call.service),
-            );
-        };
         // Beyond the paper: the provider checks the caller the endpoint authenticated.
-        let allowed = self
-            .access
-            .read()
-            .map(|a| a.check(&call.service, &from.id).is_ok())
-            .unwrap_or(false);
-        if !allowed {
-            return refuse(
-                RemoteErrorKind::AccessDenied,
-                format!("caller {} may not call '{}'", from.id, call.service),
-            );
-        }
-        match tokio::time::timeout(self.handler_timeout, handler.call(from.id, call.body)).await {
-            Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
-            Ok(Err(message)) => refuse(RemoteErrorKind::Handler, message),
-            Err(_) => refuse(
-                RemoteErrorKind::Handler,
-                format!(
-                    "the handler of '{}' did not answer within {:?}",
-                    call.service, self.handler_timeout
-                ),
+        serve_call(
+            &self.services,
+            &self.access,
+            self.handler_timeout,
+            from.id,
+            &request,
+        )
+        .await
+    }
+}
+
+/// Serves one service call from `caller`: the request's parse, the services this node
+/// provides, the access policy for `caller`, then the handler, cut off after `timeout`. The one
+/// path of a call from the network (`caller` authenticated by the endpoint) and of a call this
+/// node makes to itself (`caller` is this node).
+async fn serve_call(
+    services: &Services,
+    access: &RwLock<AccessPolicy>,
+    timeout: Duration,
+    caller: NodeId,
+    request: &Bytes,
+) -> Bytes {
+    let Some(call) = decode_request(request) else {
+        return refuse(
+            RemoteErrorKind::Malformed,
+            "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
+        );
+    };
+    let handler = services
+        .read()
+        .ok()
+        .and_then(|s| s.get(&call.service).cloned());
+    let Some(handler) = handler else {
+        return refuse(
+            RemoteErrorKind::UnknownService,
+            format!("this node does not provide '{}'", call.service),
+        );
+    };
+    let allowed = access
+        .read()
+        .map(|a| a.check(&call.service, &caller).is_ok())
+        .unwrap_or(false);
+    if !allowed {
+        return refuse(
+            RemoteErrorKind::AccessDenied,
+            format!("caller {caller} may not call '{}'", call.service),
+        );
+    }
+    match tokio::time::timeout(timeout, handler.call(caller, call.body)).await {
+        Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
+        Ok(Err(message)) => refuse(RemoteErrorKind::Handler, message),
+        Err(_) => refuse(
+            RemoteErrorKind::Handler,
+            format!(
+                "the handler of '{}' did not answer within {timeout:?}",
+                call.service
             ),
-        }
+        ),
     }
 }
 

@@ -56,21 +56,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn werr(mode: Mode, reason: impl ToString) -> Error {
-    Error::Workload {
-        workload: NAME.into(),
-        mode,
-        reason: reason.to_string(),
-    }
-}
+use super::mix;
 
-/// SplitMix64 of `seed` and `i`.
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+fn werr(mode: Mode, reason: impl ToString) -> Error {
+    super::werr(NAME, mode, reason)
 }
 
 /// A uniform draw in `[0, 1)`.
@@ -518,6 +507,9 @@ fn metric_name(m: Metric) -> &'static str {
         Metric::MeanMs => "mean",
         Metric::P50Ms => "p50",
         Metric::P99Ms => "p99",
+        Metric::HandshakesPer1K => "handshakes per 1K ops",
+        Metric::DialsPer1K => "dials per 1K ops",
+        Metric::OfferedPerSec => "offered rate",
     }
 }
 
@@ -663,10 +655,7 @@ impl Workload for Apps {
             };
             // Warm-up, not recorded.
             progress.add_len(IN_FLIGHT as u64 * 4);
-            let warm = ClosedLoop {
-                concurrency: IN_FLIGHT,
-                ops: IN_FLIGHT as u64 * 4,
-            };
+            let warm = ClosedLoop::new(IN_FLIGHT, IN_FLIGHT as u64 * 4);
             load::closed_loop(warm, progress, auth.clone()).await?;
             for (point, c, ops) in [
                 ("appauth c=1", 1, s.auth_c1),
@@ -674,10 +663,7 @@ impl Workload for Apps {
             ] {
                 progress.add_len(ops);
                 progress.message(point);
-                let cfg = ClosedLoop {
-                    concurrency: c,
-                    ops,
-                };
+                let cfg = ClosedLoop::new(c, ops);
                 let stats = load::closed_loop(cfg, progress, auth.clone()).await?;
                 out.push(
                     Measurement::from_stats(NAME, mode, point, nodes, &stats).with_concurrency(c),
@@ -698,10 +684,7 @@ impl Workload for Apps {
                 }
             };
             progress.add_len(IN_FLIGHT as u64);
-            let warm = ClosedLoop {
-                concurrency: IN_FLIGHT,
-                ops: IN_FLIGHT as u64,
-            };
+            let warm = ClosedLoop::new(IN_FLIGHT, IN_FLIGHT as u64);
             load::closed_loop(warm, progress, km.clone()).await?;
             for (point, c, ops) in [
                 ("kmeans c=1", 1, s.kmeans_c1),
@@ -709,10 +692,7 @@ impl Workload for Apps {
             ] {
                 progress.add_len(ops);
                 progress.message(point);
-                let cfg = ClosedLoop {
-                    concurrency: c,
-                    ops,
-                };
+                let cfg = ClosedLoop::new(c, ops);
                 let stats = load::closed_loop(cfg, progress, km.clone()).await?;
                 out.push(
                     Measurement::from_stats(NAME, mode, point, nodes, &stats).with_concurrency(c),

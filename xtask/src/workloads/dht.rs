@@ -14,7 +14,7 @@ use themis_dht::{DhtNode, DriverConfig, ServiceSpec, object_id};
 
 use crate::load::{self, ClosedLoop, OpOutcome, OpenLoop, Timer};
 use crate::machine;
-use crate::workload::{Figure, Measurement, Params, PlotAxis, Workload};
+use crate::workload::{Figure, Measurement, Params, Phase, PlotAxis, Workload};
 use crate::{Error, Mode, Progress};
 
 /// Operations kept in flight by the closed-loop points.
@@ -42,22 +42,7 @@ const BASE_STABILIZE_PERIOD: Duration = Duration::from_millis(200);
 /// Finger refresh period of the benchmark nodes (scaled for big rings).
 const BASE_FINGER_PERIOD: Duration = Duration::from_secs(2);
 
-fn werr(workload: &str, mode: Mode, reason: impl ToString) -> Error {
-    Error::Workload {
-        workload: workload.into(),
-        mode,
-        reason: reason.to_string(),
-    }
-}
-
-/// SplitMix64 of `seed` and `i`: a deterministic draw per operation, no shared state.
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use super::{mix, werr};
 
 fn random_id(seed: u64, i: u64) -> NodeId {
     let mut b = [0u8; 32];
@@ -263,11 +248,39 @@ fn with_machine(mut m: Measurement, rss_reset: bool) -> Measurement {
     m
 }
 
+/// Keeps the points where more than 1 % of the operations failed, each with a note saying so
+/// (workload 2: one ring size's failures, at 1,000 nodes on a loaded machine, must not take the
+/// other sizes' figures with them; workload 3: 500 joins at once may time out on 2 loaded
+/// cores, which must not take the sequential figure with them); fails only where no
+/// operation succeeded.
+fn check_keeping(name: &str, mode: Mode, out: &mut [Measurement]) -> Result<(), Error> {
+    for m in out.iter_mut() {
+        if m.ops > 0 && m.errors * 100 > m.ops + m.errors {
+            let share = m.errors as f64 * 100.0 / (m.ops + m.errors) as f64;
+            let first = m.note.take().unwrap_or_default();
+            m.note = Some(format!(
+                "{share:.1} % of the operations failed: the figures are those of the rest. {first}"
+            ));
+        }
+    }
+    fail_on(name, mode, out, |m| m.ops == 0)
+}
+
+/// Fails the run if a point has no successful operation or more than 1 % of them failed.
 fn check(name: &str, mode: Mode, out: &[Measurement]) -> Result<(), Error> {
-    match out
-        .iter()
-        .find(|m| m.ops == 0 || m.errors * 100 > m.ops + m.errors)
-    {
+    fail_on(name, mode, out, |m| {
+        m.ops == 0 || m.errors * 100 > m.ops + m.errors
+    })
+}
+
+/// Fails the run with the first point that is `bad`, and its note.
+fn fail_on(
+    name: &str,
+    mode: Mode,
+    out: &[Measurement],
+    bad: impl Fn(&Measurement) -> bool,
+) -> Result<(), Error> {
+    match out.iter().find(|m| bad(m)) {
         Some(m) => Err(werr(
             name,
             mode,
@@ -345,7 +358,12 @@ impl Workload for LocalFindStore {
          resolved by the serving node (one request and response). Open loop at 50K/s offered \
          (`find @50K/s`, `store @50K/s`; latency from the due time, at most 512 in flight: \
          beyond the node's capacity the pacer waits, and the wait counts in the latency), \
-         then closed loop with 64 in flight (`find max`, `store max`). Quick: 50K finds and \
+         then closed loop with 64 in flight (`find max`, `store max`). Because \
+         50K/s may exceed the node's capacity, where the p99 measures the queue rather than the \
+         path, `find sustained` is the highest offered rate whose p99 stays ≤ 2 ms: a search of \
+         open-loop probes (0.5 s each, full: 1 s; at most 8, full: 10) from 70 % of `find \
+         max` up to 120 % of it, doubling or halving until a pass and a miss bracket the rate, \
+         then bisecting to 10 %; the probes are listed in the point's note. Quick: 50K finds and \
          20K stores offered open-loop, 2K per closed-loop point; full: 1M and 200K. The \
          client keeps every name it registered (re-stored every 200 s, TTL 600 s: the default \
          profile's periods, so no re-store runs during a quick run)."
@@ -362,7 +380,10 @@ impl Workload for LocalFindStore {
         // Measured on 2 busy cores: finds at about 10K/s, stores at 5-9K/s.
         let finds = Self::open_ops(p) + Self::closed_ops(p);
         let stores = Self::open_store_ops(p) + Self::closed_ops(p);
-        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0)
+        // The sustained-rate search: its probes plus their drain.
+        let search = SustainedSearch::for_profile(p, 10_000.0);
+        let search = f64::from(search.probes) * (search.probe_secs + 0.5);
+        Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0 + search)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -433,25 +454,14 @@ impl Workload for LocalFindStore {
             };
             // Warm-up: sessions, connections, allocator.
             progress.add_len(200);
-            load::closed_loop(
-                ClosedLoop {
-                    concurrency: IN_FLIGHT,
-                    ops: 200,
-                },
-                progress,
-                find_op.clone(),
-            )
-            .await?;
+            load::closed_loop(ClosedLoop::new(IN_FLIGHT, 200), progress, find_op.clone()).await?;
             let open = |ops| OpenLoop {
                 rate_per_sec: rate,
                 ops,
                 max_in_flight: OPEN_IN_FLIGHT,
                 timer: Timer::Precise,
             };
-            let closed = ClosedLoop {
-                concurrency: IN_FLIGHT,
-                ops: closed_ops,
-            };
+            let closed = ClosedLoop::new(IN_FLIGHT, closed_ops);
             let label = |what: &str| format!("{what} @{}K/s", rate / 1000.0);
             for (what, is_find) in [("find", true), ("store", false)] {
                 let rss = machine::reset_peak_rss();
@@ -481,12 +491,160 @@ impl Workload for LocalFindStore {
                         .with_concurrency(IN_FLIGHT),
                     rss,
                 ));
+                if is_find {
+                    // Beyond capacity the 50K/s point measures the queue: also the highest
+                    // offered rate whose p99 stays within the goal's bound.
+                    let rss = machine::reset_peak_rss();
+                    progress.message(SUSTAINED.to_string());
+                    let m = sustained_rate(
+                        SustainedSearch::for_profile(p, stats.ops_per_sec()),
+                        mode,
+                        progress,
+                        find_op.clone(),
+                    )
+                    .await?;
+                    out.push(with_machine(m, rss));
+                }
             }
             ring.shutdown().await;
             Ok::<_, Error>(out)
         })?;
         check(LOCAL, mode, &out)?;
         Ok(out)
+    }
+}
+
+/// The point of workload 1 that reports the highest offered rate of finds whose p99 latency
+/// stays within [`SUSTAINED_P99_MS`].
+pub(crate) const SUSTAINED: &str = "find sustained";
+/// The latency bound of the issue's goal ("p99 ≤ 2 ms").
+const SUSTAINED_P99_MS: f64 = 2.0;
+
+/// The bounds of the search for the sustained rate.
+#[derive(Clone, Copy, Debug)]
+struct SustainedSearch {
+    /// First rate probed, and the bounds, per second.
+    start: f64,
+    min: f64,
+    max: f64,
+    /// Probes at most, and how long each one offers load.
+    probes: u32,
+    probe_secs: f64,
+}
+
+impl SustainedSearch {
+    /// From the closed-loop capacity just measured: start at 70 % of it, search up to 120 %.
+    fn for_profile(p: &Params, capacity: f64) -> Self {
+        let capacity = if capacity.is_finite() && capacity > 0.0 {
+            capacity
+        } else {
+            1_000.0
+        };
+        let min = p.profile.pick(500.0, 500.0, 50.0);
+        Self {
+            start: capacity * 0.7,
+            min,
+            max: (capacity * 1.2).max(min),
+            probes: p.profile.pick(10, 8, 3),
+            probe_secs: p.profile.pick(1.0, 0.5, 0.1),
+        }
+    }
+
+    /// Operations of one probe at `rate`: `probe_secs` of load, at least 200, at most 100K.
+    fn ops_at(&self, rate: f64) -> u64 {
+        (rate * self.probe_secs).clamp(200.0, 100_000.0) as u64
+    }
+
+    /// The search's time bound: every probe's load (at least 200 operations, so up to
+    /// `200 / min` seconds at the lowest rate) plus 2 s each to drain.
+    fn bound(&self) -> Duration {
+        Duration::from_secs_f64(
+            f64::from(self.probes) * (self.probe_secs + 200.0 / self.min.max(1.0) + 2.0),
+        )
+    }
+}
+
+/// Whether a probe kept the latency bound (and lost nothing).
+fn probe_passed(stats: &load::RunStats) -> bool {
+    stats.errors == 0
+        && stats.ok > 0
+        && (stats.latency.value_at_quantile(0.99) as f64) / 1e6 <= SUSTAINED_P99_MS
+}
+
+/// Searches the highest offered rate at which `op` keeps its p99 within the bound, with short
+/// open-loop probes (latency from the due time, as the 50K/s point). Returns the passing probe
+/// at the best rate, or, when none passed, the last probe with no offered rate and a note.
+async fn sustained_rate<F, Fut, E>(
+    cfg: SustainedSearch,
+    mode: Mode,
+    progress: &Progress,
+    op: F,
+) -> Result<Measurement, Error>
+where
+    F: Fn(u64) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<OpOutcome, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let mut search = crate::RateSearch::new(cfg.start, cfg.min, cfg.max, 0.1, cfg.probes);
+    let mut best: Option<load::RunStats> = None;
+    let mut last: Option<load::RunStats> = None;
+    let mut offset = 0u64;
+    let deadline = tokio::time::Instant::now() + cfg.bound();
+    let mut probed = Vec::new();
+    while let Some(rate) = search.next_rate() {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let ops = cfg.ops_at(rate);
+        progress.add_len(ops);
+        let base = offset;
+        let f = op.clone();
+        let stats = load::open_loop(
+            OpenLoop {
+                rate_per_sec: rate,
+                ops,
+                max_in_flight: OPEN_IN_FLIGHT,
+                timer: Timer::Precise,
+            },
+            progress,
+            move |i| f(base + i),
+        )
+        .await?;
+        offset += ops;
+        let passed = probe_passed(&stats);
+        probed.push(format!(
+            "{}/s {}",
+            crate::report::fmt_num(rate),
+            if passed { "kept" } else { "missed" }
+        ));
+        search.record(rate, passed);
+        if passed
+            && best
+                .as_ref()
+                .is_none_or(|b| b.offered_per_sec < stats.offered_per_sec)
+        {
+            best = Some(stats);
+        } else {
+            last = Some(stats);
+        }
+    }
+    let note = format!(
+        "probes (offered rate, p99 ≤ {SUSTAINED_P99_MS} ms kept or missed): {}",
+        probed.join(", ")
+    );
+    match (best, last) {
+        (Some(b), _) => {
+            let mut m = Measurement::from_stats(LOCAL, mode, SUSTAINED, 2, &b);
+            m.note = Some(note);
+            Ok(m)
+        }
+        (None, Some(l)) => {
+            let mut m = Measurement::from_stats(LOCAL, mode, SUSTAINED, 2, &l);
+            m.offered_per_sec = None;
+            m.note = Some(format!("no probe kept the bound; {note}"));
+            Ok(m)
+        }
+        (None, None) => Err(werr(LOCAL, mode, "the sustained-rate search ran no probe")),
     }
 }
 
@@ -510,6 +668,103 @@ impl FindScaling {
     fn store_ops(p: &Params) -> u64 {
         p.profile.pick(20_000, 500, 50)
     }
+    /// The shortest a find pass may last: at N = 1 and 10, 5K finds took 10-30 ms, short
+    /// enough for one stall of another process to decide the figure.
+    fn min_pass(p: &Params) -> Duration {
+        p.profile.pick(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+    }
+}
+
+/// The label of a find pass of workload 2: `cold N=100` for the first pass, `N=100` for the
+/// warm one (the goals and the plots are about the warm pass).
+fn scaling_point(n: usize, phase: Phase) -> String {
+    match phase {
+        Phase::Cold => format!("cold N={n}"),
+        Phase::Warm => format!("N={n}"),
+    }
+}
+
+/// The report's cold-versus-warm table of workload 2: per ring size, both passes' throughput
+/// in both modes, the overhead of each, and the set-up work done during each pass.
+fn cold_warm_table(results: &[Measurement]) -> Option<String> {
+    use std::fmt::Write as _;
+    let get = |mode: Mode, point: &str| {
+        results
+            .iter()
+            .find(|m| m.workload == SCALING && m.mode == mode && m.point == point)
+    };
+    let mut sizes: Vec<u32> = results
+        .iter()
+        .filter(|m| m.workload == SCALING && m.phase == Some(Phase::Cold))
+        .map(|m| m.nodes)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() {
+        return None;
+    }
+    let num = |v: Option<f64>| v.map_or_else(|| "—".into(), crate::report::fmt_num);
+    let mut s = String::from(
+        "Cold against warm: find throughput (ops/s) of each pass, the security overhead of \
+         each, and the set-up work done during it, per 1,000 finds (key agreements on the \
+         secure ring; TCP dials on the insecure one, whose set-up is only connections). The \
+         goal is judged on the warm pass; what the cold pass loses beyond it is the cost of \
+         first contacts.\n\n\
+         | N | secure cold | secure warm | insecure cold | insecure warm | overhead cold | \
+         overhead warm | handshakes / 1K finds, cold | warm | insecure dials / 1K finds, cold | \
+         warm |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for n in sizes {
+        let n = n as usize;
+        let cold = scaling_point(n, Phase::Cold);
+        let warm = scaling_point(n, Phase::Warm);
+        let ops = |mode, point: &str| get(mode, point).map(|m| m.ops_per_sec);
+        let overhead = |point: &str| {
+            ops(Mode::Secure, point)
+                .zip(ops(Mode::Insecure, point))
+                .and_then(|(s, i)| crate::Metric::OpsPerSec.overhead_pct(s, i))
+                .map_or_else(
+                    || "—".into(),
+                    |o| format!("{} %", crate::report::fmt_num(o)),
+                )
+        };
+        let hs =
+            |point: &str| num(get(Mode::Secure, point).and_then(|m| m.handshakes_per_1k_ops()));
+        let dials =
+            |point: &str| num(get(Mode::Insecure, point).and_then(|m| m.dials_per_1k_ops()));
+        let _ = writeln!(
+            s,
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            num(ops(Mode::Secure, &cold)),
+            num(ops(Mode::Secure, &warm)),
+            num(ops(Mode::Insecure, &cold)),
+            num(ops(Mode::Insecure, &warm)),
+            overhead(&cold),
+            overhead(&warm),
+            hs(&cold),
+            hs(&warm),
+            dials(&cold),
+            dials(&warm),
+        );
+    }
+    Some(s)
+}
+
+/// Key agreements completed (counted on the initiator's side, so once each) and TCP
+/// connections dialed, summed over the nodes: the set-up work between two snapshots.
+async fn setup_counts(nodes: &[DhtNode]) -> (u64, u64) {
+    let mut out = (0, 0);
+    for node in nodes {
+        if let Ok(m) = node.metrics().await {
+            out.0 += m.endpoint.handshakes_initiated_ok;
+            out.1 += m.endpoint.transport.connections_dialed;
+        }
+    }
+    out
 }
 
 impl Workload for FindScaling {
@@ -522,7 +777,19 @@ impl Workload for FindScaling {
     fn method(&self) -> String {
         "A ring of N nodes (`N=1` … `N=1000`), built by sequential joins through random members \
          and left to stabilize; then iterative finds of random ids, each from a random node, \
-         closed loop with 64 in flight (quick: 5K finds per point, full: 100K). Then, on the same \
+         closed loop with 64 in flight, in two passes of the same size (quick: 5K finds each, \
+         full: 100K; each pass lasts at least 1 s, with more finds if needed: at N = 1 and 10 a pass \
+         of 5K finds took 10–30 ms, and one stall in so short a window, another process's \
+         time slice or the page faults of a mode's first pass, made the 23 % \"overhead\" at \
+         N = 1 of earlier reports, where nothing secure happens: every find is answered from \
+         the node's own table; over 1 s passes the warm N = 1 figures of both modes agree \
+         within the noise). `cold N=…`: the \
+         first pass over the fresh ring, where sessions (secure: a key agreement, paper Fig. 2) \
+         and connections are set up as the finds need them. `N=…`: the warm pass right after, \
+         with other random ids, where nearly every pair on the lookup paths already has its \
+         session; the overhead goal is judged on it, as the paper's overhead (§9.2) is that of \
+         pairs that have already agreed on a key. The handshakes and TCP dials counted on all \
+         nodes during each pass are reported per 1,000 finds. Then, on the same \
          ring, provider stores (`store N=…`): a random node registers a fresh name on k + 1 = 3 \
          replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Up to \
          100 nodes run over loopback TCP, every node keeping at most 16,000 / N connections (at \
@@ -531,7 +798,7 @@ impl Workload for FindScaling {
          set and the ring could not be built in time. Stabilize every 200 ms and fingers every \
          2 s up to 100 nodes; beyond, both periods grow in proportion to N (500: 1 s and 10 s; \
          1,000: 2 s and 20 s) so that the ring's total maintenance traffic stays that of 100 \
-         nodes. Warm-up: 20 finds per node (at most 20K), not measured. Hops: nodes queried in sequence per find (0 = answered from the local table). \
+         nodes. Hops: nodes queried in sequence per find (0 = answered from the local table). \
          Peak RSS and open fds are per point: the whole ring lives in this process."
             .into()
     }
@@ -544,14 +811,34 @@ impl Workload for FindScaling {
     fn plotted(&self, point: &str) -> bool {
         point.starts_with("N=")
     }
+    fn extra_markdown(&self, results: &[Measurement]) -> Option<String> {
+        cold_warm_table(results)
+    }
     fn expected_duration(&self, p: &Params) -> Duration {
-        let sizes = Self::sizes(p);
-        let joins: usize = sizes.iter().sum();
-        let finds = Self::ops(p) as f64 * sizes.len() as f64;
-        let stores = Self::store_ops(p) as f64 * sizes.len() as f64;
-        Duration::from_secs_f64(
-            joins as f64 * 0.05 + finds / 5_000.0 + stores / 1_000.0 + 5.0 * sizes.len() as f64,
-        )
+        // Rates of a full run on 2 cores shared with other work (load 5-8, 2026-11-26): finds
+        // about 10K/s at 100 nodes, 7K/s at 500, 3K/s at 1,000; provider stores 1.2K/s, 550/s,
+        // 450/s; a join while the ring grows about 50 ms over TCP, 150 ms over UDP with the
+        // scaled periods. The whole full run of this workload took 1,114 s (both modes).
+        let secs: f64 = Self::sizes(p)
+            .into_iter()
+            .map(|n| {
+                let (join, find_rate, store_rate) = match n {
+                    0..=10 => (0.05, 150_000.0, 4_000.0),
+                    11..=100 => (0.05, 10_000.0, 1_200.0),
+                    101..=500 => (0.15, 7_000.0, 550.0),
+                    _ => (0.15, 3_000.0, 450.0),
+                };
+                let scale = n.div_ceil(MAINTENANCE_BASE_NODES).max(1) as f64;
+                let settle = if scale > 1.0 {
+                    3.0 * BASE_FINGER_PERIOD.as_secs_f64() * scale
+                } else {
+                    5.0
+                };
+                let pass = (Self::ops(p) as f64 / find_rate).max(Self::min_pass(p).as_secs_f64());
+                n as f64 * join + settle + 2.0 * pass + Self::store_ops(p) as f64 / store_rate
+            })
+            .sum();
+        Duration::from_secs_f64(secs)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -572,47 +859,56 @@ impl Workload for FindScaling {
                     .await
                     .map_err(|e| werr(SCALING, mode, e))?;
                 let nodes = Arc::new(ring.nodes.clone());
-                let op = move |i: u64| {
-                    let node = nodes.get(pick(nodes.len(), seed ^ 5, i)).cloned();
-                    let target = random_id(seed ^ 6, i);
-                    async move {
-                        let node = node.ok_or("no node")?;
-                        node.find(target)
-                            .await
-                            .map(|f| OpOutcome { hops: Some(f.hops) })
-                            .map_err(|_| "find failed")
+                // Operation `i` of pass `pass` draws its node and target from `pass * 2^32 + i`:
+                // the warm pass repeats none of the cold pass's finds.
+                let op = |pass: u64| {
+                    let nodes = Arc::clone(&nodes);
+                    move |i: u64| {
+                        let k = (pass << 32) + i;
+                        let node = nodes.get(pick(nodes.len(), seed ^ 5, k)).cloned();
+                        let target = random_id(seed ^ 6, k);
+                        async move {
+                            let node = node.ok_or("no node")?;
+                            node.find(target)
+                                .await
+                                .map(|f| OpOutcome { hops: Some(f.hops) })
+                                .map_err(|e| format!("find failed: {e}"))
+                        }
                     }
                 };
-                // Warm-up: sessions and connections along the lookup paths (about 20 finds
-                // per node: each node opens sessions to the nodes its own lookups visit).
-                let warm = (n as u64 * 20).clamp(64, 20_000).min(ops);
-                progress.add_len(warm + ops);
-                load::closed_loop(
-                    ClosedLoop {
-                        concurrency: IN_FLIGHT,
-                        ops: warm,
-                    },
-                    progress,
-                    op.clone(),
-                )
-                .await?;
-                let point = format!("N={n}");
-                progress.message(point.clone());
-                let stats = load::closed_loop(
-                    ClosedLoop {
-                        concurrency: IN_FLIGHT,
-                        ops,
-                    },
-                    progress,
-                    op,
-                )
-                .await?;
-                let nodes = u32::try_from(n).unwrap_or(u32::MAX);
-                out.push(with_machine(
-                    Measurement::from_stats(SCALING, mode, point, nodes, &stats)
-                        .with_concurrency(IN_FLIGHT),
-                    rss,
-                ));
+                let nodes_u32 = u32::try_from(n).unwrap_or(u32::MAX);
+                // Cold: the first pass over the fresh ring, sessions and connections made as the
+                // finds need them. Warm: a second pass of the same size, right after.
+                for (pass, phase) in [(0, Phase::Cold), (1, Phase::Warm)] {
+                    let point = scaling_point(n, phase);
+                    progress.add_len(ops);
+                    progress.message(point.clone());
+                    // The cold pass's peak includes the ring's construction.
+                    let rss = if pass == 0 {
+                        rss
+                    } else {
+                        machine::reset_peak_rss()
+                    };
+                    let before = setup_counts(&ring.nodes).await;
+                    let stats = load::closed_loop(
+                        ClosedLoop::new(IN_FLIGHT, ops).lasting(Self::min_pass(p)),
+                        progress,
+                        op(pass),
+                    )
+                    .await?;
+                    let after = setup_counts(&ring.nodes).await;
+                    out.push(with_machine(
+                        Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
+                            .with_concurrency(IN_FLIGHT)
+                            .with_phase(phase)
+                            .with_setups(
+                                after.0.saturating_sub(before.0),
+                                after.1.saturating_sub(before.1),
+                            ),
+                        rss,
+                    ));
+                }
+                let nodes = nodes_u32;
                 // Provider stores on the same ring: a random node registers a fresh name on
                 // k + 1 = 3 replicas (the network default k = 2, libp2p's replication 3).
                 let rss = machine::reset_peak_rss();
@@ -622,10 +918,7 @@ impl Workload for FindScaling {
                 progress.message(point.clone());
                 let members = Arc::new(ring.nodes.clone());
                 let stats = load::closed_loop(
-                    ClosedLoop {
-                        concurrency: IN_FLIGHT,
-                        ops: store_ops,
-                    },
+                    ClosedLoop::new(IN_FLIGHT, store_ops),
                     progress,
                     move |i: u64| {
                         let node = members.get(pick(members.len(), seed ^ 7, i)).cloned();
@@ -650,7 +943,8 @@ impl Workload for FindScaling {
             }
             Ok::<_, Error>(out)
         })?;
-        check(SCALING, mode, &out)?;
+        let mut out = out;
+        check_keeping(SCALING, mode, &mut out)?;
         Ok(out)
     }
 }
@@ -660,6 +954,18 @@ impl Workload for FindScaling {
 
 const JOIN: &str = "join";
 const LEAVE: &str = "leave-blink";
+
+/// Joiner `i` of a batch and the bootstrap it joins through (round robin).
+fn joiner_and_boot(
+    batch: &[DhtNode],
+    boots: &[themis_dht::Contact],
+    i: u64,
+) -> Option<(DhtNode, themis_dht::Contact)> {
+    let k = usize::try_from(i).ok()?;
+    let node = batch.get(k)?.clone();
+    let boot = *boots.get(k % boots.len().max(1))?;
+    Some((node, boot))
+}
 
 fn joiners(p: &Params) -> u64 {
     p.profile.pick(500, 100, 6)
@@ -696,7 +1002,10 @@ impl Workload for Join {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        Duration::from_secs_f64(joiners(p) as f64 * 2.0 * 0.05 + 8.0)
+        // Measured in the quick run on the idle machine (2026-11-25): a sequential join takes
+        // 0.4-1.8 ms, a parallel batch of 100 about 0.1 s; binding the joiners, the bootstrap
+        // ring's 5 s to stabilize and the shutdown dominate.
+        Duration::from_secs_f64(joiners(p) as f64 * 2.0 * 0.01 + 8.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -720,31 +1029,21 @@ impl Workload for Join {
                 let batch = Arc::new(batch);
                 let (b2, boots2) = (Arc::clone(&batch), Arc::clone(&boots));
                 let op = move |i: u64| {
-                    let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
-                    let boot = usize::try_from(i)
-                        .ok()
-                        .and_then(|k| boots2.get(k % boots2.len().max(1)))
-                        .cloned();
+                    let pair = joiner_and_boot(&b2, &boots2, i);
                     async move {
-                        let (node, boot) = node.zip(boot).ok_or("no node")?;
+                        let (node, boot) = pair.ok_or("no node")?;
                         node.join([boot])
                             .await
                             .map(|_| OpOutcome::default())
-                            .map_err(|_| "join failed")
+                            .map_err(|e| format!("join failed: {e}"))
                     }
                 };
                 let rss = machine::reset_peak_rss();
                 progress.add_len(count);
                 progress.message(point);
-                let stats = load::closed_loop(
-                    ClosedLoop {
-                        concurrency: concurrency.max(1),
-                        ops: count,
-                    },
-                    progress,
-                    op,
-                )
-                .await?;
+                let stats =
+                    load::closed_loop(ClosedLoop::new(concurrency.max(1), count), progress, op)
+                        .await?;
                 let nodes = u32::try_from(ring.nodes.len() + n).unwrap_or(u32::MAX);
                 out.push(with_machine(
                     Measurement::from_stats(JOIN, mode, point, nodes, &stats)
@@ -756,7 +1055,8 @@ impl Workload for Join {
             ring.shutdown().await;
             Ok::<_, Error>(out)
         })?;
-        check(JOIN, mode, &out)?;
+        let mut out = out;
+        check_keeping(JOIN, mode, &mut out)?;
         Ok(out)
     }
 }
@@ -785,7 +1085,10 @@ impl Workload for LeaveBlink {
         None
     }
     fn expected_duration(&self, p: &Params) -> Duration {
-        Duration::from_secs_f64(leavers(p) as f64 * 3.0 * 0.05 + 10.0)
+        // Measured in the quick run on the idle machine (2026-11-25): a leave takes well under
+        // 1 ms, a blink 68 ms on average (most about 1 ms, a few wait 2 s for a request to a
+        // node that has left); growing the ring and its 10 s to stabilize come on top.
+        Duration::from_secs_f64(leavers(p) as f64 * (0.07 + 0.02) + 10.0)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
         let rt = load::runtime()?;
@@ -812,23 +1115,16 @@ impl Workload for LeaveBlink {
             progress.add_len(count);
             progress.message("leave");
             let l2 = Arc::clone(&leavers);
-            let stats = load::closed_loop(
-                ClosedLoop {
-                    concurrency: 1,
-                    ops: count,
-                },
-                progress,
-                move |i: u64| {
-                    let node = usize::try_from(i).ok().and_then(|k| l2.get(k)).cloned();
-                    async move {
-                        let node = node.ok_or("no node")?;
-                        node.leave()
-                            .await
-                            .map(|_| OpOutcome::default())
-                            .map_err(|_| "leave failed")
-                    }
-                },
-            )
+            let stats = load::closed_loop(ClosedLoop::new(1, count), progress, move |i: u64| {
+                let node = usize::try_from(i).ok().and_then(|k| l2.get(k)).cloned();
+                async move {
+                    let node = node.ok_or("no node")?;
+                    node.leave()
+                        .await
+                        .map(|_| OpOutcome::default())
+                        .map_err(|_| "leave failed")
+                }
+            })
             .await?;
             let nodes = u32::try_from(ring.nodes.len()).unwrap_or(u32::MAX);
             out.push(with_machine(
@@ -844,28 +1140,17 @@ impl Workload for LeaveBlink {
             let rss = machine::reset_peak_rss();
             progress.add_len(count);
             progress.message("blink");
-            let stats = load::closed_loop(
-                ClosedLoop {
-                    concurrency: 1,
-                    ops: count,
-                },
-                progress,
-                move |i: u64| {
-                    let node = usize::try_from(i).ok().and_then(|k| b2.get(k)).cloned();
-                    let boot = usize::try_from(i)
-                        .ok()
-                        .and_then(|k| boots.get(k % boots.len().max(1)))
-                        .cloned();
-                    async move {
-                        let (node, boot) = node.zip(boot).ok_or("no node")?;
-                        node.join([boot]).await.map_err(|_| "join failed")?;
-                        node.leave()
-                            .await
-                            .map(|_| OpOutcome::default())
-                            .map_err(|_| "leave failed")
-                    }
-                },
-            )
+            let stats = load::closed_loop(ClosedLoop::new(1, count), progress, move |i: u64| {
+                let pair = joiner_and_boot(&b2, &boots, i);
+                async move {
+                    let (node, boot) = pair.ok_or("no node")?;
+                    node.join([boot]).await.map_err(|_| "join failed")?;
+                    node.leave()
+                        .await
+                        .map(|_| OpOutcome::default())
+                        .map_err(|_| "leave failed")
+                }
+            })
             .await?;
             out.push(with_machine(
                 Measurement::from_stats(LEAVE, mode, "blink", nodes, &stats).with_concurrency(1),
@@ -900,6 +1185,95 @@ mod tests {
                 assert_eq!(name.len(), 16);
             }
         }
+    }
+
+    fn pass(
+        mode: Mode,
+        n: usize,
+        phase: Phase,
+        ops_per_sec: f64,
+        setups: (u64, u64),
+    ) -> Measurement {
+        let mut stats = load::RunStats::default();
+        stats.ok = 1000;
+        stats.elapsed = Duration::from_secs_f64(1000.0 / ops_per_sec);
+        Measurement::from_stats(SCALING, mode, scaling_point(n, phase), n as u32, &stats)
+            .with_phase(phase)
+            .with_setups(setups.0, setups.1)
+    }
+
+    #[test]
+    fn cold_and_warm_passes_are_reported_side_by_side() {
+        assert_eq!(scaling_point(100, Phase::Cold), "cold N=100");
+        assert_eq!(scaling_point(100, Phase::Warm), "N=100");
+        assert_eq!(cold_warm_table(&[]), None);
+        let results = [
+            pass(Mode::Secure, 100, Phase::Cold, 5_000.0, (800, 0)),
+            pass(Mode::Secure, 100, Phase::Warm, 9_500.0, (20, 0)),
+            pass(Mode::Insecure, 100, Phase::Cold, 9_000.0, (0, 300)),
+            pass(Mode::Insecure, 100, Phase::Warm, 10_000.0, (0, 2)),
+        ];
+        let table = cold_warm_table(&results).unwrap();
+        let row = table.lines().last().unwrap();
+        assert_eq!(
+            row,
+            "| 100 | 5,000 | 9,500 | 9,000 | 10,000 | 44.4 % | 5.00 % | 800 | 20.0 | 300 | 2.00 |"
+        );
+        // The goal rows see the warm pass only; the cold pass has its own rows.
+        let rows = crate::report::rows(SCALING, &FindScaling.figures(), &results);
+        let warm = rows
+            .iter()
+            .find(|r| r.what.starts_with("find throughput, warm"))
+            .unwrap();
+        assert_eq!(warm.point, "N=100");
+        assert_eq!(warm.met, Some(true));
+        let cold = rows
+            .iter()
+            .find(|r| r.what.starts_with("find throughput, cold"))
+            .unwrap();
+        assert_eq!((cold.point.as_str(), cold.met), ("cold N=100", None));
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.goal.is_some() && r.point.starts_with("cold"))
+        );
+    }
+
+    #[test]
+    fn a_point_with_failures_is_kept_with_a_note() {
+        let mut stats = load::RunStats::default();
+        stats.ok = 900;
+        stats.errors = 100;
+        stats.elapsed = Duration::from_secs(1);
+        let m = Measurement::from_stats(SCALING, Mode::Secure, "cold N=1000", 1000, &stats);
+        assert!(check(SCALING, Mode::Secure, std::slice::from_ref(&m)).is_err());
+        let mut out = vec![m];
+        check_keeping(SCALING, Mode::Secure, &mut out).unwrap();
+        assert!(
+            out[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .starts_with("10.0 % of the operations failed")
+        );
+        out[0].ops = 0;
+        assert!(check_keeping(SCALING, Mode::Secure, &mut out).is_err());
+    }
+
+    #[test]
+    fn the_sustained_search_is_bounded() {
+        let p = Params {
+            profile: crate::Profile::Quick,
+            seed: 1,
+            cores: 2,
+        };
+        let s = SustainedSearch::for_profile(&p, 20_000.0);
+        assert_eq!((s.start, s.max), (14_000.0, 24_000.0));
+        assert_eq!(s.ops_at(20_000.0), 10_000);
+        assert_eq!(s.ops_at(100.0), 200);
+        assert!(s.bound() < Duration::from_secs(30), "{:?}", s.bound());
+        let odd = SustainedSearch::for_profile(&p, f64::NAN);
+        assert!(odd.start > 0.0 && odd.max >= odd.min);
     }
 
     #[test]

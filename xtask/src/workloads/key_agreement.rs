@@ -186,10 +186,7 @@ impl Workload for KeyAgreement {
         let mut out = Vec::new();
         rt.block_on(async {
             // Warm up caches and the allocator; not recorded.
-            let warm = ClosedLoop {
-                concurrency: 1,
-                ops: (ops / 10).max(1),
-            };
+            let warm = ClosedLoop::new(1, (ops / 10).max(1));
             progress.add_len(warm.ops);
             progress.message("warm-up");
             let b2 = Arc::clone(&b);
@@ -200,10 +197,7 @@ impl Workload for KeyAgreement {
                 progress.add_len(ops);
                 progress.message(point.clone());
                 let b2 = Arc::clone(&b);
-                let cfg = ClosedLoop {
-                    concurrency: c,
-                    ops,
-                };
+                let cfg = ClosedLoop::new(c, ops);
                 let stats =
                     load::closed_loop(cfg, progress, move |_| op(mode, Arc::clone(&b2))).await?;
                 out.push(Measurement::from_stats(NAME, mode, point, 2, &stats).with_concurrency(c));

@@ -103,6 +103,13 @@ pub(crate) fn planned() -> Vec<Planned> {
                     Some(Goal::SecureAtMost(2.0)),
                 ),
                 fig(
+                    "find, highest offered rate with p99 ≤ 2 ms",
+                    Label("find sustained"),
+                    OfferedPerSec,
+                    "",
+                    Some(Goal::SecureAtLeast(50_000.0)),
+                ),
+                fig(
                     "find at 50K/s, mean latency",
                     Label("find @50K/s"),
                     MeanMs,
@@ -134,11 +141,39 @@ pub(crate) fn planned() -> Vec<Planned> {
             waiting_on: "the DHT driver and the endpoint",
             figures: vec![
                 fig(
-                    "find throughput",
+                    "find throughput, warm (second pass)",
                     Prefix("N="),
                     OpsPerSec,
                     "Fig. 4: overhead 2.1–31.6 %",
                     Some(Goal::OverheadAtMost(10.0)),
+                ),
+                fig(
+                    "find throughput, cold (first pass over the fresh ring)",
+                    Prefix("cold N="),
+                    OpsPerSec,
+                    "",
+                    None,
+                ),
+                fig(
+                    "key agreements during the cold pass",
+                    Prefix("cold N="),
+                    HandshakesPer1K,
+                    "",
+                    None,
+                ),
+                fig(
+                    "key agreements during the warm pass",
+                    Prefix("N="),
+                    HandshakesPer1K,
+                    "",
+                    None,
+                ),
+                fig(
+                    "connections dialed during the cold pass",
+                    Prefix("cold N="),
+                    DialsPer1K,
+                    "",
+                    None,
                 ),
                 fig(
                     "find mean latency",
