@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use themis_channel::{
-    Endpoint, Handler, Mode, PeerAddr, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
+    Endpoint, Handler, IncomingCommand, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
+    UdpConfig, UdpTransport,
 };
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
@@ -194,6 +195,16 @@ fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
 
 #[async_trait]
 impl Handler for MeshHandler {
+    /// DHT commands take the DHT's fast path (answered by its driver task, no task spawned);
+    /// service calls run user code, so they keep their own task ([`Handler::handle`]).
+    #[allow(clippy::result_large_err)] // as the trait: no allocation per command
+    fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
+        if command.request().first() == Some(&wire::TAG_SERVICE_CALL) {
+            return Err(command);
+        }
+        self.dht.try_dispatch(command)
+    }
+
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
         if request.first() != Some(&wire::TAG_SERVICE_CALL) {
             return self.dht.handle(from, request).await;
