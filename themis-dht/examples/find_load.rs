@@ -264,30 +264,38 @@ async fn main() {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
+        // 64 worker tasks, each running its finds one after the other (as xtask's closed
+        // loop does): a single task spawning every find caps the rate at its own speed.
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shared = Arc::new(nodes.clone());
         let mut set = JoinSet::new();
-        let mut lat = Vec::with_capacity(count);
-        let (mut failed, mut hops) = (0usize, 0u64);
-        let mut collect = |r: (Duration, Option<u32>)| match r.1 {
-            Some(h) => {
-                lat.push(r.0);
-                hops += u64::from(h);
-            }
-            None => failed += 1,
-        };
-        for _ in 0..count {
-            if set.len() >= IN_FLIGHT {
-                collect(set.join_next().await.unwrap().unwrap());
-            }
-            let node = nodes[rng.below(nodes.len())].clone();
-            let t = rng.id();
+        for w in 0..IN_FLIGHT {
+            let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
+            let mut rng = Rng(rng.next() ^ w as u64);
             set.spawn(async move {
-                let s = Instant::now();
-                let r = node.find(t).await.ok().map(|f| f.hops);
-                (s.elapsed(), r)
+                let mut out = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let node = &shared[rng.below(shared.len())];
+                    let t = rng.id();
+                    let s = Instant::now();
+                    let r = node.find(t).await.ok().map(|f| f.hops);
+                    out.push((s.elapsed(), r));
+                }
+                out
             });
         }
+        let mut lat = Vec::with_capacity(count);
+        let (mut failed, mut hops) = (0usize, 0u64);
         while let Some(r) = set.join_next().await {
-            collect(r.unwrap());
+            for (d, h) in r.unwrap() {
+                match h {
+                    Some(h) => {
+                        lat.push(d);
+                        hops += u64::from(h);
+                    }
+                    None => failed += 1,
+                }
+            }
         }
         let el = start.elapsed().as_secs_f64();
         let cpu = cpu_secs() - c0;
