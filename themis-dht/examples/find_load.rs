@@ -9,7 +9,8 @@
 //!
 //! Environment knobs: `ALPHA`, `STALL_MS` (0: α queries at once, the old behaviour),
 //! `STAB_MS`, `FINGER_MS` (maintenance periods; default 200 and 2,000 as in xtask),
-//! `TRANSPORT=udp` (one socket per node instead of a capped set of TCP connections).
+//! `TRANSPORT=udp` (one socket per node instead of a capped set of TCP connections),
+//! `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -315,6 +316,71 @@ async fn main() {
             hops as f64 / ok.max(1) as f64,
             cpu * 1e6 / count as f64,
             cpu * 1e6 / (after.drv_sent - before.drv_sent).max(1) as f64,
+        );
+        delta(&before, &after, el);
+    }
+    // `STORES=COUNT`: then COUNT provider registrations (k = 2: three lookups and three signed
+    // stores each) of fresh names from random nodes, 64 in flight, with their CPU cost.
+    let stores = std::env::var("STORES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if stores > 0 {
+        let before = sum(&nodes).await;
+        let c0 = cpu_secs();
+        let start = Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shared = Arc::new(nodes.clone());
+        let mut set = JoinSet::new();
+        for w in 0..IN_FLIGHT {
+            let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
+            let mut rng = Rng(rng.next() ^ w as u64);
+            set.spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= stores {
+                        break;
+                    }
+                    let node = &shared[rng.below(shared.len())];
+                    let spec = themis_dht::ServiceSpec::new(format!("store-{i}"));
+                    let s = Instant::now();
+                    let ok = node
+                        .register(spec, None)
+                        .await
+                        .is_ok_and(|r| r.failed == 0 && r.stored > 0);
+                    out.push((s.elapsed(), ok));
+                }
+                out
+            });
+        }
+        let mut lat = Vec::with_capacity(stores);
+        let mut failed = 0usize;
+        while let Some(r) = set.join_next().await {
+            for (d, ok) in r.unwrap() {
+                if ok {
+                    lat.push(d);
+                } else {
+                    failed += 1;
+                }
+            }
+        }
+        let el = start.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - c0;
+        let after = sum(&nodes).await;
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        println!(
+            "stores: {stores} in {el:.2} s: {:.0}/s, failed {failed}, p50 {:.2} ms, p99 {:.2} ms; CPU {cpu:.2} s = {:.0} us/store, {:.1} us/request, {:.1} requests/store",
+            lat.len() as f64 / el,
+            pct(0.5),
+            pct(0.99),
+            cpu * 1e6 / stores as f64,
+            cpu * 1e6 / (after.drv_sent - before.drv_sent).max(1) as f64,
+            (after.drv_sent - before.drv_sent) as f64 / stores as f64,
         );
         delta(&before, &after, el);
     }
