@@ -57,6 +57,8 @@ pub(crate) struct Lookup {
     sent: usize,
     /// The stall timer armed for this lookup in the node (`(when, sent)`), to disarm it.
     pub(crate) stall: Option<(std::time::Instant, usize)>,
+    /// Times the node refilled the candidates from its routing table when they ran out.
+    pub(crate) reseeds: u8,
 }
 
 impl Lookup {
@@ -87,6 +89,7 @@ impl Lookup {
             in_flight: BTreeMap::new(),
             sent: 0,
             stall: None,
+            reseeds: 0,
         }
     }
 

@@ -198,6 +198,10 @@ enum State {
         bootstraps: Vec<Contact>,
         next: usize,
         retry_at: Option<Instant>,
+        /// Answers that named a successor which refused as no longer (or not yet) a member:
+        /// the bootstrap's view was stale; each is retried through the same bootstrap after
+        /// one stabilize period, at most [`JOIN_STALE_RETRIES`] times.
+        stale: u32,
         /// Re-joining after losing every successor, finger and predecessor: meanwhile the
         /// node answers ring maintenance as a lone ring (see `handle_request`).
         orphaned: bool,
@@ -394,6 +398,15 @@ const LEAVE_RETRIES: u32 = 20;
 const MAX_BOOTSTRAPS: usize = 16;
 /// Rounds over the bootstrap list before a join fails.
 const JOIN_ROUNDS: usize = 3;
+/// Join answers naming a departed successor that get a free retry (through the same
+/// bootstrap, a stabilize period later) before such an answer counts as a failed attempt.
+/// One: the common case is a single leave just before the join, healed at the next
+/// stabilize round; more free retries kept joiners waiting on survivors of heavy churn whose
+/// own re-join had failed, until they joined them as a separate ring (tests/sim.rs,
+/// `churn_case_leaving_nodes_keep_notifying`).
+const JOIN_STALE_RETRIES: u32 = 1;
+/// Times a lookup that ran out of candidates is refilled from the routing table.
+const LOOKUP_RESEEDS: u8 = 2;
 
 /// Most successive closer successors adopted in one stabilize round.
 const STABILIZE_CHAIN: usize = 32;
@@ -1013,6 +1026,7 @@ impl Node {
             bootstraps: self.bootstraps.clone(),
             next: 0,
             retry_at: None,
+            stale: 0,
             orphaned: false,
         };
         self.try_next_bootstrap(now);
@@ -1054,6 +1068,27 @@ impl Node {
         if !self.send(now, c, &Request::Join, Purpose::Join) {
             self.try_next_bootstrap(now);
         }
+    }
+
+    /// A join answer named a successor that refused as not a member: the same bootstrap is
+    /// asked again after a stabilize period without counting the attempt, at most
+    /// [`JOIN_STALE_RETRIES`] times per join; beyond that the attempt counts as failed.
+    fn retry_join_stale(&mut self, now: Instant) {
+        let at = now + self.cfg.stabilize_period;
+        if let State::Joining {
+            next,
+            retry_at,
+            stale,
+            ..
+        } = &mut self.state
+            && *stale < JOIN_STALE_RETRIES
+        {
+            *stale += 1;
+            *next = next.saturating_sub(1);
+            *retry_at = Some(at);
+            return;
+        }
+        self.try_next_bootstrap(now);
     }
 
     /// Leaves gracefully (paper §6.1 leave): hands the object table and the predecessor to the
@@ -1445,8 +1480,45 @@ impl Node {
             .and_then(|x| x.lookup.as_ref())
             .is_none_or(Lookup::is_exhausted);
         if exhausted {
+            if self.reseed_lookup(q) {
+                return self.pump(now, q);
+            }
             self.lookup_failed(now, q);
         }
+    }
+
+    /// A lookup ran out of candidates. Its first seeds were the closest preceding entries of
+    /// the routing table, which may all be fingers to nodes that have just left (they refuse,
+    /// and are purged from the fingers as they do). Beyond the paper: refill the candidates
+    /// from the routing table as it is now, at most [`LOOKUP_RESEEDS`] times; peers already
+    /// asked are never asked again. Returns whether the lookup has something to ask.
+    fn reseed_lookup(&mut self, q: QueryId) -> bool {
+        let Some((target, reseeds)) = self
+            .queries
+            .get(&q)
+            .and_then(|x| x.lookup.as_ref())
+            .map(|l| (l.target(), l.reseeds))
+        else {
+            return false;
+        };
+        if reseeds >= LOOKUP_RESEEDS {
+            return false;
+        }
+        // every preceding entry: those asked already are skipped, the closest of the rest kept
+        let all = self.routing().len();
+        let seeds = self.closest_preceding(&target, all);
+        let local = self.successor_of(&target);
+        let Some(l) = self.queries.get_mut(&q).and_then(|x| x.lookup.as_mut()) else {
+            return false;
+        };
+        l.reseeds += 1;
+        if let Some(s) = local {
+            l.set_final(s, 1);
+        }
+        for p in seeds {
+            l.add_candidate(p, 1);
+        }
+        !l.is_exhausted()
     }
 
     fn lookup_answer(
@@ -2164,7 +2236,15 @@ impl Node {
                 peer,
                 target,
             } => {
-                if dead {
+                // A peer that answers it is no longer a member (it left, or is re-joining)
+                // is as useless to route through as a dead one: out of the fingers with it.
+                let gone = matches!(
+                    r,
+                    Ok(Response::Refused {
+                        reason: Refusal::NotMember | Refusal::Leaving
+                    })
+                );
+                if dead || gone {
                     self.purge(&peer, false);
                 }
                 self.lookup_answer(now, query, peer, target, r.ok());
@@ -2208,6 +2288,14 @@ impl Node {
                     self.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
                     self.next_fingers = now;
                 }
+                // The named successor is alive but no longer (or not yet) in the ring: the
+                // bootstrap's view is stale, typically just after a leave, until the successor
+                // lists heal at the next stabilize round. A free retry through the same
+                // bootstrap after one stabilize period, rather than the long delay between
+                // rounds that is meant for a crashed successor.
+                Ok(Response::Refused {
+                    reason: Refusal::NotMember | Refusal::Leaving,
+                }) => self.retry_join_stale(now),
                 _ => self.try_next_bootstrap(now),
             },
             Purpose::Stabilize { succ } => {
@@ -2280,6 +2368,7 @@ impl Node {
                                         bootstraps: self.bootstraps.clone(),
                                         next: 0,
                                         retry_at: None,
+                                        stale: 0,
                                         orphaned: true,
                                     };
                                     return self.try_next_bootstrap(now);
@@ -2753,6 +2842,168 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Peers (keys 2..40) in clockwise order from the node of key 1.
+    fn peers_clockwise(n: &Node) -> Vec<Peer> {
+        let me = n.me.id;
+        let mut v: Vec<Peer> = (2..40u8).map(|k| peer_of(&kp(k), u16::from(k))).collect();
+        v.sort_by_key(|p| distance(&me, &p.id));
+        v
+    }
+
+    /// Answers the one request the node has just sent with `r`, as `from`; returns what it
+    /// asked.
+    fn answer_one(n: &mut Node, now: Instant, from: Peer, r: &Response) -> Request {
+        let sent = sent_requests(n);
+        let [(request_id, req)] = sent.as_slice() else {
+            panic!("expected one request, got {sent:?}")
+        };
+        let bytes = r.encode();
+        n.handle_response(
+            now,
+            *request_id,
+            Ok(Reply {
+                from: from.id,
+                bytes: &bytes,
+            }),
+        );
+        req.clone()
+    }
+
+    /// Regression (a 2 s blink in `cargo xtask bench`, 10 s with the default profile): just
+    /// after a leave, a bootstrap's answer may name a successor that has left, its place in a
+    /// successor list further back not yet healed. Its refusal ended the round over the
+    /// (single) bootstrap, and the next round waited 2 × the request timeout, the delay meant
+    /// for a crashed successor. Such an answer now gets one free retry through the same
+    /// bootstrap after a stabilize period; a second one takes the old path.
+    #[test]
+    fn a_join_answer_naming_a_departed_successor_is_retried_after_a_stabilize_period() {
+        let cfg = Config::fast();
+        let (stab, timeout) = (cfg.stabilize_period, cfg.request_timeout);
+        let (mut n, now, _) = alone(cfg);
+        let b = peer_of(&kp(2), 2);
+        let gone = peer_of(&kp(3), 3);
+        let s = peer_of(&kp(4), 4);
+        let joined = |succ: Peer| Response::Joined {
+            successor: succ.into(),
+            successors: vec![],
+        };
+        n.join(now, vec![Contact::from(b)]).unwrap();
+        answer_one(&mut n, now, b, &joined(gone));
+        let verify = answer_one(&mut n, now, gone, &refused(Refusal::NotMember));
+        assert!(matches!(verify, Request::GetNeighbors));
+        assert_eq!(n.state_name(), "joining");
+        assert!(
+            sent_requests(&mut n).is_empty(),
+            "waits before the next round"
+        );
+        assert_eq!(n.poll_timeout(), Some(now + stab));
+        let t = now + stab;
+        n.handle_timeout(t);
+        // the free retry: the bootstrap again, still stale; now the round ends as before and
+        // waits the long delay
+        let again = answer_one(&mut n, t, b, &joined(gone));
+        assert!(matches!(again, Request::Join));
+        answer_one(&mut n, t, gone, &refused(Refusal::NotMember));
+        assert!(sent_requests(&mut n).is_empty());
+        assert_eq!(n.poll_timeout(), Some(t + timeout * 2));
+        let t = t + timeout * 2;
+        n.handle_timeout(t);
+        answer_one(&mut n, t, b, &joined(s));
+        answer_one(
+            &mut n,
+            t,
+            s,
+            &Response::Neighbors {
+                predecessor: None,
+                successors: vec![],
+            },
+        );
+        assert_eq!(n.state_name(), "member");
+    }
+
+    /// A lookup whose candidates all refuse as no longer members (the nodes closest to the
+    /// target have just left) is refilled from the routing table instead of failing, and a
+    /// finger that refuses so is dropped like a dead one.
+    #[test]
+    fn a_lookup_out_of_candidates_is_refilled_and_departed_fingers_are_dropped() {
+        let mut cfg = Config::fast();
+        cfg.max_lookup_candidates = 1;
+        let (mut n, now, _) = alone(cfg);
+        let ps = peers_clockwise(&n);
+        let (succs, target, b) = (&ps[..8], ps[12].id, ps[30]);
+        n.join(now, vec![Contact::from(b)]).unwrap();
+        answer_one(
+            &mut n,
+            now,
+            b,
+            &Response::Joined {
+                successor: succs[0].into(),
+                successors: vec![],
+            },
+        );
+        answer_one(
+            &mut n,
+            now,
+            succs[0],
+            &Response::Neighbors {
+                predecessor: None,
+                successors: succs[1..].iter().map(|p| WirePeer::from(*p)).collect(),
+            },
+        );
+        assert_eq!(n.state_name(), "member");
+        while n.poll_output().is_some() {}
+        // a departed node sits in a finger too
+        n.fingers[200] = Some(succs[7]);
+        n.routing_dirty = true;
+        n.find(now, target).unwrap();
+        // The seeds are the k closest preceding entries (k = the candidate limit, which the
+        // config raises to α = 3): s8, s7, s6. All refuse. Then the lookup is refilled with the
+        // closest entries not asked yet: s5, s4, s3.
+        let k = n.cfg.max_lookup_candidates;
+        assert_eq!(k, 3);
+        let departed: Vec<NodeId> = succs[8 - k..].iter().rev().map(|p| p.id).collect();
+        let mut asked = Vec::new();
+        let mut refilled = Vec::new();
+        while refilled.is_empty() {
+            let sent = sent_requests(&mut n);
+            assert!(
+                !sent.is_empty(),
+                "the lookup stopped after asking {asked:?}"
+            );
+            for (id, req) in sent {
+                assert!(matches!(req, Request::Find { .. }));
+                let to = n.pending.get(&id).and_then(|p| p.expect).unwrap();
+                assert!(!asked.contains(&to), "asked twice");
+                asked.push(to);
+                if !departed.contains(&to) {
+                    refilled.push(to);
+                    continue;
+                }
+                let bytes = refused(Refusal::NotMember).encode();
+                n.handle_response(
+                    now,
+                    id,
+                    Ok(Reply {
+                        from: to,
+                        bytes: &bytes,
+                    }),
+                );
+            }
+        }
+        assert_eq!(&asked[..k], &departed[..]);
+        assert!(
+            refilled
+                .iter()
+                .all(|id| succs[8 - 2 * k..8 - k].iter().any(|p| p.id == *id)),
+            "refilled with the closest entries not asked yet"
+        );
+        assert!(
+            n.fingers.iter().flatten().all(|f| f.id != succs[7].id),
+            "the finger that refused is dropped"
+        );
+        assert_eq!(n.metrics.lookups_failed, 0);
     }
 
     /// Regression (blink tails of seconds, tests/blink.rs): a node that left right after
