@@ -160,6 +160,67 @@ fn delta(a: &Sum, b: &Sum, secs: f64) {
     );
 }
 
+/// Runs `count` operations from [`IN_FLIGHT`] worker tasks, each doing its operations one
+/// after the other (as xtask's closed loop does: a single task spawning every operation caps
+/// the rate at its own speed). Operation `i` is `op(node, i, target)` on a random node with a
+/// random id; it returns its hop count, `None` if it failed. Returns (latency, outcome) of each.
+async fn closed_loop<F, Fut>(
+    nodes: &[DhtNode],
+    count: usize,
+    seed: u64,
+    op: F,
+) -> Vec<(Duration, Option<u32>)>
+where
+    F: Fn(DhtNode, usize, NodeId) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Option<u32>> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shared: Arc<Vec<DhtNode>> = Arc::new(nodes.to_vec());
+    let mut set = JoinSet::new();
+    for w in 0..IN_FLIGHT {
+        let (next, shared, op) = (Arc::clone(&next), Arc::clone(&shared), op.clone());
+        let mut rng = Rng(seed ^ w as u64);
+        set.spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let node = shared[rng.below(shared.len())].clone();
+                let target = rng.id();
+                let s = Instant::now();
+                let r = op(node, i, target).await;
+                out.push((s.elapsed(), r));
+            }
+            out
+        });
+    }
+    let mut all = Vec::with_capacity(count);
+    while let Some(r) = set.join_next().await {
+        all.extend(r.unwrap());
+    }
+    all
+}
+
+/// The sorted latencies of the operations that succeeded, and the number that failed.
+fn latencies(results: &[(Duration, Option<u32>)]) -> (Vec<Duration>, usize) {
+    let mut lat: Vec<Duration> = results
+        .iter()
+        .filter(|r| r.1.is_some())
+        .map(|r| r.0)
+        .collect();
+    lat.sort();
+    let failed = results.len() - lat.len();
+    (lat, failed)
+}
+
+/// Quantile `p` of sorted latencies, in milliseconds (0 when empty).
+fn percentile_ms(lat: &[Duration], p: f64) -> f64 {
+    lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -265,47 +326,16 @@ async fn main() {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
-        // 64 worker tasks, each running its finds one after the other (as xtask's closed
-        // loop does): a single task spawning every find caps the rate at its own speed.
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let shared = Arc::new(nodes.clone());
-        let mut set = JoinSet::new();
-        for w in 0..IN_FLIGHT {
-            let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
-            let mut rng = Rng(rng.next() ^ w as u64);
-            set.spawn(async move {
-                let mut out = Vec::new();
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let node = &shared[rng.below(shared.len())];
-                    let t = rng.id();
-                    let s = Instant::now();
-                    let r = node.find(t).await.ok().map(|f| f.hops);
-                    out.push((s.elapsed(), r));
-                }
-                out
-            });
-        }
-        let mut lat = Vec::with_capacity(count);
-        let (mut failed, mut hops) = (0usize, 0u64);
-        while let Some(r) = set.join_next().await {
-            for (d, h) in r.unwrap() {
-                match h {
-                    Some(h) => {
-                        lat.push(d);
-                        hops += u64::from(h);
-                    }
-                    None => failed += 1,
-                }
-            }
-        }
+        let results = closed_loop(&nodes, count, rng.next(), |node, _, target| async move {
+            node.find(target).await.ok().map(|f| f.hops)
+        })
+        .await;
+        let hops: u64 = results.iter().filter_map(|r| r.1).map(u64::from).sum();
+        let (lat, failed) = latencies(&results);
         let el = start.elapsed().as_secs_f64();
         let cpu = cpu_secs() - c0;
         let after = sum(&nodes).await;
-        lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
+        let pct = |p| percentile_ms(&lat, p);
         let ok = lat.len();
         println!(
             "finds round {round}: {count} in {el:.2} s: {:.0}/s, failed {failed}, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean hops {:.2}; CPU {cpu:.2} s = {:.0} us/find, {:.1} us/request",
@@ -329,50 +359,17 @@ async fn main() {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let shared = Arc::new(nodes.clone());
-        let mut set = JoinSet::new();
-        for w in 0..IN_FLIGHT {
-            let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
-            let mut rng = Rng(rng.next() ^ w as u64);
-            set.spawn(async move {
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= stores {
-                        break;
-                    }
-                    let node = &shared[rng.below(shared.len())];
-                    let spec = themis_dht::ServiceSpec::new(format!("store-{i}"));
-                    let s = Instant::now();
-                    let ok = node
-                        .register(spec, None)
-                        .await
-                        .is_ok_and(|r| r.failed == 0 && r.stored > 0);
-                    out.push((s.elapsed(), ok));
-                }
-                out
-            });
-        }
-        let mut lat = Vec::with_capacity(stores);
-        let mut failed = 0usize;
-        while let Some(r) = set.join_next().await {
-            for (d, ok) in r.unwrap() {
-                if ok {
-                    lat.push(d);
-                } else {
-                    failed += 1;
-                }
-            }
-        }
+        let results = closed_loop(&nodes, stores, rng.next(), |node, i, _| async move {
+            let spec = themis_dht::ServiceSpec::new(format!("store-{i}"));
+            let r = node.register(spec, None).await.ok()?;
+            (r.failed == 0 && r.stored > 0).then_some(0)
+        })
+        .await;
+        let (lat, failed) = latencies(&results);
         let el = start.elapsed().as_secs_f64();
         let cpu = cpu_secs() - c0;
         let after = sum(&nodes).await;
-        lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
+        let pct = |p| percentile_ms(&lat, p);
         println!(
             "stores: {stores} in {el:.2} s: {:.0}/s, failed {failed}, p50 {:.2} ms, p99 {:.2} ms; CPU {cpu:.2} s = {:.0} us/store, {:.1} us/request, {:.1} requests/store",
             lat.len() as f64 / el,
