@@ -2615,6 +2615,19 @@ mod tests {
         Response::Refused { reason }
     }
 
+    /// Delivers `r` as the answer of `from` to the node's request `request_id`.
+    fn reply(n: &mut Node, now: Instant, request_id: u64, from: NodeId, r: &Response) {
+        let bytes = r.encode();
+        n.handle_response(
+            now,
+            request_id,
+            Ok(Reply {
+                from,
+                bytes: &bytes,
+            }),
+        );
+    }
+
     #[test]
     fn store_checks() {
         let (mut n, now, _) = alone(Config::default());
@@ -2758,19 +2771,11 @@ mod tests {
         };
         assert_eq!(expect, Some(other));
         // a reply authenticated as somebody else is not accepted
-        let bytes = Response::Joined {
+        let joined = Response::Joined {
             successor: peer_of(&kp(6), 6).into(),
             successors: vec![],
-        }
-        .encode();
-        n.handle_response(
-            now,
-            request_id,
-            Ok(Reply {
-                from: kp(6).node_id(&net()),
-                bytes: &bytes,
-            }),
-        );
+        };
+        reply(&mut n, now, request_id, kp(6).node_id(&net()), &joined);
         assert_eq!(n.state_name(), "joining");
     }
 
@@ -2782,15 +2787,7 @@ mod tests {
             let Some(Output::Send { request_id, .. }) = n.poll_output() else {
                 panic!("expected a request")
             };
-            let bytes = r.encode();
-            n.handle_response(
-                now,
-                request_id,
-                Ok(Reply {
-                    from: from.id,
-                    bytes: &bytes,
-                }),
-            );
+            reply(n, now, request_id, from.id, &r);
         };
         answer(
             n,
@@ -2820,15 +2817,7 @@ mod tests {
             .find(|(_, p)| matches!(p.purpose, Purpose::Notify) && p.expect == Some(s.id))
             .map(|(id, _)| *id)
             .expect("the newcomer notified its successor");
-        let ack = Response::Ack.encode();
-        n.handle_response(
-            now,
-            notify,
-            Ok(Reply {
-                from: s.id,
-                bytes: &ack,
-            }),
-        );
+        reply(n, now, notify, s.id, &Response::Ack);
     }
 
     fn sent_requests(n: &mut Node) -> Vec<(u64, Request)> {
@@ -2859,15 +2848,7 @@ mod tests {
         let [(request_id, req)] = sent.as_slice() else {
             panic!("expected one request, got {sent:?}")
         };
-        let bytes = r.encode();
-        n.handle_response(
-            now,
-            *request_id,
-            Ok(Reply {
-                from: from.id,
-                bytes: &bytes,
-            }),
-        );
+        reply(n, now, *request_id, from.id, r);
         req.clone()
     }
 
@@ -2981,15 +2962,7 @@ mod tests {
                     refilled.push(to);
                     continue;
                 }
-                let bytes = refused(Refusal::NotMember).encode();
-                n.handle_response(
-                    now,
-                    id,
-                    Ok(Reply {
-                        from: to,
-                        bytes: &bytes,
-                    }),
-                );
+                reply(&mut n, now, id, to, &refused(Refusal::NotMember));
             }
         }
         assert_eq!(&asked[..k], &departed[..]);
@@ -3029,15 +3002,7 @@ mod tests {
             sent_requests(&mut n).is_empty(),
             "no Leave while the Notify is unanswered"
         );
-        let ack = Response::Ack.encode();
-        n.handle_response(
-            now,
-            notify,
-            Ok(Reply {
-                from: s.id,
-                bytes: &ack,
-            }),
-        );
+        reply(&mut n, now, notify, s.id, &Response::Ack);
         let sent = sent_requests(&mut n);
         assert!(
             matches!(sent.as_slice(), [(_, Request::Leave { .. })]),
@@ -3375,17 +3340,10 @@ mod tests {
         want.sort();
         assert_eq!(targets, want, "three lookups at once, one per replica");
         assert_eq!(n.replica_queries, 3);
-        let owner = Response::Owner { records: vec![] }.encode();
+        let owner = Response::Owner { records: vec![] };
         let mut stores = Vec::new();
         for (id, _) in finds.iter().rev() {
-            n.handle_response(
-                now,
-                *id,
-                Ok(Reply {
-                    from: s.id,
-                    bytes: &owner,
-                }),
-            );
+            reply(&mut n, now, *id, s.id, &owner);
             // the store of this replica goes out now, before the other lookups end
             let Some(Output::Send {
                 request_id, bytes, ..
