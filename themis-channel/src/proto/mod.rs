@@ -3,6 +3,7 @@
 
 mod channel;
 mod frame;
+mod limit;
 mod window;
 
 pub use channel::{
@@ -14,3 +15,4 @@ pub use frame::{
     TAG_LEN, TYPE_INSECURE_COMMAND, TYPE_INSECURE_RESPONSE, TYPE_SECURE_COMMAND,
     TYPE_SECURE_RESPONSE, VERSION, peek_header,
 };
+pub use limit::{KeyedLimiter, TokenBucket};

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use themis_channel::KeyedLimiter;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 
 use super::config::Config;
@@ -316,12 +317,6 @@ struct Registration {
     running: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
 /// A DHT node: ring state, object table, registrations and queries, with no I/O.
 ///
 /// See the crate documentation for the calling pattern.
@@ -365,7 +360,7 @@ pub struct Node {
     check_pred_in_flight: bool,
     handoff_in_flight: bool,
     finger_sweep_running: bool,
-    rates: BTreeMap<NodeId, Bucket>,
+    rates: KeyedLimiter<NodeId>,
     bootstraps: Vec<Contact>,
     metrics: Metrics,
     /// Record signatures known to verify (`Config::verified_cache_size`, LRU).
@@ -469,7 +464,11 @@ impl Node {
             check_pred_in_flight: false,
             handoff_in_flight: false,
             finger_sweep_running: false,
-            rates: BTreeMap::new(),
+            rates: KeyedLimiter::new(
+                cfg.peer_rate_per_sec,
+                cfg.peer_rate_burst,
+                cfg.max_rate_tracked_peers,
+            ),
             bootstraps: Vec::new(),
             metrics: Metrics::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
@@ -800,33 +799,6 @@ impl Node {
                 self.metrics.predecessor_changes += 1;
                 self.event(Event::PredecessorChanged { predecessor: None });
             }
-        }
-    }
-
-    fn rate_ok(&mut self, now: Instant, from: &NodeId) -> bool {
-        let rate = f64::from(self.cfg.peer_rate_per_sec.max(1));
-        let burst = f64::from(self.cfg.peer_rate_burst.max(1));
-        if !self.rates.contains_key(from) && self.rates.len() >= self.cfg.max_rate_tracked_peers {
-            // evict peers whose bucket has refilled: they are idle
-            self.rates.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-            });
-            if self.rates.len() >= self.cfg.max_rate_tracked_peers {
-                return false;
-            }
-        }
-        let b = self.rates.entry(*from).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        b.tokens =
-            (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 
@@ -1910,7 +1882,7 @@ impl Node {
                 },
             );
         }
-        if !self.rate_ok(now, &from.id) {
+        if !self.rates.allow(now, &from.id) {
             return self.respond(
                 token,
                 &Response::Refused {

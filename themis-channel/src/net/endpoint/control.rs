@@ -203,41 +203,6 @@ pub(crate) fn id_ref(id: &NodeId) -> [u8; 32] {
     *id.as_bytes()
 }
 
-/// A token bucket limiting unauthenticated replies (control messages and message 2).
-#[derive(Debug)]
-pub(crate) struct RateLimit {
-    per_sec: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<std::time::Instant>,
-}
-
-impl RateLimit {
-    pub(crate) fn new(per_sec: u32, burst: u32) -> Self {
-        Self {
-            per_sec: f64::from(per_sec),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: None,
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub(crate) fn allow(&mut self, now: std::time::Instant) -> bool {
-        if let Some(last) = self.last {
-            let dt = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + dt * self.per_sec).min(self.burst);
-        }
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -290,17 +255,6 @@ mod tests {
             longer.push(0);
             assert_eq!(Control::decode(&longer), None);
         }
-    }
-
-    #[test]
-    fn rate_limit_refills() {
-        let t0 = std::time::Instant::now();
-        let mut r = RateLimit::new(10, 2);
-        assert!(r.allow(t0));
-        assert!(r.allow(t0));
-        assert!(!r.allow(t0));
-        assert!(r.allow(t0 + std::time::Duration::from_millis(150)));
-        assert!(!r.allow(t0 + std::time::Duration::from_millis(150)));
     }
 
     proptest! {

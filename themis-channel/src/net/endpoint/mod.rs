@@ -41,13 +41,13 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 pub use config::EndpointConfig;
-use control::{Control, RateLimit};
+use control::Control;
 use metrics::Counters;
 pub use metrics::EndpointMetrics;
 
 use crate::{
-    Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TcpConfig, TcpTransport, Transport,
-    TransportError, UdpConfig, UdpTransport, peek_header,
+    Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TcpConfig, TcpTransport,
+    TokenBucket, Transport, TransportError, UdpConfig, UdpTransport, peek_header,
 };
 
 /// A peer as the endpoint knows it: its self-certifying id and the address it listens on.
@@ -299,7 +299,8 @@ struct State {
     identifies: HashMap<[u8; 16], (SocketAddr, oneshot::Sender<PublicKey>)>,
     responder: Option<Responder>,
     rng: Box<dyn RandomSource>,
-    control_rate: RateLimit,
+    /// Limits unauthenticated replies (control messages and message 2).
+    control_rate: TokenBucket,
     tick: u64,
 }
 
@@ -374,7 +375,7 @@ impl Endpoint {
                 identifies: HashMap::new(),
                 responder,
                 rng,
-                control_rate: RateLimit::new(config.control_rate.0, config.control_rate.1),
+                control_rate: TokenBucket::new(config.control_rate.0, config.control_rate.1),
                 tick: 0,
             }),
             counters: Counters::default(),
