@@ -2,7 +2,7 @@
 
 use themis_crypto::NodeId;
 
-use crate::proto::node::QueryError;
+use crate::proto::node::{NodeState, QueryError};
 use crate::proto::record::Refusal;
 
 /// Everything that can go wrong when using the DHT core.
@@ -59,7 +59,7 @@ pub enum Error {
     #[error("the node is {state}: {what} is not possible now")]
     InvalidState {
         /// The node's state.
-        state: &'static str,
+        state: NodeState,
         /// What was attempted.
         what: &'static str,
     },
@@ -115,7 +115,7 @@ pub enum Error {
     },
     /// The node would advertise an address no other host can dial.
     #[error(
-        "this node listens on {bound}, which other nodes cannot dial: set the address they reach it at (DriverConfig::advertise; `themis node --advertise HOST[:PORT]`)"
+        "this node listens on {bound}, which other nodes cannot dial: set the address they reach it at (DriverConfig::advertise)"
     )]
     UnspecifiedAddress {
         /// The endpoint's bound address.

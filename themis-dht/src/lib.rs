@@ -97,7 +97,8 @@ pub use error::Error;
 pub use proto::config::Config;
 pub use proto::metrics::{HOP_BUCKETS, Metrics};
 pub use proto::node::{
-    Contact, Event, Found, Node, Output, Providers, QueryError, QueryId, Reply, RequestFailure,
+    Contact, Event, Found, Node, NodeState, Output, Providers, QueryError, QueryId, Reply,
+    RequestFailure,
 };
 pub use proto::record::{
     MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, ProviderRecord,

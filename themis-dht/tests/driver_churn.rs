@@ -62,7 +62,7 @@ async fn graceful_leaves_lose_nothing() {
             let report = l.leave().await.unwrap();
             assert_eq!(report.records_lost, 0);
             handed += report.records_handed_over;
-            assert_eq!(l.status().await.unwrap().state, "left");
+            assert_eq!(l.status().await.unwrap().state, themis_dht::NodeState::Left);
             l.shutdown().await;
         }
         assert!(handed > 0);

@@ -25,7 +25,7 @@ async fn fifty_nodes_over_secure_tcp_join_store_and_find() {
             let mut stored = 0;
             for n in &nodes {
                 let st = n.status().await.unwrap();
-                assert_eq!(st.state, "member");
+                assert_eq!(st.state, themis_dht::NodeState::Member);
                 stored += st.stored_records;
                 let m = n.metrics().await.unwrap();
                 assert_eq!(m.incoming_unanswered, 0);

@@ -10,7 +10,7 @@ use common::{build, grow, random_live};
 
 use proptest::prelude::*;
 use themis_dht::sim::{Sim, SimConfig};
-use themis_dht::{Event, ServiceSpec};
+use themis_dht::{Event, NodeState, ServiceSpec};
 
 fn scenario(seed: u64) -> (u64, u64) {
     let mut cfg = SimConfig::new(seed);
@@ -74,7 +74,7 @@ fn dump(sim: &Sim) -> String {
             "{i} {} alive={} {} pred={:?} succs={:?} events={:?}\n",
             n.id().short(),
             sim.is_alive(i),
-            n.state_name(),
+            n.state(),
             n.predecessor().map(|p| p.id.short()),
             n.successors()
                 .iter()
@@ -99,7 +99,7 @@ fn dump(sim: &Sim) -> String {
 /// when every member is alone after failed joins, the lowest-numbered one.
 fn bootstrap_for(sim: &mut Sim, i: usize) -> Option<usize> {
     let ok =
-        |sim: &Sim, j: usize| j != i && sim.is_alive(j) && sim.node(j).state_name() == "member";
+        |sim: &Sim, j: usize| j != i && sim.is_alive(j) && sim.node(j).state() == NodeState::Member;
     let mut c: Vec<usize> = sim
         .live()
         .into_iter()
@@ -123,7 +123,7 @@ fn bootstrap_for(sim: &mut Sim, i: usize) -> Option<usize> {
         let first = sim
             .live()
             .into_iter()
-            .find(|j| sim.is_alive(*j) && sim.node(*j).state_name() == "member")?;
+            .find(|j| sim.is_alive(*j) && sim.node(*j).state() == NodeState::Member)?;
         return (first != i).then_some(first);
     }
     let k = (sim.rng_u64() % c.len() as u64) as usize;
@@ -151,7 +151,7 @@ fn churn(seed: u64, ops: &[Op]) -> Result<(), String> {
         let live: Vec<usize> = sim
             .live()
             .into_iter()
-            .filter(|i| sim.node(*i).state_name() == "member")
+            .filter(|i| sim.node(*i).state() == NodeState::Member)
             .collect();
         match o {
             Op::Join => {
@@ -194,7 +194,7 @@ fn churn(seed: u64, ops: &[Op]) -> Result<(), String> {
             let failed = matches!(sim.events(i).last(), Some(Event::JoinFailed));
             if failed
                 && sim.is_alive(i)
-                && sim.node(i).state_name() == "member"
+                && sim.node(i).state() == NodeState::Member
                 && let Some(b) = bootstrap_for(&mut sim, i)
             {
                 sim.join(i, b);
@@ -210,7 +210,7 @@ fn churn(seed: u64, ops: &[Op]) -> Result<(), String> {
         if sim.is_alive(i) && !sim.node(i).is_member() {
             return Err(format!(
                 "node {i} is {}\n{}",
-                sim.node(i).state_name(),
+                sim.node(i).state(),
                 dump(&sim)
             ));
         }

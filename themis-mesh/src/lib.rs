@@ -69,4 +69,6 @@ pub use node::{
 pub use bytes::Bytes;
 pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
-pub use themis_dht::{Contact, DhtNode, DriverConfig, NodeMetrics, Peer, Status, object_id};
+pub use themis_dht::{
+    Contact, DhtNode, DriverConfig, NodeMetrics, NodeState, Peer, Status, object_id,
+};

@@ -400,7 +400,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError>
         "mode": mode_name(s.mode),
         "listen": st.listen.to_string(),
         "contact": s.node.contact().to_string(),
-        "state": st.ring.state,
+        "state": st.ring.state.as_str(),
         "predecessor": st.ring.predecessor.as_ref().map(peer),
         "successors": st.ring.successors.iter().map(peer).collect::<Vec<_>>(),
         "fingers": st.ring.fingers,

@@ -622,7 +622,10 @@ impl Demo {
                 if let Ok(s) = node.dht().status().await {
                     let succs: Vec<NodeId> = s.successors.iter().map(|p| p.id).collect();
                     let prev = s.predecessor.map(|p| p.id);
-                    if s.state == "member" && succs == want && prev == want_prev {
+                    if s.state == themis_mesh::NodeState::Member
+                        && succs == want
+                        && prev == want_prev
+                    {
                         good += 1;
                     }
                 }

@@ -32,7 +32,7 @@ pub use config::DriverConfig;
 pub use handler::{DhtHandler, DhtInbox};
 use task::{Command, Driver, now};
 
-use crate::{Contact, Error, Found, Metrics, Node, Peer, Providers, ServiceSpec};
+use crate::{Contact, Error, Found, Metrics, Node, NodeState, Peer, Providers, ServiceSpec};
 
 /// A running DHT node: a cheap handle (clones share the node) to the task that drives the
 /// sans-I/O core over an [`Endpoint`].
@@ -86,8 +86,8 @@ pub struct Status {
     pub id: NodeId,
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// `"member"`, `"joining"`, `"leaving"` or `"left"`.
-    pub state: &'static str,
+    /// Member, joining, leaving or left.
+    pub state: NodeState,
     /// The predecessor, if known.
     pub predecessor: Option<Peer>,
     /// The successor list (empty when alone).
@@ -378,7 +378,7 @@ mod tests {
                 matches!(err, Error::UnspecifiedAddress { .. }),
                 "{bound} {adv:?}: {err}"
             );
-            assert!(err.to_string().contains("--advertise"), "{err}");
+            assert!(err.to_string().contains("DriverConfig::advertise"), "{err}");
         }
     }
 }

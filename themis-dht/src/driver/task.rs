@@ -231,7 +231,7 @@ impl Driver {
         Status {
             id: self.node.id(),
             addr: self.node.peer().addr,
-            state: self.node.state_name(),
+            state: self.node.state(),
             predecessor: self.node.predecessor(),
             successors: self.node.successors().to_vec(),
             fingers: self.node.fingers().len(),

@@ -1,14 +1,20 @@
 //! The iterative find of paper §6.1 as a small pure state machine (in the shape of rust-libp2p's
 //! `ClosestPeersIter`): the initiator drives every step, checks that every answer makes progress
 //! toward the target on the ring and never asks again a peer that failed to make progress or
-//! timed out (the eclipse defence of paper §6.2).
+//! timed out (the eclipse defence of paper §6.2). The lookup owns its own stall timing: it asks
+//! one peer at a time, and when that one is slow to answer ([`Lookup::poll_timeout`],
+//! [`Lookup::handle_timeout`]) it opens to α queries at once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use themis_crypto::{NODE_ID_LEN, NodeId};
 
 use super::ring::{distance, in_half_open};
 use super::wire::Peer;
+
+/// Times a lookup that ran out of candidates may be refilled ([`Lookup::reseed`]).
+const MAX_RESEEDS: u8 = 2;
 
 /// What a responder said, already decoded.
 #[derive(Clone, Debug)]
@@ -37,6 +43,20 @@ pub(crate) enum Step {
     Rejected,
 }
 
+/// How widely and how long a lookup may ask.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// Most queries in flight (α).
+    pub(crate) alpha: usize,
+    /// `Some(stall)`: ask one peer at a time and open to α when a query fails, is answered
+    /// without progress, or stays unanswered for `stall`; `None`: ask α at once from the start.
+    pub(crate) stall: Option<Duration>,
+    /// Requests the lookup may send before it gives up.
+    pub(crate) max_requests: usize,
+    /// Candidates it remembers.
+    pub(crate) max_candidates: usize,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Lookup {
     target: NodeId,
@@ -55,40 +75,35 @@ pub(crate) struct Lookup {
     seen: BTreeSet<NodeId>,
     in_flight: BTreeMap<NodeId, (Peer, u32)>,
     sent: usize,
-    /// The stall timer armed for this lookup in the node (`(when, sent)`), to disarm it.
-    pub(crate) stall: Option<(std::time::Instant, usize)>,
-    /// Times the node refilled the candidates from its routing table when they ran out.
-    pub(crate) reseeds: u8,
+    /// How long the one query of a narrow lookup may stay unanswered.
+    stall: Duration,
+    /// When the lookup stalls: armed by each query a narrow lookup sends.
+    stall_at: Option<Instant>,
+    /// Times the candidates were refilled when they ran out.
+    reseeds: u8,
 }
 
 impl Lookup {
-    /// A lookup of `target` with at most `alpha` queries in flight. `hedged` starts it with
-    /// all `alpha` at once; otherwise it asks one peer at a time until [`Lookup::widen`] (or a
-    /// failure or rejected answer) opens it to `alpha`.
-    pub(crate) fn new(
-        target: NodeId,
-        want_owner: bool,
-        me: NodeId,
-        (alpha, hedged): (usize, bool),
-        max_requests: usize,
-        max_candidates: usize,
-    ) -> Self {
+    /// A lookup of `target` by `me` within `budget`: one peer at a time until trouble (or the
+    /// stall timer) opens it to α, unless `budget.stall` is `None`.
+    pub(crate) fn new(target: NodeId, want_owner: bool, me: NodeId, budget: Budget) -> Self {
         let mut seen = BTreeSet::new();
         seen.insert(me);
-        let alpha = alpha.max(1);
+        let alpha = budget.alpha.max(1);
         Self {
             target,
             want_owner,
             alpha,
-            width: if hedged { alpha } else { 1 },
-            max_requests,
-            max_candidates: max_candidates.max(1),
+            width: if budget.stall.is_some() { 1 } else { alpha },
+            max_requests: budget.max_requests,
+            max_candidates: budget.max_candidates.max(1),
             cands: BTreeMap::new(),
             final_cand: None,
             seen,
             in_flight: BTreeMap::new(),
             sent: 0,
-            stall: None,
+            stall: budget.stall.unwrap_or_default(),
+            stall_at: None,
             reseeds: 0,
         }
     }
@@ -97,7 +112,8 @@ impl Lookup {
         self.target
     }
 
-    /// Queries sent so far (a lookup that sent nothing new since a given count is stalled).
+    /// Queries sent so far.
+    #[cfg(test)]
     pub(crate) fn sent(&self) -> usize {
         self.sent
     }
@@ -109,8 +125,28 @@ impl Lookup {
 
     /// Opens the lookup to `alpha` queries in flight: a query failed, was answered without
     /// progress, or is slow to answer.
-    pub(crate) fn widen(&mut self) {
+    fn widen(&mut self) {
         self.width = self.alpha;
+    }
+
+    /// When the lookup stalls if its one query is still unanswered then.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.stall_at
+            .filter(|_| self.is_narrow() && !self.in_flight.is_empty())
+    }
+
+    /// Hedge (beyond the paper, which asks one node at a time): if the one query has been
+    /// unanswered since the stall time, the lookup opens to α (without giving up on it).
+    /// Returns true if it did: the caller asks [`Lookup::next`] for more peers.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
+        match self.poll_timeout() {
+            Some(t) if t <= now => {
+                self.stall_at = None;
+                self.widen();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Adds a candidate found at path length `depth` (the number of sequential queries that
@@ -133,8 +169,36 @@ impl Lookup {
         }
     }
 
-    /// The next peers to query (up to α in flight), with their path length.
-    pub(crate) fn next(&mut self) -> Vec<(Peer, u32)> {
+    /// Seeds the lookup from the initiator's own tables: `local`, the target's successor if
+    /// the initiator's successor list tells it, and the closest preceding entries.
+    pub(crate) fn seed(&mut self, local: Option<Peer>, seeds: Vec<Peer>) {
+        if let Some(s) = local {
+            self.set_final(s, 1);
+        }
+        for p in seeds {
+            self.add_candidate(p, 1);
+        }
+    }
+
+    /// True while the lookup may still be refilled ([`Lookup::reseed`]).
+    pub(crate) fn can_reseed(&self) -> bool {
+        self.reseeds < MAX_RESEEDS
+    }
+
+    /// Refills a lookup that ran out of candidates (at most [`MAX_RESEEDS`] times; peers
+    /// already asked are never asked again). Returns whether it has something to ask.
+    pub(crate) fn reseed(&mut self, local: Option<Peer>, seeds: Vec<Peer>) -> bool {
+        if !self.can_reseed() {
+            return false;
+        }
+        self.reseeds += 1;
+        self.seed(local, seeds);
+        !self.is_exhausted()
+    }
+
+    /// The next peers to query at `now` (up to the width in flight), with their path length.
+    /// A narrow lookup that sends a query arms its stall timer from `now`.
+    pub(crate) fn next(&mut self, now: Instant) -> Vec<(Peer, u32)> {
         let mut out = Vec::new();
         while self.in_flight.len() < self.width && self.sent < self.max_requests {
             let pick = match self.final_cand.take() {
@@ -148,6 +212,10 @@ impl Lookup {
             self.in_flight.insert(peer.id, (peer, depth));
             self.sent += 1;
             out.push((peer, depth));
+        }
+        if !out.is_empty() {
+            // paper §6.1 asks one node at a time; if it is slow, hedge (`handle_timeout`)
+            self.stall_at = self.is_narrow().then(|| now + self.stall);
         }
         out
     }
@@ -230,11 +298,29 @@ mod tests {
         }
     }
 
+    const STALL: Duration = Duration::from_millis(500);
+
+    /// `hedged`: α at once from the start; otherwise one at a time with a stall of [`STALL`].
+    fn budget(alpha: usize, hedged: bool, max_requests: usize, max_candidates: usize) -> Budget {
+        Budget {
+            alpha,
+            stall: (!hedged).then_some(STALL),
+            max_requests,
+            max_candidates,
+        }
+    }
+
+    /// One fixed instant per test run: the tests that do not look at time use it throughout.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
     #[test]
     fn closer_answers_must_progress() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, (1, true), 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(1, true, 10, 10));
         l.add_candidate(p(50), 1);
-        assert_eq!(l.next(), vec![(p(50), 1)]);
+        assert_eq!(l.next(t0()), vec![(p(50), 1)]);
         // regressing answer
         assert_eq!(
             l.on_answer(p(50).id, Answer::Closer(vec![p(40)])),
@@ -242,23 +328,23 @@ mod tests {
         );
         // p(50) never asked again
         l.add_candidate(p(50), 1);
-        assert!(l.next().is_empty());
+        assert!(l.next(t0()).is_empty());
         assert!(l.is_exhausted());
     }
 
     #[test]
     fn lookup_completes_and_counts_hops() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, (2, true), 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(2, true, 10, 10));
         l.add_candidate(p(50), 1);
         l.add_candidate(p(20), 1);
-        let first = l.next();
+        let first = l.next(t0());
         assert_eq!(first.len(), 2);
         assert_eq!(first[0].0, p(50)); // closest preceding first
         assert_eq!(
             l.on_answer(p(50).id, Answer::Closer(vec![p(90), p(80)])),
             Step::Continue
         );
-        assert_eq!(l.next(), vec![(p(90), 2)]);
+        assert_eq!(l.next(t0()), vec![(p(90), 2)]);
         assert_eq!(
             l.on_answer(p(90).id, Answer::Successor(p(110))),
             Step::Done {
@@ -271,14 +357,14 @@ mod tests {
 
     #[test]
     fn object_lookup_asks_the_successor() {
-        let mut l = Lookup::new(p(100).id, true, p(0).id, (1, true), 10, 10);
+        let mut l = Lookup::new(p(100).id, true, p(0).id, budget(1, true, 10, 10));
         l.add_candidate(p(90), 1);
-        l.next();
+        l.next(t0());
         assert_eq!(
             l.on_answer(p(90).id, Answer::Successor(p(110))),
             Step::Continue
         );
-        assert_eq!(l.next(), vec![(p(110), 2)]);
+        assert_eq!(l.next(t0()), vec![(p(110), 2)]);
         assert_eq!(
             l.on_answer(p(110).id, Answer::Owner),
             Step::Done {
@@ -291,59 +377,139 @@ mod tests {
 
     #[test]
     fn a_narrow_lookup_asks_one_peer_until_trouble() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, (3, false), 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(3, false, 10, 10));
         for v in [50, 40, 30, 20, 10] {
             l.add_candidate(p(v), 1);
         }
         // healthy: one query at a time, closest first
-        assert_eq!(l.next(), vec![(p(50), 1)]);
-        assert!(l.next().is_empty());
+        assert_eq!(l.next(t0()), vec![(p(50), 1)]);
+        assert!(l.next(t0()).is_empty());
         assert!(l.is_narrow());
         assert_eq!(
             l.on_answer(p(50).id, Answer::Closer(vec![p(90), p(80)])),
             Step::Continue
         );
-        assert_eq!(l.next(), vec![(p(90), 2)]);
+        assert_eq!(l.next(t0()), vec![(p(90), 2)]);
         assert_eq!(l.sent(), 2);
         // a failure opens it to α: the next three candidates at once
         l.on_failure(p(90).id);
         assert!(!l.is_narrow());
-        assert_eq!(l.next().len(), 3);
+        assert_eq!(l.next(t0()).len(), 3);
         // a stray failure report of a peer never asked changes nothing
-        let mut m = Lookup::new(p(100).id, false, p(0).id, (3, false), 10, 10);
+        let mut m = Lookup::new(p(100).id, false, p(0).id, budget(3, false, 10, 10));
         m.on_failure(p(7).id);
         assert!(m.is_narrow());
     }
 
     #[test]
     fn a_rejected_answer_or_a_stall_widens() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, (2, false), 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(2, false, 10, 10));
         for v in [50, 40, 30] {
             l.add_candidate(p(v), 1);
         }
-        assert_eq!(l.next().len(), 1);
+        assert_eq!(l.next(t0()).len(), 1);
         assert_eq!(
             l.on_answer(p(50).id, Answer::Closer(vec![p(45)])),
             Step::Rejected
         );
-        assert_eq!(l.next().len(), 2);
+        assert_eq!(l.next(t0()).len(), 2);
 
-        let mut m = Lookup::new(p(100).id, false, p(0).id, (2, false), 10, 10);
+        let mut m = Lookup::new(p(100).id, false, p(0).id, budget(2, false, 10, 10));
         for v in [50, 40, 30] {
             m.add_candidate(p(v), 1);
         }
-        assert_eq!(m.next(), vec![(p(50), 1)]);
-        // the node's stall timer fired: one more query, the first one still in flight
-        m.widen();
-        assert_eq!(m.next(), vec![(p(40), 1)]);
-        assert!(m.next().is_empty());
+        assert_eq!(m.next(t0()), vec![(p(50), 1)]);
+        // the stall timer fired: one more query, the first one still in flight
+        assert!(m.handle_timeout(t0() + STALL));
+        assert_eq!(m.next(t0() + STALL), vec![(p(40), 1)]);
+        assert!(m.next(t0()).is_empty());
+    }
+
+    #[test]
+    fn a_narrow_lookup_stalls_after_its_query_stays_unanswered() {
+        let t = t0();
+        let ms = Duration::from_millis;
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(3, false, 10, 10));
+        for v in [50, 40, 30, 20, 10] {
+            l.add_candidate(p(v), 1);
+        }
+        assert_eq!(l.poll_timeout(), None, "nothing asked yet");
+        assert_eq!(l.next(t), vec![(p(50), 1)]);
+        assert_eq!(l.poll_timeout(), Some(t + STALL));
+        assert!(!l.handle_timeout(t + STALL - ms(1)), "not yet");
+        assert!(l.is_narrow());
+        // an answer that makes progress: the next query re-arms the timer from its own send
+        let t1 = t + ms(100);
+        l.on_answer(p(50).id, Answer::Closer(vec![p(90)]));
+        assert_eq!(l.poll_timeout(), None, "nothing in flight");
+        assert_eq!(l.next(t1), vec![(p(90), 2)]);
+        assert_eq!(l.poll_timeout(), Some(t1 + STALL));
+        assert!(!l.handle_timeout(t + STALL), "the old deadline is gone");
+        // unanswered until the stall: α at once, and no timer any more
+        assert!(l.handle_timeout(t1 + STALL));
+        assert!(!l.is_narrow());
+        assert_eq!(l.poll_timeout(), None);
+        assert!(!l.handle_timeout(t1 + STALL * 2), "stalls once");
+        assert_eq!(l.next(t1 + STALL).len(), 2, "p(90) is still in flight");
+        assert_eq!(l.poll_timeout(), None, "a wide lookup has no stall timer");
+    }
+
+    #[test]
+    fn wide_and_single_query_lookups_never_stall() {
+        let t = t0();
+        // hedged from the start
+        let mut w = Lookup::new(p(100).id, false, p(0).id, budget(3, true, 10, 10));
+        // α = 1 (the finger sweep): narrow and wide are the same
+        let mut one = Lookup::new(p(100).id, false, p(0).id, budget(1, false, 10, 10));
+        for l in [&mut w, &mut one] {
+            for v in [50, 40, 30] {
+                l.add_candidate(p(v), 1);
+            }
+            assert!(!l.next(t).is_empty());
+            assert_eq!(l.poll_timeout(), None);
+            assert!(!l.handle_timeout(t + STALL * 10));
+        }
+    }
+
+    #[test]
+    fn a_failure_widens_and_disarms_the_stall() {
+        let t = t0();
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(2, false, 10, 10));
+        for v in [50, 40, 30] {
+            l.add_candidate(p(v), 1);
+        }
+        l.next(t);
+        l.on_failure(p(50).id);
+        assert_eq!(l.poll_timeout(), None);
+        assert!(!l.handle_timeout(t + STALL));
+        assert_eq!(l.next(t).len(), 2);
+    }
+
+    #[test]
+    fn a_lookup_is_reseeded_at_most_twice_and_never_asks_a_peer_again() {
+        let t = t0();
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(1, true, 10, 10));
+        l.seed(None, vec![p(50)]);
+        assert_eq!(l.next(t), vec![(p(50), 1)]);
+        l.on_failure(p(50).id);
+        assert!(l.is_exhausted());
+        // a refill with only peers already asked leaves nothing to ask
+        assert!(!l.reseed(None, vec![p(50)]));
+        assert!(l.reseed(Some(p(120)), vec![p(60)]));
+        assert_eq!(l.next(t), vec![(p(120), 1)], "the successor first");
+        l.on_failure(p(120).id);
+        assert_eq!(l.next(t), vec![(p(60), 1)]);
+        l.on_failure(p(60).id);
+        assert!(!l.can_reseed());
+        assert!(!l.reseed(None, vec![p(70)]));
+        assert!(l.is_exhausted());
     }
 
     #[test]
     fn inconsistent_successor_rejected() {
-        let mut l = Lookup::new(p(100).id, false, p(0).id, (1, true), 10, 10);
+        let mut l = Lookup::new(p(100).id, false, p(0).id, budget(1, true, 10, 10));
         l.add_candidate(p(90), 1);
-        l.next();
+        l.next(t0());
         assert_eq!(
             l.on_answer(p(90).id, Answer::Successor(p(95))),
             Step::Rejected
@@ -355,11 +521,11 @@ mod tests {
         /// request budget and is exhausted once nobody is left.
         #[test]
         fn never_asks_twice(ops in proptest::collection::vec((any::<u8>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..4)), 1..60)) {
-            let mut l = Lookup::new(p(128).id, true, p(0).id, (3, true), 20, 8);
+            let mut l = Lookup::new(p(128).id, true, p(0).id, budget(3, true, 20, 8));
             for v in [10u8, 20, 30] { l.add_candidate(p(v), 1); }
             let mut asked = BTreeSet::new();
             for (_, ok, peers) in ops {
-                let batch = l.next();
+                let batch = l.next(t0());
                 for (peer, _) in &batch {
                     prop_assert!(asked.insert(peer.id));
                 }
@@ -373,6 +539,58 @@ mod tests {
                 }
                 for (peer, _) in batch.iter().skip(1) {
                     l.on_failure(peer.id);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever peers answer and whenever the timer fires, a lookup asks for a timeout only
+        /// while it is narrow with its one query in flight, at the stall time after that
+        /// query was sent; a timeout widens the lookup exactly when it comes at or after it.
+        #[test]
+        fn the_stall_timer_follows_the_query_in_flight(ops in proptest::collection::vec((0u8..4, 0u64..800, proptest::collection::vec(any::<u8>(), 0..3)), 1..40)) {
+            let mut t = t0();
+            let mut l = Lookup::new(p(200).id, false, p(0).id, budget(3, false, 30, 8));
+            for v in [10u8, 20, 30, 40, 50] { l.add_candidate(p(v), 1); }
+            let last_send_0 = t;
+            prop_assert_eq!(l.next(t).len(), 1);
+            let mut last_send = last_send_0;
+            for (op, dt, peers) in ops {
+                t += Duration::from_millis(dt);
+                let narrow = l.is_narrow();
+                match op {
+                    0 => {
+                        let due = l.poll_timeout();
+                        let fired = l.handle_timeout(t);
+                        prop_assert_eq!(fired, due.is_some_and(|d| d <= t));
+                        if fired {
+                            prop_assert!(narrow && !l.is_narrow());
+                        } else {
+                            prop_assert_eq!(l.is_narrow(), narrow);
+                        }
+                    }
+                    1 => {
+                        if let Some(id) = l.in_flight.keys().next().copied() {
+                            let _ = l.on_answer(id, Answer::Closer(peers.iter().map(|v| p(*v)).collect()));
+                        }
+                    }
+                    2 => {
+                        if let Some(id) = l.in_flight.keys().next().copied() {
+                            l.on_failure(id);
+                        }
+                    }
+                    _ => {}
+                }
+                if !l.next(t).is_empty() {
+                    last_send = t;
+                }
+                match l.poll_timeout() {
+                    Some(d) => {
+                        prop_assert!(l.is_narrow() && l.in_flight.len() == 1);
+                        prop_assert_eq!(d, last_send + STALL);
+                    }
+                    None => prop_assert!(!l.is_narrow() || l.in_flight.is_empty()),
                 }
             }
         }

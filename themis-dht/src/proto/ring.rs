@@ -74,9 +74,9 @@ pub(crate) fn in_half_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
     in_open(a, x, b) || x == b
 }
 
-/// A small deterministic PRNG (SplitMix64). The core's only randomness is timer jitter and the
-/// choice among equal candidates; it comes from the seed the caller passes to `Node::new`, so a
-/// simulation is reproducible from one `u64`.
+/// A small deterministic PRNG (SplitMix64), left for the simulator (`crate::sim`) only: the node
+/// core draws its timer jitter from `fastrand::Rng`. Goes when the simulator takes the test
+/// kit's PRNG.
 #[derive(Clone, Debug)]
 pub(crate) struct SplitMix64(u64);
 

@@ -259,7 +259,7 @@ impl Sim {
     }
 
     pub fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].alive && self.nodes[i].node.state_name() != "left"
+        self.nodes[i].alive && self.nodes[i].node.state() != crate::NodeState::Left
     }
 
     /// Runs `f` on node `i` at the current time, then processes its outputs.

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use themis_dht::sim::{Sim, SimConfig};
-use themis_dht::{Event, ProviderRecord, QueryId, ServiceSpec};
+use themis_dht::{Event, NodeState, ProviderRecord, QueryId, ServiceSpec};
 
 /// Adds `n` nodes to `sim`, each joining through a random live member, `gap` apart.
 pub(crate) fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
@@ -21,7 +21,7 @@ pub(crate) fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
         let live: Vec<usize> = sim
             .live()
             .into_iter()
-            .filter(|i| sim.node(*i).state_name() == "member")
+            .filter(|i| sim.node(*i).state() == NodeState::Member)
             .collect();
         let b = live[(sim.rng_u64() % live.len() as u64) as usize];
         let i = sim.add_node();

@@ -136,7 +136,7 @@ pub async fn consistent(nodes: &[MeshNode]) {
             let s = node.dht().status().await.map_err(|e| e.to_string())?;
             let i = ids.iter().position(|id| *id == s.id).unwrap();
             let (next, prev) = (ids[(i + 1) % n], ids[(i + n - 1) % n]);
-            if s.state != "member" {
+            if s.state != themis_dht::NodeState::Member {
                 return Err(format!("{} is {}", s.id.short(), s.state));
             }
             if n > 1 && s.successors.first().map(|p| p.id) != Some(next) {

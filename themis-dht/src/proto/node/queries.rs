@@ -1,0 +1,625 @@
+//! Queries: the table of work started by a command or a peer (finds, provider lookups, finger
+//! refreshes, lookups served for a joining node, registrations and their replicas), the
+//! iterative lookups they run (paper §6.1 find, checked as §6.2 asks), and the responder side of
+//! a find.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use themis_crypto::NodeId;
+
+use super::Node;
+use super::api::{Event, Found, Providers, QueryError, QueryId, RequestFailure};
+use super::requests::Purpose;
+use crate::Error;
+use crate::proto::lookup::{Answer, Budget, Lookup, Step};
+use crate::proto::record::{ProviderRecord, Refusal, check_name, object_id};
+use crate::proto::wire::{MAX_RECORDS, Peer, Request, Response, WirePeer, WireRecord};
+
+/// What a query is for.
+#[derive(Debug)]
+pub(super) enum Job {
+    Find,
+    Finger {
+        bit: usize,
+    },
+    ServeJoin {
+        token: u64,
+    },
+    /// A registration: its k + 1 replicas run at once, each as a [`Job::Replica`] query
+    /// (lookup, then store); this query has no lookup of its own and ends when `open` is 0.
+    Register {
+        name: String,
+        records: Vec<ProviderRecord>,
+        /// Replicas whose lookup or store has not ended yet.
+        open: u8,
+        stored: u8,
+        failed: u8,
+        user: bool,
+    },
+    /// The lookup of replica `r` of registration `parent`.
+    Replica {
+        parent: QueryId,
+        r: u8,
+    },
+    Providers {
+        name: String,
+        k: u8,
+        r: u8,
+        any_answer: bool,
+    },
+}
+
+/// A query and the lookup it runs, if any.
+#[derive(Debug)]
+pub(super) struct Query {
+    pub(super) job: Job,
+    lookup: Option<Lookup>,
+    /// The lookup's stall time as indexed in [`Queries::stalls`].
+    stall: Option<Instant>,
+}
+
+/// The queries in progress, bounded by `Config::max_queries` (replicas of a registration are
+/// bounded by their registration, at most `max_k + 1` each).
+#[derive(Debug, Default)]
+pub(super) struct Queries {
+    pub(super) map: BTreeMap<QueryId, Query>,
+    next_id: u64,
+    /// Queries that are one replica of a registration ([`Job::Replica`]).
+    pub(super) replicas: usize,
+    /// The lookups' stall times, earliest first: the index behind [`Queries::next_stall`].
+    /// Each lookup decides when it stalls ([`Lookup::poll_timeout`]); this only mirrors it.
+    stalls: BTreeSet<(Instant, QueryId)>,
+}
+
+impl Queries {
+    /// Queries that count toward `max_queries`: all but the replicas of registrations.
+    pub(super) fn counted(&self) -> usize {
+        self.map.len().saturating_sub(self.replicas)
+    }
+
+    /// Adds a query for `job` (the caller checks the limit).
+    fn insert(&mut self, job: Job) -> QueryId {
+        self.next_id += 1;
+        let id = QueryId(self.next_id);
+        self.put_back(id, job);
+        id
+    }
+
+    fn put_back(&mut self, id: QueryId, job: Job) {
+        if matches!(job, Job::Replica { .. }) {
+            self.replicas += 1;
+        }
+        self.map.insert(
+            id,
+            Query {
+                job,
+                lookup: None,
+                stall: None,
+            },
+        );
+    }
+
+    /// Removes query `q` (and its stall time), keeping the replica count in step.
+    pub(super) fn take(&mut self, q: QueryId) -> Option<Job> {
+        let query = self.map.remove(&q)?;
+        if let Some(t) = query.stall {
+            self.stalls.remove(&(t, q));
+        }
+        if matches!(query.job, Job::Replica { .. }) {
+            self.replicas = self.replicas.saturating_sub(1);
+        }
+        Some(query.job)
+    }
+
+    /// Removes every query.
+    pub(super) fn take_all(&mut self) -> Vec<(QueryId, Job)> {
+        self.stalls.clear();
+        self.replicas = 0;
+        std::mem::take(&mut self.map)
+            .into_iter()
+            .map(|(id, q)| (id, q.job))
+            .collect()
+    }
+
+    pub(super) fn job(&self, q: QueryId) -> Option<&Job> {
+        self.map.get(&q).map(|x| &x.job)
+    }
+
+    pub(super) fn job_mut(&mut self, q: QueryId) -> Option<&mut Job> {
+        self.map.get_mut(&q).map(|x| &mut x.job)
+    }
+
+    /// Gives query `q` a new lookup (or none), replacing its old one.
+    fn set_lookup(&mut self, q: QueryId, lookup: Option<Lookup>) {
+        if let Some(x) = self.map.get_mut(&q) {
+            x.lookup = lookup;
+        }
+        self.sync_stall(q);
+    }
+
+    /// Runs `f` on the lookup of query `q`, then re-indexes its stall time.
+    fn with_lookup<R>(&mut self, q: QueryId, f: impl FnOnce(&mut Lookup) -> R) -> Option<R> {
+        let r = f(self.map.get_mut(&q)?.lookup.as_mut()?);
+        self.sync_stall(q);
+        Some(r)
+    }
+
+    fn sync_stall(&mut self, q: QueryId) {
+        let Some(x) = self.map.get_mut(&q) else {
+            return;
+        };
+        let now = x.lookup.as_ref().and_then(Lookup::poll_timeout);
+        if now == x.stall {
+            return;
+        }
+        if let Some(t) = x.stall {
+            self.stalls.remove(&(t, q));
+        }
+        if let Some(t) = now {
+            self.stalls.insert((t, q));
+        }
+        x.stall = now;
+    }
+
+    /// The earliest stall time of a lookup.
+    pub(super) fn next_stall(&self) -> Option<Instant> {
+        self.stalls.first().map(|(t, _)| *t)
+    }
+
+    /// Removes and returns a query whose lookup's stall time is at or before `now`.
+    fn pop_stalled(&mut self, now: Instant) -> Option<QueryId> {
+        let &(t, q) = self.stalls.first().filter(|(t, _)| *t <= now)?;
+        self.stalls.pop_first();
+        if let Some(x) = self.map.get_mut(&q)
+            && x.stall == Some(t)
+        {
+            x.stall = None;
+        }
+        Some(q)
+    }
+}
+
+impl Node {
+    /// Starts a find of the successor of `target` (paper §6.1 find, iterative). The result comes
+    /// as [`Event::Found`].
+    pub fn find(&mut self, now: Instant, target: NodeId) -> Result<QueryId, Error> {
+        self.check_member("find")?;
+        let q = self.new_query(Job::Find).ok_or(Error::TooManyQueries {
+            limit: self.cfg.max_queries,
+        })?;
+        self.start_lookup(now, q, target, false);
+        Ok(q)
+    }
+
+    /// Looks up the providers of `name`, trying replicas `0..=k` in turn until one answers with
+    /// records (paper §7). Every record is verified. The result comes as [`Event::Providers`].
+    pub fn lookup_providers(
+        &mut self,
+        now: Instant,
+        name: &str,
+        k: Option<u8>,
+    ) -> Result<QueryId, Error> {
+        self.check_member("lookup providers")?;
+        check_name(name).map_err(Error::InvalidRecord)?;
+        let k = k.unwrap_or(self.cfg.default_k).min(self.cfg.max_k);
+        let q = self
+            .new_query(Job::Providers {
+                name: name.to_owned(),
+                k,
+                r: 0,
+                any_answer: false,
+            })
+            .ok_or(Error::TooManyQueries {
+                limit: self.cfg.max_queries,
+            })?;
+        self.start_lookup(now, q, object_id(name, 0), true);
+        Ok(q)
+    }
+
+    /// A query for `job`, if fewer than `max_queries` are in progress.
+    pub(super) fn new_query(&mut self, job: Job) -> Option<QueryId> {
+        if self.queries.counted() >= self.cfg.max_queries {
+            return None;
+        }
+        Some(self.queries.insert(job))
+    }
+
+    /// The query of replica `r` of registration `parent`: bounded by its registration (at most
+    /// `max_k + 1` each), so not by `max_queries`.
+    pub(super) fn new_replica_query(&mut self, parent: QueryId, r: u8) -> QueryId {
+        self.queries.insert(Job::Replica { parent, r })
+    }
+
+    /// Starts (or restarts, for the next replica of a provider lookup) the lookup of query
+    /// `q`: answered from the local tables when they tell, else iteratively.
+    pub(super) fn start_lookup(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        target: NodeId,
+        want_owner: bool,
+    ) {
+        self.metrics.lookups_started += 1;
+        self.queries.set_lookup(q, None);
+        if self.ring.responsible_for(&target) {
+            let me = self.ring.me;
+            let recs: Vec<WireRecord> = self
+                .store
+                .get(&target)
+                .iter()
+                .map(WireRecord::from)
+                .collect();
+            self.lookup_done(now, q, me, 0, recs);
+            return;
+        }
+        let local = self.ring.successor_of(&target);
+        if let Some(s) = local
+            && !want_owner
+        {
+            self.lookup_done(now, q, s, 0, Vec::new());
+            return;
+        }
+        let job = self.queries.job(q);
+        // finger refreshes are background work: one query at a time is enough
+        let background = matches!(job, Some(Job::Finger { .. }));
+        // The lookup a bootstrap runs for a joining node is ring maintenance, rare, and waited
+        // for by the newcomer: it asks α at once. The others (finds, provider lookups,
+        // registrations) ask one peer at a time and hedge when it stalls.
+        let hedged = self.cfg.lookup_stall.is_zero() || matches!(job, Some(Job::ServeJoin { .. }));
+        let mut l = Lookup::new(
+            target,
+            want_owner,
+            self.ring.me.id,
+            Budget {
+                alpha: if background { 1 } else { self.cfg.alpha },
+                stall: (!hedged).then_some(self.cfg.lookup_stall),
+                max_requests: self.cfg.max_lookup_requests,
+                max_candidates: self.cfg.max_lookup_candidates,
+            },
+        );
+        let seeds = self
+            .ring
+            .closest_preceding(&target, self.cfg.max_lookup_candidates.min(8));
+        l.seed(local, seeds);
+        self.queries.set_lookup(q, Some(l));
+        self.pump(now, q);
+    }
+
+    /// Sends the queries the lookup of `q` wants now; ends it when it has nothing left to ask.
+    fn pump(&mut self, now: Instant, q: QueryId) {
+        let Some((target, batch)) = self.queries.with_lookup(q, |l| (l.target(), l.next(now)))
+        else {
+            return;
+        };
+        let want = matches!(self.queries.job(q), Some(Job::Providers { .. }));
+        for (peer, _) in batch {
+            let req = Request::Find {
+                target,
+                records: want,
+            };
+            let purpose = Purpose::Lookup {
+                query: q,
+                peer: peer.id,
+                target,
+            };
+            if !self.send(now, peer.into(), &req, purpose) {
+                self.queries.with_lookup(q, |l| l.on_failure(peer.id));
+            }
+        }
+        let exhausted = self
+            .queries
+            .with_lookup(q, |l| l.is_exhausted())
+            .unwrap_or(true);
+        if exhausted {
+            if self.reseed_lookup(q) {
+                return self.pump(now, q);
+            }
+            self.lookup_failed(now, q);
+        }
+    }
+
+    /// A lookup ran out of candidates. Its first seeds were the closest preceding entries of
+    /// the routing table, which may all be fingers to nodes that have just left (they refuse,
+    /// and are purged from the fingers as they do). Beyond the paper: refill the candidates
+    /// from the routing table as it is now (a bounded number of times, see [`Lookup::reseed`]).
+    /// Returns whether the lookup has something to ask.
+    fn reseed_lookup(&mut self, q: QueryId) -> bool {
+        let Some(target) = self
+            .queries
+            .with_lookup(q, |l| l.can_reseed().then(|| l.target()))
+            .flatten()
+        else {
+            return false;
+        };
+        // every preceding entry: those asked already are skipped, the closest of the rest kept
+        let all = self.ring.routing().len();
+        let seeds = self.ring.closest_preceding(&target, all);
+        let local = self.ring.successor_of(&target);
+        self.queries
+            .with_lookup(q, |l| l.reseed(local, seeds))
+            .unwrap_or(false)
+    }
+
+    /// Lookups whose one query has been unanswered for `Config::lookup_stall` open to α.
+    pub(super) fn lookup_timers(&mut self, now: Instant) {
+        while let Some(q) = self.queries.pop_stalled(now) {
+            if self.queries.with_lookup(q, |l| l.handle_timeout(now)) == Some(true) {
+                self.metrics.lookup_stalls += 1;
+                self.pump(now, q);
+            }
+        }
+    }
+
+    /// The answer (or failure) of `peer` to a query of the lookup of `query` for `target`.
+    pub(super) fn on_lookup_answer(
+        &mut self,
+        now: Instant,
+        (query, peer, target): (QueryId, NodeId, NodeId),
+        r: Result<Response, RequestFailure>,
+    ) {
+        let dead = matches!(
+            r,
+            Err(RequestFailure::Timeout | RequestFailure::Unreachable)
+        );
+        // A peer that answers it is no longer a member (it left, or is re-joining) is as
+        // useless to route through as a dead one: out of the fingers with it.
+        let gone = matches!(
+            r,
+            Ok(Response::Refused {
+                reason: Refusal::NotMember | Refusal::Leaving
+            })
+        );
+        if dead || gone {
+            self.purge(&peer, false);
+        }
+        self.lookup_answer(now, query, peer, target, r.ok());
+    }
+
+    fn lookup_answer(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        from: NodeId,
+        target: NodeId,
+        resp: Option<Response>,
+    ) {
+        let mut records = Vec::new();
+        let answer = match resp {
+            Some(Response::Owner { records: r }) => {
+                records = r;
+                Some(Answer::Owner)
+            }
+            Some(Response::Successor { peer }) => Some(Answer::Successor(peer.into())),
+            Some(Response::Closer { peers }) => {
+                Some(Answer::Closer(peers.into_iter().map(Peer::from).collect()))
+            }
+            _ => None,
+        };
+        let step = self.queries.with_lookup(q, |l| {
+            if l.target() != target {
+                // A late answer to the query's previous lookup (another replica's object id).
+                return None;
+            }
+            Some(match answer {
+                Some(a) => l.on_answer(from, a),
+                None => {
+                    l.on_failure(from);
+                    Step::Continue
+                }
+            })
+        });
+        match step.flatten() {
+            None => {}
+            Some(Step::Done {
+                peer,
+                hops,
+                owner_answered,
+            }) => {
+                if !owner_answered {
+                    records.clear();
+                }
+                self.queries.set_lookup(q, None);
+                self.lookup_done(now, q, peer, hops, records);
+            }
+            Some(Step::Rejected) => {
+                self.metrics.lookup_bad_answers += 1;
+                self.pump(now, q);
+            }
+            Some(Step::Continue) => self.pump(now, q),
+        }
+    }
+
+    fn lookup_failed(&mut self, now: Instant, q: QueryId) {
+        self.metrics.lookups_failed += 1;
+        let Some(job) = self.queries.take(q) else {
+            return;
+        };
+        match job {
+            Job::Replica { parent, .. } => self.store_result(now, parent, false),
+            Job::Providers {
+                name,
+                k,
+                r,
+                any_answer,
+            } if r < k => {
+                let oid = object_id(&name, r + 1);
+                self.queries.put_back(
+                    q,
+                    Job::Providers {
+                        name,
+                        k,
+                        r: r + 1,
+                        any_answer,
+                    },
+                );
+                self.start_lookup(now, q, oid, true);
+            }
+            Job::Finger { bit } => self.finger_done(now, bit, None),
+            job => self.fail_job(q, job, QueryError::Exhausted),
+        }
+    }
+
+    /// Query `q` ends without a result (`err`): its owner is told.
+    pub(super) fn fail_job(&mut self, q: QueryId, job: Job, err: QueryError) {
+        match job {
+            Job::Find => self.event(Event::Found {
+                query: q,
+                result: Err(err),
+            }),
+            Job::Finger { .. } => self.maint.finger_sweep_running = false,
+            Job::ServeJoin { token } => self.respond(
+                token,
+                &Response::Refused {
+                    reason: Refusal::Busy,
+                },
+            ),
+            // its registration is failed on its own
+            Job::Replica { .. } => {}
+            Job::Register {
+                name,
+                stored,
+                failed,
+                user,
+                records,
+                ..
+            } => self.registration_failed(q, name, (stored, failed, records.len()), user),
+            Job::Providers {
+                name,
+                any_answer,
+                r,
+                ..
+            } => {
+                let result = if any_answer {
+                    Ok(Providers {
+                        name,
+                        records: Vec::new(),
+                        hops: 0,
+                        replica: r,
+                    })
+                } else {
+                    Err(err)
+                };
+                self.event(Event::Providers { query: q, result });
+            }
+        }
+    }
+
+    /// The lookup of `q` found the target's successor `peer` (with the records it holds, for
+    /// an owner lookup): the query's owner takes the result.
+    fn lookup_done(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        peer: Peer,
+        hops: u32,
+        records: Vec<WireRecord>,
+    ) {
+        self.metrics.lookups_succeeded += 1;
+        self.metrics.hop(hops);
+        // A registration query never runs a lookup itself (its replicas do).
+        if matches!(self.queries.job(q), None | Some(Job::Register { .. })) {
+            return;
+        }
+        let Some(job) = self.queries.take(q) else {
+            return;
+        };
+        match job {
+            Job::Find => self.event(Event::Found {
+                query: q,
+                result: Ok(Found {
+                    successor: peer,
+                    hops,
+                }),
+            }),
+            Job::Finger { bit } => self.finger_done(now, bit, Some(peer)),
+            Job::ServeJoin { token } => {
+                let successors = if peer.id == self.ring.me.id {
+                    self.ring.wire_succs()
+                } else {
+                    Vec::new()
+                };
+                self.respond(
+                    token,
+                    &Response::Joined {
+                        successor: peer.into(),
+                        successors,
+                    },
+                );
+            }
+            Job::Register { .. } => {}
+            Job::Replica { parent, r } => self.replica_found(now, parent, r, peer),
+            Job::Providers { name, k, r, .. } => {
+                self.providers_found(now, q, (name, k, r), hops, records);
+            }
+        }
+    }
+
+    /// A provider lookup reached the owner of replica `r`: its verified records end the
+    /// query, or, with none, the next replica is tried.
+    fn providers_found(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        (name, k, r): (String, u8, u8),
+        hops: u32,
+        records: Vec<WireRecord>,
+    ) {
+        let wall = self.wall_ms(now);
+        let mut good = Vec::new();
+        for w in records {
+            match self.verify_read(w, &name, r, wall) {
+                Ok(rec) => good.push(rec),
+                Err(_) => self.metrics.records_rejected_by_reader += 1,
+            }
+        }
+        if good.is_empty() && r < k {
+            let oid = object_id(&name, r + 1);
+            self.queries.put_back(
+                q,
+                Job::Providers {
+                    name,
+                    k,
+                    r: r + 1,
+                    any_answer: true,
+                },
+            );
+            self.start_lookup(now, q, oid, true);
+        } else {
+            self.event(Event::Providers {
+                query: q,
+                result: Ok(Providers {
+                    name,
+                    records: good,
+                    hops,
+                    replica: r,
+                }),
+            });
+        }
+    }
+
+    /// paper §6.1 find, responder side: the value for an object we are responsible for, the
+    /// successor if the target lies between us and it, else the closest preceding nodes.
+    pub(super) fn answer_find(&mut self, target: &NodeId, want_records: bool) -> Response {
+        if self.ring.responsible_for(target) {
+            let records = if want_records {
+                self.store
+                    .get(target)
+                    .iter()
+                    .take(MAX_RECORDS)
+                    .map(WireRecord::from)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return Response::Owner { records };
+        }
+        if let Some(s) = self.ring.successor_of(target) {
+            return Response::Successor { peer: s.into() };
+        }
+        let peers = self.ring.closest_preceding(target, self.cfg.closer_count);
+        Response::Closer {
+            peers: peers.into_iter().map(WirePeer::from).collect(),
+        }
+    }
+}

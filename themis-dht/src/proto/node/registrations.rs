@@ -1,0 +1,325 @@
+//! Registrations: the names this node provides, their signed records stored on the k + 1
+//! replicas (paper §6.1 store), and the re-store schedule that keeps them alive ("owners
+//! re-store before the responsible nodes drop the values").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use themis_crypto::NodeId;
+
+use super::api::{Event, QueryId};
+use super::queries::Job;
+use super::requests::Purpose;
+use super::{Node, State, ms};
+use crate::Error;
+use crate::proto::record::{ProviderRecord, ServiceSpec, check_metadata, check_name, object_id};
+use crate::proto::wire::{Peer, Request, WireRecord};
+
+/// A name this node provides.
+#[derive(Debug)]
+pub(super) struct Registration {
+    pub(super) spec: ServiceSpec,
+    pub(super) k: u8,
+    /// When its records are stored again.
+    pub(super) next_refresh: Instant,
+    /// A store of its replicas is in progress (it is then off the schedule).
+    pub(super) running: bool,
+}
+
+/// The registrations and their re-store schedule, at most `Config::max_registrations`.
+#[derive(Debug, Default)]
+pub(super) struct Registrations {
+    pub(super) map: BTreeMap<String, Registration>,
+    /// Re-store schedule: `(next_refresh, name)` of every registration that is not running
+    /// (exactly one entry each; none for a running one), so the next due re-store is found in
+    /// O(log n) rather than by scanning every registration on each poll. Kept in step by
+    /// [`Registrations::update`].
+    pub(super) due: BTreeSet<(Instant, String)>,
+    /// Sequence number of the last records signed.
+    last_seq: u64,
+}
+
+impl Registrations {
+    /// Adds or replaces the registration of `spec.name`, due at once.
+    fn insert(&mut self, now: Instant, spec: ServiceSpec, k: u8) {
+        let name = spec.name.clone();
+        let old = self.map.insert(
+            name.clone(),
+            Registration {
+                spec,
+                k,
+                next_refresh: now,
+                running: false,
+            },
+        );
+        if let Some(old) = old
+            && !old.running
+        {
+            self.due.remove(&(old.next_refresh, name.clone()));
+        }
+        self.due.insert((now, name));
+    }
+
+    /// Removes the registration `name`; returns whether there was one.
+    fn remove(&mut self, name: &str) -> bool {
+        match self.map.remove(name) {
+            Some(r) => {
+                if !r.running {
+                    self.due.remove(&(r.next_refresh, name.to_owned()));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Changes the registration `name` (if any) with `f`, keeping the schedule in step with
+    /// its `running` flag and `next_refresh` time.
+    fn update(&mut self, name: &str, f: impl FnOnce(&mut Registration)) {
+        let Some(r) = self.map.get_mut(name) else {
+            return;
+        };
+        let before = (r.running, r.next_refresh);
+        f(r);
+        let after = (r.running, r.next_refresh);
+        if before == after {
+            return;
+        }
+        if !before.0 {
+            self.due.remove(&(before.1, name.to_owned()));
+        }
+        if !after.0 {
+            self.due.insert((after.1, name.to_owned()));
+        }
+    }
+
+    /// The earliest re-store.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.due.first().map(|(t, _)| *t)
+    }
+
+    /// Forgets every registration (the node left).
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+        self.due.clear();
+    }
+}
+
+impl Node {
+    /// Registers this node as a provider of `spec.name` with `k` replicas (`None`: the network
+    /// default), signs and stores k+1 records and keeps re-storing them every
+    /// `Config::restore_period` until [`Node::unregister`]. The result comes as
+    /// [`Event::Registered`].
+    pub fn register(
+        &mut self,
+        now: Instant,
+        spec: ServiceSpec,
+        k: Option<u8>,
+    ) -> Result<QueryId, Error> {
+        self.check_member("register")?;
+        check_name(&spec.name).map_err(Error::InvalidRecord)?;
+        check_metadata(&spec.metadata).map_err(Error::InvalidRecord)?;
+        let k = k.unwrap_or(self.cfg.default_k);
+        if k > self.cfg.max_k {
+            return Err(Error::ReplicationTooHigh {
+                k,
+                max: self.cfg.max_k,
+            });
+        }
+        if !self.regs.map.contains_key(&spec.name)
+            && self.regs.map.len() >= self.cfg.max_registrations
+        {
+            return Err(Error::TooManyRegistrations {
+                limit: self.cfg.max_registrations,
+            });
+        }
+        let too_many = Error::TooManyQueries {
+            limit: self.cfg.max_queries,
+        };
+        if self.queries.counted() >= self.cfg.max_queries {
+            return Err(too_many);
+        }
+        let name = spec.name.clone();
+        self.regs.insert(now, spec, k);
+        self.start_register(now, &name, true).ok_or(too_many)
+    }
+
+    /// Stops re-storing `name` (its records expire after at most the TTL). Returns whether it
+    /// was registered.
+    pub fn unregister(&mut self, name: &str) -> bool {
+        self.regs.remove(name)
+    }
+
+    /// Starts the re-stores due at `now` (only while a member; a failed start is retried after
+    /// `Config::retry_delay`).
+    pub(super) fn restore_due(&mut self, now: Instant) {
+        if !matches!(self.state, State::Member) {
+            return;
+        }
+        // Only the due entries of the schedule are visited (not every registration).
+        let due: Vec<String> = self
+            .regs
+            .due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let retry = now + self.cfg.retry_delay;
+        for name in due {
+            // paper §6.1: owners re-store before the responsible nodes drop the values
+            if self.start_register(now, &name, false).is_none() {
+                self.regs.update(&name, |r| r.next_refresh = retry);
+            }
+        }
+    }
+
+    /// Signs the k + 1 records of `name` and starts storing them; `user`: the caller waits for
+    /// [`Event::Registered`] (a re-store is silent). `None` when too many queries run.
+    fn start_register(&mut self, now: Instant, name: &str, user: bool) -> Option<QueryId> {
+        let wall = self.wall_ms(now);
+        let seq = (self.regs.last_seq + 1).max(wall);
+        let expiry = wall.saturating_add(ms(self.cfg.record_ttl));
+        let reg = self.regs.map.get(name)?;
+        let (spec, k) = (reg.spec.clone(), reg.k);
+        let records: Vec<ProviderRecord> = (0..=k)
+            .map(|r| {
+                ProviderRecord::sign(
+                    &self.identity,
+                    &self.network,
+                    &spec,
+                    self.ring.me.addr,
+                    r,
+                    expiry,
+                    seq,
+                )
+            })
+            .collect();
+        for rec in &records {
+            // signed just now by this node: its own stores need not verify them again
+            rec.remember_signed(&self.network, &mut self.verified);
+        }
+        let q = self.new_query(Job::Register {
+            name: name.to_owned(),
+            records,
+            open: k.saturating_add(1),
+            stored: 0,
+            failed: 0,
+            user,
+        })?;
+        self.regs.last_seq = seq;
+        let restore = self.cfg.restore_period;
+        self.regs.update(name, |reg| {
+            reg.running = true;
+            reg.next_refresh = now + restore;
+        });
+        // Beyond the paper (which stores the k + 1 replicas without saying how): the replicas'
+        // lookups start at once, and each store goes out as soon as its own lookup ends, so a
+        // registration takes one lookup plus one store of time rather than k + 1 of each.
+        // Every replica query exists before any lookup starts: one resolved locally ends at
+        // once, and the registration must not end before its last replica.
+        let replicas: Vec<(QueryId, u8)> =
+            (0..=k).map(|r| (self.new_replica_query(q, r), r)).collect();
+        for (rq, r) in replicas {
+            self.start_lookup(now, rq, object_id(name, r), true);
+        }
+        Some(q)
+    }
+
+    /// The lookup of replica `r` of registration `parent` found its owner `peer`: store the
+    /// record there (paper §6.1 store: the successor of h(name ‖ r) keeps the record).
+    pub(super) fn replica_found(&mut self, now: Instant, parent: QueryId, r: u8, peer: Peer) {
+        let rec = match self.queries.job(parent) {
+            Some(Job::Register { records, .. }) => records.get(usize::from(r)).cloned(),
+            _ => None,
+        };
+        match rec {
+            Some(rec) if peer.id == self.ring.me.id => {
+                let me: NodeId = self.ring.me.id;
+                let ok = self.accept_store(now, &me, rec).is_ok();
+                self.store_result(now, parent, ok);
+            }
+            Some(rec) => {
+                let req = Request::Store {
+                    record: WireRecord::from(&rec),
+                };
+                if !self.send(now, peer.into(), &req, Purpose::Store { query: parent }) {
+                    self.store_result(now, parent, false);
+                }
+            }
+            // the registration ended (the node left): nothing to store
+            None => {}
+        }
+    }
+
+    /// One replica of registration `q` ended: stored (`ok`) or failed (lookup, send or store).
+    pub(super) fn store_result(&mut self, now: Instant, q: QueryId, ok: bool) {
+        let Some(Job::Register {
+            open,
+            stored,
+            failed,
+            ..
+        }) = self.queries.job_mut(q)
+        else {
+            return;
+        };
+        if *open == 0 {
+            return;
+        }
+        if ok {
+            *stored += 1;
+        } else {
+            *failed += 1;
+        }
+        *open -= 1;
+        if *open > 0 {
+            return;
+        }
+        let Some(Job::Register {
+            name,
+            stored,
+            failed,
+            user,
+            ..
+        }) = self.queries.take(q)
+        else {
+            return;
+        };
+        let retry = now + self.cfg.retry_delay;
+        self.regs.update(&name, |reg| {
+            reg.running = false;
+            if failed > 0 {
+                reg.next_refresh = reg.next_refresh.min(retry);
+            }
+        });
+        if user {
+            self.event(Event::Registered {
+                query: q,
+                name,
+                stored,
+                failed,
+            });
+        }
+    }
+
+    /// Registration `q` ended before its replicas did (the node left): it is off the
+    /// schedule's running set, and a waiting caller learns how many replicas were stored.
+    pub(super) fn registration_failed(
+        &mut self,
+        q: QueryId,
+        name: String,
+        (stored, failed, total): (u8, u8, usize),
+        user: bool,
+    ) {
+        self.regs.update(&name, |r| r.running = false);
+        if user {
+            let total = u8::try_from(total).unwrap_or(u8::MAX);
+            let left = total - stored.min(total);
+            self.event(Event::Registered {
+                query: q,
+                name,
+                stored,
+                failed: failed.max(left),
+            });
+        }
+    }
+}
