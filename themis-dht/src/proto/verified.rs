@@ -10,11 +10,12 @@
 //! and misses. A hit skips only the signature check: the caller still runs the expiry,
 //! replica-range, identity, sequence and quota checks every time.
 //!
-//! Eviction is least-recently-used, with a logical clock (a counter): deterministic, no clock
-//! reads and no randomness. Size 0 disables the cache.
+//! Eviction is least-recently-used (the `lru` crate): deterministic, no clock reads and no
+//! randomness. Size 0 disables the cache.
 
-use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 
+use lru::LruCache;
 use themis_crypto::{PublicKey, Signature, Transcript};
 
 /// Label of the cache key hash: `BLAKE2b-256(label, [pk, digest, signature])` (local only, never
@@ -26,67 +27,35 @@ pub(crate) fn cache_key(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) -> [
     Transcript::digest(CACHE_KEY_LABEL, &[pk.as_bytes(), digest, sig.as_bytes()])
 }
 
-/// Least-recently-used set of verified signature keys, at most `cap` entries.
-#[derive(Debug, Default)]
-pub(crate) struct VerifiedCache {
-    cap: usize,
-    /// key → last use (logical time).
-    entries: BTreeMap<[u8; 32], u64>,
-    /// last use → key: the first entry is the least recently used.
-    by_use: BTreeMap<u64, [u8; 32]>,
-    clock: u64,
-}
+/// Least-recently-used set of verified signature keys, at most `cap` entries (`None`: off).
+#[derive(Debug)]
+pub(crate) struct VerifiedCache(Option<LruCache<[u8; 32], ()>>);
 
 impl VerifiedCache {
     pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            ..Self::default()
-        }
+        Self(NonZeroUsize::new(cap).map(LruCache::new))
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        self.cap > 0
+        self.0.is_some()
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn tick(&mut self) -> u64 {
-        self.clock = self.clock.wrapping_add(1);
-        self.clock
+        self.0.as_ref().map_or(0, LruCache::len)
     }
 
     /// Whether `key` is known to have verified; a hit makes it the most recently used.
     pub(crate) fn hit(&mut self, key: &[u8; 32]) -> bool {
-        if self.cap == 0 || !self.entries.contains_key(key) {
-            return false;
-        }
-        let now = self.tick();
-        if let Some(used) = self.entries.get_mut(key) {
-            let old = std::mem::replace(used, now);
-            self.by_use.remove(&old);
-            self.by_use.insert(now, *key);
-        }
-        true
+        self.0.as_mut().is_some_and(|c| c.get(key).is_some())
     }
 
-    /// Remembers that `key` verified, evicting the least recently used entry when full.
+    /// Remembers that `key` verified (as the most recently used), evicting the least recently
+    /// used entry when full.
     pub(crate) fn insert(&mut self, key: [u8; 32]) {
-        if self.cap == 0 || self.hit(&key) {
-            return;
+        if let Some(c) = self.0.as_mut() {
+            c.put(key, ());
         }
-        while self.entries.len() >= self.cap {
-            let Some((_, old)) = self.by_use.pop_first() else {
-                break;
-            };
-            self.entries.remove(&old);
-        }
-        let now = self.tick();
-        self.entries.insert(key, now);
-        self.by_use.insert(now, key);
     }
 }
 
@@ -125,7 +94,9 @@ mod tests {
         assert!(c.hit(&k(3)));
         c.insert(k(3)); // re-inserting is a use, not a second entry
         assert_eq!(c.len(), 2);
-        assert_eq!(c.by_use.len(), 2);
+        c.insert(k(4)); // evicts 1, the least recently used
+        assert!(c.hit(&k(3)));
+        assert!(!c.hit(&k(1)));
     }
 
     #[test]
