@@ -100,12 +100,12 @@ pub use proto::node::{
     Contact, Event, Found, Node, NodeState, Output, Providers, QueryError, QueryId, Reply,
     RequestFailure,
 };
-pub use proto::record::{
-    MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, ProviderRecord,
-    RECORD_SIG_LABEL, Refusal, ServiceMetadata, ServiceSpec, object_id,
-};
+pub use proto::record::{ProviderRecord, Refusal, ServiceMetadata, ServiceSpec, object_id};
 pub use proto::ring::ID_BITS;
-pub use proto::wire::{MAX_PEERS, MAX_RECORDS, Peer};
+pub use proto::wire::{
+    MAX_NAME_LEN, MAX_PEERS, MAX_RECORDS, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL,
+    Peer, RECORD_SIG_LABEL,
+};
 
 /// Test and fuzzing access to internals; not part of the API.
 #[doc(hidden)]

@@ -8,19 +8,10 @@ use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey, Signature, Tr
 
 use super::metrics::Metrics;
 use super::verified::{VerifiedCache, cache_key};
-
-/// Label of the object-id hash: `object_id = Transcript::digest(OBJECT_ID_LABEL, [name, [r]])`.
-pub const OBJECT_ID_LABEL: &str = "themis/v1/object-id";
-/// Label of the hash a provider signs.
-pub const RECORD_SIG_LABEL: &str = "themis/v1/provider-record";
-/// Longest service name, in bytes of UTF-8.
-pub const MAX_NAME_LEN: usize = 128;
-/// Longest service version string, in bytes.
-pub const MAX_VERSION_LEN: usize = 32;
-/// Most tags on a record.
-pub const MAX_TAGS: usize = 8;
-/// Longest tag, in bytes.
-pub const MAX_TAG_LEN: usize = 32;
+use super::wire::{
+    MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, RECORD_SIG_LABEL,
+    addr_bytes,
+};
 
 /// The object id of replica `r` of `name`: the paper's `h(name ‖ r)`, made unambiguous with the
 /// crate's length-prefixed, labelled hash: `BLAKE2b-256(0x13 ‖ "themis/v1/object-id" ‖
@@ -202,32 +193,6 @@ pub(crate) fn check_metadata(m: &ServiceMetadata) -> Result<(), String> {
         return Err(format!("tag of {} bytes; at most {MAX_TAG_LEN}", t.len()));
     }
     Ok(())
-}
-
-/// `ip ‖ port` big-endian: 6 bytes for IPv4, 18 for IPv6.
-pub(crate) fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
-    let mut v = match addr {
-        SocketAddr::V4(a) => a.ip().octets().to_vec(),
-        SocketAddr::V6(a) => a.ip().octets().to_vec(),
-    };
-    v.extend_from_slice(&addr.port().to_be_bytes());
-    v
-}
-
-pub(crate) fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
-    match b.len() {
-        6 => {
-            let ip: [u8; 4] = b.get(..4)?.try_into().ok()?;
-            let port = u16::from_be_bytes(b.get(4..6)?.try_into().ok()?);
-            Some(SocketAddr::from((ip, port)))
-        }
-        18 => {
-            let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
-            let port = u16::from_be_bytes(b.get(16..18)?.try_into().ok()?);
-            Some(SocketAddr::from((ip, port)))
-        }
-        _ => None,
-    }
 }
 
 impl ProviderRecord {
@@ -459,14 +424,5 @@ mod tests {
         assert_eq!(r.check_time(1_000_000, 10), Err(Refusal::Expired));
         assert_eq!(r.check_time(0, 10), Err(Refusal::TooFarFuture));
         assert_eq!(r.check_time(999_990, 10), Ok(()));
-    }
-
-    #[test]
-    fn addr_codec() {
-        for a in ["1.2.3.4:5", "[::1]:65535"] {
-            let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(addr_from_bytes(&addr_bytes(&a)), Some(a));
-        }
-        assert_eq!(addr_from_bytes(&[1, 2, 3]), None);
     }
 }

@@ -7,13 +7,25 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use themis_crypto::{NodeId, PublicKey, Signature};
+use themis_crypto::{NodeId, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, Signature};
 
-use super::record::{
-    MAX_NAME_LEN, ProviderRecord, Refusal, ServiceMetadata, addr_bytes, addr_from_bytes,
-    check_metadata,
-};
+use super::record::{ProviderRecord, Refusal, ServiceMetadata, check_metadata};
 use crate::Error;
+
+// ----- the crate's wire constants: labels and limits (PROTOCOL.md §6.3-§6.6) -----
+
+/// Label of the object-id hash: `object_id = Transcript::digest(OBJECT_ID_LABEL, [name, [r]])`.
+pub const OBJECT_ID_LABEL: &str = "themis/v1/object-id";
+/// Label of the hash a provider signs.
+pub const RECORD_SIG_LABEL: &str = "themis/v1/provider-record";
+/// Longest service name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest service version string, in bytes.
+pub const MAX_VERSION_LEN: usize = 32;
+/// Most tags on a record.
+pub const MAX_TAGS: usize = 8;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 32;
 
 /// Most peers in one message (successor lists, closer lists).
 pub const MAX_PEERS: usize = 32;
@@ -21,6 +33,37 @@ pub const MAX_PEERS: usize = 32;
 pub const MAX_RECORDS: usize = 256;
 /// CBOR nesting allowed while decoding.
 const RECURSION_LIMIT: usize = 16;
+/// An IPv4 socket address on the wire: 4 bytes of address, 2 of port.
+const ADDR_V4_LEN: usize = 6;
+/// An IPv6 socket address on the wire: 16 bytes of address, 2 of port.
+const ADDR_V6_LEN: usize = 18;
+
+/// `ip ‖ port` big-endian: [`ADDR_V4_LEN`] bytes for IPv4, [`ADDR_V6_LEN`] for IPv6.
+pub(crate) fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let mut v = match addr {
+        SocketAddr::V4(a) => a.ip().octets().to_vec(),
+        SocketAddr::V6(a) => a.ip().octets().to_vec(),
+    };
+    v.extend_from_slice(&addr.port().to_be_bytes());
+    v
+}
+
+/// The address `ip ‖ port` encodes, if it is one.
+pub(crate) fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
+    match b.len() {
+        ADDR_V4_LEN => {
+            let ip: [u8; 4] = b.get(..4)?.try_into().ok()?;
+            let port = u16::from_be_bytes(b.get(4..6)?.try_into().ok()?);
+            Some(SocketAddr::from((ip, port)))
+        }
+        ADDR_V6_LEN => {
+            let ip: [u8; 16] = b.get(..16)?.try_into().ok()?;
+            let port = u16::from_be_bytes(b.get(16..18)?.try_into().ok()?);
+            Some(SocketAddr::from((ip, port)))
+        }
+        _ => None,
+    }
+}
 
 /// A ring member: its self-certifying id and the address it listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,14 +159,14 @@ pub(crate) struct WireRecord {
     name: String,
     r: u8,
     provider: NodeId,
-    pk: Bytes<32>,
+    pk: Bytes<PUBLIC_KEY_LEN>,
     addr: Addr,
     version: String,
     weight: u16,
     tags: Vec<String>,
     expires: u64,
     seq: u64,
-    sig: Bytes<64>,
+    sig: Bytes<SIGNATURE_LEN>,
 }
 
 impl From<&ProviderRecord> for WireRecord {
@@ -509,5 +552,14 @@ mod tests {
             let r = Request::Find { target: NodeId::from_bytes(t), records: want };
             prop_assert_eq!(Request::decode(&r.encode(), 1024).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn addr_codec() {
+        for a in ["1.2.3.4:5", "[::1]:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(addr_from_bytes(&addr_bytes(&a)), Some(a));
+        }
+        assert_eq!(addr_from_bytes(&[1, 2, 3]), None);
     }
 }
