@@ -7,7 +7,8 @@
 //! - [`routing`]: the view of the ring (predecessor, successors, fingers, routing table);
 //! - [`maintenance`]: stabilize, notify/rectify, the predecessor check, the finger sweep;
 //! - [`join`] and [`leave`]: membership, and the hand-off of records between neighbours;
-//! - [`queries`]: finds, provider lookups and the iterative lookups they run;
+//! - [`queries`]: finds, provider lookups and the other work that runs a lookup;
+//! - [`lookups`]: the iterative lookups themselves, and the responder side of a find;
 //! - [`registrations`]: the names provided here, their replica stores and re-store schedule;
 //! - [`storage`]: which records the object table accepts, and which a reader believes;
 //! - [`requests`]: correlation of the requests this node sends, and their deadlines.
@@ -17,6 +18,7 @@
 mod api;
 mod join;
 mod leave;
+mod lookups;
 mod maintenance;
 mod queries;
 mod registrations;

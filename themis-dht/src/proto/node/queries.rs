@@ -1,7 +1,6 @@
 //! Queries: the table of work started by a command or a peer (finds, provider lookups, finger
-//! refreshes, lookups served for a joining node, registrations and their replicas), the
-//! iterative lookups they run (paper §6.1 find, checked as §6.2 asks), and the responder side of
-//! a find.
+//! refreshes, lookups served for a joining node, registrations and their replicas), and what
+//! each does with the end of its lookup (`lookups` drives the lookups themselves).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -9,12 +8,11 @@ use std::time::Instant;
 use themis_crypto::NodeId;
 
 use super::Node;
-use super::api::{Event, Found, Providers, QueryError, QueryId, RequestFailure};
-use super::requests::Purpose;
+use super::api::{Event, Found, Providers, QueryError, QueryId};
 use crate::Error;
-use crate::proto::lookup::{Answer, Budget, Lookup, Step};
+use crate::proto::lookup::Lookup;
 use crate::proto::record::{ProviderRecord, Refusal, check_name, object_id};
-use crate::proto::wire::{MAX_RECORDS, Peer, Request, Response, WirePeer, WireRecord};
+use crate::proto::wire::{Peer, Response, WireRecord};
 
 /// What a query is for.
 #[derive(Debug)]
@@ -131,7 +129,7 @@ impl Queries {
     }
 
     /// Gives query `q` a new lookup (or none), replacing its old one.
-    fn set_lookup(&mut self, q: QueryId, lookup: Option<Lookup>) {
+    pub(super) fn set_lookup(&mut self, q: QueryId, lookup: Option<Lookup>) {
         if let Some(x) = self.map.get_mut(&q) {
             x.lookup = lookup;
         }
@@ -139,7 +137,11 @@ impl Queries {
     }
 
     /// Runs `f` on the lookup of query `q`, then re-indexes its stall time.
-    fn with_lookup<R>(&mut self, q: QueryId, f: impl FnOnce(&mut Lookup) -> R) -> Option<R> {
+    pub(super) fn with_lookup<R>(
+        &mut self,
+        q: QueryId,
+        f: impl FnOnce(&mut Lookup) -> R,
+    ) -> Option<R> {
         let r = f(self.map.get_mut(&q)?.lookup.as_mut()?);
         self.sync_stall(q);
         Some(r)
@@ -168,7 +170,7 @@ impl Queries {
     }
 
     /// Removes and returns a query whose lookup's stall time is at or before `now`.
-    fn pop_stalled(&mut self, now: Instant) -> Option<QueryId> {
+    pub(super) fn pop_stalled(&mut self, now: Instant) -> Option<QueryId> {
         let &(t, q) = self.stalls.first().filter(|(t, _)| *t <= now)?;
         self.stalls.pop_first();
         if let Some(x) = self.map.get_mut(&q)
@@ -231,206 +233,7 @@ impl Node {
         self.queries.insert(Job::Replica { parent, r })
     }
 
-    /// Starts (or restarts, for the next replica of a provider lookup) the lookup of query
-    /// `q`: answered from the local tables when they tell, else iteratively.
-    pub(super) fn start_lookup(
-        &mut self,
-        now: Instant,
-        q: QueryId,
-        target: NodeId,
-        want_owner: bool,
-    ) {
-        self.metrics.lookups_started += 1;
-        self.queries.set_lookup(q, None);
-        if self.ring.responsible_for(&target) {
-            let me = self.ring.me;
-            let recs: Vec<WireRecord> = self
-                .store
-                .get(&target)
-                .iter()
-                .map(WireRecord::from)
-                .collect();
-            self.lookup_done(now, q, me, 0, recs);
-            return;
-        }
-        let local = self.ring.successor_of(&target);
-        if let Some(s) = local
-            && !want_owner
-        {
-            self.lookup_done(now, q, s, 0, Vec::new());
-            return;
-        }
-        let job = self.queries.job(q);
-        // finger refreshes are background work: one query at a time is enough
-        let background = matches!(job, Some(Job::Finger { .. }));
-        // The lookup a bootstrap runs for a joining node is ring maintenance, rare, and waited
-        // for by the newcomer: it asks α at once. The others (finds, provider lookups,
-        // registrations) ask one peer at a time and hedge when it stalls.
-        let hedged = self.cfg.lookup_stall.is_zero() || matches!(job, Some(Job::ServeJoin { .. }));
-        let mut l = Lookup::new(
-            target,
-            want_owner,
-            self.ring.me.id,
-            Budget {
-                alpha: if background { 1 } else { self.cfg.alpha },
-                stall: (!hedged).then_some(self.cfg.lookup_stall),
-                max_requests: self.cfg.max_lookup_requests,
-                max_candidates: self.cfg.max_lookup_candidates,
-            },
-        );
-        let seeds = self
-            .ring
-            .closest_preceding(&target, self.cfg.max_lookup_candidates.min(8));
-        l.seed(local, seeds);
-        self.queries.set_lookup(q, Some(l));
-        self.pump(now, q);
-    }
-
-    /// Sends the queries the lookup of `q` wants now; ends it when it has nothing left to ask.
-    fn pump(&mut self, now: Instant, q: QueryId) {
-        let Some((target, batch)) = self.queries.with_lookup(q, |l| (l.target(), l.next(now)))
-        else {
-            return;
-        };
-        let want = matches!(self.queries.job(q), Some(Job::Providers { .. }));
-        for (peer, _) in batch {
-            let req = Request::Find {
-                target,
-                records: want,
-            };
-            let purpose = Purpose::Lookup {
-                query: q,
-                peer: peer.id,
-                target,
-            };
-            if !self.send(now, peer.into(), &req, purpose) {
-                self.queries.with_lookup(q, |l| l.on_failure(peer.id));
-            }
-        }
-        let exhausted = self
-            .queries
-            .with_lookup(q, |l| l.is_exhausted())
-            .unwrap_or(true);
-        if exhausted {
-            if self.reseed_lookup(q) {
-                return self.pump(now, q);
-            }
-            self.lookup_failed(now, q);
-        }
-    }
-
-    /// A lookup ran out of candidates. Its first seeds were the closest preceding entries of
-    /// the routing table, which may all be fingers to nodes that have just left (they refuse,
-    /// and are purged from the fingers as they do). Beyond the paper: refill the candidates
-    /// from the routing table as it is now (a bounded number of times, see [`Lookup::reseed`]).
-    /// Returns whether the lookup has something to ask.
-    fn reseed_lookup(&mut self, q: QueryId) -> bool {
-        let Some(target) = self
-            .queries
-            .with_lookup(q, |l| l.can_reseed().then(|| l.target()))
-            .flatten()
-        else {
-            return false;
-        };
-        // every preceding entry: those asked already are skipped, the closest of the rest kept
-        let all = self.ring.routing().len();
-        let seeds = self.ring.closest_preceding(&target, all);
-        let local = self.ring.successor_of(&target);
-        self.queries
-            .with_lookup(q, |l| l.reseed(local, seeds))
-            .unwrap_or(false)
-    }
-
-    /// Lookups whose one query has been unanswered for `Config::lookup_stall` open to α.
-    pub(super) fn lookup_timers(&mut self, now: Instant) {
-        while let Some(q) = self.queries.pop_stalled(now) {
-            if self.queries.with_lookup(q, |l| l.handle_timeout(now)) == Some(true) {
-                self.metrics.lookup_stalls += 1;
-                self.pump(now, q);
-            }
-        }
-    }
-
-    /// The answer (or failure) of `peer` to a query of the lookup of `query` for `target`.
-    pub(super) fn on_lookup_answer(
-        &mut self,
-        now: Instant,
-        (query, peer, target): (QueryId, NodeId, NodeId),
-        r: Result<Response, RequestFailure>,
-    ) {
-        let dead = matches!(
-            r,
-            Err(RequestFailure::Timeout | RequestFailure::Unreachable)
-        );
-        // A peer that answers it is no longer a member (it left, or is re-joining) is as
-        // useless to route through as a dead one: out of the fingers with it.
-        let gone = matches!(
-            r,
-            Ok(Response::Refused {
-                reason: Refusal::NotMember | Refusal::Leaving
-            })
-        );
-        if dead || gone {
-            self.purge(&peer, false);
-        }
-        self.lookup_answer(now, query, peer, target, r.ok());
-    }
-
-    fn lookup_answer(
-        &mut self,
-        now: Instant,
-        q: QueryId,
-        from: NodeId,
-        target: NodeId,
-        resp: Option<Response>,
-    ) {
-        let mut records = Vec::new();
-        let answer = match resp {
-            Some(Response::Owner { records: r }) => {
-                records = r;
-                Some(Answer::Owner)
-            }
-            Some(Response::Successor { peer }) => Some(Answer::Successor(peer.into())),
-            Some(Response::Closer { peers }) => {
-                Some(Answer::Closer(peers.into_iter().map(Peer::from).collect()))
-            }
-            _ => None,
-        };
-        let step = self.queries.with_lookup(q, |l| {
-            if l.target() != target {
-                // A late answer to the query's previous lookup (another replica's object id).
-                return None;
-            }
-            Some(match answer {
-                Some(a) => l.on_answer(from, a),
-                None => {
-                    l.on_failure(from);
-                    Step::Continue
-                }
-            })
-        });
-        match step.flatten() {
-            None => {}
-            Some(Step::Done {
-                peer,
-                hops,
-                owner_answered,
-            }) => {
-                if !owner_answered {
-                    records.clear();
-                }
-                self.queries.set_lookup(q, None);
-                self.lookup_done(now, q, peer, hops, records);
-            }
-            Some(Step::Rejected) => {
-                self.metrics.lookup_bad_answers += 1;
-                self.pump(now, q);
-            }
-            Some(Step::Continue) => self.pump(now, q),
-        }
-    }
-
-    fn lookup_failed(&mut self, now: Instant, q: QueryId) {
+    pub(super) fn lookup_failed(&mut self, now: Instant, q: QueryId) {
         self.metrics.lookups_failed += 1;
         let Some(job) = self.queries.take(q) else {
             return;
@@ -507,7 +310,7 @@ impl Node {
 
     /// The lookup of `q` found the target's successor `peer` (with the records it holds, for
     /// an owner lookup): the query's owner takes the result.
-    fn lookup_done(
+    pub(super) fn lookup_done(
         &mut self,
         now: Instant,
         q: QueryId,
@@ -595,31 +398,6 @@ impl Node {
                     replica: r,
                 }),
             });
-        }
-    }
-
-    /// paper §6.1 find, responder side: the value for an object we are responsible for, the
-    /// successor if the target lies between us and it, else the closest preceding nodes.
-    pub(super) fn answer_find(&mut self, target: &NodeId, want_records: bool) -> Response {
-        if self.ring.responsible_for(target) {
-            let records = if want_records {
-                self.store
-                    .get(target)
-                    .iter()
-                    .take(MAX_RECORDS)
-                    .map(WireRecord::from)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            return Response::Owner { records };
-        }
-        if let Some(s) = self.ring.successor_of(target) {
-            return Response::Successor { peer: s.into() };
-        }
-        let peers = self.ring.closest_preceding(target, self.cfg.closer_count);
-        Response::Closer {
-            peers: peers.into_iter().map(WirePeer::from).collect(),
         }
     }
 }
