@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use themis_mesh::{
@@ -11,15 +11,16 @@ use themis_mesh::{
     ServiceSpec, object_id,
 };
 
-use super::appauth::{Attempt, Batch, check_service, handler_service, logins, run_batch, users};
+use themis_cli::appauth::{self, Attempt, CHECK, Check, HANDLER, Handler, Login, UserTable};
+
+use super::appauth::{Batch, logins, run_batch};
 use super::plan::{Cast, Plan, Roles, plan};
 use super::stats::{
     clockwise_after, ms, percentile, ring_predecessor, ring_successor, split_tolerance,
 };
-use super::users::{Login, UserTable};
 use super::{
     CONCURRENCY, DemoArgs, DemoError, K, MAX_FAILED_PERCENT, NETWORK, RECORD_TTL, RESTORE_PERIOD,
-    RING_LIMIT, mesh_err,
+    RING_LIMIT, USERS, mesh_err,
 };
 
 /// The client's call timeout (the other nodes keep `MeshConfig::fast`'s 1 s).
@@ -46,19 +47,19 @@ pub(super) struct Demo {
 struct AppAuth {
     table: Arc<UserTable>,
     users: Vec<Login>,
-    /// Calls served by the stable `check` provider, by the canary, and by `handler`.
-    served_stable: Arc<AtomicU64>,
-    served_canary: Arc<AtomicU64>,
-    served_handler: Arc<AtomicU64>,
+    /// The stable `check` provider, the canary, and `handler`, each counting its calls.
+    stable: Check,
+    canary: Check,
+    handler: Handler,
 }
 
 impl AppAuth {
     /// Calls served so far by `check` v1.0, `check` v1.1 and `handler`.
     fn served(&self) -> [u64; 3] {
         [
-            self.served_stable.load(Ordering::Relaxed),
-            self.served_canary.load(Ordering::Relaxed),
-            self.served_handler.load(Ordering::Relaxed),
+            self.stable.served(),
+            self.canary.served(),
+            self.handler.served(),
         ]
     }
 
@@ -194,18 +195,19 @@ impl Demo {
     async fn services(&self, cast: &Cast, rng: &mut fastrand::Rng) -> Result<AppAuth, DemoError> {
         println!();
         println!("[2/6] services");
-        let users = users(rng);
+        let users = appauth::users(rng, USERS);
+        let table = Arc::new(UserTable::new(&users, rng));
         let app = AppAuth {
-            table: Arc::new(UserTable::new(&users, rng)),
+            stable: Check::new(Arc::clone(&table)),
+            canary: Check::new(Arc::clone(&table)),
+            handler: Handler::new(),
+            table,
             users,
-            served_stable: Arc::default(),
-            served_canary: Arc::default(),
-            served_handler: Arc::default(),
         };
         let regs = [
-            ("check", "1.0", STABLE_WEIGHT, &cast.stable),
-            ("check", "1.1", CANARY_WEIGHT, &cast.canary),
-            ("handler", "1.0", 100, &cast.handler),
+            (CHECK, "1.0", STABLE_WEIGHT, &cast.stable),
+            (CHECK, "1.1", CANARY_WEIGHT, &cast.canary),
+            (HANDLER, "1.0", 100, &cast.handler),
         ];
         println!("    service  version  weight  provider");
         for (svc, version, weight, node) in regs {
@@ -214,21 +216,16 @@ impl Demo {
                 "registering '{svc}' v{version} on {}",
                 self.name(&node.id())
             );
-            let stored = if svc == "handler" {
-                node.register(
-                    svc,
-                    spec,
-                    handler_service(node.clone(), app.served_handler.clone()),
-                )
-                .await
-            } else {
-                let served = if version == "1.0" {
-                    &app.served_stable
-                } else {
-                    &app.served_canary
-                };
-                node.register(svc, spec, check_service(app.table.clone(), served.clone()))
+            let stored = if svc == HANDLER {
+                node.register(svc, spec, app.handler.service(node.clone()))
                     .await
+            } else {
+                let check = if version == "1.0" {
+                    &app.stable
+                } else {
+                    &app.canary
+                };
+                node.register(svc, spec, check.service()).await
             }
             .map_err(mesh_err(what))?;
             println!(
@@ -241,9 +238,9 @@ impl Demo {
                 "every registration is stored on all k+1 replicas",
                 || format!("'{svc}' v{version} was stored on {stored}"),
             )?;
-            if svc == "check" {
+            if svc == CHECK {
                 // Beyond the paper: only the handler's node may call check.
-                node.restrict("check", [cast.handler.id()])
+                node.restrict(CHECK, [cast.handler.id()])
                     .map_err(mesh_err("restricting 'check'"))?;
             }
         }
@@ -256,8 +253,11 @@ impl Demo {
             "    'check' holds {} users as salted BLAKE2b hashes and accepts calls from 'handler's node only",
             app.table.len()
         );
-        let login = app.users.first().map(Login::encode).unwrap_or_default();
-        let direct = cast.client.call("check", Bytes::from(login)).await;
+        let user = app.users.first().map(Login::user).unwrap_or_default();
+        let direct = cast
+            .client
+            .call(CHECK, Bytes::copy_from_slice(user.as_bytes()))
+            .await;
         let refused = matches!(direct, Err(MeshError::AccessDenied { .. }));
         let said = match &direct {
             Err(_) if refused => format!(
@@ -499,9 +499,9 @@ impl Demo {
         let stored = cast
             .canary
             .register(
-                "check",
+                CHECK,
                 ServiceSpec::new("1.1", CANARY_WEIGHT),
-                check_service(app.table.clone(), app.served_canary.clone()),
+                app.canary.service(),
             )
             .await
             .map_err(mesh_err("re-storing 'check' from the canary"))?;
@@ -541,7 +541,7 @@ impl Demo {
             },
         )?;
         let login = app.users.first().map(Login::encode).unwrap_or_default();
-        let after = cast.client.call("handler", Bytes::from(login)).await;
+        let after = cast.client.call(HANDLER, Bytes::from(login)).await;
         self.claim(after.is_ok(), "logins work after recovery", || {
             format!("{after:?}")
         })
