@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis_crypto::NodeId;
-use themis_dht::{ServiceSpec, object_id};
+use themis_dht::{DhtNode, ServiceSpec, object_id};
 
 use super::{IN_FLIGHT, OPEN_IN_FLIGHT, Ring, check, pick, random_name, settle_for, with_machine};
 use crate::load::{self, ClosedLoop, OpOutcome, OpenLoop, Timer};
@@ -59,6 +59,24 @@ fn local_names(seed: u64, count: usize, client: NodeId, server: NodeId) -> Vec<S
         }
     }
     out
+}
+
+/// One find: the providers of `name` on its one replica, expected to be there.
+async fn find(client: DhtNode, name: String) -> Result<OpOutcome, String> {
+    match client.lookup_providers(&name, Some(0)).await {
+        Ok(p) if !p.records.is_empty() => Ok(OpOutcome::default()),
+        Ok(_) => Err("no record found".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One store: registers `name` on its one replica.
+async fn store(client: DhtNode, name: String) -> Result<OpOutcome, String> {
+    match client.register(ServiceSpec::new(name), Some(0)).await {
+        Ok(r) if r.failed == 0 && r.stored == 1 => Ok(OpOutcome::default()),
+        Ok(_) => Err("store refused".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Workload for LocalFindStore {
@@ -175,21 +193,10 @@ impl Workload for LocalFindStore {
                     .map_err(|e| werr(LOCAL, mode, e))?;
             }
             let find_op = {
-                let (client, found) = (client.clone(), Arc::clone(&found));
+                let client = client.clone();
                 move |i: u64| {
-                    let client = client.clone();
-                    let name = found
-                        .get(pick(found.len(), seed ^ 2, i))
-                        .cloned()
-                        .unwrap_or_default();
-                    async move {
-                        let r = client.lookup_providers(&name, Some(0)).await;
-                        match r {
-                            Ok(p) if !p.records.is_empty() => Ok(OpOutcome::default()),
-                            Ok(_) => Err("no record found".to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
+                    let name = found.get(pick(found.len(), seed ^ 2, i)).cloned();
+                    find(client.clone(), name.unwrap_or_default())
                 }
             };
             let total = (open_store_ops + closed_ops) as usize;
@@ -197,19 +204,9 @@ impl Workload for LocalFindStore {
             let store_op = |offset: u64| {
                 let (client, names) = (client.clone(), Arc::clone(&names));
                 move |i: u64| {
-                    let client = client.clone();
-                    let name = usize::try_from(offset + i)
-                        .ok()
-                        .and_then(|k| names.get(k))
-                        .cloned()
-                        .unwrap_or_default();
-                    async move {
-                        match client.register(ServiceSpec::new(name), Some(0)).await {
-                            Ok(r) if r.failed == 0 && r.stored == 1 => Ok(OpOutcome::default()),
-                            Ok(_) => Err("store refused".to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
+                    let k = usize::try_from(offset + i).ok();
+                    let name = k.and_then(|k| names.get(k)).cloned();
+                    store(client.clone(), name.unwrap_or_default())
                 }
             };
             // Warm-up: sessions, connections, allocator.
