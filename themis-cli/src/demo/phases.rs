@@ -83,6 +83,20 @@ fn hops(n: u32) -> String {
     }
 }
 
+/// Where the client finds `check` now (no cache); `what` names the step if it fails.
+async fn locate_check(cast: &Cast, what: &'static str) -> Result<ServiceLocation, DemoError> {
+    cast.client.locate(CHECK).await.map_err(mesh_err(what))
+}
+
+/// What a failed claim about `loc` saw: how many providers, under which replica.
+fn found_detail(loc: &ServiceLocation) -> String {
+    format!(
+        "found {} provider(s) under replica {}",
+        loc.providers.len(),
+        loc.found_under
+    )
+}
+
 impl Demo {
     /// Runs the six phases.
     pub(super) async fn run(&mut self, args: &DemoArgs) -> Result<(), DemoError> {
@@ -280,11 +294,7 @@ impl Demo {
     async fn discovery(&self, cast: &Cast) -> Result<(), DemoError> {
         println!();
         println!("[3/6] discovery: where 'check' lives");
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' from the client"))?;
+        let loc = locate_check(cast, "locating 'check' from the client").await?;
         println!(
             "  the client {} found 'check' under replica {} ({}); object id = h(\"check\" || r), r = 0..={K}",
             self.name(&cast.client.id()),
@@ -296,13 +306,7 @@ impl Demo {
         self.claim(
             loc.found_under == 0 && found == HashSet::from([cast.stable.id(), cast.canary.id()]),
             "both providers of 'check' are found under replica 0",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    found.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         let owner0 = loc
             .replicas
@@ -397,39 +401,18 @@ impl Demo {
             }
         }
         let t = Instant::now();
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' after the crash"))?;
-        let found: Vec<String> = loc
-            .providers
-            .iter()
-            .map(|p| {
-                let dead = if p.id == cast.stable.id() {
-                    " (crashed; listed until its record expires)"
-                } else {
-                    ""
-                };
-                format!("{} v{}{dead}", self.name(&p.id), p.version)
-            })
-            .collect();
+        let loc = locate_check(cast, "locating 'check' after the crash").await?;
+        let found = self.providers(&loc, Some(cast.stable.id()));
         println!(
             "  discovery from the client (no cache): found under sibling replica {} in {:.2} s: {}",
             loc.found_under,
             t.elapsed().as_secs_f64(),
-            found.join(", ")
+            found
         );
         self.claim(
             loc.found_under >= 1 && loc.providers.iter().any(|p| p.id == cast.canary.id()),
             "with replica 0's node dead, discovery finds the providers under a sibling replica",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    loc.providers.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         println!("  batch 2: {} logins right after the crash", batch.len());
         let before = app.served();
@@ -510,21 +493,13 @@ impl Demo {
             RESTORE_PERIOD.as_secs(),
             K + 1
         );
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' after the re-store"))?;
-        let found: Vec<String> = loc
-            .providers
-            .iter()
-            .map(|p| format!("{} v{}", self.name(&p.id), p.version))
-            .collect();
+        let loc = locate_check(cast, "locating 'check' after the re-store").await?;
+        let found = self.providers(&loc, None);
         println!(
             "  the client finds 'check' under replica {} again ({}): {}",
             loc.found_under,
             hops(loc.lookup_hops),
-            found.join(", ")
+            found
         );
         self.print_location(&loc)?;
         self.claim(
@@ -532,13 +507,7 @@ impl Demo {
                 && loc.providers.iter().map(|p| p.id).eq([cast.canary.id()])
                 && new_owner.is_some_and(|o| o != cast.owner0.id()),
             "after the re-store, replica 0 is back, on its new responsible node, with the live provider only",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    loc.providers.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         let login = app.users.first().map(Login::encode).unwrap_or_default();
         let after = cast.client.call(HANDLER, Bytes::from(login)).await;
@@ -578,6 +547,23 @@ impl Demo {
             .filter(|(_, a)| **a)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The providers of `loc` by node and version, `crashed` marked as such.
+    fn providers(&self, loc: &ServiceLocation, crashed: Option<NodeId>) -> String {
+        let named: Vec<String> = loc
+            .providers
+            .iter()
+            .map(|p| {
+                let dead = if Some(p.id) == crashed {
+                    " (crashed; listed until its record expires)"
+                } else {
+                    ""
+                };
+                format!("{} v{}{dead}", self.name(&p.id), p.version)
+            })
+            .collect();
+        named.join(", ")
     }
 
     /// `id` with its node number, e.g. `3f2a1b0c (#7)`.
