@@ -192,13 +192,7 @@ impl Workload for Apps {
     fn figures(&self) -> Vec<Figure> {
         use Metric::*;
         use PointSel::Label;
-        let fig = |what, point, metric, paper| Figure {
-            what,
-            point: Label(point),
-            metric,
-            paper,
-            goal: None,
-        };
+        let fig = |what, point, metric, paper| Figure::new(what, Label(point), metric, paper);
         vec![
             fig(
                 "startup to stable state",
