@@ -65,6 +65,12 @@ pub use node::{
     TransportKind,
 };
 
+// The layers below, for users who want one dependency (as rust-libp2p's facade re-exports its
+// protocol crates): their errors inside [`Error`], their settings inside [`MeshConfig`].
+pub use themis_channel as channel;
+pub use themis_crypto as crypto;
+pub use themis_dht as dht;
+
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
 pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};

@@ -132,7 +132,7 @@ impl IntoResponse for ApiError {
 
 impl From<themis_mesh::Error> for ApiError {
     fn from(e: themis_mesh::Error) -> Self {
-        use themis_mesh::Error as E;
+        use themis_mesh::{Error as E, channel::Error as ChannelError};
         let status = match &e {
             E::NotFound { .. } | E::NoProviders { .. } => StatusCode::NOT_FOUND,
             E::AccessDenied { .. } => StatusCode::FORBIDDEN,
@@ -140,10 +140,15 @@ impl From<themis_mesh::Error> for ApiError {
             E::Remote { .. } | E::AttemptsExhausted { .. } | E::VersionUnavailable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            E::Network(m) if m.contains("timed out") || m.contains("timeout") => {
+            E::Call { source, .. }
+                if matches!(
+                    **source,
+                    ChannelError::RequestTimeout { .. } | ChannelError::HandshakeTimeout { .. }
+                ) =>
+            {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            E::Network(_) => StatusCode::BAD_GATEWAY,
+            E::Call { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.to_string())
@@ -392,8 +397,7 @@ fn mode_name(m: Mode) -> &'static str {
 
 async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let st = s.node.status().await?;
-    let peer =
-        |p: &themis_mesh::Peer| json!({ "id": p.id.to_string(), "address": p.addr.to_string() });
+    let peer = |p: &themis_mesh::dht::Peer| json!({ "id": p.id.to_string(), "address": p.addr.to_string() });
     Ok(Json(json!({
         "id": st.id.to_string(),
         "network": s.network,
@@ -413,9 +417,10 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use themis_mesh::{Error as E, NodeId, RemoteErrorKind};
+    use themis_mesh::{Error as E, NodeId, RemoteErrorKind, channel::Error as ChannelError};
 
     fn status(e: E) -> StatusCode {
         ApiError::from(e).status
@@ -448,16 +453,27 @@ mod tests {
             }),
             StatusCode::BAD_GATEWAY
         );
+        let addr: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let call = |source| E::Call {
+            service: s(),
+            provider: id,
+            addr,
+            source: Box::new(source),
+        };
         assert_eq!(
-            status(E::Network("request timed out".into())),
+            status(call(ChannelError::RequestTimeout {
+                peer: id,
+                addr,
+                after: Duration::from_secs(5)
+            })),
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
-            status(E::Network("connection refused".into())),
+            status(call(ChannelError::PeerBusy { peer: id, addr })),
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(
-            status(E::Dht("stabilizing".into())),
+            status(themis_mesh::dht::Error::Stopped.into()),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(

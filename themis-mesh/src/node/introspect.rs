@@ -69,12 +69,7 @@ impl MeshNode {
     /// A snapshot of the node for operators (ring view from the DHT driver, sessions from the
     /// endpoint, provided services).
     pub async fn status(&self) -> Result<MeshStatus, Error> {
-        let ring = self
-            .inner
-            .dht
-            .status()
-            .await
-            .map_err(|e| Error::Dht(format!("reading the ring status: {e}")))?;
+        let ring = self.inner.dht.status().await?;
         Ok(MeshStatus {
             id: self.id(),
             listen: self.inner.dht.endpoint().local_addr(),
@@ -87,11 +82,7 @@ impl MeshNode {
 
     /// The counters of the DHT core, its driver, the endpoint and the transport.
     pub async fn metrics(&self) -> Result<NodeMetrics, Error> {
-        self.inner
-            .dht
-            .metrics()
-            .await
-            .map_err(|e| Error::Dht(format!("reading the metrics: {e}")))
+        Ok(self.inner.dht.metrics().await?)
     }
 
     /// Discovers `service` afresh from the DHT (bypassing the discovery cache, whose entry it
@@ -107,8 +98,7 @@ impl MeshNode {
             .inner
             .dht
             .lookup_providers(service, self.inner.config.k)
-            .await
-            .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
+            .await?;
         let t = now();
         let providers = self.merged_records(&found.records, t);
         self.inner

@@ -53,12 +53,7 @@ impl MeshNode {
     /// lookup is an error.
     pub async fn locate(&self, service: &str) -> Result<ServiceLocation, Error> {
         let k = self.inner.config.k;
-        let found = self
-            .inner
-            .dht
-            .lookup_providers(service, k)
-            .await
-            .map_err(|e| Error::Dht(format!("locating '{service}': {e}")))?;
+        let found = self.inner.dht.lookup_providers(service, k).await?;
         // The same k the lookup used (the DHT's default, clamped to its maximum).
         let dht = &self.inner.config.driver.dht;
         let k = k.unwrap_or(dht.default_k).min(dht.max_k);

@@ -316,19 +316,16 @@ impl MeshNode {
     ) -> Result<Self, Error> {
         config.driver.dht.record_ttl = config.record_ttl;
         config.driver.endpoint.mode = config.mode;
-        let cannot_listen = |e: themis_channel::TransportError| {
-            Error::Network(format!("cannot listen on {}: {e}", config.listen))
-        };
         let transport: Arc<dyn Transport> = match config.transport {
             TransportKind::Tcp => Arc::new(
                 TcpTransport::bind(config.listen, config.tcp.clone())
                     .await
-                    .map_err(cannot_listen)?,
+                    .map_err(themis_channel::Error::from)?,
             ),
             TransportKind::Udp => Arc::new(
                 UdpTransport::bind(config.listen, config.udp.clone())
                     .await
-                    .map_err(cannot_listen)?,
+                    .map_err(themis_channel::Error::from)?,
             ),
         };
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
@@ -346,10 +343,8 @@ impl MeshNode {
             network.clone(),
             config.driver.endpoint.clone(),
             Arc::new(handler),
-        )
-        .map_err(|e| Error::Network(e.to_string()))?;
-        let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())
-            .map_err(|e| Error::Dht(e.to_string()))?;
+        )?;
+        let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())?;
         let seed = config.seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
             themis_crypto::fill_random(&mut b);
@@ -371,7 +366,7 @@ impl MeshNode {
             let b = node.inner.config.bootstrap.clone();
             if let Err(e) = node.inner.dht.join(b).await {
                 node.inner.dht.shutdown().await;
-                return Err(Error::Dht(format!("join failed: {e}")));
+                return Err(Error::Join(Box::new(e)));
             }
         }
         Ok(node)
@@ -427,7 +422,7 @@ impl MeshNode {
                 if let Ok(mut s) = self.inner.services.write() {
                     s.remove(service);
                 }
-                Err(Error::Dht(format!("registering '{service}' failed: {e}")))
+                Err(e.into())
             }
         }
     }
@@ -444,11 +439,7 @@ impl MeshNode {
             .map_err(|_| lock_err())?
             .remove(service)
             .is_some();
-        self.inner
-            .dht
-            .unregister(service)
-            .await
-            .map_err(|e| Error::Dht(e.to_string()))?;
+        self.inner.dht.unregister(service).await?;
         Ok(had)
     }
 
@@ -492,8 +483,7 @@ impl MeshNode {
             .inner
             .dht
             .lookup_providers(service, self.inner.config.k)
-            .await
-            .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
+            .await?;
         let t = now();
         let merged = self.merged_records(&found.records, t);
         let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
@@ -659,10 +649,12 @@ impl MeshNode {
                         message: "the response does not parse".into(),
                     }),
                 },
-                Err(e) => Err(Error::Network(format!(
-                    "calling '{service}' on {} at {}: {e}",
-                    pick.id, pick.addr
-                ))),
+                Err(source) => Err(Error::Call {
+                    service: service.to_owned(),
+                    provider: pick.id,
+                    addr: pick.addr,
+                    source: Box::new(source),
+                }),
             };
             match outcome {
                 Ok(body) => {
