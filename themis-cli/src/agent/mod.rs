@@ -38,7 +38,7 @@ pub(crate) const PROVIDER_HEADER: &str = "x-themis-provider";
 /// mode, a claim in insecure mode).
 pub(crate) const CALLER_HEADER: &str = "x-themis-caller";
 /// Longest service name (the DHT's limit).
-const MAX_NAME: usize = 128;
+const MAX_NAME: usize = themis_mesh::dht::MAX_NAME_LEN;
 /// Services this agent keeps an upstream for (the mesh node's own limit is 64 by default).
 const MAX_UPSTREAMS: usize = 64;
 

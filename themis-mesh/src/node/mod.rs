@@ -235,7 +235,10 @@ async fn serve_call(
     let Some(call) = decode_request(request) else {
         return refuse(
             RemoteErrorKind::Malformed,
-            "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
+            format!(
+                "service call does not parse (tag, name length 1..={}, UTF-8 name)",
+                wire::MAX_NAME
+            ),
         );
     };
     let handler = services
@@ -568,7 +571,7 @@ impl MeshNode {
     ) -> Result<(Bytes, NodeId), Error> {
         let payload = encode_request(service, &request).ok_or(Error::InvalidConfig {
             what: "service name",
-            reason: "must be 1..=128 bytes",
+            reason: wire::NAME_RULE,
         })?;
         if let Err(e) = self.refresh(service).await {
             // Stale while error: a failed re-discovery (the ring repairing after a crash)
