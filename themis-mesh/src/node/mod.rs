@@ -315,10 +315,8 @@ impl MeshNode {
     pub async fn start(
         network: NetworkId,
         identity: Arc<IdentityKeypair>,
-        mut config: MeshConfig,
+        config: MeshConfig,
     ) -> Result<Self, Error> {
-        config.driver.dht.record_ttl = config.record_ttl;
-        config.driver.endpoint.mode = config.mode;
         let transport: Arc<dyn Transport> = match config.transport {
             TransportKind::Tcp => Arc::new(
                 TcpTransport::bind(config.listen, config.tcp.clone())
@@ -331,6 +329,21 @@ impl MeshNode {
                     .map_err(themis_channel::Error::from)?,
             ),
         };
+        Self::on_transport(network, identity, transport, config).await
+    }
+
+    /// Starts a node like [`MeshNode::start`], on `transport` instead of a socket it binds:
+    /// any [`Transport`] (an in-memory network such as [`themis_channel::MemNetwork`] runs
+    /// mesh logic without sockets, as [`DhtNode::on_transport`] does for the DHT).
+    /// `config.listen`, `config.transport`, `config.tcp` and `config.udp` are not used.
+    pub async fn on_transport(
+        network: NetworkId,
+        identity: Arc<IdentityKeypair>,
+        transport: Arc<dyn Transport>,
+        mut config: MeshConfig,
+    ) -> Result<Self, Error> {
+        config.driver.dht.record_ttl = config.record_ttl;
+        config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
