@@ -9,7 +9,7 @@ mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use wire::{CallResponse, decode_request, decode_response, encode_request, encode
 
 use crate::{
     AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, DiscoveryCache, Error,
-    Provider, ProviderRecord, merge_records,
+    ProviderRecord,
 };
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
@@ -482,7 +482,7 @@ impl MeshNode {
 
     /// Returns the records and whether they came fresh from the DHT.
     async fn discover_inner(&self, service: &str) -> Result<(Vec<ProviderRecord>, bool), Error> {
-        let replicas = u32::from(self.inner.config.k.unwrap_or(2)) + 1;
+        let replicas = u32::from(self.lookup_k()) + 1;
         let not_found = || Error::NotFound {
             service: service.to_owned(),
             replicas,
@@ -495,44 +495,13 @@ impl MeshNode {
                 CacheLookup::Miss => {}
             }
         }
-        let found = self
-            .inner
-            .dht
-            .lookup_providers(service, self.inner.config.k)
-            .await?;
-        let t = now();
-        let merged = self.merged_records(&found.records, t);
+        let found = self.search_replicas(service).await?;
         let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
-        c.insert(service, merged.clone(), t);
-        if merged.is_empty() {
+        c.insert(service, found.records.clone(), now());
+        if found.records.is_empty() {
             return Err(not_found());
         }
-        Ok((merged, true))
-    }
-
-    /// The verified records of one lookup as the policies see them (expiry moved to the
-    /// monotonic clock), merged: one per provider, unexpired, bounded.
-    pub(crate) fn merged_records(
-        &self,
-        found: &[themis_dht::ProviderRecord],
-        t: Instant,
-    ) -> Vec<ProviderRecord> {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let records = found.iter().map(|r| {
-            let m = r.metadata();
-            let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
-            let p = Provider::new(
-                r.provider(),
-                r.addr(),
-                m.version.clone(),
-                u32::from(m.weight),
-            )
-            .with_tags(m.tags.clone());
-            ProviderRecord::new(p, r.seq(), t + left)
-        });
-        merge_records(records, t, self.inner.config.cache.max_records)
+        Ok((found.records, true))
     }
 
     /// Refreshes the balancer of `service` from discovery (creating it if needed).
