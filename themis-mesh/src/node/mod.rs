@@ -24,10 +24,8 @@ pub use introspect::{Discovery, MeshStatus};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
-use crate::{
-    AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, DiscoveryCache, Error,
-    ProviderRecord,
-};
+use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache};
+use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
 /// mode; a claim in insecure mode) and the request body, returns the response body or an error
@@ -66,7 +64,7 @@ impl Default for ServiceSpec {
     fn default() -> Self {
         Self {
             version: String::new(),
-            weight: crate::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
+            weight: crate::policy::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
             tags: Vec::new(),
         }
     }

@@ -11,9 +11,9 @@ use themis_crypto::NodeId;
 use crate::Error;
 
 /// Default limit on restricted services.
-pub const DEFAULT_MAX_RESTRICTED_SERVICES: usize = 1024;
+const DEFAULT_MAX_RESTRICTED_SERVICES: usize = 1024;
 /// Default limit on node ids per allow-list.
-pub const DEFAULT_MAX_ALLOWED_CALLERS: usize = 4096;
+const DEFAULT_MAX_ALLOWED_CALLERS: usize = 4096;
 
 /// Per-service allow-lists of caller node ids. A service with no list (or an empty one) is open
 /// to every caller.
