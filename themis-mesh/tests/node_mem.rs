@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis_mesh::channel::{MemConfig, MemNetwork};
-use themis_mesh::{Bytes, IdentityKeypair, MeshConfig, MeshNode, NetworkId, NodeId, ServiceSpec};
+use themis_mesh::{
+    Bytes, Discovery, Error, IdentityKeypair, MeshConfig, MeshNode, NetworkId, NodeId, ServiceSpec,
+    object_id,
+};
 
 async fn node(mem: &MemNetwork, bootstrap: Option<&MeshNode>, seed: u8) -> MeshNode {
     let transport = Arc::new(mem.bind());
@@ -19,6 +22,27 @@ async fn node(mem: &MemNetwork, bootstrap: Option<&MeshNode>, seed: u8) -> MeshN
     MeshNode::on_transport(net, id, transport, config)
         .await
         .unwrap()
+}
+
+/// Discovers `service` from `node` afresh until the answer satisfies `want`, for at most 60 s
+/// of virtual time.
+async fn discovered(
+    node: &MeshNode,
+    service: &str,
+    want: impl Fn(&Discovery) -> bool,
+) -> Discovery {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last: Result<Discovery, Error>;
+    loop {
+        last = node.discover_detailed(service).await;
+        if last.as_ref().is_ok_and(&want) {
+            return last.unwrap();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{service}: not discovered as wanted within 60 s: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -41,16 +65,7 @@ async fn register_discover_and_call_over_an_in_memory_network() {
     .await
     .unwrap();
     // The ring settles and the records reach their replicas: wait until C finds them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let found = loop {
-        match c.discover_detailed("echo").await {
-            Ok(d) => break d,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("C never discovered 'echo': {e}"),
-        }
-    };
+    let found = discovered(&c, "echo", |_| true).await;
     assert_eq!(found.providers.len(), 1);
     assert_eq!(found.providers[0].provider.id, provider);
     assert_eq!(found.providers[0].provider.version, "1.0");
@@ -61,6 +76,50 @@ async fn register_discover_and_call_over_an_in_memory_network() {
     assert_eq!(served_by, provider);
     assert_eq!(answer, Bytes::from(format!("{}:4", c.id().short())));
     for n in [c, b, a] {
+        n.shutdown().await;
+    }
+}
+
+/// Paper §7: when the node responsible for replica 0 is dead, discovery asks the sibling
+/// replicas (the replica search's fallback), here with the crashed node's records lost.
+#[tokio::test(start_paused = true)]
+async fn discovery_falls_back_to_a_sibling_replica() {
+    let mem = MemNetwork::new(MemConfig {
+        seed: 11,
+        ..MemConfig::default()
+    });
+    let mut nodes = vec![node(&mem, None, 10).await];
+    for seed in 11..16 {
+        let n = node(&mem, Some(&nodes[0]), seed).await;
+        nodes.push(n);
+    }
+    let mut ids: Vec<NodeId> = nodes.iter().map(MeshNode::id).collect();
+    ids.sort();
+    let owner = |t: &NodeId| *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0]);
+    let (provider, reader) = (nodes[1].clone(), nodes[2].clone());
+    // A name whose replica 0 lives neither on the provider nor on the reader.
+    let name = (0..)
+        .map(|i| format!("db-{i}"))
+        .find(|n| {
+            let o = owner(&object_id(n, 0));
+            o != provider.id() && o != reader.id()
+        })
+        .unwrap();
+    provider
+        .register(
+            &name,
+            ServiceSpec::default(),
+            |_: NodeId, b: Bytes| async move { Ok::<_, String>(b) },
+        )
+        .await
+        .unwrap();
+    let before = discovered(&reader, &name, |d| d.replica == 0).await;
+    assert_eq!(before.providers[0].provider.id, provider.id());
+    let dead = owner(&object_id(&name, 0));
+    nodes.iter().find(|n| n.id() == dead).unwrap().crash().await;
+    let after = discovered(&reader, &name, |d| d.replica >= 1).await;
+    assert_eq!(after.providers[0].provider.id, provider.id());
+    for n in nodes.iter().filter(|n| n.id() != dead) {
         n.shutdown().await;
     }
 }
