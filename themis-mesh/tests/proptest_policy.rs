@@ -11,10 +11,12 @@ use common::{id, provider};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use themis_crypto::NodeId;
+use themis_mesh::internals::{
+    CacheLookup, DiscoveryCache, ReplicaSearch, RetryBudget, SearchConfig, merge_records,
+};
 use themis_mesh::{
-    Balancer, BalancerConfig, CacheConfig, CacheLookup, Call, DiscoveryCache, Error, Policy,
-    Provider, ProviderRecord, ReplicaSearch, RetryBudget, RetryBudgetConfig, SearchConfig,
-    merge_records,
+    Balancer, BalancerConfig, CacheConfig, Call, Error, Policy, Provider, ProviderRecord,
+    RetryBudgetConfig,
 };
 
 const VERSIONS: [&str; 4] = ["", "a", "b", "c"];

@@ -10,12 +10,10 @@
 //! and misses. A hit skips only the signature check: the caller still runs the expiry,
 //! replica-range, identity, sequence and quota checks every time.
 //!
-//! Eviction is least-recently-used (the `lru` crate): deterministic, no clock reads and no
-//! randomness. Size 0 disables the cache.
+//! Eviction is least-recently-used (`hashlink`'s `LruCache`, as the mesh's discovery cache):
+//! deterministic, no clock reads and no randomness. Size 0 disables the cache.
 
-use std::num::NonZeroUsize;
-
-use lru::LruCache;
+use hashlink::LruCache;
 use themis_crypto::{PublicKey, Signature, Transcript};
 
 /// Label of the cache key hash: `BLAKE2b-256(label, [pk, digest, signature])` (local only, never
@@ -33,7 +31,7 @@ pub(crate) struct VerifiedCache(Option<LruCache<[u8; 32], ()>>);
 
 impl VerifiedCache {
     pub(crate) fn new(cap: usize) -> Self {
-        Self(NonZeroUsize::new(cap).map(LruCache::new))
+        Self((cap > 0).then(|| LruCache::new(cap)))
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -54,7 +52,7 @@ impl VerifiedCache {
     /// used entry when full.
     pub(crate) fn insert(&mut self, key: [u8; 32]) {
         if let Some(c) = self.0.as_mut() {
-            c.put(key, ());
+            c.insert(key, ());
         }
     }
 }

@@ -13,9 +13,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use themis_mesh::channel::UDP_MAX_PAYLOAD;
 use themis_mesh::{
-    Bytes, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId, TransportKind,
-    UDP_MAX_PAYLOAD, object_id,
+    Bytes, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId, TransportKind, object_id,
 };
 
 /// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (a hang

@@ -1,0 +1,60 @@
+//! `DhtNode::lookup_replica`: the provider records of one replica of a name, no fallback to the
+//! others (the mesh's replica search plans the fallback itself). Over the in-memory network in
+//! virtual time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod driver_support;
+
+use std::{sync::Arc, time::Duration};
+
+use driver_support::*;
+use themis_channel::Mode;
+use themis_dht::{DhtNode, Error, ServiceSpec};
+
+#[tokio::test(start_paused = true)]
+async fn each_replica_answers_with_its_own_record() {
+    within(600, "each_replica_answers_with_its_own_record", async {
+        let net = mem_network(31);
+        let mut nodes: Vec<DhtNode> = Vec::new();
+        for i in 0..8u64 {
+            let s = 3100 + i;
+            let t = Arc::new(net.bind());
+            let node = DhtNode::on_transport(
+                t,
+                identity(s),
+                driver_support::net(),
+                config(Mode::Secure, s),
+            )
+            .unwrap();
+            if let Some(b) = nodes.first() {
+                node.join([b.contact()]).await.unwrap();
+            }
+            nodes.push(node);
+        }
+        converge(&nodes, Duration::from_secs(120)).await;
+        let provider = &nodes[3];
+        let r = provider
+            .register(ServiceSpec::new("svc"), Some(2))
+            .await
+            .unwrap();
+        assert_eq!((r.stored, r.failed), (3, 0));
+        let reader = &nodes[6];
+        for replica in 0..=2u8 {
+            let p = reader.lookup_replica("svc", replica).await.unwrap();
+            assert_eq!(p.replica, replica);
+            assert_eq!(p.records.len(), 1, "replica {replica}");
+            assert_eq!(p.records[0].provider(), provider.id());
+        }
+        // A replica nobody stored is an answer without records, not a fallback to another.
+        let p = reader.lookup_replica("svc", 5).await.unwrap();
+        assert_eq!(p.replica, 5);
+        assert!(p.records.is_empty());
+        // Beyond the network's maximum k, the lookup is refused.
+        let e = reader.lookup_replica("svc", u8::MAX).await.unwrap_err();
+        assert!(matches!(e, Error::ReplicationTooHigh { .. }), "{e}");
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    })
+    .await;
+}
