@@ -77,7 +77,7 @@ impl Node {
         if self.bootstraps.is_empty() || !matches!(self.state, State::Member) {
             return false;
         }
-        self.ring.pred = None;
+        self.ring.forget_pred();
         self.state = State::Joining(JoinState::new(self.bootstraps.clone(), true));
         self.try_next_bootstrap(now);
         true

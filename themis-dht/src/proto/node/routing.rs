@@ -18,6 +18,9 @@ pub(super) struct RingView {
     /// This node.
     pub(super) me: Peer,
     pub(super) pred: Option<Peer>,
+    /// The predecessor last dropped as failed or gone, while no new one is known: the node is
+    /// still responsible for the ids between it and this one (see [`RingView::responsible_for`]).
+    lost_pred: Option<NodeId>,
     pub(super) succs: Vec<Peer>,
     /// Finger `bit` (0-based): the first node ≥ me + 2^bit, if known.
     pub(super) fingers: Vec<Option<Peer>>,
@@ -34,6 +37,7 @@ impl RingView {
         Self {
             me,
             pred: None,
+            lost_pred: None,
             succs: Vec::new(),
             fingers: vec![None; ID_BITS],
             routing: Vec::new(),
@@ -49,10 +53,16 @@ impl RingView {
 
     /// Forgets every neighbour (before a join), without events.
     pub(super) fn reset(&mut self) {
-        self.pred = None;
+        self.forget_pred();
         self.succs.clear();
         self.fingers.iter_mut().for_each(|f| *f = None);
         self.routing_dirty = true;
+    }
+
+    /// Forgets the predecessor and the range it bounded, without an event (a re-join).
+    pub(super) fn forget_pred(&mut self) {
+        self.pred = None;
+        self.lost_pred = None;
     }
 
     /// Sets finger `bit`.
@@ -160,11 +170,20 @@ impl RingView {
     }
 
     /// True if this node is responsible for `t` in its current view (t ∈ (pred, me]).
+    ///
+    /// Beyond the paper: with no predecessor known because the last one failed (or left), the
+    /// node stays responsible for `(that predecessor, me]` until a new one notifies it. Those
+    /// ids were its own, and the departed node's range only adds to them; without this, the
+    /// keys of a node were unreachable from its predecessor's failure until the next live node
+    /// before it notified it (up to a stabilize period, and a lookup that asked then failed).
     pub(super) fn responsible_for(&self, t: &NodeId) -> bool {
         match (self.pred, self.succs.is_empty()) {
             (_, true) => true,
             (Some(p), false) => in_half_open(&p.id, t, &self.me.id),
-            (None, false) => *t == self.me.id,
+            (None, false) => match self.lost_pred {
+                Some(lost) => in_half_open(&lost, t, &self.me.id),
+                None => *t == self.me.id,
+            },
         }
     }
 
@@ -215,6 +234,9 @@ impl Node {
             return;
         }
         self.ring.pred = p;
+        if p.is_some() {
+            self.ring.lost_pred = None;
+        }
         self.metrics.predecessor_changes += 1;
         self.event(Event::PredecessorChanged { predecessor: p });
         // paper §6.1 update: hand objects a closer predecessor is now responsible for
@@ -223,7 +245,7 @@ impl Node {
 
     /// Forgets the predecessor (it failed or left), reporting the change.
     pub(super) fn drop_pred(&mut self) {
-        self.ring.pred = None;
+        self.ring.lost_pred = self.ring.pred.take().map(|p| p.id);
         self.metrics.predecessor_changes += 1;
         self.event(Event::PredecessorChanged { predecessor: None });
     }

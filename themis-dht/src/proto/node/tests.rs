@@ -14,7 +14,7 @@ use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFail
 use crate::Error;
 use crate::proto::config::Config;
 use crate::proto::record::{ProviderRecord, Refusal, ServiceSpec, object_id};
-use crate::proto::ring::distance;
+use crate::proto::ring::{distance, finger_start};
 use crate::proto::wire::{Peer, Request, Response, WirePeer, WireRecord};
 
 fn net() -> NetworkId {
@@ -548,6 +548,80 @@ fn a_node_with_no_live_successor_stabilizes_through_its_predecessor() {
         }
     }
     assert!(asked_pred, "stabilize goes on through the predecessor");
+}
+
+/// Asks `n`, as a third peer, for the owner of `target`; returns the answer.
+fn ask_find(n: &mut Node, now: Instant, target: NodeId) -> Response {
+    let req = Request::Find {
+        target,
+        records: false,
+    };
+    n.handle_request(now, peer_of(&kp(9), 9), 8, &req.encode());
+    let mut answer = None;
+    while let Some(o) = n.poll_output() {
+        if let Output::Respond { token: 8, bytes } = o {
+            answer = Some(Response::decode(&bytes, 1 << 20).unwrap());
+        }
+    }
+    answer.expect("a find is answered at once")
+}
+
+/// Regression (`themis demo`'s discovery right after a crash, themis-cli tests/demo.rs): a
+/// node whose predecessor failed answered `owner` for its own id only, until the next live node
+/// before it notified it, so a lookup of a key it held failed in between (up to a stabilize
+/// period). It now stays the owner of the ids between it and the failed predecessor, and a new
+/// predecessor takes its part as before.
+#[test]
+fn a_node_whose_predecessor_failed_still_owns_the_ids_up_to_it() {
+    let (mut n, now, _) = alone(Config::fast());
+    let (b, s, p) = (peer_of(&kp(2), 2), peer_of(&kp(3), 3), peer_of(&kp(4), 4));
+    joined_through(&mut n, now, b, s);
+    n.handle_request(now, p, 7, &Request::Notify.encode());
+    assert_eq!(n.predecessor(), Some(p));
+    while n.poll_output().is_some() {}
+    let mine = finger_start(&p.id, 0);
+    assert!(matches!(
+        ask_find(&mut n, now, mine),
+        Response::Owner { .. }
+    ));
+    assert!(!matches!(
+        ask_find(&mut n, now, p.id),
+        Response::Owner { .. }
+    ));
+    // the predecessor check: p does not answer
+    let later = now + Duration::from_millis(1300);
+    n.handle_timeout(later);
+    let ping = n
+        .requests
+        .find(|q| matches!(q.purpose, Purpose::CheckPred { .. }))
+        .expect("the predecessor is checked");
+    while n.poll_output().is_some() {}
+    n.handle_response(later, ping, Err(RequestFailure::Timeout));
+    assert_eq!(n.predecessor(), None);
+    assert!(matches!(
+        ask_find(&mut n, later, mine),
+        Response::Owner { .. }
+    ));
+    assert!(!matches!(
+        ask_find(&mut n, later, p.id),
+        Response::Owner { .. }
+    ));
+    // the next live node before p notifies: (q, p] is now n's too, by the usual rule
+    let q = (5..40u8)
+        .map(|k| peer_of(&kp(k), u16::from(k)))
+        .find(|q| in_order(&q.id, &p.id, &n.id()))
+        .unwrap();
+    n.handle_request(later, q, 7, &Request::Notify.encode());
+    assert_eq!(n.predecessor(), Some(q));
+    assert!(matches!(
+        ask_find(&mut n, later, p.id),
+        Response::Owner { .. }
+    ));
+}
+
+/// `a`, `b`, `c` lie clockwise in this order on the ring.
+fn in_order(a: &NodeId, b: &NodeId, c: &NodeId) -> bool {
+    distance(a, b) < distance(a, c)
 }
 
 /// Answers every request the node sent with "busy".
