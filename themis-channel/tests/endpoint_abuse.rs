@@ -2,15 +2,15 @@
 //! the endpoint keeps serving everyone else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{Endpoint, EndpointConfig, TcpConfig};
 use themis_crypto::IdentityKeypair;
 use themis_handshake::{HandshakeConfig, Initiator};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{identity, network, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -59,7 +59,7 @@ async fn tcp_garbage_gigabyte_prefix_and_stalled_half_frame() {
                 localhost(),
                 tcp_cfg,
                 identity(2),
-                net(),
+                network(),
                 EndpointConfig::default(),
                 Arc::new(Echo::default()),
             )
@@ -179,7 +179,7 @@ async fn handshake_flood_from_fresh_identities_is_bounded() {
                 let attacker = Arc::new(IdentityKeypair::generate());
                 let (_init, msg1) = Initiator::start(
                     attacker,
-                    net(),
+                    network(),
                     server.local_id(),
                     &HandshakeConfig::default(),
                     now,

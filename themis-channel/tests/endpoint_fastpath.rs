@@ -3,8 +3,6 @@
 //! the fallback to `handle`; responders dropped unanswered; shutdown waiting for them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::sync::{
     Arc,
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,11 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use support::*;
 use themis_channel::{
-    CommandResponder, Endpoint, EndpointConfig, Error, Handler, IncomingCommand, LinkConfig,
-    MemConfig, MemNetwork, PeerAddr,
+    CommandResponder, Endpoint, EndpointConfig, Error, Handler, IncomingCommand, PeerAddr,
 };
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::within;
+use themis_testkit::{LinkConfig, MemConfig, MemNetwork};
 use tokio::sync::mpsc;
 
 /// Takes commands into a bounded queue while `accept` is set; gives them back otherwise (or

@@ -1,13 +1,13 @@
 //! 200 endpoints on the seeded in-memory network: same seed, same outcome (and same trace).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
-use themis_channel::{EndpointConfig, LinkConfig, MemConfig, MemNetwork};
+use themis_channel::EndpointConfig;
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::{LinkConfig, MemConfig, MemNetwork};
+use themis_testkit::{identity, network, within};
 
 /// splitmix64, for picking pairs.
 fn next(s: &mut u64) -> u64 {
@@ -161,7 +161,7 @@ async fn mutated_frames_of_every_type_are_survived() {
         let raw = sim.bind();
         let (_init, msg1) = themis_handshake::Initiator::start(
             identity(9),
-            net(),
+            network(),
             server.local_id(),
             &themis_handshake::HandshakeConfig::default(),
             std::time::Instant::now(),

@@ -2,13 +2,13 @@
 //! restarts, timeouts, graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{EndpointConfig, Error, PeerAddr};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{identity, network, within};
 
 #[tokio::test]
 async fn secure_request_gets_its_response() {
@@ -90,7 +90,7 @@ async fn wrong_key_at_address_is_an_identity_mismatch() {
     within(180, "wrong_key_at_address_is_an_identity_mismatch", async {
         let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
         let a = tcp(1, quick(), Arc::new(Echo::default())).await;
-        let expected = identity(3).node_id(&net());
+        let expected = identity(3).node_id(&network());
         let peer = PeerAddr {
             id: expected,
             addr: b.local_addr(),
@@ -167,7 +167,7 @@ async fn unreachable_peer_times_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         drop(silent);
         let peer = PeerAddr {
-            id: identity(2).node_id(&net()),
+            id: identity(2).node_id(&network()),
             addr: listener.local_addr().unwrap(),
         };
         let e = a
@@ -297,7 +297,7 @@ async fn restarted_peer_is_reached_again_and_a_new_key_is_refused() {
             for _ in 0..5 {
                 match a.request(&peer, Bytes::from_static(b"3")).await {
                     Err(Error::IdentityMismatch { found, .. }) => {
-                        assert_eq!(found, identity(3).node_id(&net()));
+                        assert_eq!(found, identity(3).node_id(&network()));
                         mismatch = true;
                         break;
                     }
@@ -323,7 +323,7 @@ async fn session_outlives_a_reaped_connection() {
                 localhost(),
                 tcp_cfg.clone(),
                 identity(seed),
-                net(),
+                network(),
                 EndpointConfig::default(),
                 Arc::new(Echo::default()),
             )

@@ -2,13 +2,12 @@
 //! runtime (the shape of the `rpc_64_in_flight` bench): none may be lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{EndpointConfig, Mode};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::within;
 
 /// How long a request may take before the tests call it lost.
 const LOSS_TIMEOUT: Duration = Duration::from_secs(20);

@@ -2,15 +2,14 @@
 //! completes or times out, none is executed twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
-use themis_channel::{
-    Endpoint, EndpointConfig, Error, FaultConfig, FaultyTransport, UdpConfig, UdpTransport,
-};
+use themis_channel::{Endpoint, EndpointConfig, Error, UdpConfig, UdpTransport};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{FaultConfig, FaultyTransport};
+use themis_testkit::{identity, network, within};
 
 async fn faulty(
     seed: u64,
@@ -31,7 +30,7 @@ async fn faulty(
             reorder_delay: Duration::from_millis(15),
         },
     );
-    Endpoint::new(Arc::new(t), identity(seed), net(), cfg, handler).unwrap()
+    Endpoint::new(Arc::new(t), identity(seed), network(), cfg, handler).unwrap()
 }
 
 fn run(mode_secure: bool) {

@@ -2,19 +2,17 @@
 //! mutated frame is rejected without panic and without changing state".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use common::{pair, secure_pair};
 use proptest::prelude::*;
 use themis_channel::{
     Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TAG_LEN, peek_header,
 };
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
+use themis_testkit::channel::{pair, secure_pair};
 
 fn header_strategy() -> impl Strategy<Value = FrameHeader> {
     prop_oneof![

@@ -1,8 +1,6 @@
 //! 1,000 TCP transports in one process, within the descriptor limit, with LRU churn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{
     collections::HashSet,
     sync::{
@@ -12,8 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use themis_channel::{TcpConfig, TcpTransport, Transport};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{eventually, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_tcp_transports_with_a_small_connection_cap() {

@@ -1,12 +1,12 @@
 //! TCP transport: pipelining, connection reuse, caps, reaping, abuse, shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
 use themis_channel::{TcpConfig, TcpTransport, Transport, TransportError};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{eventually, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

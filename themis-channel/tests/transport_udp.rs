@@ -1,15 +1,13 @@
 //! UDP transport: round trips, size limits, bad datagrams, 1,000 sockets in one process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
-use themis_channel::{
-    FaultConfig, FaultyTransport, Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig,
-    UdpTransport,
-};
+use themis_channel::{Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{FaultConfig, FaultyTransport};
+use themis_testkit::{eventually, within};
 
 async fn udp(cfg: UdpConfig) -> UdpTransport {
     UdpTransport::bind(localhost(), cfg).await.unwrap()

@@ -14,8 +14,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::fuzz::{bench_decode_request, bench_find, bench_store};
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{ProviderRecord, ServiceSpec};
+use themis_testkit::sim::{Sim, SimConfig};
 
 fn build(n: usize) -> Sim {
     let mut sim = Sim::new(SimConfig::new(1));

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, ServiceSpec};
+use themis_testkit::sim::{Sim, SimConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -2,13 +2,10 @@
 //! Registrations under churn: crashes repaired by stabilization and re-store; graceful leaves
 //! that lose nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{build, count_missing, grow, register_many};
-use themis_dht::sim::SimConfig;
 use themis_dht::{Config, Event, object_id};
+use themis_testkit::sim::{SimConfig, build, count_missing, grow, register_many};
 
 #[test]
 fn crash_twenty_percent_and_join_twenty_percent() {

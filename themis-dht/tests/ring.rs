@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, Found};
+use themis_testkit::sim::{Sim, SimConfig};
 
 /// Builds a ring of `n` nodes joined one after another through random earlier members,
 /// `gap` apart, then lets it stabilize.

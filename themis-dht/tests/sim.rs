@@ -2,15 +2,11 @@
 //! Simulator properties: determinism, joining from a bare address, and convergence of the ring
 //! after any sequence of joins, leaves and crashes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{build, grow, random_live};
-
 use proptest::prelude::*;
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, ServiceSpec};
+use themis_testkit::sim::{Sim, SimConfig, build, grow, random_live, register_many};
 
 fn scenario(seed: u64) -> (u64, u64) {
     let mut cfg = SimConfig::new(seed);
@@ -317,7 +313,7 @@ fn newcomers_take_over_their_objects() {
     cfg.node.restore_period = Duration::from_secs(3000);
     cfg.node.record_ttl = Duration::from_secs(3600);
     let mut sim = build(cfg, 10, Duration::from_millis(20), Duration::from_secs(5));
-    let regs = common::register_many(&mut sim, 60, 2, 20);
+    let regs = register_many(&mut sim, 60, 2, 20);
     grow(&mut sim, 20, Duration::from_millis(50));
     sim.run_for(Duration::from_secs(5));
     sim.check_ring().unwrap();

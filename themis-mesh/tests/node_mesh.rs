@@ -5,12 +5,11 @@
 //! (`within`), and the tests wait for conditions (ring consistent, replicas stored), never for
 //! fixed delays.
 
-mod node_support;
-
 use std::collections::HashMap;
 
-use node_support::*;
 use themis_mesh::{Bytes, Error, NodeId, ServiceSpec, object_id};
+use themis_testkit::mesh::*;
+use themis_testkit::{eventually_ok, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_discover_call_on_50_nodes() {
@@ -127,7 +126,7 @@ async fn canary_split_within_3_points_over_10000_calls() {
         .await
         .unwrap();
         let caller = nodes[4].clone();
-        eventually(20, "both versions discovered", || async {
+        eventually_ok(20, "both versions discovered", || async {
             match caller.discover("web").await {
                 Ok(f) if f.len() == 2 => Ok(()),
                 other => Err(format!("{other:?}")),

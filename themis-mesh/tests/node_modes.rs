@@ -4,10 +4,9 @@
 //! crashes, and access policy, every step bounded (the larger secure-TCP scenarios are
 //! `node_mesh.rs`).
 
-mod node_support;
-
-use node_support::*;
 use themis_mesh::{Bytes, Error, Mode, ServiceSpec, TransportKind};
+use themis_testkit::mesh::*;
+use themis_testkit::{eventually_ok, within};
 
 async fn register_discover_call(setup: Setup, seed: u64) {
     let nodes = ring(setup, 8, seed).await;
@@ -21,7 +20,7 @@ async fn register_discover_call(setup: Setup, seed: u64) {
         .unwrap();
     }
     let caller = &nodes[6];
-    eventually(20, "both providers discovered", || async {
+    eventually_ok(20, "both providers discovered", || async {
         match caller.discover("svc").await {
             Ok(f) if f.len() == 2 => Ok(()),
             other => Err(format!("{other:?}")),

@@ -100,15 +100,6 @@ impl SplitMix64 {
         }
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
-
-    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            for (d, s) in chunk.iter_mut().zip(v.iter()) {
-                *d = *s;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

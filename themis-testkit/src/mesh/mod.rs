@@ -1,65 +1,32 @@
-//! Helpers of the `MeshNode` tests: bounded steps, rings of real nodes over loopback (TCP or
-//! UDP, secure or insecure) and waits for *conditions* (ring consistent, replicas stored)
-//! with a bounded poll instead of fixed sleeps.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
+//! Rings of `MeshNode`s over loopback (TCP or UDP, secure or insecure), waits for conditions
+//! on them (ring consistent, replicas stored), and fixtures of the pure policies ([`policy`]).
+//!
+//! `MeshNode` binds its own TCP or UDP socket, so these rings run on loopback, not on the
+//! in-memory network.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::future::Future;
-use std::sync::Arc;
+pub mod policy;
+
 use std::time::Duration;
 
 use themis_mesh::{
-    Bytes, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId, TransportKind,
-    UDP_MAX_PAYLOAD, object_id,
+    Bytes, MeshConfig, MeshNode, Mode, NodeId, TransportKind, UDP_MAX_PAYLOAD, object_id,
 };
 
-/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (a hang
-/// in the code under test becomes a failure with a message, never a stuck CI).
-pub async fn within<T>(secs: u64, step: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Ok`, failing with its last explanation after
-/// `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let why = match tokio::time::timeout_at(deadline, check()).await {
-            Ok(Ok(())) => return,
-            Ok(Err(why)) => why,
-            Err(_) => "the check itself did not finish".to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{what}: not reached within {secs} s: {why}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub fn net() -> NetworkId {
-    NetworkId::new("mesh-test").unwrap()
-}
+use crate::identity::{identity, network};
+use crate::wait::{eventually_ok, within};
 
 /// How the nodes of a test talk.
 #[derive(Clone, Copy, Debug)]
 pub struct Setup {
+    /// TCP or UDP.
     pub transport: TransportKind,
+    /// Secure or insecure.
     pub mode: Mode,
 }
 
 impl Setup {
+    /// Secure TCP, the default deployment.
     pub const TCP: Setup = Setup {
         transport: TransportKind::Tcp,
         mode: Mode::Secure,
@@ -85,6 +52,7 @@ pub fn config(setup: Setup, seed: u64) -> MeshConfig {
     c
 }
 
+/// Node `seed` (its identity and PRNG), joined through `bootstrap` if given.
 pub async fn start(setup: Setup, bootstrap: Option<&MeshNode>, seed: u64) -> MeshNode {
     let mut cfg = config(setup, seed);
     if let Some(b) = bootstrap {
@@ -93,7 +61,7 @@ pub async fn start(setup: Setup, bootstrap: Option<&MeshNode>, seed: u64) -> Mes
     within(
         30,
         "start a node",
-        MeshNode::start(net(), Arc::new(IdentityKeypair::generate()), cfg),
+        MeshNode::start(network(), identity(seed), cfg),
     )
     .await
     .unwrap()
@@ -131,7 +99,7 @@ pub async fn consistent(nodes: &[MeshNode]) {
     let ids = sorted_ids(nodes);
     let n = ids.len();
     let ids = &ids;
-    eventually(30, "ring consistent", || async move {
+    eventually_ok(30, "ring consistent", || async move {
         for node in nodes {
             let s = node.dht().status().await.map_err(|e| e.to_string())?;
             let i = ids.iter().position(|id| *id == s.id).unwrap();
@@ -172,7 +140,7 @@ pub async fn replicated(nodes: &[MeshNode], service: &str, k: u8) {
         }
     }
     let want = &want;
-    eventually(30, "records on all k+1 responsible nodes", || async move {
+    eventually_ok(30, "records on all k+1 responsible nodes", || async move {
         for (id, count) in want {
             let node = nodes.iter().find(|n| n.id() == *id).unwrap();
             let s = node.dht().status().await.map_err(|e| e.to_string())?;

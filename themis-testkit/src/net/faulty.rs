@@ -14,7 +14,9 @@ use std::{
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{Transport, TransportError, TransportStats, rng::SimRng};
+use themis_channel::{Transport, TransportError, TransportStats};
+
+use super::rng::SimRng;
 
 /// What a [`FaultyTransport`] does to outgoing frames.
 #[derive(Debug, Clone, Copy, PartialEq)]

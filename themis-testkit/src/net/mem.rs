@@ -24,15 +24,16 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use themis_channel::{
+    DEFAULT_TRANSPORT_MAX_FRAME_LEN as DEFAULT_MAX_FRAME_LEN, Transport, TransportError,
+    TransportStats, check_outgoing_frame,
+};
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
 
-use super::{
-    DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats, frame::check_outgoing,
-    rng::SimRng, stats::Counters,
-};
+use super::{Counters, rng::SimRng};
 
 /// Behaviour of one direction of a simulated link.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -424,7 +425,7 @@ impl Transport for MemTransport {
     }
 
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        check_outgoing(&frame, self.net.cfg.max_frame_len)?;
+        check_outgoing_frame(&frame, self.net.cfg.max_frame_len)?;
         let now = Instant::now();
         let cap = self.net.cfg.trace_capacity;
         {

@@ -3,7 +3,7 @@
 
 /// xoshiro256** seeded through SplitMix64: fast, 256 bits of state, reproducible.
 #[derive(Debug, Clone)]
-pub(crate) struct SimRng {
+pub(super) struct SimRng {
     s: [u64; 4],
 }
 
@@ -16,7 +16,7 @@ fn splitmix64(x: &mut u64) -> u64 {
 }
 
 impl SimRng {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         let mut x = seed;
         Self {
             s: [
@@ -28,7 +28,7 @@ impl SimRng {
         }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         let [s0, s1, s2, s3] = &mut self.s;
         let result = s1.wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = *s1 << 17;
@@ -42,18 +42,18 @@ impl SimRng {
     }
 
     /// Uniform in `[0, 1)`.
-    pub(crate) fn next_f64(&mut self) -> f64 {
+    pub(super) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// `true` with probability `p` (clamped to `[0, 1]`); draws nothing when `p <= 0`, so a
     /// configuration without faults consumes no randomness.
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
+    pub(super) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.next_f64() < p
     }
 
     /// Uniform in `[0, n]` (inclusive); `0` without drawing when `n == 0`.
-    pub(crate) fn up_to(&mut self, n: u64) -> u64 {
+    pub(super) fn up_to(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
         }

@@ -3,17 +3,20 @@
 //! Every message goes through the real codec as bytes; latency, loss, crashes and adversarial
 //! nodes come from one seeded PRNG, so the same seed gives the same trace
 //! ([`Sim::trace_hash`]). A crashed node stops answering: its peers see timeouts from their own
-//! request deadlines. Not part of the public API (tests and benches only).
+//! request deadlines.
 
 // Test support: node indices are handles the simulator itself hands out, and a wrong one is a
 // bug in the test, so indexing and unwrap are fine here (no network input reaches this code).
 #![allow(
     missing_docs,
-    unreachable_pub,
     clippy::indexing_slicing,
     clippy::unwrap_used,
     clippy::expect_used
 )]
+
+mod build;
+
+pub use build::{build, count_missing, grow, providers_result, random_live, register_many};
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,11 +25,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use themis_dht::fuzz::{closer_answer, find_target, forge_owner_answer};
+use themis_dht::{
+    Config, Contact, Event, Metrics, Node, Output, Peer, QueryId, Reply, RequestFailure,
+};
 
-use crate::proto::record::ProviderRecord;
-use crate::proto::ring::{SplitMix64, in_half_open};
-use crate::proto::wire::{Request, Response, WirePeer, WireRecord};
-use crate::{Config, Contact, Event, Metrics, Node, Output, Peer, QueryId, Reply, RequestFailure};
+/// `x ∈ (a, b)` clockwise on the ring; the whole ring but `a` when `a == b`.
+fn in_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
+    if a < b {
+        a < x && x < b
+    } else {
+        x > a || x < b
+    }
+}
+
+/// `x ∈ (a, b]` clockwise on the ring; the whole ring when `a == b`.
+fn in_half_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
+    a == b || in_open(a, x, b) || x == b
+}
 
 /// Simulation parameters.
 #[derive(Clone, Debug)]
@@ -135,7 +151,7 @@ pub struct Sim {
     base: Instant,
     wall: SystemTime,
     now_ns: u64,
-    rng: SplitMix64,
+    rng: fastrand::Rng,
     nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
     heap: BinaryHeap<Item>,
@@ -163,7 +179,7 @@ impl Sim {
             NetworkId::new("sim").unwrap_or_else(|_| unreachable!("valid constant"))
         });
         Self {
-            rng: SplitMix64::new(cfg.seed),
+            rng: fastrand::Rng::with_seed(cfg.seed),
             cfg,
             base: Instant::now(),
             wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -201,7 +217,7 @@ impl Sim {
     }
 
     pub fn rng_u64(&mut self) -> u64 {
-        self.rng.next_u64()
+        self.rng.u64(..)
     }
 
     pub fn random_id(&mut self) -> NodeId {
@@ -227,7 +243,7 @@ impl Sim {
         let addr = Self::addr_of(i);
         let now = self.now();
         let wall = self.wall + Duration::from_nanos(self.now_ns);
-        let node_seed = self.rng.next_u64();
+        let node_seed = self.rng.u64(..);
         let node = Node::new(
             config,
             identity.clone(),
@@ -344,11 +360,11 @@ impl Sim {
     fn latency(&mut self) -> Duration {
         let min = self.cfg.latency_min.as_micros() as u64;
         let max = self.cfg.latency_max.as_micros() as u64;
-        Duration::from_micros(min + self.rng.below(max.saturating_sub(min) + 1))
+        Duration::from_micros(self.rng.u64(min..=max.max(min)))
     }
 
     fn lost(&mut self) -> bool {
-        self.cfg.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(self.cfg.loss_ppm)
+        self.cfg.loss_ppm > 0 && self.rng.u32(..1_000_000) < self.cfg.loss_ppm
     }
 
     fn trace_mix(&mut self, kind: u8, node: usize, bytes: &[u8]) {
@@ -448,40 +464,23 @@ impl Sim {
             if peers.len() >= 3 || live.is_empty() {
                 break;
             }
-            let k = live[self.rng.below(live.len() as u64) as usize];
+            let k = live[self.rng.usize(..live.len())];
             let p = self.nodes[k].node.peer();
             let regress = !in_half_open(&me, &p.id, target);
             if adv == Some(Adversary::RandomFinds) || regress {
-                peers.push(WirePeer::from(p));
+                peers.push(p);
             }
         }
-        Response::Closer { peers }.encode()
+        closer_answer(peers)
     }
 
     fn forge(&mut self, j: usize, bytes: &[u8]) -> Vec<u8> {
-        let Ok(Response::Owner { records }) = Response::decode(bytes, usize::MAX) else {
-            return bytes.to_vec();
-        };
-        let mut out: Vec<WireRecord> = Vec::new();
-        let ghost_addr = Self::addr_of(j);
-        for w in records {
-            if let Ok(rec) = ProviderRecord::try_from(w) {
-                out.push(WireRecord::from(&rec.forged_addr(ghost_addr)));
-                // a ghost record: signed by the adversary but naming the real provider
-                let mut ghost = ProviderRecord::sign(
-                    &self.nodes[j].identity,
-                    &self.network,
-                    &crate::ServiceSpec::new(rec.name()),
-                    ghost_addr,
-                    rec.replica(),
-                    rec.expires_unix_ms(),
-                    rec.seq() + 1,
-                );
-                ghost.provider = rec.provider();
-                out.push(WireRecord::from(&ghost));
-            }
-        }
-        Response::Owner { records: out }.encode()
+        forge_owner_answer(
+            bytes,
+            &self.nodes[j].identity,
+            &self.network,
+            Self::addr_of(j),
+        )
     }
 
     fn step(&mut self, item: Item) {
@@ -523,11 +522,9 @@ impl Sim {
                 }
                 let from_peer: Peer = self.nodes[from].node.peer();
                 let adv = self.nodes[to].adversary;
-                let req = Request::decode(&bytes, usize::MAX).ok();
-                if let (
-                    Some(Adversary::RegressFinds | Adversary::RandomFinds),
-                    Some(Request::Find { target, .. }),
-                ) = (adv, &req)
+                let target = find_target(&bytes);
+                if let (Some(Adversary::RegressFinds | Adversary::RandomFinds), Some(target)) =
+                    (adv, &target)
                 {
                     let resp = self.adversarial_find(to, target);
                     let lat = self.latency();
@@ -543,8 +540,7 @@ impl Sim {
                     );
                     return;
                 }
-                let forge = adv == Some(Adversary::ForgeRecords)
-                    && matches!(req, Some(Request::Find { .. }));
+                let forge = adv == Some(Adversary::ForgeRecords) && target.is_some();
                 let token = self.next_token;
                 self.next_token += 1;
                 self.tokens.insert(
@@ -679,7 +675,7 @@ impl Sim {
             // ordered successor list (Zave's OrderedSuccessorLists)
             let mut last = *id;
             for (x, s) in node.successors().iter().enumerate() {
-                if x > 0 && !crate::proto::ring::in_open(&last, &s.id, id) {
+                if x > 0 && !in_open(&last, &s.id, id) {
                     return Err(format!(
                         "node {} has an unordered successor list",
                         id.short()

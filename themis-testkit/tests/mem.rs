@@ -1,14 +1,14 @@
 //! In-memory network: determinism from a seed, latency, loss, duplication, partitions, scale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
-use themis_channel::{
+use themis_channel::{Transport, TransportError};
+use themis_testkit::channel::{frame, parse};
+use themis_testkit::sys::open_fds;
+use themis_testkit::within;
+use themis_testkit::{
     FaultConfig, FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent,
-    Transport, TransportError,
 };
 
 fn lossy(seed: u64) -> MemConfig {
