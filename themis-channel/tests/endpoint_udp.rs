@@ -8,7 +8,7 @@ use bytes::Bytes;
 use themis_channel::{Endpoint, EndpointConfig, Error, UdpConfig, UdpTransport};
 use themis_testkit::channel::endpoint::*;
 use themis_testkit::channel::localhost;
-use themis_testkit::{FaultConfig, FaultyTransport};
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel};
 use themis_testkit::{identity, network, within};
 
 async fn faulty(
@@ -20,16 +20,13 @@ async fn faulty(
     let t = UdpTransport::bind(localhost(), UdpConfig::default())
         .await
         .unwrap();
-    let t = FaultyTransport::new(
-        t,
-        FaultConfig {
-            seed: fault_seed,
-            loss: 0.2,
-            duplicate: 0.1,
-            reorder: 0.2,
-            reorder_delay: Duration::from_millis(15),
-        },
-    );
+    let link = LinkConfig {
+        loss: 0.2,
+        duplicate: 0.1,
+        jitter: Duration::from_millis(15),
+        ..LinkConfig::PERFECT
+    };
+    let t = FaultyTransport::new(t, NetModel::new(fault_seed, link));
     Endpoint::new(Arc::new(t), identity(seed), network(), cfg, handler).unwrap()
 }
 

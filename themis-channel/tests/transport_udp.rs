@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use themis_channel::{Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
 use themis_testkit::channel::*;
 use themis_testkit::sys::*;
-use themis_testkit::{FaultConfig, FaultyTransport};
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel};
 use themis_testkit::{eventually, within};
 
 async fn udp(cfg: UdpConfig) -> UdpTransport {
@@ -155,16 +155,13 @@ async fn unreachable_peer_is_loss() {
 #[tokio::test]
 async fn faulty_wrapper_over_udp() {
     within(180, "faulty_wrapper_over_udp", async {
-        let a = FaultyTransport::new(
-            udp(UdpConfig::default()).await,
-            FaultConfig {
-                seed: 3,
-                loss: 0.3,
-                duplicate: 0.1,
-                reorder: 0.1,
-                reorder_delay: Duration::from_millis(5),
-            },
-        );
+        let link = LinkConfig {
+            loss: 0.3,
+            duplicate: 0.1,
+            jitter: Duration::from_millis(5),
+            ..LinkConfig::PERFECT
+        };
+        let a = FaultyTransport::new(udp(UdpConfig::default()).await, NetModel::new(3, link));
         let b = udp(UdpConfig {
             recv_queue_len: 4096,
             ..UdpConfig::default()

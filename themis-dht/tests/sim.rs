@@ -10,7 +10,7 @@ use themis_testkit::sim::{Sim, SimConfig, build, grow, random_live, register_man
 
 fn scenario(seed: u64) -> (u64, u64) {
     let mut cfg = SimConfig::new(seed);
-    cfg.loss_ppm = 10_000; // 1 % loss
+    cfg.link.loss = 0.01; // 1 % loss
     let mut sim = build(cfg, 30, Duration::from_millis(20), Duration::from_secs(5));
     let p = random_live(&mut sim);
     sim.with_node(p, |n, now| n.register(now, ServiceSpec::new("x"), None))

@@ -28,6 +28,6 @@ pub mod wait;
 
 pub use identity::{Rng, bytes32, identity, keypair, network, random_id};
 pub use net::{
-    FaultConfig, FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent,
+    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
 };
 pub use wait::{eventually, eventually_ok, within};

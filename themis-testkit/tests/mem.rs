@@ -8,7 +8,7 @@ use themis_testkit::channel::{frame, parse};
 use themis_testkit::sys::open_fds;
 use themis_testkit::within;
 use themis_testkit::{
-    FaultConfig, FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent,
+    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
 };
 
 fn lossy(seed: u64) -> MemConfig {
@@ -255,16 +255,13 @@ fn faulty_wrapper_deterministic_over_memory() {
     let run = |seed| {
         paused_runtime().block_on(async move {
             let net = MemNetwork::new(MemConfig::default());
-            let a = FaultyTransport::new(
-                net.bind(),
-                FaultConfig {
-                    seed,
-                    loss: 0.2,
-                    duplicate: 0.1,
-                    reorder: 0.2,
-                    reorder_delay: Duration::from_millis(3),
-                },
-            );
+            let link = LinkConfig {
+                loss: 0.2,
+                duplicate: 0.1,
+                jitter: Duration::from_millis(3),
+                ..LinkConfig::PERFECT
+            };
+            let a = FaultyTransport::new(net.bind(), NetModel::new(seed, link));
             let b = net.bind();
             for i in 0..200 {
                 a.send(b.local_addr(), frame(0, i, 0)).await.unwrap();

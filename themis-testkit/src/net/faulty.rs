@@ -1,79 +1,59 @@
-//! A wrapper that injects seeded loss, duplication and reordering on the sending side of any
-//! transport, to exercise the endpoint's retransmission and the channel's replay window over
-//! real sockets.
+//! A wrapper that puts the [network model](super::model) on the sending side of any transport
+//! (seeded loss, duplication, delay and reordering, partitions), to exercise the endpoint's
+//! retransmission and the channel's replay window over real sockets.
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+    sync::{Arc, Mutex},
 };
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use themis_channel::{Transport, TransportError, TransportStats, check_outgoing_frame};
+use tokio::time::Instant;
 
-use themis_channel::{Transport, TransportError, TransportStats};
+use super::model::{Fate, NetModel};
 
-use super::rng::SimRng;
-
-/// What a [`FaultyTransport`] does to outgoing frames.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaultConfig {
-    /// Seed of the fault PRNG.
-    pub seed: u64,
-    /// Probability that a frame is silently dropped.
-    pub loss: f64,
-    /// Probability that a frame is sent twice.
-    pub duplicate: f64,
-    /// Probability that a frame is held back by `reorder_delay`, letting later frames
-    /// overtake it.
-    pub reorder: f64,
-    /// How long a reordered frame is held back.
-    pub reorder_delay: Duration,
-}
-
-impl Default for FaultConfig {
-    /// No faults.
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            loss: 0.0,
-            duplicate: 0.0,
-            reorder: 0.0,
-            reorder_delay: Duration::from_millis(10),
-        }
-    }
-}
-
-/// Wraps a transport and injects faults on send. `recv` is passed through.
+/// Wraps a transport and passes every frame it sends through a [`NetModel`]: a frame the model
+/// drops is not sent, one it delays is sent by a task after the delay, a duplicated one is
+/// sent twice. `recv` is passed through.
 ///
-/// The choices are a function of the seed and the order of `send` calls; with real sockets
-/// underneath, the resulting timing is not deterministic. Its statistics are the inner
-/// transport's, with the frames it dropped added to `frames_dropped`.
+/// The model's choices are a function of its seed and the order of `send` calls; with real
+/// sockets underneath, the resulting timing is not deterministic. Its statistics are the inner
+/// transport's, with the frames the model dropped added to `frames_dropped`.
 #[derive(Debug)]
 pub struct FaultyTransport<T> {
     inner: Arc<T>,
-    cfg: FaultConfig,
-    rng: Mutex<SimRng>,
-    dropped: AtomicU64,
+    model: Mutex<NetModel>,
+    /// Time zero of the model.
+    start: Instant,
 }
 
 impl<T: Transport> FaultyTransport<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, cfg: FaultConfig) -> Self {
+    /// Wraps `inner`; the model decides the fate of each frame sent (its links are keyed by
+    /// this transport's address and the destination).
+    pub fn new(inner: T, model: NetModel) -> Self {
         Self {
             inner: Arc::new(inner),
-            rng: Mutex::new(SimRng::new(cfg.seed)),
-            cfg,
-            dropped: AtomicU64::new(0),
+            model: Mutex::new(model),
+            start: Instant::now(),
         }
     }
 
     /// The wrapped transport.
     pub fn inner(&self) -> &T {
         &self.inner
+    }
+
+    fn fate(&self, to: SocketAddr) -> Fate {
+        let now = Instant::now().saturating_duration_since(self.start);
+        let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        model.send(now, self.inner.local_addr(), to)
+    }
+
+    fn dropped(&self) -> u64 {
+        let stats = self.model.lock().unwrap_or_else(|e| e.into_inner()).stats();
+        stats.lost + stats.partitioned
     }
 }
 
@@ -83,11 +63,9 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.local_addr()
     }
 
+    /// Never: the model may lose, duplicate or reorder frames.
     fn is_reliable(&self) -> bool {
-        self.inner.is_reliable()
-            && self.cfg.loss <= 0.0
-            && self.cfg.duplicate <= 0.0
-            && self.cfg.reorder <= 0.0
+        false
     }
 
     fn max_frame_len(&self) -> usize {
@@ -95,38 +73,17 @@ impl<T: Transport> Transport for FaultyTransport<T> {
     }
 
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        if frame.len() > self.inner.max_frame_len() {
-            return Err(TransportError::FrameTooLarge {
-                len: frame.len(),
-                max: self.inner.max_frame_len(),
-            });
-        }
-        let (lost, dup, held) = {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                rng.chance(self.cfg.loss),
-                rng.chance(self.cfg.duplicate),
-                rng.chance(self.cfg.reorder),
-            )
-        };
-        if lost {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        let copies = if dup { 2 } else { 1 };
-        if held {
-            let inner = self.inner.clone();
-            let delay = self.cfg.reorder_delay;
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                for _ in 0..copies {
-                    let _ = inner.send(to, frame.clone()).await;
-                }
-            });
-            return Ok(());
-        }
-        for _ in 0..copies {
-            self.inner.send(to, frame.clone()).await?;
+        check_outgoing_frame(&frame, self.inner.max_frame_len())?;
+        for delay in self.fate(to).delays() {
+            if delay.is_zero() {
+                self.inner.send(to, frame.clone()).await?;
+            } else {
+                let (inner, frame) = (self.inner.clone(), frame.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = inner.send(to, frame).await;
+                });
+            }
         }
         Ok(())
     }
@@ -137,7 +94,7 @@ impl<T: Transport> Transport for FaultyTransport<T> {
 
     fn stats(&self) -> TransportStats {
         let mut s = self.inner.stats();
-        s.frames_dropped += self.dropped.load(Ordering::Relaxed);
+        s.frames_dropped += self.dropped();
         s
     }
 

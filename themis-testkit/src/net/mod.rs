@@ -1,15 +1,20 @@
-//! Networks for tests: the seeded in-memory network and a fault-injecting wrapper.
+//! Networks for tests: one seeded network model ([`NetModel`]: latency, jitter, loss,
+//! duplication, partitions), behind the in-memory transport ([`MemNetwork`]), the DHT simulator
+//! ([`crate::sim::Sim`]) and a fault-injecting wrapper for real transports
+//! ([`FaultyTransport`]).
 
 mod faulty;
 mod mem;
-mod rng;
+mod model;
+pub(crate) mod queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use themis_channel::TransportStats;
 
-pub use faulty::{FaultConfig, FaultyTransport};
-pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
+pub use faulty::FaultyTransport;
+pub use mem::{MemConfig, MemNetwork, MemTransport, TraceEvent};
+pub use model::{Fate, LinkConfig, ModelStats, NetModel};
 
 /// The counters an in-memory transport keeps (the fields of [`TransportStats`] it uses).
 #[derive(Debug, Default)]

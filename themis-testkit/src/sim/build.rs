@@ -36,6 +36,7 @@ pub fn build(cfg: SimConfig, n: usize, gap: Duration, settle: Duration) -> Sim {
     sim
 }
 
+/// A live ring member picked with the simulation's PRNG.
 pub fn random_live(sim: &mut Sim) -> usize {
     let live = sim.live();
     live[(sim.rng_u64() % live.len() as u64) as usize]
