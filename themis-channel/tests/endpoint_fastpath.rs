@@ -15,8 +15,7 @@ use themis_channel::{
     CommandResponder, Endpoint, EndpointConfig, Error, Handler, IncomingCommand, PeerAddr,
 };
 use themis_testkit::channel::endpoint::*;
-use themis_testkit::within;
-use themis_testkit::{LinkConfig, MemConfig, MemNetwork};
+use themis_testkit::{LinkConfig, MemConfig, MemNetwork, within};
 use tokio::sync::mpsc;
 
 /// Takes commands into a bounded queue while `accept` is set; gives them back otherwise (or

@@ -6,17 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use themis_channel::EndpointConfig;
 use themis_testkit::channel::endpoint::*;
-use themis_testkit::{LinkConfig, MemConfig, MemNetwork};
-use themis_testkit::{identity, network, within};
-
-/// splitmix64, for picking pairs.
-fn next(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use themis_testkit::{LinkConfig, MemConfig, MemNetwork, Rng, identity, network, within};
 
 /// Runs the simulation; returns each request's outcome and the network's trace.
 fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64, usize, bool)>) {
@@ -52,16 +42,16 @@ fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64,
                 )
             })
             .collect();
-        let mut s = seed;
+        let mut rng = Rng::with_seed(seed);
         let mut set = tokio::task::JoinSet::new();
         for k in 0..requests {
-            let i = (next(&mut s) % nodes as u64) as usize;
-            let mut j = (next(&mut s) % nodes as u64) as usize;
+            let i = rng.usize(..nodes);
+            let mut j = rng.usize(..nodes);
             if j == i {
                 j = (j + 1) % nodes;
             }
             let (a, peer) = (eps[i].clone(), eps[j].local_peer());
-            let delay = Duration::from_millis(next(&mut s) % 500);
+            let delay = Duration::from_millis(rng.u64(..500));
             set.spawn(async move {
                 tokio::time::sleep(delay).await;
                 let req = format!("{k}:{i}->{j}");
@@ -167,25 +157,25 @@ async fn mutated_frames_of_every_type_are_survived() {
             std::time::Instant::now(),
         )
         .unwrap();
-        let mut s = 1u64;
+        let mut rng = Rng::with_seed(1);
         let mut sent = 0u64;
         let mut genuine = 0u64;
         for _ in 0..3000 {
-            let r = next(&mut s);
+            let r = rng.u64(..);
             let ty = [
                 0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3F, 0x7F,
             ][(r % 14) as usize];
-            let len = 2 + (next(&mut s) % 300) as usize;
+            let len = 2 + rng.usize(..300);
             let mut f: Vec<u8> = if ty == 0x01 && r.is_multiple_of(3) {
                 msg1.clone()
             } else {
-                (0..len).map(|_| next(&mut s) as u8).collect()
+                (0..len).map(|_| rng.u8(..)).collect()
             };
             f[0] = 0x01;
             f[1] = ty;
             if f.len() > 2 && r.is_multiple_of(5) {
-                let i = 2 + (next(&mut s) as usize % (f.len() - 2));
-                f[i] ^= 1 << (next(&mut s) % 8);
+                let i = 2 + rng.usize(..f.len() - 2);
+                f[i] ^= 1 << rng.u8(..8);
             }
             let is_genuine = f == msg1;
             if raw.send(server.local_addr(), Bytes::from(f)).await.is_ok() {

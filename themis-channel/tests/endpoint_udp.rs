@@ -8,8 +8,7 @@ use bytes::Bytes;
 use themis_channel::{Endpoint, EndpointConfig, Error, UdpConfig, UdpTransport};
 use themis_testkit::channel::endpoint::*;
 use themis_testkit::channel::localhost;
-use themis_testkit::{FaultyTransport, LinkConfig, NetModel};
-use themis_testkit::{identity, network, within};
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel, identity, network, within};
 
 async fn faulty(
     seed: u64,

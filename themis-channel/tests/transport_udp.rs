@@ -6,8 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use themis_channel::{Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
 use themis_testkit::channel::*;
 use themis_testkit::sys::*;
-use themis_testkit::{FaultyTransport, LinkConfig, NetModel};
-use themis_testkit::{eventually, within};
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel, Rng, eventually, within};
 
 async fn udp(cfg: UdpConfig) -> UdpTransport {
     UdpTransport::bind(localhost(), cfg).await.unwrap()
@@ -220,17 +219,11 @@ async fn thousand_udp_transports_one_fd_each() {
         );
 
         let addrs: Vec<_> = nodes.iter().map(|n| n.local_addr()).collect();
-        let mut seed = 0x1234_5678_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = Rng::with_seed(0x1234_5678);
         let mut expected = vec![0u64; N];
         for (i, node) in nodes.iter().enumerate() {
             for k in 0..PER_NODE {
-                let to = (next() % N as u64) as usize;
+                let to = rng.usize(..N);
                 expected[to] += 1;
                 node.send(addrs[to], frame(0, (i * PER_NODE + k) as u32, 32))
                     .await

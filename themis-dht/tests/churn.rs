@@ -31,7 +31,7 @@ fn crash_twenty_percent_and_join_twenty_percent() {
     // crash 20 % with no leave, join 20 % new ones
     let mut live = sim.live();
     for _ in 0..n / 5 {
-        let k = (sim.rng_u64() % live.len() as u64) as usize;
+        let k = sim.rng().usize(..live.len());
         sim.crash(live.swap_remove(k));
     }
     grow(&mut sim, n / 5, Duration::from_millis(20));
@@ -68,7 +68,7 @@ fn graceful_leave_of_thirty_percent_loses_nothing() {
     let regs = register_many(&mut sim, 10_000, 2, 500);
     let mut live = sim.live();
     for _ in 0..(n * 3 / 10) {
-        let k = (sim.rng_u64() % live.len() as u64) as usize;
+        let k = sim.rng().usize(..live.len());
         let i = live.swap_remove(k);
         sim.leave(i);
         sim.run_for(Duration::from_millis(30));

@@ -13,21 +13,8 @@ use themis_testkit::{Rng, identity, network, within};
 #[tokio::test(start_paused = true)]
 async fn thirty_nodes_in_memory_virtual_time() {
     within(600, "thirty_nodes_in_memory_virtual_time", async {
-        let net = mem_network(21);
+        let mut nodes = ring(&Kind::Mem(mem_network(21)), Mode::Secure, 30, 21).await;
         let mut rng = Rng::with_seed(21);
-        let mut nodes: Vec<DhtNode> = Vec::new();
-        for i in 0..30u64 {
-            let s = 7000 + i;
-            let t = Arc::new(net.bind());
-            let node =
-                DhtNode::on_transport(t, identity(s), network(), config(Mode::Secure, s)).unwrap();
-            if !nodes.is_empty() {
-                let b = &nodes[rng.usize(..nodes.len())];
-                node.join([b.contact()]).await.unwrap();
-            }
-            nodes.push(node);
-        }
-        converge(&nodes, Duration::from_secs(120)).await;
         check_finds(&nodes, &mut rng, 100).await;
         store_and_lookup(&nodes, &mut rng, 10).await;
 

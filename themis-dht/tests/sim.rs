@@ -122,7 +122,7 @@ fn bootstrap_for(sim: &mut Sim, i: usize) -> Option<usize> {
             .find(|j| sim.is_alive(*j) && sim.node(*j).state_name() == "member")?;
         return (first != i).then_some(first);
     }
-    let k = (sim.rng_u64() % c.len() as u64) as usize;
+    let k = sim.rng().usize(..c.len());
     Some(c[k])
 }
 

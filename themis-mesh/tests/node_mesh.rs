@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use themis_mesh::{Bytes, Error, NodeId, ServiceSpec, object_id};
 use themis_testkit::mesh::*;
+use themis_testkit::ring;
 use themis_testkit::{eventually_ok, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +58,7 @@ async fn discovery_survives_the_death_of_the_responsible_node() {
     within(120, "the whole test", async {
         let nodes = ring(Setup::TCP, 20, 20).await;
         let ids = sorted_ids(&nodes);
-        let owner0 = owner(&ids, &object_id("db", 0));
+        let owner0 = ring::successor(&ids, &object_id("db", 0)).unwrap();
         let dead = nodes.iter().position(|n| n.id() == owner0).unwrap();
         let provider = (dead + 1) % nodes.len();
         within(

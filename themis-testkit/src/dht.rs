@@ -12,6 +12,7 @@ use themis_dht::{Contact, DhtNode, DriverConfig, ServiceSpec};
 use crate::channel::localhost;
 use crate::identity::{Rng, identity, network, random_id};
 use crate::net::{MemConfig, MemNetwork};
+use crate::ring;
 
 /// Settings for rings on one machine: the fast core periods with quicker stabilization.
 pub fn config(mode: Mode, seed: u64) -> DriverConfig {
@@ -92,20 +93,13 @@ pub async fn ring(kind: &Kind, mode: Mode, n: usize, seed: u64) -> Vec<DhtNode> 
         }
         nodes.push(node);
     }
-    converge(&nodes, Duration::from_secs(60)).await;
+    converge(&nodes, Duration::from_secs(120)).await;
     nodes
 }
 
-/// The ids in ring order.
+/// The nodes' ids in ring order.
 pub fn sorted_ids(nodes: &[DhtNode]) -> Vec<NodeId> {
-    let mut v: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
-    v.sort();
-    v
-}
-
-/// The successor of `t` among `ids` (sorted): the first id ≥ t, wrapping.
-pub fn true_successor(ids: &[NodeId], t: &NodeId) -> NodeId {
-    *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0])
+    ring::order(nodes.iter().map(DhtNode::id))
 }
 
 /// Waits until every node's predecessor and whole successor list are the true ones (a find
@@ -113,13 +107,15 @@ pub fn true_successor(ids: &[NodeId], t: &NodeId) -> NodeId {
 pub async fn converge(nodes: &[DhtNode], limit: Duration) {
     let ids = sorted_ids(nodes);
     let n = ids.len();
+    // the core's default length: every ring of the kit runs with it
+    let len = themis_dht::Config::default().successor_list_len;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let mut wrong = 0;
         for node in nodes {
             let st = node.status().await.unwrap();
             let i = ids.iter().position(|x| *x == st.id).unwrap();
-            let want: Vec<NodeId> = (1..n).take(SUCCESSORS).map(|d| ids[(i + d) % n]).collect();
+            let want: Vec<NodeId> = (1..n).take(len).map(|d| ids[(i + d) % n]).collect();
             let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
             let pred_ok = n == 1 || st.predecessor.map(|p| p.id) == Some(ids[(i + n - 1) % n]);
             if got != want || !pred_ok {
@@ -139,9 +135,6 @@ pub async fn converge(nodes: &[DhtNode], limit: Duration) {
     }
 }
 
-/// The core's default successor list length.
-pub const SUCCESSORS: usize = 8;
-
 /// Finds `count` random targets from random nodes and checks each against the true ring.
 pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 {
     let ids = sorted_ids(nodes);
@@ -150,7 +143,8 @@ pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 
         let t = random_id(rng);
         let from = &nodes[rng.usize(..nodes.len())];
         let found = from.find(t).await.unwrap();
-        if found.successor.id != true_successor(&ids, &t) {
+        let truth = ring::successor(&ids, &t);
+        if Some(found.successor.id) != truth {
             let dump = dump(nodes).await;
             panic!(
                 "find of {} from {} gave {:?} after {} hops, the true successor is {:?}\n{dump}",
@@ -158,7 +152,7 @@ pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 
                 from.id().short(),
                 found.successor.id,
                 found.hops,
-                true_successor(&ids, &t)
+                truth
             );
         }
         max_hops = max_hops.max(found.hops);

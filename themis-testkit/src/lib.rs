@@ -22,6 +22,7 @@ pub mod handshake;
 mod identity;
 pub mod mesh;
 pub mod net;
+pub mod ring;
 pub mod sim;
 pub mod sys;
 pub mod wait;

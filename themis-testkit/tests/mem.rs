@@ -6,9 +6,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use themis_channel::{Transport, TransportError};
 use themis_testkit::channel::{frame, parse};
 use themis_testkit::sys::open_fds;
-use themis_testkit::within;
 use themis_testkit::{
-    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
+    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent, within,
 };
 
 fn lossy(seed: u64) -> MemConfig {

@@ -10,10 +10,12 @@ pub mod policy;
 use std::time::Duration;
 
 use themis_mesh::{
-    Bytes, MeshConfig, MeshNode, Mode, NodeId, TransportKind, UDP_MAX_PAYLOAD, object_id,
+    Bytes, DhtNode, MeshConfig, MeshNode, Mode, NodeId, TransportKind, UDP_MAX_PAYLOAD, object_id,
 };
 
-use crate::identity::{identity, network};
+use crate::dht::converge;
+use crate::identity::{Rng, identity, network};
+use crate::ring;
 use crate::wait::{eventually_ok, within};
 
 /// How the nodes of a test talk.
@@ -68,63 +70,28 @@ pub async fn start(setup: Setup, bootstrap: Option<&MeshNode>, seed: u64) -> Mes
 }
 
 /// `n` nodes, each joining through an earlier one (chosen by `seed`), then waits until the
-/// ring is consistent.
+/// ring is [`consistent`].
 pub async fn ring(setup: Setup, n: usize, seed: u64) -> Vec<MeshNode> {
+    let mut rng = Rng::with_seed(seed);
     let mut nodes: Vec<MeshNode> = Vec::with_capacity(n);
-    let mut x = seed;
     for i in 0..n {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let b = (!nodes.is_empty()).then(|| nodes[(x >> 33) as usize % nodes.len()].clone());
+        let b = (!nodes.is_empty()).then(|| nodes[rng.usize(..nodes.len())].clone());
         nodes.push(start(setup, b.as_ref(), seed * 1000 + i as u64).await);
     }
     consistent(&nodes).await;
     nodes
 }
 
-/// The ids in ring order.
+/// The nodes' ids in ring order.
 pub fn sorted_ids(nodes: &[MeshNode]) -> Vec<NodeId> {
-    let mut v: Vec<NodeId> = nodes.iter().map(MeshNode::id).collect();
-    v.sort();
-    v
+    ring::order(nodes.iter().map(MeshNode::id))
 }
 
-/// The node responsible for `t` among `ids` (sorted): the first id ≥ t, wrapping.
-pub fn owner(ids: &[NodeId], t: &NodeId) -> NodeId {
-    *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0])
-}
-
-/// Waits until every node is a member whose successor is the next id in ring order and whose
-/// predecessor is the previous one.
+/// Waits (30 s at most) until every node's predecessor and whole successor list are the true
+/// ones, as [`crate::dht::converge`] does for the DHT nodes underneath.
 pub async fn consistent(nodes: &[MeshNode]) {
-    let ids = sorted_ids(nodes);
-    let n = ids.len();
-    let ids = &ids;
-    eventually_ok(30, "ring consistent", || async move {
-        for node in nodes {
-            let s = node.dht().status().await.map_err(|e| e.to_string())?;
-            let i = ids.iter().position(|id| *id == s.id).unwrap();
-            let (next, prev) = (ids[(i + 1) % n], ids[(i + n - 1) % n]);
-            if s.state != "member" {
-                return Err(format!("{} is {}", s.id.short(), s.state));
-            }
-            if n > 1 && s.successors.first().map(|p| p.id) != Some(next) {
-                return Err(format!(
-                    "{} has successor {:?}",
-                    s.id.short(),
-                    s.successors.first()
-                ));
-            }
-            if n > 1 && s.predecessor.map(|p| p.id) != Some(prev) {
-                return Err(format!(
-                    "{} has predecessor {:?}",
-                    s.id.short(),
-                    s.predecessor
-                ));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    let dht: Vec<DhtNode> = nodes.iter().map(|n| n.dht().clone()).collect();
+    converge(&dht, Duration::from_secs(30)).await;
 }
 
 /// Waits until the records of `service` (registered by one provider only, replication `k`)
@@ -133,7 +100,7 @@ pub async fn replicated(nodes: &[MeshNode], service: &str, k: u8) {
     let ids = sorted_ids(nodes);
     let mut want: Vec<(NodeId, usize)> = Vec::new();
     for r in 0..=k {
-        let o = owner(&ids, &object_id(service, r));
+        let o = ring::successor(&ids, &object_id(service, r)).unwrap();
         match want.iter_mut().find(|(id, _)| *id == o) {
             Some((_, c)) => *c += 1,
             None => want.push((o, 1)),

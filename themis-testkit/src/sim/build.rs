@@ -19,7 +19,7 @@ pub fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
             .into_iter()
             .filter(|i| sim.node(*i).state_name() == "member")
             .collect();
-        let b = live[(sim.rng_u64() % live.len() as u64) as usize];
+        let b = live[sim.rng().usize(..live.len())];
         let i = sim.add_node();
         sim.join(i, b);
         added.push(i);
@@ -39,7 +39,7 @@ pub fn build(cfg: SimConfig, n: usize, gap: Duration, settle: Duration) -> Sim {
 /// A live ring member picked with the simulation's PRNG.
 pub fn random_live(sim: &mut Sim) -> usize {
     let live = sim.live();
-    live[(sim.rng_u64() % live.len() as u64) as usize]
+    live[sim.rng().usize(..live.len())]
 }
 
 /// Registers `count` names `svc-<i>` from random live providers with replication `k`,

@@ -4,31 +4,13 @@
 use themis_crypto::NodeId;
 
 use super::Sim;
-
-/// `x ∈ (a, b)` clockwise on the ring; the whole ring but `a` when `a == b`.
-pub(super) fn in_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
-    if a < b {
-        a < x && x < b
-    } else {
-        x > a || x < b
-    }
-}
-
-/// `x ∈ (a, b]` clockwise on the ring; the whole ring when `a == b`.
-pub(super) fn in_half_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
-    a == b || in_open(a, x, b) || x == b
-}
+use crate::ring::{in_open, order, successor};
 
 impl Sim {
     /// The true successor of `t` among live members.
     pub fn true_successor(&self, t: &NodeId) -> Option<NodeId> {
-        let mut ids: Vec<NodeId> = self
-            .live()
-            .iter()
-            .map(|i| self.nodes[*i].node.id())
-            .collect();
-        ids.sort();
-        ids.iter().find(|x| *x >= t).or(ids.first()).copied()
+        let ring = order(self.live().iter().map(|i| self.nodes[*i].node.id()));
+        successor(&ring, t)
     }
 
     /// Checks Zave's invariants on the live members: every successor and predecessor is right
@@ -94,30 +76,5 @@ impl Sim {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(v: u8) -> NodeId {
-        let mut b = [0u8; 32];
-        b[0] = v;
-        NodeId::from_bytes(b)
-    }
-
-    #[test]
-    fn intervals_wrap_around_the_ring() {
-        assert!(in_open(&id(10), &id(20), &id(30)));
-        assert!(!in_open(&id(10), &id(10), &id(30)));
-        assert!(!in_open(&id(10), &id(30), &id(30)));
-        assert!(in_open(&id(200), &id(5), &id(10)));
-        assert!(in_open(&id(200), &id(250), &id(10)));
-        assert!(!in_open(&id(200), &id(100), &id(10)));
-        assert!(in_open(&id(7), &id(8), &id(7)) && !in_open(&id(7), &id(7), &id(7)));
-        assert!(in_half_open(&id(10), &id(30), &id(30)));
-        assert!(in_half_open(&id(7), &id(7), &id(7)));
-        assert!(!in_half_open(&id(10), &id(10), &id(30)));
     }
 }

@@ -8,9 +8,9 @@ use themis_crypto::NodeId;
 use themis_dht::fuzz::{closer_answer, find_target, forge_owner_answer};
 use themis_dht::{Event, Output, Peer, Reply, RequestFailure};
 
-use super::check::in_half_open;
 use super::{Adversary, Sim};
 use crate::net::Fate;
+use crate::ring::in_half_open;
 
 /// Start value of the FNV-1a trace hash.
 pub(super) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

@@ -171,9 +171,9 @@ impl Sim {
         self.trace
     }
 
-    /// A draw from the simulation's PRNG (for a test's own choices, reproducible too).
-    pub fn rng_u64(&mut self) -> u64 {
-        self.rng.u64(..)
+    /// The simulation's PRNG, for a test's own choices (reproducible too).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
     }
 
     /// A random position on the ring, from the simulation's PRNG.
