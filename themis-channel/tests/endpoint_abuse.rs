@@ -10,7 +10,7 @@ use themis_crypto::IdentityKeypair;
 use themis_handshake::{HandshakeConfig, Initiator};
 use themis_testkit::channel::endpoint::*;
 use themis_testkit::channel::localhost;
-use themis_testkit::{identity, network, within};
+use themis_testkit::{eventually_ok, identity, network, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -139,18 +139,21 @@ async fn udp_garbage_is_counted_and_dropped() {
     .await;
 }
 
+/// Waits (5 s at most) until the endpoint's counters satisfy `cond`; returns them.
 async fn eventually_metrics(
     ep: &Endpoint,
     cond: impl Fn(&themis_channel::EndpointMetrics) -> bool,
 ) -> themis_channel::EndpointMetrics {
-    for _ in 0..250 {
+    eventually_ok(5, "the endpoint's counters", || async {
         let m = ep.metrics();
         if cond(&m) {
-            return m;
+            Ok(())
+        } else {
+            Err(format!("{m:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition never held: {:?}", ep.metrics());
+    })
+    .await;
+    ep.metrics()
 }
 
 #[tokio::test]

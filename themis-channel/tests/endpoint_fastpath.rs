@@ -15,7 +15,7 @@ use themis_channel::{
     CommandResponder, Endpoint, EndpointConfig, Error, Handler, IncomingCommand, PeerAddr,
 };
 use themis_testkit::channel::endpoint::*;
-use themis_testkit::{LinkConfig, MemConfig, MemNetwork, within};
+use themis_testkit::{LinkConfig, MemConfig, MemNetwork, eventually, eventually_ok, within};
 use tokio::sync::mpsc;
 
 /// Takes commands into a bounded queue while `accept` is set; gives them back otherwise (or
@@ -146,7 +146,10 @@ async fn a_handler_that_gives_commands_back_runs_handle() {
         let c = client.clone();
         let rs = tokio::spawn(async move { many(&c, peer, 20).await });
         // The queue (one slot) fills and stays full until the application starts.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        eventually(10, "a command waits in the queue", || {
+            h.taken.load(Ordering::Relaxed) >= 1
+        })
+        .await;
         let app = serve(rx);
         let rs = rs.await.unwrap();
         for (i, r) in rs.into_iter().enumerate() {
@@ -205,6 +208,14 @@ async fn shutdown_waits_for_a_taken_command_to_be_answered() {
         let (_, req_bytes, responder) = rx.recv().await.unwrap();
         let s = server.clone();
         let stopping = tokio::spawn(async move { s.shutdown().await });
+        eventually_ok(10, "the shutdown has begun", || async {
+            match server.request(&client.local_peer(), Bytes::new()).await {
+                Err(Error::ShuttingDown) => Ok(()),
+                r => Err(format!("{r:?}")),
+            }
+        })
+        .await;
+        // A grace for a shutdown that would not wait to finish (it checks every 2 ms).
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!stopping.is_finished(), "shutdown waits for the responder");
         responder.respond(Bytes::from([b"q:".as_slice(), &req_bytes].concat()));

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use themis_channel::{EndpointConfig, Error, PeerAddr};
 use themis_testkit::channel::endpoint::*;
 use themis_testkit::channel::localhost;
-use themis_testkit::{identity, network, within};
+use themis_testkit::{eventually, identity, network, within};
 
 #[tokio::test]
 async fn secure_request_gets_its_response() {
@@ -229,7 +229,10 @@ async fn shutdown_finishes_in_flight_requests() {
         let (a2, peer) = (a.clone(), b.local_peer());
         let pending =
             tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"p")).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually(5, "the request runs in B's handler", || {
+            b.metrics().handlers_running == 1
+        })
+        .await;
         let (a3, b3) = (a.clone(), b.clone());
         let shut = tokio::spawn(async move {
             tokio::join!(a3.shutdown(), b3.shutdown());
@@ -333,7 +336,12 @@ async fn session_outlives_a_reaped_connection() {
         a.request(&b.local_peer(), Bytes::from_static(b"1"))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually(5, "the idle connection is reaped", || {
+            let reaped =
+                |ep: &themis_channel::Endpoint| ep.metrics().transport.connections_reaped_idle;
+            reaped(&a) + reaped(&b) >= 1
+        })
+        .await;
         let t = a.metrics().transport;
         assert!(
             t.connections_reaped_idle + b.metrics().transport.connections_reaped_idle >= 1,
@@ -499,13 +507,10 @@ async fn a_busy_peer_refuses_at_once_over_tcp() {
         let a = tcp(1, cfg_a, Arc::new(Echo::default())).await;
         let (a2, peer) = (a.clone(), b.local_peer());
         let first = tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"x")).await });
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while b.metrics().handlers_running < 1 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        eventually(10, "the first request occupies B's only handler", || {
+            b.metrics().handlers_running >= 1
         })
-        .await
-        .expect("the first request occupies B's only handler");
+        .await;
         let e = tokio::time::timeout(
             Duration::from_secs(10),
             a.request(&b.local_peer(), Bytes::from_static(b"y")),

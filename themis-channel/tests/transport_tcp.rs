@@ -166,6 +166,8 @@ async fn lru_cap_reaps_and_reconnects() {
         for (i, p) in peers.iter().enumerate() {
             a.send(p.local_addr(), frame(0, i as u32, 0)).await.unwrap();
             assert_eq!(parse(&recv_within(&**p, 5).await.1), (0, i as u32));
+            // A step of the clock, not a wait: the last-use times the LRU compares have
+            // millisecond resolution.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(a.connected_peers(), 2);

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use themis_channel::{Transport, TransportError, TransportStats, check_outgoing_frame};
 use tokio::time::Instant;
 
-use super::model::{Fate, NetModel};
+use super::model::{Fate, ModelStats, NetModel};
 
 /// Wraps a transport and passes every frame it sends through a [`NetModel`]: a frame the model
 /// drops is not sent, one it delays is sent by a task after the delay, a duplicated one is
@@ -51,8 +51,13 @@ impl<T: Transport> FaultyTransport<T> {
         model.send(now, self.inner.local_addr(), to)
     }
 
+    /// The model's counters: frames offered, lost, partitioned away, duplicated.
+    pub fn model_stats(&self) -> ModelStats {
+        self.model.lock().unwrap_or_else(|e| e.into_inner()).stats()
+    }
+
     fn dropped(&self) -> u64 {
-        let stats = self.model.lock().unwrap_or_else(|e| e.into_inner()).stats();
+        let stats = self.model_stats();
         stats.lost + stats.partitioned
     }
 }
