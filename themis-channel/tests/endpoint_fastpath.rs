@@ -15,7 +15,9 @@ use themis_channel::{
     CommandResponder, Endpoint, EndpointConfig, Error, Handler, IncomingCommand, PeerAddr,
 };
 use themis_testkit::channel::endpoint::*;
-use themis_testkit::{LinkConfig, MemConfig, MemNetwork, eventually, eventually_ok, within};
+use themis_testkit::{
+    LinkConfig, MemConfig, MemNetwork, eventually, eventually_ok, paused_runtime, within,
+};
 use tokio::sync::mpsc;
 
 /// Takes commands into a bounded queue while `accept` is set; gives them back otherwise (or
@@ -229,12 +231,7 @@ async fn shutdown_waits_for_a_taken_command_to_be_answered() {
 /// that `CommandResponder::respond` fills, and every command runs exactly once.
 #[test]
 fn over_a_lossy_network_each_command_runs_once_and_every_request_is_answered() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         // Not every seed passes yet: on about half of the schedules of this network (with the
         // old in-memory network's PRNG as with the test kit's) some request fails with
         // `SessionLost` although no peer restarted; an endpoint issue, noted for its rewrite.

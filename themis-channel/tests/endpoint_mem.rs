@@ -6,16 +6,13 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use themis_channel::EndpointConfig;
 use themis_testkit::channel::endpoint::*;
-use themis_testkit::{LinkConfig, MemConfig, MemNetwork, Rng, identity, network, within};
+use themis_testkit::{
+    LinkConfig, MemConfig, MemNetwork, Rng, identity, network, paused_runtime, within,
+};
 
 /// Runs the simulation; returns each request's outcome and the network's trace.
 fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64, usize, bool)>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let net = MemNetwork::new(MemConfig {
             seed,
             default_link: LinkConfig {
@@ -107,8 +104,7 @@ async fn sessions_are_rekeyed_by_message_count() {
         let mut cfg = EndpointConfig::default();
         cfg.channel.rekey_after_messages = 8;
         cfg.channel.reject_after_messages = 16;
-        let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
-        let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
+        let (a, b) = mem_pair(&sim, cfg);
         for i in 0..100u8 {
             let r = a
                 .request(&b.local_peer(), Bytes::from(vec![i]))
@@ -131,18 +127,7 @@ async fn mutated_frames_of_every_type_are_survived() {
     within(600, "mutated_frames_of_every_type_are_survived", async {
         use themis_channel::Transport;
         let sim = MemNetwork::new(MemConfig::default());
-        let server = mem(
-            sim.bind(),
-            2,
-            EndpointConfig::default(),
-            Arc::new(Echo::default()),
-        );
-        let client = mem(
-            sim.bind(),
-            1,
-            EndpointConfig::default(),
-            Arc::new(Echo::default()),
-        );
+        let (client, server) = mem_pair(&sim, EndpointConfig::default());
         client
             .request(&server.local_peer(), Bytes::from_static(b"warm"))
             .await

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use themis_dht::{Event, ServiceSpec};
-use themis_testkit::sim::{Sim, SimConfig, build, grow, random_live, register_many};
+use themis_testkit::sim::{
+    Sim, SimConfig, build, grow, misplaced_replicas, random_live, register_many,
+};
 
 fn scenario(seed: u64) -> (u64, u64) {
     let mut cfg = SimConfig::new(seed);
@@ -317,23 +319,7 @@ fn newcomers_take_over_their_objects() {
     grow(&mut sim, 20, Duration::from_millis(50));
     sim.run_for(Duration::from_secs(5));
     sim.check_ring().unwrap();
-    let mut misplaced = 0;
-    for (p, name) in &regs {
-        let provider = sim.node(*p).id();
-        for r in 0..=2u8 {
-            let oid = themis_dht::object_id(name, r);
-            let owner = sim.true_successor(&oid).unwrap();
-            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
-            if !sim
-                .node(idx)
-                .stored(&oid)
-                .iter()
-                .any(|rec| rec.provider() == provider)
-            {
-                misplaced += 1;
-            }
-        }
-    }
+    let misplaced = misplaced_replicas(&sim, &regs, 2);
     assert_eq!(misplaced, 0, "every replica moved to its new owner");
     let m = sim.metrics_total();
     assert!(m.handoff_records_sent > 0 && m.handoff_records_received > 0);

@@ -31,4 +31,4 @@ pub use identity::{Rng, bytes32, identity, keypair, network, random_id};
 pub use net::{
     FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
 };
-pub use wait::{eventually, eventually_ok, within};
+pub use wait::{eventually, eventually_ok, paused_runtime, within};

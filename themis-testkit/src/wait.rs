@@ -57,3 +57,14 @@ where
         tokio::time::sleep(POLL_ASYNC).await;
     }
 }
+
+/// A current-thread runtime with tokio's clock paused: a whole simulation (in-memory network,
+/// endpoints, DHT drivers) runs in virtual time, deterministically (see
+/// [`crate::net::MemNetwork`]).
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap_or_else(|e| panic!("a paused current-thread runtime: {e}"))
+}

@@ -7,7 +7,8 @@ use themis_channel::{Transport, TransportError};
 use themis_testkit::channel::{frame, parse};
 use themis_testkit::sys::open_fds;
 use themis_testkit::{
-    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent, within,
+    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
+    paused_runtime, within,
 };
 
 fn lossy(seed: u64) -> MemConfig {
@@ -62,14 +63,6 @@ async fn scenario(cfg: MemConfig) -> (Vec<TraceEvent>, Vec<Vec<(u8, u32)>>) {
         received.push(t.await.unwrap());
     }
     (net.trace(), received)
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 #[test]

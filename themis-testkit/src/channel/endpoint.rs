@@ -9,7 +9,7 @@ use themis_channel::{Endpoint, EndpointConfig, Handler, PeerAddr, TcpConfig, Udp
 
 use super::localhost;
 use crate::identity::{identity, network};
-use crate::net::MemTransport;
+use crate::net::{MemNetwork, MemTransport};
 
 /// Answers `x` with `"re:" ‖ x`, counting executions.
 #[derive(Debug, Default)]
@@ -88,6 +88,13 @@ pub async fn udp(seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> E
 /// An endpoint of node `seed` on an in-memory transport.
 pub fn mem(t: MemTransport, seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> Endpoint {
     Endpoint::new(Arc::new(t), identity(seed), network(), cfg, handler).unwrap()
+}
+
+/// Two echoing endpoints on `net` with the same settings: A (node 1) and B (node 2).
+pub fn mem_pair(net: &MemNetwork, cfg: EndpointConfig) -> (Endpoint, Endpoint) {
+    let b = mem(net.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
+    let a = mem(net.bind(), 1, cfg, Arc::new(Echo::default()));
+    (a, b)
 }
 
 /// Short timeouts for tests that wait for a failure.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use themis_dht::{Event, ProviderRecord, QueryId, ServiceSpec};
+use themis_dht::{Event, ProviderRecord, QueryId, ServiceSpec, object_id};
 
 use super::{Sim, SimConfig};
 
@@ -93,4 +93,28 @@ pub fn count_missing(sim: &mut Sim, regs: &[(usize, String)], k: u8) -> usize {
                 .is_some_and(|recs| recs.iter().any(|r| r.provider() == *provider))
         })
         .count()
+}
+
+/// How many replicas of the registrations `regs` (k = `k`) are not stored, under their
+/// provider, on the live node responsible for them (the true successor of the replica's object
+/// id).
+pub fn misplaced_replicas(sim: &Sim, regs: &[(usize, String)], k: u8) -> usize {
+    let mut misplaced = 0;
+    for (p, name) in regs {
+        let provider = sim.node(*p).id();
+        for r in 0..=k {
+            let oid = object_id(name, r);
+            let owner = sim.true_successor(&oid).unwrap();
+            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
+            if !sim
+                .node(idx)
+                .stored(&oid)
+                .iter()
+                .any(|rec| rec.provider() == provider)
+            {
+                misplaced += 1;
+            }
+        }
+    }
+    misplaced
 }

@@ -32,7 +32,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Config, Contact, Event, Metrics, Node, QueryId};
 
-pub use build::{build, count_missing, grow, providers_result, random_live, register_many};
+pub use build::{
+    build, count_missing, grow, misplaced_replicas, providers_result, random_live, register_many,
+};
 
 use crate::identity::{Rng, random_id};
 use crate::net::queue::TimedQueue;
