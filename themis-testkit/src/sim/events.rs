@@ -88,17 +88,7 @@ impl Sim {
                     let fate = self.route(i, to);
                     match self.by_addr.get(&to).copied() {
                         // nobody there: the refusal travels back like an answer would
-                        None => {
-                            if let Some(delay) = fate.delays().next() {
-                                let failure = RequestFailure::Unreachable;
-                                let ev = Ev::Failure {
-                                    to: i,
-                                    request_id,
-                                    failure,
-                                };
-                                self.schedule(delay, ev);
-                            }
-                        }
+                        None => self.fail(fate, i, request_id, RequestFailure::Unreachable),
                         Some(j) => self.transmit(fate, bytes, |bytes| Ev::Request {
                             to: j,
                             from: i,
@@ -146,6 +136,19 @@ impl Sim {
                 self.schedule(copy, ev(bytes.clone()));
             }
             self.schedule(delay, ev(bytes));
+        }
+    }
+
+    /// Reports `failure` of request `request_id` to node `to` when (and if) the message
+    /// carrying it arrives: one copy is enough.
+    fn fail(&mut self, fate: Fate, to: usize, request_id: u64, failure: RequestFailure) {
+        if let Some(delay) = fate.delays().next() {
+            let ev = Ev::Failure {
+                to,
+                request_id,
+                failure,
+            };
+            self.schedule(delay, ev);
         }
     }
 
@@ -264,15 +267,7 @@ impl Sim {
         self.delivered += 1;
         if expect.is_some_and(|e| e != self.nodes[to].node.id()) {
             let fate = self.route(to, Self::addr(from));
-            if let Some(delay) = fate.delays().next() {
-                let failure = RequestFailure::Refused;
-                let ev = Ev::Failure {
-                    to: from,
-                    request_id,
-                    failure,
-                };
-                self.schedule(delay, ev);
-            }
+            self.fail(fate, from, request_id, RequestFailure::Refused);
             return;
         }
         let adv = self.nodes[to].adversary;
