@@ -15,7 +15,6 @@ mod appauth;
 mod phases;
 mod plan;
 mod stats;
-mod users;
 
 use std::time::Duration;
 

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum Error {
-    /// A key file could not be read or written (the message names the file and the problem).
-    #[error("{0}")]
-    Key(String),
+    /// A key file could not be read or written (the message names the file, the problem and,
+    /// where a `themis` command helps, that command).
+    #[error("{}", key_message(.0))]
+    Key(#[source] themis_crypto::Error),
     /// The network name is not a valid network id.
-    #[error("{0}")]
-    Network(String),
+    #[error(transparent)]
+    Network(themis_crypto::Error),
     /// A bootstrap address does not parse or does not resolve.
     #[error(
         "invalid bootstrap address '{input}': {reason} (expected HOST:PORT or NODE_ID_HEX@HOST:PORT)"
@@ -78,4 +79,27 @@ pub(crate) enum Error {
         /// Why.
         reason: String,
     },
+}
+
+/// The message of a key-file error, with the `themis` command that fixes it where there is
+/// one (the crypto library names no command-line flags).
+fn key_message(e: &themis_crypto::Error) -> String {
+    use themis_crypto::{Error as E, KeyFileProblem as P};
+    match e {
+        E::KeyFile {
+            path,
+            problem: P::Missing,
+        } => format!(
+            "key file {} does not exist: create one with `themis keygen --out FILE`",
+            path.display()
+        ),
+        E::KeyFile {
+            path,
+            problem: P::AlreadyExists,
+        } => format!(
+            "key file {} already exists; refusing to overwrite it: pass --force to replace it",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
 }

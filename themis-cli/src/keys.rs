@@ -9,14 +9,14 @@ use crate::error::Error;
 
 /// Parses a network name (1-64 bytes of UTF-8, no control characters, no surrounding blanks).
 pub(crate) fn network(name: &str) -> Result<NetworkId, Error> {
-    NetworkId::new(name).map_err(|e| Error::Network(e.to_string()))
+    NetworkId::new(name).map_err(Error::Network)
 }
 
 /// Reads an identity key file (mode 0600, written by `themis keygen`).
 pub(crate) fn load(path: &Path) -> Result<Arc<IdentityKeypair>, Error> {
     IdentityKeypair::read_from_file(path)
         .map(Arc::new)
-        .map_err(|e| Error::Key(e.to_string()))
+        .map_err(Error::Key)
 }
 
 /// The key of a node: read from `path`, or a fresh one for this run only.
@@ -36,8 +36,7 @@ pub(crate) fn load_or_generate(path: Option<&Path>) -> Result<Arc<IdentityKeypai
 /// prints the public key.
 pub(crate) fn keygen(out: &Path, force: bool) -> Result<(), Error> {
     let key = IdentityKeypair::generate();
-    key.write_to_file(out, force)
-        .map_err(|e| Error::Key(e.to_string()))?;
+    key.write_to_file(out, force).map_err(Error::Key)?;
     println!("{}", key.public());
     eprintln!(
         "wrote {} (mode 0600); node id on a network: `themis id --key {} --net NAME`",

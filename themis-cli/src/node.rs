@@ -249,11 +249,23 @@ pub(crate) async fn start(
     MeshNode::start(network.clone(), identity, config)
         .await
         .map_err(|e| match e {
-            themis_mesh::Error::Network(detail) => Error::Listen { detail },
-            themis_mesh::Error::Dht(m) if m.starts_with("join failed") => Error::Join {
+            // Binding the endpoint's listener (the message names the address).
+            themis_mesh::Error::Channel(e) => Error::Listen {
+                detail: e.to_string(),
+            },
+            themis_mesh::Error::Join(e) => Error::Join {
                 bootstrap,
                 network: network.to_string(),
-                reason: m,
+                reason: e.to_string(),
+            },
+            themis_mesh::Error::Dht(e) => match *e {
+                themis_mesh::dht::Error::UnspecifiedAddress { bound } => Error::Usage {
+                    what: "--advertise address",
+                    reason: format!(
+                        "this node listens on {bound}, which other nodes cannot dial: give the address they reach it at with `themis node --advertise HOST[:PORT]`"
+                    ),
+                },
+                other => Error::Mesh(other.into()),
             },
             other => Error::Mesh(other),
         })

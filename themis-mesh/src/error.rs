@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use themis_crypto::NodeId;
@@ -5,7 +6,10 @@ use themis_crypto::NodeId;
 /// Everything that can go wrong in `themis-mesh`.
 ///
 /// Every message names the service and says what an operator (or the calling code) can do next.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The errors of the layers below ([`themis_channel::Error`], [`themis_dht::Error`]) are kept
+/// as they are, typed (boxed: they are large, and rare), so that a caller can tell a timeout
+/// from a refusal without reading the message.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Discovery searched every replica of a name and found no live provider record.
@@ -98,13 +102,31 @@ pub enum Error {
         /// Which rule it broke.
         reason: &'static str,
     },
-    /// A DHT operation (join, register, discovery) failed.
-    #[error("DHT operation failed: {0}")]
-    Dht(String),
-    /// The network failed: binding the listener, or a call's request (timeout, unreachable,
-    /// handshake failure).
-    #[error("network failure: {0}")]
-    Network(String),
+    /// The secure endpoint could not be set up: its listener could not be bound (the message
+    /// names the address), or its configuration was refused.
+    #[error(transparent)]
+    Channel(Box<themis_channel::Error>),
+    /// A DHT operation (register, discovery, status) failed; the DHT's message names the
+    /// operation and what to do.
+    #[error(transparent)]
+    Dht(Box<themis_dht::Error>),
+    /// No bootstrap contact let this node join the ring (paper §6.1 join).
+    #[error("cannot join the ring: {0}")]
+    Join(#[source] Box<themis_dht::Error>),
+    /// The request of one attempt of a call failed on the network (timeout, unreachable,
+    /// handshake failure, busy provider).
+    #[error("calling '{service}' on {provider} at {addr}: {source}")]
+    Call {
+        /// The service name.
+        service: String,
+        /// The provider the attempt went to.
+        provider: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What the endpoint reported.
+        #[source]
+        source: Box<themis_channel::Error>,
+    },
     /// A provider answered a call with an error.
     #[error("provider {provider} of '{service}' answered: {kind}: {message}")]
     Remote {
@@ -120,4 +142,16 @@ pub enum Error {
     /// The node is stopped.
     #[error("the mesh node is stopped; start a new one")]
     Stopped,
+}
+
+impl From<themis_channel::Error> for Error {
+    fn from(e: themis_channel::Error) -> Self {
+        Self::Channel(Box::new(e))
+    }
+}
+
+impl From<themis_dht::Error> for Error {
+    fn from(e: themis_dht::Error) -> Self {
+        Self::Dht(Box::new(e))
+    }
 }

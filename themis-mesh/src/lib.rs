@@ -8,10 +8,10 @@
 //!
 //! | piece | what it decides |
 //! |---|---|
-//! | [`Balancer`] | which provider serves the next attempt of a call: canary split by version weight, then [`Policy::P2cEwma`] (default) or the paper's [`Policy::Random`]; failover, [`RetryBudget`], outlier ejection |
-//! | [`DiscoveryCache`] | whether a fresh discovery result (or a recent "no provider") is cached |
-//! | [`ReplicaSearch`], [`merge_records`] | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
-//! | [`AccessPolicy`] | whether a caller may call a service (beyond the paper) |
+//! | [`Balancer`] (public) | which provider serves the next attempt of a call: canary split by version weight, then [`Policy::P2cEwma`] (default) or the paper's [`Policy::Random`]; failover, a retry budget, outlier ejection |
+//! | discovery cache (inside [`MeshNode`], [`CacheConfig`]) | whether a fresh discovery result (or a recent "no provider") is cached |
+//! | replica search (inside [`MeshNode::discover`]) | which of a name's `k + 1` replicas to ask next (falling back to siblings of dead ones), and the provider list merged from their answers |
+//! | access policy (inside [`MeshNode::restrict`]) | whether a caller may call a service (beyond the paper) |
 //!
 //! For operators (the `themis` node agent's API), [`MeshNode::status`],
 //! [`MeshNode::metrics`], [`MeshNode::discover_detailed`] (with the replica object ids) and
@@ -51,22 +51,36 @@ mod node;
 mod policy;
 
 pub use error::Error;
-pub use policy::{
-    AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, Call,
-    DEFAULT_MAX_ALLOWED_CALLERS, DEFAULT_MAX_RESTRICTED_SERVICES, DEFAULT_WEIGHT, DiscoveryCache,
-    EjectionConfig, Pick, Policy, Provider, ProviderRecord, ProviderStatus, RetryBudget,
-    RetryBudgetConfig, merge_records,
-};
-pub use policy::{MAX_REPLICA_K, ReplicaSearch, SearchConfig};
-
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
     Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
     TransportKind,
 };
+pub use policy::{
+    Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,
+    ProviderRecord, ProviderStatus, RetryBudgetConfig,
+};
 
-// What users of the lower layers need, so that one dependency serves.
+// The layers below, for users who want one dependency (as rust-libp2p's facade re-exports its
+// protocol crates): their errors inside [`Error`], their settings inside [`MeshConfig`], the
+// types of [`MeshNode::dht`] and [`MeshNode::status`].
+pub use themis_channel as channel;
+pub use themis_crypto as crypto;
+pub use themis_dht as dht;
+
+// The types every program of the mesh names, so that one `use` serves.
 pub use bytes::Bytes;
-pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};
-pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
-pub use themis_dht::{Contact, DhtNode, DriverConfig, NodeMetrics, Peer, Status, object_id};
+pub use themis_channel::Mode;
+pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+pub use themis_dht::{Contact, DriverConfig, object_id};
+
+/// The pure policies [`MeshNode`] uses inside and does not expose (discovery cache, replica
+/// search, access policy, retry budget, record merge), for this crate's tests and benches.
+/// Not part of the API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::policy::{
+        AccessPolicy, CacheLookup, DEFAULT_WEIGHT, DiscoveryCache, ReplicaSearch, RetryBudget,
+        SearchConfig, merge_records,
+    };
+}

@@ -225,12 +225,9 @@ fn failover_never_reuses_a_provider_while_another_exists() {
         }
         assert_eq!(call.tried(), &seen[..]);
         let err = b.pick(&mut call, now).unwrap_err();
-        assert_eq!(
-            err,
-            Error::AttemptsExhausted {
-                service: "check".into(),
-                attempts: 3
-            }
+        assert!(
+            matches!(&err, Error::AttemptsExhausted { service, attempts: 3 } if service == "check"),
+            "{err}"
         );
     }
     // A single provider is retried: there is no other.
@@ -418,13 +415,10 @@ fn panic_mode_uses_ejected_providers_and_can_be_disabled() {
     let t = t0 + Duration::from_secs(10);
     let mut call = b.begin_call(t);
     let err = b.pick(&mut call, t).unwrap_err();
-    assert_eq!(
-        err,
-        Error::AllEjected {
-            service: "check".into(),
-            count: 2,
-            retry_in: Duration::from_secs(20)
-        }
+    assert!(
+        matches!(&err, Error::AllEjected { service, count: 2, retry_in }
+            if service == "check" && *retry_in == Duration::from_secs(20)),
+        "{err}"
     );
     assert!(
         err.to_string()
@@ -619,11 +613,9 @@ fn empty_balancer_and_bad_config() {
     let mut b = Balancer::new("check", BalancerConfig::default(), 0, t0).unwrap();
     let mut call = b.begin_call(t0);
     let err = b.pick(&mut call, t0).unwrap_err();
-    assert_eq!(
-        err,
-        Error::NoProviders {
-            service: "check".into()
-        }
+    assert!(
+        matches!(&err, Error::NoProviders { service } if service == "check"),
+        "{err}"
     );
     let mut cfg = BalancerConfig::default();
     cfg.max_attempts = 0;

@@ -11,7 +11,7 @@ use themis_testkit::{ring, within};
 async fn locate_names_every_replica_and_its_responsible_node() {
     within(60, "locate", async {
         // six nodes, every successor list right (then `find` is exact)
-        let nodes = mesh::ring(Setup::TCP, 6, 1).await;
+        let nodes = mesh::ring(&Setup::TCP, 6, 1).await;
         let ids = ring::order(nodes.iter().map(MeshNode::id));
         let echo = |_c: NodeId, r: Bytes| async move { Ok::<_, String>(r) };
         nodes[1]

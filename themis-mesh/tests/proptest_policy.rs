@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use themis_crypto::NodeId;
+use themis_mesh::internals::{
+    CacheLookup, DiscoveryCache, ReplicaSearch, RetryBudget, SearchConfig, merge_records,
+};
 use themis_mesh::{
-    Balancer, BalancerConfig, CacheConfig, CacheLookup, Call, DiscoveryCache, Error, Policy,
-    Provider, ProviderRecord, ReplicaSearch, RetryBudget, RetryBudgetConfig, SearchConfig,
-    merge_records,
+    Balancer, BalancerConfig, CacheConfig, Call, Error, Policy, Provider, ProviderRecord,
+    RetryBudgetConfig,
 };
 use themis_testkit::mesh::policy::{id, provider};
 

@@ -73,7 +73,6 @@ pub fn expected_duration(opts: &BenchOptions) -> Result<Duration, Error> {
     let params = params(opts);
     Ok(select(&opts.only)?
         .iter()
-        .filter(|w| w.available())
         .map(|w| w.expected_duration(&params) * u32::try_from(w.modes().len()).unwrap_or(2))
         .sum())
 }
@@ -94,7 +93,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
     progress.println(format!(
         "themis bench ({} profile): {} workload(s), expected duration about {:.0} s",
         opts.profile.name(),
-        selected.iter().filter(|w| w.available()).count(),
+        selected.len(),
         expected.as_secs_f64()
     ));
     let machine = MachineInfo::collect(opts.profile.name(), HARNESS);
@@ -102,13 +101,6 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for w in &selected {
-        if !w.available() {
-            progress.println(format!(
-                "{}: not implemented yet, listed in the report",
-                w.name()
-            ));
-            continue;
-        }
         for &mode in w.modes() {
             progress.stage(format!("{} {mode}", w.name()), 0);
             let rss_reset = machine::reset_peak_rss();

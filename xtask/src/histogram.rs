@@ -1,24 +1,23 @@
-//! A fixed-size, log-linear latency histogram (the HdrHistogram layout, written out so the
-//! harness has no extra dependency and its error bound is visible).
+//! Latency histograms: [`hdrhistogram`] for the distribution, with the exact count, sum,
+//! minimum and maximum kept beside it.
 //!
-//! Values are nanoseconds. Values below `2^SUB_BITS` get one bucket each; above, every power of
-//! two is split into `2^SUB_BITS` equal buckets, so a reported value is within
-//! `1 / 2^(SUB_BITS + 1)` (0.4 %) of a recorded one. The table has a fixed number of buckets
-//! whatever is recorded: memory is bounded.
+//! Values are nanoseconds. The HdrHistogram keeps 3 significant digits: values below 2,048 ns
+//! are exact, above, a quantile is within [`Histogram::RELATIVE_ERROR`] (0.1 %) of a recorded
+//! value. It grows with the largest value recorded (about 150 KiB at 100 ms), whatever the
+//! number of samples: memory is bounded.
 
 use std::time::Duration;
 
-/// Bits of sub-bucket precision: 128 buckets per power of two.
-const SUB_BITS: u32 = 7;
-const SUB: u64 = 1 << SUB_BITS;
-/// Buckets for the whole `u64` range.
-const BUCKETS: usize = ((64 - SUB_BITS + 1) as usize) << SUB_BITS;
+/// Significant decimal digits the HdrHistogram keeps.
+const SIGFIG: u8 = 3;
+/// The largest value an auto-resizing HdrHistogram tracks (`i64::MAX / 2` ns, about 73
+/// years); larger values are counted as this one (the exact maximum is kept apart).
+const MAX_TRACKED: u64 = i64::MAX as u64 / 2;
 
-/// A latency histogram with exact count, sum, min and max.
+/// A latency histogram with exact count, mean, min and max.
 #[derive(Clone)]
 pub struct Histogram {
-    counts: Vec<u64>,
-    count: u64,
+    hdr: hdrhistogram::Histogram<u64>,
     sum: u128,
     min: u64,
     max: u64,
@@ -33,42 +32,25 @@ impl Default for Histogram {
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Histogram")
-            .field("count", &self.count)
-            .field("min_ns", &self.min)
+            .field("count", &self.len())
+            .field("min_ns", &self.min_ns())
             .field("max_ns", &self.max)
             .finish_non_exhaustive()
     }
 }
 
-fn index_of(v: u64) -> usize {
-    if v < SUB {
-        return v as usize;
-    }
-    let e = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS
-    let mantissa = v >> (e - SUB_BITS); // in [SUB, 2 * SUB)
-    (((e - SUB_BITS + 1) as usize) << SUB_BITS) + (mantissa - SUB) as usize
-}
-
-/// `(lowest value, width)` of bucket `idx`.
-fn bucket_range(idx: usize) -> (u64, u64) {
-    let block = (idx >> SUB_BITS) as u32;
-    let sub = (idx as u64) & (SUB - 1);
-    if block == 0 {
-        return (sub, 1);
-    }
-    let shift = block - 1;
-    ((SUB + sub) << shift, 1u64 << shift)
-}
-
 impl Histogram {
-    /// Relative error bound of [`Histogram::value_at_quantile`] against the exact sample.
-    pub const RELATIVE_ERROR: f64 = 1.0 / (1u64 << (SUB_BITS + 1)) as f64;
+    /// Relative error bound of [`Histogram::value_at_quantile`] against the exact sample:
+    /// with 3 significant digits every bucket is narrower than 1/1024 of its values.
+    pub const RELATIVE_ERROR: f64 = 1.0 / 1024.0;
 
     /// An empty histogram.
     pub fn new() -> Self {
+        #[allow(clippy::expect_used)]
+        // Auto-resizing, 3 significant digits: within hdrhistogram's 0..=5, so it cannot fail.
+        let hdr = hdrhistogram::Histogram::new(SIGFIG).expect("3 significant digits are valid");
         Self {
-            counts: vec![0; BUCKETS],
-            count: 0,
+            hdr,
             sum: 0,
             min: u64::MAX,
             max: 0,
@@ -82,10 +64,10 @@ impl Histogram {
 
     /// Records one value in nanoseconds.
     pub fn record_ns(&mut self, ns: u64) {
-        if let Some(c) = self.counts.get_mut(index_of(ns)) {
-            *c += 1;
+        if self.hdr.record(ns.min(MAX_TRACKED)).is_err() {
+            // Unreachable below MAX_TRACKED; clamped to the current range if it ever happens.
+            self.hdr.saturating_record(ns);
         }
-        self.count += 1;
         self.sum += u128::from(ns);
         self.min = self.min.min(ns);
         self.max = self.max.max(ns);
@@ -93,10 +75,14 @@ impl Histogram {
 
     /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
+        if self.hdr.add(&other.hdr).is_err() {
+            // Only if `other` holds values this one cannot grow to: add them one bucket at a
+            // time, clamped.
+            for v in other.hdr.iter_recorded() {
+                self.hdr
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
         }
-        self.count += other.count;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -104,26 +90,26 @@ impl Histogram {
 
     /// Number of samples.
     pub fn len(&self) -> u64 {
-        self.count
+        self.hdr.len()
     }
 
     /// `true` if nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.hdr.is_empty()
     }
 
     /// Exact mean in nanoseconds (0 when empty).
     pub fn mean_ns(&self) -> f64 {
-        if self.count == 0 {
+        if self.is_empty() {
             0.0
         } else {
-            self.sum as f64 / self.count as f64
+            self.sum as f64 / self.len() as f64
         }
     }
 
     /// Exact smallest sample (0 when empty).
     pub fn min_ns(&self) -> u64 {
-        if self.count == 0 { 0 } else { self.min }
+        if self.is_empty() { 0 } else { self.min }
     }
 
     /// Exact largest sample.
@@ -134,47 +120,27 @@ impl Histogram {
     /// The nearest-rank `q`-quantile (`q` in `[0, 1]`): the sample of rank `ceil(q * n)`,
     /// to within [`Histogram::RELATIVE_ERROR`], clamped to the exact min and max. 0 when empty.
     pub fn value_at_quantile(&self, q: f64) -> u64 {
-        if self.count == 0 {
+        if self.is_empty() {
             return 0;
         }
-        let rank = nearest_rank(q, self.count);
-        let mut seen = 0u64;
-        for (idx, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let (low, width) = bucket_range(idx);
-                let mid = low.saturating_add((width - 1) / 2);
-                return mid.clamp(self.min, self.max);
-            }
-        }
-        self.max
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        self.hdr.value_at_quantile(q).clamp(self.min, self.max)
     }
 
     /// The cumulative distribution: `(value_ns, fraction of samples <= value)` at every
     /// non-empty bucket, ending at `(max, 1.0)`.
     pub fn cdf(&self) -> Vec<(u64, f64)> {
-        let mut out = Vec::new();
-        if self.count == 0 {
-            return out;
-        }
+        let n = self.len() as f64;
         let mut seen = 0u64;
-        for (idx, &c) in self.counts.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            seen += c;
-            let (low, width) = bucket_range(idx);
-            let top = low.saturating_add(width - 1).clamp(self.min, self.max);
-            out.push((top, seen as f64 / self.count as f64));
-        }
-        out
+        self.hdr
+            .iter_recorded()
+            .map(|v| {
+                seen += v.count_at_value();
+                let top = v.value_iterated_to().clamp(self.min, self.max);
+                (top, seen as f64 / n)
+            })
+            .collect()
     }
-}
-
-/// The 1-based nearest rank of quantile `q` among `n` samples: `ceil(q * n)` in `[1, n]`.
-pub(crate) fn nearest_rank(q: f64, n: u64) -> u64 {
-    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
-    ((q * n as f64).ceil() as u64).clamp(1, n.max(1))
 }
 
 #[cfg(test)]
@@ -182,31 +148,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The 1-based nearest rank of quantile `q` among `n` samples: `ceil(q * n)` in `[1, n]`.
+    fn nearest_rank(q: f64, n: u64) -> u64 {
+        ((q * n as f64).ceil() as u64).clamp(1, n.max(1))
+    }
+
     fn exact(sorted: &[u64], q: f64) -> u64 {
         sorted[(nearest_rank(q, sorted.len() as u64) - 1) as usize]
     }
 
     fn close(got: u64, want: u64) -> bool {
         (got as f64 - want as f64).abs() <= want as f64 * Histogram::RELATIVE_ERROR + 0.5
-    }
-
-    #[test]
-    fn buckets_are_contiguous_and_cover_u64() {
-        let mut expect_low = 0u64;
-        for idx in 0..BUCKETS {
-            let (low, width) = bucket_range(idx);
-            assert_eq!(low, expect_low, "bucket {idx}");
-            assert_eq!(index_of(low), idx);
-            assert_eq!(index_of(low + (width - 1)), idx);
-            expect_low = match low.checked_add(width) {
-                Some(v) => v,
-                None => {
-                    assert_eq!(idx, BUCKETS - 1);
-                    break;
-                }
-            };
-        }
-        assert_eq!(index_of(u64::MAX), BUCKETS - 1);
     }
 
     #[test]
@@ -242,6 +194,17 @@ mod tests {
         assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
         assert_eq!(cdf.last().copied(), Some((3_000_000, 1.0)));
         assert_eq!(cdf[1].1, 0.6); // 5, 1000, 1000 of 5 samples
+    }
+
+    #[test]
+    fn extreme_values_are_kept() {
+        let mut h = Histogram::new();
+        h.record_ns(u64::MAX);
+        h.record_ns(0);
+        assert_eq!(h.len(), 2);
+        assert_eq!((h.min_ns(), h.max_ns()), (0, u64::MAX));
+        assert!(h.value_at_quantile(1.0) >= MAX_TRACKED);
+        assert_eq!(h.value_at_quantile(0.5), 0);
     }
 
     proptest! {

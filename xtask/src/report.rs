@@ -399,8 +399,19 @@ pub(crate) fn points_table(mine: &[&Measurement]) -> String {
 }
 
 fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
-    let m = r.machine;
     let mut s = String::new();
+    machine_section(&mut s, r);
+    let _ = writeln!(s, "{}", libp2p_section(r.results));
+    for w in r.workloads {
+        workload_section(&mut s, w.as_ref(), r.results, plots);
+    }
+    s
+}
+
+/// The report's head: the run, the machine, how to read the figures, the failures and the
+/// goals missed.
+fn machine_section(s: &mut String, r: &RunReport<'_>) {
+    let m = r.machine;
     let _ = writeln!(s, "# themis benchmark report\n");
     let _ = writeln!(
         s,
@@ -470,61 +481,61 @@ fn markdown(r: &RunReport<'_>, plots: &[(String, PathBuf)]) -> String {
         }
         s.push('\n');
     }
+}
 
-    let _ = writeln!(s, "{}", libp2p_section(r.results));
-
-    for w in r.workloads {
-        let _ = writeln!(s, "## {}\n\n{}\n", w.title(), w.method());
+/// One workload's section: its method, its table of figures, its own comparisons, every
+/// measured point, and its plots.
+fn workload_section(
+    s: &mut String,
+    w: &dyn Workload,
+    results: &[Measurement],
+    plots: &[(String, PathBuf)],
+) {
+    let _ = writeln!(s, "## {}\n\n{}\n", w.title(), w.method());
+    let _ = writeln!(
+        s,
+        "| figure | point | paper | ours secure | ours insecure | overhead | goal | met? |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for row in rows(w.name(), &w.figures(), results) {
         let _ = writeln!(
             s,
-            "| figure | point | paper | ours secure | ours insecure | overhead | goal | met? |"
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.what,
+            row.point,
+            if row.paper.is_empty() {
+                "—"
+            } else {
+                &row.paper
+            },
+            fmt_value(row.secure, row.metric),
+            fmt_value(row.insecure, row.metric),
+            row.overhead_pct
+                .map_or_else(|| "—".into(), |o| format!("{} %", fmt_num(o))),
+            row.goal
+                .map_or_else(|| "—".into(), |g| fmt_goal(g, row.metric)),
+            fmt_met(&row),
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-        for row in rows(w.name(), &w.figures(), r.results) {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                row.what,
-                row.point,
-                if row.paper.is_empty() {
-                    "—"
-                } else {
-                    &row.paper
-                },
-                fmt_value(row.secure, row.metric),
-                fmt_value(row.insecure, row.metric),
-                row.overhead_pct
-                    .map_or_else(|| "—".into(), |o| format!("{} %", fmt_num(o))),
-                row.goal
-                    .map_or_else(|| "—".into(), |g| fmt_goal(g, row.metric)),
-                fmt_met(&row),
-            );
-        }
+    }
+    s.push('\n');
+    if let Some(extra) = w.extra_markdown(results) {
+        let _ = writeln!(s, "{extra}");
+    }
+    let mine: Vec<&Measurement> = results.iter().filter(|m| m.workload == w.name()).collect();
+    if !mine.is_empty() {
+        let _ = writeln!(s, "All measured points (latencies in ms):\n");
+        let _ = write!(s, "{}", points_table(&mine));
         s.push('\n');
-        if let Some(extra) = w.extra_markdown(r.results) {
-            let _ = writeln!(s, "{extra}");
-        }
-        let mine: Vec<&Measurement> = r
-            .results
-            .iter()
-            .filter(|m| m.workload == w.name())
-            .collect();
-        if !mine.is_empty() {
-            let _ = writeln!(s, "All measured points (latencies in ms):\n");
-            let _ = write!(s, "{}", points_table(&mine));
-            s.push('\n');
-        }
-        for (workload, file) in plots {
-            if workload == w.name() {
-                let name = file
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let _ = writeln!(s, "![{name}]({name})\n");
-            }
+    }
+    for (workload, file) in plots {
+        if workload == w.name() {
+            let name = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = writeln!(s, "![{name}]({name})\n");
         }
     }
-    s
 }
 
 fn x_of(axis: PlotAxis, m: &Measurement) -> Option<f64> {

@@ -98,16 +98,26 @@ pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-impl Chart {
-    /// Renders the chart. Non-finite points and, on a log axis, non-positive x are skipped.
-    pub(crate) fn render(&self) -> String {
-        let usable =
-            |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!self.log_x || x > 0.0);
-        let all: Vec<(f64, f64)> = self
+/// The plotted ranges of a chart and the mapping from data to picture coordinates.
+struct Frame {
+    log_x: bool,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+/// Plot area width and height.
+const PW: f64 = W - LEFT - RIGHT;
+const PH: f64 = H - TOP - BOTTOM;
+
+impl Frame {
+    /// The ranges that hold every usable point: x to whole decades on a log axis, y from 0 (or
+    /// the chart's fixed range) to the tick above the largest value.
+    fn of(chart: &Chart) -> Self {
+        let all: Vec<(f64, f64)> = chart
             .series
             .iter()
             .flat_map(|s| s.points.iter().copied())
-            .filter(usable)
+            .filter(|p| chart.usable(p))
             .collect();
         let (mut x_lo, mut x_hi) = all
             .iter()
@@ -117,7 +127,7 @@ impl Chart {
         if !x_lo.is_finite() {
             (x_lo, x_hi) = (1.0, 10.0);
         }
-        if self.log_x {
+        if chart.log_x {
             x_lo = 10f64.powf(x_lo.log10().floor());
             x_hi = 10f64.powf(x_hi.log10().ceil());
             if x_hi <= x_lo {
@@ -126,7 +136,7 @@ impl Chart {
         } else if x_hi <= x_lo {
             (x_lo, x_hi) = (x_lo - 1.0, x_hi + 1.0);
         }
-        let (y_lo, y_hi) = self.y_range.unwrap_or_else(|| {
+        let y = chart.y_range.unwrap_or_else(|| {
             let top = all.iter().map(|p| p.1).fold(0.0, f64::max);
             let top = if top > 0.0 { top } else { 1.0 };
             let ticks = linear_ticks(0.0, top * 1.05);
@@ -139,55 +149,55 @@ impl Chart {
                     .unwrap_or(top * 1.1),
             )
         });
-        let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-        let sx = |x: f64| {
-            let f = if self.log_x {
-                (x.log10() - x_lo.log10()) / (x_hi.log10() - x_lo.log10())
-            } else {
-                (x - x_lo) / (x_hi - x_lo)
-            };
-            LEFT + f * pw
-        };
-        let sy = |y: f64| TOP + ph - (y - y_lo) / (y_hi - y_lo) * ph;
+        Self {
+            log_x: chart.log_x,
+            x: (x_lo, x_hi),
+            y,
+        }
+    }
 
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
-            LEFT + pw / 2.0,
-            escape(&self.title)
-        );
-        // Grid and ticks.
-        let x_ticks = if self.log_x {
-            log_ticks(x_lo, x_hi)
+    fn sx(&self, x: f64) -> f64 {
+        let (lo, hi) = self.x;
+        let f = if self.log_x {
+            (x.log10() - lo.log10()) / (hi.log10() - lo.log10())
         } else {
-            linear_ticks(x_lo, x_hi)
+            (x - lo) / (hi - lo)
+        };
+        LEFT + f * PW
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        let (lo, hi) = self.y;
+        TOP + PH - (y - lo) / (hi - lo) * PH
+    }
+
+    /// Grid lines and tick labels of both axes.
+    fn grid(&self, s: &mut String) {
+        let x_ticks = if self.log_x {
+            log_ticks(self.x.0, self.x.1)
+        } else {
+            linear_ticks(self.x.0, self.x.1)
         };
         for t in x_ticks {
-            let x = sx(t);
+            let x = self.sx(t);
             let _ = writeln!(
                 s,
                 r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#e0e0e0"/>"##,
-                TOP + ph
+                TOP + PH
             );
             let _ = writeln!(
                 s,
                 r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                TOP + ph + 16.0,
+                TOP + PH + 16.0,
                 tick_label(t)
             );
         }
-        for t in linear_ticks(y_lo, y_hi) {
-            let y = sy(t);
+        for t in linear_ticks(self.y.0, self.y.1) {
+            let y = self.sy(t);
             let _ = writeln!(
                 s,
                 r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e0e0e0"/>"##,
-                LEFT + pw
+                LEFT + PW
             );
             let _ = writeln!(
                 s,
@@ -197,73 +207,103 @@ impl Chart {
                 tick_label(t)
             );
         }
+    }
+}
+
+impl Chart {
+    /// Whether a point can be drawn: finite, and with a positive x on a log axis.
+    fn usable(&self, &(x, y): &(f64, f64)) -> bool {
+        x.is_finite() && y.is_finite() && (!self.log_x || x > 0.0)
+    }
+
+    /// Renders the chart. Non-finite points and, on a log axis, non-positive x are skipped.
+    pub(crate) fn render(&self) -> String {
+        let frame = Frame::of(self);
+        let mut s = String::new();
         let _ = writeln!(
             s,
-            r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
+            LEFT + PW / 2.0,
+            escape(&self.title)
+        );
+        frame.grid(&mut s);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{LEFT}" y="{TOP}" width="{PW}" height="{PH}" fill="none" stroke="black"/>"#
         );
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            LEFT + pw / 2.0,
+            LEFT + PW / 2.0,
             H - 14.0,
             escape(&self.x_label)
         );
         let _ = writeln!(
             s,
             r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
-            TOP + ph / 2.0,
-            TOP + ph / 2.0,
+            TOP + PH / 2.0,
+            TOP + PH / 2.0,
             escape(&self.y_label)
         );
-        // Series and legend.
         for (i, series) in self.series.iter().enumerate() {
-            let colour = COLOURS
-                .get(series.colour % COLOURS.len())
-                .copied()
-                .unwrap_or("black");
-            let dash = if series.dashed {
-                r#" stroke-dasharray="6 4""#
-            } else {
-                ""
-            };
-            let pts: Vec<String> = series
-                .points
-                .iter()
-                .filter(|p| usable(p))
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y.clamp(y_lo, y_hi))))
-                .collect();
-            if !pts.is_empty() {
-                let _ = writeln!(
-                    s,
-                    r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
-                    pts.join(" ")
-                );
-                if pts.len() <= 40 {
-                    for p in &pts {
-                        if let Some((x, y)) = p.split_once(',') {
-                            let _ =
-                                writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#);
-                        }
-                    }
-                }
-            }
-            let ly = TOP + 10.0 + 20.0 * i as f64;
-            let lx = LEFT + pw + 14.0;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>"#,
-                lx + 26.0
-            );
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
-                lx + 32.0,
-                ly + 4.0,
-                escape(&series.name)
-            );
+            self.line(&mut s, &frame, i, series);
         }
         s.push_str("</svg>\n");
         s
+    }
+
+    /// Series `i`: its polyline (with a dot per point when there are at most 40) and its
+    /// legend entry.
+    fn line(&self, s: &mut String, frame: &Frame, i: usize, series: &Series) {
+        let colour = COLOURS
+            .get(series.colour % COLOURS.len())
+            .copied()
+            .unwrap_or("black");
+        let dash = if series.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let (y_lo, y_hi) = frame.y;
+        let pts: Vec<String> = series
+            .points
+            .iter()
+            .filter(|p| self.usable(p))
+            .map(|&(x, y)| format!("{:.1},{:.1}", frame.sx(x), frame.sy(y.clamp(y_lo, y_hi))))
+            .collect();
+        if !pts.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+                pts.join(" ")
+            );
+            if pts.len() <= 40 {
+                for p in &pts {
+                    if let Some((x, y)) = p.split_once(',') {
+                        let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>"#);
+                    }
+                }
+            }
+        }
+        let ly = TOP + 10.0 + 20.0 * i as f64;
+        let lx = LEFT + PW + 14.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>"#,
+            lx + 26.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+            lx + 32.0,
+            ly + 4.0,
+            escape(&series.name)
+        );
     }
 }
 

@@ -362,6 +362,30 @@ pub struct Figure {
     pub goal: Option<Goal>,
 }
 
+impl Figure {
+    /// A figure without a goal.
+    pub const fn new(
+        what: &'static str,
+        point: PointSel,
+        metric: Metric,
+        paper: &'static str,
+    ) -> Self {
+        Self {
+            what,
+            point,
+            metric,
+            paper,
+            goal: None,
+        }
+    }
+
+    /// The same figure with `goal`.
+    pub const fn with_goal(mut self, goal: Goal) -> Self {
+        self.goal = Some(goal);
+        self
+    }
+}
+
 /// The x axis of a workload's scaling plot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlotAxis {
@@ -375,8 +399,8 @@ pub enum PlotAxis {
 /// the overhead compares like with like.
 ///
 /// To add one: implement this trait in `xtask/src/workloads/<name>.rs` and list it in
-/// `workloads::all()` in place of its `Planned` entry (which already carries the paper's
-/// figures and our goals: move them over). In `run`, build a runtime with [`crate::runtime`],
+/// `workloads::all()`; its [`Workload::figures`] carry the paper's figures and our goals. In
+/// `run`, build a runtime with [`crate::runtime`],
 /// start the nodes (in-process tasks on 127.0.0.1), drive load with [`crate::open_loop`] (use
 /// `Timer::Precise`) or [`crate::closed_loop`], call `progress.add_len(ops)` before each point,
 /// and return one [`Measurement::from_stats`] per point, labelled as the figures expect
@@ -407,11 +431,6 @@ pub trait Workload {
     /// Markdown the report adds after the workload's table (its own comparisons), if any.
     fn extra_markdown(&self, _results: &[Measurement]) -> Option<String> {
         None
-    }
-    /// `false` while the code it measures is not there yet: the report lists its figures as
-    /// not measured.
-    fn available(&self) -> bool {
-        true
     }
     /// Runs the workload in `mode` and returns its measured points.
     fn run(

@@ -1,358 +1,432 @@
-//! `GET /metrics`: the node's counters in the Prometheus text exposition format (version
-//! 0.0.4): every family has `# HELP` and `# TYPE` lines and a `themis_` name.
+//! `GET /metrics`: the node's metrics in the OpenMetrics text format, written by
+//! `prometheus-client` (Prometheus scrapes it): every family has `# HELP` and `# TYPE` lines
+//! and a `themis_` name, counters end in `_total`.
+//!
+//! Two sources: the agent's own counters and latency histograms ([`AgentMetrics`], updated as
+//! calls, discoveries and upstream forwards end), and a snapshot of the DHT core's, the
+//! endpoint's and the transport's counters, read from the node at each scrape
+//! ([`NodeSnapshot`]).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use themis_mesh::dht::{HOP_BUCKETS, NodeMetrics};
 
 use super::{ApiError, AppState};
 
-/// A Prometheus text exposition being written.
-#[derive(Default)]
-pub(crate) struct Exposition {
-    out: String,
+/// The media type of the OpenMetrics text format.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label of the agent's families: `outcome="ok"` or `outcome="error"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+impl Outcome {
+    fn of(ok: bool) -> Self {
+        Self {
+            outcome: if ok { "ok" } else { "error" },
+        }
     }
+}
 
-    /// One unlabelled counter.
-    pub(crate) fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "counter", help);
-        let _ = writeln!(self.out, "{name} {value}");
-    }
+/// A histogram of durations in seconds: 0.5 ms to about 16 s, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
 
-    /// One unlabelled gauge.
-    pub(crate) fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "gauge", help);
-        let _ = writeln!(self.out, "{name} {value}");
-    }
+type Durations = Family<Outcome, Histogram, fn() -> Histogram>;
 
-    /// A counter family with one label.
-    pub(crate) fn labelled(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: &str,
-        series: &[(String, u64)],
-    ) {
-        self.family(name, "counter", help);
-        for (v, n) in series {
-            let _ = writeln!(self.out, "{name}{{{label}=\"{v}\"}} {n}");
+/// One kind of work the agent does: how many ended, by outcome, and how long each took.
+#[derive(Debug, Clone)]
+struct Work {
+    done: Family<Outcome, Counter>,
+    seconds: Durations,
+}
+
+impl Work {
+    fn new() -> Self {
+        Self {
+            done: Family::default(),
+            seconds: Family::new_with_constructor(duration_histogram),
         }
     }
 
-    /// The text.
-    pub(crate) fn finish(self) -> String {
-        self.out
+    fn record(&self, ok: bool, took: Duration) {
+        let outcome = Outcome::of(ok);
+        self.seconds
+            .get_or_create(&outcome)
+            .observe(took.as_secs_f64());
+        self.done.get_or_create(&outcome).inc();
+    }
+
+    /// Registers `{name}_total` (counter) and `{name_seconds}` (histogram).
+    fn register(&self, r: &mut Registry, name: &str, help: &str, duration: (&str, &str)) {
+        r.register(name, help, self.done.clone());
+        let (seconds_name, seconds_help) = duration;
+        r.register_with_unit(
+            seconds_name,
+            seconds_help,
+            Unit::Seconds,
+            self.seconds.clone(),
+        );
     }
 }
 
-fn outcome(ok: u64, failed: u64) -> [(String, u64); 2] {
-    [("ok".to_owned(), ok), ("error".to_owned(), failed)]
+/// The agent's own metrics (the mesh families of `/metrics`). Cheap to clone: clones share
+/// the series.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentMetrics {
+    calls: Work,
+    discoveries: Work,
+    forwards: Work,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Work::new(),
+            discoveries: Work::new(),
+            forwards: Work::new(),
+        }
+    }
+}
+
+impl AgentMetrics {
+    /// A service call made through the API ended.
+    pub(crate) fn call(&self, ok: bool, took: Duration) {
+        self.calls.record(ok, took);
+    }
+
+    /// A discovery made through the API ended.
+    pub(crate) fn discovery(&self, ok: bool, took: Duration) {
+        self.discoveries.record(ok, took);
+    }
+
+    /// A call received for a provided service was forwarded to its upstream.
+    pub(crate) fn forward(&self, ok: bool, took: Duration) {
+        self.forwards.record(ok, took);
+    }
+
+    fn register(&self, r: &mut Registry) {
+        self.calls.register(
+            r,
+            "themis_mesh_calls",
+            "Service calls made through this agent's API, by outcome.",
+            (
+                "themis_mesh_call_duration",
+                "Duration of the service calls made through this agent's API (discovery, every attempt and failover included), by outcome.",
+            ),
+        );
+        self.discoveries.register(
+            r,
+            "themis_mesh_discoveries",
+            "Discoveries made through this agent's API, by outcome.",
+            (
+                "themis_mesh_discovery_duration",
+                "Duration of the discoveries made through this agent's API, by outcome.",
+            ),
+        );
+        self.forwards.register(
+            r,
+            "themis_mesh_upstream_forwards",
+            "Calls received for a provided service and forwarded to its upstream, by outcome.",
+            (
+                "themis_mesh_upstream_forward_duration",
+                "Duration of the forwards of received calls to their upstream, by outcome.",
+            ),
+        );
+    }
+}
+
+/// What a series of the node snapshot is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One series of the snapshot: kind, name (without `_total`), help, value.
+type Series = (Kind, &'static str, &'static str, u64);
+
+/// The node's counters read at one scrape: the DHT core's, its driver's, the endpoint's and
+/// the transport's, with the agent's uptime and the services provided.
+#[derive(Debug)]
+struct NodeSnapshot {
+    uptime_secs: u64,
+    series: Vec<Series>,
+    hops: [u64; HOP_BUCKETS],
+}
+
+impl NodeSnapshot {
+    fn new(m: &NodeMetrics, uptime_secs: u64, services_provided: u64) -> Self {
+        let services = (
+            Kind::Gauge,
+            "themis_mesh_services_provided",
+            "Services this node provides.",
+            services_provided,
+        );
+        let series = std::iter::once(services)
+            .chain(dht_series(m))
+            .chain(endpoint_series(m))
+            .collect();
+        Self {
+            uptime_secs,
+            series,
+            hops: m.dht.hops,
+        }
+    }
+}
+
+impl Collector for NodeSnapshot {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let uptime = ConstGauge::new(self.uptime_secs);
+        uptime.encode(e.encode_descriptor(
+            "themis_uptime",
+            "Seconds since this agent started.",
+            Some(&Unit::Seconds),
+            uptime.metric_type(),
+        )?)?;
+        for &(kind, name, help, value) in &self.series {
+            match kind {
+                Kind::Counter => {
+                    let c = ConstCounter::new(value);
+                    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
+                }
+                Kind::Gauge => {
+                    let g = ConstGauge::new(value);
+                    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)?;
+                }
+            }
+        }
+        let (sum, count, buckets) = hop_histogram(&self.hops);
+        e.encode_descriptor(
+            "themis_dht_lookup_hops",
+            "Hops of the successful lookups (the +Inf bucket holds the longest ones, counted in the sum as one hop more than the last finite bucket).",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+/// The DHT core's per-hop-count counts as a histogram: `(sum, count, buckets)`, buckets
+/// `le = 0, 1, ..., HOP_BUCKETS - 2` and `+Inf` (not cumulative: the encoder adds them up).
+fn hop_histogram(hops: &[u64; HOP_BUCKETS]) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut buckets: Vec<(f64, u64)> = hops
+        .iter()
+        .zip(0u32..)
+        .map(|(n, i)| (f64::from(i), *n))
+        .collect();
+    // The core's last count is of that many hops or more: the `+Inf` bucket.
+    if let Some(last) = buckets.last_mut() {
+        last.0 = f64::MAX;
+    }
+    let count = hops.iter().sum();
+    let sum = hops
+        .iter()
+        .zip(0u32..)
+        .map(|(n, i)| f64::from(i) * *n as f64)
+        .sum();
+    (sum, count, buckets)
+}
+
+/// The DHT core's and its driver's series.
+#[rustfmt::skip] // a table: one series per line
+fn dht_series(m: &NodeMetrics) -> Vec<Series> {
+    use Kind::{Counter as C, Gauge as G};
+    let d = &m.dht;
+    vec![
+        (C, "themis_dht_lookups_started", "Lookups started.", d.lookups_started),
+        (C, "themis_dht_lookups_succeeded", "Lookups that found the target's successor.", d.lookups_succeeded),
+        (C, "themis_dht_lookups_failed", "Lookups that ran out of peers or budget.", d.lookups_failed),
+        (C, "themis_dht_lookup_bad_answers", "Lookup answers rejected for making no progress (paper §6.2).", d.lookup_bad_answers),
+        (G, "themis_dht_stored_records", "Provider records this node stores now.", d.stored_records),
+        (C, "themis_dht_records_accepted", "Records accepted by store.", d.records_accepted),
+        (C, "themis_dht_record_expirations", "Records dropped at expiry.", d.expirations),
+        (C, "themis_dht_handoff_records_sent", "Records handed to another node (handoff or leave).", d.handoff_records_sent),
+        (C, "themis_dht_handoff_records_received", "Records received through handoff or leave.", d.handoff_records_received),
+        (C, "themis_dht_stabilization_repairs", "Ring repairs: dead successor skipped, dead predecessor cleared.", d.stabilization_repairs),
+        (C, "themis_dht_successor_changes", "Successor changes.", d.successor_changes),
+        (C, "themis_dht_predecessor_changes", "Predecessor changes.", d.predecessor_changes),
+        (C, "themis_dht_rejected", "Requests refused or records rejected (all reasons).", d.rejected.iter().sum()),
+        (C, "themis_dht_records_rejected_by_reader", "Records from a responder that failed verification.", d.records_rejected_by_reader),
+        (C, "themis_dht_malformed_messages", "DHT messages that did not decode.", d.malformed_messages),
+        (C, "themis_dht_requests_sent", "DHT requests handed to the endpoint.", m.requests_sent),
+        (C, "themis_dht_requests_failed", "DHT requests that failed on the network.", m.requests_failed),
+        (G, "themis_dht_requests_in_flight", "DHT requests on the network now.", m.requests_in_flight),
+        (C, "themis_dht_incoming_requests", "Incoming DHT requests passed to the core.", m.incoming_requests),
+        (C, "themis_dht_incoming_refused_busy", "Incoming DHT requests refused because too many waited.", m.incoming_refused_busy),
+    ]
+}
+
+/// The endpoint's (secure channel, paper Fig. 2/3) and its transport's series.
+#[rustfmt::skip] // a table: one series per line
+fn endpoint_series(m: &NodeMetrics) -> Vec<Series> {
+    use Kind::{Counter as C, Gauge as G};
+    let p = &m.endpoint;
+    let t = &p.transport;
+    let handshakes_failed =
+        p.handshakes_failed_timeout + p.handshakes_failed_identity + p.handshakes_failed_mode;
+    let handshakes_rejected =
+        p.handshakes_rejected_invalid + p.handshakes_rejected_busy + p.handshakes_rejected_unknown;
+    let frames_rejected = p.frames_rejected_malformed
+        + p.frames_rejected_auth
+        + p.frames_rejected_replay
+        + p.frames_rejected_unknown_session
+        + p.frames_rejected_mode
+        + p.frames_rejected_other;
+    vec![
+        (C, "themis_endpoint_handshakes_initiated", "Handshakes completed as initiator.", p.handshakes_initiated_ok),
+        (C, "themis_endpoint_handshakes_accepted", "Handshakes completed as responder.", p.handshakes_accepted_ok),
+        (C, "themis_endpoint_handshakes_failed", "Handshakes we started that failed (timeout, identity, mode).", handshakes_failed),
+        (C, "themis_endpoint_handshakes_rejected", "Handshake messages refused (invalid, busy, unknown).", handshakes_rejected),
+        (C, "themis_endpoint_frames_rejected", "Frames refused (malformed, authentication, replay, unknown session, mode, other).", frames_rejected),
+        (C, "themis_endpoint_frames_rejected_auth", "Channel frames that failed authentication.", p.frames_rejected_auth),
+        (C, "themis_endpoint_requests_sent", "Requests sent.", p.requests_sent),
+        (C, "themis_endpoint_requests_ok", "Requests answered.", p.requests_ok),
+        (C, "themis_endpoint_requests_failed", "Requests that failed (timeouts included).", p.requests_failed),
+        (C, "themis_endpoint_requests_timed_out", "Requests that timed out.", p.requests_timed_out),
+        (C, "themis_endpoint_retransmissions", "Frames sent again after a retransmission timeout.", p.retransmissions),
+        (C, "themis_endpoint_commands_received", "Commands received and handed to the handler.", p.commands_received),
+        (C, "themis_endpoint_commands_dropped_busy", "Commands dropped because all handlers were busy.", p.commands_dropped_busy),
+        (C, "themis_endpoint_bytes_out", "Frame bytes sent.", p.bytes_out),
+        (C, "themis_endpoint_bytes_in", "Frame bytes received.", p.bytes_in),
+        (G, "themis_endpoint_in_flight", "Requests awaiting their response.", p.in_flight),
+        (G, "themis_endpoint_sessions", "Peers with a live session (secure) or channel (insecure).", p.sessions),
+        (C, "themis_endpoint_sessions_dropped", "Sessions dropped (peer lost it, eviction, expiry).", p.sessions_dropped),
+        (G, "themis_transport_connections_open", "Peer connections open now (TCP).", t.connections_open),
+        (C, "themis_transport_connections_opened", "Connections established, dialed and accepted (TCP).", t.connections_opened),
+        (C, "themis_transport_connect_failed", "Dial attempts that failed or timed out (TCP).", t.connect_failed),
+    ]
+}
+
+/// The exposition of `agent` and `snapshot`.
+fn exposition(agent: &AgentMetrics, snapshot: NodeSnapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    agent.register(&mut registry);
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 pub(super) async fn render(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let m = s.node.metrics().await?;
-    let mut e = Exposition::default();
-    e.gauge(
-        "themis_uptime_seconds",
-        "Seconds since this agent started.",
+    let snapshot = NodeSnapshot::new(
+        &s.node.metrics().await?,
         s.started.elapsed().as_secs(),
-    );
-    // The mesh (this agent's own counters).
-    let c = &s.counters;
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    e.labelled(
-        "themis_mesh_calls_total",
-        "Service calls made through this agent's API, by outcome.",
-        "outcome",
-        &outcome(get(&c.calls_ok), get(&c.calls_failed)),
-    );
-    e.labelled(
-        "themis_mesh_discoveries_total",
-        "Discoveries made through this agent's API, by outcome.",
-        "outcome",
-        &outcome(get(&c.discoveries_ok), get(&c.discoveries_failed)),
-    );
-    e.labelled(
-        "themis_mesh_upstream_forwards_total",
-        "Calls received for a provided service and forwarded to its upstream, by outcome.",
-        "outcome",
-        &outcome(get(&c.forwards_ok), get(&c.forwards_failed)),
-    );
-    e.gauge(
-        "themis_mesh_services_provided",
-        "Services this node provides.",
         s.node.provided_services().len() as u64,
     );
-    // The DHT core.
-    let d = &m.dht;
-    e.counter(
-        "themis_dht_lookups_started_total",
-        "Lookups started.",
-        d.lookups_started,
-    );
-    e.counter(
-        "themis_dht_lookups_succeeded_total",
-        "Lookups that found the target's successor.",
-        d.lookups_succeeded,
-    );
-    e.counter(
-        "themis_dht_lookups_failed_total",
-        "Lookups that ran out of peers or budget.",
-        d.lookups_failed,
-    );
-    let hops: Vec<(String, u64)> = d
-        .hops
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i.to_string(), *n))
-        .collect();
-    e.labelled(
-        "themis_dht_lookup_hops_total",
-        "Successful lookups by hop count (the last bucket counts that many hops or more).",
-        "hops",
-        &hops,
-    );
-    e.counter(
-        "themis_dht_lookup_bad_answers_total",
-        "Lookup answers rejected for making no progress (paper §6.2).",
-        d.lookup_bad_answers,
-    );
-    e.gauge(
-        "themis_dht_stored_records",
-        "Provider records this node stores now.",
-        d.stored_records,
-    );
-    e.counter(
-        "themis_dht_records_accepted_total",
-        "Records accepted by store.",
-        d.records_accepted,
-    );
-    e.counter(
-        "themis_dht_record_expirations_total",
-        "Records dropped at expiry.",
-        d.expirations,
-    );
-    e.counter(
-        "themis_dht_handoff_records_sent_total",
-        "Records handed to another node (handoff or leave).",
-        d.handoff_records_sent,
-    );
-    e.counter(
-        "themis_dht_handoff_records_received_total",
-        "Records received through handoff or leave.",
-        d.handoff_records_received,
-    );
-    e.counter(
-        "themis_dht_stabilization_repairs_total",
-        "Ring repairs: dead successor skipped, dead predecessor cleared.",
-        d.stabilization_repairs,
-    );
-    e.counter(
-        "themis_dht_successor_changes_total",
-        "Successor changes.",
-        d.successor_changes,
-    );
-    e.counter(
-        "themis_dht_predecessor_changes_total",
-        "Predecessor changes.",
-        d.predecessor_changes,
-    );
-    e.counter(
-        "themis_dht_rejected_total",
-        "Requests refused or records rejected (all reasons).",
-        d.rejected.iter().sum(),
-    );
-    e.counter(
-        "themis_dht_records_rejected_by_reader_total",
-        "Records from a responder that failed verification.",
-        d.records_rejected_by_reader,
-    );
-    e.counter(
-        "themis_dht_malformed_messages_total",
-        "DHT messages that did not decode.",
-        d.malformed_messages,
-    );
-    e.counter(
-        "themis_dht_requests_sent_total",
-        "DHT requests handed to the endpoint.",
-        m.requests_sent,
-    );
-    e.counter(
-        "themis_dht_requests_failed_total",
-        "DHT requests that failed on the network.",
-        m.requests_failed,
-    );
-    e.gauge(
-        "themis_dht_requests_in_flight",
-        "DHT requests on the network now.",
-        m.requests_in_flight,
-    );
-    e.counter(
-        "themis_dht_incoming_requests_total",
-        "Incoming DHT requests passed to the core.",
-        m.incoming_requests,
-    );
-    e.counter(
-        "themis_dht_incoming_refused_busy_total",
-        "Incoming DHT requests refused because too many waited.",
-        m.incoming_refused_busy,
-    );
-    // The endpoint (secure channel, paper Fig. 2/3).
-    let p = &m.endpoint;
-    e.counter(
-        "themis_endpoint_handshakes_initiated_total",
-        "Handshakes completed as initiator.",
-        p.handshakes_initiated_ok,
-    );
-    e.counter(
-        "themis_endpoint_handshakes_accepted_total",
-        "Handshakes completed as responder.",
-        p.handshakes_accepted_ok,
-    );
-    e.counter(
-        "themis_endpoint_handshakes_failed_total",
-        "Handshakes we started that failed (timeout, identity, mode).",
-        p.handshakes_failed_timeout + p.handshakes_failed_identity + p.handshakes_failed_mode,
-    );
-    e.counter(
-        "themis_endpoint_handshakes_rejected_total",
-        "Handshake messages refused (invalid, busy, unknown).",
-        p.handshakes_rejected_invalid + p.handshakes_rejected_busy + p.handshakes_rejected_unknown,
-    );
-    e.counter(
-        "themis_endpoint_frames_rejected_total",
-        "Frames refused (malformed, authentication, replay, unknown session, mode, other).",
-        p.frames_rejected_malformed
-            + p.frames_rejected_auth
-            + p.frames_rejected_replay
-            + p.frames_rejected_unknown_session
-            + p.frames_rejected_mode
-            + p.frames_rejected_other,
-    );
-    e.counter(
-        "themis_endpoint_frames_rejected_auth_total",
-        "Channel frames that failed authentication.",
-        p.frames_rejected_auth,
-    );
-    e.counter(
-        "themis_endpoint_requests_sent_total",
-        "Requests sent.",
-        p.requests_sent,
-    );
-    e.counter(
-        "themis_endpoint_requests_ok_total",
-        "Requests answered.",
-        p.requests_ok,
-    );
-    e.counter(
-        "themis_endpoint_requests_failed_total",
-        "Requests that failed (timeouts included).",
-        p.requests_failed,
-    );
-    e.counter(
-        "themis_endpoint_requests_timed_out_total",
-        "Requests that timed out.",
-        p.requests_timed_out,
-    );
-    e.counter(
-        "themis_endpoint_retransmissions_total",
-        "Frames sent again after a retransmission timeout.",
-        p.retransmissions,
-    );
-    e.counter(
-        "themis_endpoint_commands_received_total",
-        "Commands received and handed to the handler.",
-        p.commands_received,
-    );
-    e.counter(
-        "themis_endpoint_commands_dropped_busy_total",
-        "Commands dropped because all handlers were busy.",
-        p.commands_dropped_busy,
-    );
-    e.counter(
-        "themis_endpoint_bytes_out_total",
-        "Frame bytes sent.",
-        p.bytes_out,
-    );
-    e.counter(
-        "themis_endpoint_bytes_in_total",
-        "Frame bytes received.",
-        p.bytes_in,
-    );
-    e.gauge(
-        "themis_endpoint_in_flight",
-        "Requests awaiting their response.",
-        p.in_flight,
-    );
-    e.gauge(
-        "themis_endpoint_sessions",
-        "Peers with a live session (secure) or channel (insecure).",
-        p.sessions,
-    );
-    e.counter(
-        "themis_endpoint_sessions_dropped_total",
-        "Sessions dropped (peer lost it, eviction, expiry).",
-        p.sessions_dropped,
-    );
-    e.gauge(
-        "themis_transport_connections_open",
-        "Peer connections open now (TCP).",
-        p.transport.connections_open,
-    );
-    e.counter(
-        "themis_transport_connections_opened_total",
-        "Connections established, dialed and accepted (TCP).",
-        p.transport.connections_opened,
-    );
-    e.counter(
-        "themis_transport_connect_failed_total",
-        "Dial attempts that failed or timed out (TCP).",
-        p.transport.connect_failed,
-    );
-    let mut resp = e.finish().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    let text = exposition(&s.metrics, snapshot).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded",
+        )
+    })?;
+    let mut resp = text.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     Ok(resp)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
+    /// An exposition of a few made-up values.
+    fn text() -> String {
+        let agent = AgentMetrics::default();
+        agent.call(true, Duration::from_millis(3));
+        agent.call(true, Duration::from_millis(700));
+        agent.call(false, Duration::from_secs(2));
+        agent.forward(true, Duration::from_millis(1));
+        let mut hops = [0; HOP_BUCKETS];
+        hops[1] = 4;
+        hops[3] = 2;
+        hops[HOP_BUCKETS - 1] = 1;
+        let snapshot = NodeSnapshot {
+            uptime_secs: 5,
+            series: vec![
+                (
+                    Kind::Counter,
+                    "themis_dht_lookups_started",
+                    "Lookups started.",
+                    7,
+                ),
+                (Kind::Gauge, "themis_endpoint_sessions", "Sessions.", 2),
+            ],
+            hops,
+        };
+        exposition(&agent, snapshot).unwrap()
+    }
+
     #[test]
     fn every_family_has_help_and_type_lines_before_its_samples() {
-        let mut e = Exposition::default();
-        e.counter("themis_a_total", "A.", 3);
-        e.gauge("themis_b", "B.", 4);
-        e.labelled("themis_c_total", "C.", "outcome", &outcome(1, 2));
-        let text = e.finish();
+        let text = text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "# HELP themis_a_total A.",
-                "# TYPE themis_a_total counter",
-                "themis_a_total 3",
-                "# HELP themis_b B.",
-                "# TYPE themis_b gauge",
-                "themis_b 4",
-                "# HELP themis_c_total C.",
-                "# TYPE themis_c_total counter",
-                "themis_c_total{outcome=\"ok\"} 1",
-                "themis_c_total{outcome=\"error\"} 2",
-            ]
+        assert_eq!(lines.last(), Some(&"# EOF"), "{text}");
+        let mut typed: Vec<String> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let family = rest.split(' ').next().unwrap();
+                assert!(
+                    lines[i - 1].starts_with(&format!("# HELP {family} ")),
+                    "{text}"
+                );
+                typed.push(family.to_owned());
+            } else if !line.starts_with('#') {
+                assert!(
+                    line.starts_with("themis_")
+                        && typed.iter().any(|f| line.starts_with(f.as_str())),
+                    "sample before its family: {line}\n{text}"
+                );
+            }
+        }
+        // The uptime is a gauge (no `_total`), in seconds.
+        assert!(
+            text.contains("# UNIT themis_uptime_seconds seconds"),
+            "{text}"
         );
+        assert!(text.contains("\nthemis_uptime_seconds 5\n"), "{text}");
+        for want in [
+            "themis_mesh_calls_total{outcome=\"ok\"} 2",
+            "themis_mesh_calls_total{outcome=\"error\"} 1",
+            "themis_mesh_upstream_forwards_total{outcome=\"ok\"} 1",
+            "themis_dht_lookups_started_total 7",
+            "themis_endpoint_sessions 2",
+            "# TYPE themis_mesh_call_duration_seconds histogram",
+            "themis_mesh_call_duration_seconds_count{outcome=\"ok\"} 2",
+        ] {
+            assert!(text.contains(want), "missing {want}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_hop_counts_are_a_histogram() {
+        let text = text();
+        let last = HOP_BUCKETS - 1;
+        for want in [
+            "themis_dht_lookup_hops_count 7".to_owned(),
+            format!("themis_dht_lookup_hops_sum {}", 4 + 3 * 2 + last),
+            "themis_dht_lookup_hops_bucket{le=\"0.0\"} 0".to_owned(),
+            "themis_dht_lookup_hops_bucket{le=\"1.0\"} 4".to_owned(),
+            "themis_dht_lookup_hops_bucket{le=\"3.0\"} 6".to_owned(),
+            "themis_dht_lookup_hops_bucket{le=\"+Inf\"} 7".to_owned(),
+        ] {
+            assert!(text.contains(&want), "missing {want}: {text}");
+        }
     }
 }

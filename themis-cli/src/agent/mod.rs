@@ -9,7 +9,7 @@
 //! | `GET /v1/services` | the services this node provides, with their upstreams |
 //! | `POST /v1/call/{name}` | call `name` with the body; answer = the provider's body, header `x-themis-provider` |
 //! | `GET /v1/status` | node id, network, ring neighbours, sessions, stored records, uptime |
-//! | `GET /metrics` | Prometheus text exposition of the endpoint, DHT and mesh counters |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it): the endpoint, DHT and mesh counters, call and discovery latency histograms |
 //!
 //! Errors are `{"error": "..."}` with a fitting status (400, 403, 404, 413, 502, 503, 504).
 
@@ -17,7 +17,6 @@ mod metrics;
 mod sidecar;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use themis_mesh::{Bytes, MeshNode, Mode, ServiceSpec};
 
+use metrics::AgentMetrics;
 pub(crate) use sidecar::Sidecar;
 
 /// Header of a call's answer naming the provider node that served it (hex node id).
@@ -38,7 +38,7 @@ pub(crate) const PROVIDER_HEADER: &str = "x-themis-provider";
 /// mode, a claim in insecure mode).
 pub(crate) const CALLER_HEADER: &str = "x-themis-caller";
 /// Longest service name (the DHT's limit).
-const MAX_NAME: usize = 128;
+const MAX_NAME: usize = themis_mesh::dht::MAX_NAME_LEN;
 /// Services this agent keeps an upstream for (the mesh node's own limit is 64 by default).
 const MAX_UPSTREAMS: usize = 64;
 
@@ -61,21 +61,6 @@ impl Default for AgentConfig {
     }
 }
 
-/// Counters of the agent itself (the mesh counters of `/metrics`).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) calls_ok: AtomicU64,
-    pub(crate) calls_failed: AtomicU64,
-    pub(crate) discoveries_ok: AtomicU64,
-    pub(crate) discoveries_failed: AtomicU64,
-    pub(crate) forwards_ok: AtomicU64,
-    pub(crate) forwards_failed: AtomicU64,
-}
-
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The state shared by the handlers.
 pub(crate) struct AppState {
     node: MeshNode,
@@ -85,7 +70,7 @@ pub(crate) struct AppState {
     config: AgentConfig,
     http: reqwest::Client,
     upstreams: Mutex<BTreeMap<String, String>>,
-    counters: Arc<Counters>,
+    metrics: AgentMetrics,
 }
 
 impl AppState {
@@ -103,7 +88,7 @@ impl AppState {
                 .build()
                 .unwrap_or_default(),
             upstreams: Mutex::new(BTreeMap::new()),
-            counters: Arc::default(),
+            metrics: AgentMetrics::default(),
         }
     }
 }
@@ -132,7 +117,7 @@ impl IntoResponse for ApiError {
 
 impl From<themis_mesh::Error> for ApiError {
     fn from(e: themis_mesh::Error) -> Self {
-        use themis_mesh::Error as E;
+        use themis_mesh::{Error as E, channel::Error as ChannelError};
         let status = match &e {
             E::NotFound { .. } | E::NoProviders { .. } => StatusCode::NOT_FOUND,
             E::AccessDenied { .. } => StatusCode::FORBIDDEN,
@@ -140,10 +125,15 @@ impl From<themis_mesh::Error> for ApiError {
             E::Remote { .. } | E::AttemptsExhausted { .. } | E::VersionUnavailable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            E::Network(m) if m.contains("timed out") || m.contains("timeout") => {
+            E::Call { source, .. }
+                if matches!(
+                    **source,
+                    ChannelError::RequestTimeout { .. } | ChannelError::HandshakeTimeout { .. }
+                ) =>
+            {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            E::Network(_) => StatusCode::BAD_GATEWAY,
+            E::Call { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.to_string())
@@ -213,29 +203,43 @@ struct RegisterBody {
     tags: Vec<String>,
 }
 
-async fn register(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let body = body_or_error(body, s.config.max_body)?;
-    let req: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the body must be JSON {{\"upstream\": \"http://127.0.0.1:PORT/PATH\", \"version\": \"1.0\", \"weight\": 100, \"tags\": []}}: {e}"
-            ),
-        )
-    })?;
-    let url = Sidecar::parse_upstream(&req.upstream)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    {
-        let ups = s
+/// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
+const REGISTER_BODY_SHAPE: &str =
+    r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": []}"#;
+
+impl RegisterBody {
+    /// Parses the body of a registration.
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON {REGISTER_BODY_SHAPE}: {e}"),
+            )
+        })
+    }
+
+    /// The announced service spec: the defaults, overridden by what the body gives.
+    fn spec(&self) -> ServiceSpec {
+        let mut spec = ServiceSpec::default();
+        if let Some(v) = &self.version {
+            spec.version.clone_from(v);
+        }
+        if let Some(w) = self.weight {
+            spec.weight = w;
+        }
+        spec.tags.clone_from(&self.tags);
+        spec
+    }
+}
+
+impl AppState {
+    /// Refuses a new upstream beyond [`MAX_UPSTREAMS`] (replacing one is always allowed).
+    fn check_room(&self, name: &str) -> Result<(), ApiError> {
+        let ups = self
             .upstreams
             .lock()
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent state poisoned"))?;
-        if !ups.contains_key(&name) && ups.len() >= MAX_UPSTREAMS {
+        if !ups.contains_key(name) && ups.len() >= MAX_UPSTREAMS {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -243,29 +247,44 @@ async fn register(
                 ),
             ));
         }
+        Ok(())
     }
-    let mut spec = ServiceSpec::default();
-    if let Some(v) = req.version {
-        spec.version = v;
+
+    /// The mesh handler of a service provided through `url`: calls are forwarded to it.
+    fn sidecar_handler(&self, url: reqwest::Url) -> impl themis_mesh::ServiceHandler {
+        let sidecar = Arc::new(Sidecar::new(
+            self.http.clone(),
+            url,
+            self.config.max_body,
+            self.config.upstream_timeout,
+            self.metrics.clone(),
+        ));
+        move |caller, request| {
+            let sc = sidecar.clone();
+            async move { sc.forward(caller, request).await }
+        }
     }
-    if let Some(w) = req.weight {
-        spec.weight = w;
-    }
-    spec.tags = req.tags;
-    let sidecar = Arc::new(Sidecar::new(
-        s.http.clone(),
-        url.clone(),
-        s.config.max_body,
-        s.config.upstream_timeout,
-        s.counters.clone(),
-    ));
-    let handler = move |caller, request| {
-        let sc = sidecar.clone();
-        async move { sc.forward(caller, request).await }
-    };
-    let version = spec.version.clone();
-    let weight = spec.weight;
-    let stored = s.node.register(&name, spec, handler).await?;
+}
+
+/// `PUT /v1/services/{name}`: checks the name, the body and the room for one more upstream,
+/// registers the service with a sidecar handler forwarding to the upstream (paper §7
+/// register), then remembers the upstream.
+async fn register(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let req = RegisterBody::parse(&body_or_error(body, s.config.max_body)?)?;
+    let url = Sidecar::parse_upstream(&req.upstream)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    s.check_room(&name)?;
+    let spec = req.spec();
+    let (version, weight) = (spec.version.clone(), spec.weight);
+    let stored = s
+        .node
+        .register(&name, spec, s.sidecar_handler(url.clone()))
+        .await?;
     if let Ok(mut ups) = s.upstreams.lock() {
         ups.insert(name.clone(), url.to_string());
     }
@@ -315,16 +334,10 @@ async fn discover(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
-    let d = match s.node.discover_detailed(&name).await {
-        Ok(d) => {
-            inc(&s.counters.discoveries_ok);
-            d
-        }
-        Err(e) => {
-            inc(&s.counters.discoveries_failed);
-            return Err(e.into());
-        }
-    };
+    let started = Instant::now();
+    let found = s.node.discover_detailed(&name).await;
+    s.metrics.discovery(found.is_ok(), started.elapsed());
+    let d = found?;
     let providers: Vec<Value> = d
         .providers
         .iter()
@@ -361,9 +374,11 @@ async fn call(
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
     let body = body_or_error(body, s.config.max_body)?;
-    match s.node.call_traced(&name, body).await {
+    let started = Instant::now();
+    let result = s.node.call_traced(&name, body).await;
+    s.metrics.call(result.is_ok(), started.elapsed());
+    match result {
         Ok((answer, provider)) => {
-            inc(&s.counters.calls_ok);
             let mut resp = answer.into_response();
             let h = resp.headers_mut();
             h.insert(
@@ -376,7 +391,6 @@ async fn call(
             Ok(resp)
         }
         Err(e) => {
-            inc(&s.counters.calls_failed);
             tracing::info!(service = %name, error = %e, "call failed");
             Err(e.into())
         }
@@ -392,8 +406,7 @@ fn mode_name(m: Mode) -> &'static str {
 
 async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let st = s.node.status().await?;
-    let peer =
-        |p: &themis_mesh::Peer| json!({ "id": p.id.to_string(), "address": p.addr.to_string() });
+    let peer = |p: &themis_mesh::dht::Peer| json!({ "id": p.id.to_string(), "address": p.addr.to_string() });
     Ok(Json(json!({
         "id": st.id.to_string(),
         "network": s.network,
@@ -413,9 +426,10 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use themis_mesh::{Error as E, NodeId, RemoteErrorKind};
+    use themis_mesh::{Error as E, NodeId, RemoteErrorKind, channel::Error as ChannelError};
 
     fn status(e: E) -> StatusCode {
         ApiError::from(e).status
@@ -448,16 +462,27 @@ mod tests {
             }),
             StatusCode::BAD_GATEWAY
         );
+        let addr: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let call = |source| E::Call {
+            service: s(),
+            provider: id,
+            addr,
+            source: Box::new(source),
+        };
         assert_eq!(
-            status(E::Network("request timed out".into())),
+            status(call(ChannelError::RequestTimeout {
+                peer: id,
+                addr,
+                after: Duration::from_secs(5)
+            })),
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
-            status(E::Network("connection refused".into())),
+            status(call(ChannelError::PeerBusy { peer: id, addr })),
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(
-            status(E::Dht("stabilizing".into())),
+            status(themis_mesh::dht::Error::Stopped.into()),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(

@@ -1,13 +1,13 @@
 //! The sidecar: a call that reaches this node for a service registered with an upstream is
 //! POSTed to the upstream, and the upstream's answer goes back to the caller.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use themis_mesh::{Bytes, NodeId};
 
-use super::{CALLER_HEADER, Counters, inc};
+use super::CALLER_HEADER;
+use super::metrics::AgentMetrics;
 
 /// Bytes of an upstream's error body quoted in the error sent to the caller.
 const QUOTED: usize = 200;
@@ -19,7 +19,7 @@ pub(crate) struct Sidecar {
     url: Url,
     max_body: usize,
     timeout: Duration,
-    counters: Arc<Counters>,
+    metrics: AgentMetrics,
 }
 
 /// The error and its causes, `: ` separated (reqwest's own message is terse).
@@ -56,14 +56,14 @@ impl Sidecar {
         url: Url,
         max_body: usize,
         timeout: Duration,
-        counters: Arc<Counters>,
+        metrics: AgentMetrics,
     ) -> Self {
         Self {
             http,
             url,
             max_body,
             timeout,
-            counters,
+            metrics,
         }
     }
 
@@ -71,13 +71,11 @@ impl Sidecar {
     /// upstream's body when it answers 2xx within the timeout and the size limit, else a
     /// message (sent to the caller as a handler error).
     pub(crate) async fn forward(&self, caller: NodeId, body: Bytes) -> Result<Bytes, String> {
+        let started = Instant::now();
         let r = self.try_forward(caller, body).await;
-        match &r {
-            Ok(_) => inc(&self.counters.forwards_ok),
-            Err(e) => {
-                inc(&self.counters.forwards_failed);
-                tracing::warn!(upstream = %self.url, error = %e, "forwarding a call failed");
-            }
+        self.metrics.forward(r.is_ok(), started.elapsed());
+        if let Err(e) = &r {
+            tracing::warn!(upstream = %self.url, error = %e, "forwarding a call failed");
         }
         r
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use themis_mesh::{
@@ -11,15 +11,16 @@ use themis_mesh::{
     ServiceSpec, object_id,
 };
 
-use super::appauth::{Attempt, Batch, check_service, handler_service, logins, run_batch, users};
+use themis_cli::appauth::{self, Attempt, CHECK, Check, HANDLER, Handler, Login, UserTable};
+
+use super::appauth::{Batch, logins, run_batch};
 use super::plan::{Cast, Plan, Roles, plan};
 use super::stats::{
     clockwise_after, ms, percentile, ring_predecessor, ring_successor, split_tolerance,
 };
-use super::users::{Login, UserTable};
 use super::{
     CONCURRENCY, DemoArgs, DemoError, K, MAX_FAILED_PERCENT, NETWORK, RECORD_TTL, RESTORE_PERIOD,
-    RING_LIMIT, mesh_err,
+    RING_LIMIT, USERS, mesh_err,
 };
 
 /// The client's call timeout (the other nodes keep `MeshConfig::fast`'s 1 s).
@@ -46,19 +47,19 @@ pub(super) struct Demo {
 struct AppAuth {
     table: Arc<UserTable>,
     users: Vec<Login>,
-    /// Calls served by the stable `check` provider, by the canary, and by `handler`.
-    served_stable: Arc<AtomicU64>,
-    served_canary: Arc<AtomicU64>,
-    served_handler: Arc<AtomicU64>,
+    /// The stable `check` provider, the canary, and `handler`, each counting its calls.
+    stable: Check,
+    canary: Check,
+    handler: Handler,
 }
 
 impl AppAuth {
     /// Calls served so far by `check` v1.0, `check` v1.1 and `handler`.
     fn served(&self) -> [u64; 3] {
         [
-            self.served_stable.load(Ordering::Relaxed),
-            self.served_canary.load(Ordering::Relaxed),
-            self.served_handler.load(Ordering::Relaxed),
+            self.stable.served(),
+            self.canary.served(),
+            self.handler.served(),
         ]
     }
 
@@ -80,6 +81,20 @@ fn hops(n: u32) -> String {
     } else {
         format!("{n} hops")
     }
+}
+
+/// Where the client finds `check` now (no cache); `what` names the step if it fails.
+async fn locate_check(cast: &Cast, what: &'static str) -> Result<ServiceLocation, DemoError> {
+    cast.client.locate(CHECK).await.map_err(mesh_err(what))
+}
+
+/// What a failed claim about `loc` saw: how many providers, under which replica.
+fn found_detail(loc: &ServiceLocation) -> String {
+    format!(
+        "found {} provider(s) under replica {}",
+        loc.providers.len(),
+        loc.found_under
+    )
 }
 
 impl Demo {
@@ -194,18 +209,19 @@ impl Demo {
     async fn services(&self, cast: &Cast, rng: &mut fastrand::Rng) -> Result<AppAuth, DemoError> {
         println!();
         println!("[2/6] services");
-        let users = users(rng);
+        let users = appauth::users(rng, USERS);
+        let table = Arc::new(UserTable::new(&users, rng));
         let app = AppAuth {
-            table: Arc::new(UserTable::new(&users, rng)),
+            stable: Check::new(Arc::clone(&table)),
+            canary: Check::new(Arc::clone(&table)),
+            handler: Handler::new(),
+            table,
             users,
-            served_stable: Arc::default(),
-            served_canary: Arc::default(),
-            served_handler: Arc::default(),
         };
         let regs = [
-            ("check", "1.0", STABLE_WEIGHT, &cast.stable),
-            ("check", "1.1", CANARY_WEIGHT, &cast.canary),
-            ("handler", "1.0", 100, &cast.handler),
+            (CHECK, "1.0", STABLE_WEIGHT, &cast.stable),
+            (CHECK, "1.1", CANARY_WEIGHT, &cast.canary),
+            (HANDLER, "1.0", 100, &cast.handler),
         ];
         println!("    service  version  weight  provider");
         for (svc, version, weight, node) in regs {
@@ -214,21 +230,16 @@ impl Demo {
                 "registering '{svc}' v{version} on {}",
                 self.name(&node.id())
             );
-            let stored = if svc == "handler" {
-                node.register(
-                    svc,
-                    spec,
-                    handler_service(node.clone(), app.served_handler.clone()),
-                )
-                .await
-            } else {
-                let served = if version == "1.0" {
-                    &app.served_stable
-                } else {
-                    &app.served_canary
-                };
-                node.register(svc, spec, check_service(app.table.clone(), served.clone()))
+            let stored = if svc == HANDLER {
+                node.register(svc, spec, app.handler.service(node.clone()))
                     .await
+            } else {
+                let check = if version == "1.0" {
+                    &app.stable
+                } else {
+                    &app.canary
+                };
+                node.register(svc, spec, check.service()).await
             }
             .map_err(mesh_err(what))?;
             println!(
@@ -241,9 +252,9 @@ impl Demo {
                 "every registration is stored on all k+1 replicas",
                 || format!("'{svc}' v{version} was stored on {stored}"),
             )?;
-            if svc == "check" {
+            if svc == CHECK {
                 // Beyond the paper: only the handler's node may call check.
-                node.restrict("check", [cast.handler.id()])
+                node.restrict(CHECK, [cast.handler.id()])
                     .map_err(mesh_err("restricting 'check'"))?;
             }
         }
@@ -256,8 +267,11 @@ impl Demo {
             "    'check' holds {} users as salted BLAKE2b hashes and accepts calls from 'handler's node only",
             app.table.len()
         );
-        let login = app.users.first().map(Login::encode).unwrap_or_default();
-        let direct = cast.client.call("check", Bytes::from(login)).await;
+        let user = app.users.first().map(Login::user).unwrap_or_default();
+        let direct = cast
+            .client
+            .call(CHECK, Bytes::copy_from_slice(user.as_bytes()))
+            .await;
         let refused = matches!(direct, Err(MeshError::AccessDenied { .. }));
         let said = match &direct {
             Err(_) if refused => format!(
@@ -280,11 +294,7 @@ impl Demo {
     async fn discovery(&self, cast: &Cast) -> Result<(), DemoError> {
         println!();
         println!("[3/6] discovery: where 'check' lives");
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' from the client"))?;
+        let loc = locate_check(cast, "locating 'check' from the client").await?;
         println!(
             "  the client {} found 'check' under replica {} ({}); object id = h(\"check\" || r), r = 0..={K}",
             self.name(&cast.client.id()),
@@ -296,13 +306,7 @@ impl Demo {
         self.claim(
             loc.found_under == 0 && found == HashSet::from([cast.stable.id(), cast.canary.id()]),
             "both providers of 'check' are found under replica 0",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    found.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         let owner0 = loc
             .replicas
@@ -397,39 +401,18 @@ impl Demo {
             }
         }
         let t = Instant::now();
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' after the crash"))?;
-        let found: Vec<String> = loc
-            .providers
-            .iter()
-            .map(|p| {
-                let dead = if p.id == cast.stable.id() {
-                    " (crashed; listed until its record expires)"
-                } else {
-                    ""
-                };
-                format!("{} v{}{dead}", self.name(&p.id), p.version)
-            })
-            .collect();
+        let loc = locate_check(cast, "locating 'check' after the crash").await?;
+        let found = self.providers(&loc, Some(cast.stable.id()));
         println!(
             "  discovery from the client (no cache): found under sibling replica {} in {:.2} s: {}",
             loc.found_under,
             t.elapsed().as_secs_f64(),
-            found.join(", ")
+            found
         );
         self.claim(
             loc.found_under >= 1 && loc.providers.iter().any(|p| p.id == cast.canary.id()),
             "with replica 0's node dead, discovery finds the providers under a sibling replica",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    loc.providers.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         println!("  batch 2: {} logins right after the crash", batch.len());
         let before = app.served();
@@ -499,9 +482,9 @@ impl Demo {
         let stored = cast
             .canary
             .register(
-                "check",
+                CHECK,
                 ServiceSpec::new("1.1", CANARY_WEIGHT),
-                check_service(app.table.clone(), app.served_canary.clone()),
+                app.canary.service(),
             )
             .await
             .map_err(mesh_err("re-storing 'check' from the canary"))?;
@@ -510,21 +493,13 @@ impl Demo {
             RESTORE_PERIOD.as_secs(),
             K + 1
         );
-        let loc = cast
-            .client
-            .locate("check")
-            .await
-            .map_err(mesh_err("locating 'check' after the re-store"))?;
-        let found: Vec<String> = loc
-            .providers
-            .iter()
-            .map(|p| format!("{} v{}", self.name(&p.id), p.version))
-            .collect();
+        let loc = locate_check(cast, "locating 'check' after the re-store").await?;
+        let found = self.providers(&loc, None);
         println!(
             "  the client finds 'check' under replica {} again ({}): {}",
             loc.found_under,
             hops(loc.lookup_hops),
-            found.join(", ")
+            found
         );
         self.print_location(&loc)?;
         self.claim(
@@ -532,16 +507,10 @@ impl Demo {
                 && loc.providers.iter().map(|p| p.id).eq([cast.canary.id()])
                 && new_owner.is_some_and(|o| o != cast.owner0.id()),
             "after the re-store, replica 0 is back, on its new responsible node, with the live provider only",
-            || {
-                format!(
-                    "found {} provider(s) under replica {}",
-                    loc.providers.len(),
-                    loc.found_under
-                )
-            },
+            || found_detail(&loc),
         )?;
         let login = app.users.first().map(Login::encode).unwrap_or_default();
-        let after = cast.client.call("handler", Bytes::from(login)).await;
+        let after = cast.client.call(HANDLER, Bytes::from(login)).await;
         self.claim(after.is_ok(), "logins work after recovery", || {
             format!("{after:?}")
         })
@@ -578,6 +547,23 @@ impl Demo {
             .filter(|(_, a)| **a)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The providers of `loc` by node and version, `crashed` marked as such.
+    fn providers(&self, loc: &ServiceLocation, crashed: Option<NodeId>) -> String {
+        let named: Vec<String> = loc
+            .providers
+            .iter()
+            .map(|p| {
+                let dead = if Some(p.id) == crashed {
+                    " (crashed; listed until its record expires)"
+                } else {
+                    ""
+                };
+                format!("{} v{}{dead}", self.name(&p.id), p.version)
+            })
+            .collect();
+        named.join(", ")
     }
 
     /// `id` with its node number, e.g. `3f2a1b0c (#7)`.

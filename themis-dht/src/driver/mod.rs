@@ -302,6 +302,14 @@ impl DhtNode {
             .await?
     }
 
+    /// The verified provider records of replica `r` of `name` only (no fallback to the other
+    /// replicas: for a caller that plans its own search over them, like the mesh's discovery).
+    pub async fn lookup_replica(&self, name: &str, r: u8) -> Result<Providers, Error> {
+        let name = name.to_owned();
+        self.call("provider lookup", |tx| Command::LookupReplica(name, r, tx))
+            .await?
+    }
+
     /// Leaves the ring gracefully (paper §6.1 leave): hands the stored records and the
     /// predecessor to the successor and tells the predecessor. The node keeps answering
     /// (refusing, as no longer a member) until [`DhtNode::shutdown`].

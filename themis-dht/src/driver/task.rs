@@ -42,6 +42,7 @@ pub(crate) enum Command {
         Option<u8>,
         oneshot::Sender<Result<Providers, Error>>,
     ),
+    LookupReplica(String, u8, oneshot::Sender<Result<Providers, Error>>),
     Leave(oneshot::Sender<Result<LeaveReport, Error>>),
     Status(oneshot::Sender<Status>),
     Metrics(oneshot::Sender<NodeMetrics>),
@@ -203,6 +204,14 @@ impl Driver {
                 let _ = tx.send(self.node.unregister(&name));
             }
             Command::Lookup(name, k, tx) => match self.node.lookup_providers(t, &name, k) {
+                Ok(q) => {
+                    self.waiters.insert(q, Waiter::Lookup(tx));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+            Command::LookupReplica(name, r, tx) => match self.node.lookup_replica(t, &name, r) {
                 Ok(q) => {
                     self.waiters.insert(q, Waiter::Lookup(tx));
                 }

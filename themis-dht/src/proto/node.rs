@@ -979,6 +979,34 @@ impl Node {
         Ok(q)
     }
 
+    /// Looks up the provider records of replica `r` of `name` only: no fallback to the other
+    /// replicas, so that a caller can plan its own search over them (the mesh's replica
+    /// search, paper §7). The result comes as [`Event::Providers`] (possibly with no record);
+    /// a lookup that finds no responsible node fails with [`QueryError::Exhausted`].
+    pub fn lookup_replica(&mut self, now: Instant, name: &str, r: u8) -> Result<QueryId, Error> {
+        self.check_member("lookup providers")?;
+        check_name(name).map_err(Error::InvalidRecord)?;
+        if r > self.cfg.max_k {
+            return Err(Error::ReplicationTooHigh {
+                k: r,
+                max: self.cfg.max_k,
+            });
+        }
+        // A provider lookup whose last replica is its first.
+        let q = self
+            .new_query(Job::Providers {
+                name: name.to_owned(),
+                k: r,
+                r,
+                any_answer: false,
+            })
+            .ok_or(Error::TooManyQueries {
+                limit: self.cfg.max_queries,
+            })?;
+        self.start_lookup(now, q, object_id(name, r), true);
+        Ok(q)
+    }
+
     /// Joins a ring through the bootstraps, tried in order (paper §6.1 join). The result comes
     /// as [`Event::Joined`] or [`Event::JoinFailed`].
     pub fn join(&mut self, now: Instant, bootstraps: Vec<Contact>) -> Result<(), Error> {

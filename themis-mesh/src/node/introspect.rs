@@ -51,7 +51,7 @@ pub struct Discovery {
 impl MeshNode {
     /// The replication factor `k` this node uses (records on `k + 1` replicas).
     pub fn replication(&self) -> u8 {
-        self.inner.config.k.unwrap_or(2)
+        self.lookup_k()
     }
 
     /// The services this node provides now, sorted.
@@ -69,12 +69,7 @@ impl MeshNode {
     /// A snapshot of the node for operators (ring view from the DHT driver, sessions from the
     /// endpoint, provided services).
     pub async fn status(&self) -> Result<MeshStatus, Error> {
-        let ring = self
-            .inner
-            .dht
-            .status()
-            .await
-            .map_err(|e| Error::Dht(format!("reading the ring status: {e}")))?;
+        let ring = self.inner.dht.status().await?;
         Ok(MeshStatus {
             id: self.id(),
             listen: self.inner.dht.endpoint().local_addr(),
@@ -87,41 +82,29 @@ impl MeshNode {
 
     /// The counters of the DHT core, its driver, the endpoint and the transport.
     pub async fn metrics(&self) -> Result<NodeMetrics, Error> {
-        self.inner
-            .dht
-            .metrics()
-            .await
-            .map_err(|e| Error::Dht(format!("reading the metrics: {e}")))
+        Ok(self.inner.dht.metrics().await?)
     }
 
     /// Discovers `service` afresh from the DHT (bypassing the discovery cache, whose entry it
     /// refreshes) and tells where the records were found. No live provider record on any of the
     /// `k + 1` replicas is [`Error::NotFound`].
     pub async fn discover_detailed(&self, service: &str) -> Result<Discovery, Error> {
-        let k = self.replication();
-        let not_found = || Error::NotFound {
-            service: service.to_owned(),
-            replicas: u32::from(k) + 1,
-        };
-        let found = self
-            .inner
-            .dht
-            .lookup_providers(service, self.inner.config.k)
-            .await
-            .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
-        let t = now();
-        let providers = self.merged_records(&found.records, t);
-        self.inner
-            .cache
-            .lock()
-            .map_err(|_| lock_err())?
-            .insert(service, providers.clone(), t);
-        if providers.is_empty() {
-            return Err(not_found());
+        let k = self.lookup_k();
+        let found = self.search_replicas(service).await?;
+        self.inner.cache.lock().map_err(|_| lock_err())?.insert(
+            service,
+            found.records.clone(),
+            now(),
+        );
+        if found.records.is_empty() {
+            return Err(Error::NotFound {
+                service: service.to_owned(),
+                replicas: u32::from(k) + 1,
+            });
         }
         Ok(Discovery {
             service: service.to_owned(),
-            providers,
+            providers: found.records,
             object_ids: (0..=k).map(|r| themis_dht::object_id(service, r)).collect(),
             replica: found.replica,
             hops: found.hops,

@@ -1,14 +1,47 @@
-//! Where a service's records live (paper §7): its `k + 1` replica object ids, the node the DHT
-//! names responsible for each, and the replica a fresh lookup found the providers under. For
-//! operators, the node agent's discovery answer and the `themis demo` report.
+//! Discovery over the replicas of a name (paper §7), and where a service's records live.
+//!
+//! A name is stored under `k + 1` object ids `h(name ‖ r)`. Discovery runs the pure plan
+//! [`ReplicaSearch`]: it says which replica to ask next, this module asks the DHT for that
+//! replica's records ([`themis_dht::DhtNode::lookup_replica`]) and reports each answer or
+//! failure back; the plan falls back to siblings of dead replicas and merges the answers.
+//!
+//! [`MeshNode::locate`] adds, for operators (the node agent's discovery answer, the `themis
+//! demo` report), the node the DHT names responsible for each replica.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use themis_crypto::NodeId;
-use themis_dht::object_id;
+use themis_dht::{QueryError, object_id};
 
-use super::MeshNode;
-use crate::{Error, Provider};
+use super::{MeshNode, now};
+use crate::policy::{ReplicaSearch, SearchConfig};
+use crate::{Error, Provider, ProviderRecord};
+
+/// The plan discovery runs today: one replica at a time, `0, 1, ..., k`, until one answers with
+/// records: the walk of paper §7 (and of `DhtNode::lookup_providers`), so that discovery
+/// behaves as before it ran through [`ReplicaSearch`]. Merging the records of several replicas
+/// (`enough_answers` above 1, asked `parallelism` at a time) is a change of these two numbers.
+fn search_config(max_records: usize) -> SearchConfig {
+    SearchConfig {
+        parallelism: 1,
+        enough_answers: 1,
+        max_records,
+    }
+}
+
+/// What a replica search found.
+#[derive(Debug)]
+pub(crate) struct Searched {
+    /// Verified, merged, unexpired records (empty: no replica has any).
+    pub(crate) records: Vec<ProviderRecord>,
+    /// The replica the records came from; without records, the last replica asked.
+    pub(crate) replica: u8,
+    /// Hops of that replica's lookup (0 when it failed).
+    pub(crate) hops: u32,
+}
 
 /// One replica of a service name: `object_id = h(name ‖ r)` (paper §6.1 store, §7) and the node
 /// responsible for it (its ring successor) as the DHT's `find` sees it now.
@@ -44,24 +77,95 @@ pub struct ServiceLocation {
 }
 
 impl MeshNode {
-    /// Locates `service` afresh, bypassing the discovery cache: runs the DHT's provider lookup
-    /// (replicas `0..=k` in turn, paper §7) and a `find` of each replica's object id (paper
-    /// §6.1) to name the node responsible for it. Several `find`s: meant for operators and
-    /// demos, not for every call (use [`MeshNode::discover`] there).
-    ///
-    /// A `find` that fails leaves that replica's `responsible` empty; only a failed provider
-    /// lookup is an error.
-    pub async fn locate(&self, service: &str) -> Result<ServiceLocation, Error> {
-        let k = self.inner.config.k;
-        let found = self
-            .inner
-            .dht
-            .lookup_providers(service, k)
-            .await
-            .map_err(|e| Error::Dht(format!("locating '{service}': {e}")))?;
-        // The same k the lookup used (the DHT's default, clamped to its maximum).
+    /// The replication factor `k` of this node's lookups: the configured one, or the DHT's
+    /// default, clamped to its maximum (as the DHT clamps it).
+    pub(crate) fn lookup_k(&self) -> u8 {
         let dht = &self.inner.config.driver.dht;
-        let k = k.unwrap_or(dht.default_k).min(dht.max_k);
+        self.inner.config.k.unwrap_or(dht.default_k).min(dht.max_k)
+    }
+
+    /// Searches the replicas of `service` afresh (paper §7: "initiate a find operation for a
+    /// sibling object, until a node with a healthy state is found"), as [`ReplicaSearch`]
+    /// plans it. Fails with the DHT's error when no replica's lookup succeeded at all (the
+    /// ring partitioned or repairing), and after `config.driver.command_timeout` at the
+    /// latest.
+    pub(crate) async fn search_replicas(&self, service: &str) -> Result<Searched, Error> {
+        let limit = self.inner.config.driver.command_timeout;
+        match tokio::time::timeout(limit, self.run_search(service)).await {
+            Ok(result) => result,
+            Err(_) => Err(themis_dht::Error::TimedOut {
+                what: "provider lookup",
+                after: limit,
+            }
+            .into()),
+        }
+    }
+
+    async fn run_search(&self, service: &str) -> Result<Searched, Error> {
+        let config = search_config(self.inner.config.cache.max_records);
+        let mut search = ReplicaSearch::new(service, self.lookup_k(), 0, config)?;
+        let dht = &self.inner.dht;
+        let mut asking = FuturesUnordered::new();
+        let (mut found, mut last) = (None, (0, 0));
+        let mut unanswered: Option<themis_dht::Error> = None;
+        let mut answered = false;
+        loop {
+            while let Some(r) = search.next_query() {
+                asking.push(async move { (r, dht.lookup_replica(service, r).await) });
+            }
+            let Some((r, result)) = asking.next().await else {
+                break;
+            };
+            match result {
+                Ok(p) => {
+                    answered = true;
+                    last = (r, p.hops);
+                    let records = policy_records(&p.records, now());
+                    if found.is_none() && !records.is_empty() {
+                        found = Some(last);
+                    }
+                    search.on_answer(r, records);
+                }
+                // The responsible node of this replica is dead or unreachable: a sibling next.
+                Err(
+                    e @ themis_dht::Error::Query {
+                        reason: QueryError::Exhausted,
+                        ..
+                    },
+                ) => {
+                    last = (r, 0);
+                    unanswered = Some(e);
+                    search.on_failure(r);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let (false, Some(e)) = (answered, unanswered) {
+            return Err(e.into());
+        }
+        let records = match search.finish(now()) {
+            Ok(records) => records,
+            Err(Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (replica, hops) = found.unwrap_or(last);
+        Ok(Searched {
+            records,
+            replica,
+            hops,
+        })
+    }
+
+    /// Locates `service` afresh, bypassing the discovery cache: runs the replica search of
+    /// discovery (replicas `0..=k` in turn, paper §7) and a `find` of each replica's object id
+    /// (paper §6.1) to name the node responsible for it. Several `find`s: meant for operators
+    /// and demos, not for every call (use [`MeshNode::discover`] there).
+    ///
+    /// A `find` that fails leaves that replica's `responsible` empty; only a failed search is
+    /// an error.
+    pub async fn locate(&self, service: &str) -> Result<ServiceLocation, Error> {
+        let found = self.search_replicas(service).await?;
+        let k = self.lookup_k();
         let mut replicas = Vec::with_capacity(usize::from(k) + 1);
         for r in 0..=k {
             let oid = object_id(service, r);
@@ -76,26 +180,35 @@ impl MeshNode {
                 hops,
             });
         }
-        let providers = found
-            .records
-            .iter()
-            .map(|rec| {
-                let m = rec.metadata();
-                Provider::new(
-                    rec.provider(),
-                    rec.addr(),
-                    m.version.clone(),
-                    u32::from(m.weight),
-                )
-                .with_tags(m.tags.clone())
-            })
-            .collect();
         Ok(ServiceLocation {
             service: service.to_owned(),
             replicas,
             found_under: found.replica,
             lookup_hops: found.hops,
-            providers,
+            providers: found.records.into_iter().map(|r| r.provider).collect(),
         })
     }
+}
+
+/// The verified records of one lookup as the policies see them: the provider, and the expiry
+/// moved from the records' wall clock to the monotonic clock at `t`.
+fn policy_records(found: &[themis_dht::ProviderRecord], t: Instant) -> Vec<ProviderRecord> {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    found
+        .iter()
+        .map(|r| {
+            let m = r.metadata();
+            let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
+            let p = Provider::new(
+                r.provider(),
+                r.addr(),
+                m.version.clone(),
+                u32::from(m.weight),
+            )
+            .with_tags(m.tags.clone());
+            ProviderRecord::new(p, r.seq(), t + left)
+        })
+        .collect()
 }

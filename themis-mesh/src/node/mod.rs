@@ -9,7 +9,7 @@ mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,10 +24,8 @@ pub use introspect::{Discovery, MeshStatus};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
-use crate::{
-    AccessPolicy, Balancer, BalancerConfig, CacheConfig, CacheLookup, DiscoveryCache, Error,
-    Provider, ProviderRecord, merge_records,
-};
+use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache};
+use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
 /// mode; a claim in insecure mode) and the request body, returns the response body or an error
@@ -66,7 +64,7 @@ impl Default for ServiceSpec {
     fn default() -> Self {
         Self {
             version: String::new(),
-            weight: crate::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
+            weight: crate::policy::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
             tags: Vec::new(),
         }
     }
@@ -235,7 +233,10 @@ async fn serve_call(
     let Some(call) = decode_request(request) else {
         return refuse(
             RemoteErrorKind::Malformed,
-            "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
+            format!(
+                "service call does not parse (tag, name length 1..={}, UTF-8 name)",
+                wire::MAX_NAME
+            ),
         );
     };
     let handler = services
@@ -312,25 +313,35 @@ impl MeshNode {
     pub async fn start(
         network: NetworkId,
         identity: Arc<IdentityKeypair>,
-        mut config: MeshConfig,
+        config: MeshConfig,
     ) -> Result<Self, Error> {
-        config.driver.dht.record_ttl = config.record_ttl;
-        config.driver.endpoint.mode = config.mode;
-        let cannot_listen = |e: themis_channel::TransportError| {
-            Error::Network(format!("cannot listen on {}: {e}", config.listen))
-        };
         let transport: Arc<dyn Transport> = match config.transport {
             TransportKind::Tcp => Arc::new(
                 TcpTransport::bind(config.listen, config.tcp.clone())
                     .await
-                    .map_err(cannot_listen)?,
+                    .map_err(themis_channel::Error::from)?,
             ),
             TransportKind::Udp => Arc::new(
                 UdpTransport::bind(config.listen, config.udp.clone())
                     .await
-                    .map_err(cannot_listen)?,
+                    .map_err(themis_channel::Error::from)?,
             ),
         };
+        Self::on_transport(network, identity, transport, config).await
+    }
+
+    /// Starts a node like [`MeshNode::start`], on `transport` instead of a socket it binds:
+    /// any [`Transport`] (an in-memory network such as the test kit's `MemNetwork` runs
+    /// mesh logic without sockets, as [`DhtNode::on_transport`] does for the DHT).
+    /// `config.listen`, `config.transport`, `config.tcp` and `config.udp` are not used.
+    pub async fn on_transport(
+        network: NetworkId,
+        identity: Arc<IdentityKeypair>,
+        transport: Arc<dyn Transport>,
+        mut config: MeshConfig,
+    ) -> Result<Self, Error> {
+        config.driver.dht.record_ttl = config.record_ttl;
+        config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
@@ -346,10 +357,8 @@ impl MeshNode {
             network.clone(),
             config.driver.endpoint.clone(),
             Arc::new(handler),
-        )
-        .map_err(|e| Error::Network(e.to_string()))?;
-        let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())
-            .map_err(|e| Error::Dht(e.to_string()))?;
+        )?;
+        let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())?;
         let seed = config.seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
             themis_crypto::fill_random(&mut b);
@@ -371,7 +380,7 @@ impl MeshNode {
             let b = node.inner.config.bootstrap.clone();
             if let Err(e) = node.inner.dht.join(b).await {
                 node.inner.dht.shutdown().await;
-                return Err(Error::Dht(format!("join failed: {e}")));
+                return Err(Error::Join(Box::new(e)));
             }
         }
         Ok(node)
@@ -427,7 +436,7 @@ impl MeshNode {
                 if let Ok(mut s) = self.inner.services.write() {
                     s.remove(service);
                 }
-                Err(Error::Dht(format!("registering '{service}' failed: {e}")))
+                Err(e.into())
             }
         }
     }
@@ -444,11 +453,7 @@ impl MeshNode {
             .map_err(|_| lock_err())?
             .remove(service)
             .is_some();
-        self.inner
-            .dht
-            .unregister(service)
-            .await
-            .map_err(|e| Error::Dht(e.to_string()))?;
+        self.inner.dht.unregister(service).await?;
         Ok(had)
     }
 
@@ -475,7 +480,7 @@ impl MeshNode {
 
     /// Returns the records and whether they came fresh from the DHT.
     async fn discover_inner(&self, service: &str) -> Result<(Vec<ProviderRecord>, bool), Error> {
-        let replicas = u32::from(self.inner.config.k.unwrap_or(2)) + 1;
+        let replicas = u32::from(self.lookup_k()) + 1;
         let not_found = || Error::NotFound {
             service: service.to_owned(),
             replicas,
@@ -488,45 +493,13 @@ impl MeshNode {
                 CacheLookup::Miss => {}
             }
         }
-        let found = self
-            .inner
-            .dht
-            .lookup_providers(service, self.inner.config.k)
-            .await
-            .map_err(|e| Error::Dht(format!("discovering '{service}': {e}")))?;
-        let t = now();
-        let merged = self.merged_records(&found.records, t);
+        let found = self.search_replicas(service).await?;
         let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
-        c.insert(service, merged.clone(), t);
-        if merged.is_empty() {
+        c.insert(service, found.records.clone(), now());
+        if found.records.is_empty() {
             return Err(not_found());
         }
-        Ok((merged, true))
-    }
-
-    /// The verified records of one lookup as the policies see them (expiry moved to the
-    /// monotonic clock), merged: one per provider, unexpired, bounded.
-    pub(crate) fn merged_records(
-        &self,
-        found: &[themis_dht::ProviderRecord],
-        t: Instant,
-    ) -> Vec<ProviderRecord> {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let records = found.iter().map(|r| {
-            let m = r.metadata();
-            let left = Duration::from_millis(r.expires_unix_ms().saturating_sub(wall_ms));
-            let p = Provider::new(
-                r.provider(),
-                r.addr(),
-                m.version.clone(),
-                u32::from(m.weight),
-            )
-            .with_tags(m.tags.clone());
-            ProviderRecord::new(p, r.seq(), t + left)
-        });
-        merge_records(records, t, self.inner.config.cache.max_records)
+        Ok((found.records, true))
     }
 
     /// Refreshes the balancer of `service` from discovery (creating it if needed).
@@ -578,7 +551,7 @@ impl MeshNode {
     ) -> Result<(Bytes, NodeId), Error> {
         let payload = encode_request(service, &request).ok_or(Error::InvalidConfig {
             what: "service name",
-            reason: "must be 1..=128 bytes",
+            reason: wire::NAME_RULE,
         })?;
         if let Err(e) = self.refresh(service).await {
             // Stale while error: a failed re-discovery (the ring repairing after a crash)
@@ -659,10 +632,12 @@ impl MeshNode {
                         message: "the response does not parse".into(),
                     }),
                 },
-                Err(e) => Err(Error::Network(format!(
-                    "calling '{service}' on {} at {}: {e}",
-                    pick.id, pick.addr
-                ))),
+                Err(source) => Err(Error::Call {
+                    service: service.to_owned(),
+                    provider: pick.id,
+                    addr: pick.addr,
+                    source: Box::new(source),
+                }),
             };
             match outcome {
                 Ok(body) => {

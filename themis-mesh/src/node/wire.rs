@@ -18,8 +18,19 @@ const STATUS_OK: u8 = 0x00;
 const STATUS_ERROR: u8 = 0x01;
 /// Longest error message sent or accepted (longer ones are cut on a char boundary).
 pub(crate) const MAX_ERROR_MESSAGE: usize = 512;
-/// Longest service name (the DHT's limit).
+/// Longest service name (the DHT's limit: one limit, one constant).
 pub(crate) const MAX_NAME: usize = themis_dht::MAX_NAME_LEN;
+/// [`MAX_NAME`] in words, for error messages that must be `&'static str`.
+pub(crate) const NAME_RULE: &str = "must be 1..=128 bytes";
+const _: () = assert!(MAX_NAME == 128, "NAME_RULE spells MAX_NAME out");
+/// Error kind: the provider serves no service of that name.
+const KIND_UNKNOWN_SERVICE: u8 = 0x01;
+/// Error kind: the provider's access policy does not allow the caller.
+const KIND_ACCESS_DENIED: u8 = 0x02;
+/// Error kind: the provider could not parse the call.
+const KIND_MALFORMED: u8 = 0x03;
+/// Error kind: the provider's handler failed (or did not answer in time).
+const KIND_HANDLER: u8 = 0x04;
 
 /// Why a provider refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +51,20 @@ pub enum RemoteErrorKind {
 impl RemoteErrorKind {
     pub(crate) fn to_byte(self) -> u8 {
         match self {
-            Self::UnknownService => 0x01,
-            Self::AccessDenied => 0x02,
-            Self::Malformed => 0x03,
-            Self::Handler => 0x04,
+            Self::UnknownService => KIND_UNKNOWN_SERVICE,
+            Self::AccessDenied => KIND_ACCESS_DENIED,
+            Self::Malformed => KIND_MALFORMED,
+            Self::Handler => KIND_HANDLER,
             Self::Other(b) => b,
         }
     }
 
     pub(crate) fn from_byte(b: u8) -> Self {
         match b {
-            0x01 => Self::UnknownService,
-            0x02 => Self::AccessDenied,
-            0x03 => Self::Malformed,
-            0x04 => Self::Handler,
+            KIND_UNKNOWN_SERVICE => Self::UnknownService,
+            KIND_ACCESS_DENIED => Self::AccessDenied,
+            KIND_MALFORMED => Self::Malformed,
+            KIND_HANDLER => Self::Handler,
             other => Self::Other(other),
         }
     }

@@ -225,14 +225,14 @@ const REJECTION_TRIES: usize = 16;
 ///   provider gets `weight / total weight` of the calls. Each provider speaks only for itself
 ///   (its weight is in its own signed record), so announcements cannot conflict; two records of
 ///   one provider are resolved by sequence number before they reach the balancer
-///   ([`crate::merge_records`]). A version none of whose providers may be used gets no traffic
+///   (`merge_records`). A version none of whose providers may be used gets no traffic
 ///   and its share goes to the others in proportion; a version keeps its full share while at
 ///   least one of its providers is usable. Versions whose weights sum to 0 are used only when
 ///   no positive-weight version is usable. [`Balancer::pin_version`] restricts the scope to one
 ///   version.
 /// * **Provider choice** inside the version: see [`Policy`].
 /// * **Failover.** A [`Call`] never gets the same provider twice while another non-ejected one
-///   exists; every attempt after the first needs the retry budget ([`crate::RetryBudget`]) and
+///   exists; every attempt after the first needs the retry budget (`RetryBudget`) and
 ///   a call makes at most `max_attempts`.
 /// * **Ejection.** `consecutive_failures` failures in a row eject a provider for a cooldown that
 ///   doubles on repeat ejections (capped); back from ejection it is on probation (one failure

@@ -1,8 +1,9 @@
 //! Discovery cache: a bounded LRU of service name → provider records, with a TTL, and negative
 //! caching of "no provider" for a shorter time.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+use hashlink::LruCache;
 
 use super::provider::ProviderRecord;
 use crate::Error;
@@ -32,6 +33,9 @@ impl Default for CacheConfig {
     }
 }
 
+/// Largest [`CacheConfig::capacity`] accepted.
+const MAX_CAPACITY: usize = 1 << 20;
+
 /// The answer of [`DiscoveryCache::get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheLookup<'a> {
@@ -48,23 +52,19 @@ struct Slot {
     /// Empty for a negative entry.
     records: Vec<ProviderRecord>,
     fresh_until: Instant,
-    tick: u64,
 }
 
-/// A bounded LRU cache of discovery results.
+/// A bounded LRU cache of discovery results (the LRU order is `hashlink`'s).
 #[derive(Debug)]
 pub struct DiscoveryCache {
     config: CacheConfig,
-    slots: HashMap<String, Slot>,
-    /// tick → service, oldest first.
-    order: BTreeMap<u64, String>,
-    tick: u64,
+    slots: LruCache<String, Slot>,
 }
 
 impl DiscoveryCache {
     /// An empty cache.
     pub fn new(config: CacheConfig) -> Result<Self, Error> {
-        if config.capacity == 0 || config.capacity > 1 << 20 {
+        if config.capacity == 0 || config.capacity > MAX_CAPACITY {
             return Err(Error::InvalidConfig {
                 what: "discovery cache",
                 reason: "capacity must be between 1 and 1048576",
@@ -77,10 +77,8 @@ impl DiscoveryCache {
             });
         }
         Ok(Self {
+            slots: LruCache::new(config.capacity),
             config,
-            slots: HashMap::new(),
-            order: BTreeMap::new(),
-            tick: 0,
         })
     }
 
@@ -94,16 +92,11 @@ impl DiscoveryCache {
         self.slots.is_empty()
     }
 
-    fn next_tick(&mut self) -> u64 {
-        self.tick = self.tick.wrapping_add(1);
-        self.tick
-    }
-
     /// Looks `service` up at `now`. Expired records are dropped; a result past its TTL, or all of
     /// whose records expired, is removed and reported as a [`CacheLookup::Miss`]. A hit makes the
     /// entry the most recently used.
     pub fn get(&mut self, service: &str, now: Instant) -> CacheLookup<'_> {
-        let stale = match self.slots.get_mut(service) {
+        let stale = match self.slots.peek_mut(service) {
             None => return CacheLookup::Miss,
             Some(slot) => {
                 let negative = slot.records.is_empty();
@@ -115,17 +108,10 @@ impl DiscoveryCache {
             self.invalidate(service);
             return CacheLookup::Miss;
         }
-        let tick = self.next_tick();
-        let Some(slot) = self.slots.get_mut(service) else {
-            return CacheLookup::Miss;
-        };
-        let old = std::mem::replace(&mut slot.tick, tick);
-        self.order.remove(&old);
-        self.order.insert(tick, service.to_owned());
-        if slot.records.is_empty() {
-            CacheLookup::NoProvider
-        } else {
-            CacheLookup::Providers(&slot.records)
+        match self.slots.get(service) {
+            None => CacheLookup::Miss,
+            Some(slot) if slot.records.is_empty() => CacheLookup::NoProvider,
+            Some(slot) => CacheLookup::Providers(&slot.records),
         }
     }
 
@@ -143,21 +129,13 @@ impl DiscoveryCache {
         let Some(fresh_until) = now.checked_add(ttl) else {
             return;
         };
+        // A replaced entry becomes the most recently used, like a new one.
         self.invalidate(service);
-        while self.slots.len() >= self.config.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.slots.remove(&oldest);
-        }
-        let tick = self.next_tick();
-        self.order.insert(tick, service.to_owned());
         self.slots.insert(
             service.to_owned(),
             Slot {
                 records,
                 fresh_until,
-                tick,
             },
         );
     }
@@ -165,13 +143,7 @@ impl DiscoveryCache {
     /// Forgets `service` (for example after every cached provider failed). Returns whether it
     /// was cached.
     pub fn invalidate(&mut self, service: &str) -> bool {
-        match self.slots.remove(service) {
-            Some(slot) => {
-                self.order.remove(&slot.tick);
-                true
-            }
-            None => false,
-        }
+        self.slots.remove(service).is_some()
     }
 }
 

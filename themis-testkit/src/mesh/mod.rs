@@ -1,28 +1,28 @@
-//! Rings of `MeshNode`s over loopback (TCP or UDP, secure or insecure), waits for conditions
-//! on them (ring consistent, replicas stored), and fixtures of the pure policies ([`policy`]).
-//!
-//! `MeshNode` binds its own TCP or UDP socket, so these rings run on loopback, not on the
-//! in-memory network.
+//! Rings of `MeshNode`s over loopback TCP or UDP or the in-memory network (secure or
+//! insecure), waits for conditions on them (ring consistent, replicas stored), and fixtures of
+//! the pure policies ([`policy`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod policy;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use themis_mesh::{
-    Bytes, DhtNode, MeshConfig, MeshNode, Mode, NodeId, TransportKind, UDP_MAX_PAYLOAD, object_id,
-};
+use themis_mesh::channel::UDP_MAX_PAYLOAD;
+use themis_mesh::dht::DhtNode;
+use themis_mesh::{Bytes, MeshConfig, MeshNode, Mode, NodeId, TransportKind, object_id};
 
-use crate::dht::converge;
+use crate::dht::{Kind, converge};
 use crate::identity::{Rng, identity, network};
+use crate::net::MemNetwork;
 use crate::ring;
 use crate::wait::{eventually_ok, within};
 
 /// How the nodes of a test talk.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Setup {
-    /// TCP or UDP.
-    pub transport: TransportKind,
+    /// Loopback TCP or UDP, or the in-memory network.
+    pub kind: Kind,
     /// Secure or insecure.
     pub mode: Mode,
 }
@@ -30,17 +30,27 @@ pub struct Setup {
 impl Setup {
     /// Secure TCP, the default deployment.
     pub const TCP: Setup = Setup {
-        transport: TransportKind::Tcp,
+        kind: Kind::Tcp,
         mode: Mode::Secure,
     };
+
+    /// Secure, on the in-memory network `net` (deterministic under a paused clock).
+    pub fn mem(net: &MemNetwork) -> Self {
+        Self {
+            kind: Kind::Mem(net.clone()),
+            mode: Mode::Secure,
+        }
+    }
 }
 
 /// Settings for rings on one machine: `MeshConfig::fast` with quicker stabilization, so that
 /// a ring converges in a few seconds even on a loaded 2-core box.
-pub fn config(setup: Setup, seed: u64) -> MeshConfig {
+pub fn config(setup: &Setup, seed: u64) -> MeshConfig {
     let mut c = MeshConfig::fast("127.0.0.1:0".parse().unwrap());
     c.seed = Some(seed);
-    c.transport = setup.transport;
+    if matches!(setup.kind, Kind::Udp) {
+        c.transport = TransportKind::Udp;
+    }
     c.mode = setup.mode;
     c.udp.max_frame_len = UDP_MAX_PAYLOAD;
     c.tcp.max_connections = 512;
@@ -55,23 +65,36 @@ pub fn config(setup: Setup, seed: u64) -> MeshConfig {
 }
 
 /// Node `seed` (its identity and PRNG), joined through `bootstrap` if given.
-pub async fn start(setup: Setup, bootstrap: Option<&MeshNode>, seed: u64) -> MeshNode {
+pub async fn start(setup: &Setup, bootstrap: Option<&MeshNode>, seed: u64) -> MeshNode {
     let mut cfg = config(setup, seed);
     if let Some(b) = bootstrap {
         cfg.bootstrap = vec![b.contact()];
     }
-    within(
-        30,
-        "start a node",
-        MeshNode::start(network(), identity(seed), cfg),
-    )
-    .await
-    .unwrap()
+    let node = match &setup.kind {
+        Kind::Tcp | Kind::Udp => {
+            within(
+                30,
+                "start a node",
+                MeshNode::start(network(), identity(seed), cfg),
+            )
+            .await
+        }
+        Kind::Mem(net) => {
+            let transport = Arc::new(net.bind());
+            within(
+                30,
+                "start a node",
+                MeshNode::on_transport(network(), identity(seed), transport, cfg),
+            )
+            .await
+        }
+    };
+    node.unwrap()
 }
 
 /// `n` nodes, each joining through an earlier one (chosen by `seed`), then waits until the
 /// ring is [`consistent`].
-pub async fn ring(setup: Setup, n: usize, seed: u64) -> Vec<MeshNode> {
+pub async fn ring(setup: &Setup, n: usize, seed: u64) -> Vec<MeshNode> {
     let mut rng = Rng::with_seed(seed);
     let mut nodes: Vec<MeshNode> = Vec::with_capacity(n);
     for i in 0..n {

@@ -113,35 +113,25 @@ impl Workload for KeyAgreement {
     }
 
     fn figures(&self) -> Vec<Figure> {
+        use Metric::*;
+        use PointSel::{Each, Label};
         vec![
-            Figure {
-                what: "key pair + agreement, mean latency",
-                point: PointSel::Label("c=1"),
-                metric: Metric::MeanMs,
-                paper: "≈ 52 ms",
-                goal: Some(Goal::SecureAtMost(0.5)),
-            },
-            Figure {
-                what: "key pair + agreement, median latency",
-                point: PointSel::Label("c=1"),
-                metric: Metric::P50Ms,
-                paper: "",
-                goal: Some(Goal::SecureAtMost(0.5)),
-            },
-            Figure {
-                what: "key pair + agreement, p99 latency",
-                point: PointSel::Label("c=1"),
-                metric: Metric::P99Ms,
-                paper: "",
-                goal: None,
-            },
-            Figure {
-                what: "throughput",
-                point: PointSel::Each,
-                metric: Metric::OpsPerSec,
-                paper: "",
-                goal: None,
-            },
+            Figure::new(
+                "key pair + agreement, mean latency",
+                Label("c=1"),
+                MeanMs,
+                "≈ 52 ms",
+            )
+            .with_goal(Goal::SecureAtMost(0.5)),
+            Figure::new(
+                "key pair + agreement, median latency",
+                Label("c=1"),
+                P50Ms,
+                "",
+            )
+            .with_goal(Goal::SecureAtMost(0.5)),
+            Figure::new("key pair + agreement, p99 latency", Label("c=1"), P99Ms, ""),
+            Figure::new("throughput", Each, OpsPerSec, ""),
         ]
     }
 
