@@ -182,7 +182,7 @@ pub async fn dump(nodes: &[DhtNode]) -> String {
             .map(|r| format!("{r}={}", m.dht.rejected_for(*r)))
             .collect();
         out.push_str(&format!(
-            "{} {} pred={:?} succs={:?} stored={} failed={} dht_fail={} repairs={} rejected=[{}] ep_timeouts={} lookups_failed={} bad_answers={} malformed={} sent={}\n",
+            "{} {:?} pred={:?} succs={:?} stored={} failed={} dht_fail={} repairs={} rejected=[{}] ep_timeouts={} lookups_failed={} bad_answers={} malformed={} sent={}\n",
             st.id.short(),
             st.state,
             st.predecessor.map(|p| p.id),
