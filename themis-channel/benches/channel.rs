@@ -9,9 +9,6 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -41,7 +38,8 @@ fn seal_open(c: &mut Criterion) {
         });
 
         for secure in [true, false] {
-            let (mut a, mut bob) = common::pair(secure, 1, now, ChannelConfig::default());
+            let (mut a, mut bob) =
+                themis_testkit::channel::pair(secure, 1, now, ChannelConfig::default());
             let mut out = BytesMut::with_capacity(size + 64);
             let name = if secure { "secure" } else { "insecure" };
             g.bench_function(name, |b| {
@@ -68,7 +66,8 @@ fn seal_open(c: &mut Criterion) {
             })
         });
         for secure in [true, false] {
-            let (mut a, mut bob) = common::pair(secure, 2, now, ChannelConfig::default());
+            let (mut a, mut bob) =
+                themis_testkit::channel::pair(secure, 2, now, ChannelConfig::default());
             let mut out = BytesMut::with_capacity(size + 64);
             let name = if secure { "secure" } else { "insecure" };
             g.bench_function(name, |b| {

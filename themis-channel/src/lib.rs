@@ -56,20 +56,23 @@
 //! PROTOCOL.md gives the frame layout byte by byte.
 //!
 //! Transports move whole frames between peers named by their listening address: TCP
-//! ([`TcpTransport`]), UDP ([`UdpTransport`]) and a seeded in-memory network ([`MemNetwork`])
-//! for deterministic simulations, all behind the [`Transport`] trait.
+//! ([`TcpTransport`]) and UDP ([`UdpTransport`]), behind the [`Transport`] trait (the tests'
+//! seeded in-memory network, in the `themis-testkit` crate, is one more).
 //!
 //! ```
 //! use bytes::Bytes;
-//! use themis_channel::{MemConfig, MemNetwork, Transport};
+//! use themis_channel::{TcpConfig, TcpTransport, Transport};
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()?.block_on(async {
-//! let net = MemNetwork::new(MemConfig { seed: 7, ..MemConfig::default() });
-//! let (a, b) = (net.bind(), net.bind());
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let any = "127.0.0.1:0".parse()?;
+//! let a = TcpTransport::bind(any, TcpConfig::default()).await?;
+//! let b = TcpTransport::bind(any, TcpConfig::default()).await?;
 //! a.send(b.local_addr(), Bytes::from_static(&[0x01, 0x20, 42])).await?;
 //! let (from, frame) = b.recv().await?;
 //! assert_eq!((from, &frame[..]), (a.local_addr(), &[0x01, 0x20, 42][..]));
-//! # Ok::<(), themis_channel::TransportError>(())
+//! # a.close().await;
+//! # b.close().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -81,7 +84,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use bytes::Bytes;
-//! use themis_channel::{Endpoint, EndpointConfig, Handler, MemConfig, MemNetwork, PeerAddr};
+//! use themis_channel::{Endpoint, EndpointConfig, Handler, PeerAddr, TcpConfig};
 //! use themis_crypto::{IdentityKeypair, NetworkId};
 //!
 //! struct Echo;
@@ -92,14 +95,15 @@
 //!     }
 //! }
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()?.block_on(async {
-//! let net = NetworkId::new("doc")?;
-//! let sim = MemNetwork::new(MemConfig::default());
-//! let node = |seed| {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let (net, any) = (NetworkId::new("doc")?, "127.0.0.1:0".parse()?);
+//! let mut nodes = Vec::new();
+//! for seed in [1, 2] {
 //!     let key = Arc::new(IdentityKeypair::from_seed(&[seed; 32]));
-//!     Endpoint::new(Arc::new(sim.bind()), key, net.clone(), EndpointConfig::default(), Arc::new(Echo))
-//! };
-//! let (alice, bob) = (node(1)?, node(2)?);
+//!     let (tcp, cfg) = (TcpConfig::default(), EndpointConfig::default());
+//!     nodes.push(Endpoint::bind_tcp(any, tcp, key, net.clone(), cfg, Arc::new(Echo)).await?);
+//! }
+//! let (alice, bob) = (&nodes[0], &nodes[1]);
 //! // Bob is known by (node id, address); the handshake happens on this first request.
 //! let reply = alice.request(&bob.local_peer(), Bytes::from_static(b"ping")).await?;
 //! assert_eq!(&reply[..], b"ping");
@@ -119,11 +123,10 @@ pub use net::endpoint::{
     CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, IncomingCommand, PeerAddr,
 };
 pub use net::transport::{
-    DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig,
-    FaultyTransport, FrameSink, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
-    TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
-    TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport, TransportError,
-    TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
+    DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FrameSink,
+    MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
+    TRANSPORT_WELCOME, TcpConfig, TcpTransport, Transport, TransportError, TransportStats,
+    UDP_MAX_PAYLOAD, UdpConfig, UdpTransport, check_outgoing_frame,
 };
 pub use proto::{
     Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,

@@ -3,13 +3,11 @@
 //! reorder beyond what is accepted, or reflect them), plus the limits that keep a channel bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{insecure_pair, pair, secure_pair, session_pair, session_pair_epoch};
 use themis_channel::{Channel, ChannelConfig, Error, Incoming, Mode};
+use themis_testkit::channel::{insecure_pair, pair, secure_pair, session_pair, session_pair_epoch};
 
 fn cmd(ch: &mut Channel, payload: &[u8], now: Instant) -> (u64, BytesMut) {
     let mut out = BytesMut::new();

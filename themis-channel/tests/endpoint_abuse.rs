@@ -2,15 +2,15 @@
 //! the endpoint keeps serving everyone else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{Endpoint, EndpointConfig, TcpConfig};
 use themis_crypto::IdentityKeypair;
 use themis_handshake::{HandshakeConfig, Initiator};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{eventually_ok, identity, network, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -59,7 +59,7 @@ async fn tcp_garbage_gigabyte_prefix_and_stalled_half_frame() {
                 localhost(),
                 tcp_cfg,
                 identity(2),
-                net(),
+                network(),
                 EndpointConfig::default(),
                 Arc::new(Echo::default()),
             )
@@ -139,18 +139,21 @@ async fn udp_garbage_is_counted_and_dropped() {
     .await;
 }
 
+/// Waits (5 s at most) until the endpoint's counters satisfy `cond`; returns them.
 async fn eventually_metrics(
     ep: &Endpoint,
     cond: impl Fn(&themis_channel::EndpointMetrics) -> bool,
 ) -> themis_channel::EndpointMetrics {
-    for _ in 0..250 {
+    eventually_ok(5, "the endpoint's counters", || async {
         let m = ep.metrics();
         if cond(&m) {
-            return m;
+            Ok(())
+        } else {
+            Err(format!("{m:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("condition never held: {:?}", ep.metrics());
+    })
+    .await;
+    ep.metrics()
 }
 
 #[tokio::test]
@@ -179,7 +182,7 @@ async fn handshake_flood_from_fresh_identities_is_bounded() {
                 let attacker = Arc::new(IdentityKeypair::generate());
                 let (_init, msg1) = Initiator::start(
                     attacker,
-                    net(),
+                    network(),
                     server.local_id(),
                     &HandshakeConfig::default(),
                     now,

@@ -1,31 +1,18 @@
 //! 200 endpoints on the seeded in-memory network: same seed, same outcome (and same trace).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
-use themis_channel::{EndpointConfig, LinkConfig, MemConfig, MemNetwork};
-
-/// splitmix64, for picking pairs.
-fn next(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use themis_channel::EndpointConfig;
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::{
+    LinkConfig, MemConfig, MemNetwork, Rng, identity, network, paused_runtime, within,
+};
 
 /// Runs the simulation; returns each request's outcome and the network's trace.
 fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64, usize, bool)>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let net = MemNetwork::new(MemConfig {
             seed,
             default_link: LinkConfig {
@@ -52,16 +39,16 @@ fn simulate(seed: u64, nodes: usize, requests: usize) -> (Vec<String>, Vec<(u64,
                 )
             })
             .collect();
-        let mut s = seed;
+        let mut rng = Rng::with_seed(seed);
         let mut set = tokio::task::JoinSet::new();
         for k in 0..requests {
-            let i = (next(&mut s) % nodes as u64) as usize;
-            let mut j = (next(&mut s) % nodes as u64) as usize;
+            let i = rng.usize(..nodes);
+            let mut j = rng.usize(..nodes);
             if j == i {
                 j = (j + 1) % nodes;
             }
             let (a, peer) = (eps[i].clone(), eps[j].local_peer());
-            let delay = Duration::from_millis(next(&mut s) % 500);
+            let delay = Duration::from_millis(rng.u64(..500));
             set.spawn(async move {
                 tokio::time::sleep(delay).await;
                 let req = format!("{k}:{i}->{j}");
@@ -117,8 +104,7 @@ async fn sessions_are_rekeyed_by_message_count() {
         let mut cfg = EndpointConfig::default();
         cfg.channel.rekey_after_messages = 8;
         cfg.channel.reject_after_messages = 16;
-        let b = mem(sim.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
-        let a = mem(sim.bind(), 1, cfg, Arc::new(Echo::default()));
+        let (a, b) = mem_pair(&sim, cfg);
         for i in 0..100u8 {
             let r = a
                 .request(&b.local_peer(), Bytes::from(vec![i]))
@@ -141,18 +127,7 @@ async fn mutated_frames_of_every_type_are_survived() {
     within(600, "mutated_frames_of_every_type_are_survived", async {
         use themis_channel::Transport;
         let sim = MemNetwork::new(MemConfig::default());
-        let server = mem(
-            sim.bind(),
-            2,
-            EndpointConfig::default(),
-            Arc::new(Echo::default()),
-        );
-        let client = mem(
-            sim.bind(),
-            1,
-            EndpointConfig::default(),
-            Arc::new(Echo::default()),
-        );
+        let (client, server) = mem_pair(&sim, EndpointConfig::default());
         client
             .request(&server.local_peer(), Bytes::from_static(b"warm"))
             .await
@@ -161,31 +136,31 @@ async fn mutated_frames_of_every_type_are_survived() {
         let raw = sim.bind();
         let (_init, msg1) = themis_handshake::Initiator::start(
             identity(9),
-            net(),
+            network(),
             server.local_id(),
             &themis_handshake::HandshakeConfig::default(),
             std::time::Instant::now(),
         )
         .unwrap();
-        let mut s = 1u64;
+        let mut rng = Rng::with_seed(1);
         let mut sent = 0u64;
         let mut genuine = 0u64;
         for _ in 0..3000 {
-            let r = next(&mut s);
+            let r = rng.u64(..);
             let ty = [
                 0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3F, 0x7F,
             ][(r % 14) as usize];
-            let len = 2 + (next(&mut s) % 300) as usize;
+            let len = 2 + rng.usize(..300);
             let mut f: Vec<u8> = if ty == 0x01 && r.is_multiple_of(3) {
                 msg1.clone()
             } else {
-                (0..len).map(|_| next(&mut s) as u8).collect()
+                (0..len).map(|_| rng.u8(..)).collect()
             };
             f[0] = 0x01;
             f[1] = ty;
             if f.len() > 2 && r.is_multiple_of(5) {
-                let i = 2 + (next(&mut s) as usize % (f.len() - 2));
-                f[i] ^= 1 << (next(&mut s) % 8);
+                let i = 2 + rng.usize(..f.len() - 2);
+                f[i] ^= 1 << rng.u8(..8);
             }
             let is_genuine = f == msg1;
             if raw.send(server.local_addr(), Bytes::from(f)).await.is_ok() {

@@ -2,8 +2,6 @@
 //! one process, and two real OS processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
@@ -12,8 +10,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{Endpoint, EndpointConfig, PeerAddr};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::sys::open_fds;
+use themis_testkit::{identity, network, within};
 
 #[test]
 fn ten_thousand_requests_64_in_flight_across_runtimes() {
@@ -166,7 +166,7 @@ fn two_os_processes() {
     rt.block_on(within(180, "two processes", async {
         let a = tcp(1, EndpointConfig::default(), Arc::new(Echo::default())).await;
         let peer = PeerAddr {
-            id: identity(42).node_id(&net()),
+            id: identity(42).node_id(&network()),
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
         };
         for i in 0..100u32 {

@@ -2,13 +2,13 @@
 //! restarts, timeouts, graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{EndpointConfig, Error, PeerAddr};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{eventually, identity, network, within};
 
 #[tokio::test]
 async fn secure_request_gets_its_response() {
@@ -90,7 +90,7 @@ async fn wrong_key_at_address_is_an_identity_mismatch() {
     within(180, "wrong_key_at_address_is_an_identity_mismatch", async {
         let b = tcp(2, EndpointConfig::default(), Arc::new(Echo::default())).await;
         let a = tcp(1, quick(), Arc::new(Echo::default())).await;
-        let expected = identity(3).node_id(&net());
+        let expected = identity(3).node_id(&network());
         let peer = PeerAddr {
             id: expected,
             addr: b.local_addr(),
@@ -167,7 +167,7 @@ async fn unreachable_peer_times_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         drop(silent);
         let peer = PeerAddr {
-            id: identity(2).node_id(&net()),
+            id: identity(2).node_id(&network()),
             addr: listener.local_addr().unwrap(),
         };
         let e = a
@@ -229,7 +229,10 @@ async fn shutdown_finishes_in_flight_requests() {
         let (a2, peer) = (a.clone(), b.local_peer());
         let pending =
             tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"p")).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually(5, "the request runs in B's handler", || {
+            b.metrics().handlers_running == 1
+        })
+        .await;
         let (a3, b3) = (a.clone(), b.clone());
         let shut = tokio::spawn(async move {
             tokio::join!(a3.shutdown(), b3.shutdown());
@@ -297,7 +300,7 @@ async fn restarted_peer_is_reached_again_and_a_new_key_is_refused() {
             for _ in 0..5 {
                 match a.request(&peer, Bytes::from_static(b"3")).await {
                     Err(Error::IdentityMismatch { found, .. }) => {
-                        assert_eq!(found, identity(3).node_id(&net()));
+                        assert_eq!(found, identity(3).node_id(&network()));
                         mismatch = true;
                         break;
                     }
@@ -323,7 +326,7 @@ async fn session_outlives_a_reaped_connection() {
                 localhost(),
                 tcp_cfg.clone(),
                 identity(seed),
-                net(),
+                network(),
                 EndpointConfig::default(),
                 Arc::new(Echo::default()),
             )
@@ -333,7 +336,12 @@ async fn session_outlives_a_reaped_connection() {
         a.request(&b.local_peer(), Bytes::from_static(b"1"))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually(5, "the idle connection is reaped", || {
+            let reaped =
+                |ep: &themis_channel::Endpoint| ep.metrics().transport.connections_reaped_idle;
+            reaped(&a) + reaped(&b) >= 1
+        })
+        .await;
         let t = a.metrics().transport;
         assert!(
             t.connections_reaped_idle + b.metrics().transport.connections_reaped_idle >= 1,
@@ -499,13 +507,10 @@ async fn a_busy_peer_refuses_at_once_over_tcp() {
         let a = tcp(1, cfg_a, Arc::new(Echo::default())).await;
         let (a2, peer) = (a.clone(), b.local_peer());
         let first = tokio::spawn(async move { a2.request(&peer, Bytes::from_static(b"x")).await });
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while b.metrics().handlers_running < 1 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        eventually(10, "the first request occupies B's only handler", || {
+            b.metrics().handlers_running >= 1
         })
-        .await
-        .expect("the first request occupies B's only handler");
+        .await;
         let e = tokio::time::timeout(
             Duration::from_secs(10),
             a.request(&b.local_peer(), Bytes::from_static(b"y")),

@@ -2,13 +2,12 @@
 //! runtime (the shape of the `rpc_64_in_flight` bench): none may be lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
 use themis_channel::{EndpointConfig, Mode};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::{eventually, within};
 
 /// How long a request may take before the tests call it lost.
 const LOSS_TIMEOUT: Duration = Duration::from_secs(20);
@@ -152,7 +151,10 @@ async fn insecure_restart_never_answers_with_an_old_commands_response() {
                     async move { old.request(&peer, Bytes::from_static(b"\x04old")).await },
                 )
             };
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            eventually(5, "the old command runs in B's handler", || {
+                b.metrics().handlers_running == 1
+            })
+            .await;
             pending.abort();
             // Node 1 "restarted" (same identity, new port): its first command is seq 1 again.
             let new = tcp(1, EndpointConfig::insecure(), Arc::new(Echo::default())).await;

@@ -2,15 +2,13 @@
 //! completes or times out, none is executed twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use support::*;
-use themis_channel::{
-    Endpoint, EndpointConfig, Error, FaultConfig, FaultyTransport, UdpConfig, UdpTransport,
-};
+use themis_channel::{Endpoint, EndpointConfig, Error, UdpConfig, UdpTransport};
+use themis_testkit::channel::endpoint::*;
+use themis_testkit::channel::localhost;
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel, identity, network, within};
 
 async fn faulty(
     seed: u64,
@@ -21,17 +19,14 @@ async fn faulty(
     let t = UdpTransport::bind(localhost(), UdpConfig::default())
         .await
         .unwrap();
-    let t = FaultyTransport::new(
-        t,
-        FaultConfig {
-            seed: fault_seed,
-            loss: 0.2,
-            duplicate: 0.1,
-            reorder: 0.2,
-            reorder_delay: Duration::from_millis(15),
-        },
-    );
-    Endpoint::new(Arc::new(t), identity(seed), net(), cfg, handler).unwrap()
+    let link = LinkConfig {
+        loss: 0.2,
+        duplicate: 0.1,
+        jitter: Duration::from_millis(15),
+        ..LinkConfig::PERFECT
+    };
+    let t = FaultyTransport::new(t, NetModel::new(fault_seed, link));
+    Endpoint::new(Arc::new(t), identity(seed), network(), cfg, handler).unwrap()
 }
 
 fn run(mode_secure: bool) {

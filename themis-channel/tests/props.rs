@@ -2,19 +2,18 @@
 //! mutated frame is rejected without panic and without changing state".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use common::{pair, secure_pair};
 use proptest::prelude::*;
 use themis_channel::{
     Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TAG_LEN, peek_header,
 };
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
+use themis_testkit::Rng;
+use themis_testkit::channel::{pair, secure_pair};
 
 fn header_strategy() -> impl Strategy<Value = FrameHeader> {
     prop_oneof![
@@ -298,20 +297,9 @@ proptest! {
     }
 }
 
-/// Deterministic Fisher-Yates shuffle driven by a splitmix64 stream.
+/// Deterministic shuffle from a seed.
 fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for i in (1..v.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
+    Rng::with_seed(seed).shuffle(v);
 }
 
 /// One step of the model-based test below.

@@ -1,8 +1,6 @@
 //! 1,000 TCP transports in one process, within the descriptor limit, with LRU churn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{
     collections::HashSet,
     sync::{
@@ -12,8 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use themis_channel::{TcpConfig, TcpTransport, Transport};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{Rng, eventually, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_tcp_transports_with_a_small_connection_cap() {
@@ -81,12 +81,9 @@ async fn thousand_tcp_transports_with_a_small_connection_cap() {
             for (i, n) in nodes.iter().enumerate() {
                 let (n, addrs) = (n.clone(), addrs.clone());
                 senders.push(tokio::spawn(async move {
-                    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let mut rng = Rng::with_seed(i as u64 + 1);
                     for k in 0..PER_NODE {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        let mut to = (x % N as u64) as usize;
+                        let mut to = rng.usize(..N);
                         if to == i {
                             to = (to + 1) % N;
                         }

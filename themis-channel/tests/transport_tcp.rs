@@ -1,12 +1,12 @@
 //! TCP transport: pipelining, connection reuse, caps, reaping, abuse, shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
 use themis_channel::{TcpConfig, TcpTransport, Transport, TransportError};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{eventually, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -166,6 +166,8 @@ async fn lru_cap_reaps_and_reconnects() {
         for (i, p) in peers.iter().enumerate() {
             a.send(p.local_addr(), frame(0, i as u32, 0)).await.unwrap();
             assert_eq!(parse(&recv_within(&**p, 5).await.1), (0, i as u32));
+            // A step of the clock, not a wait: the last-use times the LRU compares have
+            // millisecond resolution.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(a.connected_peers(), 2);

@@ -1,15 +1,12 @@
 //! UDP transport: round trips, size limits, bad datagrams, 1,000 sockets in one process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
-use themis_channel::{
-    FaultConfig, FaultyTransport, Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig,
-    UdpTransport,
-};
+use themis_channel::{Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+use themis_testkit::channel::*;
+use themis_testkit::sys::*;
+use themis_testkit::{FaultyTransport, LinkConfig, NetModel, Rng, eventually, within};
 
 async fn udp(cfg: UdpConfig) -> UdpTransport {
     UdpTransport::bind(localhost(), cfg).await.unwrap()
@@ -157,16 +154,13 @@ async fn unreachable_peer_is_loss() {
 #[tokio::test]
 async fn faulty_wrapper_over_udp() {
     within(180, "faulty_wrapper_over_udp", async {
-        let a = FaultyTransport::new(
-            udp(UdpConfig::default()).await,
-            FaultConfig {
-                seed: 3,
-                loss: 0.3,
-                duplicate: 0.1,
-                reorder: 0.1,
-                reorder_delay: Duration::from_millis(5),
-            },
-        );
+        let link = LinkConfig {
+            loss: 0.3,
+            duplicate: 0.1,
+            jitter: Duration::from_millis(5),
+            ..LinkConfig::PERFECT
+        };
+        let a = FaultyTransport::new(udp(UdpConfig::default()).await, NetModel::new(3, link));
         let b = udp(UdpConfig {
             recv_queue_len: 4096,
             ..UdpConfig::default()
@@ -180,11 +174,26 @@ async fn faulty_wrapper_over_udp() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The wrapper sends a delayed copy from a task of its own: wait until every copy it
+        // let through has been handed to the socket...
+        let m = a.model_stats();
+        let copies = m.sent - m.lost - m.partitioned + m.duplicated;
+        eventually(10, "the wrapper sent every copy it let through", || {
+            a.inner().stats().frames_sent == copies
+        })
+        .await;
+        // ...then a marker straight through the socket: loopback delivers one socket's
+        // datagrams in order, so the frames before it are all there is to read.
+        a.inner()
+            .send(b.local_addr(), frame(1, 0, 0))
+            .await
+            .unwrap();
         let mut got = Vec::new();
-        while let Ok(Ok((_, f))) = tokio::time::timeout(Duration::from_millis(100), b.recv()).await
-        {
-            got.push(parse(&f).1);
+        loop {
+            match parse(&recv_within(&b, 10).await.1) {
+                (1, _) => break,
+                (_, n) => got.push(n),
+            }
         }
         let distinct: HashSet<u32> = got.iter().copied().collect();
         let dropped = a.stats().frames_dropped;
@@ -225,17 +234,11 @@ async fn thousand_udp_transports_one_fd_each() {
         );
 
         let addrs: Vec<_> = nodes.iter().map(|n| n.local_addr()).collect();
-        let mut seed = 0x1234_5678_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = Rng::with_seed(0x1234_5678);
         let mut expected = vec![0u64; N];
         for (i, node) in nodes.iter().enumerate() {
             for k in 0..PER_NODE {
-                let to = (next() % N as u64) as usize;
+                let to = rng.usize(..N);
                 expected[to] += 1;
                 node.send(addrs[to], frame(0, (i * PER_NODE + k) as u32, 32))
                     .await

@@ -14,21 +14,12 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::fuzz::{bench_decode_request, bench_find, bench_store};
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{ProviderRecord, ServiceSpec};
+use themis_testkit::sim::{Sim, SimConfig};
 
 fn build(n: usize) -> Sim {
-    let mut sim = Sim::new(SimConfig::new(1));
-    sim.add_node();
-    for _ in 1..n {
-        let live = sim.live();
-        let b = live[(sim.rng_u64() % live.len() as u64) as usize];
-        let i = sim.add_node();
-        sim.join(i, b);
-        sim.run_for(Duration::from_millis(20));
-    }
-    sim.run_for(Duration::from_secs(25));
-    sim
+    let (gap, settle) = (Duration::from_millis(20), Duration::from_secs(25));
+    themis_testkit::sim::build(SimConfig::new(1), n, gap, settle)
 }
 
 fn codec(c: &mut Criterion) {

@@ -10,30 +10,22 @@
 
 use std::time::Duration;
 
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, ServiceSpec};
+use themis_testkit::sim::{Sim, SimConfig, build};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let mut sim = Sim::new(SimConfig::new(7));
-    sim.add_node();
-    for _ in 1..nodes {
-        let live = sim.live();
-        let b = live[(sim.rng_u64() % live.len() as u64) as usize];
-        let i = sim.add_node();
-        sim.join(i, b);
-        sim.run_for(Duration::from_millis(20));
-    }
-    sim.run_for(Duration::from_secs(25));
+    let (gap, settle) = (Duration::from_millis(20), Duration::from_secs(25));
+    let mut sim = build(SimConfig::new(7), nodes, gap, settle);
     sim.check_ring().unwrap();
     let before = sim.metrics_total();
     let mut lat = Vec::new();
     let (mut stored, mut failed) = (0u64, 0u64);
     for k in 0..count {
         let live = sim.live();
-        let i = live[(sim.rng_u64() % live.len() as u64) as usize];
+        let i = live[sim.rng().usize(..live.len())];
         sim.take_events(i);
         let start = sim.now();
         sim.with_node(i, |n, now| {

@@ -5,8 +5,8 @@
 //!
 //! The node is a sans-I/O state machine in the style of `quinn-proto`: the caller feeds it
 //! requests, responses and timeouts, each with `now`, and loops [`Node::poll_output`] until it
-//! is empty after every input. The same code runs in the deterministic simulator (the hidden
-//! `sim` module, used by the tests) and over the secure endpoint ([`DhtNode`], below).
+//! is empty after every input. The same code runs in the deterministic simulator (in the
+//! `themis-testkit` crate, used by the tests) and over the secure endpoint ([`DhtNode`], below).
 //!
 //! A driver's contract:
 //! - [`Output::Send`]: send `bytes` as a secure-channel command to `to`; if `expect` is set the
@@ -84,11 +84,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod adversary;
 mod driver;
 mod error;
 mod proto;
-#[doc(hidden)]
-pub mod sim;
 
 pub use driver::{
     DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, NodeMetrics, Registered, Status,
@@ -110,5 +109,6 @@ pub use proto::wire::{
 /// Test and fuzzing access to internals; not part of the API.
 #[doc(hidden)]
 pub mod fuzz {
+    pub use crate::adversary::{closer_answer, find_target, forge_owner_answer};
     pub use crate::proto::wire::{bench_decode_request, bench_find, bench_store, fuzz_decode};
 }

@@ -1,13 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 //! Misbehaving nodes: responders that stall finds, responsible nodes that forge records.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{build, providers_result};
-use themis_dht::sim::{Adversary, SimConfig};
 use themis_dht::{Event, Found, ServiceSpec, object_id};
+use themis_testkit::sim::{Adversary, SimConfig, build, providers_result};
 
 #[test]
 fn regressing_or_random_responders_cannot_stall_a_find() {

@@ -2,13 +2,12 @@
 //! Registrations under churn: crashes repaired by stabilization and re-store; graceful leaves
 //! that lose nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{build, count_missing, grow, register_many};
-use themis_dht::sim::SimConfig;
-use themis_dht::{Config, Event, object_id};
+use themis_dht::{Config, Event};
+use themis_testkit::sim::{
+    SimConfig, build, count_missing, grow, misplaced_replicas, register_many,
+};
 
 #[test]
 fn crash_twenty_percent_and_join_twenty_percent() {
@@ -34,7 +33,7 @@ fn crash_twenty_percent_and_join_twenty_percent() {
     // crash 20 % with no leave, join 20 % new ones
     let mut live = sim.live();
     for _ in 0..n / 5 {
-        let k = (sim.rng_u64() % live.len() as u64) as usize;
+        let k = sim.rng().usize(..live.len());
         sim.crash(live.swap_remove(k));
     }
     grow(&mut sim, n / 5, Duration::from_millis(20));
@@ -71,7 +70,7 @@ fn graceful_leave_of_thirty_percent_loses_nothing() {
     let regs = register_many(&mut sim, 10_000, 2, 500);
     let mut live = sim.live();
     for _ in 0..(n * 3 / 10) {
-        let k = (sim.rng_u64() % live.len() as u64) as usize;
+        let k = sim.rng().usize(..live.len());
         let i = live.swap_remove(k);
         sim.leave(i);
         sim.run_for(Duration::from_millis(30));
@@ -79,23 +78,7 @@ fn graceful_leave_of_thirty_percent_loses_nothing() {
     sim.run_for(Duration::from_secs(3));
     sim.check_ring().unwrap();
     // every replica of every registration is at its true owner now
-    let mut lost = 0;
-    for (p, name) in &regs {
-        let provider = sim.node(*p).id();
-        for r in 0..=2u8 {
-            let oid = object_id(name, r);
-            let owner = sim.true_successor(&oid).unwrap();
-            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
-            if !sim
-                .node(idx)
-                .stored(&oid)
-                .iter()
-                .any(|rec| rec.provider() == provider)
-            {
-                lost += 1;
-            }
-        }
-    }
+    let lost = misplaced_replicas(&sim, &regs, 2);
     let left: usize = (0..sim.len())
         .flat_map(|i| sim.events(i).to_vec())
         .filter_map(|e| match e {

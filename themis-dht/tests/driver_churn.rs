@@ -2,13 +2,12 @@
 //! record, and crashed nodes (dropped without a leave) are routed around.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod driver_support;
-
 use std::time::Duration;
 
-use driver_support::*;
 use themis_channel::Mode;
 use themis_dht::DhtNode;
+use themis_testkit::dht::*;
+use themis_testkit::{Rng, within};
 
 /// Registers `names` names from the first `providers` nodes (which stay), k = 2.
 async fn register(
@@ -41,7 +40,7 @@ async fn total_stored(nodes: &[DhtNode]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_leaves_lose_nothing() {
     within(180, "graceful_leaves_lose_nothing", async {
-        let mut nodes = ring(Kind::Tcp, Mode::Secure, 24, 4).await;
+        let mut nodes = ring(&Kind::Tcp, Mode::Secure, 24, 4).await;
         let names = register(&nodes, 12, 15).await;
         assert_eq!(total_stored(&nodes).await, 45, "15 names × 3 replicas");
 
@@ -73,7 +72,7 @@ async fn graceful_leaves_lose_nothing() {
             45,
             "every record is still stored once per replica"
         );
-        let mut rng = Rng::new(14);
+        let mut rng = Rng::with_seed(14);
         check_finds(&nodes, &mut rng, 100).await;
         check_lookups(&nodes, &mut rng, &names, 2).await;
         for n in &nodes {
@@ -86,7 +85,7 @@ async fn graceful_leaves_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_nodes_are_routed_around() {
     within(180, "crashed_nodes_are_routed_around", async {
-        let mut nodes = ring(Kind::Tcp, Mode::Secure, 24, 5).await;
+        let mut nodes = ring(&Kind::Tcp, Mode::Secure, 24, 5).await;
         let names = register(&nodes, 12, 15).await;
 
         // Two non-providers crash: their handles are dropped, nothing is handed over.
@@ -96,7 +95,7 @@ async fn crashed_nodes_are_routed_around() {
             let st = n.status().await.unwrap();
             assert!(st.successors.iter().all(|p| !crashed.contains(&p.id)));
         }
-        let mut rng = Rng::new(15);
+        let mut rng = Rng::with_seed(15);
         // Fingers may still name the crashed nodes: finds time out on them and go around.
         check_finds(&nodes, &mut rng, 100).await;
         check_lookups(&nodes, &mut rng, &names, 2).await;

@@ -3,37 +3,18 @@
 //! stabilization, stores and lookups takes no real time to speak of.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod driver_support;
-
 use std::{sync::Arc, time::Duration};
 
-use driver_support::*;
 use themis_channel::Mode;
 use themis_dht::DhtNode;
+use themis_testkit::dht::*;
+use themis_testkit::{Rng, identity, network, within};
 
 #[tokio::test(start_paused = true)]
 async fn thirty_nodes_in_memory_virtual_time() {
     within(600, "thirty_nodes_in_memory_virtual_time", async {
-        let net = mem_network(21);
-        let mut rng = Rng::new(21);
-        let mut nodes: Vec<DhtNode> = Vec::new();
-        for i in 0..30u64 {
-            let s = 7000 + i;
-            let t = Arc::new(net.bind());
-            let node = DhtNode::on_transport(
-                t,
-                identity(s),
-                driver_support::net(),
-                config(Mode::Secure, s),
-            )
-            .unwrap();
-            if !nodes.is_empty() {
-                let b = &nodes[rng.below(nodes.len())];
-                node.join([b.contact()]).await.unwrap();
-            }
-            nodes.push(node);
-        }
-        converge(&nodes, Duration::from_secs(120)).await;
+        let mut nodes = ring(&Kind::Mem(mem_network(21)), Mode::Secure, 30, 21).await;
+        let mut rng = Rng::with_seed(21);
         check_finds(&nodes, &mut rng, 100).await;
         store_and_lookup(&nodes, &mut rng, 10).await;
 
@@ -63,13 +44,8 @@ async fn an_operation_that_outlasts_command_timeout_fails_with_timed_out() {
             let silent = net.bind(); // frames to it are delivered, never answered
             let mut cfg = config(Mode::Secure, 5);
             cfg.command_timeout = Duration::from_secs(2);
-            let node = DhtNode::on_transport(
-                Arc::new(net.bind()),
-                identity(5),
-                driver_support::net(),
-                cfg,
-            )
-            .unwrap();
+            let node =
+                DhtNode::on_transport(Arc::new(net.bind()), identity(5), network(), cfg).unwrap();
             let started = tokio::time::Instant::now();
             let e = node
                 .join([themis_dht::Contact::from(

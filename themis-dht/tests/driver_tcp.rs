@@ -3,11 +3,10 @@
 //! ring; API errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod driver_support;
-
-use driver_support::*;
 use themis_channel::Mode;
 use themis_dht::{Contact, Error, ServiceSpec};
+use themis_testkit::dht::*;
+use themis_testkit::{Rng, identity, network, random_id, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_nodes_over_secure_tcp_join_store_and_find() {
@@ -15,8 +14,8 @@ async fn fifty_nodes_over_secure_tcp_join_store_and_find() {
         180,
         "fifty_nodes_over_secure_tcp_join_store_and_find",
         async {
-            let nodes = ring(Kind::Tcp, Mode::Secure, 50, 1).await;
-            let mut rng = Rng::new(11);
+            let nodes = ring(&Kind::Tcp, Mode::Secure, 50, 1).await;
+            let mut rng = Rng::with_seed(11);
             let hops = check_finds(&nodes, &mut rng, 200).await;
             assert!(hops <= 12, "a find took {hops} hops in a ring of 50");
             store_and_lookup(&nodes, &mut rng, 20).await;
@@ -47,8 +46,8 @@ async fn fifty_nodes_over_secure_tcp_join_store_and_find() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_tcp_ring_works_the_same() {
     within(180, "insecure_tcp_ring_works_the_same", async {
-        let nodes = ring(Kind::Tcp, Mode::Insecure, 12, 2).await;
-        let mut rng = Rng::new(12);
+        let nodes = ring(&Kind::Tcp, Mode::Insecure, 12, 2).await;
+        let mut rng = Rng::with_seed(12);
         check_finds(&nodes, &mut rng, 50).await;
         store_and_lookup(&nodes, &mut rng, 5).await;
         let m = nodes[1].metrics().await.unwrap();
@@ -69,9 +68,9 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
         180,
         "a_lone_node_answers_locally_and_errors_are_reported",
         async {
-            let a = start(Kind::Tcp, 500, config(Mode::Secure, 500)).await;
+            let a = start(&Kind::Tcp, 500, config(Mode::Secure, 500)).await;
             // Alone, a node is responsible for everything: 0 hops.
-            let t = Rng::new(3).id();
+            let t = random_id(&mut Rng::with_seed(3));
             let f = a.find(t).await.unwrap();
             assert_eq!((f.successor.id, f.hops), (a.id(), 0));
             let r = a.register(ServiceSpec::new("solo"), None).await.unwrap();
@@ -98,12 +97,12 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
             assert!(e.to_string().contains("bootstrap"));
 
             // Joining through a node that holds another key than the one given fails too.
-            let b = start(Kind::Tcp, 501, config(Mode::Secure, 501)).await;
+            let b = start(&Kind::Tcp, 501, config(Mode::Secure, 501)).await;
             let impostor = Contact {
                 addr: b.peer().addr,
-                id: Some(identity(999).node_id(&net())),
+                id: Some(identity(999).node_id(&network())),
             };
-            let c = start(Kind::Tcp, 502, config(Mode::Secure, 502)).await;
+            let c = start(&Kind::Tcp, 502, config(Mode::Secure, 502)).await;
             let e = c.join([impostor]).await.unwrap_err();
             assert!(matches!(e, Error::JoinFailed { .. }), "{e}");
             assert!(
@@ -147,7 +146,7 @@ async fn a_node_on_every_interface_advertises_a_dialable_address() {
             use themis_dht::DhtNode;
             let any: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();
             let bind = |seed: u64, cfg| {
-                DhtNode::bind_tcp(any, TcpConfig::default(), identity(seed), net(), cfg)
+                DhtNode::bind_tcp(any, TcpConfig::default(), identity(seed), network(), cfg)
             };
             let e = bind(700, config(Mode::Secure, 700)).await.unwrap_err();
             assert!(matches!(e, Error::UnspecifiedAddress { .. }), "{e}");
@@ -158,7 +157,7 @@ async fn a_node_on_every_interface_advertises_a_dialable_address() {
             let a = bind(701, cfg).await.unwrap();
             let addr = a.peer().addr;
             assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-            let b = start(Kind::Tcp, 702, config(Mode::Secure, 702)).await;
+            let b = start(&Kind::Tcp, 702, config(Mode::Secure, 702)).await;
             b.join([a.contact()]).await.unwrap();
             let (a, b) = {
                 let nodes = [a, b];
@@ -193,14 +192,14 @@ async fn records_are_accepted_only_from_the_authenticated_provider() {
             use std::time::{SystemTime, UNIX_EPOCH};
             use themis_channel::{Endpoint, EndpointConfig, PeerAddr, TcpConfig};
 
-            let b = start(Kind::Tcp, 600, config(Mode::Secure, 600)).await;
+            let b = start(&Kind::Tcp, 600, config(Mode::Secure, 600)).await;
             let endpoint = |seed: u64| async move {
                 let handler = |_: PeerAddr, _: bytes::Bytes| async { bytes::Bytes::new() };
                 Endpoint::bind_tcp(
                     "127.0.0.1:0".parse().unwrap(),
                     TcpConfig::default(),
                     identity(seed),
-                    net(),
+                    network(),
                     EndpointConfig::default(),
                     Arc::new(handler),
                 )
@@ -214,7 +213,7 @@ async fn records_are_accepted_only_from_the_authenticated_provider() {
                 .as_millis() as u64;
             let record = themis_dht::ProviderRecord::sign(
                 &identity(601),
-                &net(),
+                &network(),
                 &ServiceSpec::new("guarded"),
                 a.local_addr(),
                 0,
@@ -236,7 +235,10 @@ async fn records_are_accepted_only_from_the_authenticated_provider() {
             assert_eq!(m.dht.rejected_for(themis_dht::Refusal::NotProvider), 1);
             assert_eq!(b.status().await.unwrap().stored_records, 1);
             let found = b.lookup_providers("guarded", Some(0)).await.unwrap();
-            assert_eq!(found.records[0].provider(), identity(601).node_id(&net()));
+            assert_eq!(
+                found.records[0].provider(),
+                identity(601).node_id(&network())
+            );
             b.shutdown().await;
         },
     )

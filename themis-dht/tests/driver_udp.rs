@@ -3,10 +3,9 @@
 //! the transport carries up to the UDP maximum here (loopback).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod driver_support;
-
-use driver_support::*;
 use themis_channel::Mode;
+use themis_testkit::dht::*;
+use themis_testkit::{Rng, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_nodes_over_secure_udp_join_store_and_find() {
@@ -14,8 +13,8 @@ async fn fifty_nodes_over_secure_udp_join_store_and_find() {
         180,
         "fifty_nodes_over_secure_udp_join_store_and_find",
         async {
-            let nodes = ring(Kind::Udp, Mode::Secure, 50, 3).await;
-            let mut rng = Rng::new(13);
+            let nodes = ring(&Kind::Udp, Mode::Secure, 50, 3).await;
+            let mut rng = Rng::with_seed(13);
             check_finds(&nodes, &mut rng, 200).await;
             store_and_lookup(&nodes, &mut rng, 20).await;
             let m = nodes[0].metrics().await.unwrap();

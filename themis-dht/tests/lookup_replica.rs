@@ -3,35 +3,15 @@
 //! virtual time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod driver_support;
-
-use std::{sync::Arc, time::Duration};
-
-use driver_support::*;
 use themis_channel::Mode;
-use themis_dht::{DhtNode, Error, ServiceSpec};
+use themis_dht::{Error, ServiceSpec};
+use themis_testkit::dht::{Kind, mem_network, ring};
+use themis_testkit::within;
 
 #[tokio::test(start_paused = true)]
 async fn each_replica_answers_with_its_own_record() {
     within(600, "each_replica_answers_with_its_own_record", async {
-        let net = mem_network(31);
-        let mut nodes: Vec<DhtNode> = Vec::new();
-        for i in 0..8u64 {
-            let s = 3100 + i;
-            let t = Arc::new(net.bind());
-            let node = DhtNode::on_transport(
-                t,
-                identity(s),
-                driver_support::net(),
-                config(Mode::Secure, s),
-            )
-            .unwrap();
-            if let Some(b) = nodes.first() {
-                node.join([b.contact()]).await.unwrap();
-            }
-            nodes.push(node);
-        }
-        converge(&nodes, Duration::from_secs(120)).await;
+        let nodes = ring(&Kind::Mem(mem_network(31)), Mode::Secure, 8, 31).await;
         let provider = &nodes[3];
         let r = provider
             .register(ServiceSpec::new("svc"), Some(2))

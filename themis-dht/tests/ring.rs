@@ -3,23 +3,13 @@
 
 use std::time::Duration;
 
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, Found};
+use themis_testkit::sim::{Sim, SimConfig, build};
 
-/// Builds a ring of `n` nodes joined one after another through random earlier members,
-/// `gap` apart, then lets it stabilize.
-fn build(seed: u64, n: usize, gap: Duration, settle: Duration) -> Sim {
-    let mut sim = Sim::new(SimConfig::new(seed));
-    sim.add_node();
-    for i in 1..n {
-        let live = sim.live();
-        let b = live[(sim.rng_u64() % live.len() as u64) as usize];
-        sim.add_node();
-        sim.join(i, b);
-        sim.run_for(gap);
-    }
-    sim.run_for(settle);
-    sim
+/// A ring of `n` nodes joined one after another through random earlier members, `gap` apart,
+/// then left to stabilize.
+fn ring(seed: u64, n: usize, gap: Duration, settle: Duration) -> Sim {
+    build(SimConfig::new(seed), n, gap, settle)
 }
 
 fn finds(sim: &mut Sim, count: usize) -> (usize, Vec<u32>) {
@@ -28,7 +18,7 @@ fn finds(sim: &mut Sim, count: usize) -> (usize, Vec<u32>) {
     let mut hops = Vec::new();
     let mut pending = Vec::new();
     for c in 0..count {
-        let from = live[(sim.rng_u64() % live.len() as u64) as usize];
+        let from = live[sim.rng().usize(..live.len())];
         let target = sim.random_id();
         let q = sim.find(from, target);
         pending.push((from, q, target));
@@ -61,7 +51,7 @@ fn finds(sim: &mut Sim, count: usize) -> (usize, Vec<u32>) {
 
 #[test]
 fn small_ring_converges() {
-    let mut sim = build(1, 20, Duration::from_millis(100), Duration::from_secs(20));
+    let mut sim = ring(1, 20, Duration::from_millis(100), Duration::from_secs(20));
     sim.check_ring().unwrap();
     let (wrong, _) = finds(&mut sim, 200);
     assert_eq!(wrong, 0);
@@ -72,7 +62,7 @@ fn small_ring_converges() {
 
 #[test]
 fn lookups_hedge_around_crashed_peers() {
-    let mut sim = build(3, 30, Duration::from_millis(50), Duration::from_secs(20));
+    let mut sim = ring(3, 30, Duration::from_millis(50), Duration::from_secs(20));
     sim.check_ring().unwrap();
     let live = sim.live();
     // Crash a sixth of the ring; before stabilization notices, lookups meet silent peers.
@@ -94,7 +84,7 @@ fn lookups_hedge_around_crashed_peers() {
 fn thousand_nodes_one_after_another() {
     let n = 1000;
     let t0 = std::time::Instant::now();
-    let mut sim = build(7, n, Duration::from_millis(20), Duration::from_secs(25));
+    let mut sim = ring(7, n, Duration::from_millis(20), Duration::from_secs(25));
     let built = t0.elapsed();
     sim.check_ring().unwrap();
     let t1 = std::time::Instant::now();

@@ -2,19 +2,17 @@
 //! Simulator properties: determinism, joining from a bare address, and convergence of the ring
 //! after any sequence of joins, leaves and crashes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{build, grow, random_live};
-
 use proptest::prelude::*;
-use themis_dht::sim::{Sim, SimConfig};
 use themis_dht::{Event, NodeState, ServiceSpec};
+use themis_testkit::sim::{
+    Sim, SimConfig, build, grow, misplaced_replicas, random_live, register_many,
+};
 
 fn scenario(seed: u64) -> (u64, u64) {
     let mut cfg = SimConfig::new(seed);
-    cfg.loss_ppm = 10_000; // 1 % loss
+    cfg.link.loss = 0.01; // 1 % loss
     let mut sim = build(cfg, 30, Duration::from_millis(20), Duration::from_secs(5));
     let p = random_live(&mut sim);
     sim.with_node(p, |n, now| n.register(now, ServiceSpec::new("x"), None))
@@ -126,7 +124,7 @@ fn bootstrap_for(sim: &mut Sim, i: usize) -> Option<usize> {
             .find(|j| sim.is_alive(*j) && sim.node(*j).state() == NodeState::Member)?;
         return (first != i).then_some(first);
     }
-    let k = (sim.rng_u64() % c.len() as u64) as usize;
+    let k = sim.rng().usize(..c.len());
     Some(c[k])
 }
 
@@ -317,27 +315,11 @@ fn newcomers_take_over_their_objects() {
     cfg.node.restore_period = Duration::from_secs(3000);
     cfg.node.record_ttl = Duration::from_secs(3600);
     let mut sim = build(cfg, 10, Duration::from_millis(20), Duration::from_secs(5));
-    let regs = common::register_many(&mut sim, 60, 2, 20);
+    let regs = register_many(&mut sim, 60, 2, 20);
     grow(&mut sim, 20, Duration::from_millis(50));
     sim.run_for(Duration::from_secs(5));
     sim.check_ring().unwrap();
-    let mut misplaced = 0;
-    for (p, name) in &regs {
-        let provider = sim.node(*p).id();
-        for r in 0..=2u8 {
-            let oid = themis_dht::object_id(name, r);
-            let owner = sim.true_successor(&oid).unwrap();
-            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
-            if !sim
-                .node(idx)
-                .stored(&oid)
-                .iter()
-                .any(|rec| rec.provider() == provider)
-            {
-                misplaced += 1;
-            }
-        }
-    }
+    let misplaced = misplaced_replicas(&sim, &regs, 2);
     assert_eq!(misplaced, 0, "every replica moved to its new owner");
     let m = sim.metrics_total();
     assert!(m.handoff_records_sent > 0 && m.handoff_records_received > 0);

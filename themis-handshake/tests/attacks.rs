@@ -1,14 +1,12 @@
 //! Attacks against the guarantees of paper §5.2.1, each named after what it tries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Pair, assert_matching};
 use themis_crypto::{IdentityKeypair, NetworkId};
 use themis_handshake::{Error, HandshakeConfig, Initiator, Responder, SeededRandom};
+use themis_testkit::handshake::{Pair, assert_matching};
 
 /// §5.2.1 G2 (Bob's side): a replayed message 1 starts a run, but without the key the attacker
 /// cannot produce message 3, so Bob never registers a session for it.

@@ -1,12 +1,10 @@
 //! Honest runs always agree (paper §5.2.1, Guarantee 2: both hold the same key).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::{Pair, assert_matching};
 use proptest::prelude::*;
 use themis_crypto::NetworkId;
 use themis_handshake::{MessageKind, Role, peek};
+use themis_testkit::handshake::{Pair, assert_matching};
 
 #[test]
 fn honest_run_establishes_matching_sessions() {

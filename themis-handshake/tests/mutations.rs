@@ -2,12 +2,10 @@
 //! the genuine message still needs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::{
+use proptest::prelude::*;
+use themis_testkit::handshake::{
     Pair, assert_matching, field_swaps, msg1_fields, msg2_fields, msg3_fields, mutations,
 };
-use proptest::prelude::*;
 
 /// All damaged forms of message 1 for one fixed transcript.
 fn damaged_msg1(p: &Pair, msg1: &[u8]) -> Vec<(String, Vec<u8>)> {

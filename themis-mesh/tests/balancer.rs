@@ -1,14 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 //! Balancer behaviour: canary split, P2C, failover, retry budget, ejection, pinning.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{id, provider};
 use themis_crypto::NodeId;
 use themis_mesh::{Balancer, BalancerConfig, Error, Policy, Provider};
+use themis_testkit::mesh::policy::{id, provider};
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -3,20 +3,15 @@
 //! locally through the same checks (regression: it failed with "refusing to send a request to
 //! this node itself").
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use themis_mesh::{
-    Bytes, Error, IdentityKeypair, MeshConfig, MeshNode, NetworkId, NodeId, ServiceSpec,
-};
+use themis_mesh::{Bytes, Error, MeshConfig, MeshNode, NodeId, ServiceSpec};
+use themis_testkit::{identity, network, within};
 
 #[tokio::test]
 async fn a_node_calls_the_service_it_provides() {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let net = NetworkId::new("mesh-local").unwrap();
+    within(30, "the self-call test", async {
         let node = MeshNode::start(
-            net,
-            Arc::new(IdentityKeypair::generate()),
+            network(),
+            identity(1),
             MeshConfig::fast("127.0.0.1:0".parse().unwrap()),
         )
         .await
@@ -45,6 +40,5 @@ async fn a_node_calls_the_service_it_provides() {
         assert!(matches!(e, Error::AccessDenied { .. }), "{e}");
         node.shutdown().await;
     })
-    .await
-    .expect("the self-call test timed out");
+    .await;
 }

@@ -3,26 +3,11 @@
 //! (tokio's paused clock advances whenever every task waits). Register, discover and call
 //! across a three-node ring; every wait is for a condition, bounded in virtual time.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use themis_mesh::channel::{MemConfig, MemNetwork};
-use themis_mesh::{
-    Bytes, Discovery, Error, IdentityKeypair, MeshConfig, MeshNode, NetworkId, NodeId, ServiceSpec,
-    object_id,
-};
-
-async fn node(mem: &MemNetwork, bootstrap: Option<&MeshNode>, seed: u8) -> MeshNode {
-    let transport = Arc::new(mem.bind());
-    let mut config = MeshConfig::fast("127.0.0.1:0".parse().unwrap());
-    config.seed = Some(u64::from(seed));
-    config.bootstrap = bootstrap.map(MeshNode::contact).into_iter().collect();
-    let net = NetworkId::new("mesh-mem").unwrap();
-    let id = Arc::new(IdentityKeypair::from_seed(&[seed; 32]));
-    MeshNode::on_transport(net, id, transport, config)
-        .await
-        .unwrap()
-}
+use themis_mesh::{Bytes, Discovery, Error, MeshNode, NodeId, ServiceSpec, object_id};
+use themis_testkit::mesh::{Setup, start};
+use themis_testkit::{MemConfig, MemNetwork, ring};
 
 /// Discovers `service` from `node` afresh until the answer satisfies `want`, for at most 60 s
 /// of virtual time.
@@ -51,9 +36,10 @@ async fn register_discover_and_call_over_an_in_memory_network() {
         seed: 7,
         ..MemConfig::default()
     });
-    let a = node(&mem, None, 1).await;
-    let b = node(&mem, Some(&a), 2).await;
-    let c = node(&mem, Some(&a), 3).await;
+    let setup = Setup::mem(&mem);
+    let a = start(&setup, None, 1).await;
+    let b = start(&setup, Some(&a), 2).await;
+    let c = start(&setup, Some(&a), 3).await;
     let provider = b.id();
     b.register(
         "echo",
@@ -88,14 +74,14 @@ async fn discovery_falls_back_to_a_sibling_replica() {
         seed: 11,
         ..MemConfig::default()
     });
-    let mut nodes = vec![node(&mem, None, 10).await];
+    let setup = Setup::mem(&mem);
+    let mut nodes = vec![start(&setup, None, 10).await];
     for seed in 11..16 {
-        let n = node(&mem, Some(&nodes[0]), seed).await;
+        let n = start(&setup, Some(&nodes[0]), seed).await;
         nodes.push(n);
     }
-    let mut ids: Vec<NodeId> = nodes.iter().map(MeshNode::id).collect();
-    ids.sort();
-    let owner = |t: &NodeId| *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0]);
+    let ids = ring::order(nodes.iter().map(MeshNode::id));
+    let owner = |t: &NodeId| ring::successor(&ids, t).unwrap();
     let (provider, reader) = (nodes[1].clone(), nodes[2].clone());
     // A name whose replica 0 lives neither on the provider nor on the reader.
     let name = (0..)

@@ -5,17 +5,17 @@
 //! (`within`), and the tests wait for conditions (ring consistent, replicas stored), never for
 //! fixed delays.
 
-mod node_support;
-
 use std::collections::HashMap;
 
-use node_support::*;
 use themis_mesh::{Bytes, Error, NodeId, ServiceSpec, object_id};
+use themis_testkit::mesh::*;
+use themis_testkit::ring;
+use themis_testkit::{eventually_ok, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_discover_call_on_50_nodes() {
     within(120, "the whole test", async {
-        let nodes = ring(Setup::TCP, 50, 50).await;
+        let nodes = ring(&Setup::TCP, 50, 50).await;
         let stored = within(
             20,
             "register",
@@ -56,9 +56,9 @@ async fn register_discover_call_on_50_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_survives_the_death_of_the_responsible_node() {
     within(120, "the whole test", async {
-        let nodes = ring(Setup::TCP, 20, 20).await;
+        let nodes = ring(&Setup::TCP, 20, 20).await;
         let ids = sorted_ids(&nodes);
-        let owner0 = owner(&ids, &object_id("db", 0));
+        let owner0 = ring::successor(&ids, &object_id("db", 0)).unwrap();
         let dead = nodes.iter().position(|n| n.id() == owner0).unwrap();
         let provider = (dead + 1) % nodes.len();
         within(
@@ -111,7 +111,7 @@ async fn discovery_survives_the_death_of_the_responsible_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_split_within_3_points_over_10000_calls() {
     within(120, "the whole test", async {
-        let nodes = ring(Setup::TCP, 5, 5).await;
+        let nodes = ring(&Setup::TCP, 5, 5).await;
         within(
             20,
             "register stable",
@@ -127,7 +127,7 @@ async fn canary_split_within_3_points_over_10000_calls() {
         .await
         .unwrap();
         let caller = nodes[4].clone();
-        eventually(20, "both versions discovered", || async {
+        eventually_ok(20, "both versions discovered", || async {
             match caller.discover("web").await {
                 Ok(f) if f.len() == 2 => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -164,7 +164,7 @@ async fn canary_split_within_3_points_over_10000_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denial_is_a_clear_error() {
     within(90, "the whole test", async {
-        let nodes = ring(Setup::TCP, 4, 4).await;
+        let nodes = ring(&Setup::TCP, 4, 4).await;
         let allowed = nodes[1].id();
         within(
             20,

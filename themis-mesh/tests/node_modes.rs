@@ -4,13 +4,13 @@
 //! crashes, and access policy, every step bounded (the larger secure-TCP scenarios are
 //! `node_mesh.rs`).
 
-mod node_support;
-
-use node_support::*;
-use themis_mesh::{Bytes, Error, Mode, ServiceSpec, TransportKind};
+use themis_mesh::{Bytes, Error, Mode, ServiceSpec};
+use themis_testkit::dht::Kind;
+use themis_testkit::mesh::*;
+use themis_testkit::{eventually_ok, within};
 
 async fn register_discover_call(setup: Setup, seed: u64) {
-    let nodes = ring(setup, 8, seed).await;
+    let nodes = ring(&setup, 8, seed).await;
     for (i, tag) in [(1, "a"), (5, "b")] {
         within(
             20,
@@ -21,7 +21,7 @@ async fn register_discover_call(setup: Setup, seed: u64) {
         .unwrap();
     }
     let caller = &nodes[6];
-    eventually(20, "both providers discovered", || async {
+    eventually_ok(20, "both providers discovered", || async {
         match caller.discover("svc").await {
             Ok(f) if f.len() == 2 => Ok(()),
             other => Err(format!("{other:?}")),
@@ -74,7 +74,7 @@ async fn secure_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_tcp() {
     let setup = Setup {
-        transport: TransportKind::Tcp,
+        kind: Kind::Tcp,
         mode: Mode::Insecure,
     };
     within(90, "the whole test", register_discover_call(setup, 31)).await;
@@ -83,7 +83,7 @@ async fn insecure_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_udp() {
     let setup = Setup {
-        transport: TransportKind::Udp,
+        kind: Kind::Udp,
         mode: Mode::Secure,
     };
     within(90, "the whole test", register_discover_call(setup, 32)).await;
@@ -92,7 +92,7 @@ async fn secure_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_udp() {
     let setup = Setup {
-        transport: TransportKind::Udp,
+        kind: Kind::Udp,
         mode: Mode::Insecure,
     };
     within(90, "the whole test", register_discover_call(setup, 33)).await;

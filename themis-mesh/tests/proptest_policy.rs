@@ -2,12 +2,9 @@
 //! Property tests: the balancer's invariants under any sequence of operations, the record merge,
 //! the retry budget and the cache bounds.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{id, provider};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use themis_crypto::NodeId;
@@ -18,6 +15,7 @@ use themis_mesh::{
     Balancer, BalancerConfig, CacheConfig, Call, Error, Policy, Provider, ProviderRecord,
     RetryBudgetConfig,
 };
+use themis_testkit::mesh::policy::{id, provider};
 
 const VERSIONS: [&str; 4] = ["", "a", "b", "c"];
 

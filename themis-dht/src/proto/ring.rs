@@ -74,43 +74,6 @@ pub(crate) fn in_half_open(a: &NodeId, x: &NodeId, b: &NodeId) -> bool {
     in_open(a, x, b) || x == b
 }
 
-/// A small deterministic PRNG (SplitMix64), left for the simulator (`crate::sim`) only: the node
-/// core draws its timer jitter from `fastrand::Rng`. Goes when the simulator takes the test
-/// kit's PRNG.
-#[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; returns 0 for `n == 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            for (d, s) in chunk.iter_mut().zip(v.iter()) {
-                *d = *s;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,7 +331,7 @@ impl MeshNode {
     }
 
     /// Starts a node like [`MeshNode::start`], on `transport` instead of a socket it binds:
-    /// any [`Transport`] (an in-memory network such as [`themis_channel::MemNetwork`] runs
+    /// any [`Transport`] (an in-memory network such as the test kit's `MemNetwork` runs
     /// mesh logic without sockets, as [`DhtNode::on_transport`] does for the DHT).
     /// `config.listen`, `config.transport`, `config.tcp` and `config.udp` are not used.
     pub async fn on_transport(

@@ -48,8 +48,10 @@ pub(crate) fn check_incoming(frame: &[u8]) -> Result<(), Malformed> {
     }
 }
 
-/// Checks a frame the endpoint asks us to send: same rules as incoming, plus the size limit.
-pub(crate) fn check_outgoing(frame: &[u8], max: usize) -> Result<(), TransportError> {
+/// Checks a frame the endpoint asks a transport to send: at least [`MIN_FRAME_LEN`] bytes,
+/// [`FRAME_VERSION`] first, a type outside [`TRANSPORT_TYPE_RANGE`], at most `max` bytes. Every
+/// [`Transport`](super::Transport) enforces these rules in `send`, in this order.
+pub fn check_outgoing_frame(frame: &[u8], max: usize) -> Result<(), TransportError> {
     if frame.len() > max {
         return Err(TransportError::FrameTooLarge {
             len: frame.len(),
@@ -86,12 +88,12 @@ mod tests {
     #[test]
     fn outgoing_limit_checked_first() {
         assert!(matches!(
-            check_outgoing(&[1, 0x10, 0], 2),
+            check_outgoing_frame(&[1, 0x10, 0], 2),
             Err(TransportError::FrameTooLarge { len: 3, max: 2 })
         ));
-        assert!(check_outgoing(&[1, 0x10, 0], 3).is_ok());
+        assert!(check_outgoing_frame(&[1, 0x10, 0], 3).is_ok());
         assert!(matches!(
-            check_outgoing(&[1, 0x30], 3),
+            check_outgoing_frame(&[1, 0x30], 3),
             Err(TransportError::InvalidFrame { .. })
         ));
     }

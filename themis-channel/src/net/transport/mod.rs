@@ -3,18 +3,15 @@
 //! A [`Transport`] moves whole frames (every frame starts with `version = 0x01, type`, see
 //! PROTOCOL.md) between peers identified by their *listening* socket address. It hides
 //! connections: TCP connects lazily, reuses one connection per peer pair in both directions and
-//! reaps idle or least-recently-used ones; UDP maps one frame to one datagram; the in-memory
-//! network delivers frames through a seeded simulation of latency, loss and partitions.
+//! reaps idle or least-recently-used ones; UDP maps one frame to one datagram. (The seeded
+//! in-memory network of the tests lives in the `themis-testkit` crate.)
 //!
 //! Layering: this module is I/O (tokio). The protocol cores in `proto` never see it; the
 //! endpoint reads frames from a transport, feeds them to the cores with `now`, and writes what
 //! the cores produce back to the transport.
 
 mod error;
-mod faulty;
 mod frame;
-mod mem;
-mod rng;
 mod stats;
 mod tcp;
 mod udp;
@@ -25,12 +22,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 pub use error::TransportError;
-pub use faulty::{FaultConfig, FaultyTransport};
 pub use frame::{
     FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
-    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME,
+    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME, check_outgoing_frame,
 };
-pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
 pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
@@ -38,7 +33,7 @@ pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
 /// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
 pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
 
-/// Default largest frame for TCP and the in-memory network: 16 MiB of payload plus 4 KiB of room
+/// Default largest frame for TCP: 16 MiB of payload plus 4 KiB of room
 /// for the channel's headers and tag.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
 

@@ -46,7 +46,7 @@ use super::{
     DEFAULT_MAX_FRAME_LEN, FrameSink, Transport, TransportError, TransportStats,
     frame::{
         FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
-        TRANSPORT_WELCOME, check_incoming, check_outgoing,
+        TRANSPORT_WELCOME, check_incoming, check_outgoing_frame,
     },
     stats::Counters,
 };
@@ -917,7 +917,7 @@ impl Transport for TcpTransport {
 
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
         let inner = &self.inner;
-        check_outgoing(&frame, inner.cfg.max_frame_len)?;
+        check_outgoing_frame(&frame, inner.cfg.max_frame_len)?;
         if to == inner.local {
             // To ourselves: no socket needed.
             let tx = inner.incoming().ok_or(TransportError::Closed)?;
@@ -981,7 +981,7 @@ impl Transport for TcpTransport {
 
     fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
         let inner = &self.inner;
-        if to == inner.local || check_outgoing(&frame, inner.cfg.max_frame_len).is_err() {
+        if to == inner.local || check_outgoing_frame(&frame, inner.cfg.max_frame_len).is_err() {
             return Err(frame);
         }
         let conns = inner.lock();

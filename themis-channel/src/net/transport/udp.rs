@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Transport, TransportError, TransportStats,
-    frame::{Malformed, check_incoming, check_outgoing},
+    frame::{Malformed, check_incoming, check_outgoing_frame},
     stats::Counters,
 };
 
@@ -171,7 +171,8 @@ impl Transport for UdpTransport {
     }
 
     fn try_send(&self, to: SocketAddr, frame: Bytes) -> Result<(), Bytes> {
-        if self.shutdown.is_cancelled() || check_outgoing(&frame, self.max_frame_len).is_err() {
+        if self.shutdown.is_cancelled() || check_outgoing_frame(&frame, self.max_frame_len).is_err()
+        {
             return Err(frame);
         }
         match self.socket.try_send_to(&frame, to) {
@@ -189,7 +190,7 @@ impl Transport for UdpTransport {
         if self.shutdown.is_cancelled() {
             return Err(TransportError::Closed);
         }
-        check_outgoing(&frame, self.max_frame_len)?;
+        check_outgoing_frame(&frame, self.max_frame_len)?;
         match self.socket.send_to(&frame, to).await {
             Ok(_) => {
                 Counters::inc(&self.stats.frames_sent);

@@ -1,40 +1,20 @@
-//! Helpers shared by the endpoint tests.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
+//! Endpoints for tests: bound to loopback TCP or UDP or to the in-memory network, with the
+//! seeded identity of a seed, and handlers that echo, count or dawdle.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use themis_channel::{
-    Endpoint, EndpointConfig, Handler, MemTransport, PeerAddr, TcpConfig, UdpConfig,
-};
-use themis_crypto::{IdentityKeypair, NetworkId, Transcript};
+use themis_channel::{Endpoint, EndpointConfig, Handler, PeerAddr, TcpConfig, UdpConfig};
 
-pub fn net() -> NetworkId {
-    NetworkId::new("endpoint-test").unwrap()
-}
-
-/// A deterministic identity.
-pub fn identity(seed: u64) -> Arc<IdentityKeypair> {
-    Arc::new(IdentityKeypair::from_seed(&Transcript::digest(
-        "themis-channel/endpoint-test",
-        &[&seed.to_be_bytes()],
-    )))
-}
-
-pub fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+use super::localhost;
+use crate::identity::{identity, network};
+use crate::net::{MemNetwork, MemTransport};
 
 /// Answers `x` with `"re:" ‖ x`, counting executions.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Echo {
+    /// Requests handled.
     pub executed: std::sync::atomic::AtomicU64,
 }
 
@@ -51,6 +31,7 @@ impl Handler for Echo {
 }
 
 /// Sleeps `delay` then echoes.
+#[derive(Debug)]
 pub struct Slow(pub Duration);
 
 #[async_trait]
@@ -61,14 +42,17 @@ impl Handler for Slow {
     }
 }
 
+/// What [`Echo`] answers to `req`.
 pub fn echoed(req: &[u8]) -> Vec<u8> {
     [b"re:".as_slice(), req].concat()
 }
 
+/// An endpoint of node `seed` on loopback TCP (any port).
 pub async fn tcp(seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> Endpoint {
     tcp_at(localhost(), seed, cfg, handler).await
 }
 
+/// An endpoint of node `seed` on TCP at `addr`.
 pub async fn tcp_at(
     addr: SocketAddr,
     seed: u64,
@@ -79,7 +63,7 @@ pub async fn tcp_at(
         addr,
         TcpConfig::default(),
         identity(seed),
-        net(),
+        network(),
         cfg,
         handler,
     )
@@ -87,12 +71,13 @@ pub async fn tcp_at(
     .unwrap()
 }
 
+/// An endpoint of node `seed` on loopback UDP (any port).
 pub async fn udp(seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> Endpoint {
     Endpoint::bind_udp(
         localhost(),
         UdpConfig::default(),
         identity(seed),
-        net(),
+        network(),
         cfg,
         handler,
     )
@@ -100,8 +85,16 @@ pub async fn udp(seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> E
     .unwrap()
 }
 
+/// An endpoint of node `seed` on an in-memory transport.
 pub fn mem(t: MemTransport, seed: u64, cfg: EndpointConfig, handler: Arc<dyn Handler>) -> Endpoint {
-    Endpoint::new(Arc::new(t), identity(seed), net(), cfg, handler).unwrap()
+    Endpoint::new(Arc::new(t), identity(seed), network(), cfg, handler).unwrap()
+}
+
+/// Two echoing endpoints on `net` with the same settings: A (node 1) and B (node 2).
+pub fn mem_pair(net: &MemNetwork, cfg: EndpointConfig) -> (Endpoint, Endpoint) {
+    let b = mem(net.bind(), 2, cfg.clone(), Arc::new(Echo::default()));
+    let a = mem(net.bind(), 1, cfg, Arc::new(Echo::default()));
+    (a, b)
 }
 
 /// Short timeouts for tests that wait for a failure.
@@ -115,8 +108,9 @@ pub fn quick() -> EndpointConfig {
 }
 
 /// Echoes and records how often each request was executed.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counting {
+    /// How often each request was executed.
     pub seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>,
 }
 
@@ -130,22 +124,5 @@ impl Handler for Counting {
             .entry(request.to_vec())
             .or_default() += 1;
         Echo::default().handle(from, request).await
-    }
-}
-
-/// Descriptors open in this process (Linux).
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (tokio's
-/// clock: virtual time under a paused clock). A hang in the code under test becomes a failure
-/// with a message, never a stuck CI.
-pub async fn within<T>(secs: u64, step: &str, fut: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
     }
 }

@@ -1,18 +1,14 @@
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
-//! Shared helpers for the simulation tests.
+//! Rings in the simulator: grown by joins through random members, then settled; and bulk
+//! registrations and lookups over them.
 
 use std::time::Duration;
 
-use themis_dht::sim::{Sim, SimConfig};
-use themis_dht::{Event, NodeState, ProviderRecord, QueryId, ServiceSpec};
+use themis_dht::{Event, NodeState, ProviderRecord, QueryId, ServiceSpec, object_id};
+
+use super::{Sim, SimConfig};
 
 /// Adds `n` nodes to `sim`, each joining through a random live member, `gap` apart.
-pub(crate) fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
+pub fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
     let mut added = Vec::new();
     if sim.is_empty() {
         added.push(sim.add_node());
@@ -23,7 +19,7 @@ pub(crate) fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
             .into_iter()
             .filter(|i| sim.node(*i).state() == NodeState::Member)
             .collect();
-        let b = live[(sim.rng_u64() % live.len() as u64) as usize];
+        let b = live[sim.rng().usize(..live.len())];
         let i = sim.add_node();
         sim.join(i, b);
         added.push(i);
@@ -33,26 +29,22 @@ pub(crate) fn grow(sim: &mut Sim, n: usize, gap: Duration) -> Vec<usize> {
 }
 
 /// A ring of `n` nodes joined one after another, then `settle` of stabilization.
-pub(crate) fn build(cfg: SimConfig, n: usize, gap: Duration, settle: Duration) -> Sim {
+pub fn build(cfg: SimConfig, n: usize, gap: Duration, settle: Duration) -> Sim {
     let mut sim = Sim::new(cfg);
     grow(&mut sim, n, gap);
     sim.run_for(settle);
     sim
 }
 
-pub(crate) fn random_live(sim: &mut Sim) -> usize {
+/// A live ring member picked with the simulation's PRNG.
+pub fn random_live(sim: &mut Sim) -> usize {
     let live = sim.live();
-    live[(sim.rng_u64() % live.len() as u64) as usize]
+    live[sim.rng().usize(..live.len())]
 }
 
 /// Registers `count` names `svc-<i>` from random live providers with replication `k`,
 /// `batch` at a time; returns (provider, name) pairs.
-pub(crate) fn register_many(
-    sim: &mut Sim,
-    count: usize,
-    k: u8,
-    batch: usize,
-) -> Vec<(usize, String)> {
+pub fn register_many(sim: &mut Sim, count: usize, k: u8, batch: usize) -> Vec<(usize, String)> {
     let mut regs = Vec::new();
     for i in 0..count {
         let p = random_live(sim);
@@ -70,7 +62,7 @@ pub(crate) fn register_many(
 }
 
 /// Finds the result event of query `q` on node `i`.
-pub(crate) fn providers_result(sim: &Sim, i: usize, q: QueryId) -> Option<Vec<ProviderRecord>> {
+pub fn providers_result(sim: &Sim, i: usize, q: QueryId) -> Option<Vec<ProviderRecord>> {
     sim.events(i).iter().find_map(|e| match e {
         Event::Providers { query, result } if *query == q => {
             Some(result.clone().map(|p| p.records).unwrap_or_default())
@@ -81,7 +73,7 @@ pub(crate) fn providers_result(sim: &Sim, i: usize, q: QueryId) -> Option<Vec<Pr
 
 /// Looks up every name from a random live node; returns how many were not found with their
 /// provider among the records.
-pub(crate) fn count_missing(sim: &mut Sim, regs: &[(usize, String)], k: u8) -> usize {
+pub fn count_missing(sim: &mut Sim, regs: &[(usize, String)], k: u8) -> usize {
     let mut pending = Vec::new();
     for (c, (p, name)) in regs.iter().enumerate() {
         let from = random_live(sim);
@@ -101,4 +93,28 @@ pub(crate) fn count_missing(sim: &mut Sim, regs: &[(usize, String)], k: u8) -> u
                 .is_some_and(|recs| recs.iter().any(|r| r.provider() == *provider))
         })
         .count()
+}
+
+/// How many replicas of the registrations `regs` (k = `k`) are not stored, under their
+/// provider, on the live node responsible for them (the true successor of the replica's object
+/// id).
+pub fn misplaced_replicas(sim: &Sim, regs: &[(usize, String)], k: u8) -> usize {
+    let mut misplaced = 0;
+    for (p, name) in regs {
+        let provider = sim.node(*p).id();
+        for r in 0..=k {
+            let oid = object_id(name, r);
+            let owner = sim.true_successor(&oid).unwrap();
+            let idx = (0..sim.len()).find(|i| sim.node(*i).id() == owner).unwrap();
+            if !sim
+                .node(idx)
+                .stored(&oid)
+                .iter()
+                .any(|rec| rec.provider() == provider)
+            {
+                misplaced += 1;
+            }
+        }
+    }
+    misplaced
 }

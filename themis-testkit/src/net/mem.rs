@@ -1,4 +1,5 @@
-//! An in-memory network: seeded latency, jitter, loss, duplication and partitions.
+//! An in-memory network: the [network model](super::model) behind the
+//! [`Transport`] trait, in tokio's time.
 //!
 //! One [`MemNetwork`] holds any number of [`MemTransport`]s at synthetic addresses
 //! (`10.x.y.z:7000` by default). There is no thread and no task per transport: every frame in
@@ -6,8 +7,8 @@
 //! single driver task per network, so thousands of transports cost a map entry and a bounded
 //! channel each.
 //!
-//! Determinism. Every random choice (loss, duplication, jitter) is drawn from one seeded PRNG,
-//! in the order `send` is called, and deliveries happen in `(time, send order)` order. So for a
+//! Determinism. Every random choice (loss, duplication, jitter) is the model's, drawn from its
+//! one seeded PRNG in the order `send` is called, and deliveries happen in `(time, send order)` order. So for a
 //! given seed the deliveries are a function of the sequence of `send` calls and their times.
 //! That sequence is itself reproducible when the whole simulation runs on a current-thread
 //! tokio runtime with the clock paused (`#[tokio::test(start_paused = true)]`): no real time,
@@ -15,8 +16,7 @@
 //! code that uses `tokio::select!` without `biased;` (tokio seeds its branch choice randomly).
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -24,46 +24,23 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use themis_channel::{
+    DEFAULT_TRANSPORT_MAX_FRAME_LEN as DEFAULT_MAX_FRAME_LEN, Transport, TransportError,
+    TransportStats, check_outgoing_frame,
+};
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
 
-use super::{
-    DEFAULT_MAX_FRAME_LEN, Transport, TransportError, TransportStats, frame::check_outgoing,
-    rng::SimRng, stats::Counters,
-};
-
-/// Behaviour of one direction of a simulated link.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LinkConfig {
-    /// Fixed one-way delay.
-    pub latency: Duration,
-    /// Extra delay drawn uniformly from `[0, jitter]` per frame; frames overtake each other
-    /// when it exceeds their spacing, so this is also the reordering knob.
-    pub jitter: Duration,
-    /// Probability that a frame is lost.
-    pub loss: f64,
-    /// Probability that a frame is delivered twice (each copy with its own jitter).
-    pub duplicate: f64,
-}
-
-impl Default for LinkConfig {
-    /// A perfect link: no delay, no loss.
-    fn default() -> Self {
-        Self {
-            latency: Duration::ZERO,
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-        }
-    }
-}
+use super::Counters;
+use super::model::{Fate, LinkConfig, ModelStats, NetModel};
+use super::queue::TimedQueue;
 
 /// Settings of a [`MemNetwork`].
 #[derive(Debug, Clone)]
 pub struct MemConfig {
-    /// Seed of the network's PRNG.
+    /// Seed of the network model's PRNG.
     pub seed: u64,
     /// Link behaviour where no [`MemNetwork::set_link`] override applies.
     pub default_link: LinkConfig,
@@ -130,14 +107,10 @@ struct NetInner {
 
 #[derive(Debug)]
 struct NetState {
-    rng: SimRng,
-    default_link: LinkConfig,
+    model: NetModel,
     nodes: HashMap<SocketAddr, Node>,
-    links: HashMap<(SocketAddr, SocketAddr), LinkConfig>,
-    /// Partition side of each named address; unnamed addresses are on side 0.
-    sides: HashMap<SocketAddr, u32>,
-    queue: BinaryHeap<Reverse<InFlight>>,
-    next_seq: u64,
+    /// Frames in flight, at their arrival time since `NetInner::start`.
+    queue: TimedQueue<InFlight>,
     next_host: u32,
     trace: Vec<TraceEvent>,
     driver_running: bool,
@@ -151,38 +124,44 @@ struct Node {
 
 #[derive(Debug)]
 struct InFlight {
-    at: Instant,
-    seq: u64,
     from: SocketAddr,
     to: SocketAddr,
     frame: Bytes,
 }
 
-impl PartialEq for InFlight {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for InFlight {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 impl NetState {
-    fn same_side(&self, a: SocketAddr, b: SocketAddr) -> bool {
-        self.sides.get(&a).copied().unwrap_or(0) == self.sides.get(&b).copied().unwrap_or(0)
+    fn record(&mut self, cap: usize, at: Duration, f: &InFlight, delivered: bool) {
+        if self.trace.len() < cap {
+            self.trace.push(TraceEvent {
+                at,
+                from: f.from,
+                to: f.to,
+                len: f.frame.len(),
+                fingerprint: fnv1a(&f.frame),
+                delivered,
+            });
+        }
     }
 
-    fn record(&mut self, cap: usize, ev: TraceEvent) {
-        if self.trace.len() < cap {
-            self.trace.push(ev);
+    /// Hands an arrived frame to its addressee's queue; whether it got there.
+    fn deliver(&mut self, at: Duration, f: &InFlight) -> bool {
+        if !self.model.arrives(at, f.from, f.to) {
+            return false;
+        }
+        let Some(node) = self.nodes.get(&f.to) else {
+            return false;
+        };
+        let len = f.frame.len() as u64;
+        match node.tx.try_send((f.from, BytesMut::from(f.frame.clone()))) {
+            Ok(()) => {
+                Counters::inc(&node.stats.frames_received);
+                Counters::add(&node.stats.bytes_received, len);
+                true
+            }
+            Err(_) => {
+                Counters::inc(&node.stats.frames_dropped);
+                false
+            }
         }
     }
 }
@@ -191,13 +170,9 @@ impl MemNetwork {
     /// A new, empty network. Needs no runtime until the first transport is bound.
     pub fn new(cfg: MemConfig) -> Self {
         let state = NetState {
-            rng: SimRng::new(cfg.seed),
-            default_link: cfg.default_link,
+            model: NetModel::new(cfg.seed, cfg.default_link),
             nodes: HashMap::new(),
-            links: HashMap::new(),
-            sides: HashMap::new(),
-            queue: BinaryHeap::new(),
-            next_seq: 0,
+            queue: TimedQueue::default(),
             next_host: 1,
             trace: Vec::new(),
             driver_running: false,
@@ -271,31 +246,36 @@ impl MemNetwork {
 
     /// Sets the behaviour of the link from `from` to `to` (one direction).
     pub fn set_link(&self, from: SocketAddr, to: SocketAddr, link: LinkConfig) {
-        self.lock().links.insert((from, to), link);
+        self.lock().model.set_link(from, to, link);
     }
 
     /// Sets the behaviour of every link without an override.
     pub fn set_default_link(&self, link: LinkConfig) {
-        self.lock().default_link = link;
+        self.lock().model.set_default_link(link);
     }
 
-    /// Splits the network: frames pass only between addresses on the same side. Addresses not
-    /// named form one more side together. Frames already in flight across the cut are dropped
-    /// at delivery time. Replaces any earlier partition.
-    pub fn partition(&self, sides: &[&[SocketAddr]]) {
-        let mut st = self.lock();
-        st.sides.clear();
-        for (i, side) in sides.iter().enumerate() {
-            let tag = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            for addr in *side {
-                st.sides.insert(*addr, tag);
-            }
-        }
+    /// Splits the network into `groups` (see [`NetModel::partition`]): frames pass only
+    /// between addresses of the same group; addresses not named form one more group together.
+    /// Frames already in flight across the cut are dropped on arrival. Replaces any earlier
+    /// partition.
+    pub fn partition(&self, groups: &[&[SocketAddr]]) {
+        self.lock().model.partition(groups);
     }
 
-    /// Removes any partition.
+    /// Ends the current partition at `at` (tokio's clock: virtual time under a paused clock).
+    pub fn heal_at(&self, at: Instant) {
+        let at = at.saturating_duration_since(self.inner.start);
+        self.lock().model.heal_at(at);
+    }
+
+    /// Removes any partition now.
     pub fn heal(&self) {
-        self.lock().sides.clear();
+        self.lock().model.heal();
+    }
+
+    /// The network model's counters: frames offered, lost, partitioned away, duplicated.
+    pub fn model_stats(&self) -> ModelStats {
+        self.lock().model.stats()
     }
 
     /// The recorded trace so far (see [`MemConfig::trace_capacity`]).
@@ -333,51 +313,23 @@ async fn drive(net: Arc<NetInner>) {
     loop {
         let next = {
             let mut st = net.lock();
-            let now = Instant::now();
-            while st.queue.peek().is_some_and(|Reverse(f)| f.at <= now) {
-                let Some(Reverse(f)) = st.queue.pop() else {
-                    break;
-                };
-                let delivered = st.same_side(f.from, f.to)
-                    && match st.nodes.get(&f.to) {
-                        Some(node) => {
-                            let len = f.frame.len() as u64;
-                            match node.tx.try_send((f.from, BytesMut::from(f.frame.clone()))) {
-                                Ok(()) => {
-                                    Counters::inc(&node.stats.frames_received);
-                                    Counters::add(&node.stats.bytes_received, len);
-                                    true
-                                }
-                                Err(_) => {
-                                    Counters::inc(&node.stats.frames_dropped);
-                                    false
-                                }
-                            }
-                        }
-                        None => false,
-                    };
-                let ev = TraceEvent {
-                    at: f.at.saturating_duration_since(net.start),
-                    from: f.from,
-                    to: f.to,
-                    len: f.frame.len(),
-                    fingerprint: fnv1a(&f.frame),
-                    delivered,
-                };
-                st.record(cap, ev);
+            let now = Instant::now().saturating_duration_since(net.start);
+            while let Some((at, f)) = st.queue.pop_until(now) {
+                let delivered = st.deliver(at, &f);
+                st.record(cap, at, &f, delivered);
             }
             if st.nodes.is_empty() && st.queue.is_empty() {
                 st.driver_running = false;
                 return;
             }
-            st.queue.peek().map(|Reverse(f)| f.at)
+            st.queue.next_at()
         };
         match next {
             Some(at) => {
                 tokio::select! {
                     biased;
                     () = net.wake.notified() => {}
-                    () = tokio::time::sleep_until(at) => {}
+                    () = tokio::time::sleep_until(net.start + at) => {}
                 }
             }
             None => net.wake.notified().await,
@@ -424,8 +376,8 @@ impl Transport for MemTransport {
     }
 
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        check_outgoing(&frame, self.net.cfg.max_frame_len)?;
-        let now = Instant::now();
+        check_outgoing_frame(&frame, self.net.cfg.max_frame_len)?;
+        let now = Instant::now().saturating_duration_since(self.net.start);
         let cap = self.net.cfg.trace_capacity;
         {
             let mut st = self.net.lock();
@@ -434,40 +386,25 @@ impl Transport for MemTransport {
             }
             Counters::inc(&self.stats.frames_sent);
             Counters::add(&self.stats.bytes_sent, frame.len() as u64);
-            let link = st
-                .links
-                .get(&(self.addr, to))
-                .copied()
-                .unwrap_or(st.default_link);
-            let lost = !st.same_side(self.addr, to)
-                || st.rng.chance(link.loss)
-                || st.queue.len() >= self.net.cfg.max_in_flight;
-            if lost {
+            let fate = st.model.send(now, self.addr, to);
+            let f = InFlight {
+                from: self.addr,
+                to,
+                frame,
+            };
+            if matches!(fate, Fate::Partitioned | Fate::Lost)
+                || st.queue.len() >= self.net.cfg.max_in_flight
+            {
                 Counters::inc(&self.stats.frames_dropped);
-                let ev = TraceEvent {
-                    at: now.saturating_duration_since(self.net.start),
-                    from: self.addr,
-                    to,
-                    len: frame.len(),
-                    fingerprint: fnv1a(&frame),
-                    delivered: false,
-                };
-                st.record(cap, ev);
+                st.record(cap, now, &f, false);
                 return Ok(());
             }
-            let copies = if st.rng.chance(link.duplicate) { 2 } else { 1 };
-            let jitter_ns = u64::try_from(link.jitter.as_nanos()).unwrap_or(u64::MAX);
-            for _ in 0..copies {
-                let extra = Duration::from_nanos(st.rng.up_to(jitter_ns));
-                let seq = st.next_seq;
-                st.next_seq = st.next_seq.wrapping_add(1);
-                st.queue.push(Reverse(InFlight {
-                    at: now + link.latency + extra,
-                    seq,
-                    from: self.addr,
-                    to,
-                    frame: frame.clone(),
-                }));
+            for delay in fate.delays() {
+                let copy = InFlight {
+                    frame: f.frame.clone(),
+                    ..f
+                };
+                st.queue.push(now + delay, copy);
             }
         }
         self.net.wake.notify_one();

@@ -1,11 +1,6 @@
-//! Shared helpers of the integration tests: two identities and one honest run.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
+//! The handshake layer: two identities, one honest run driven to any message, and the
+//! mutations an attacker tries on its messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,15 +9,22 @@ use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_handshake::{HandshakeConfig, Initiator, Responder, SeededRandom, Session};
 
 /// Two nodes on one network.
+#[derive(Debug)]
 pub struct Pair {
+    /// Their network.
     pub net: NetworkId,
+    /// Alice, the initiator.
     pub a: Arc<IdentityKeypair>,
+    /// Bob, the responder.
     pub b: Arc<IdentityKeypair>,
+    /// Both sides' settings.
     pub config: HandshakeConfig,
+    /// The time of every step.
     pub now: Instant,
 }
 
 impl Pair {
+    /// Alice and Bob from their key seeds, on network `net`.
     pub fn new(seed_a: [u8; 32], seed_b: [u8; 32], net: &str) -> Self {
         Self {
             net: NetworkId::new(net).unwrap(),
@@ -33,18 +35,22 @@ impl Pair {
         }
     }
 
+    /// The pair of the known-answer vectors: seeds `a1…` and `b2…` on `twiitr`.
     pub fn fixed() -> Self {
         Self::new([0xa1; 32], [0xb2; 32], "twiitr")
     }
 
+    /// Alice's node id.
     pub fn a_id(&self) -> NodeId {
         self.a.node_id(&self.net)
     }
 
+    /// Bob's node id.
     pub fn b_id(&self) -> NodeId {
         self.b.node_id(&self.net)
     }
 
+    /// Bob's responder, its randomness seeded by `rng_seed`.
     pub fn responder(&self, rng_seed: u64) -> Responder {
         Responder::with_rng(
             self.b.clone(),
@@ -54,6 +60,7 @@ impl Pair {
         )
     }
 
+    /// Alice's initiator towards Bob and its message 1, its randomness seeded by `rng_seed`.
     pub fn initiator(&self, rng_seed: u64) -> (Initiator, Vec<u8>) {
         Initiator::start_with_rng(
             self.a.clone(),
@@ -82,11 +89,17 @@ impl Pair {
     }
 }
 
+/// A run stopped before message 3 reaches Bob.
 pub struct Run {
+    /// Bob, waiting for message 3.
     pub responder: Responder,
+    /// Message 1.
     pub msg1: Vec<u8>,
+    /// Message 2.
     pub msg2: Vec<u8>,
+    /// Message 3, not yet delivered.
     pub msg3: Vec<u8>,
+    /// Alice's session.
     pub a_session: Session,
 }
 

@@ -1,58 +1,18 @@
-//! Helpers shared by the driver tests: rings of real nodes over loopback TCP/UDP or the
-//! in-memory network, convergence checks against the true ring, and a seeded PRNG.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing
-)]
-
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+//! Rings of `DhtNode`s (the tokio driver) over loopback TCP or UDP or the in-memory network,
+//! checked against the true ring: convergence, finds, stores and lookups.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
-use themis_channel::{MemNetwork, Mode, TcpConfig, UdpConfig};
-use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
+use std::{sync::Arc, time::Duration};
 
+use themis_channel::{Mode, TcpConfig, UdpConfig};
+use themis_crypto::NodeId;
 use themis_dht::{Contact, DhtNode, DriverConfig, ServiceSpec};
 
-pub fn net() -> NetworkId {
-    NetworkId::new("dht-driver-test").unwrap()
-}
-
-/// A deterministic identity.
-pub fn identity(seed: u64) -> Arc<IdentityKeypair> {
-    Arc::new(IdentityKeypair::from_seed(&Transcript::digest(
-        "themis-dht/driver-test",
-        &[&seed.to_be_bytes()],
-    )))
-}
-
-/// SplitMix64: a seeded PRNG for picking nodes and targets.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    pub fn id(&mut self) -> NodeId {
-        let mut b = [0u8; 32];
-        for c in b.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_be_bytes());
-        }
-        NodeId::from_bytes(b)
-    }
-}
+use crate::channel::localhost;
+use crate::identity::{Rng, identity, network, random_id};
+use crate::net::{MemConfig, MemNetwork};
+use crate::ring;
 
 /// Settings for rings on one machine: the fast core periods with quicker stabilization.
 pub fn config(mode: Mode, seed: u64) -> DriverConfig {
@@ -70,24 +30,27 @@ pub fn config(mode: Mode, seed: u64) -> DriverConfig {
     c
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The transport a ring runs over.
+#[derive(Clone, Debug)]
 pub enum Kind {
+    /// Loopback TCP.
     Tcp,
+    /// Loopback UDP, carrying up to the UDP maximum (DHT messages with records exceed one
+    /// path-MTU datagram).
     Udp,
+    /// The in-memory network (deterministic under a paused clock).
+    Mem(MemNetwork),
 }
 
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-pub async fn start(kind: Kind, seed: u64, cfg: DriverConfig) -> DhtNode {
+/// Node `seed` (its identity and its DHT and endpoint PRNGs) over `kind`, not joined.
+pub async fn start(kind: &Kind, seed: u64, cfg: DriverConfig) -> DhtNode {
     match kind {
         Kind::Tcp => {
             let tcp = TcpConfig {
                 max_connections: 512,
                 ..TcpConfig::default()
             };
-            DhtNode::bind_tcp(localhost(), tcp, identity(seed), net(), cfg)
+            DhtNode::bind_tcp(localhost(), tcp, identity(seed), network(), cfg)
                 .await
                 .unwrap()
         }
@@ -96,22 +59,25 @@ pub async fn start(kind: Kind, seed: u64, cfg: DriverConfig) -> DhtNode {
                 max_frame_len: themis_channel::UDP_MAX_PAYLOAD,
                 ..UdpConfig::default()
             };
-            DhtNode::bind_udp(localhost(), udp, identity(seed), net(), cfg)
+            DhtNode::bind_udp(localhost(), udp, identity(seed), network(), cfg)
                 .await
                 .unwrap()
+        }
+        Kind::Mem(net) => {
+            DhtNode::on_transport(Arc::new(net.bind()), identity(seed), network(), cfg).unwrap()
         }
     }
 }
 
 /// `n` nodes, each joining through a random earlier one (by `id@addr`, or every third by bare
 /// address), then stabilized until every successor and predecessor is the true one.
-pub async fn ring(kind: Kind, mode: Mode, n: usize, seed: u64) -> Vec<DhtNode> {
-    let mut rng = Rng::new(seed);
+pub async fn ring(kind: &Kind, mode: Mode, n: usize, seed: u64) -> Vec<DhtNode> {
+    let mut rng = Rng::with_seed(seed);
     let mut nodes: Vec<DhtNode> = Vec::with_capacity(n);
     for i in 0..n {
         let s = seed * 1000 + i as u64;
         let node = start(kind, s, config(mode, s)).await;
-        if let Some(b) = (!nodes.is_empty()).then(|| &nodes[rng.below(nodes.len())]) {
+        if let Some(b) = (!nodes.is_empty()).then(|| &nodes[rng.usize(..nodes.len())]) {
             let contact = if i % 3 == 0 {
                 Contact::from(b.peer().addr)
             } else {
@@ -127,20 +93,13 @@ pub async fn ring(kind: Kind, mode: Mode, n: usize, seed: u64) -> Vec<DhtNode> {
         }
         nodes.push(node);
     }
-    converge(&nodes, Duration::from_secs(60)).await;
+    converge(&nodes, Duration::from_secs(120)).await;
     nodes
 }
 
-/// The ids in ring order.
+/// The nodes' ids in ring order.
 pub fn sorted_ids(nodes: &[DhtNode]) -> Vec<NodeId> {
-    let mut v: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
-    v.sort();
-    v
-}
-
-/// The successor of `t` among `ids` (sorted): the first id ≥ t, wrapping.
-pub fn true_successor(ids: &[NodeId], t: &NodeId) -> NodeId {
-    *ids.iter().find(|id| *id >= t).unwrap_or(&ids[0])
+    ring::order(nodes.iter().map(DhtNode::id))
 }
 
 /// Waits until every node's predecessor and whole successor list are the true ones (a find
@@ -148,13 +107,15 @@ pub fn true_successor(ids: &[NodeId], t: &NodeId) -> NodeId {
 pub async fn converge(nodes: &[DhtNode], limit: Duration) {
     let ids = sorted_ids(nodes);
     let n = ids.len();
+    // the core's default length: every ring of the kit runs with it
+    let len = themis_dht::Config::default().successor_list_len;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let mut wrong = 0;
         for node in nodes {
             let st = node.status().await.unwrap();
             let i = ids.iter().position(|x| *x == st.id).unwrap();
-            let want: Vec<NodeId> = (1..n).take(SUCCESSORS).map(|d| ids[(i + d) % n]).collect();
+            let want: Vec<NodeId> = (1..n).take(len).map(|d| ids[(i + d) % n]).collect();
             let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
             let pred_ok = n == 1 || st.predecessor.map(|p| p.id) == Some(ids[(i + n - 1) % n]);
             if got != want || !pred_ok {
@@ -174,18 +135,16 @@ pub async fn converge(nodes: &[DhtNode], limit: Duration) {
     }
 }
 
-/// The core's default successor list length.
-pub const SUCCESSORS: usize = 8;
-
 /// Finds `count` random targets from random nodes and checks each against the true ring.
 pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 {
     let ids = sorted_ids(nodes);
     let mut max_hops = 0;
     for _ in 0..count {
-        let t = rng.id();
-        let from = &nodes[rng.below(nodes.len())];
+        let t = random_id(rng);
+        let from = &nodes[rng.usize(..nodes.len())];
         let found = from.find(t).await.unwrap();
-        if found.successor.id != true_successor(&ids, &t) {
+        let truth = ring::successor(&ids, &t);
+        if Some(found.successor.id) != truth {
             let dump = dump(nodes).await;
             panic!(
                 "find of {} from {} gave {:?} after {} hops, the true successor is {:?}\n{dump}",
@@ -193,7 +152,7 @@ pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 
                 from.id().short(),
                 found.successor.id,
                 found.hops,
-                true_successor(&ids, &t)
+                truth
             );
         }
         max_hops = max_hops.max(found.hops);
@@ -201,11 +160,11 @@ pub async fn check_finds(nodes: &[DhtNode], rng: &mut Rng, count: usize) -> u32 
     max_hops
 }
 
-/// An in-memory network for the paused-clock tests.
+/// An in-memory network with perfect links, for the paused-clock tests.
 pub fn mem_network(seed: u64) -> MemNetwork {
-    MemNetwork::new(themis_channel::MemConfig {
+    MemNetwork::new(MemConfig {
         seed,
-        ..themis_channel::MemConfig::default()
+        ..MemConfig::default()
     })
 }
 
@@ -223,7 +182,7 @@ pub async fn dump(nodes: &[DhtNode]) -> String {
             .map(|r| format!("{r}={}", m.dht.rejected_for(*r)))
             .collect();
         out.push_str(&format!(
-            "{} {} pred={:?} succs={:?} stored={} failed={} dht_fail={} repairs={} rejected=[{}] ep_timeouts={} lookups_failed={} bad_answers={} malformed={} sent={}\n",
+            "{} {:?} pred={:?} succs={:?} stored={} failed={} dht_fail={} repairs={} rejected=[{}] ep_timeouts={} lookups_failed={} bad_answers={} malformed={} sent={}\n",
             st.id.short(),
             st.state,
             st.predecessor.map(|p| p.id),
@@ -252,7 +211,7 @@ pub async fn store_and_lookup(
 ) -> Vec<(String, themis_crypto::NodeId)> {
     let mut registered = Vec::new();
     for i in 0..names {
-        let provider = &nodes[rng.below(nodes.len())];
+        let provider = &nodes[rng.usize(..nodes.len())];
         let name = format!("svc-{i}");
         let mut spec = ServiceSpec::new(name.clone());
         spec.addr = Some(provider.peer().addr);
@@ -267,6 +226,8 @@ pub async fn store_and_lookup(
     registered
 }
 
+/// Looks each registered name up `per_name` times from random nodes: every lookup must return
+/// its provider's record.
 pub async fn check_lookups(
     nodes: &[themis_dht::DhtNode],
     rng: &mut Rng,
@@ -275,7 +236,7 @@ pub async fn check_lookups(
 ) {
     for (name, provider) in registered {
         for _ in 0..per_name {
-            let reader = &nodes[rng.below(nodes.len())];
+            let reader = &nodes[rng.usize(..nodes.len())];
             let p = reader.lookup_providers(name, Some(2)).await.unwrap();
             let providers: BTreeSet<_> = p.records.iter().map(|r| r.provider()).collect();
             assert!(
@@ -285,15 +246,5 @@ pub async fn check_lookups(
             );
             assert!(p.records.iter().all(|r| r.name() == name));
         }
-    }
-}
-
-/// Runs `fut`, failing the test with the step's name if it takes longer than `secs` (tokio's
-/// clock: virtual time under a paused clock). A hang in the code under test becomes a failure
-/// with a message, never a stuck CI.
-pub async fn within<T>(secs: u64, step: &str, fut: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("step '{step}' did not finish within {secs} s"),
     }
 }

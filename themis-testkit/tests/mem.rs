@@ -1,14 +1,14 @@
 //! In-memory network: determinism from a seed, latency, loss, duplication, partitions, scale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::*;
-use themis_channel::{
-    FaultConfig, FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent,
-    Transport, TransportError,
+use themis_channel::{Transport, TransportError};
+use themis_testkit::channel::{frame, parse};
+use themis_testkit::sys::open_fds;
+use themis_testkit::{
+    FaultyTransport, LinkConfig, MemConfig, MemNetwork, MemTransport, NetModel, TraceEvent,
+    paused_runtime, within,
 };
 
 fn lossy(seed: u64) -> MemConfig {
@@ -63,14 +63,6 @@ async fn scenario(cfg: MemConfig) -> (Vec<TraceEvent>, Vec<Vec<(u8, u32)>>) {
         received.push(t.await.unwrap());
     }
     (net.trace(), received)
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 #[test]
@@ -255,16 +247,13 @@ fn faulty_wrapper_deterministic_over_memory() {
     let run = |seed| {
         paused_runtime().block_on(async move {
             let net = MemNetwork::new(MemConfig::default());
-            let a = FaultyTransport::new(
-                net.bind(),
-                FaultConfig {
-                    seed,
-                    loss: 0.2,
-                    duplicate: 0.1,
-                    reorder: 0.2,
-                    reorder_delay: Duration::from_millis(3),
-                },
-            );
+            let link = LinkConfig {
+                loss: 0.2,
+                duplicate: 0.1,
+                jitter: Duration::from_millis(3),
+                ..LinkConfig::PERFECT
+            };
+            let a = FaultyTransport::new(net.bind(), NetModel::new(seed, link));
             let b = net.bind();
             for i in 0..200 {
                 a.send(b.local_addr(), frame(0, i, 0)).await.unwrap();
