@@ -113,22 +113,18 @@
 mod error;
 mod net;
 mod proto;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use net::endpoint::{
     CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, IncomingCommand, PeerAddr,
 };
 pub use net::transport::{
-    DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FaultConfig,
-    FaultyTransport, FrameSink, LinkConfig, MIN_FRAME_LEN, MemConfig, MemNetwork, MemTransport,
-    TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
-    TRANSPORT_WELCOME, TcpConfig, TcpTransport, TraceEvent, Transport, TransportError,
-    TransportStats, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport,
+    FaultConfig, FaultyTransport, FrameSink, LinkConfig, MemConfig, MemNetwork, MemTransport,
+    TcpConfig, TcpTransport, TraceEvent, Transport, TransportError, TransportStats, UdpConfig,
+    UdpTransport,
 };
 pub use proto::{
-    Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,
-    INSECURE_HEADER_LEN, Incoming, KeyedLimiter, MAX_FRAME_LEN_LIMIT, MAX_MESSAGES_LIMIT,
-    MAX_OUTSTANDING_LIMIT, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, Mode, SECURE_HEADER_LEN, TAG_LEN,
-    TYPE_INSECURE_COMMAND, TYPE_INSECURE_RESPONSE, TYPE_SECURE_COMMAND, TYPE_SECURE_RESPONSE,
-    TokenBucket, VERSION, peek_header,
+    Channel, ChannelConfig, ChannelStats, FrameHeader, FrameKind, Incoming, KeyedLimiter, Mode,
+    TokenBucket, peek_header,
 };

@@ -10,9 +10,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use common::{pair, secure_pair};
 use proptest::prelude::*;
-use themis_channel::{
-    Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TAG_LEN, peek_header,
-};
+use themis_channel::wire::TAG_LEN;
+use themis_channel::{Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, peek_header};
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
 

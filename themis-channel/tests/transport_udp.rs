@@ -6,9 +6,9 @@ mod common;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use common::*;
+use themis_channel::wire::UDP_MAX_PAYLOAD;
 use themis_channel::{
-    FaultConfig, FaultyTransport, Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig,
-    UdpTransport,
+    FaultConfig, FaultyTransport, Transport, TransportError, UdpConfig, UdpTransport,
 };
 
 async fn udp(cfg: UdpConfig) -> UdpTransport {

@@ -67,6 +67,7 @@ pub use node::{
 
 // What users of the lower layers need, so that one dependency serves.
 pub use bytes::Bytes;
-pub use themis_channel::{Mode, TcpConfig, UDP_MAX_PAYLOAD, UdpConfig};
+pub use themis_channel::wire::UDP_MAX_PAYLOAD;
+pub use themis_channel::{Mode, TcpConfig, UdpConfig};
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
 pub use themis_dht::{Contact, DhtNode, DriverConfig, NodeMetrics, Peer, Status, object_id};

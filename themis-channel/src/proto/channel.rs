@@ -7,24 +7,10 @@ use bytes::{Buf, BufMut, BytesMut};
 use themis_crypto::{AeadKey, NodeId};
 use themis_handshake::{Session, SessionId};
 
-use super::frame::{
-    FrameHeader, FrameKind, Mode, SECURE_HEADER_LEN, TAG_LEN, associated_data, nonce, peek_header,
-};
+use super::frame::{FrameHeader, FrameKind, Mode, associated_data, nonce, peek_header};
 use super::window::{Check, ReplayWindow};
 use crate::error::{Error, Result};
-
-/// Largest accepted [`ChannelConfig::max_frame_len`] (1 GiB).
-pub const MAX_FRAME_LEN_LIMIT: usize = 1 << 30;
-/// Smallest accepted [`ChannelConfig::replay_window`].
-pub const MIN_REPLAY_WINDOW: u64 = 64;
-/// Largest accepted [`ChannelConfig::replay_window`] (2^24 positions, 2 MiB of bitmap per
-/// window; a channel holds two).
-pub const MAX_REPLAY_WINDOW: u64 = 1 << 24;
-/// Largest accepted [`ChannelConfig::max_outstanding`].
-pub const MAX_OUTSTANDING_LIMIT: usize = 1 << 20;
-/// Largest accepted [`ChannelConfig::reject_after_messages`]: the sequence counter stays below
-/// `u64::MAX` and so never wraps.
-pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
+use crate::wire::{DEFAULT_MAX_FRAME_LEN, INSECURE_HEADER_LEN, SECURE_HEADER_LEN, TAG_LEN};
 
 /// Limits of a channel. Start from [`ChannelConfig::default`] and change fields; values are
 /// checked when a channel is created.
@@ -32,21 +18,21 @@ pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
 #[non_exhaustive]
 pub struct ChannelConfig {
     /// Largest whole frame sealed or opened, in bytes. Default 16 MiB; at least 58 (the largest
-    /// header, 42 bytes, plus 16), at most [`MAX_FRAME_LEN_LIMIT`]. Both peers need the same value.
+    /// header, 42 bytes, plus 16), at most [`ChannelConfig::MAX_FRAME_LEN_LIMIT`]. Both peers need the same value.
     pub max_frame_len: usize,
     /// Positions of the anti-replay window for incoming commands, and of the window that keeps
     /// each response from being sealed twice. Rounded up to a multiple of 64. Default 2048
     /// (twice the default `max_outstanding`, so a full pipeline arriving in any order fits);
-    /// between [`MIN_REPLAY_WINDOW`] and [`MAX_REPLAY_WINDOW`].
+    /// between [`ChannelConfig::MIN_REPLAY_WINDOW`] and [`ChannelConfig::MAX_REPLAY_WINDOW`].
     pub replay_window: u64,
     /// Commands that may await their response at once. Default 1024; 1 to
-    /// [`MAX_OUTSTANDING_LIMIT`].
+    /// [`ChannelConfig::MAX_OUTSTANDING_LIMIT`].
     pub max_outstanding: usize,
     /// Soft limit: after this many sealed frames [`Channel::needs_rekey`] turns true.
     /// Default 2^60.
     pub rekey_after_messages: u64,
     /// Hard limit: after this many sealed frames sealing is refused. Default 2^63; at most
-    /// [`MAX_MESSAGES_LIMIT`], at least `rekey_after_messages`.
+    /// [`ChannelConfig::MAX_MESSAGES_LIMIT`], at least `rekey_after_messages`.
     pub reject_after_messages: u64,
     /// Soft limit (secure mode): past this session age [`Channel::needs_rekey`] turns true.
     /// Default 1 hour.
@@ -59,7 +45,7 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         Self {
-            max_frame_len: super::frame::DEFAULT_MAX_FRAME_LEN,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
             replay_window: 2048,
             max_outstanding: 1024,
             rekey_after_messages: 1 << 60,
@@ -71,34 +57,53 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// Largest accepted [`ChannelConfig::max_frame_len`] (1 GiB).
+    pub const MAX_FRAME_LEN_LIMIT: usize = 1 << 30;
+    /// Smallest accepted [`ChannelConfig::replay_window`].
+    pub const MIN_REPLAY_WINDOW: u64 = 64;
+    /// Largest accepted [`ChannelConfig::replay_window`] (2^24 positions, 2 MiB of bitmap per
+    /// window; a channel holds two).
+    pub const MAX_REPLAY_WINDOW: u64 = 1 << 24;
+    /// Largest accepted [`ChannelConfig::max_outstanding`].
+    pub const MAX_OUTSTANDING_LIMIT: usize = 1 << 20;
+    /// Largest accepted [`ChannelConfig::reject_after_messages`]: the sequence counter stays
+    /// below `u64::MAX` and so never wraps.
+    pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
+
     /// Checks every field against its documented range.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::InvalidConfig(s));
-        let min_frame = super::frame::INSECURE_HEADER_LEN + TAG_LEN;
-        if !(min_frame..=MAX_FRAME_LEN_LIMIT).contains(&self.max_frame_len) {
+        let min_frame = INSECURE_HEADER_LEN + TAG_LEN;
+        if !(min_frame..=Self::MAX_FRAME_LEN_LIMIT).contains(&self.max_frame_len) {
             return bad(format!(
-                "max_frame_len {} is outside {min_frame}..={MAX_FRAME_LEN_LIMIT}",
-                self.max_frame_len
+                "max_frame_len {} is outside {min_frame}..={}",
+                self.max_frame_len,
+                Self::MAX_FRAME_LEN_LIMIT
             ));
         }
-        if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&self.replay_window) {
+        if !(Self::MIN_REPLAY_WINDOW..=Self::MAX_REPLAY_WINDOW).contains(&self.replay_window) {
             return bad(format!(
-                "replay_window {} is outside {MIN_REPLAY_WINDOW}..={MAX_REPLAY_WINDOW}",
-                self.replay_window
+                "replay_window {} is outside {}..={}",
+                self.replay_window,
+                Self::MIN_REPLAY_WINDOW,
+                Self::MAX_REPLAY_WINDOW
             ));
         }
-        if !(1..=MAX_OUTSTANDING_LIMIT).contains(&self.max_outstanding) {
+        if !(1..=Self::MAX_OUTSTANDING_LIMIT).contains(&self.max_outstanding) {
             return bad(format!(
-                "max_outstanding {} is outside 1..={MAX_OUTSTANDING_LIMIT}",
-                self.max_outstanding
+                "max_outstanding {} is outside 1..={}",
+                self.max_outstanding,
+                Self::MAX_OUTSTANDING_LIMIT
             ));
         }
-        if self.reject_after_messages > MAX_MESSAGES_LIMIT
+        if self.reject_after_messages > Self::MAX_MESSAGES_LIMIT
             || self.rekey_after_messages > self.reject_after_messages
         {
             return bad(format!(
-                "need rekey_after_messages ({}) <= reject_after_messages ({}) <= {MAX_MESSAGES_LIMIT}",
-                self.rekey_after_messages, self.reject_after_messages
+                "need rekey_after_messages ({}) <= reject_after_messages ({}) <= {}",
+                self.rekey_after_messages,
+                self.reject_after_messages,
+                Self::MAX_MESSAGES_LIMIT
             ));
         }
         if self.rekey_after > self.reject_after {

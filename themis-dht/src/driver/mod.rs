@@ -142,7 +142,7 @@ impl DhtNode {
 
     /// Starts a node on a new UDP endpoint bound to `addr`. DHT messages carrying records
     /// need more than a path-MTU datagram: raise `udp.max_frame_len` (up to
-    /// [`themis_channel::UDP_MAX_PAYLOAD`]) on networks that carry large datagrams.
+    /// [`themis_channel::wire::UDP_MAX_PAYLOAD`]) on networks that carry large datagrams.
     pub async fn bind_udp(
         addr: SocketAddr,
         udp: UdpConfig,

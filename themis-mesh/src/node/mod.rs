@@ -92,7 +92,7 @@ pub enum TransportKind {
     Tcp,
     /// UDP: one datagram per frame, retransmitted by the endpoint. Provider records and call
     /// bodies must fit `UdpConfig::max_frame_len` (default 1,452 bytes, path-MTU safe): raise
-    /// it (up to [`UDP_MAX_PAYLOAD`](themis_channel::UDP_MAX_PAYLOAD)) where the network
+    /// it (up to [`UDP_MAX_PAYLOAD`](themis_channel::wire::UDP_MAX_PAYLOAD)) where the network
     /// carries larger datagrams, such as loopback.
     Udp,
 }

@@ -10,46 +10,11 @@
 use themis_crypto::{NodeId, PublicKey};
 use themis_handshake::SessionId;
 
-/// Protocol version byte.
-const V: u8 = 0x01;
-/// `01 38 token[16] zero[32]`: "which key do you hold?" Padded to the size of its answer.
-pub(crate) const TYPE_IDENTIFY: u8 = 0x38;
-/// `01 39 token[16] public_key[32]`: answer to [`TYPE_IDENTIFY`].
-pub(crate) const TYPE_IDENTITY: u8 = 0x39;
-/// `01 3A nonce[32] public_key[32]`: answer to a message 1 addressed to another node id.
-pub(crate) const TYPE_IDENTITY_MISMATCH: u8 = 0x3A;
-/// `01 3B ref[32] seq[8]`: "I run in the other mode (secure/insecure)".
-pub(crate) const TYPE_MODE_MISMATCH: u8 = 0x3B;
-/// `01 3C session_id[8] seq[8]`: answer to a secure command for a session this node lacks.
-pub(crate) const TYPE_UNKNOWN_SESSION: u8 = 0x3C;
-
-/// `01 3D session_id[8] seq[8]`: "command `seq` was authenticated but refused: every handler
-/// slot is taken" (reliable transports only; the session id is all zero in insecure mode).
-pub(crate) const TYPE_BUSY: u8 = 0x3D;
-
-/// Length of identify request and answer.
-pub(crate) const IDENTIFY_LEN: usize = 2 + 16 + 32;
-/// Length of an identity-mismatch message.
-pub(crate) const IDENTITY_MISMATCH_LEN: usize = 2 + 32 + 32;
-/// Length of a mode-mismatch message (= the shortest insecure command frame, which it may
-/// answer).
-pub(crate) const MODE_MISMATCH_LEN: usize = 2 + 32 + 8;
-/// Length of an unknown-session message.
-pub(crate) const UNKNOWN_SESSION_LEN: usize = 2 + 8 + 8;
-/// Length of a busy message.
-pub(crate) const BUSY_LEN: usize = 2 + 8 + 8;
-
-// No amplification (checked at compile time): each answer is no larger than the smallest frame
-// it answers. Identify: request and answer are both IDENTIFY_LEN. Identity mismatch answers a
-// message 1; mode mismatch answers a message 1 or an insecure command; unknown session answers
-// a secure command; message 2 answers a message 1.
-const _: () = assert!(IDENTITY_MISMATCH_LEN <= themis_handshake::MSG1_MIN_LEN);
-const _: () = assert!(MODE_MISMATCH_LEN <= crate::INSECURE_HEADER_LEN);
-const _: () = assert!(UNKNOWN_SESSION_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
-// Busy answers an authenticated command of either mode.
-const _: () = assert!(BUSY_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
-const _: () = assert!(BUSY_LEN <= crate::INSECURE_HEADER_LEN);
-const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_LEN);
+use crate::wire::{
+    BUSY_LEN, IDENTIFY_LEN, IDENTITY_MISMATCH_LEN, MODE_MISMATCH_LEN, TYPE_BUSY, TYPE_IDENTIFY,
+    TYPE_IDENTITY, TYPE_IDENTITY_MISMATCH, TYPE_MODE_MISMATCH, TYPE_UNKNOWN_SESSION,
+    UNKNOWN_SESSION_LEN, VERSION as V,
+};
 
 /// A decoded control message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,21 +26,17 @@ use bytes::{Bytes, BytesMut};
 
 pub use error::TransportError;
 pub use faulty::{FaultConfig, FaultyTransport};
-pub use frame::{
-    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
-    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME,
-};
 pub use mem::{LinkConfig, MemConfig, MemNetwork, MemTransport, TraceEvent};
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
-pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+pub use udp::{UdpConfig, UdpTransport};
+
+/// The default largest frame of TCP and the in-memory network: the channel's
+/// ([`crate::wire::DEFAULT_MAX_FRAME_LEN`]).
+pub(crate) use crate::wire::DEFAULT_MAX_FRAME_LEN;
 
 /// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
 pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
-
-/// Default largest frame for TCP and the in-memory network: 16 MiB of payload plus 4 KiB of room
-/// for the channel's headers and tag.
-pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
 
 /// A message-oriented transport between endpoints.
 ///
@@ -50,8 +46,10 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
 /// reply to the `from` of a received frame reaches its sender.
 ///
 /// The transport checks only what it must to frame and route: a frame is at least
-/// [`MIN_FRAME_LEN`] bytes, starts with [`FRAME_VERSION`], and its type is not in the
-/// transport-reserved range [`TRANSPORT_TYPE_RANGE`]. Everything else is the endpoint's job.
+/// [`MIN_FRAME_LEN`](crate::wire::MIN_FRAME_LEN) bytes, starts with
+/// [`VERSION`](crate::wire::VERSION), and its type is not in the transport-reserved range
+/// [`TRANSPORT_TYPE_RANGE`](crate::wire::TRANSPORT_TYPE_RANGE). Everything else is the
+/// endpoint's job.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// The address peers use to reach this transport.
