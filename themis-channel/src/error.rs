@@ -70,7 +70,7 @@ pub enum Error {
     },
     /// A frame of the other mode arrived: a secure frame on an insecure channel or the reverse.
     #[error(
-        "{found:?} frame arrived on a channel in {expected:?} mode; both peers must run the same mode (check the `secure` setting on both nodes)"
+        "{found:?} frame arrived on a channel in {expected:?} mode; both peers must run the same mode (`EndpointConfig::mode`)"
     )]
     WrongMode {
         /// The channel's mode.

@@ -36,8 +36,17 @@ pub(crate) fn load_or_generate(path: Option<&Path>) -> Result<Arc<IdentityKeypai
 /// prints the public key.
 pub(crate) fn keygen(out: &Path, force: bool) -> Result<(), Error> {
     let key = IdentityKeypair::generate();
-    key.write_to_file(out, force)
-        .map_err(|e| Error::Key(e.to_string()))?;
+    key.write_to_file(out, force).map_err(|e| {
+        // The library says what is wrong; the command says which flag changes it.
+        let hint = match &e {
+            themis_crypto::Error::KeyFile {
+                problem: themis_crypto::KeyFileProblem::AlreadyExists,
+                ..
+            } => " (pass --force to replace the key)",
+            _ => "",
+        };
+        Error::Key(format!("{e}{hint}"))
+    })?;
     println!("{}", key.public());
     eprintln!(
         "wrote {} (mode 0600); node id on a network: `themis id --key {} --net NAME`",
