@@ -268,15 +268,13 @@ impl Channel {
     /// A secure channel over a finished handshake. The session's keys move into the channel and
     /// are wiped when it is dropped.
     pub fn secure(session: Session, config: ChannelConfig) -> Result<Self> {
-        let Session {
-            local_id,
-            peer_id,
-            session_id,
-            send_key,
-            recv_key,
-            established_at,
-            ..
-        } = session;
+        let (local_id, peer_id, session_id, established_at) = (
+            session.local_id,
+            session.peer_id,
+            session.session_id,
+            session.established_at,
+        );
+        let (send_key, recv_key) = session.into_keys();
         Self::new(
             Keys::Secure {
                 session_id,

@@ -42,9 +42,10 @@ pub struct EndpointConfig {
     pub control_rate: (u32, u32),
     /// How long `shutdown` waits for in-flight requests and handlers (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Seed for the handshake's ephemeral keys and nonces: `None` (the default) uses the
-    /// operating system's generator; `Some` makes simulations reproducible and must never be
-    /// used in production (anyone knowing the seed knows the session keys).
+    /// Seed for the handshake's ephemeral keys and nonces (feature `testing` only): `None` (the
+    /// default) uses the operating system's generator; `Some` makes simulations reproducible
+    /// and must never be used in production (anyone knowing the seed knows the session keys).
+    #[cfg(feature = "testing")]
     pub rng_seed: Option<u64>,
     /// Handshake limits (pending table, its TTL). `initiator_timeout` is replaced by
     /// `handshake_timeout`.
@@ -68,6 +69,7 @@ impl Default for EndpointConfig {
             response_cache: 256,
             control_rate: (1000, 200),
             shutdown_timeout: Duration::from_secs(5),
+            #[cfg(feature = "testing")]
             rng_seed: None,
             handshake: HandshakeConfig::default(),
             channel: ChannelConfig::default(),

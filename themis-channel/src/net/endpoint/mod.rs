@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
 use themis_handshake::{
-    Initiator, MessageKind, OsRandom, RandomSource, Responder, SeededRandom, Session, SessionId,
+    Initiator, MessageKind, OsRandom, RandomSource, Responder, Session, SessionId,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -349,14 +349,18 @@ impl Endpoint {
         let mut hs_cfg = config.handshake.clone();
         hs_cfg.initiator_timeout = config.handshake_timeout;
         let local_id = identity.node_id(&network);
+        #[cfg(feature = "testing")]
         let (rng, responder_rng): (Box<dyn RandomSource>, Box<dyn RandomSource>) =
             match config.rng_seed {
                 Some(seed) => (
-                    Box::new(SeededRandom::from_u64(seed)),
-                    Box::new(SeededRandom::from_u64(seed ^ 0x5245_5350)),
+                    Box::new(themis_handshake::SeededRandom::from_u64(seed)),
+                    Box::new(themis_handshake::SeededRandom::from_u64(seed ^ 0x5245_5350)),
                 ),
                 None => (Box::new(OsRandom), Box::new(OsRandom)),
             };
+        #[cfg(not(feature = "testing"))]
+        let (rng, responder_rng): (Box<dyn RandomSource>, Box<dyn RandomSource>) =
+            (Box::new(OsRandom), Box::new(OsRandom));
         let responder = (config.mode == Mode::Secure)
             .then(|| Responder::with_rng(identity.clone(), network.clone(), hs_cfg, responder_rng));
         let cancel = CancellationToken::new();
