@@ -266,6 +266,14 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// Too many requests (or identify calls) are already waiting at this endpoint.
+    #[error("{limit} {what} are already waiting at this endpoint; retry later")]
+    Overloaded {
+        /// What is waiting ("requests", "identify calls").
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// A request to this node itself.
     #[error("refusing to send a request to this node itself ({0})")]
     SelfRequest(NodeId),

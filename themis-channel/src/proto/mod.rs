@@ -1,7 +1,9 @@
-//! The sans-I/O channel core: frame codec, replay window and the channel state machine.
-//! No sockets, no clock reads, no randomness: bytes and `now` in, bytes out.
+//! The sans-I/O cores: frame codec, replay window, the channel state machine, and the
+//! endpoint's protocol logic over them. No sockets, no clock reads, no randomness of their own:
+//! bytes and `now` in, bytes out.
 
 mod channel;
+pub(crate) mod endpoint;
 mod frame;
 mod limit;
 mod window;

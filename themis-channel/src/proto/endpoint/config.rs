@@ -1,4 +1,4 @@
-//! Settings of an [`Endpoint`](super::Endpoint).
+//! Settings of an endpoint: its [`crate::Endpoint`] driver and the sans-I/O core under it.
 
 use std::time::Duration;
 
@@ -6,7 +6,11 @@ use themis_handshake::HandshakeConfig;
 
 use crate::{ChannelConfig, Error, Mode};
 
-/// Settings of an [`Endpoint`](super::Endpoint). Start from `EndpointConfig::default()` (or
+/// Largest accepted `max_in_flight` and `max_handlers` (tokio's semaphore limit, kept so that the
+/// accepted configurations stay the same).
+const MAX_PERMITS: usize = usize::MAX >> 3;
+
+/// Settings of an [`Endpoint`](crate::Endpoint). Start from `EndpointConfig::default()` (or
 /// [`EndpointConfig::insecure`]) and change fields; [`EndpointConfig::validate`] runs when the
 /// endpoint is created.
 #[derive(Clone, Debug)]
@@ -97,9 +101,7 @@ impl EndpointConfig {
                 "max_in_flight_per_peer, max_in_flight and max_handlers must be at least 1",
             );
         }
-        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS
-            || self.max_handlers > tokio::sync::Semaphore::MAX_PERMITS
-        {
+        if self.max_in_flight > MAX_PERMITS || self.max_handlers > MAX_PERMITS {
             return bad("max_in_flight and max_handlers are too large");
         }
         if self.max_in_flight_per_peer > self.channel.max_outstanding {
