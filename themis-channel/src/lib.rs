@@ -117,7 +117,8 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use net::endpoint::{
-    CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, IncomingCommand, PeerAddr,
+    CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, HandlerRegistry,
+    IncomingCommand, PeerAddr,
 };
 pub use net::transport::{
     FaultConfig, FaultyTransport, FrameSink, LinkConfig, MemConfig, MemNetwork, MemTransport,

@@ -1,4 +1,5 @@
-//! Every byte value and size of this crate's wire format, in one place (PROTOCOL.md §1, §4, §5).
+//! Every byte value and size of this crate's wire format, in one place (PROTOCOL.md §1, §4, §5,
+//! §5.4).
 //!
 //! Every frame, on every transport, starts with [`VERSION`] and a type byte. The type space is
 //! shared by the layers:
@@ -97,6 +98,15 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 /// Largest UDP payload over IPv4 (65,535 − 20 (IPv4) − 8 (UDP)): the ceiling of
 /// `UdpConfig::max_frame_len`, whose default is the path-MTU-safe 1,500 − 40 (IPv6) − 8 (UDP).
 pub const UDP_MAX_PAYLOAD: usize = 65_535 - 20 - 8;
+
+/// First byte of the response a [`crate::HandlerRegistry`] sends for a command whose protocol
+/// id it does not serve: `FF ‖ protocol id` (PROTOCOL.md §5.4). No protocol's response may
+/// start with it (for CBOR it is the "break" code, never the start of a data item).
+pub const UNKNOWN_PROTOCOL: u8 = 0xFF;
+
+/// Protocol id `0x00` is never registered: an empty command payload, which has no protocol id,
+/// is refused as protocol `0x00`.
+pub const RESERVED_PROTOCOL: u8 = 0x00;
 
 // No amplification (checked at compile time): each control answer is no larger than the
 // smallest frame it answers. Identify: request and answer are both IDENTIFY_LEN. Identity

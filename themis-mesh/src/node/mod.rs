@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use themis_channel::{
-    Endpoint, Handler, IncomingCommand, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
+    Endpoint, Handler, HandlerRegistry, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
     UdpConfig, UdpTransport,
 };
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
@@ -178,10 +178,10 @@ impl MeshConfig {
 
 type Services = Arc<RwLock<HashMap<String, Arc<dyn ServiceHandler>>>>;
 
-/// The endpoint's handler: service calls (first byte `0x02`) to the registered handler after
-/// the access check, everything else to the DHT.
-struct MeshHandler {
-    dht: DhtHandler,
+/// The handler of service calls (protocol id `0x02`, PROTOCOL.md §5.4 and §7): the registered
+/// service handler after the access check. The endpoint's [`HandlerRegistry`] routes the DHT's
+/// commands (protocol id `0x01`) to the DHT.
+struct CallHandler {
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
     /// Longest a service handler may run: the caller's request timeout (by then the caller
@@ -193,22 +193,11 @@ fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
     encode_response(&CallResponse::Error { kind, message })
 }
 
+/// Service calls run user code, so they keep their own task ([`Handler::handle`], the default
+/// `try_dispatch`); DHT commands take the DHT's fast path (answered by its driver task).
 #[async_trait]
-impl Handler for MeshHandler {
-    /// DHT commands take the DHT's fast path (answered by its driver task, no task spawned);
-    /// service calls run user code, so they keep their own task ([`Handler::handle`]).
-    #[allow(clippy::result_large_err)] // as the trait: no allocation per command
-    fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
-        if command.request().first() == Some(&wire::TAG_SERVICE_CALL) {
-            return Err(command);
-        }
-        self.dht.try_dispatch(command)
-    }
-
+impl Handler for CallHandler {
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
-        if request.first() != Some(&wire::TAG_SERVICE_CALL) {
-            return self.dht.handle(from, request).await;
-        }
         // Beyond the paper: the provider checks the caller the endpoint authenticated.
         serve_call(
             &self.services,
@@ -221,7 +210,8 @@ impl Handler for MeshHandler {
     }
 }
 
-/// Serves one service call from `caller`: the request's parse, the services this node
+/// Serves one service call from `caller` (`request` without its protocol id): the request's
+/// parse, the services this node
 /// provides, the access policy for `caller`, then the handler, cut off after `timeout`. The one
 /// path of a call from the network (`caller` authenticated by the endpoint) and of a call this
 /// node makes to itself (`caller` is this node).
@@ -235,7 +225,7 @@ async fn serve_call(
     let Some(call) = decode_request(request) else {
         return refuse(
             RemoteErrorKind::Malformed,
-            "service call does not parse (tag, name length 1..=128, UTF-8 name)".into(),
+            "service call does not parse (name length 1..=128, UTF-8 name)".into(),
         );
     };
     let handler = services
@@ -334,20 +324,24 @@ impl MeshNode {
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
-        let handler = MeshHandler {
-            dht: dht_handler,
+        let calls = CallHandler {
             services: services.clone(),
             access: access.clone(),
             handler_timeout: config.handler_timeout,
         };
-        let endpoint = Endpoint::new(
-            transport,
-            identity.clone(),
-            network.clone(),
-            config.driver.endpoint.clone(),
-            Arc::new(handler),
-        )
-        .map_err(|e| Error::Network(e.to_string()))?;
+        let endpoint = HandlerRegistry::new()
+            .with(DhtHandler::PROTOCOL_ID, Arc::new(dht_handler))
+            .and_then(|r| r.with(wire::TAG_SERVICE_CALL, Arc::new(calls)))
+            .and_then(|registry| {
+                Endpoint::new(
+                    transport,
+                    identity.clone(),
+                    network.clone(),
+                    config.driver.endpoint.clone(),
+                    Arc::new(registry),
+                )
+            })
+            .map_err(|e| Error::Network(e.to_string()))?;
         let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())
             .map_err(|e| Error::Dht(e.to_string()))?;
         let seed = config.seed.unwrap_or_else(|| {

@@ -13,6 +13,7 @@
 
 mod driver;
 mod outbox;
+mod registry;
 
 use std::net::SocketAddr;
 use std::sync::{
@@ -30,6 +31,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 pub use crate::proto::endpoint::{EndpointConfig, EndpointMetrics, PeerAddr};
+pub use registry::HandlerRegistry;
 
 use self::driver::{Command, Ctl, Driver};
 use crate::proto::endpoint::{CommandToken, EndpointCore, TransportInfo};
