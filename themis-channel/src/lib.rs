@@ -76,7 +76,10 @@
 //!
 //! The [`Endpoint`] ties it together: given a peer's id and address it runs the handshake on
 //! first contact, caches the session by node id, and carries commands and responses over it;
-//! incoming commands go to the application's [`Handler`].
+//! incoming commands go to the application's [`Handler`] (or, for several protocols on one
+//! endpoint, to a [`HandlerRegistry`] that routes them by their protocol id). Its protocol logic
+//! is a sans-I/O state machine like the channel's; one tokio task drives it over the transport.
+//! Every byte value and size of the wire format is in [`wire`].
 //!
 //! ```
 //! use std::sync::Arc;

@@ -20,10 +20,11 @@ pub struct ChannelConfig {
     /// Largest whole frame sealed or opened, in bytes. Default 16 MiB; at least 58 (the largest
     /// header, 42 bytes, plus 16), at most [`ChannelConfig::MAX_FRAME_LEN_LIMIT`]. Both peers need the same value.
     pub max_frame_len: usize,
-    /// Positions of the anti-replay window for incoming commands, and of the window that keeps
-    /// each response from being sealed twice. Rounded up to a multiple of 64. Default 2048
-    /// (twice the default `max_outstanding`, so a full pipeline arriving in any order fits);
-    /// between [`ChannelConfig::MIN_REPLAY_WINDOW`] and [`ChannelConfig::MAX_REPLAY_WINDOW`].
+    /// Positions of the anti-replay window for incoming commands, and the most accepted
+    /// commands awaiting their response (beyond, the oldest can no longer be answered).
+    /// Rounded up to a multiple of 64. Default 2048 (twice the default `max_outstanding`, so a
+    /// full pipeline arriving in any order fits); between [`ChannelConfig::MIN_REPLAY_WINDOW`]
+    /// and [`ChannelConfig::MAX_REPLAY_WINDOW`].
     pub replay_window: u64,
     /// Commands that may await their response at once. Default 1024; 1 to
     /// [`ChannelConfig::MAX_OUTSTANDING_LIMIT`].
@@ -243,10 +244,12 @@ pub struct Channel {
     sealed: u64,
     /// Our commands awaiting a response.
     outstanding: BTreeSet<u64>,
-    /// Commands received (anti-replay).
+    /// Commands received (anti-replay): each is accepted at most once.
     recv_window: ReplayWindow,
-    /// Responses sealed: each command is answered at most once, so no response nonce repeats.
-    resp_window: ReplayWindow,
+    /// Accepted commands not answered yet, at most `replay_window` (the oldest go first). A
+    /// response is sealed only for one of them, which leaves the set: each command is answered
+    /// at most once, so no response nonce repeats, however long its handler takes.
+    unanswered: BTreeSet<u64>,
     stats: ChannelStats,
 }
 
@@ -311,7 +314,7 @@ impl Channel {
         config.validate()?;
         Ok(Self {
             recv_window: ReplayWindow::new(config.replay_window),
-            resp_window: ReplayWindow::new(config.replay_window),
+            unanswered: BTreeSet::new(),
             config,
             keys,
             local_id,
@@ -392,6 +395,17 @@ impl Channel {
     /// rejected as [`Error::DuplicateResponse`]. Returns whether it was outstanding.
     pub fn cancel(&mut self, seq: u64) -> bool {
         self.outstanding.remove(&seq)
+    }
+
+    /// Gives up answering the peer's command `seq` (refused, or its handler dropped it): no
+    /// response to it can be sealed any more. Returns whether it awaited one.
+    pub fn forget_command(&mut self, seq: u64) -> bool {
+        self.unanswered.remove(&seq)
+    }
+
+    /// Accepted commands awaiting their response.
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.len()
     }
 
     fn age(&self, now: Instant) -> Duration {
@@ -475,27 +489,18 @@ impl Channel {
         now: Instant,
     ) -> Result<()> {
         self.check_can_seal(payload.len(), now)?;
-        let not = |reason| Err(Error::CannotRespond { seq, reason });
-        match self.recv_window.check(seq) {
-            Check::Duplicate => {}
-            Check::Fresh => return not("no command with this sequence number was received"),
-            Check::TooOld => {
-                return not("the command is older than the replay window (or was never received)");
-            }
-        }
-        match self.resp_window.check(seq) {
-            Check::Fresh => {}
-            Check::Duplicate => {
-                return not("a response to it was already sealed; resend that frame instead");
-            }
-            Check::TooOld => {
-                return not(
-                    "too late: more than the replay window of newer commands were answered since",
-                );
-            }
+        if !self.unanswered.contains(&seq) {
+            let reason = match self.recv_window.check(seq) {
+                Check::Fresh => "no command with this sequence number was received",
+                Check::Duplicate | Check::TooOld => {
+                    "it was answered already (resend that frame instead), given up, or more than \
+                     the replay window of newer commands awaited an answer since"
+                }
+            };
+            return Err(Error::CannotRespond { seq, reason });
         }
         self.write_frame(false, seq, payload, out)?;
-        self.resp_window.mark(seq);
+        self.unanswered.remove(&seq);
         self.sealed += 1;
         self.stats.sealed_responses += 1;
         Ok(())
@@ -639,7 +644,13 @@ impl Channel {
             // paper §5.1.2: B checks that S_B is new. Strengthened for out-of-order delivery:
             // a sliding window instead of "higher than the last" (see PROTOCOL.md).
             match self.recv_window.check(seq) {
-                Check::Fresh => self.recv_window.mark(seq),
+                Check::Fresh => {
+                    self.recv_window.mark(seq);
+                    self.unanswered.insert(seq);
+                    if self.unanswered.len() as u64 > self.recv_window.size() {
+                        self.unanswered.pop_first();
+                    }
+                }
                 Check::Duplicate => return Err(Error::DuplicateCommand { seq }),
                 Check::TooOld => {
                     return Err(Error::CommandTooOld {
@@ -669,5 +680,70 @@ impl Channel {
                 payload: frame,
             }
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pair(window: u64) -> (Channel, Channel, Instant) {
+        let now = Instant::now();
+        let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let cfg = ChannelConfig {
+            replay_window: window,
+            ..ChannelConfig::default()
+        };
+        let mk = |me, peer| Channel::insecure(me, peer, cfg.clone(), now).unwrap();
+        (mk(a, b), mk(b, a), now)
+    }
+
+    fn command(a: &mut Channel, b: &mut Channel, now: Instant) -> u64 {
+        let mut f = BytesMut::new();
+        let seq = a.seal_command(b"c", &mut f, now).unwrap();
+        b.open(f, now).unwrap();
+        seq
+    }
+
+    #[test]
+    fn a_slow_command_is_answered_however_many_newer_ones_came_since() {
+        let (mut a, mut b, now) = pair(64);
+        let slow = command(&mut a, &mut b, now);
+        for _ in 0..1000 {
+            let seq = command(&mut a, &mut b, now);
+            let mut out = BytesMut::new();
+            b.seal_response(seq, b"r", &mut out, now).unwrap();
+            a.open(out, now).unwrap();
+        }
+        let mut out = BytesMut::new();
+        b.seal_response(slow, b"late", &mut out, now).unwrap();
+        assert_eq!(a.open(out, now).unwrap().payload(), b"late");
+        // Once, and never after it was given up.
+        assert!(
+            b.seal_response(slow, b"again", &mut BytesMut::new(), now)
+                .is_err()
+        );
+        let other = command(&mut a, &mut b, now);
+        assert!(b.forget_command(other));
+        assert!(
+            b.seal_response(other, b"r", &mut BytesMut::new(), now)
+                .is_err()
+        );
+        assert_eq!(b.unanswered(), 0);
+    }
+
+    #[test]
+    fn at_most_a_window_of_commands_await_an_answer() {
+        let (mut a, mut b, now) = pair(64);
+        let seqs: Vec<u64> = (0..65).map(|_| command(&mut a, &mut b, now)).collect();
+        assert_eq!(b.unanswered(), 64);
+        // The oldest was let go; the others can still be answered.
+        assert!(matches!(
+            b.seal_response(seqs[0], b"r", &mut BytesMut::new(), now),
+            Err(Error::CannotRespond { .. })
+        ));
+        b.seal_response(seqs[1], b"r", &mut BytesMut::new(), now)
+            .unwrap();
     }
 }

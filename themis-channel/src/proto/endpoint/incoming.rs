@@ -263,7 +263,11 @@ impl EndpointCore {
                 ch.confirm();
                 match slot {
                     Slot::Free => Opened::Command(peer, key, ch.generation, seq, payload.freeze()),
-                    Slot::Busy => Opened::Busy(peer.addr, key, seq),
+                    Slot::Busy => {
+                        // Refused unexecuted: it will never be answered.
+                        ch.channel.forget_command(seq);
+                        Opened::Busy(peer.addr, key, seq)
+                    }
                     Slot::None => Opened::Nothing,
                 }
             }
@@ -316,6 +320,11 @@ impl EndpointCore {
     /// Gives command `token` up unanswered (its slot is free again). The caller's request times
     /// out, or, over UDP, its retransmission finds no cached answer and is refused as a replay.
     pub(crate) fn abandon(&mut self, token: CommandToken) {
-        self.commands.remove(&token);
+        let Some(c) = self.commands.remove(&token) else {
+            return;
+        };
+        if let Some(ch) = self.sessions.chan_gen_mut(c.peer.id, c.key, c.generation) {
+            ch.channel.forget_command(c.seq);
+        }
     }
 }

@@ -245,3 +245,28 @@ fn a_third_session_replaces_the_oldest_and_fails_its_requests() {
     ));
     assert!(net.nodes[0].metrics().handshakes_initiated_ok >= 3);
 }
+
+#[test]
+fn a_slow_command_overtaken_by_thousands_is_still_answered() {
+    for reliable in [true, false] {
+        let mut net = Net::new(2, insecure(), reliable);
+        net.nodes[1].echo = false;
+        let b = net.peer(1);
+        let slow = net.request(0, b, b"slow");
+        net.run();
+        for i in 0..3000u32 {
+            let id = net.request(0, b, &i.to_be_bytes());
+            net.run();
+            let (token, _, req) = net.nodes[1].commands.pop_back().unwrap();
+            net.nodes[1].core.respond(net.now, token, &echoed(&req));
+            net.collect();
+            net.run();
+            assert!(net.nodes[0].outcome(id).unwrap().is_ok());
+        }
+        assert!(net.nodes[0].outcome(slow).is_none());
+        net.nodes[1].answer_one(net.now);
+        net.collect();
+        net.run();
+        assert_eq!(ok(net.nodes[0].outcome(slow)), b"re:slow");
+    }
+}
