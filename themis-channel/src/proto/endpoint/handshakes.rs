@@ -10,7 +10,7 @@ use bytes::Bytes;
 use themis_handshake::{Initiator, MessageKind, Session};
 
 use super::control::{Control, msg1_nonce};
-use super::timers::{Backoff, TimerKey};
+use super::timers::{Resend, TimerKey};
 use super::{EndpointCore, PeerAddr, RequestId};
 use crate::{Channel, Error, Mode};
 
@@ -18,11 +18,9 @@ use crate::{Channel, Error, Mode};
 pub(super) struct PendingHandshake {
     pub(super) peer: PeerAddr,
     initiator: Initiator,
-    /// Message 1, re-sent as is on unreliable transports.
-    msg1: Bytes,
-    /// `handshake_timeout` after message 1: the handshake fails then.
-    deadline: Instant,
-    backoff: Backoff,
+    /// Message 1, re-sent as is on unreliable transports until `handshake_timeout` after the
+    /// first: the handshake fails then.
+    msg1: Resend,
     /// Requests waiting for the session, in arrival order.
     pub(super) waiters: Vec<RequestId>,
 }
@@ -53,18 +51,15 @@ impl EndpointCore {
         }
         let msg1 = Bytes::from(msg1);
         self.transmit(peer.addr, msg1.clone());
-        let deadline = now + self.cfg.handshake_timeout;
-        let backoff = Backoff::new(self.cfg.initial_rto, self.cfg.max_rto, self.reliable);
+        let msg1 = Resend::new(msg1, now + self.cfg.handshake_timeout, self.backoff());
         self.timers
-            .set(TimerKey::Handshake(nonce), backoff.wake(now, deadline));
+            .set(TimerKey::Handshake(nonce), msg1.first_wake(now));
         self.handshakes.insert(
             nonce,
             PendingHandshake {
                 peer,
                 initiator,
                 msg1,
-                deadline,
-                backoff,
                 waiters: Vec::new(),
             },
         );
@@ -77,9 +72,8 @@ impl EndpointCore {
         let Some(h) = self.handshakes.get_mut(&nonce) else {
             return;
         };
-        if now < h.deadline {
-            h.backoff.back_off();
-            let (to, msg1, wake) = (h.peer.addr, h.msg1.clone(), h.backoff.wake(now, h.deadline));
+        if let Some((msg1, wake)) = h.msg1.fire(now) {
+            let to = h.peer.addr;
             self.timers.set(TimerKey::Handshake(nonce), wake);
             self.counters.retransmissions += 1;
             self.transmit(to, msg1);

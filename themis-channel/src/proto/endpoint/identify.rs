@@ -10,7 +10,7 @@ use bytes::Bytes;
 use themis_crypto::{NodeId, PublicKey};
 
 use super::control::Control;
-use super::timers::{Backoff, TimerKey};
+use super::timers::{Resend, TimerKey};
 use super::{EndpointCore, Event, MAX_IDENTIFIES, RequestId};
 use crate::Error;
 
@@ -18,9 +18,8 @@ use crate::Error;
 struct Call {
     addr: SocketAddr,
     token: [u8; 16],
-    frame: Bytes,
-    deadline: Instant,
-    backoff: Backoff,
+    /// IDENTIFY, until `handshake_timeout` after the first.
+    frame: Resend,
 }
 
 /// The identify calls waiting for their answer, by id and by token.
@@ -62,21 +61,13 @@ impl EndpointCore {
         self.rng.fill(&mut token);
         let frame = Bytes::from(Control::Identify { token }.encode());
         self.transmit(addr, frame.clone());
-        let deadline = now + self.cfg.handshake_timeout;
-        let backoff = Backoff::new(self.cfg.initial_rto, self.cfg.max_rto, self.reliable);
+        let frame = Resend::new(frame, now + self.cfg.handshake_timeout, self.backoff());
         self.timers
-            .set(TimerKey::Identify(id), backoff.wake(now, deadline));
+            .set(TimerKey::Identify(id), frame.first_wake(now));
         self.identifies.by_token.insert(token, id);
-        self.identifies.calls.insert(
-            id,
-            Call {
-                addr,
-                token,
-                frame,
-                deadline,
-                backoff,
-            },
-        );
+        self.identifies
+            .calls
+            .insert(id, Call { addr, token, frame });
         id
     }
 
@@ -85,16 +76,15 @@ impl EndpointCore {
         let Some(c) = self.identifies.calls.get_mut(&id) else {
             return;
         };
-        if now >= c.deadline {
+        let to = c.addr;
+        let Some((frame, wake)) = c.frame.fire(now) else {
             let e = Error::HandshakeTimeout {
                 peer: NodeId::from_bytes([0; 32]),
-                addr: c.addr,
+                addr: to,
                 after: self.cfg.handshake_timeout,
             };
             return self.finish_identify(id, Err(e));
-        }
-        c.backoff.back_off();
-        let (to, frame, wake) = (c.addr, c.frame.clone(), c.backoff.wake(now, c.deadline));
+        };
         self.timers.set(TimerKey::Identify(id), wake);
         self.counters.retransmissions += 1;
         self.transmit(to, frame);

@@ -321,6 +321,11 @@ impl EndpointCore {
         id
     }
 
+    /// The retransmission schedule of a new exchange.
+    fn backoff(&self) -> timers::Backoff {
+        timers::Backoff::new(self.cfg.initial_rto, self.cfg.max_rto, self.reliable)
+    }
+
     fn transmit(&mut self, to: SocketAddr, frame: Bytes) {
         self.transmits.push_back(Transmit { to, frame });
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::sessions::ChanKey;
-use super::timers::{Backoff, TimerKey};
+use super::timers::{Resend, TimerKey};
 use super::{EndpointCore, Event, PeerAddr, RequestId};
 use crate::{Channel, Error, Mode};
 
@@ -37,14 +37,13 @@ pub(super) enum ReqState {
     /// `handshake_timeout`, and not past its deadline: its timer).
     Handshake { payload: Bytes, nonce: [u8; 32] },
     /// Holds both slots; the command `seq` went out on channel `(key, generation)`. `frame` is
-    /// re-sent as is on unreliable transports, so the peer's replay window and response cache
-    /// see the same command.
+    /// re-sent as is on unreliable transports until the deadline, so the peer's replay window
+    /// and response cache see the same command.
     Sent {
         key: ChanKey,
         generation: u64,
         seq: u64,
-        frame: Bytes,
-        backoff: Backoff,
+        frame: Resend,
     },
     /// Between two states (never seen outside a call).
     Moving,
@@ -289,16 +288,15 @@ impl EndpointCore {
             self.transmit(peer.addr, m3);
         }
         self.transmit(peer.addr, frame.clone());
-        let backoff = Backoff::new(self.cfg.initial_rto, self.cfg.max_rto, self.reliable);
+        let frame = Resend::new(frame, deadline, self.backoff());
         self.timers
-            .set(TimerKey::Request(id), backoff.wake(now, deadline));
+            .set(TimerKey::Request(id), frame.first_wake(now));
         if let Some(r) = self.requests.map.get_mut(&id) {
             r.state = ReqState::Sent {
                 key,
                 generation,
                 seq,
                 frame,
-                backoff,
             };
         }
     }
@@ -308,7 +306,7 @@ impl EndpointCore {
         let Some(r) = self.requests.map.get_mut(&id) else {
             return;
         };
-        let (peer, deadline) = (r.peer, r.deadline);
+        let peer = r.peer;
         let timeout = Error::RequestTimeout {
             peer: peer.id,
             addr: peer.addr,
@@ -323,19 +321,18 @@ impl EndpointCore {
                 };
                 return self.finish(id, Err(e));
             }
-            ReqState::Sent { .. } if now >= deadline => return self.finish(id, Err(timeout)),
             ReqState::Sent {
                 key,
                 generation,
                 frame,
-                backoff,
                 ..
-            } => {
-                backoff.back_off();
-                let wake = backoff.wake(now, deadline);
-                self.timers.set(TimerKey::Request(id), wake);
-                (*key, *generation, frame.clone())
-            }
+            } => match frame.fire(now) {
+                Some((frame, wake)) => {
+                    self.timers.set(TimerKey::Request(id), wake);
+                    (*key, *generation, frame)
+                }
+                None => return self.finish(id, Err(timeout)),
+            },
             _ => return self.finish(id, Err(timeout)),
         };
         // Retransmit the very same sealed frame (same seq, same nonce): the peer's replay

@@ -4,6 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::RequestId;
 
 /// What a timer belongs to.
@@ -95,6 +97,39 @@ impl Backoff {
     /// After a retransmission: the timeout doubles, up to the maximum.
     pub(super) fn back_off(&mut self) {
         self.rto = (self.rto * 2).min(self.max);
+    }
+}
+
+/// One frame sent again, as is, with backoff until a deadline: message 1, IDENTIFY, a sealed
+/// command (PROTOCOL.md §5.2).
+pub(super) struct Resend {
+    frame: Bytes,
+    deadline: Instant,
+    backoff: Backoff,
+}
+
+impl Resend {
+    pub(super) fn new(frame: Bytes, deadline: Instant, backoff: Backoff) -> Self {
+        Self {
+            frame,
+            deadline,
+            backoff,
+        }
+    }
+
+    /// When its timer fires first, the frame having gone out at `now`.
+    pub(super) fn first_wake(&self, now: Instant) -> Instant {
+        self.backoff.wake(now, self.deadline)
+    }
+
+    /// Its timer fired at `now`: `None` once the deadline has come, else the frame to send
+    /// again and when the timer fires next.
+    pub(super) fn fire(&mut self, now: Instant) -> Option<(Bytes, Instant)> {
+        if now >= self.deadline {
+            return None;
+        }
+        self.backoff.back_off();
+        Some((self.frame.clone(), self.backoff.wake(now, self.deadline)))
     }
 }
 
