@@ -78,7 +78,7 @@
 //! first contact, caches the session by node id, and carries commands and responses over it;
 //! incoming commands go to the application's [`Handler`] (or, for several protocols on one
 //! endpoint, to a [`HandlerRegistry`] that routes them by their protocol id). Its protocol logic
-//! is a sans-I/O state machine like the channel's; one tokio task drives it over the transport.
+//! is a sans-I/O state machine like the channel's, which the tokio driver runs over the transport.
 //! Every byte value and size of the wire format is in [`wire`].
 //!
 //! ```

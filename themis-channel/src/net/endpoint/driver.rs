@@ -1,246 +1,201 @@
-//! The driver task: owns the sans-I/O [`EndpointCore`] and feeds it frames, requests, answers
-//! and timeouts, each with `now` from tokio's clock; carries out its transmits and events.
+//! The driver: the sans-I/O [`EndpointCore`] behind a short-held lock, as quinn holds its
+//! `quinn_proto::Connection` (see the module documentation of `super` for why not a task).
+//!
+//! Every input — a frame from the transport (on the transport's reader task, through its
+//! sink, or on the receive task), a request or an answer from the application, a timeout on the
+//! timer task — locks the core, hands it the input with `now`, and takes what it produced
+//! (frames, outcomes, commands) out of it; the lock is then released, and only then are the
+//! frames sent, the outcomes handed to the waiting callers and the commands to the handler. No
+//! protocol rule lives here, and nothing waits while holding the lock.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use themis_crypto::{NodeId, PublicKey};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::outbox::Outbox;
-use super::{CommandResponder, Handler, IncomingCommand, PeerAddr, Shared};
-use crate::proto::endpoint::{CommandToken, EndpointCore, Event, RequestId};
-use crate::{Error, TransportError};
-
-/// Inputs handled in one step after the one that woke the task, per source: each source gets
-/// its turn every step (no starvation), and the transmits of a step go out together.
-const BATCH: usize = 64;
+use super::{CommandResponder, EndpointConfig, Handler, IncomingCommand, PeerAddr};
+use crate::proto::endpoint::{CommandToken, EndpointCore, EndpointMetrics, Event, Transmit};
+use crate::{Error, Mode, Transport, TransportError};
 
 /// The time the core sees: tokio's clock, so that tests with a paused clock are deterministic.
-fn now() -> Instant {
+pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// A call from a handle, on the bounded queue (the callers wait when it is full).
-pub(crate) enum Command {
-    Request {
-        peer: PeerAddr,
-        payload: Bytes,
-        reply: oneshot::Sender<Result<Bytes, Error>>,
-        ticket: u64,
-    },
-    Identify {
-        addr: std::net::SocketAddr,
-        reply: oneshot::Sender<Result<(NodeId, PublicKey), Error>>,
-        ticket: u64,
-    },
-}
-
-/// A message that must not wait: answers to commands, a caller giving up, shutdown. Each is
-/// bounded by what it refers to (a responder, a request, the endpoint).
-pub(crate) enum Ctl {
-    Respond(CommandToken, Bytes),
-    Abandon(CommandToken),
-    Cancel(u64),
-    Close,
-}
-
 /// Someone waiting for an outcome.
-enum Reply {
+pub(super) enum Reply {
     Request(oneshot::Sender<Result<Bytes, Error>>),
     Identify(oneshot::Sender<Result<(NodeId, PublicKey), Error>>),
 }
 
-pub(crate) struct Driver {
-    core: EndpointCore,
-    shared: Arc<Shared>,
-    handler: Arc<dyn Handler>,
-    commands: mpsc::Receiver<Command>,
-    ctl: mpsc::UnboundedReceiver<Ctl>,
-    waiters: HashMap<RequestId, (u64, Reply)>,
-    tickets: HashMap<u64, RequestId>,
-    outbox: Outbox,
-    transport_closed: bool,
+/// What the lock protects: the core, and who waits for its outcomes.
+pub(super) struct State {
+    pub(super) core: EndpointCore,
+    pub(super) waiters: HashMap<crate::proto::endpoint::RequestId, Reply>,
+    /// The instant the timer task sleeps until.
+    armed: Option<Instant>,
 }
 
-impl Driver {
-    pub(crate) fn new(
+/// What one call into the core produced, carried out once the lock is released.
+#[derive(Default)]
+struct Output {
+    transmits: Vec<Transmit>,
+    replies: Vec<(Reply, Event)>,
+    commands: Vec<(CommandToken, PeerAddr, Bytes)>,
+    wake_timer: bool,
+    room: bool,
+}
+
+/// The endpoint's shared part: the handles, the responders, the transport's sink and the
+/// tasks all reach the core through it.
+pub(crate) struct Shared {
+    pub(super) local_id: NodeId,
+    pub(super) mode: Mode,
+    pub(super) config: EndpointConfig,
+    pub(super) transport: Arc<dyn Transport>,
+    handler: Arc<dyn Handler>,
+    state: Mutex<State>,
+    /// Wakes the timer task when the core's next timeout comes earlier than it sleeps.
+    timer: Notify,
+    /// Wakes requests waiting for the core to take more.
+    pub(super) room: Notify,
+    bytes_out: AtomicU64,
+    pub(super) closing: AtomicBool,
+    /// The endpoint stopped: the transport's sink hands nothing over any more.
+    stopped: AtomicBool,
+    pub(super) cancel: CancellationToken,
+}
+
+impl Shared {
+    pub(super) fn new(
         core: EndpointCore,
-        shared: Arc<Shared>,
+        config: EndpointConfig,
+        transport: Arc<dyn Transport>,
         handler: Arc<dyn Handler>,
-        commands: mpsc::Receiver<Command>,
-        ctl: mpsc::UnboundedReceiver<Ctl>,
+        cancel: CancellationToken,
     ) -> Self {
         Self {
-            core,
-            outbox: Outbox::new(shared.transport.clone()),
-            shared,
+            local_id: core.local_id(),
+            mode: config.mode,
+            config,
+            transport,
             handler,
-            commands,
-            ctl,
-            waiters: HashMap::new(),
-            tickets: HashMap::new(),
-            transport_closed: false,
+            state: Mutex::new(State {
+                core,
+                waiters: HashMap::new(),
+                armed: None,
+            }),
+            timer: Notify::new(),
+            room: Notify::new(),
+            bytes_out: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            cancel,
         }
     }
 
-    /// Runs until the endpoint is shut down or its last handle dropped; then fails whatever
-    /// still waits.
-    pub(crate) async fn run(mut self) {
-        let cancel = self.shared.cancel.clone();
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
-        let transport = self.shared.transport.clone();
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
-        while !self.transport_closed {
-            let next = self.core.poll_timeout();
-            if next != armed {
-                if let Some(t) = next {
-                    sleep.as_mut().reset(t.into());
-                }
-                armed = next;
-            }
-            let accept = self.core.can_accept_request();
-            // Biased: the same inputs in the same order give the same run (seeded simulations).
-            tokio::select! {
-                biased;
-                () = &mut cancelled => break,
-                Some(c) = self.ctl.recv() => self.on_ctl(c),
-                r = transport.recv() => self.on_recv(r),
-                Some(n) = self.outbox.next(), if !self.outbox.is_idle() => self.outbox.done(n),
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    self.core.handle_timeout(now());
-                }
-                Some(c) = self.commands.recv(), if accept => self.on_command(c),
-            }
-            self.drain_ready();
-            self.flush();
-        }
-        self.core.abort();
-        self.flush();
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The core is never left half-updated by a panic in the driver (it only calls the
+        // core's methods under the lock); keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes what else is ready without waiting, a bounded number from each source in turn.
-    fn drain_ready(&mut self) {
-        for _ in 0..BATCH {
-            let mut progressed = false;
-            if let Ok(c) = self.ctl.try_recv() {
-                self.on_ctl(c);
-                progressed = true;
-            }
-            if !self.transport_closed
-                && let Some(r) = self.shared.transport.recv().now_or_never()
-            {
-                self.on_recv(r);
-                progressed = true;
-            }
-            if self.core.can_accept_request()
-                && let Ok(c) = self.commands.try_recv()
-            {
-                self.on_command(c);
-                progressed = true;
-            }
-            if !progressed {
-                break;
-            }
-        }
-        if self.core.poll_timeout().is_some_and(|t| t <= now()) {
-            self.core.handle_timeout(now());
-        }
-    }
-
-    fn on_recv(&mut self, r: Result<(std::net::SocketAddr, BytesMut), TransportError>) {
-        match r {
-            Ok((from, frame)) => self.core.handle(now(), from, frame),
-            Err(TransportError::Closed) => self.transport_closed = true,
-            Err(e) => tracing::debug!(error = %e, "receive failed"),
-        }
-    }
-
-    fn on_command(&mut self, c: Command) {
-        let t = now();
-        let (id, ticket, reply) = match c {
-            // A caller that gave up while its request was queued: nothing to start.
-            Command::Request { reply, .. } if reply.is_closed() => return,
-            Command::Identify { reply, .. } if reply.is_closed() => return,
-            Command::Request {
-                peer,
-                payload,
-                reply,
-                ticket,
-            } => (
-                self.core.request(t, peer, payload),
-                ticket,
-                Reply::Request(reply),
-            ),
-            Command::Identify {
-                addr,
-                reply,
-                ticket,
-            } => (self.core.identify(t, addr), ticket, Reply::Identify(reply)),
+    /// Runs `f` on the core under the lock, takes out what it produced, releases the lock, then
+    /// sends the frames, hands out the outcomes and dispatches the commands.
+    pub(super) fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
+        let (r, out) = {
+            let mut st = self.lock();
+            let could_accept = st.core.can_accept_request();
+            let r = f(&mut st);
+            (r, drain(&mut st, could_accept))
         };
-        self.tickets.insert(ticket, id);
-        self.waiters.insert(id, (ticket, reply));
+        self.carry_out(out);
+        r
     }
 
-    fn on_ctl(&mut self, c: Ctl) {
-        match c {
-            Ctl::Respond(token, response) => self.core.respond(now(), token, &response),
-            Ctl::Abandon(token) => self.core.abandon(token),
-            Ctl::Cancel(ticket) => {
-                if let Some(id) = self.tickets.remove(&ticket) {
-                    self.waiters.remove(&id);
-                    self.core.cancel(now(), id);
-                }
-            }
-            Ctl::Close => self.core.close(),
-        }
+    /// A snapshot of the counters.
+    pub(super) fn metrics(&self) -> EndpointMetrics {
+        let mut m = self.lock().core.metrics();
+        m.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        m.transport = self.transport.stats();
+        m
     }
 
-    /// Publishes the counters, then sends the core's frames and hands out its events: whatever
-    /// leaves the task is seen with the counters of the state that produced it.
-    fn flush(&mut self) {
-        let mut m = self.core.metrics();
-        m.bytes_out = self.outbox.bytes_out();
-        self.shared.publish(m);
-        while let Some(t) = self.core.poll_transmit() {
-            self.outbox.send(t);
-        }
-        while let Some(e) = self.core.poll_event() {
-            self.deliver(e);
-        }
+    /// One frame from the peer listening at `from`.
+    pub(super) fn on_frame(self: &Arc<Self>, from: SocketAddr, frame: BytesMut) {
+        self.with_core(|st| st.core.handle(now(), from, frame));
     }
 
-    fn deliver(&mut self, e: Event) {
-        match e {
-            Event::Response { id, result } => {
-                if let Some((ticket, Reply::Request(tx))) = self.waiters.remove(&id) {
-                    self.tickets.remove(&ticket);
+    /// Stops: fails whatever still waits, and takes no more frames from the transport.
+    fn stop(self: &Arc<Self>) {
+        self.stopped.store(true, Ordering::Release);
+        self.with_core(|st| st.core.abort());
+    }
+
+    fn carry_out(self: &Arc<Self>, out: Output) {
+        self.send_all(out.transmits);
+        for (reply, event) in out.replies {
+            match (reply, event) {
+                (Reply::Request(tx), Event::Response { result, .. }) => {
                     let _ = tx.send(result);
                 }
-            }
-            Event::Identity { id, result } => {
-                if let Some((ticket, Reply::Identify(tx))) = self.waiters.remove(&id) {
-                    self.tickets.remove(&ticket);
+                (Reply::Identify(tx), Event::Identity { result, .. }) => {
                     let _ = tx.send(result);
                 }
+                _ => {}
             }
-            Event::Command {
-                token,
-                from,
-                request,
-            } => {
-                let responder = CommandResponder::new(from, token, self.shared.ctl.clone());
-                let command = IncomingCommand { request, responder };
-                self.dispatch(command);
+        }
+        for (token, from, request) in out.commands {
+            let responder = CommandResponder::new(self.clone(), from, token);
+            self.dispatch(IncomingCommand { request, responder });
+        }
+        if out.wake_timer {
+            self.timer.notify_one();
+        }
+        if out.room {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Sends the frames of one call in order per destination: at once while the transport
+    /// takes them without waiting; from the first it cannot take, the rest for that
+    /// destination go in order on a task (the core relies on frames to one peer leaving in the
+    /// order it produced them: message 3 before the command it precedes).
+    fn send_all(self: &Arc<Self>, transmits: Vec<Transmit>) {
+        let mut waiting: Vec<(SocketAddr, Vec<Bytes>)> = Vec::new();
+        for t in transmits {
+            if let Some((_, frames)) = waiting.iter_mut().find(|(to, _)| *to == t.to) {
+                frames.push(t.frame);
+                continue;
             }
+            let len = t.frame.len() as u64;
+            match self.transport.try_send(t.to, t.frame) {
+                Ok(()) => {
+                    self.bytes_out.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(frame) => waiting.push((t.to, vec![frame])),
+            }
+        }
+        for (to, frames) in waiting {
+            let me = self.clone();
+            spawn(async move {
+                for frame in frames {
+                    let len = frame.len() as u64;
+                    match me.transport.send(to, frame).await {
+                        Ok(()) => {
+                            me.bytes_out.fetch_add(len, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(%to, error = %e, "send failed"),
+                    }
+                }
+            });
         }
     }
 
@@ -253,7 +208,7 @@ impl Driver {
         let (from, request, responder) = command.into_parts();
         let handler = self.handler.clone();
         let span = tracing::debug_span!("handle", peer = %from.id.short());
-        tokio::spawn(
+        spawn(
             async move {
                 let response = handler.handle(from, request).await;
                 responder.respond(response);
@@ -261,4 +216,105 @@ impl Driver {
             .instrument(span),
         );
     }
+}
+
+/// Takes out of the core what it produced: frames, outcomes (with their waiters), commands,
+/// whether the timer must wake earlier and whether requests may be taken again.
+fn drain(st: &mut State, could_accept: bool) -> Output {
+    let mut out = Output::default();
+    while let Some(t) = st.core.poll_transmit() {
+        out.transmits.push(t);
+    }
+    while let Some(e) = st.core.poll_event() {
+        match e {
+            Event::Response { id, .. } | Event::Identity { id, .. } => {
+                if let Some(reply) = st.waiters.remove(&id) {
+                    out.replies.push((reply, e));
+                }
+            }
+            Event::Command {
+                token,
+                from,
+                request,
+            } => out.commands.push((token, from, request)),
+        }
+    }
+    let next = st.core.poll_timeout();
+    if next.is_some() && st.armed.is_none_or(|a| next < Some(a)) {
+        st.armed = next;
+        out.wake_timer = true;
+    }
+    out.room = !could_accept && st.core.can_accept_request();
+    out
+}
+
+/// Spawns on the current runtime, if there is one (a responder or a request dropped after the
+/// runtime ended has nothing left to send).
+fn spawn<F>(f: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(f);
+    }
+}
+
+/// Runs the core's timers.
+pub(super) async fn timer_loop(shared: Arc<Shared>) {
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        let next = shared.lock().armed;
+        tokio::select! {
+            biased;
+            () = &mut cancelled => break,
+            () = shared.timer.notified() => {}
+            () = sleep_until(next) => {
+                shared.with_core(|st| {
+                    st.armed = None;
+                    st.core.handle_timeout(now());
+                });
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the frames the transport does not hand to its sink, until the endpoint stops; then
+/// stops it.
+pub(super) async fn recv_loop(shared: Arc<Shared>) {
+    // Made once, not per frame: each `cancelled()` registers with the token's waiter list.
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        let r = tokio::select! {
+            () = &mut cancelled => break,
+            r = shared.transport.recv() => r,
+        };
+        match r {
+            Ok((from, frame)) => shared.on_frame(from, frame),
+            Err(TransportError::Closed) => break,
+            Err(e) => tracing::debug!(error = %e, "receive failed"),
+        }
+    }
+    shared.stop();
+}
+
+/// Hands the frames of the transport's reader tasks straight to the core (one task hop less per
+/// frame, see `Transport::set_sink`). Weak: the transport belongs to the endpoint.
+pub(super) fn install_sink(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared.transport.set_sink(Arc::new(move |from, frame| {
+        if let Some(s) = weak.upgrade()
+            && !s.stopped.load(Ordering::Acquire)
+        {
+            s.on_frame(from, frame);
+        }
+    }));
 }

@@ -117,103 +117,11 @@ impl Handler for HandlerRegistry {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Mutex;
-
-    use themis_crypto::NodeId;
-    use tokio::sync::mpsc;
-
     use super::*;
-    use crate::CommandResponder;
-    use crate::net::endpoint::driver::Ctl;
-    use crate::proto::endpoint::CommandToken;
 
-    fn peer() -> PeerAddr {
-        PeerAddr {
-            id: NodeId::from_bytes([1; 32]),
-            addr: "127.0.0.1:1".parse().unwrap(),
-        }
-    }
-
-    /// Takes every command on the fast path and remembers its payload.
-    #[derive(Default)]
-    struct Taker(Mutex<Vec<Bytes>>);
-
-    #[async_trait]
-    impl Handler for Taker {
-        async fn handle(&self, _: PeerAddr, request: Bytes) -> Bytes {
-            Bytes::from([b"slow:".as_slice(), &request].concat())
-        }
-        fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
-            let (_, request, responder) = command.into_parts();
-            self.0.lock().unwrap().push(request.clone());
-            responder.respond(request);
-            Ok(())
-        }
-    }
-
-    fn command(payload: &'static [u8]) -> (IncomingCommand, mpsc::UnboundedReceiver<Ctl>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let responder = CommandResponder::new(peer(), CommandToken(7), tx);
-        let request = Bytes::from_static(payload);
-        (IncomingCommand { request, responder }, rx)
-    }
-
-    fn answer(rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Bytes {
-        match rx.try_recv() {
-            Ok(Ctl::Respond(CommandToken(7), b)) => b,
-            _ => panic!("no answer"),
-        }
-    }
-
-    fn registry() -> (HandlerRegistry, Arc<Taker>) {
-        let taker = Arc::new(Taker::default());
-        let echo = Arc::new(|_: PeerAddr, req: Bytes| async move { req });
-        let r = HandlerRegistry::new()
-            .with(0x01, taker.clone())
-            .unwrap()
-            .with(0x02, echo)
-            .unwrap();
-        (r, taker)
-    }
-
-    #[test]
-    fn routes_by_the_first_byte_and_strips_it_on_the_fast_path() {
-        let (r, taker) = registry();
-        let (c, mut rx) = command(b"\x01find");
-        assert!(r.try_dispatch(c).is_ok());
-        assert_eq!(&taker.0.lock().unwrap()[..], [Bytes::from_static(b"find")]);
-        assert_eq!(&answer(&mut rx)[..], b"find");
-    }
-
-    #[test]
-    fn a_command_given_back_comes_back_whole_and_handle_strips_it() {
-        let (r, _) = registry();
-        let (c, _rx) = command(b"\x02call");
-        let back = r.try_dispatch(c).unwrap_err();
-        assert_eq!(&back.request()[..], b"\x02call", "the id is back in front");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let got = rt.block_on(r.handle(peer(), back.request().clone()));
-        assert_eq!(&got[..], b"call");
-    }
-
-    #[test]
-    fn an_unknown_or_missing_id_is_refused_at_once() {
-        let (r, _) = registry();
-        for (payload, id) in [(&b"\x09x"[..], 0x09), (&b""[..], RESERVED_PROTOCOL)] {
-            let (c, mut rx) = command(payload);
-            assert!(r.try_dispatch(c).is_ok(), "no task for a refusal");
-            assert_eq!(&answer(&mut rx)[..], &[UNKNOWN_PROTOCOL, id]);
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let got = rt.block_on(r.handle(peer(), Bytes::from_static(b"\x03")));
-        assert_eq!(&got[..], &[UNKNOWN_PROTOCOL, 0x03]);
-    }
+    // Routing on a live endpoint (fast path, given back, refused): tests/endpoint_core_registry.rs.
 
     #[test]
     fn reserved_and_repeated_ids_are_refused() {
@@ -222,5 +130,22 @@ mod tests {
         assert!(HandlerRegistry::new().with(UNKNOWN_PROTOCOL, h()).is_err());
         let r = HandlerRegistry::new().with(5, h()).unwrap();
         assert!(r.with(5, h()).is_err());
+    }
+
+    #[test]
+    fn handle_strips_the_id_and_refuses_an_unknown_or_missing_one() {
+        let echo = Arc::new(|_: PeerAddr, r: Bytes| async move { r });
+        let r = HandlerRegistry::new().with(0x02, echo).unwrap();
+        let peer = PeerAddr {
+            id: themis_crypto::NodeId::from_bytes([1; 32]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ask = |b: &'static [u8]| rt.block_on(r.handle(peer, Bytes::from_static(b)));
+        assert_eq!(&ask(b"\x02call")[..], b"call");
+        assert_eq!(&ask(b"\x03x")[..], &[UNKNOWN_PROTOCOL, 0x03]);
+        assert_eq!(&ask(b"")[..], &[UNKNOWN_PROTOCOL, RESERVED_PROTOCOL]);
     }
 }
