@@ -12,11 +12,25 @@ pub(crate) fn network(name: &str) -> Result<NetworkId, Error> {
     NetworkId::new(name).map_err(|e| Error::Network(e.to_string()))
 }
 
+/// The library says what is wrong with a key file; the command says which flag changes it.
+fn key_error(e: themis_crypto::Error) -> Error {
+    use themis_crypto::KeyFileProblem as P;
+    let hint = match &e {
+        themis_crypto::Error::KeyFile { problem, .. } => match problem {
+            P::Missing => " (create one with `themis keygen --out FILE`)",
+            P::AlreadyExists => " (pass --force to replace the key)",
+            _ => "",
+        },
+        _ => "",
+    };
+    Error::Key(format!("{e}{hint}"))
+}
+
 /// Reads an identity key file (mode 0600, written by `themis keygen`).
 pub(crate) fn load(path: &Path) -> Result<Arc<IdentityKeypair>, Error> {
     IdentityKeypair::read_from_file(path)
         .map(Arc::new)
-        .map_err(|e| Error::Key(e.to_string()))
+        .map_err(key_error)
 }
 
 /// The key of a node: read from `path`, or a fresh one for this run only.
@@ -36,17 +50,7 @@ pub(crate) fn load_or_generate(path: Option<&Path>) -> Result<Arc<IdentityKeypai
 /// prints the public key.
 pub(crate) fn keygen(out: &Path, force: bool) -> Result<(), Error> {
     let key = IdentityKeypair::generate();
-    key.write_to_file(out, force).map_err(|e| {
-        // The library says what is wrong; the command says which flag changes it.
-        let hint = match &e {
-            themis_crypto::Error::KeyFile {
-                problem: themis_crypto::KeyFileProblem::AlreadyExists,
-                ..
-            } => " (pass --force to replace the key)",
-            _ => "",
-        };
-        Error::Key(format!("{e}{hint}"))
-    })?;
+    key.write_to_file(out, force).map_err(key_error)?;
     println!("{}", key.public());
     eprintln!(
         "wrote {} (mode 0600); node id on a network: `themis id --key {} --net NAME`",
