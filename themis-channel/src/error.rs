@@ -70,7 +70,7 @@ pub enum Error {
     },
     /// A frame of the other mode arrived: a secure frame on an insecure channel or the reverse.
     #[error(
-        "{found:?} frame arrived on a channel in {expected:?} mode; both peers must run the same mode (check the `secure` setting on both nodes)"
+        "{found:?} frame arrived on a channel in {expected:?} mode; both peers must run the same mode (`EndpointConfig::mode`)"
     )]
     WrongMode {
         /// The channel's mode.
@@ -264,6 +264,14 @@ pub enum Error {
         /// The node.
         peer: NodeId,
         /// The configured limit.
+        limit: usize,
+    },
+    /// Too many requests (or identify calls) are already waiting at this endpoint.
+    #[error("{limit} {what} are already waiting at this endpoint; retry later")]
+    Overloaded {
+        /// What is waiting ("requests", "identify calls").
+        what: &'static str,
+        /// The limit.
         limit: usize,
     },
     /// A request to this node itself.

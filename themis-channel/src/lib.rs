@@ -79,7 +79,10 @@
 //!
 //! The [`Endpoint`] ties it together: given a peer's id and address it runs the handshake on
 //! first contact, caches the session by node id, and carries commands and responses over it;
-//! incoming commands go to the application's [`Handler`].
+//! incoming commands go to the application's [`Handler`] (or, for several protocols on one
+//! endpoint, to a [`HandlerRegistry`] that routes them by their protocol id). Its protocol logic
+//! is a sans-I/O state machine like the channel's, which the tokio driver runs over the transport.
+//! Every byte value and size of the wire format is in [`wire`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -117,21 +120,18 @@
 mod error;
 mod net;
 mod proto;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use net::endpoint::{
-    CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, IncomingCommand, PeerAddr,
+    CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, HandlerRegistry,
+    IncomingCommand, PeerAddr,
 };
 pub use net::transport::{
-    DEFAULT_MAX_FRAME_LEN as DEFAULT_TRANSPORT_MAX_FRAME_LEN, FRAME_VERSION, FrameSink,
-    MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO, TRANSPORT_TYPE_RANGE,
-    TRANSPORT_WELCOME, TcpConfig, TcpTransport, Transport, TransportError, TransportStats,
-    UDP_MAX_PAYLOAD, UdpConfig, UdpTransport, check_outgoing_frame,
+    FrameSink, TcpConfig, TcpTransport, Transport, TransportError, TransportStats, UdpConfig,
+    UdpTransport, check_outgoing_frame,
 };
 pub use proto::{
-    Channel, ChannelConfig, ChannelStats, DEFAULT_MAX_FRAME_LEN, FrameHeader, FrameKind,
-    INSECURE_HEADER_LEN, Incoming, KeyedLimiter, MAX_FRAME_LEN_LIMIT, MAX_MESSAGES_LIMIT,
-    MAX_OUTSTANDING_LIMIT, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, Mode, SECURE_HEADER_LEN, TAG_LEN,
-    TYPE_INSECURE_COMMAND, TYPE_INSECURE_RESPONSE, TYPE_SECURE_COMMAND, TYPE_SECURE_RESPONSE,
-    TokenBucket, VERSION, peek_header,
+    Channel, ChannelConfig, ChannelStats, FrameHeader, FrameKind, Incoming, KeyedLimiter, Mode,
+    TokenBucket, peek_header,
 };

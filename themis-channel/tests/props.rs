@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use themis_channel::{
-    Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, TAG_LEN, peek_header,
-};
+use themis_channel::wire::TAG_LEN;
+use themis_channel::{Channel, ChannelConfig, Error, FrameHeader, Incoming, Mode, peek_header};
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
 use themis_testkit::Rng;

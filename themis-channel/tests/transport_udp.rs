@@ -3,7 +3,8 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use themis_channel::{Transport, TransportError, UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+use themis_channel::wire::UDP_MAX_PAYLOAD;
+use themis_channel::{Transport, TransportError, UdpConfig, UdpTransport};
 use themis_testkit::channel::*;
 use themis_testkit::sys::*;
 use themis_testkit::{FaultyTransport, LinkConfig, NetModel, Rng, eventually, within};

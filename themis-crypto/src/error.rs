@@ -63,10 +63,10 @@ pub enum Error {
 #[non_exhaustive]
 pub enum KeyFileProblem {
     /// The file does not exist.
-    #[error("does not exist (create one with `themis keygen --out FILE`)")]
+    #[error("does not exist (no identity key file at this path)")]
     Missing,
     /// The file exists and `overwrite` was not requested.
-    #[error("already exists; refusing to overwrite it (pass --force to replace the key)")]
+    #[error("already exists; refusing to overwrite an existing key without `overwrite`")]
     AlreadyExists,
     /// An I/O error other than "not found".
     #[error("{0}")]

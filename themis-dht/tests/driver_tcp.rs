@@ -220,7 +220,14 @@ async fn records_are_accepted_only_from_the_authenticated_provider() {
                 now_ms + 30_000,
                 1,
             );
-            let request = bytes::Bytes::from(themis_dht::fuzz::bench_store(&record));
+            // A DHT command: the DHT's protocol id, then the store request (PROTOCOL.md §5.4).
+            let request = bytes::Bytes::from(
+                [
+                    &[themis_dht::DhtHandler::PROTOCOL_ID][..],
+                    &themis_dht::fuzz::bench_store(&record),
+                ]
+                .concat(),
+            );
             let contains =
                 |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
 

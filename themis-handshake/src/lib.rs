@@ -12,6 +12,9 @@
 //! caller's `now`, every output is bytes to send, a [`Session`], or a deadline. PROTOCOL.md
 //! ("Handshake") gives every byte, label and check.
 //!
+//! Feature `testing` (off by default, for tests and simulations only) adds `SeededRandom`, a
+//! reproducible [`RandomSource`], and makes a [`Session`]'s keys readable and settable.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Instant;
@@ -34,7 +37,6 @@
 //! assert_eq!(a_session.session_id, b_session.session_id);
 //! assert_eq!(a_session.peer_id, bob.node_id(&net));
 //! assert_eq!(b_session.peer_id, alice.node_id(&net));
-//! assert_eq!(a_session.send_key.as_bytes(), b_session.recv_key.as_bytes());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -53,7 +55,9 @@ pub use config::{
 };
 pub use error::Error;
 pub use initiator::Initiator;
-pub use random::{OsRandom, RandomSource, SeededRandom};
+#[cfg(feature = "testing")]
+pub use random::SeededRandom;
+pub use random::{OsRandom, RandomSource};
 pub use responder::Responder;
 pub use session::{Role, SESSION_ID_LEN, Session, SessionId};
 pub use transcript::{LABEL_CONFIRM_INPUT, LABEL_SESSION_ID, LABEL_TH, LABEL_TH1, LABEL_TH2};
@@ -62,7 +66,9 @@ pub use wire::{
     TYPE_MSG3, VERSION, peek,
 };
 
-/// Hooks for known-answer tests. Not part of the API: may change without notice.
+/// Hooks for known-answer tests (feature `testing`). Not part of the API: may change without
+/// notice.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod test_hooks {
     use crate::RandomSource;

@@ -47,7 +47,10 @@ impl fmt::Display for SessionId {
 /// "both store `K_AB` with the other party's identifier"), with the single `K_AB` replaced by
 /// two directional keys.
 ///
-/// The keys are wiped when the session is dropped.
+/// The keys are wiped when the session is dropped. They leave a session only by
+/// [`Session::into_keys`] (to the channel that uses them); with the `testing` feature (tests
+/// and known-answer vectors only) the key fields are public, to read and to build sessions from
+/// known keys.
 pub struct Session {
     /// Which side this node played.
     pub role: Role,
@@ -64,11 +67,27 @@ pub struct Session {
     /// Hash of the whole handshake transcript.
     pub transcript_hash: [u8; 32],
     /// Key for frames this node sends.
+    #[cfg(feature = "testing")]
     pub send_key: AeadKey,
+    /// Key for frames this node sends.
+    #[cfg(not(feature = "testing"))]
+    pub(crate) send_key: AeadKey,
     /// Key for frames this node receives.
+    #[cfg(feature = "testing")]
     pub recv_key: AeadKey,
+    /// Key for frames this node receives.
+    #[cfg(not(feature = "testing"))]
+    pub(crate) recv_key: AeadKey,
     /// When the handshake finished (the `now` passed with the last message).
     pub established_at: Instant,
+}
+
+impl Session {
+    /// The session's keys, `(send, recv)`, for the channel that uses them; the rest of the
+    /// session (ids, role, time) is read from its fields first.
+    pub fn into_keys(self) -> (AeadKey, AeadKey) {
+        (self.send_key, self.recv_key)
+    }
 }
 
 impl fmt::Debug for Session {

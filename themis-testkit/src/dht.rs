@@ -56,7 +56,7 @@ pub async fn start(kind: &Kind, seed: u64, cfg: DriverConfig) -> DhtNode {
         }
         Kind::Udp => {
             let udp = UdpConfig {
-                max_frame_len: themis_channel::UDP_MAX_PAYLOAD,
+                max_frame_len: themis_channel::wire::UDP_MAX_PAYLOAD,
                 ..UdpConfig::default()
             };
             DhtNode::bind_udp(localhost(), udp, identity(seed), network(), cfg)

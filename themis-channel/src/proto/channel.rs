@@ -7,24 +7,10 @@ use bytes::{Buf, BufMut, BytesMut};
 use themis_crypto::{AeadKey, NodeId};
 use themis_handshake::{Session, SessionId};
 
-use super::frame::{
-    FrameHeader, FrameKind, Mode, SECURE_HEADER_LEN, TAG_LEN, associated_data, nonce, peek_header,
-};
+use super::frame::{FrameHeader, FrameKind, Mode, associated_data, nonce, peek_header};
 use super::window::{Check, ReplayWindow};
 use crate::error::{Error, Result};
-
-/// Largest accepted [`ChannelConfig::max_frame_len`] (1 GiB).
-pub const MAX_FRAME_LEN_LIMIT: usize = 1 << 30;
-/// Smallest accepted [`ChannelConfig::replay_window`].
-pub const MIN_REPLAY_WINDOW: u64 = 64;
-/// Largest accepted [`ChannelConfig::replay_window`] (2^24 positions, 2 MiB of bitmap per
-/// window; a channel holds two).
-pub const MAX_REPLAY_WINDOW: u64 = 1 << 24;
-/// Largest accepted [`ChannelConfig::max_outstanding`].
-pub const MAX_OUTSTANDING_LIMIT: usize = 1 << 20;
-/// Largest accepted [`ChannelConfig::reject_after_messages`]: the sequence counter stays below
-/// `u64::MAX` and so never wraps.
-pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
+use crate::wire::{DEFAULT_MAX_FRAME_LEN, INSECURE_HEADER_LEN, SECURE_HEADER_LEN, TAG_LEN};
 
 /// Limits of a channel. Start from [`ChannelConfig::default`] and change fields; values are
 /// checked when a channel is created.
@@ -32,21 +18,22 @@ pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
 #[non_exhaustive]
 pub struct ChannelConfig {
     /// Largest whole frame sealed or opened, in bytes. Default 16 MiB; at least 58 (the largest
-    /// header, 42 bytes, plus 16), at most [`MAX_FRAME_LEN_LIMIT`]. Both peers need the same value.
+    /// header, 42 bytes, plus 16), at most [`ChannelConfig::MAX_FRAME_LEN_LIMIT`]. Both peers need the same value.
     pub max_frame_len: usize,
-    /// Positions of the anti-replay window for incoming commands, and of the window that keeps
-    /// each response from being sealed twice. Rounded up to a multiple of 64. Default 2048
-    /// (twice the default `max_outstanding`, so a full pipeline arriving in any order fits);
-    /// between [`MIN_REPLAY_WINDOW`] and [`MAX_REPLAY_WINDOW`].
+    /// Positions of the anti-replay window for incoming commands, and the most accepted
+    /// commands awaiting their response (beyond, the oldest can no longer be answered).
+    /// Rounded up to a multiple of 64. Default 2048 (twice the default `max_outstanding`, so a
+    /// full pipeline arriving in any order fits); between [`ChannelConfig::MIN_REPLAY_WINDOW`]
+    /// and [`ChannelConfig::MAX_REPLAY_WINDOW`].
     pub replay_window: u64,
     /// Commands that may await their response at once. Default 1024; 1 to
-    /// [`MAX_OUTSTANDING_LIMIT`].
+    /// [`ChannelConfig::MAX_OUTSTANDING_LIMIT`].
     pub max_outstanding: usize,
     /// Soft limit: after this many sealed frames [`Channel::needs_rekey`] turns true.
     /// Default 2^60.
     pub rekey_after_messages: u64,
     /// Hard limit: after this many sealed frames sealing is refused. Default 2^63; at most
-    /// [`MAX_MESSAGES_LIMIT`], at least `rekey_after_messages`.
+    /// [`ChannelConfig::MAX_MESSAGES_LIMIT`], at least `rekey_after_messages`.
     pub reject_after_messages: u64,
     /// Soft limit (secure mode): past this session age [`Channel::needs_rekey`] turns true.
     /// Default 1 hour.
@@ -59,7 +46,7 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         Self {
-            max_frame_len: super::frame::DEFAULT_MAX_FRAME_LEN,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
             replay_window: 2048,
             max_outstanding: 1024,
             rekey_after_messages: 1 << 60,
@@ -71,34 +58,53 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// Largest accepted [`ChannelConfig::max_frame_len`] (1 GiB).
+    pub const MAX_FRAME_LEN_LIMIT: usize = 1 << 30;
+    /// Smallest accepted [`ChannelConfig::replay_window`].
+    pub const MIN_REPLAY_WINDOW: u64 = 64;
+    /// Largest accepted [`ChannelConfig::replay_window`] (2^24 positions, 2 MiB of bitmap per
+    /// window; a channel holds two).
+    pub const MAX_REPLAY_WINDOW: u64 = 1 << 24;
+    /// Largest accepted [`ChannelConfig::max_outstanding`].
+    pub const MAX_OUTSTANDING_LIMIT: usize = 1 << 20;
+    /// Largest accepted [`ChannelConfig::reject_after_messages`]: the sequence counter stays
+    /// below `u64::MAX` and so never wraps.
+    pub const MAX_MESSAGES_LIMIT: u64 = u64::MAX - 1;
+
     /// Checks every field against its documented range.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::InvalidConfig(s));
-        let min_frame = super::frame::INSECURE_HEADER_LEN + TAG_LEN;
-        if !(min_frame..=MAX_FRAME_LEN_LIMIT).contains(&self.max_frame_len) {
+        let min_frame = INSECURE_HEADER_LEN + TAG_LEN;
+        if !(min_frame..=Self::MAX_FRAME_LEN_LIMIT).contains(&self.max_frame_len) {
             return bad(format!(
-                "max_frame_len {} is outside {min_frame}..={MAX_FRAME_LEN_LIMIT}",
-                self.max_frame_len
+                "max_frame_len {} is outside {min_frame}..={}",
+                self.max_frame_len,
+                Self::MAX_FRAME_LEN_LIMIT
             ));
         }
-        if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&self.replay_window) {
+        if !(Self::MIN_REPLAY_WINDOW..=Self::MAX_REPLAY_WINDOW).contains(&self.replay_window) {
             return bad(format!(
-                "replay_window {} is outside {MIN_REPLAY_WINDOW}..={MAX_REPLAY_WINDOW}",
-                self.replay_window
+                "replay_window {} is outside {}..={}",
+                self.replay_window,
+                Self::MIN_REPLAY_WINDOW,
+                Self::MAX_REPLAY_WINDOW
             ));
         }
-        if !(1..=MAX_OUTSTANDING_LIMIT).contains(&self.max_outstanding) {
+        if !(1..=Self::MAX_OUTSTANDING_LIMIT).contains(&self.max_outstanding) {
             return bad(format!(
-                "max_outstanding {} is outside 1..={MAX_OUTSTANDING_LIMIT}",
-                self.max_outstanding
+                "max_outstanding {} is outside 1..={}",
+                self.max_outstanding,
+                Self::MAX_OUTSTANDING_LIMIT
             ));
         }
-        if self.reject_after_messages > MAX_MESSAGES_LIMIT
+        if self.reject_after_messages > Self::MAX_MESSAGES_LIMIT
             || self.rekey_after_messages > self.reject_after_messages
         {
             return bad(format!(
-                "need rekey_after_messages ({}) <= reject_after_messages ({}) <= {MAX_MESSAGES_LIMIT}",
-                self.rekey_after_messages, self.reject_after_messages
+                "need rekey_after_messages ({}) <= reject_after_messages ({}) <= {}",
+                self.rekey_after_messages,
+                self.reject_after_messages,
+                Self::MAX_MESSAGES_LIMIT
             ));
         }
         if self.rekey_after > self.reject_after {
@@ -238,10 +244,12 @@ pub struct Channel {
     sealed: u64,
     /// Our commands awaiting a response.
     outstanding: BTreeSet<u64>,
-    /// Commands received (anti-replay).
+    /// Commands received (anti-replay): each is accepted at most once.
     recv_window: ReplayWindow,
-    /// Responses sealed: each command is answered at most once, so no response nonce repeats.
-    resp_window: ReplayWindow,
+    /// Accepted commands not answered yet, at most `replay_window` (the oldest go first). A
+    /// response is sealed only for one of them, which leaves the set: each command is answered
+    /// at most once, so no response nonce repeats, however long its handler takes.
+    unanswered: BTreeSet<u64>,
     stats: ChannelStats,
 }
 
@@ -263,15 +271,13 @@ impl Channel {
     /// A secure channel over a finished handshake. The session's keys move into the channel and
     /// are wiped when it is dropped.
     pub fn secure(session: Session, config: ChannelConfig) -> Result<Self> {
-        let Session {
-            local_id,
-            peer_id,
-            session_id,
-            send_key,
-            recv_key,
-            established_at,
-            ..
-        } = session;
+        let (local_id, peer_id, session_id, established_at) = (
+            session.local_id,
+            session.peer_id,
+            session.session_id,
+            session.established_at,
+        );
+        let (send_key, recv_key) = session.into_keys();
         Self::new(
             Keys::Secure {
                 session_id,
@@ -308,7 +314,7 @@ impl Channel {
         config.validate()?;
         Ok(Self {
             recv_window: ReplayWindow::new(config.replay_window),
-            resp_window: ReplayWindow::new(config.replay_window),
+            unanswered: BTreeSet::new(),
             config,
             keys,
             local_id,
@@ -389,6 +395,17 @@ impl Channel {
     /// rejected as [`Error::DuplicateResponse`]. Returns whether it was outstanding.
     pub fn cancel(&mut self, seq: u64) -> bool {
         self.outstanding.remove(&seq)
+    }
+
+    /// Gives up answering the peer's command `seq` (refused, or its handler dropped it): no
+    /// response to it can be sealed any more. Returns whether it awaited one.
+    pub fn forget_command(&mut self, seq: u64) -> bool {
+        self.unanswered.remove(&seq)
+    }
+
+    /// Accepted commands awaiting their response.
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.len()
     }
 
     fn age(&self, now: Instant) -> Duration {
@@ -472,27 +489,18 @@ impl Channel {
         now: Instant,
     ) -> Result<()> {
         self.check_can_seal(payload.len(), now)?;
-        let not = |reason| Err(Error::CannotRespond { seq, reason });
-        match self.recv_window.check(seq) {
-            Check::Duplicate => {}
-            Check::Fresh => return not("no command with this sequence number was received"),
-            Check::TooOld => {
-                return not("the command is older than the replay window (or was never received)");
-            }
-        }
-        match self.resp_window.check(seq) {
-            Check::Fresh => {}
-            Check::Duplicate => {
-                return not("a response to it was already sealed; resend that frame instead");
-            }
-            Check::TooOld => {
-                return not(
-                    "too late: more than the replay window of newer commands were answered since",
-                );
-            }
+        if !self.unanswered.contains(&seq) {
+            let reason = match self.recv_window.check(seq) {
+                Check::Fresh => "no command with this sequence number was received",
+                Check::Duplicate | Check::TooOld => {
+                    "it was answered already (resend that frame instead), given up, or more than \
+                     the replay window of newer commands awaited an answer since"
+                }
+            };
+            return Err(Error::CannotRespond { seq, reason });
         }
         self.write_frame(false, seq, payload, out)?;
-        self.resp_window.mark(seq);
+        self.unanswered.remove(&seq);
         self.sealed += 1;
         self.stats.sealed_responses += 1;
         Ok(())
@@ -636,7 +644,13 @@ impl Channel {
             // paper §5.1.2: B checks that S_B is new. Strengthened for out-of-order delivery:
             // a sliding window instead of "higher than the last" (see PROTOCOL.md).
             match self.recv_window.check(seq) {
-                Check::Fresh => self.recv_window.mark(seq),
+                Check::Fresh => {
+                    self.recv_window.mark(seq);
+                    self.unanswered.insert(seq);
+                    if self.unanswered.len() as u64 > self.recv_window.size() {
+                        self.unanswered.pop_first();
+                    }
+                }
                 Check::Duplicate => return Err(Error::DuplicateCommand { seq }),
                 Check::TooOld => {
                     return Err(Error::CommandTooOld {
@@ -666,5 +680,70 @@ impl Channel {
                 payload: frame,
             }
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pair(window: u64) -> (Channel, Channel, Instant) {
+        let now = Instant::now();
+        let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let cfg = ChannelConfig {
+            replay_window: window,
+            ..ChannelConfig::default()
+        };
+        let mk = |me, peer| Channel::insecure(me, peer, cfg.clone(), now).unwrap();
+        (mk(a, b), mk(b, a), now)
+    }
+
+    fn command(a: &mut Channel, b: &mut Channel, now: Instant) -> u64 {
+        let mut f = BytesMut::new();
+        let seq = a.seal_command(b"c", &mut f, now).unwrap();
+        b.open(f, now).unwrap();
+        seq
+    }
+
+    #[test]
+    fn a_slow_command_is_answered_however_many_newer_ones_came_since() {
+        let (mut a, mut b, now) = pair(64);
+        let slow = command(&mut a, &mut b, now);
+        for _ in 0..1000 {
+            let seq = command(&mut a, &mut b, now);
+            let mut out = BytesMut::new();
+            b.seal_response(seq, b"r", &mut out, now).unwrap();
+            a.open(out, now).unwrap();
+        }
+        let mut out = BytesMut::new();
+        b.seal_response(slow, b"late", &mut out, now).unwrap();
+        assert_eq!(a.open(out, now).unwrap().payload(), b"late");
+        // Once, and never after it was given up.
+        assert!(
+            b.seal_response(slow, b"again", &mut BytesMut::new(), now)
+                .is_err()
+        );
+        let other = command(&mut a, &mut b, now);
+        assert!(b.forget_command(other));
+        assert!(
+            b.seal_response(other, b"r", &mut BytesMut::new(), now)
+                .is_err()
+        );
+        assert_eq!(b.unanswered(), 0);
+    }
+
+    #[test]
+    fn at_most_a_window_of_commands_await_an_answer() {
+        let (mut a, mut b, now) = pair(64);
+        let seqs: Vec<u64> = (0..65).map(|_| command(&mut a, &mut b, now)).collect();
+        assert_eq!(b.unanswered(), 64);
+        // The oldest was let go; the others can still be answered.
+        assert!(matches!(
+            b.seal_response(seqs[0], b"r", &mut BytesMut::new(), now),
+            Err(Error::CannotRespond { .. })
+        ));
+        b.seal_response(seqs[1], b"r", &mut BytesMut::new(), now)
+            .unwrap();
     }
 }

@@ -6,30 +6,14 @@
 //! ```
 
 use bytes::{BufMut, BytesMut};
-use themis_crypto::{AEAD_NONCE_LEN, AEAD_TAG_LEN, NODE_ID_LEN, NodeId};
+use themis_crypto::{AEAD_NONCE_LEN, NODE_ID_LEN, NodeId};
 use themis_handshake::{SESSION_ID_LEN, SessionId};
 
 use crate::error::{Error, Result};
-
-/// Protocol version byte that starts every frame.
-pub const VERSION: u8 = 0x01;
-/// Type byte of a secure command frame.
-pub const TYPE_SECURE_COMMAND: u8 = 0x10;
-/// Type byte of a secure response frame.
-pub const TYPE_SECURE_RESPONSE: u8 = 0x11;
-/// Type byte of an insecure command frame.
-pub const TYPE_INSECURE_COMMAND: u8 = 0x20;
-/// Type byte of an insecure response frame.
-pub const TYPE_INSECURE_RESPONSE: u8 = 0x21;
-
-/// Length of a secure frame header: version, type, session id, sequence number.
-pub const SECURE_HEADER_LEN: usize = 2 + SESSION_ID_LEN + 8;
-/// Length of an insecure frame header: version, type, sender id, sequence number.
-pub const INSECURE_HEADER_LEN: usize = 2 + NODE_ID_LEN + 8;
-/// Length of the authentication tag that ends a secure frame.
-pub const TAG_LEN: usize = AEAD_TAG_LEN;
-/// Default maximum size of a whole frame (16 MiB).
-pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+use crate::wire::{
+    INSECURE_HEADER_LEN, SECURE_HEADER_LEN, TAG_LEN, TYPE_INSECURE_COMMAND, TYPE_INSECURE_RESPONSE,
+    TYPE_SECURE_COMMAND, TYPE_SECURE_RESPONSE, VERSION,
+};
 
 /// Length of the associated data of a secure frame: its header and the receiver's id.
 pub(crate) const AD_LEN: usize = SECURE_HEADER_LEN + NODE_ID_LEN;

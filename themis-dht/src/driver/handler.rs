@@ -69,13 +69,15 @@ impl Answer {
     }
 }
 
-/// The [`Handler`] of a DHT node's endpoint: hands every incoming command to the node's driver
+/// The [`Handler`] of the DHT protocol: hands every incoming DHT command to the node's driver
 /// task and returns the core's answer.
 ///
-/// Made with [`DhtHandler::channel`] together with the [`DhtInbox`] that
-/// [`DhtNode::start`](super::DhtNode::start) takes; [`DhtNode::bind_tcp`](super::DhtNode::bind_tcp)
-/// and its siblings do both for you. Use it directly to wrap it in a handler of your own (for
-/// instance one that serves other protocols on the same endpoint).
+/// Every DHT command on the wire starts with the DHT's protocol id,
+/// [`DhtHandler::PROTOCOL_ID`] (PROTOCOL.md §5.4); register the handler under it in the
+/// endpoint's [`HandlerRegistry`](themis_channel::HandlerRegistry), which strips it, next to
+/// the handlers of the other protocols the endpoint serves. Made with [`DhtHandler::channel`]
+/// together with the [`DhtInbox`] that [`DhtNode::start`](super::DhtNode::start) takes;
+/// [`DhtNode::bind_tcp`](super::DhtNode::bind_tcp) and its siblings do all of it for you.
 #[derive(Debug, Clone)]
 pub struct DhtHandler {
     tx: mpsc::Sender<Incoming>,
@@ -89,6 +91,10 @@ pub struct DhtInbox {
 }
 
 impl DhtHandler {
+    /// The DHT's protocol id on a shared endpoint: the first byte of every DHT command
+    /// (PROTOCOL.md §5.4). The driver prefixes its requests with it.
+    pub const PROTOCOL_ID: u8 = 0x01;
+
     /// A handler and its inbox, with the bounds of `config` (`inbox_len`; the handler waits for
     /// an answer at most 8 × `dht.request_timeout`, the longest a joining node waits).
     pub fn channel(config: &super::DriverConfig) -> (Self, DhtInbox) {

@@ -3,8 +3,9 @@
 //! The core ([`Node`]) stays pure. One driver task owns it and is the only place it is touched:
 //! - commands from [`DhtNode`] handles (`find`, `register`, ...) become core commands, and the
 //!   matching [`Event`](crate::Event) completes the caller's future;
-//! - incoming commands reach the endpoint's [`DhtHandler`], which passes them (with the peer id
-//!   the endpoint authenticated) to the task; the core's `Respond` output answers them;
+//! - incoming commands reach the endpoint's [`DhtHandler`] (registered under the DHT's protocol
+//!   id, [`DhtHandler::PROTOCOL_ID`]), which passes them (with the peer id the endpoint
+//!   authenticated) to the task; the core's `Respond` output answers them;
 //! - the core's `Send` outputs become [`Endpoint::request`] futures that the driver task polls
 //!   itself, no task per request (at most
 //!   `max_outbound` at once), whose answers or failures go back to the core;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use themis_channel::{
-    Endpoint, EndpointMetrics, TcpConfig, TcpTransport, Transport, UdpConfig, UdpTransport,
+    Endpoint, EndpointMetrics, HandlerRegistry, TcpConfig, TcpTransport, Transport, UdpConfig,
+    UdpTransport,
 };
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use tokio::sync::{mpsc, oneshot};
@@ -142,7 +144,7 @@ impl DhtNode {
 
     /// Starts a node on a new UDP endpoint bound to `addr`. DHT messages carrying records
     /// need more than a path-MTU datagram: raise `udp.max_frame_len` (up to
-    /// [`themis_channel::UDP_MAX_PAYLOAD`]) on networks that carry large datagrams.
+    /// [`themis_channel::wire::UDP_MAX_PAYLOAD`]) on networks that carry large datagrams.
     pub async fn bind_udp(
         addr: SocketAddr,
         udp: UdpConfig,
@@ -165,6 +167,7 @@ impl DhtNode {
         config: DriverConfig,
     ) -> Result<Self, Error> {
         let (handler, inbox) = DhtHandler::channel(&config);
+        let handler = HandlerRegistry::new().with(DhtHandler::PROTOCOL_ID, Arc::new(handler))?;
         let endpoint = Endpoint::new(
             transport,
             identity.clone(),
@@ -175,7 +178,8 @@ impl DhtNode {
         Self::start(endpoint, inbox, identity, network, config)
     }
 
-    /// Starts a node on an endpoint created with the [`DhtHandler`] paired with `inbox`.
+    /// Starts a node on an endpoint created with the [`DhtHandler`] paired with `inbox`,
+    /// registered in the endpoint's [`HandlerRegistry`] under [`DhtHandler::PROTOCOL_ID`].
     /// `identity` and `network` must be the endpoint's (the core signs records with the key).
     /// Must be called inside a tokio runtime.
     pub fn start(

@@ -13,7 +13,7 @@ use themis_channel::{Endpoint, PeerAddr};
 use themis_crypto::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::handler::{Answer, Incoming};
+use super::handler::{Answer, DhtHandler, Incoming};
 use super::{DriverConfig, LeaveReport, NodeMetrics, Registered, Status};
 use crate::proto::record::Refusal;
 use crate::proto::wire::Response;
@@ -431,6 +431,13 @@ impl Driver {
     }
 }
 
+/// The command payload of a DHT request: the DHT's protocol id, then the encoded request
+/// (PROTOCOL.md §5.4). Shifts the encoding in place: no second buffer in the common case.
+pub(super) fn command(mut request: Vec<u8>) -> Bytes {
+    request.insert(0, DhtHandler::PROTOCOL_ID);
+    Bytes::from(request)
+}
+
 /// One DHT request over the endpoint (paper Fig. 3: one cmd/rsp exchange). With no expected id
 /// (a bootstrap given as a bare address) the id is asked for first; the handshake then proves
 /// the node holds that key.
@@ -445,7 +452,7 @@ async fn send(
         None => endpoint.identify(to).await.map_err(failure)?.0,
     };
     let peer = PeerAddr { id, addr: to };
-    match endpoint.request(&peer, Bytes::from(bytes)).await {
+    match endpoint.request(&peer, command(bytes)).await {
         Ok(rsp) => Ok((id, rsp)),
         // The peer's endpoint had no handler slot and said so (TCP): to the core this is the
         // DHT's own `busy` refusal -- the peer is alive, the request did not run. The control
@@ -490,6 +497,20 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The known-answer vector of a DHT command with its protocol id (PROTOCOL.md §5.4).
+    #[test]
+    fn a_command_is_the_protocol_id_then_the_request() {
+        let vectors = include_str!("../../tests/vectors/dht.txt");
+        let want = vectors
+            .lines()
+            .find_map(|l| l.strip_prefix("find_command = "))
+            .map(str::trim);
+        let find = crate::proto::wire::bench_find(NodeId::from_bytes([7; 32]));
+        let got: String = command(find).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Some(got.as_str()), want);
+        assert_eq!(got.get(..2), Some("01"));
+    }
 
     #[test]
     fn endpoint_errors_map_to_what_the_core_should_conclude() {

@@ -25,7 +25,8 @@ impl MeshNode {
     }
 
     /// The call as from this node, through the same path as a call from the network
-    /// (`serve_call`), under the endpoint's request timeout.
+    /// (`serve_call`, after the protocol id, as the endpoint's registry hands it over), under
+    /// the endpoint's request timeout.
     async fn local_call(&self, payload: &Bytes) -> Bytes {
         let deadline = self.inner.config.driver.endpoint.request_timeout;
         serve_call(
@@ -33,7 +34,7 @@ impl MeshNode {
             &self.inner.access,
             deadline,
             self.id(),
-            payload,
+            &payload.slice(1..),
         )
         .await
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use themis_channel::{
-    Endpoint, Handler, IncomingCommand, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
+    Endpoint, Handler, HandlerRegistry, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
     UdpConfig, UdpTransport,
 };
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
@@ -90,7 +90,7 @@ pub enum TransportKind {
     Tcp,
     /// UDP: one datagram per frame, retransmitted by the endpoint. Provider records and call
     /// bodies must fit `UdpConfig::max_frame_len` (default 1,452 bytes, path-MTU safe): raise
-    /// it (up to [`UDP_MAX_PAYLOAD`](themis_channel::UDP_MAX_PAYLOAD)) where the network
+    /// it (up to [`UDP_MAX_PAYLOAD`](themis_channel::wire::UDP_MAX_PAYLOAD)) where the network
     /// carries larger datagrams, such as loopback.
     Udp,
 }
@@ -176,10 +176,10 @@ impl MeshConfig {
 
 type Services = Arc<RwLock<HashMap<String, Arc<dyn ServiceHandler>>>>;
 
-/// The endpoint's handler: service calls (first byte `0x02`) to the registered handler after
-/// the access check, everything else to the DHT.
-struct MeshHandler {
-    dht: DhtHandler,
+/// The handler of service calls (protocol id `0x02`, PROTOCOL.md §5.4 and §7): the registered
+/// service handler after the access check. The endpoint's [`HandlerRegistry`] routes the DHT's
+/// commands (protocol id `0x01`) to the DHT.
+struct CallHandler {
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
     /// Longest a service handler may run: the caller's request timeout (by then the caller
@@ -191,22 +191,11 @@ fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
     encode_response(&CallResponse::Error { kind, message })
 }
 
+/// Service calls run user code, so they keep their own task ([`Handler::handle`], the default
+/// `try_dispatch`); DHT commands take the DHT's fast path (answered by its driver task).
 #[async_trait]
-impl Handler for MeshHandler {
-    /// DHT commands take the DHT's fast path (answered by its driver task, no task spawned);
-    /// service calls run user code, so they keep their own task ([`Handler::handle`]).
-    #[allow(clippy::result_large_err)] // as the trait: no allocation per command
-    fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
-        if command.request().first() == Some(&wire::TAG_SERVICE_CALL) {
-            return Err(command);
-        }
-        self.dht.try_dispatch(command)
-    }
-
+impl Handler for CallHandler {
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
-        if request.first() != Some(&wire::TAG_SERVICE_CALL) {
-            return self.dht.handle(from, request).await;
-        }
         // Beyond the paper: the provider checks the caller the endpoint authenticated.
         serve_call(
             &self.services,
@@ -219,7 +208,8 @@ impl Handler for MeshHandler {
     }
 }
 
-/// Serves one service call from `caller`: the request's parse, the services this node
+/// Serves one service call from `caller` (`request` without its protocol id): the request's
+/// parse, the services this node
 /// provides, the access policy for `caller`, then the handler, cut off after `timeout`. The one
 /// path of a call from the network (`caller` authenticated by the endpoint) and of a call this
 /// node makes to itself (`caller` is this node).
@@ -234,7 +224,7 @@ async fn serve_call(
         return refuse(
             RemoteErrorKind::Malformed,
             format!(
-                "service call does not parse (tag, name length 1..={}, UTF-8 name)",
+                "service call does not parse (name length 1..={}, UTF-8 name)",
                 wire::MAX_NAME
             ),
         );
@@ -345,18 +335,20 @@ impl MeshNode {
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
-        let handler = MeshHandler {
-            dht: dht_handler,
+        let calls = CallHandler {
             services: services.clone(),
             access: access.clone(),
             handler_timeout: config.handler_timeout,
         };
+        let registry = HandlerRegistry::new()
+            .with(DhtHandler::PROTOCOL_ID, Arc::new(dht_handler))?
+            .with(wire::TAG_SERVICE_CALL, Arc::new(calls))?;
         let endpoint = Endpoint::new(
             transport,
             identity.clone(),
             network.clone(),
             config.driver.endpoint.clone(),
-            Arc::new(handler),
+            Arc::new(registry),
         )?;
         let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())?;
         let seed = config.seed.unwrap_or_else(|| {

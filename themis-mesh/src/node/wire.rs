@@ -4,13 +4,13 @@
 //! `0x02 | name_len: u8 | name: name_len bytes UTF-8 | body`.
 //! Response: `0x00 | body` (ok) or `0x01 | kind: u8 | message: UTF-8` (error).
 //!
-//! DHT messages on the same endpoint carry no tag: they are CBOR (a text string or a one-entry
-//! map), whose first byte is never `0x02` (CBOR major type 0, the integer 2), so the first byte
-//! tells the two apart without changing the DHT's wire format (PROTOCOL.md §6).
+//! The first byte is the service call's protocol id on the shared endpoint (PROTOCOL.md §5.4):
+//! the endpoint's registry routes by it (DHT commands carry `0x01`) and hands the rest over.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// First byte of a service-call command.
+/// The service call's protocol id: the first byte of every service-call command (PROTOCOL.md
+/// §5.4).
 pub(crate) const TAG_SERVICE_CALL: u8 = 0x02;
 /// Response status: the handler's answer follows.
 const STATUS_OK: u8 = 0x00;
@@ -113,20 +113,17 @@ pub(crate) fn encode_request(service: &str, body: &[u8]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// Decodes a call (the tag included). The endpoint already bounds the payload's size.
+/// Decodes a call after its protocol id (which the endpoint's registry strips). The endpoint
+/// already bounds the payload's size.
 pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
-    let (&tag, rest) = payload.split_first()?;
-    if tag != TAG_SERVICE_CALL {
-        return None;
-    }
-    let (&len, rest) = rest.split_first()?;
+    let (&len, rest) = payload.split_first()?;
     let len = usize::from(len);
     if len == 0 || len > MAX_NAME {
         return None;
     }
     let name = rest.get(..len)?;
     let service = std::str::from_utf8(name).ok()?.to_owned();
-    let body = payload.slice(2 + len..);
+    let body = payload.slice(1 + len..);
     Some(CallRequest { service, body })
 }
 
@@ -214,18 +211,19 @@ mod tests {
     }
 
     #[test]
-    fn dht_cbor_never_looks_like_a_call() {
-        // A CBOR text string or one-entry map starts with 0x60..=0x7b or 0xa1.
-        for first in [0x60u8, 0x64, 0x7b, 0xa1] {
-            assert!(decode_request(&Bytes::from(vec![first, 1, b'a'])).is_none());
-        }
+    fn calls_and_dht_commands_have_protocol_ids_of_their_own() {
+        // The endpoint's registry tells them apart by this byte alone (PROTOCOL.md §5.4).
+        assert_ne!(TAG_SERVICE_CALL, themis_dht::DhtHandler::PROTOCOL_ID);
+        let b = encode_request("ab", b"").unwrap();
+        assert_eq!(b[0], TAG_SERVICE_CALL);
+        assert!(decode_request(&b.slice(1..)).is_some());
     }
 
     proptest! {
         #[test]
         fn request_round_trips(name in "[a-z]{1,128}", body in proptest::collection::vec(any::<u8>(), 0..256)) {
             let b = encode_request(&name, &body).unwrap();
-            let r = decode_request(&b).unwrap();
+            let r = decode_request(&b.slice(1..)).unwrap();
             prop_assert_eq!(r.service, name);
             prop_assert_eq!(&r.body[..], &body[..]);
         }

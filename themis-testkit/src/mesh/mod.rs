@@ -8,7 +8,7 @@ pub mod policy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use themis_mesh::channel::UDP_MAX_PAYLOAD;
+use themis_mesh::channel::wire::UDP_MAX_PAYLOAD;
 use themis_mesh::dht::DhtNode;
 use themis_mesh::{Bytes, MeshConfig, MeshNode, Mode, NodeId, TransportKind, object_id};
 

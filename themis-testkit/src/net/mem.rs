@@ -24,10 +24,8 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use themis_channel::{
-    DEFAULT_TRANSPORT_MAX_FRAME_LEN as DEFAULT_MAX_FRAME_LEN, Transport, TransportError,
-    TransportStats, check_outgoing_frame,
-};
+use themis_channel::wire::DEFAULT_MAX_FRAME_LEN;
+use themis_channel::{Transport, TransportError, TransportStats, check_outgoing_frame};
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,

@@ -1,40 +1,16 @@
-//! The two bytes every frame starts with, and the transport's own control frames.
-
-use std::ops::RangeInclusive;
+//! The checks every transport makes on the two bytes every frame starts with (the constants
+//! are in [`crate::wire`]).
 
 use super::error::TransportError;
-
-/// The protocol version byte every frame starts with.
-pub const FRAME_VERSION: u8 = 0x01;
-
-/// The shortest valid frame: version and type.
-pub const MIN_FRAME_LEN: usize = 2;
-
-/// Frame types reserved for the transport itself (the TCP hello and close frames). 0x38..=0x3F
-/// belong to the endpoint's control messages and pass through every transport.
-pub const TRANSPORT_TYPE_RANGE: RangeInclusive<u8> = 0x30..=0x37;
-
-/// TCP hello: the first frame on a TCP connection, sent by the connecting side to announce
-/// its listening address (PROTOCOL.md, "Transport").
-pub const TRANSPORT_HELLO: u8 = 0x30;
-
-/// TCP welcome: `01 31`, the acceptor's answer to a valid hello. The dialer sends nothing but
-/// the hello before it (PROTOCOL.md, "Transport").
-pub const TRANSPORT_WELCOME: u8 = 0x31;
-
-/// TCP goodbye: `01 32`, the last frame but the ack a side sends on a connection it closes
-/// (PROTOCOL.md, "Transport").
-pub const TRANSPORT_GOODBYE: u8 = 0x32;
-
-/// TCP goodbye-ack: `01 33`, "I have read your goodbye and everything before it".
-pub const TRANSPORT_GOODBYE_ACK: u8 = 0x33;
+use crate::wire::{TRANSPORT_TYPE_RANGE, VERSION as FRAME_VERSION};
 
 /// Why an incoming frame was refused before reaching the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Malformed {
-    /// Shorter than [`MIN_FRAME_LEN`] or a version other than [`FRAME_VERSION`].
+    /// Shorter than [`crate::wire::MIN_FRAME_LEN`] or a version other than
+    /// [`crate::wire::VERSION`].
     Garbage,
-    /// A type in [`TRANSPORT_TYPE_RANGE`] where the transport does not expect one.
+    /// A type in [`crate::wire::TRANSPORT_TYPE_RANGE`] where the transport does not expect one.
     Reserved,
 }
 

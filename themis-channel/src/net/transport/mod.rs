@@ -22,20 +22,13 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 pub use error::TransportError;
-pub use frame::{
-    FRAME_VERSION, MIN_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
-    TRANSPORT_TYPE_RANGE, TRANSPORT_WELCOME, check_outgoing_frame,
-};
+pub use frame::check_outgoing_frame;
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
-pub use udp::{UDP_MAX_PAYLOAD, UdpConfig, UdpTransport};
+pub use udp::{UdpConfig, UdpTransport};
 
 /// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
 pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
-
-/// Default largest frame for TCP: 16 MiB of payload plus 4 KiB of room
-/// for the channel's headers and tag.
-pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
 
 /// A message-oriented transport between endpoints.
 ///
@@ -45,8 +38,10 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024 + 4096;
 /// reply to the `from` of a received frame reaches its sender.
 ///
 /// The transport checks only what it must to frame and route: a frame is at least
-/// [`MIN_FRAME_LEN`] bytes, starts with [`FRAME_VERSION`], and its type is not in the
-/// transport-reserved range [`TRANSPORT_TYPE_RANGE`]. Everything else is the endpoint's job.
+/// [`MIN_FRAME_LEN`](crate::wire::MIN_FRAME_LEN) bytes, starts with
+/// [`VERSION`](crate::wire::VERSION), and its type is not in the transport-reserved range
+/// [`TRANSPORT_TYPE_RANGE`](crate::wire::TRANSPORT_TYPE_RANGE). Everything else is the
+/// endpoint's job.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// The address peers use to reach this transport.

@@ -43,12 +43,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    DEFAULT_MAX_FRAME_LEN, FrameSink, Transport, TransportError, TransportStats,
-    frame::{
-        FRAME_VERSION, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
-        TRANSPORT_WELCOME, check_incoming, check_outgoing_frame,
-    },
+    FrameSink, Transport, TransportError, TransportStats,
+    frame::{check_incoming, check_outgoing_frame},
     stats::Counters,
+};
+use crate::wire::{
+    DEFAULT_MAX_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
+    TRANSPORT_WELCOME, VERSION as FRAME_VERSION,
 };
 
 /// Length of the big-endian length prefix before every TCP frame.

@@ -5,7 +5,7 @@
 //! held on behalf of unauthenticated peers), and large messages have TCP. The default limit is
 //! [`UdpConfig::DEFAULT_MAX_FRAME_LEN`] (1,452 bytes: a 1,500-byte Ethernet MTU minus a 40-byte
 //! IPv6 and an 8-byte UDP header), which crosses any ordinary path without IP fragmentation;
-//! raise it up to [`UDP_MAX_PAYLOAD`] on loopback or known networks.
+//! raise it up to [`UDP_MAX_PAYLOAD`](crate::wire::UDP_MAX_PAYLOAD) on loopback or known networks.
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -19,15 +19,13 @@ use super::{
     frame::{Malformed, check_incoming, check_outgoing_frame},
     stats::Counters,
 };
-
-/// Largest UDP payload over IPv4 (65,535 − 20 − 8): the upper bound for `max_frame_len`.
-pub const UDP_MAX_PAYLOAD: usize = 65_507;
+use crate::wire::UDP_MAX_PAYLOAD;
 
 /// Settings of a [`UdpTransport`].
 #[derive(Debug, Clone)]
 pub struct UdpConfig {
     /// Largest frame sent or accepted (default [`UdpConfig::DEFAULT_MAX_FRAME_LEN`], at most
-    /// [`UDP_MAX_PAYLOAD`]). Larger datagrams received are dropped and counted as oversize.
+    /// [`UDP_MAX_PAYLOAD`](crate::wire::UDP_MAX_PAYLOAD)). Larger datagrams received are dropped and counted as oversize.
     pub max_frame_len: usize,
     /// Datagrams received and not yet taken by `recv` (default 1024); beyond it new ones are
     /// dropped and counted in `frames_dropped`, as a network would drop them.
@@ -36,7 +34,7 @@ pub struct UdpConfig {
 
 impl UdpConfig {
     /// Path-MTU-safe default: 1,500 − 40 (IPv6) − 8 (UDP).
-    pub const DEFAULT_MAX_FRAME_LEN: usize = 1452;
+    pub const DEFAULT_MAX_FRAME_LEN: usize = 1_500 - 40 - 8;
 }
 
 impl Default for UdpConfig {

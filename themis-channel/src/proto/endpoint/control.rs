@@ -5,55 +5,28 @@
 //! again (unknown session), or tell a caller which key an address *claims* to hold (identify;
 //! the key is trusted only once message 2's signature verifies under it). Each answer is no
 //! larger than the frame it answers, so a spoofed source address gains an attacker no
-//! amplification, and the endpoint rate-limits them.
+//! amplification, and the endpoint rate-limits them (PROTOCOL.md §5.2, "Control messages").
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
 use themis_crypto::{NodeId, PublicKey};
 use themis_handshake::SessionId;
 
-/// Protocol version byte.
-const V: u8 = 0x01;
-/// `01 38 token[16] zero[32]`: "which key do you hold?" Padded to the size of its answer.
-pub(crate) const TYPE_IDENTIFY: u8 = 0x38;
-/// `01 39 token[16] public_key[32]`: answer to [`TYPE_IDENTIFY`].
-pub(crate) const TYPE_IDENTITY: u8 = 0x39;
-/// `01 3A nonce[32] public_key[32]`: answer to a message 1 addressed to another node id.
-pub(crate) const TYPE_IDENTITY_MISMATCH: u8 = 0x3A;
-/// `01 3B ref[32] seq[8]`: "I run in the other mode (secure/insecure)".
-pub(crate) const TYPE_MODE_MISMATCH: u8 = 0x3B;
-/// `01 3C session_id[8] seq[8]`: answer to a secure command for a session this node lacks.
-pub(crate) const TYPE_UNKNOWN_SESSION: u8 = 0x3C;
+use super::EndpointCore;
+use super::sessions::ChanKey;
+use crate::{Error, Mode};
 
-/// `01 3D session_id[8] seq[8]`: "command `seq` was authenticated but refused: every handler
-/// slot is taken" (reliable transports only; the session id is all zero in insecure mode).
-pub(crate) const TYPE_BUSY: u8 = 0x3D;
-
-/// Length of identify request and answer.
-pub(crate) const IDENTIFY_LEN: usize = 2 + 16 + 32;
-/// Length of an identity-mismatch message.
-pub(crate) const IDENTITY_MISMATCH_LEN: usize = 2 + 32 + 32;
-/// Length of a mode-mismatch message (= the shortest insecure command frame, which it may
-/// answer).
-pub(crate) const MODE_MISMATCH_LEN: usize = 2 + 32 + 8;
-/// Length of an unknown-session message.
-pub(crate) const UNKNOWN_SESSION_LEN: usize = 2 + 8 + 8;
-/// Length of a busy message.
-pub(crate) const BUSY_LEN: usize = 2 + 8 + 8;
-
-// No amplification (checked at compile time): each answer is no larger than the smallest frame
-// it answers. Identify: request and answer are both IDENTIFY_LEN. Identity mismatch answers a
-// message 1; mode mismatch answers a message 1 or an insecure command; unknown session answers
-// a secure command; message 2 answers a message 1.
-const _: () = assert!(IDENTITY_MISMATCH_LEN <= themis_handshake::MSG1_MIN_LEN);
-const _: () = assert!(MODE_MISMATCH_LEN <= crate::INSECURE_HEADER_LEN);
-const _: () = assert!(UNKNOWN_SESSION_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
-// Busy answers an authenticated command of either mode.
-const _: () = assert!(BUSY_LEN <= crate::SECURE_HEADER_LEN + crate::TAG_LEN);
-const _: () = assert!(BUSY_LEN <= crate::INSECURE_HEADER_LEN);
-const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_LEN);
+use crate::wire::{
+    BUSY_LEN, IDENTIFY_LEN, IDENTITY_MISMATCH_LEN, MODE_MISMATCH_LEN, TYPE_BUSY, TYPE_IDENTIFY,
+    TYPE_IDENTITY, TYPE_IDENTITY_MISMATCH, TYPE_MODE_MISMATCH, TYPE_UNKNOWN_SESSION,
+    UNKNOWN_SESSION_LEN, VERSION as V,
+};
 
 /// A decoded control message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Control {
+pub(super) enum Control {
     /// Asks for the receiver's public key.
     Identify {
         /// Echoed in the answer.
@@ -103,7 +76,7 @@ fn arr<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
 
 impl Control {
     /// Parses a control message; `None` for anything that is not exactly one of them.
-    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
+    pub(super) fn decode(b: &[u8]) -> Option<Self> {
         let (&[v, ty], _) = b.split_first_chunk::<2>()?;
         if v != V {
             return None;
@@ -154,7 +127,7 @@ impl Control {
     }
 
     /// The wire bytes.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(IDENTITY_MISMATCH_LEN);
         out.push(V);
         match self {
@@ -194,13 +167,167 @@ impl Control {
 }
 
 /// Reads `N_A` (bytes 34..66) of a message 1, to answer it with a control message.
-pub(crate) fn msg1_nonce(msg1: &[u8]) -> Option<[u8; 32]> {
+pub(super) fn msg1_nonce(msg1: &[u8]) -> Option<[u8; 32]> {
     arr(msg1, 2 + 32)
 }
 
 /// A mode-mismatch reference for an insecure frame: its sender id.
-pub(crate) fn id_ref(id: &NodeId) -> [u8; 32] {
+pub(super) fn id_ref(id: &NodeId) -> [u8; 32] {
     *id.as_bytes()
+}
+
+impl EndpointCore {
+    /// Sends an unauthenticated reply, within the control rate limit.
+    pub(super) fn reply_control(&mut self, now: Instant, to: SocketAddr, msg: Control) {
+        if self.control_rate.allow(now) {
+            self.counters.control_sent += 1;
+            self.transmit(to, Bytes::from(msg.encode()));
+        } else {
+            self.counters.control_rate_limited += 1;
+        }
+    }
+
+    /// A control message from `from`: believed only where PROTOCOL.md §5.2 says, counted in
+    /// `control_received` when acted upon, in `frames_rejected_other` (or `_malformed`) if not.
+    pub(super) fn on_control(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
+        let Some(msg) = Control::decode(frame) else {
+            self.counters.frames_rejected_malformed += 1;
+            return;
+        };
+        let acted = match msg {
+            Control::Identify { token } => {
+                let public = self.identity.public();
+                self.reply_control(now, from, Control::Identity { token, public });
+                true
+            }
+            Control::Identity { token, public } => self.on_identity(from, token, public),
+            Control::IdentityMismatch { nonce, public } => {
+                self.on_identity_mismatch(from, nonce, public)
+            }
+            Control::ModeMismatch { reference, seq } => self.on_mode_mismatch(from, reference, seq),
+            Control::Busy { session_id, seq } => self.on_busy(from, session_id, seq),
+            Control::UnknownSession { session_id, .. } => self.on_unknown_session(from, session_id),
+        };
+        if acted {
+            self.counters.control_received += 1;
+        } else {
+            self.counters.frames_rejected_other += 1;
+        }
+    }
+
+    /// IDENTITY_MISMATCH: our handshake `nonce` reached a node holding `public`, not the id we
+    /// asked for. Believed from the address message 1 went to only.
+    fn on_identity_mismatch(
+        &mut self,
+        from: SocketAddr,
+        nonce: [u8; 32],
+        public: PublicKey,
+    ) -> bool {
+        let Some(h) = self.handshakes.get(&nonce) else {
+            return false;
+        };
+        let found = public.node_id(&self.network);
+        // A node claiming to be who we asked for, yet refusing: not a mismatch.
+        if h.peer.addr != from || found == h.peer.id {
+            return false;
+        }
+        self.counters.handshakes_failed_identity += 1;
+        self.fail_handshake(nonce, |peer| Error::IdentityMismatch {
+            addr: peer.addr,
+            expected: peer.id,
+            found,
+        });
+        true
+    }
+
+    /// MODE_MISMATCH: the peer runs in the other mode. Secure: fails our handshake `reference`
+    /// to that address. Insecure: `reference` is our id; fails our request `seq` to a peer at
+    /// that address.
+    fn on_mode_mismatch(&mut self, from: SocketAddr, reference: [u8; 32], seq: u64) -> bool {
+        match self.cfg.mode {
+            Mode::Secure => {
+                if self
+                    .handshakes
+                    .get(&reference)
+                    .is_none_or(|h| h.peer.addr != from)
+                {
+                    return false;
+                }
+                self.counters.handshakes_failed_mode += 1;
+                self.fail_handshake(reference, |peer| Error::ModeMismatch {
+                    addr: peer.addr,
+                    ours: Mode::Secure,
+                });
+                true
+            }
+            Mode::Insecure => {
+                if reference != *self.local_id.as_bytes() {
+                    return false;
+                }
+                let waiter = self
+                    .sessions
+                    .peers
+                    .values_mut()
+                    .filter(|p| p.addr == from)
+                    .flat_map(|p| p.chans.iter_mut())
+                    .find_map(|ch| ch.waiters.get(&seq).copied());
+                let Some(id) = waiter else {
+                    return false;
+                };
+                self.finish(
+                    id,
+                    Err(Error::ModeMismatch {
+                        addr: from,
+                        ours: Mode::Insecure,
+                    }),
+                );
+                true
+            }
+        }
+    }
+
+    /// BUSY: the peer authenticated our command `seq` on `session_id` (zero in insecure mode)
+    /// but had no handler slot. Believed only from the address of the session's peer, for a
+    /// request of ours still waiting: at worst a forgery fails that one request early.
+    fn on_busy(&mut self, from: SocketAddr, session_id: SessionId, seq: u64) -> bool {
+        let peer_id = match self.cfg.mode {
+            Mode::Secure => self.sessions.by_session.get(&session_id).copied(),
+            Mode::Insecure if session_id.0 == [0; 8] => self
+                .sessions
+                .peers
+                .iter()
+                .find(|(_, p)| {
+                    p.addr == from && p.chans.iter().any(|ch| ch.waiters.contains_key(&seq))
+                })
+                .map(|(id, _)| *id),
+            Mode::Insecure => None,
+        };
+        let Some(peer_id) = peer_id else {
+            return false;
+        };
+        let key = match self.cfg.mode {
+            Mode::Secure => ChanKey::Secure(session_id),
+            Mode::Insecure => ChanKey::Insecure(peer_id),
+        };
+        let Some(p) = self.sessions.peers.get_mut(&peer_id) else {
+            return false;
+        };
+        if p.addr != from {
+            return false;
+        }
+        let Some(id) = p.chan_mut(key).and_then(|ch| ch.waiters.get(&seq).copied()) else {
+            return false;
+        };
+        self.counters.requests_refused_busy += 1;
+        self.finish(
+            id,
+            Err(Error::PeerBusy {
+                peer: peer_id,
+                addr: from,
+            }),
+        );
+        true
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,4 @@
-//! The endpoint's counters, readable as a snapshot ([`EndpointMetrics`]).
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The endpoint's counters: plain numbers in the core, read as a snapshot ([`EndpointMetrics`]).
 
 use crate::TransportStats;
 
@@ -16,16 +14,17 @@ macro_rules! metrics {
             pub transport: TransportStats,
         }
 
-        #[derive(Debug, Default)]
+        /// The core's counters; the gauges are filled in by [`Counters::snapshot`]'s caller.
+        #[derive(Debug, Default, Clone)]
         pub(crate) struct Counters {
-            $( pub(crate) $name: AtomicU64, )*
+            $( pub(crate) $name: u64, )*
         }
 
         impl Counters {
-            pub(crate) fn snapshot(&self, transport: TransportStats) -> EndpointMetrics {
+            pub(crate) fn snapshot(&self) -> EndpointMetrics {
                 EndpointMetrics {
-                    $( $name: self.$name.load(Ordering::Relaxed), )*
-                    transport,
+                    $( $name: self.$name, )*
+                    transport: TransportStats::default(),
                 }
             }
         }
@@ -101,19 +100,4 @@ metrics! {
     sessions,
     /// Sessions dropped: peer reported it lost the session, eviction, expiry.
     sessions_dropped,
-}
-
-impl Counters {
-    pub(crate) fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-    pub(crate) fn dec(c: &AtomicU64) {
-        c.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub(crate) fn set(c: &AtomicU64, n: u64) {
-        c.store(n, Ordering::Relaxed);
-    }
 }

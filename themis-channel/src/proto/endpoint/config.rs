@@ -1,4 +1,4 @@
-//! Settings of an [`Endpoint`](super::Endpoint).
+//! Settings of an endpoint: its [`crate::Endpoint`] driver and the sans-I/O core under it.
 
 use std::time::Duration;
 
@@ -6,7 +6,11 @@ use themis_handshake::HandshakeConfig;
 
 use crate::{ChannelConfig, Error, Mode};
 
-/// Settings of an [`Endpoint`](super::Endpoint). Start from `EndpointConfig::default()` (or
+/// Largest accepted `max_in_flight` and `max_handlers` (tokio's semaphore limit, kept so that the
+/// accepted configurations stay the same).
+const MAX_PERMITS: usize = usize::MAX >> 3;
+
+/// Settings of an [`Endpoint`](crate::Endpoint). Start from `EndpointConfig::default()` (or
 /// [`EndpointConfig::insecure`]) and change fields; [`EndpointConfig::validate`] runs when the
 /// endpoint is created.
 #[derive(Clone, Debug)]
@@ -42,9 +46,10 @@ pub struct EndpointConfig {
     pub control_rate: (u32, u32),
     /// How long `shutdown` waits for in-flight requests and handlers (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Seed for the handshake's ephemeral keys and nonces: `None` (the default) uses the
-    /// operating system's generator; `Some` makes simulations reproducible and must never be
-    /// used in production (anyone knowing the seed knows the session keys).
+    /// Seed for the handshake's ephemeral keys and nonces (feature `testing` only): `None` (the
+    /// default) uses the operating system's generator; `Some` makes simulations reproducible
+    /// and must never be used in production (anyone knowing the seed knows the session keys).
+    #[cfg(feature = "testing")]
     pub rng_seed: Option<u64>,
     /// Handshake limits (pending table, its TTL). `initiator_timeout` is replaced by
     /// `handshake_timeout`.
@@ -68,6 +73,7 @@ impl Default for EndpointConfig {
             response_cache: 256,
             control_rate: (1000, 200),
             shutdown_timeout: Duration::from_secs(5),
+            #[cfg(feature = "testing")]
             rng_seed: None,
             handshake: HandshakeConfig::default(),
             channel: ChannelConfig::default(),
@@ -95,9 +101,7 @@ impl EndpointConfig {
                 "max_in_flight_per_peer, max_in_flight and max_handlers must be at least 1",
             );
         }
-        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS
-            || self.max_handlers > tokio::sync::Semaphore::MAX_PERMITS
-        {
+        if self.max_in_flight > MAX_PERMITS || self.max_handlers > MAX_PERMITS {
             return bad("max_in_flight and max_handlers are too large");
         }
         if self.max_in_flight_per_peer > self.channel.max_outstanding {

@@ -1,0 +1,67 @@
+//! Restart detection (PROTOCOL.md §5.2, "Sessions"): a peer that restarted has lost its
+//! sessions. Secure: it answers our command with UNKNOWN_SESSION; we drop that session (once
+//! the peer has answered on it: an unconfirmed one may just miss message 3) and the next request
+//! handshakes again. Insecure, over a reliable transport: its sequence numbers start at 1 again,
+//! so a command repeating an accepted one means a restart; a fresh channel replaces the old.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use themis_crypto::NodeId;
+use themis_handshake::SessionId;
+
+use super::EndpointCore;
+use super::sessions::{Chan, ChanKey};
+use crate::{Channel, Error, Incoming};
+
+impl EndpointCore {
+    /// UNKNOWN_SESSION for `session_id`: believed from the session's peer address only, and
+    /// only for a confirmed session. The session is dropped; its requests fail with
+    /// [`Error::SessionLost`].
+    pub(super) fn on_unknown_session(&mut self, from: SocketAddr, session_id: SessionId) -> bool {
+        let Some(&peer_id) = self.sessions.by_session.get(&session_id) else {
+            return false;
+        };
+        let key = ChanKey::Secure(session_id);
+        let Some(p) = self.sessions.peers.get_mut(&peer_id) else {
+            return false;
+        };
+        let confirmed = p.chan_mut(key).is_some_and(|ch| ch.confirmed);
+        if p.addr != from || !confirmed {
+            return false;
+        }
+        if let Some(ch) = self.sessions.remove_chan(peer_id, key) {
+            self.fail_chan(peer_id, ch);
+        }
+        self.counters.sessions_dropped += 1;
+        tracing::debug!(peer = %peer_id.short(), "peer lost our session");
+        true
+    }
+
+    /// Fails every request waiting on `chan` (gone) with [`Error::SessionLost`].
+    pub(super) fn fail_chan(&mut self, peer: NodeId, chan: Chan) {
+        for (_, id) in chan.waiters {
+            self.finish(id, Err(Error::SessionLost { peer }));
+        }
+    }
+
+    /// An insecure command over a reliable transport opened as a duplicate: the peer restarted
+    /// and numbers from 1 again. Replaces its channel by a fresh one (failing the old one's
+    /// requests) and opens `frame` on it.
+    pub(super) fn restart_insecure(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        frame: BytesMut,
+    ) -> Option<Result<Incoming, Error>> {
+        let fresh = Channel::insecure(self.local_id, peer, self.chan_cfg.clone(), now).ok()?;
+        let fresh = self.sessions.new_chan(fresh, None);
+        let ch = self.sessions.chan_mut(peer, ChanKey::Insecure(peer))?;
+        let old = std::mem::replace(ch, fresh);
+        let result = ch.channel.open(frame, now);
+        self.fail_chan(peer, old);
+        tracing::debug!(peer = %peer.short(), "insecure peer restarted: fresh channel");
+        Some(result)
+    }
+}

@@ -1,0 +1,264 @@
+//! Sessions by node id (PROTOCOL.md §5.2, "Sessions").
+//!
+//! Sessions are keyed by the peer's [`NodeId`] and do not depend on a connection: frames are
+//! addressed to the peer's listening address and the transport (re)connects as needed. A peer
+//! keeps at most two channels: the newest is used for new requests, the previous one drains
+//! (answers commands and delivers responses) until a third replaces it. So when both peers
+//! initiate at once, both sessions stay usable and no tie-break is needed. At most
+//! `max_sessions` peers are known; a new one evicts the least recently used idle peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use themis_crypto::NodeId;
+use themis_handshake::SessionId;
+
+use super::cache::ResponseCache;
+use super::{PeerAddr, RequestId};
+use crate::{Channel, Error};
+
+/// Which channel of a peer: by session id (secure) or the peer's only channel (insecure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum ChanKey {
+    Secure(SessionId),
+    Insecure(NodeId),
+}
+
+impl ChanKey {
+    /// The session id a control message names for this channel (all zero in insecure mode).
+    pub(super) fn session_id(self) -> SessionId {
+        match self {
+            ChanKey::Secure(sid) => sid,
+            ChanKey::Insecure(_) => SessionId([0; 8]),
+        }
+    }
+}
+
+/// One channel of a peer and what the endpoint keeps with it.
+pub(super) struct Chan {
+    pub(super) channel: Channel,
+    /// Unique per core: tells this channel from a later one under the same [`ChanKey`] (an
+    /// insecure channel replaced after its peer restarted keeps the key `Insecure(peer)`).
+    /// Whoever refers to a channel across calls (a command to answer, a request waiting for its
+    /// response) finds it again by key *and* generation, so it never answers or cancels on its
+    /// successor.
+    pub(super) generation: u64,
+    /// Our requests on this channel awaiting their response, by sequence number.
+    pub(super) waiters: HashMap<u64, RequestId>,
+    /// Sealed responses, to answer retransmitted commands (unreliable transports only).
+    pub(super) cache: ResponseCache,
+    /// Message 3, sent before each command until the peer answers on this session (covers a
+    /// lost message 3 and a command overtaking it).
+    pub(super) msg3: Option<Bytes>,
+    /// An authentic frame arrived on this channel.
+    pub(super) confirmed: bool,
+}
+
+impl Chan {
+    pub(super) fn key(&self) -> ChanKey {
+        match self.channel.session_id() {
+            Some(sid) => ChanKey::Secure(sid),
+            None => ChanKey::Insecure(*self.channel.peer_id()),
+        }
+    }
+
+    /// Marks the channel as answered on by the peer: message 3 need not travel any more.
+    pub(super) fn confirm(&mut self) {
+        self.confirmed = true;
+        self.msg3 = None;
+    }
+}
+
+/// What the endpoint knows about one peer.
+pub(super) struct PeerState {
+    /// Where frames for the peer go.
+    pub(super) addr: SocketAddr,
+    /// Newest last; at most two.
+    pub(super) chans: Vec<Chan>,
+    /// Nonce of our handshake in progress with this peer.
+    pub(super) handshake: Option<[u8; 32]>,
+    /// Our requests holding one of the peer's `max_in_flight_per_peer` slots.
+    pub(super) active: usize,
+    /// Our requests waiting for one of those slots, oldest first.
+    pub(super) queued: VecDeque<RequestId>,
+    last_used: u64,
+}
+
+impl PeerState {
+    /// Nothing of ours depends on this peer: it may be evicted.
+    fn is_idle(&self) -> bool {
+        self.handshake.is_none()
+            && self.active == 0
+            && self.queued.is_empty()
+            && self.chans.iter().all(|c| c.waiters.is_empty())
+    }
+
+    /// The channel `key`.
+    pub(super) fn chan_mut(&mut self, key: ChanKey) -> Option<&mut Chan> {
+        self.chans.iter_mut().find(|c| c.key() == key)
+    }
+}
+
+/// Every peer, and the index from session id to peer.
+pub(super) struct Sessions {
+    pub(super) peers: HashMap<NodeId, PeerState>,
+    pub(super) by_session: HashMap<SessionId, NodeId>,
+    max_sessions: usize,
+    /// Peers with at least one channel.
+    live: usize,
+    tick: u64,
+    next_generation: u64,
+}
+
+impl Sessions {
+    pub(super) fn new(max_sessions: usize) -> Self {
+        Self {
+            peers: HashMap::new(),
+            by_session: HashMap::new(),
+            max_sessions,
+            live: 0,
+            tick: 0,
+            next_generation: 1,
+        }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Marks `peer` as just used (for the eviction order).
+    pub(super) fn touch(&mut self, peer: NodeId) {
+        let t = self.next_tick();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_used = t;
+        }
+    }
+
+    /// A fresh channel entry with a generation of its own.
+    pub(super) fn new_chan(&mut self, channel: Channel, msg3: Option<Bytes>) -> Chan {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        Chan {
+            channel,
+            generation,
+            waiters: HashMap::new(),
+            cache: ResponseCache::default(),
+            msg3,
+            confirmed: false,
+        }
+    }
+
+    /// The peer's entry, created if missing; `Ok(true)` if another (idle) peer was evicted to
+    /// make room. Fails with [`Error::TooManySessions`] when every slot is busy.
+    pub(super) fn peer_entry(&mut self, peer: PeerAddr) -> Result<bool, Error> {
+        let t = self.next_tick();
+        let mut evicted = false;
+        if !self.peers.contains_key(&peer.id) {
+            if self.peers.len() >= self.max_sessions {
+                let victim = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.is_idle())
+                    .min_by_key(|(_, p)| p.last_used)
+                    .map(|(id, _)| *id);
+                let Some(victim) = victim else {
+                    return Err(Error::TooManySessions {
+                        peer: peer.id,
+                        limit: self.max_sessions,
+                    });
+                };
+                if let Some(v) = self.peers.remove(&victim) {
+                    if !v.chans.is_empty() {
+                        self.live -= 1;
+                    }
+                    for ch in v.chans {
+                        if let ChanKey::Secure(sid) = ch.key() {
+                            self.by_session.remove(&sid);
+                        }
+                    }
+                    evicted = true;
+                }
+            }
+            self.peers.insert(
+                peer.id,
+                PeerState {
+                    addr: peer.addr,
+                    chans: Vec::new(),
+                    handshake: None,
+                    active: 0,
+                    queued: VecDeque::new(),
+                    last_used: t,
+                },
+            );
+        } else if let Some(p) = self.peers.get_mut(&peer.id) {
+            p.last_used = t;
+        }
+        Ok(evicted)
+    }
+
+    /// The channel `key` of `peer`.
+    pub(super) fn chan_mut(&mut self, peer: NodeId, key: ChanKey) -> Option<&mut Chan> {
+        self.peers.get_mut(&peer)?.chan_mut(key)
+    }
+
+    /// The very channel `(key, generation)`, not a successor that took over its key.
+    pub(super) fn chan_gen_mut(
+        &mut self,
+        peer: NodeId,
+        key: ChanKey,
+        generation: u64,
+    ) -> Option<&mut Chan> {
+        self.chan_mut(peer, key)
+            .filter(|c| c.generation == generation)
+    }
+
+    /// Adds `chan` as the peer's newest channel (the entry must exist); returns the oldest if
+    /// that makes three.
+    pub(super) fn push_chan(&mut self, peer: PeerAddr, chan: Chan) -> Option<Chan> {
+        let key = chan.key();
+        let p = self.peers.get_mut(&peer.id)?;
+        p.addr = peer.addr;
+        if p.chans.is_empty() {
+            self.live += 1;
+        }
+        p.chans.push(chan);
+        let old = (p.chans.len() > 2).then(|| p.chans.remove(0));
+        if let ChanKey::Secure(sid) = key {
+            self.by_session.insert(sid, peer.id);
+        }
+        if let Some(ChanKey::Secure(sid)) = old.as_ref().map(Chan::key) {
+            self.by_session.remove(&sid);
+        }
+        old
+    }
+
+    /// Removes the channel `key` of `peer`.
+    pub(super) fn remove_chan(&mut self, peer: NodeId, key: ChanKey) -> Option<Chan> {
+        let p = self.peers.get_mut(&peer)?;
+        let i = p.chans.iter().position(|c| c.key() == key)?;
+        let ch = p.chans.remove(i);
+        if p.chans.is_empty() {
+            self.live -= 1;
+        }
+        if let ChanKey::Secure(sid) = key {
+            self.by_session.remove(&sid);
+        }
+        Some(ch)
+    }
+
+    /// Clears `peer`'s handshake in progress if it is `nonce`.
+    pub(super) fn clear_handshake(&mut self, peer: NodeId, nonce: [u8; 32]) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.handshake == Some(nonce)
+        {
+            p.handshake = None;
+        }
+    }
+
+    /// Peers with a live session (secure) or channel (insecure).
+    pub(super) fn live(&self) -> usize {
+        self.live
+    }
+}

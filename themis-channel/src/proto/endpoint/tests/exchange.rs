@@ -1,0 +1,272 @@
+//! Handshakes, sessions, message 3, the response cache and restart detection.
+
+use super::*;
+use crate::wire::{TYPE_SECURE_COMMAND, TYPE_SECURE_RESPONSE};
+use themis_handshake::TYPE_MSG3;
+
+#[test]
+fn a_first_request_handshakes_and_the_session_serves_both_directions() {
+    for reliable in [true, false] {
+        let mut net = Net::new(2, cfg(), reliable);
+        let b = net.peer(1);
+        let id = net.request(0, b, b"ping");
+        net.run();
+        assert_eq!(ok(net.nodes[0].outcome(id)), b"re:ping");
+        let a = net.peer(0);
+        let back = net.request(1, a, b"pong");
+        net.run();
+        assert_eq!(ok(net.nodes[1].outcome(back)), b"re:pong");
+        let (ma, mb) = (net.nodes[0].metrics(), net.nodes[1].metrics());
+        assert_eq!(
+            (ma.handshakes_initiated_ok, ma.handshakes_accepted_ok),
+            (1, 0)
+        );
+        assert_eq!(
+            (mb.handshakes_initiated_ok, mb.handshakes_accepted_ok),
+            (0, 1)
+        );
+        assert_eq!((ma.sessions, mb.sessions), (1, 1));
+        assert_eq!((ma.requests_ok, mb.requests_ok), (1, 1));
+        assert_eq!((ma.in_flight, ma.handlers_running), (0, 0));
+        assert_eq!(ma.retransmissions + mb.retransmissions, 0);
+    }
+}
+
+#[test]
+fn concurrent_first_requests_share_one_handshake() {
+    let mut net = Net::new(2, cfg(), true);
+    let b = net.peer(1);
+    let ids: Vec<_> = (0..5u8).map(|i| net.request(0, b, &[i])).collect();
+    let msg1s = net.wire.iter().filter(|p| p.ty() == 0x01).count();
+    assert_eq!(msg1s, 1, "one handshake for five requests");
+    net.run();
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(ok(net.nodes[0].outcome(id)), &echoed(&[i as u8])[..]);
+    }
+    assert_eq!(net.nodes[0].metrics().handshakes_initiated_ok, 1);
+}
+
+#[test]
+fn simultaneous_open_keeps_both_sessions_usable() {
+    let mut net = Net::new(2, cfg(), true);
+    let (a, b) = (net.peer(0), net.peer(1));
+    let ab = net.request(0, b, b"a->b");
+    let ba = net.request(1, a, b"b->a");
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(ab)), b"re:a->b");
+    assert_eq!(ok(net.nodes[1].outcome(ba)), b"re:b->a");
+    for n in &net.nodes {
+        let m = n.metrics();
+        assert_eq!(
+            (m.handshakes_initiated_ok, m.handshakes_accepted_ok),
+            (1, 1)
+        );
+        assert_eq!(m.sessions, 1, "two sessions, one peer");
+        assert_eq!(
+            n.core.sessions.peers.values().next().unwrap().chans.len(),
+            2
+        );
+    }
+    // Both keep working in both directions afterwards.
+    for round in 0..3u8 {
+        let x = net.request(0, b, &[round]);
+        let y = net.request(1, a, &[round]);
+        net.run();
+        assert!(net.nodes[0].outcome(x).unwrap().is_ok());
+        assert!(net.nodes[1].outcome(y).unwrap().is_ok());
+    }
+}
+
+#[test]
+fn a_lost_message_3_travels_again_in_front_of_the_command() {
+    let mut net = Net::new(2, cfg(), false);
+    let b = net.peer(1);
+    let id = net.request(0, b, b"x");
+    // Message 1 to B, message 2 back to A.
+    for _ in 0..2 {
+        let p = net.wire.pop_front().unwrap();
+        net.deliver(p);
+    }
+    // A sent message 3 alone, then message 3 again before the command.
+    let tys: Vec<u8> = net.wire.iter().map(Packet::ty).collect();
+    assert_eq!(tys, [TYPE_MSG3, TYPE_MSG3, TYPE_SECURE_COMMAND]);
+    net.wire.pop_front();
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(id)), b"re:x");
+    assert_eq!(net.nodes[1].metrics().handshakes_accepted_ok, 1);
+    // Once B answered on the session, message 3 stays home.
+    net.request(0, b, b"y");
+    let tys: Vec<u8> = net.wire.iter().map(Packet::ty).collect();
+    assert_eq!(tys, [TYPE_SECURE_COMMAND]);
+}
+
+#[test]
+fn a_command_overtaking_message_3_is_served_from_its_copy() {
+    let mut net = Net::new(2, cfg(), true);
+    let b = net.peer(1);
+    let id = net.request(0, b, b"x");
+    for _ in 0..2 {
+        let p = net.wire.pop_front().unwrap();
+        net.deliver(p);
+    }
+    // The standalone message 3 arrives last: the copy in front of the command did the work,
+    // the late one is refused as a duplicate.
+    let first = net.wire.pop_front().unwrap();
+    net.run();
+    net.deliver(first);
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(id)), b"re:x");
+    let mb = net.nodes[1].metrics();
+    assert_eq!(
+        (mb.handshakes_accepted_ok, mb.handshakes_rejected_unknown),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_retransmitted_command_is_answered_from_the_response_cache() {
+    let mut net = Net::new(2, cfg(), false);
+    let b = net.peer(1);
+    net.request(0, b, b"warm");
+    net.run();
+    let id = net.request(0, b, b"once");
+    net.run_until_response_then_drop(1);
+    // A retransmits the same frame after its retransmission timeout; B answers from its cache.
+    net.advance(cfg().initial_rto);
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(id)), b"re:once");
+    let (ma, mb) = (net.nodes[0].metrics(), net.nodes[1].metrics());
+    assert_eq!(ma.retransmissions, 1);
+    assert_eq!(mb.responses_resent, 1);
+    assert_eq!(mb.frames_rejected_replay, 1);
+    let runs = net.nodes[1]
+        .executed
+        .iter()
+        .filter(|r| &r[..] == b"once")
+        .count();
+    assert_eq!(runs, 1, "the handler ran once");
+}
+
+impl Net {
+    /// Delivers the command on the wire and drops the `n` responses it produces.
+    fn run_until_response_then_drop(&mut self, n: usize) {
+        let mut dropped = 0;
+        while let Some(p) = self.wire.pop_front() {
+            if p.ty() == TYPE_SECURE_RESPONSE && dropped < n {
+                dropped += 1;
+                continue;
+            }
+            self.deliver(p);
+        }
+        assert_eq!(dropped, n);
+    }
+}
+
+#[test]
+fn a_restarted_peer_is_told_apart_and_reached_with_a_new_handshake() {
+    let mut net = Net::new(2, cfg(), true);
+    let b = net.peer(1);
+    let first = net.request(0, b, b"1");
+    net.run();
+    assert!(net.nodes[0].outcome(first).unwrap().is_ok());
+    // B restarts: same key, same address, no sessions.
+    net.nodes[1] = Node::new(1, 2, cfg(), true);
+    let lost = net.request(0, b, b"2");
+    net.run();
+    assert!(
+        matches!(
+            net.nodes[0].outcome(lost),
+            Some(Err(Error::SessionLost { .. }))
+        ),
+        "{:?}",
+        net.nodes[0].outcome(lost)
+    );
+    assert_eq!(net.nodes[1].metrics().frames_rejected_unknown_session, 1);
+    assert_eq!(net.nodes[0].metrics().sessions_dropped, 1);
+    let again = net.request(0, b, b"3");
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(again)), b"re:3");
+    assert_eq!(net.nodes[0].metrics().handshakes_initiated_ok, 2);
+}
+
+#[test]
+fn an_insecure_peer_restarting_at_seq_one_gets_a_fresh_channel() {
+    let mut net = Net::new(2, insecure(), true);
+    let b = net.peer(1);
+    for i in 0..3u8 {
+        let id = net.request(0, b, &[i]);
+        net.run();
+        assert!(net.nodes[0].outcome(id).unwrap().is_ok());
+    }
+    net.nodes[0] = Node::new(0, 1, insecure(), true);
+    for i in 0..3u8 {
+        let id = net.request(0, b, &[i]);
+        net.run();
+        assert_eq!(ok(net.nodes[0].outcome(id)), &echoed(&[i])[..]);
+    }
+    assert_eq!(net.nodes[1].metrics().sessions, 1);
+    // Over an unreliable transport the same repeat is a retransmission, refused as a replay.
+    let mut net = Net::new(2, insecure(), false);
+    let id = net.request(0, b, b"x");
+    net.run();
+    assert!(net.nodes[0].outcome(id).unwrap().is_ok());
+    net.nodes[0] = Node::new(0, 1, insecure(), false);
+    net.request(0, b, b"y");
+    net.run();
+    assert_eq!(net.nodes[1].metrics().frames_rejected_replay, 1);
+}
+
+#[test]
+fn a_third_session_replaces_the_oldest_and_fails_its_requests() {
+    let mut c = cfg();
+    // Every session asks for a rekey at once: each request starts a new handshake.
+    c.channel.rekey_after_messages = 1;
+    let mut net = Net::new(2, c, true);
+    let b = net.peer(1);
+    let first = net.request(0, b, b"1");
+    net.run();
+    assert!(net.nodes[0].outcome(first).unwrap().is_ok());
+    // Sent on session 1; session 2 starts; B answers nothing yet.
+    net.nodes[1].echo = false;
+    let waiting = net.request(0, b, b"2");
+    net.run();
+    let (token, _, _) = net.nodes[1].commands.pop_front().unwrap();
+    net.nodes[1].core.abandon(token);
+    // Two more handshakes push session 1 out.
+    net.nodes[1].echo = true;
+    for i in 3..5u8 {
+        let id = net.request(0, b, &[i]);
+        net.run();
+        assert!(net.nodes[0].outcome(id).unwrap().is_ok());
+    }
+    assert!(matches!(
+        net.nodes[0].outcome(waiting),
+        Some(Err(Error::SessionLost { .. }))
+    ));
+    assert!(net.nodes[0].metrics().handshakes_initiated_ok >= 3);
+}
+
+#[test]
+fn a_slow_command_overtaken_by_thousands_is_still_answered() {
+    for reliable in [true, false] {
+        let mut net = Net::new(2, insecure(), reliable);
+        net.nodes[1].echo = false;
+        let b = net.peer(1);
+        let slow = net.request(0, b, b"slow");
+        net.run();
+        for i in 0..3000u32 {
+            let id = net.request(0, b, &i.to_be_bytes());
+            net.run();
+            let (token, _, req) = net.nodes[1].commands.pop_back().unwrap();
+            net.nodes[1].core.respond(net.now, token, &echoed(&req));
+            net.collect();
+            net.run();
+            assert!(net.nodes[0].outcome(id).unwrap().is_ok());
+        }
+        assert!(net.nodes[0].outcome(slow).is_none());
+        net.nodes[1].answer_one(net.now);
+        net.collect();
+        net.run();
+        assert_eq!(ok(net.nodes[0].outcome(slow)), b"re:slow");
+    }
+}
