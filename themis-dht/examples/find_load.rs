@@ -13,75 +13,33 @@
 //! `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use themis_channel::{Mode, TcpConfig, UdpConfig};
-use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Transcript};
+use themis_crypto::{NetworkId, NodeId};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
-const IN_FLIGHT: usize = 64;
+use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config, random_id};
 
-/// CPU seconds (user + system) this process used so far, from `/proc/self/stat` (Linux; 0
-/// elsewhere). Clock ticks are 100 Hz on Linux.
-fn cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let rest = s.rsplit_once(')').map_or("", |x| x.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // fields 14 and 15 of stat(5); `rest` starts at field 3
-    (t(11) + t(12)) / 100.0
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn id(&mut self) -> NodeId {
-        let mut b = [0u8; 32];
-        for c in b.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_be_bytes());
-        }
-        NodeId::from_bytes(b)
-    }
-}
-
-/// The settings xtask's find-scaling workload gives its nodes.
+/// The settings xtask's find-scaling workload gives its nodes, with knobs for experiments:
+/// `ALPHA` (most queries in flight per lookup), `STALL_MS` (lookup stall before hedging; 0 = α
+/// at once), `STAB_MS` and `FINGER_MS` (maintenance periods).
 fn config(mode: Mode, seed: u64) -> DriverConfig {
-    let mut c = DriverConfig::fast();
-    c.dht.stabilize_period = Duration::from_millis(200);
-    c.dht.finger_period = Duration::from_secs(2);
-    c.dht.peer_rate_per_sec = 1_000_000;
-    c.dht.peer_rate_burst = 1_000_000;
-    c.dht.max_registrations = 100_000;
-    c.dht.max_records_per_provider = 100_000;
-    c.dht.max_queries = 4096;
-    c.endpoint.mode = mode;
-    c.rng_seed = Some(seed);
-    // Knobs for experiments: `ALPHA` (most queries in flight per lookup), `STALL_MS` (lookup
-    // stall before hedging; 0 = α at once), `STAB_MS` and `FINGER_MS` (maintenance periods).
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    if let Some(a) = env("ALPHA") {
+    let mut c = load_config(mode, seed);
+    if let Some(a) = env_u64("ALPHA") {
         c.dht.alpha = a as usize;
     }
-    if let Some(v) = env("STALL_MS") {
+    if let Some(v) = env_u64("STALL_MS") {
         c.dht.lookup_stall = Duration::from_millis(v);
     }
-    if let Some(v) = env("STAB_MS") {
+    if let Some(v) = env_u64("STAB_MS") {
         c.dht.stabilize_period = Duration::from_millis(v);
     }
-    if let Some(v) = env("FINGER_MS") {
+    if let Some(v) = env_u64("FINGER_MS") {
         c.dht.finger_period = Duration::from_millis(v);
     }
     c
@@ -179,7 +137,7 @@ where
     let mut set = JoinSet::new();
     for w in 0..IN_FLIGHT {
         let (next, shared, op) = (Arc::clone(&next), Arc::clone(&shared), op.clone());
-        let mut rng = Rng(seed ^ w as u64);
+        let mut rng = fastrand::Rng::with_seed(seed ^ w as u64);
         set.spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -187,8 +145,8 @@ where
                 if i >= count {
                     break;
                 }
-                let node = shared[rng.below(shared.len())].clone();
-                let target = rng.id();
+                let node = shared[rng.usize(..shared.len())].clone();
+                let target = random_id(&mut rng);
                 let s = Instant::now();
                 let r = op(node, i, target).await;
                 out.push((s.elapsed(), r));
@@ -236,15 +194,12 @@ async fn main() {
         .unwrap_or((16_000 / n.max(1)).clamp(8, 1024));
     let seed = 7;
     let net = NetworkId::new("find-load").unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut nodes: Vec<DhtNode> = Vec::new();
     let t0 = Instant::now();
     for i in 0..n {
         let s = seed * 10_000 + i as u64;
-        let id = Arc::new(IdentityKeypair::from_seed(&Transcript::digest(
-            "find-load",
-            &[&s.to_be_bytes()],
-        )));
+        let id = identity("find-load", s);
         let tcp = TcpConfig {
             max_connections: max_conn,
             ..TcpConfig::default()
@@ -272,7 +227,7 @@ async fn main() {
         };
         let mut tries = 0;
         while !nodes.is_empty() {
-            let b = &nodes[rng.below(nodes.len())];
+            let b = &nodes[rng.usize(..nodes.len())];
             match node.join([b.contact()]).await {
                 Ok(_) => break,
                 Err(e) => {
@@ -326,7 +281,7 @@ async fn main() {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
-        let results = closed_loop(&nodes, count, rng.next(), |node, _, target| async move {
+        let results = closed_loop(&nodes, count, rng.u64(..), |node, _, target| async move {
             node.find(target).await.ok().map(|f| f.hops)
         })
         .await;
@@ -359,7 +314,7 @@ async fn main() {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
-        let results = closed_loop(&nodes, stores, rng.next(), |node, i, _| async move {
+        let results = closed_loop(&nodes, stores, rng.u64(..), |node, i, _| async move {
             let spec = themis_dht::ServiceSpec::new(format!("store-{i}"));
             let r = node.register(spec, None).await.ok()?;
             (r.failed == 0 && r.stored > 0).then_some(0)

@@ -11,47 +11,32 @@
 //! profile's 20 s and 60 s: re-stores of earlier names then run during the measurement).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use themis_channel::{Mode, TcpConfig};
-use themis_crypto::{IdentityKeypair, NetworkId, Transcript};
+use themis_crypto::NetworkId;
 use themis_dht::{DhtNode, DriverConfig, ServiceSpec};
 use tokio::task::JoinSet;
 
-const IN_FLIGHT: usize = 64;
+use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config};
 
-/// CPU seconds (user + system) this process used so far (Linux `/proc/self/stat`; 0 elsewhere).
-fn cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let rest = s.rsplit_once(')').map_or("", |x| x.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
+/// xtask's node settings with room for `count` registrations and the fast profile's
+/// re-store schedule (`RESTORE_S` and `TTL_S` override it).
 fn config(mode: Mode, seed: u64, count: usize) -> DriverConfig {
-    let mut c = DriverConfig::fast();
-    c.dht.stabilize_period = Duration::from_millis(200);
-    c.dht.finger_period = Duration::from_secs(2);
-    c.dht.peer_rate_per_sec = 1_000_000;
-    c.dht.peer_rate_burst = 1_000_000;
+    let mut c = load_config(mode, seed);
     c.dht.max_registrations = count + 10;
     c.dht.max_records_per_provider = count + 10;
     c.dht.max_records_total = count + 10;
-    c.dht.max_queries = 4096;
     c.dht.request_timeout = Duration::from_secs(10);
     c.endpoint.request_timeout = Duration::from_secs(10);
-    c.endpoint.mode = mode;
-    c.rng_seed = Some(seed);
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    if let Some(v) = env("RESTORE_S") {
+    if let Some(v) = env_u64("RESTORE_S") {
         c.dht.restore_period = Duration::from_secs(v);
     }
-    if let Some(v) = env("TTL_S") {
+    if let Some(v) = env_u64("TTL_S") {
         c.dht.record_ttl = Duration::from_secs(v);
     }
     c
@@ -69,10 +54,7 @@ async fn main() {
     let net = NetworkId::new("store-load").unwrap();
     let mut nodes = Vec::new();
     for s in 0..2u64 {
-        let id = Arc::new(IdentityKeypair::from_seed(&Transcript::digest(
-            "store-load",
-            &[&s.to_be_bytes()],
-        )));
+        let id = identity("store-load", s);
         let node = DhtNode::bind_tcp(
             "127.0.0.1:0".parse().unwrap(),
             TcpConfig::default(),
