@@ -16,6 +16,7 @@
 mod config;
 mod contact;
 mod handler;
+mod neighbors;
 mod task;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::DriverConfig;
 pub use handler::{DhtHandler, DhtInbox};
+pub use neighbors::Neighbors;
 use task::{Command, Driver, now};
 
 use crate::{Contact, Error, Found, Metrics, Node, Peer, Providers, ServiceSpec};
