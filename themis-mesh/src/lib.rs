@@ -53,8 +53,8 @@ mod policy;
 pub use error::Error;
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
-    Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
-    TransportKind,
+    Discovery, Member, MemberState, Members, MeshConfig, MeshNode, MeshStatus, NodeInfo,
+    RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,

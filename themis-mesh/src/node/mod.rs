@@ -1,8 +1,10 @@
 //! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
 //! discover and call on top of the pure policies of `crate::policy`.
 
+mod info;
 mod introspect;
 mod local;
+mod members;
 pub(crate) mod lookup;
 mod wire;
 
@@ -20,7 +22,9 @@ use themis_channel::{
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
+pub use info::NodeInfo;
 pub use introspect::{Discovery, MeshStatus};
+pub use members::{Member, MemberState, Members};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
@@ -185,6 +189,8 @@ struct MeshHandler {
     /// Longest a service handler may run: the caller's request timeout (by then the caller
     /// has given up, and the handler would only hold one of the endpoint's handler slots).
     handler_timeout: Duration,
+    /// When the node started (its uptime in node-info answers).
+    started: Instant,
 }
 
 fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
@@ -197,13 +203,20 @@ impl Handler for MeshHandler {
     /// service calls run user code, so they keep their own task ([`Handler::handle`]).
     #[allow(clippy::result_large_err)] // as the trait: no allocation per command
     fn try_dispatch(&self, command: IncomingCommand) -> Result<(), IncomingCommand> {
-        if command.request().first() == Some(&wire::TAG_SERVICE_CALL) {
+        if matches!(
+            command.request().first(),
+            Some(&wire::TAG_SERVICE_CALL | &info::TAG_NODE_INFO)
+        ) {
             return Err(command);
         }
         self.dht.try_dispatch(command)
     }
 
     async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        if request.first() == Some(&info::TAG_NODE_INFO) {
+            let services = self.services.read().map(|s| s.len()).unwrap_or(0);
+            return info::answer(&request, services, self.started);
+        }
         if request.first() != Some(&wire::TAG_SERVICE_CALL) {
             return self.dht.handle(from, request).await;
         }
@@ -280,6 +293,8 @@ struct Inner {
     cache: Mutex<DiscoveryCache>,
     balancers: Mutex<HashMap<String, Balancer>>,
     seed: u64,
+    /// When the node started (its uptime in node-info answers).
+    started: Instant,
 }
 
 /// A mesh node: a DHT member that registers, discovers and calls services over one endpoint.
@@ -350,6 +365,7 @@ impl MeshNode {
             services: services.clone(),
             access: access.clone(),
             handler_timeout: config.handler_timeout,
+            started: now(),
         };
         let endpoint = Endpoint::new(
             transport,
@@ -374,6 +390,7 @@ impl MeshNode {
                 cache: Mutex::new(cache),
                 balancers: Mutex::new(HashMap::new()),
                 seed,
+                started: now(),
             }),
         };
         if !node.inner.config.bootstrap.is_empty() {
