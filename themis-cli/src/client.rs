@@ -1,4 +1,6 @@
-//! The client side of the agent API: `register`, `deregister`, `discover`, `call`, `status`.
+//! The client side of the agent API: `register`, `deregister`, `discover`, `call`, `status`,
+//! `members` and `check`. With `-vv`, each request to the agent is logged (method, URL, status,
+//! time, the provider of a call).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -7,13 +9,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::PROVIDER_HEADER;
-use crate::cli::{ApiArgs, CallArgs, DiscoverArgs, NameArgs, RegisterArgs, StatusArgs};
+use crate::cli::{
+    ApiArgs, CallArgs, CheckArgs, DiscoverArgs, MembersArgs, NameArgs, RegisterArgs, StatusArgs,
+};
 use crate::error::Error;
 
 /// How long a request to the agent may take (a call may fail over across providers).
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest request body read from a file or stdin (the agent's default limit).
-const MAX_BODY: u64 = 1 << 20;
+/// Largest request body read from a file or stdin when the agent does not say its own limit
+/// (an agent older than `GET /v1/agent/self`): the agent's default.
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
 struct Agent {
     base: String,
@@ -21,24 +26,43 @@ struct Agent {
     http: reqwest::Client,
 }
 
+/// The base URL of the agent at `api` (`HOST:PORT` or `http://HOST:PORT`); the agent speaks
+/// plain HTTP (it is bound to the loopback), so `https://` is refused with that reason.
+fn agent_base(api: &str) -> Result<String, Error> {
+    let a = api.trim().trim_end_matches('/');
+    if a.starts_with("https://") {
+        return Err(Error::Usage {
+            what: "agent API address",
+            reason: format!(
+                "'{a}': the agent API speaks plain HTTP on the loopback, not HTTPS: use http://{} or just HOST:PORT",
+                a.trim_start_matches("https://")
+            ),
+        });
+    }
+    let base = if a.starts_with("http://") {
+        a.to_owned()
+    } else {
+        format!("http://{a}")
+    };
+    match reqwest::Url::parse(&base) {
+        Ok(u) if u.host_str().is_some() && u.path() == "/" => Ok(base),
+        _ => Err(Error::Usage {
+            what: "agent API address",
+            reason: format!("'{a}' is not HOST:PORT or http://HOST:PORT"),
+        }),
+    }
+}
+
 impl Agent {
-    fn new(api: &ApiArgs) -> Self {
-        let a = api.api.trim().trim_end_matches('/');
-        let base = if a.starts_with("http://") || a.starts_with("https://") {
-            a.to_owned()
-        } else {
-            format!("http://{a}")
-        };
-        let shown = base
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_owned();
+    fn new(api: &ApiArgs) -> Result<Self, Error> {
+        let base = agent_base(&api.api)?;
+        let shown = base.trim_start_matches("http://").to_owned();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(TIMEOUT)
             .build()
             .unwrap_or_default();
-        Self { base, shown, http }
+        Ok(Self { base, shown, http })
     }
 
     fn url(&self, path: &str) -> String {
@@ -48,7 +72,22 @@ impl Agent {
     /// Sends the request; a connection failure is "no agent"; an error status becomes
     /// [`Error::Agent`] with the agent's message.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-        let resp = req.send().await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let req = req.build().map_err(|e| Error::Agent {
+            status: 0,
+            message: format!(
+                "cannot build the request to the agent at {}: {e}",
+                self.shown
+            ),
+        })?;
+        let (method, url) = (req.method().clone(), req.url().to_string());
+        let size = req
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(<[u8]>::len);
+        tracing::debug!(%method, %url, body_bytes = ?size, "request to the agent");
+        let resp = self.http.execute(req).await.map_err(|e| {
+            tracing::debug!(%method, %url, error = %e, "the agent did not answer");
             if e.is_connect() || e.is_builder() {
                 Error::AgentDown {
                     api: self.shown.clone(),
@@ -69,6 +108,12 @@ impl Agent {
             }
         })?;
         let status = resp.status();
+        tracing::debug!(
+            %method, %url, %status,
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            provider = resp.headers().get(PROVIDER_HEADER).and_then(|v| v.to_str().ok()),
+            "the agent answered"
+        );
         if status.is_success() {
             return Ok(resp);
         }
@@ -124,7 +169,7 @@ fn s(v: &Value, key: &str) -> String {
 
 /// `themis register`.
 pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let body = json!({
         "upstream": a.upstream,
         "version": a.version,
@@ -146,7 +191,7 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
 
 /// `themis deregister`.
 pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     agent.json(agent.http.delete(url)).await?;
     println!(
@@ -158,7 +203,7 @@ pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
 
 /// `themis discover`.
 pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.get(url)).await?;
     if a.json {
@@ -176,13 +221,14 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
         .unwrap_or(&empty);
     let found = v.get("found_on_replica").and_then(Value::as_u64);
     let mut out = std::io::stdout().lock();
+    let hops = v.get("hops").and_then(Value::as_u64);
     let _ = writeln!(
         out,
-        "service '{}': {} provider(s), found on replica {} in {} hops",
+        "service '{}': {}, found on replica {} in {}",
         a.name,
-        providers.len(),
+        plural(providers.len() as u64, "provider"),
         s(&v, "found_on_replica"),
-        s(&v, "hops"),
+        hops.map_or_else(|| "? hops".to_owned(), |h| plural(h, "hop")),
     );
     let _ = writeln!(out, "replicas (object id = H(name, r)):");
     for r in replicas {
@@ -222,42 +268,74 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_limited(mut r: impl Read, path: &Path) -> Result<Vec<u8>, Error> {
+/// `n thing` or `n things`.
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// Reads a request body of at most `max` bytes (the agent's own limit).
+fn read_limited(mut r: impl Read, path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
     r.by_ref()
-        .take(MAX_BODY + 1)
+        .take(max + 1)
         .read_to_end(&mut buf)
         .map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-    if buf.len() as u64 > MAX_BODY {
+    if buf.len() as u64 > max {
         return Err(Error::Usage {
             what: "request body",
-            reason: format!("{} is larger than {MAX_BODY} bytes", path.display()),
+            reason: format!(
+                "{} is larger than {max} bytes, the agent's limit (themis node --max-body)",
+                path.display()
+            ),
         });
     }
     Ok(buf)
 }
 
+impl Agent {
+    /// The agent's body limit, from `GET /v1/agent/self` (the default for an agent that does
+    /// not say).
+    async fn max_body(&self) -> Result<u64, Error> {
+        match self.json(self.http.get(self.url("/v1/agent/self"))).await {
+            Ok(v) => Ok(v
+                .get("max_body")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_MAX_BODY)),
+            Err(e @ Error::AgentDown { .. }) => Err(e),
+            Err(_) => Ok(DEFAULT_MAX_BODY),
+        }
+    }
+}
+
 /// `themis call`: the response body goes to stdout as it is; the provider to stderr with -v.
 pub(crate) async fn call(a: CallArgs, verbose: u8) -> Result<(), Error> {
+    let agent = Agent::new(&a.api)?;
+    let from_stdin = a.data.is_none() && a.data_file.is_none() && !std::io::stdin().is_terminal();
+    let max = if a.data_file.is_some() || from_stdin {
+        agent.max_body().await?
+    } else {
+        DEFAULT_MAX_BODY
+    };
     let body = match (&a.data, &a.data_file) {
         (Some(d), _) => d.clone().into_bytes(),
-        (None, Some(p)) if p.as_os_str() == "-" => read_limited(std::io::stdin().lock(), p)?,
+        (None, Some(p)) if p.as_os_str() == "-" => read_limited(std::io::stdin().lock(), p, max)?,
         (None, Some(p)) => {
             let f = std::fs::File::open(p).map_err(|source| Error::Io {
                 path: p.clone(),
                 source,
             })?;
-            read_limited(f, p)?
+            read_limited(f, p, max)?
         }
-        (None, None) if !std::io::stdin().is_terminal() => {
-            read_limited(std::io::stdin().lock(), Path::new("-"))?
-        }
+        (None, None) if from_stdin => read_limited(std::io::stdin().lock(), Path::new("-"), max)?,
         (None, None) => Vec::new(),
     };
-    let agent = Agent::new(&a.api);
     let url = agent.url(&format!("/v1/call/{}", path_segment(&a.name)));
     let resp = agent.send(agent.http.post(url).body(body)).await?;
     let provider = resp
@@ -285,7 +363,7 @@ pub(crate) async fn call(a: CallArgs, verbose: u8) -> Result<(), Error> {
 
 /// `themis status`.
 pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let v = agent.json(agent.http.get(agent.url("/v1/status"))).await?;
     if a.json {
         println!("{}", pretty(&v));
@@ -343,9 +421,156 @@ pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `themis members`: the ring walked from the agent's node.
+pub(crate) async fn members(a: MembersArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api)?;
+    let url = agent.url(&format!("/v1/members?max={}", a.max));
+    let v = agent.json(agent.http.get(url)).await?;
+    if a.json {
+        println!("{}", pretty(&v));
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let list = v.get("members").and_then(Value::as_array).unwrap_or(&empty);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<16}  {:<22}  {:<7}  {:>8}  {:<8}  {:>9}  {:>10}",
+        "NODE", "ADDRESS", "STATE", "SERVICES", "VERSION", "UPTIME", "CLOCK"
+    );
+    for m in list {
+        let id = s(m, "id");
+        let short: String = id.chars().take(16).collect();
+        let clock = m
+            .get("clock_offset_ms")
+            .and_then(Value::as_i64)
+            .map_or_else(|| "-".to_owned(), |o| format!("{o:+} ms"));
+        let uptime = m
+            .get("uptime_secs")
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_owned(), human_secs);
+        let _ = writeln!(
+            out,
+            "{short:<16}  {:<22}  {:<7}  {:>8}  {:<8}  {uptime:>9}  {clock:>10}",
+            s(m, "address"),
+            s(m, "state"),
+            s(m, "services"),
+            s(m, "version"),
+        );
+    }
+    let complete = v.get("complete").and_then(Value::as_bool).unwrap_or(false);
+    let alive = list.iter().filter(|m| s(m, "state") == "alive").count();
+    let _ = writeln!(
+        out,
+        "{} ({alive} alive){}",
+        plural(list.len() as u64, "member"),
+        if complete {
+            ""
+        } else if v.get("limited").and_then(Value::as_bool) == Some(true) {
+            "; the walk stopped at --max: more members follow"
+        } else {
+            "; the walk did not come back to this node: the ring is broken or repairing (see the failed members)"
+        }
+    );
+    Ok(())
+}
+
+/// `3 d 4 h`, `5 h 2 min`, `7 min`, `12 s`.
+fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `themis check`: the doctor. Exit code 1 when a check fails.
+pub(crate) async fn check(a: CheckArgs) -> Result<(), Error> {
+    let agent = Agent::new(&a.api)?;
+    let v = match agent.json(agent.http.get(agent.url("/v1/doctor"))).await {
+        Ok(v) => v,
+        Err(e) => {
+            if !a.json {
+                println!("fail  agent         {e}");
+            }
+            return Err(e);
+        }
+    };
+    if a.json {
+        println!("{}", pretty(&v));
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ok    agent         answers at {}", agent.shown);
+        for c in v
+            .get("checks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                out,
+                "{:<5} {:<13} {}",
+                s(c, "status"),
+                s(c, "check"),
+                s(c, "detail")
+            );
+        }
+    }
+    let failed: Vec<String> = v
+        .get("checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| s(c, "status") == "fail")
+        .map(|c| s(c, "check"))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Agent {
+        status: 0,
+        message: format!(
+            "{} failed: {}",
+            plural(failed.len() as u64, "check"),
+            failed.join(", ")
+        ),
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_address_is_plain_http() {
+        assert_eq!(
+            agent_base("127.0.0.1:7070").unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            agent_base("http://localhost:7070/").unwrap(),
+            "http://localhost:7070"
+        );
+        let e = agent_base("https://127.0.0.1:48073")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plain HTTP") && e.contains("http://127.0.0.1:48073"),
+            "{e}"
+        );
+        assert!(agent_base("http://x:1/path").is_err());
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(1, "hop"), "1 hop");
+        assert_eq!(plural(0, "hop"), "0 hops");
+        assert_eq!(plural(3, "provider"), "3 providers");
+        assert_eq!(human_secs(59), "59 s");
+        assert_eq!(human_secs(3_700), "1 h 1 min");
+    }
 
     #[test]
     fn names_become_one_path_segment() {

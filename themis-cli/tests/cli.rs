@@ -583,25 +583,26 @@ async fn bad_input() {
         themis(&v.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
     // An address to advertise that nobody can dial, or that does not resolve.
+    // (Invalid values are bad usage, exit code 2, like clap's own errors: issue 14.)
     assert_fails(
         &run(node(&["--net", "t", "--advertise", "0.0.0.0"])).await,
-        1,
+        2,
         &["--advertise", "cannot dial"],
     );
     assert_fails(
         &run(node(&["--net", "t", "--advertise", "no-such-host.invalid"])).await,
-        1,
+        2,
         &["--advertise", "cannot resolve"],
     );
     // An invalid network name.
     assert_fails(
         &run(node(&["--net", " padded"])).await,
-        1,
+        2,
         &["invalid network id", "whitespace"],
     );
     assert_fails(
         &themis(&["id", "--key", "k", "--net", ""]).await,
-        1,
+        2,
         &["invalid network id"],
     );
     // A missing key file, a foreign one.
@@ -693,7 +694,7 @@ async fn bad_input() {
             "127.0.0.1:7000",
         ])
         .await,
-        1,
-        &["--nodes", "must be 1 to"],
+        2,
+        &["--nodes", "not in 1..=2000"],
     );
 }
