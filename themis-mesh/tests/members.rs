@@ -29,7 +29,9 @@ async fn the_walk_finds_every_member_in_ring_order_with_its_services() {
         assert!(m.complete && !m.limited, "{m:?}");
         let walked: Vec<_> = m.members.iter().map(|x| x.peer.id).collect();
         let start = ids.iter().position(|x| *x == from.id()).unwrap();
-        let want: Vec<_> = (0..ids.len()).map(|d| ids[(start + d) % ids.len()]).collect();
+        let want: Vec<_> = (0..ids.len())
+            .map(|d| ids[(start + d) % ids.len()])
+            .collect();
         assert_eq!(walked, want);
         for x in &m.members {
             assert_eq!(x.state, MemberState::Alive, "{x:?}");

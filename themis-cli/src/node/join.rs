@@ -90,14 +90,16 @@ async fn probe(node: &MeshNode, network: &NetworkId, input: &str) -> Finding {
 /// Names what a channel error says about a bootstrap contact.
 fn classify(input: &str, network: &NetworkId, contact: Contact, e: &ChannelError) -> Finding {
     match e {
-        ChannelError::ModeMismatch { ours, .. } => Finding::Mismatch(format!(
-            "{input}: mode mismatch: that node runs in the other mode than this one ({}): pass --insecure to every node of the ring or to none",
-            if *ours == themis_mesh::Mode::Insecure {
-                "insecure"
+        ChannelError::ModeMismatch { ours, .. } => {
+            let (this, that) = if *ours == themis_mesh::Mode::Insecure {
+                ("insecure", "secure")
             } else {
-                "secure"
-            }
-        )),
+                ("secure", "insecure")
+            };
+            Finding::Mismatch(format!(
+                "{input}: mode mismatch: that node runs {that} and this one {this}: pass --insecure to every node of the ring or to none"
+            ))
+        }
         ChannelError::IdentityMismatch {
             expected, found, ..
         } => Finding::Mismatch(format!(

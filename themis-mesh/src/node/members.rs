@@ -156,7 +156,10 @@ impl MeshNode {
             let (state, error) = match neighbors {
                 Ok(n) => {
                     walk.on_answer(n.successors);
-                    (MemberState::Alive, info.as_ref().err().map(ToString::to_string))
+                    (
+                        MemberState::Alive,
+                        info.as_ref().err().map(ToString::to_string),
+                    )
                 }
                 Err(themis_dht::Error::Refused {
                     reason: Refusal::NotMember,

@@ -4,8 +4,8 @@
 mod info;
 mod introspect;
 mod local;
-mod members;
 pub(crate) mod lookup;
+mod members;
 mod wire;
 
 use std::collections::HashMap;
