@@ -11,6 +11,9 @@ use clap::Args;
 
 use crate::error::Error;
 
+/// Largest body accepted.
+const MAX_BODY: usize = 16 << 20;
+
 /// `themis echo`.
 #[derive(Debug, Args)]
 pub(crate) struct EchoArgs {
@@ -47,7 +50,7 @@ pub(crate) async fn run(a: EchoArgs) -> Result<(), Error> {
     let app = Router::new()
         .fallback(axum::routing::post(post).get(get_ok))
         .route("/", get(get_ok).post(post))
-        .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(name);
     println!("ready echo=http://{local}/ name={}", a.name);
     axum::serve(listener, app)

@@ -312,9 +312,11 @@ pub(crate) async fn maintain(
             continue;
         }
         Readiness::set(&readiness.joined);
-        if let Some(d) = &data {
-            remember(&node, d, &net).await;
-        }
+        // Until the first save, soon again: a node stopped early must still know its peers.
+        let saved = match &data {
+            Some(d) => remember(&node, d, &net).await,
+            None => true,
+        };
         if !candidates.is_empty()
             && let Ok(lowest) = node.dht().find(NodeId::from_bytes([0; 32])).await
         {
@@ -333,13 +335,14 @@ pub(crate) async fn maintain(
                 None => split_seen = false,
             }
         }
-        tokio::time::sleep(MEMBER_EVERY).await;
+        tokio::time::sleep(if saved { MEMBER_EVERY } else { ALONE_EVERY }).await;
     }
 }
 
 /// Saves the peers this node knows: its predecessor and successors, and the lowest members of
-/// the ring (the owner of id 0 and its successors), at most [`MAX_PEERS`].
-pub(crate) async fn remember(node: &MeshNode, data: &DataDir, net: &str) {
+/// the ring (the owner of id 0 and its successors), then the ones saved before (a node stopped
+/// after its neighbours still knows them), at most [`MAX_PEERS`]. Returns whether it saved any.
+pub(crate) async fn remember(node: &MeshNode, data: &DataDir, net: &str) -> bool {
     let mut peers: Vec<RememberedPeer> = Vec::new();
     let mut add = |p: Peer| {
         if p.id != node.id() && !peers.iter().any(|r| r.id == p.id) && peers.len() < MAX_PEERS {
@@ -357,11 +360,18 @@ pub(crate) async fn remember(node: &MeshNode, data: &DataDir, net: &str) {
         }
     }
     if peers.is_empty() {
-        return;
+        return false;
+    }
+    for old in data.load_peers(net).unwrap_or_default() {
+        if old.id != node.id() && !peers.iter().any(|r| r.id == old.id) && peers.len() < MAX_PEERS {
+            peers.push(old);
+        }
     }
     if let Err(e) = data.save_peers(net, &peers) {
         tracing::warn!(error = %e, "the known peers could not be saved in the data directory");
+        return false;
     }
+    true
 }
 
 #[cfg(test)]
