@@ -121,16 +121,25 @@ fn classify(input: &str, network: &NetworkId, contact: Contact, e: &ChannelError
     }
 }
 
-/// Joins through the bootstrap contacts (see the module docs); returns the contacts that
-/// answered (the seeds of [`maintain`]). No contacts: nothing to do.
+/// The outcome of the start's join.
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    /// The contacts that answered (the seeds of [`maintain`]).
+    pub(crate) seeds: Vec<Contact>,
+    /// Every bootstrap contact was this node: it is the ring's designated seed (it rejoins
+    /// only rings of several, never a lone node, so that the others gather around it).
+    pub(crate) anchor: bool,
+}
+
+/// Joins through the bootstrap contacts (see the module docs). No contacts: nothing to do.
 pub(crate) async fn initial(
     node: &MeshNode,
     network: &NetworkId,
     bootstrap: &[String],
     join_timeout: Duration,
-) -> Result<Vec<Contact>, Error> {
+) -> Result<Joined, Error> {
     if bootstrap.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Joined::default());
     }
     let deadline = tokio::time::Instant::now() + join_timeout;
     loop {
@@ -158,13 +167,19 @@ pub(crate) async fn initial(
         }
         if all_me {
             tracing::info!("every bootstrap contact is this node: starting a new ring");
-            return Ok(Vec::new());
+            return Ok(Joined {
+                seeds: Vec::new(),
+                anchor: true,
+            });
         }
         if !answered.is_empty() {
             match node.dht().join(answered.clone()).await {
                 Ok(succ) => {
                     tracing::info!(successor = %succ.id, "joined the ring");
-                    return Ok(answered);
+                    return Ok(Joined {
+                        seeds: answered,
+                        anchor: false,
+                    });
                 }
                 Err(e) => notes.push(format!("the join through them failed: {e}")),
             }
@@ -189,17 +204,19 @@ pub(crate) async fn initial(
 pub(crate) struct Candidates {
     peers: Vec<Peer>,
     bootstrap: Vec<String>,
+    anchor: bool,
 }
 
 impl Candidates {
     /// The bootstrap contacts that answered, the remembered peers, and the bootstrap strings
     /// (resolved again at each round: names of containers may resolve later).
     pub(crate) fn new(
-        seeds: Vec<Contact>,
+        joined: Joined,
         remembered: &[RememberedPeer],
         bootstrap: Vec<String>,
     ) -> Self {
-        let mut peers: Vec<Peer> = seeds
+        let mut peers: Vec<Peer> = joined
+            .seeds
             .into_iter()
             .filter_map(|c| c.id.map(|id| Peer { id, addr: c.addr }))
             .collect();
@@ -212,7 +229,11 @@ impl Candidates {
             }
         }
         peers.truncate(MAX_PEERS);
-        Self { peers, bootstrap }
+        Self {
+            peers,
+            bootstrap,
+            anchor: joined.anchor,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -297,6 +318,11 @@ pub(crate) async fn maintain(
             .is_ok_and(|st| st.state == "member" && st.successors.is_empty());
         if alone && !candidates.is_empty() {
             let answers = ask(&node, &network, &candidates).await;
+            // The designated seed waits for the others unless they run a ring of several.
+            let answers: Vec<(Peer, bool)> = answers
+                .into_iter()
+                .filter(|(_, alone)| !(candidates.anchor && *alone))
+                .collect();
             match plan_alone(node.id(), &answers) {
                 Some(through) => match node.dht().join(through).await {
                     Ok(succ) => {

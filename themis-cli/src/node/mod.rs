@@ -406,8 +406,8 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
         Some(d) => d.load_peers(&s.net)?,
         None => Vec::new(),
     };
-    let seeds = match join::initial(&r.node, &network, &s.bootstrap, s.join_timeout).await {
-        Ok(seeds) => seeds,
+    let joined = match join::initial(&r.node, &network, &s.bootstrap, s.join_timeout).await {
+        Ok(j) => j,
         Err(e) => {
             r.node.crash().await;
             return Err(e);
@@ -417,7 +417,7 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
     Readiness::set(&readiness.services_registered);
     let maintain = tokio::spawn(join::maintain(
         r.node.clone(),
-        join::Candidates::new(seeds, &remembered, s.bootstrap.clone()),
+        join::Candidates::new(joined, &remembered, s.bootstrap.clone()),
         readiness.clone(),
         data.clone(),
         s.net.clone(),
