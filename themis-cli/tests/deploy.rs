@@ -250,3 +250,33 @@ async fn the_systemd_unit_and_the_example_configuration_are_real_settings() {
     })
     .await;
 }
+
+#[test]
+fn the_two_runtime_stages_of_the_dockerfile_are_the_same_image() {
+    let file = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    // The instructions of a stage after its COPY of the binary (comments and blank lines out).
+    let stage = |name: &str| -> Vec<String> {
+        let start = file
+            .lines()
+            .position(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("no stage {name}"));
+        let rest: Vec<&str> = file.lines().skip(start + 1).collect();
+        let end = rest
+            .iter()
+            .position(|l| l.starts_with("FROM "))
+            .unwrap_or(rest.len());
+        let body: Vec<String> = rest[..end]
+            .iter()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| (*l).to_owned())
+            .collect();
+        assert!(
+            body[0].starts_with("COPY ") && body[0].ends_with(" /themis"),
+            "{name}: {body:?}"
+        );
+        body[1..].to_vec()
+    };
+    assert_eq!(stage("host"), stage("runtime"));
+    assert!(stage("host").contains(&"USER 65534:65534".to_owned()));
+    assert!(file.contains("FROM scratch AS runtime") && file.contains("FROM scratch AS host"));
+}
