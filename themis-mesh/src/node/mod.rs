@@ -56,11 +56,13 @@ where
 /// releases, weight for load balancing, free tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
-    /// Version (at most 32 bytes).
+    /// Version (at most [`MAX_VERSION_LEN`](themis_dht::MAX_VERSION_LEN) bytes).
     pub version: String,
-    /// Relative weight (canary split among versions, then among providers of a version).
+    /// Relative weight, 0..=65535 (canary split among versions, then among providers of a
+    /// version; 0 = standby).
     pub weight: u16,
-    /// Free tags (at most 16 of at most 64 bytes, the DHT's limits).
+    /// Free tags: at most [`MAX_TAGS`](themis_dht::MAX_TAGS) of at most
+    /// [`MAX_TAG_LEN`](themis_dht::MAX_TAG_LEN) bytes, the provider record's limits.
     pub tags: Vec<String>,
 }
 
