@@ -180,23 +180,8 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     let Some(first) = nodes.first().cloned() else {
         return Ok(());
     };
-    let limit = a.settle_timeout();
-    let settle = async {
-        let t = Instant::now();
-        match tokio::time::timeout(limit, wait_consistent(&nodes)).await {
-            Ok(()) => {
-                tracing::info!(took = ?t.elapsed(), "ring consistent");
-                Ok(())
-            }
-            Err(_) => Err(Error::NotReady(format!(
-                "the ring of {} nodes is not consistent after {limit:?}: {} nodes still have a wrong successor or predecessor; not serving a ring that is still forming (wait longer with --settle-timeout SECS)",
-                nodes.len(),
-                misplaced(&nodes).await
-            ))),
-        }
-    };
     let settled = tokio::select! {
-        r = settle => r,
+        r = settle(&nodes, a.settle_timeout()) => r,
         () = shutdown_signal() => {
             stop_all(&nodes).await;
             return Ok(());
@@ -236,6 +221,23 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     stop_all(&nodes).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
+}
+
+/// Waits until the ring of `nodes` is consistent, at most `limit`: an error naming how many
+/// nodes are still misplaced when it is not.
+async fn settle(nodes: &[MeshNode], limit: Duration) -> Result<(), Error> {
+    let t = Instant::now();
+    match tokio::time::timeout(limit, wait_consistent(nodes)).await {
+        Ok(()) => {
+            tracing::info!(took = ?t.elapsed(), "ring consistent");
+            Ok(())
+        }
+        Err(_) => Err(Error::NotReady(format!(
+            "the ring of {} nodes is not consistent after {limit:?}: {} nodes still have a wrong successor or predecessor; not serving a ring that is still forming (wait longer with --settle-timeout SECS)",
+            nodes.len(),
+            misplaced(nodes).await
+        ))),
+    }
 }
 
 /// How many nodes do not have the next node id on the ring as first successor and the

@@ -15,7 +15,8 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use themis_testkit::process::{
-    Proc, assert_fails, free_port, free_ports_outside_ephemeral_range, run, spawn_ready, text,
+    Proc, assert_fails, free_port, free_ports_outside_ephemeral_range, run, run_until_ok,
+    spawn_ready, text,
 };
 use themis_testkit::within;
 use tokio::process::Command;
@@ -43,18 +44,10 @@ async fn themis(args: &[&str]) -> Output {
 /// DHT error ("retry later": a fresh ring still stabilizing; "no provider found": a replica
 /// that does not hold a fresh record yet), and asserts success.
 async fn themis_ok(args: &[&str]) -> Output {
-    for _ in 0..20 {
-        let out = themis(args).await;
-        if out.status.success() {
-            return out;
-        }
-        let err = text(&out.stderr);
-        if !err.contains("retry later") && !err.contains("no provider found") {
-            panic!("themis {args:?} failed: {err}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("themis {args:?} kept failing with a transient error");
+    run_until_ok(BIN, args, 20, |e| {
+        e.contains("retry later") || e.contains("no provider found")
+    })
+    .await
 }
 
 /// POSTs `body` to `url`, again (up to 20 times) while the agent answers 503 (transient).

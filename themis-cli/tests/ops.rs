@@ -14,7 +14,7 @@ use hickory_server::proto::op::{Message, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
 use themis_testkit::process::{
-    Proc, assert_fails, free_port, free_udp_tcp_port, run, spawn_ready, text,
+    Proc, assert_fails, free_port, free_udp_tcp_port, run, run_until_ok, spawn_ready, text,
 };
 use themis_testkit::{eventually_ok, within};
 
@@ -26,16 +26,7 @@ async fn themis(args: &[&str]) -> Output {
 
 /// `themis ARGS` until it succeeds (20 tries 250 ms apart: a fresh ring settling).
 async fn themis_ok(args: &[&str]) -> Output {
-    let mut last = String::new();
-    for _ in 0..20 {
-        let out = themis(args).await;
-        if out.status.success() {
-            return out;
-        }
-        last = text(&out.stderr);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("themis {args:?} kept failing: {last}");
+    run_until_ok(BIN, args, 20, |_| true).await
 }
 
 async fn node(dir: &Path, name: &str, args: &[&str]) -> Proc {

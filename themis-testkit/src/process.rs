@@ -201,3 +201,27 @@ pub fn free_ports_outside_ephemeral_range(n: u16) -> u16 {
     }
     panic!("no {n} consecutive free ports in 20000..30000");
 }
+
+/// Runs `bin ARGS` until it succeeds: at most `tries` times, 250 ms apart, while `transient`
+/// says its stderr tells of a failure that may pass (a fresh ring still settling); panics with
+/// the stderr of a failure that will not, or of the last try.
+pub async fn run_until_ok(
+    bin: &str,
+    args: &[&str],
+    tries: usize,
+    transient: impl Fn(&str) -> bool,
+) -> Output {
+    let mut last = String::new();
+    for _ in 0..tries {
+        let out = run(bin, args, &[]).await;
+        if out.status.success() {
+            return out;
+        }
+        last = text(&out.stderr);
+        if !transient(&last) {
+            panic!("{bin} {args:?} failed: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{bin} {args:?} kept failing: {last}");
+}
