@@ -9,9 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::PROVIDER_HEADER;
-use crate::cli::{
-    ApiArgs, CallArgs, CheckArgs, DiscoverArgs, MembersArgs, NameArgs, RegisterArgs, StatusArgs,
-};
+mod cluster_view;
+
+pub(crate) use cluster_view::{check, members};
+
+use crate::cli::{ApiArgs, CallArgs, DiscoverArgs, NameArgs, RegisterArgs, StatusArgs};
 use crate::error::Error;
 
 /// How long a request to the agent may take (a call may fail over across providers).
@@ -20,10 +22,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// (an agent older than `GET /v1/agent/self`): the agent's default.
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
-struct Agent {
+pub(super) struct Agent {
     base: String,
-    shown: String,
-    http: reqwest::Client,
+    pub(super) shown: String,
+    pub(super) http: reqwest::Client,
 }
 
 /// The base URL of the agent at `api` (`HOST:PORT` or `http://HOST:PORT`); the agent speaks
@@ -54,7 +56,7 @@ fn agent_base(api: &str) -> Result<String, Error> {
 }
 
 impl Agent {
-    fn new(api: &ApiArgs) -> Result<Self, Error> {
+    pub(super) fn new(api: &ApiArgs) -> Result<Self, Error> {
         let base = agent_base(&api.api)?;
         let shown = base.trim_start_matches("http://").to_owned();
         let http = reqwest::Client::builder()
@@ -65,7 +67,7 @@ impl Agent {
         Ok(Self { base, shown, http })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -128,7 +130,7 @@ impl Agent {
         })
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Error> {
+    pub(super) async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Error> {
         let resp = self.send(req).await?;
         resp.json::<Value>().await.map_err(|e| Error::Agent {
             status: 0,
@@ -154,11 +156,11 @@ fn path_segment(name: &str) -> String {
         .collect()
 }
 
-fn pretty(v: &Value) -> String {
+pub(super) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-fn s(v: &Value, key: &str) -> String {
+pub(super) fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) if s.is_empty() => "-".to_owned(),
         Some(Value::String(s)) => s.clone(),
@@ -269,7 +271,7 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
 }
 
 /// `n thing` or `n things`.
-fn plural(n: u64, thing: &str) -> String {
+pub(super) fn plural(n: u64, thing: &str) -> String {
     if n == 1 {
         format!("1 {thing}")
     } else {
@@ -421,123 +423,6 @@ pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `themis members`: the ring walked from the agent's node.
-pub(crate) async fn members(a: MembersArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api)?;
-    let url = agent.url(&format!("/v1/members?max={}", a.max));
-    let v = agent.json(agent.http.get(url)).await?;
-    if a.json {
-        println!("{}", pretty(&v));
-        return Ok(());
-    }
-    let empty = Vec::new();
-    let list = v.get("members").and_then(Value::as_array).unwrap_or(&empty);
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{:<16}  {:<22}  {:<7}  {:>8}  {:<8}  {:>9}  {:>10}",
-        "NODE", "ADDRESS", "STATE", "SERVICES", "VERSION", "UPTIME", "CLOCK"
-    );
-    for m in list {
-        let id = s(m, "id");
-        let short: String = id.chars().take(16).collect();
-        let clock = m
-            .get("clock_offset_ms")
-            .and_then(Value::as_i64)
-            .map_or_else(|| "-".to_owned(), |o| format!("{o:+} ms"));
-        let uptime = m
-            .get("uptime_secs")
-            .and_then(Value::as_u64)
-            .map_or_else(|| "-".to_owned(), human_secs);
-        let _ = writeln!(
-            out,
-            "{short:<16}  {:<22}  {:<7}  {:>8}  {:<8}  {uptime:>9}  {clock:>10}",
-            s(m, "address"),
-            s(m, "state"),
-            s(m, "services"),
-            s(m, "version"),
-        );
-    }
-    let complete = v.get("complete").and_then(Value::as_bool).unwrap_or(false);
-    let alive = list.iter().filter(|m| s(m, "state") == "alive").count();
-    let _ = writeln!(
-        out,
-        "{} ({alive} alive){}",
-        plural(list.len() as u64, "member"),
-        if complete {
-            ""
-        } else if v.get("limited").and_then(Value::as_bool) == Some(true) {
-            "; the walk stopped at --max: more members follow"
-        } else {
-            "; the walk did not come back to this node: the ring is broken or repairing (see the failed members)"
-        }
-    );
-    Ok(())
-}
-
-/// `3 d 4 h`, `5 h 2 min`, `7 min`, `12 s`.
-fn human_secs(s: u64) -> String {
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-/// `themis check`: the doctor. Exit code 1 when a check fails.
-pub(crate) async fn check(a: CheckArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api)?;
-    let v = match agent.json(agent.http.get(agent.url("/v1/doctor"))).await {
-        Ok(v) => v,
-        Err(e) => {
-            if !a.json {
-                println!("fail  agent         {e}");
-            }
-            return Err(e);
-        }
-    };
-    if a.json {
-        println!("{}", pretty(&v));
-    } else {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ok    agent         answers at {}", agent.shown);
-        for c in v
-            .get("checks")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let _ = writeln!(
-                out,
-                "{:<5} {:<13} {}",
-                s(c, "status"),
-                s(c, "check"),
-                s(c, "detail")
-            );
-        }
-    }
-    let failed: Vec<String> = v
-        .get("checks")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|c| s(c, "status") == "fail")
-        .map(|c| s(c, "check"))
-        .collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Agent {
-        status: 0,
-        message: format!(
-            "{} failed: {}",
-            plural(failed.len() as u64, "check"),
-            failed.join(", ")
-        ),
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -568,8 +453,6 @@ mod tests {
         assert_eq!(plural(1, "hop"), "1 hop");
         assert_eq!(plural(0, "hop"), "0 hops");
         assert_eq!(plural(3, "provider"), "3 providers");
-        assert_eq!(human_secs(59), "59 s");
-        assert_eq!(human_secs(3_700), "1 h 1 min");
     }
 
     #[test]
