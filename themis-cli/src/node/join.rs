@@ -36,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Between two rounds while alone with peers to rejoin.
 const ALONE_EVERY: Duration = Duration::from_secs(2);
+/// Most contacts one join is given.
+const MAX_JOIN_CONTACTS: usize = 8;
 /// Between two checks for a split ring (and two saves of the known peers).
 const MEMBER_EVERY: Duration = Duration::from_secs(30);
 
@@ -241,23 +243,25 @@ impl Candidates {
     }
 }
 
-/// Which contacts an alone node joins through, lowest id first: those in a ring of several;
-/// else the lone ones below its own id; else none (it is the lowest: it stays, and is joined).
-/// `answers`: the contacts that answered, and whether each is alone.
+/// Which contacts an alone node joins through: those in a ring of several (lowest id first),
+/// then, as fallbacks (a node of a ring may be leaving and refuse), the lone ones below its own
+/// id (lowest first); none when no contact is in a ring and none is lower (it is the lowest: it
+/// stays, and is joined). `answers`: the contacts that answered, and whether each is alone.
 pub(crate) fn plan_alone(me: NodeId, answers: &[(Peer, bool)]) -> Option<Vec<Contact>> {
     let mut in_ring: Vec<Peer> = answers
         .iter()
         .filter(|(p, alone)| !alone && p.id != me)
         .map(|(p, _)| *p)
         .collect();
-    if in_ring.is_empty() {
-        in_ring = answers
-            .iter()
-            .filter(|(p, alone)| *alone && p.id < me)
-            .map(|(p, _)| *p)
-            .collect();
-    }
+    let mut lower: Vec<Peer> = answers
+        .iter()
+        .filter(|(p, alone)| *alone && p.id < me)
+        .map(|(p, _)| *p)
+        .collect();
     in_ring.sort();
+    lower.sort();
+    in_ring.extend(lower);
+    in_ring.truncate(MAX_JOIN_CONTACTS);
     (!in_ring.is_empty()).then(|| in_ring.into_iter().map(Contact::from).collect())
 }
 
@@ -422,7 +426,7 @@ mod tests {
         let me = NodeId::from_bytes([5; 32]);
         assert_eq!(
             ids(plan_alone(me, &[(peer(9), false), (peer(2), true)])),
-            Some(vec![9])
+            Some(vec![9, 2])
         );
         assert_eq!(
             ids(plan_alone(
