@@ -544,6 +544,31 @@ async fn client_usage_errors_and_log_settings() {
         // NO_COLOR: no escape sequences (stderr is not a terminal here either way).
         let out = run(BIN, &["status", "--api", &free], &[("NO_COLOR", "1")]).await;
         assert!(!text(&out.stderr).contains('\u{1b}'));
+        // A ring not consistent within --settle-timeout is an error, not a `ready` (right after
+        // the last join, the newest node has no predecessor yet).
+        let base = themis_testkit::process::free_ports_outside_ephemeral_range(3);
+        let listen = format!("127.0.0.1:{base}");
+        let out = themis(&[
+            "cluster",
+            "--nodes",
+            "3",
+            "--fast",
+            "--net",
+            "t",
+            "--settle-timeout",
+            "0",
+            "--listen-base",
+            &listen,
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .await;
+        assert_fails(&out, 1, &["not consistent after", "--settle-timeout"]);
+        assert!(
+            !text(&out.stdout).contains("ready"),
+            "{}",
+            text(&out.stdout)
+        );
         let out = themis(&[
             "cluster",
             "--nodes",
