@@ -231,4 +231,21 @@ mod tests {
     fn the_command_line_is_well_formed() {
         <Cli as clap::CommandFactory>::command().debug_assert();
     }
+
+    #[test]
+    fn the_help_of_register_states_the_record_limits() {
+        use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS};
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .find_subcommand_mut("register")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains(&format!(
+                "at most {MAX_TAGS} tags of at most {MAX_TAG_LEN} bytes"
+            )),
+            "{help}"
+        );
+        assert!(help.contains("0 to 65535"), "{help}");
+    }
 }

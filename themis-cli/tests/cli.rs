@@ -337,6 +337,13 @@ async fn scenario() {
     ])
     .await;
     assert_fails(&out, 1, &["cannot listen on", "in use"]);
+    // ... said once (issue 14: the address and the cause were repeated).
+    assert_eq!(
+        text(&out.stderr).matches("cannot listen on").count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
     let out = themis(&[
         "node",
         "--net",

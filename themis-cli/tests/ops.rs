@@ -499,7 +499,7 @@ async fn bootstrap_mismatches_are_named() {
         assert_fails(
             &try_join("one", at.clone(), &["--insecure"]).await,
             1,
-            &["mode mismatch", "runs secure and this one insecure"],
+            &["mode mismatch", "runs secure and this one insecure", "insecure mode: channels are plaintext"],
         );
         // A bootstrap list naming this node itself: skipped, a new ring.
         let port = free_port();

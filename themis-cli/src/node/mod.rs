@@ -466,6 +466,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    #[test]
+    fn a_socket_on_every_interface_is_dialed_on_the_loopback() {
+        assert_eq!(dialable(a("0.0.0.0:7070")), a("127.0.0.1:7070"));
+        assert_eq!(dialable(a("[::]:7070")), a("[::1]:7070"));
+        assert_eq!(dialable(a("10.0.0.1:7070")), a("10.0.0.1:7070"));
+    }
+
     #[tokio::test]
     async fn advertise_takes_an_ip_a_name_with_or_without_a_port() {
         assert_eq!(parse_advertise("10.1.2.3").await.unwrap(), a("10.1.2.3:0"));
