@@ -31,8 +31,9 @@ pub(crate) enum Command {
     Keygen(KeygenArgs),
     /// Print the node id of a key on a network (H(public key, network)).
     Id(IdArgs),
-    /// Run a mesh node and its local HTTP agent API (the sidecar of local services).
-    Node(crate::node::NodeArgs),
+    /// Run a mesh node and its local HTTP agent API (the sidecar of local services). Every
+    /// flag is also a THEMIS_* variable and a key of the --config file.
+    Node(crate::config::NodeArgs),
     /// Run N mesh nodes in this process on consecutive ports (a local test ring).
     Cluster(crate::cluster::ClusterArgs),
     /// Provide a service: calls reaching the local agent's node are forwarded to UPSTREAM.
@@ -45,6 +46,16 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Show the local agent's node: id, ring neighbours, sessions, stored records.
     Status(StatusArgs),
+    /// List the members of the ring, walked from the local agent's node: id, address, state,
+    /// services.
+    Members(MembersArgs),
+    /// Check the local agent's node (a doctor): agent reachable, ring consistent around the
+    /// node, clock offset to its neighbours, descriptors left, key file mode. Exit code 1 if
+    /// a check fails.
+    Check(CheckArgs),
+    /// A small HTTP upstream for smoke tests of a deployment: answers every POST with
+    /// `NAME: BODY` (register it with `themis register NAME --upstream http://ADDR/`).
+    Echo(crate::echo::EchoArgs),
     /// Run the paper's AppAuth example (§7) on a local mesh of about 32 nodes and check what
     /// it shows: discovery, load balancing, the canary split, failover and recovery.
     Demo(crate::demo::DemoArgs),
@@ -91,10 +102,11 @@ pub(crate) struct RegisterArgs {
     /// The version announced (canary releases: callers split traffic by version weight).
     #[arg(long)]
     pub(crate) version: Option<String>,
-    /// The relative weight announced (default 100).
+    /// The relative weight announced, 0 to 65535 (default 100; 0 = standby).
     #[arg(long)]
     pub(crate) weight: Option<u16>,
-    /// A free tag (repeatable, at most 16).
+    /// A free tag (repeatable; at most 8 tags of at most 32 bytes, the provider record's
+    /// limits).
     #[arg(long = "tag")]
     pub(crate) tags: Vec<String>,
     #[command(flatten)]
@@ -138,6 +150,29 @@ pub(crate) struct CallArgs {
     pub(crate) api: ApiArgs,
 }
 
+/// `themis members`.
+#[derive(Debug, Args)]
+pub(crate) struct MembersArgs {
+    /// Print the agent's JSON answer as it is.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Most members to walk (besides the local node).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) max: u64,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// `themis check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Print the agent's JSON answer as it is.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
 /// `themis status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
@@ -163,18 +198,27 @@ pub(crate) async fn bind_addr(what: &'static str, s: &str) -> Result<SocketAddr,
     })
 }
 
-/// Runs the parsed command.
-pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the parsed command (a node with its resolved settings).
+pub(crate) async fn run(
+    cli: Cli,
+    settings: Option<crate::config::NodeSettings>,
+) -> Result<(), Error> {
     match cli.command {
         Command::Keygen(a) => crate::keys::keygen(&a.out, a.force),
         Command::Id(a) => crate::keys::id(&a.key, &a.net),
-        Command::Node(a) => crate::node::run(a).await,
+        Command::Node(_) => match settings {
+            Some(s) => crate::node::run(s).await,
+            None => Ok(()),
+        },
         Command::Cluster(a) => crate::cluster::run(a).await,
         Command::Register(a) => crate::client::register(a).await,
         Command::Deregister(a) => crate::client::deregister(a).await,
         Command::Discover(a) => crate::client::discover(a).await,
         Command::Call(a) => crate::client::call(a, cli.verbose).await,
         Command::Status(a) => crate::client::status(a).await,
+        Command::Members(a) => crate::client::members(a).await,
+        Command::Check(a) => crate::client::check(a).await,
+        Command::Echo(a) => crate::echo::run(a).await,
         Command::Demo(a) => Ok(crate::demo::run(a).await?),
     }
 }
@@ -186,5 +230,22 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_help_of_register_states_the_record_limits() {
+        use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS};
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .find_subcommand_mut("register")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains(&format!(
+                "at most {MAX_TAGS} tags of at most {MAX_TAG_LEN} bytes"
+            )),
+            "{help}"
+        );
+        assert!(help.contains("0 to 65535"), "{help}");
     }
 }

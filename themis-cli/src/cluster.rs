@@ -8,22 +8,79 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use themis_mesh::{IdentityKeypair, MeshNode};
+use themis_mesh::{Contact, IdentityKeypair, MeshConfig, MeshNode, Mode};
 
-use crate::agent::AppState;
+use crate::agent::{AgentConfig, AppState};
 use crate::cli::{DEFAULT_API, bind_addr};
 use crate::error::Error;
-use crate::node::{MeshArgs, bind_api, print_ready, serve_agent, shutdown_signal, start};
+use crate::node::{bind_api, print_ready, serve_agent, shutdown_signal, start};
 
 /// Most nodes one `themis cluster` runs.
 const MAX_NODES: usize = 2000;
+
+/// The mesh settings of the cluster's nodes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MeshArgs {
+    /// The network name (1-64 bytes of UTF-8); node ids are H(public key, network).
+    #[arg(long)]
+    pub(crate) net: String,
+    /// Replication factor k: every provider record is stored on k + 1 replicas (default 2).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub(crate) replicas: Option<u8>,
+    /// Plaintext channels (measurement and trusted networks only; every node must agree).
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Short DHT periods (stabilization, re-store, record TTL): for tests and demos on one
+    /// machine.
+    #[arg(long)]
+    pub(crate) fast: bool,
+    /// Largest request body the agent accepts and largest upstream answer, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub(crate) max_body: usize,
+    /// Seconds the sidecar waits for an upstream's answer.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) upstream_timeout: u64,
+}
+
+impl MeshArgs {
+    /// Secure or insecure.
+    pub(crate) fn mode(&self) -> Mode {
+        if self.insecure {
+            Mode::Insecure
+        } else {
+            Mode::Secure
+        }
+    }
+
+    /// The mesh settings of one node listening on `listen`, joining through `bootstrap`.
+    pub(crate) fn config(&self, listen: SocketAddr, bootstrap: Vec<Contact>) -> MeshConfig {
+        let mut c = if self.fast {
+            MeshConfig::fast(listen)
+        } else {
+            MeshConfig::new(listen)
+        };
+        c.bootstrap = bootstrap;
+        c.k = self.replicas;
+        c.mode = self.mode();
+        c
+    }
+
+    /// The agent's settings.
+    pub(crate) fn agent(&self) -> AgentConfig {
+        AgentConfig {
+            max_body: self.max_body,
+            upstream_timeout: Duration::from_secs(self.upstream_timeout.max(1)),
+            ..AgentConfig::default()
+        }
+    }
+}
 
 /// `themis cluster`.
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
     /// How many nodes (1 to 2000).
-    #[arg(long)]
-    pub(crate) nodes: usize,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_NODES as u64))]
+    pub(crate) nodes: u64,
     #[command(flatten)]
     pub(crate) mesh: MeshArgs,
     /// The first node's address; node i listens on PORT + i.
@@ -32,20 +89,33 @@ pub(crate) struct ClusterArgs {
     /// The address of the agent API, served for node 0.
     #[arg(long, default_value = DEFAULT_API)]
     pub(crate) api: String,
+    /// Seconds to wait for the ring to be consistent before serving (default: 30 s plus
+    /// 0.15 s per node); if it is not consistent by then, the command fails.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) settle_timeout: Option<u64>,
+}
+
+impl ClusterArgs {
+    /// How long to wait for a consistent ring: given, or 30 s + 150 ms per node (stabilization
+    /// runs in rounds, and the nodes of one process share its cores).
+    fn settle_timeout(&self) -> Duration {
+        self.settle_timeout.map_or_else(
+            || {
+                Duration::from_secs(30)
+                    + Duration::from_millis(150) * u32::try_from(self.nodes).unwrap_or(u32::MAX)
+            },
+            Duration::from_secs,
+        )
+    }
 }
 
 /// `themis cluster`.
 pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
-    if a.nodes == 0 || a.nodes > MAX_NODES {
-        return Err(Error::Usage {
-            what: "--nodes",
-            reason: format!("must be 1 to {MAX_NODES}, got {}", a.nodes),
-        });
-    }
+    let n = usize::try_from(a.nodes).unwrap_or(MAX_NODES).min(MAX_NODES);
     let network = crate::keys::network(&a.mesh.net)?;
     let base = bind_addr("--listen-base", &a.listen_base).await?;
     let last = usize::from(base.port())
-        .checked_add(a.nodes - 1)
+        .checked_add(n - 1)
         .filter(|p| *p <= usize::from(u16::MAX) && base.port() != 0);
     if last.is_none() {
         return Err(Error::Usage {
@@ -53,7 +123,7 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
             reason: format!(
                 "the ports {}..{} of {} nodes must be fixed (not 0) and at most 65535",
                 base.port(),
-                usize::from(base.port()) + a.nodes - 1,
+                usize::from(base.port()) + n - 1,
                 a.nodes
             ),
         });
@@ -63,15 +133,15 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
         detail: format!("the agent API socket has no address: {e}"),
     })?;
 
-    let bar = ProgressBar::new(a.nodes as u64);
+    let bar = ProgressBar::new(a.nodes);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} nodes joined ({elapsed}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let mut nodes: Vec<MeshNode> = Vec::with_capacity(a.nodes);
+    let mut nodes: Vec<MeshNode> = Vec::with_capacity(n);
     let joined = async {
-        for i in 0..a.nodes {
+        for i in 0..n {
             let port = u16::try_from(usize::from(base.port()) + i).unwrap_or(u16::MAX);
             let listen = SocketAddr::new(base.ip(), port);
             // Node 0 starts the ring; the others join through node 0 (then the previous node).
@@ -110,25 +180,16 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     let Some(first) = nodes.first().cloned() else {
         return Ok(());
     };
-    let settle = async {
-        let t = Instant::now();
-        if tokio::time::timeout(SETTLE_TIMEOUT, wait_consistent(&nodes))
-            .await
-            .is_err()
-        {
-            eprintln!(
-                "the ring is not consistent yet after {SETTLE_TIMEOUT:?} (it keeps stabilizing in the background)"
-            );
-        } else {
-            tracing::info!(took = ?t.elapsed(), "ring consistent");
-        }
-    };
-    tokio::select! {
-        () = settle => {}
+    let settled = tokio::select! {
+        r = settle(&nodes, a.settle_timeout()) => r,
         () = shutdown_signal() => {
             stop_all(&nodes).await;
             return Ok(());
         }
+    };
+    if let Err(e) = settled {
+        stop_all(&nodes).await;
+        return Err(e);
     }
     eprintln!(
         "{} nodes joined network '{}' in {:.1?} on {}..{}; the agent API at http://{api_addr} is node 0's ({}). Ctrl-C to stop.",
@@ -136,10 +197,16 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
         a.mesh.net,
         started.elapsed(),
         base,
-        base.port() as usize + a.nodes - 1,
+        base.port() as usize + n - 1,
         first.id(),
     );
-    let state = AppState::new(first.clone(), &a.mesh.net, a.mesh.mode(), a.mesh.agent());
+    let state = std::sync::Arc::new(AppState::new(
+        first.clone(),
+        &a.mesh.net,
+        a.mesh.mode(),
+        a.mesh.agent(),
+    ));
+    AppState::mark_ready(&state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let server = serve_agent(api, state, stop_rx);
     print_ready(
@@ -156,35 +223,53 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// How long the cluster waits for its ring to be consistent before serving.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Waits until the ring of `nodes` is consistent, at most `limit`: an error naming how many
+/// nodes are still misplaced when it is not.
+async fn settle(nodes: &[MeshNode], limit: Duration) -> Result<(), Error> {
+    let t = Instant::now();
+    match tokio::time::timeout(limit, wait_consistent(nodes)).await {
+        Ok(()) => {
+            tracing::info!(took = ?t.elapsed(), "ring consistent");
+            Ok(())
+        }
+        Err(_) => Err(Error::NotReady(format!(
+            "the ring of {} nodes is not consistent after {limit:?}: {} nodes still have a wrong successor or predecessor; not serving a ring that is still forming (wait longer with --settle-timeout SECS)",
+            nodes.len(),
+            misplaced(nodes).await
+        ))),
+    }
+}
 
-/// Waits until every node's first successor is the next node id on the ring and its
-/// predecessor the previous one (paper §6: the ring the stabilization protocol converges to).
-async fn wait_consistent(nodes: &[MeshNode]) {
+/// How many nodes do not have the next node id on the ring as first successor and the
+/// previous one as predecessor (paper §6: the ring the stabilization protocol converges to).
+async fn misplaced(nodes: &[MeshNode]) -> usize {
     let mut ids: Vec<_> = nodes.iter().map(MeshNode::id).collect();
     ids.sort();
-    loop {
-        let mut ok = true;
-        for n in nodes {
-            let Ok(st) = n.status().await else {
-                ok = false;
-                break;
-            };
-            let i = ids.binary_search(&n.id()).unwrap_or(0);
-            let next = ids.get((i + 1) % ids.len()).copied();
-            let prev = ids.get((i + ids.len() - 1) % ids.len()).copied();
-            let succ = st.ring.successors.first().map(|p| p.id);
-            let pred = st.ring.predecessor.map(|p| p.id);
-            if ids.len() > 1 && (succ != next || pred != prev) {
-                ok = false;
-                break;
-            }
+    if ids.len() < 2 {
+        return 0;
+    }
+    let mut wrong = 0;
+    for n in nodes {
+        let Ok(st) = n.status().await else {
+            wrong += 1;
+            continue;
+        };
+        let i = ids.binary_search(&n.id()).unwrap_or(0);
+        let next = ids.get((i + 1) % ids.len()).copied();
+        let prev = ids.get((i + ids.len() - 1) % ids.len()).copied();
+        let succ = st.ring.successors.first().map(|p| p.id);
+        let pred = st.ring.predecessor.map(|p| p.id);
+        if succ != next || pred != prev {
+            wrong += 1;
         }
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wrong
+}
+
+/// Waits until no node is [`misplaced`].
+async fn wait_consistent(nodes: &[MeshNode]) {
+    while misplaced(nodes).await > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

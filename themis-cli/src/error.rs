@@ -71,7 +71,8 @@ pub(crate) enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A command-line value is invalid.
+    /// A command-line value (or the same setting from the environment or the configuration
+    /// file) is invalid: bad usage, exit code 2 like clap's own errors.
     #[error("invalid {what}: {reason}")]
     Usage {
         /// Which value.
@@ -79,6 +80,49 @@ pub(crate) enum Error {
         /// Why.
         reason: String,
     },
+    /// The configuration file cannot be used (the message names the file, the line and the key).
+    #[error("configuration file {}: {reason}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file of the data directory cannot be used.
+    #[error("data directory file {}: {reason}", path.display())]
+    DataDir {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The bootstrap nodes answered, but not as nodes of this ring can (another network,
+    /// another identity, the other mode), or did not answer at all: each one's finding.
+    #[error(
+        "cannot join the ring through {bootstrap} (network '{network}'): {}",
+        findings.join("; ")
+    )]
+    Bootstrap {
+        /// The bootstrap contacts, comma separated.
+        bootstrap: String,
+        /// The network name.
+        network: String,
+        /// What each bootstrap contact showed.
+        findings: Vec<String>,
+    },
+    /// The ring did not come together in time (`themis cluster`).
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl Error {
+    /// The exit code: 2 for bad usage (as clap's), 1 for everything else.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage { .. } | Self::Network(_) | Self::Config { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// The message of a key-file error, with the `themis` command that fixes it where there is

@@ -2,42 +2,70 @@
 //!
 //! Keys (`keygen`, `id`), a mesh node with a local HTTP agent API (`node`), many nodes in one
 //! process (`cluster`), a client of a local agent (`register`, `deregister`, `discover`,
-//! `call`, `status`), and the AppAuth demo of paper §7 (`demo`). `themis --help` and `themis <command> --help` describe every flag.
+//! `call`, `status`, `members`, `check`), a small upstream for smoke tests (`echo`), and the
+//! AppAuth demo of paper §7 (`demo`). `themis --help` and `themis <command> --help` describe
+//! every flag.
 //!
-//! Exit codes: 0 success, 1 an error (printed as `error: ...` on stderr), 2 bad usage (clap).
+//! Exit codes: 0 success, 1 an error (printed as `error: ...` on stderr), 2 bad usage (clap's,
+//! and invalid values found after parsing: a network name, an address, the configuration
+//! file).
 #![forbid(unsafe_code)]
 
 mod agent;
 mod cli;
 mod client;
 mod cluster;
+mod config;
+mod datadir;
 mod demo;
+mod dns;
+mod echo;
 mod error;
 mod keys;
+mod log;
 mod node;
 
-use clap::Parser;
+use std::process::ExitCode;
 
-fn init_tracing(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,themis_cli=info",
-        2 => "debug",
-        _ => "trace",
-    };
-    // RUST_LOG, when set, wins over -v.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+fn fail(e: &error::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(e.exit_code())
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
+fn main() -> ExitCode {
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // A node's settings come from its flags, the environment and its configuration file.
+    let mut settings = None;
+    let mut log_format = log::LogFormat::Text;
+    if let cli::Command::Node(args) = &cli.command {
+        let s = match config::load(args) {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        if args.print_config {
+            let file = match &args.config {
+                Some(p) => config::read_file(p).unwrap_or_default(),
+                None => config::NodeFlags::default(),
+            };
+            let node_matches = matches.subcommand_matches("node");
+            print!(
+                "{}",
+                config::render(&s, &file, node_matches, args.config.as_deref())
+            );
+            return ExitCode::SUCCESS;
+        }
+        log_format = s.log_format;
+        settings = Some(s);
+    }
+    if let Err(e) = log::init(cli.verbose, log_format) {
+        return fail(&e);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,17 +73,15 @@ fn main() -> std::process::ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cli::run(cli));
+    let result = runtime.block_on(cli::run(cli, settings));
     // Tasks still running (nodes of a demo or cluster) get a short grace period, not forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    log::repeat::flush();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }

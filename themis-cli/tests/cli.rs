@@ -6,7 +6,6 @@
 //! hang is a failure with a message, never a stuck CI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,121 +14,40 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use themis_testkit::process::{
+    Proc, assert_fails, free_port, free_ports_outside_ephemeral_range, run, run_until_ok,
+    spawn_ready, text,
+};
 use themis_testkit::within;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
 
-/// A running `themis node`, killed on drop; with the fields of its `ready` line.
-struct Node {
-    child: Child,
-    ready: HashMap<String, String>,
-    stderr: std::path::PathBuf,
-}
-
-impl Node {
-    /// Sends `signal` (e.g. "-TERM") and waits (at most 20 s) for a clean exit.
-    async fn stop(mut self, signal: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = within(20, "a node stopping on a signal", self.child.wait())
-            .await
-            .unwrap();
-        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        assert!(status.success(), "{status}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
-    }
-
-    fn get(&self, k: &str) -> &str {
-        self.ready.get(k).map(String::as_str).unwrap_or("")
-    }
-    fn api(&self) -> String {
-        self.get("api").trim_start_matches("http://").to_owned()
-    }
-    fn listen(&self) -> String {
-        self.get("contact").split_once('@').unwrap().1.to_owned()
-    }
-}
-
 /// Spawns `themis node ARGS` and waits for its `ready` line (stdout).
-async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Node {
+async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Proc {
     let mut all = vec!["node"];
     all.extend_from_slice(args);
     spawn(dir, name, &all).await
 }
 
 /// Spawns `themis ARGS` and waits for its `ready` line (stdout).
-async fn spawn(dir: &Path, name: &str, args: &[&str]) -> Node {
-    let stderr = dir.join(format!("{name}.stderr"));
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-    let line = match line {
-        Ok(Ok(Some(l))) => l,
-        other => panic!(
-            "node {name} did not print its ready line ({other:?}); stderr: {}",
-            std::fs::read_to_string(&stderr).unwrap_or_default()
-        ),
-    };
-    assert!(line.starts_with("ready "), "{line}");
-    let ready = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Node {
-        child,
-        ready,
-        stderr,
-    }
+async fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    spawn_ready(BIN, dir, name, args, &[]).await
 }
 
 /// Runs `themis ARGS` to completion (at most 40 s).
 async fn themis(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    within(40, &format!("themis {args:?}"), child.wait_with_output())
-        .await
-        .unwrap()
+    run(BIN, args, &[]).await
 }
 
 /// Runs `themis ARGS`, again (up to 20 times, 250 ms apart) while it fails with a transient
 /// DHT error ("retry later": a fresh ring still stabilizing; "no provider found": a replica
 /// that does not hold a fresh record yet), and asserts success.
 async fn themis_ok(args: &[&str]) -> Output {
-    for _ in 0..20 {
-        let out = themis(args).await;
-        if out.status.success() {
-            return out;
-        }
-        let err = text(&out.stderr);
-        if !err.contains("retry later") && !err.contains("no provider found") {
-            panic!("themis {args:?} failed: {err}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("themis {args:?} kept failing with a transient error");
+    run_until_ok(BIN, args, 20, |e| {
+        e.contains("retry later") || e.contains("no provider found")
+    })
+    .await
 }
 
 /// POSTs `body` to `url`, again (up to 20 times) while the agent answers 503 (transient).
@@ -152,55 +70,6 @@ async fn post_retrying_on(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("POST {url} kept answering 503");
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Asserts a non-zero exit whose stderr contains every one of `needles`.
-fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-}
-
-/// A free local port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The first of `n` consecutive free ports, below the ephemeral range (so that no outgoing
-/// connection takes one of them meanwhile).
-fn free_ports_outside_ephemeral_range(n: u16) -> u16 {
-    let seed = u64::from(std::process::id())
-        ^ u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos(),
-        );
-    for attempt in 0..200u64 {
-        let base = 20_000
-            + u16::try_from(
-                (seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(attempt * 7919))
-                    % 10_000,
-            )
-            .unwrap();
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports in 20000..30000");
 }
 
 /// A tiny upstream: `POST /hello` answers `hello <body>` and remembers the caller header.
@@ -468,6 +337,13 @@ async fn scenario() {
     ])
     .await;
     assert_fails(&out, 1, &["cannot listen on", "in use"]);
+    // ... said once (issue 14: the address and the cause were repeated).
+    assert_eq!(
+        text(&out.stderr).matches("cannot listen on").count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
     let out = themis(&[
         "node",
         "--net",
@@ -583,25 +459,26 @@ async fn bad_input() {
         themis(&v.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
     // An address to advertise that nobody can dial, or that does not resolve.
+    // (Invalid values are bad usage, exit code 2, like clap's own errors: issue 14.)
     assert_fails(
         &run(node(&["--net", "t", "--advertise", "0.0.0.0"])).await,
-        1,
+        2,
         &["--advertise", "cannot dial"],
     );
     assert_fails(
         &run(node(&["--net", "t", "--advertise", "no-such-host.invalid"])).await,
-        1,
+        2,
         &["--advertise", "cannot resolve"],
     );
     // An invalid network name.
     assert_fails(
         &run(node(&["--net", " padded"])).await,
-        1,
+        2,
         &["invalid network id", "whitespace"],
     );
     assert_fails(
         &themis(&["id", "--key", "k", "--net", ""]).await,
-        1,
+        2,
         &["invalid network id"],
     );
     // A missing key file, a foreign one.
@@ -693,7 +570,7 @@ async fn bad_input() {
             "127.0.0.1:7000",
         ])
         .await,
-        1,
-        &["--nodes", "must be 1 to"],
+        2,
+        &["--nodes", "not in 1..=2000"],
     );
 }

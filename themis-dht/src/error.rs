@@ -121,6 +121,15 @@ pub enum Error {
         /// The endpoint's bound address.
         bound: std::net::SocketAddr,
     },
+    /// Another node refused a request this node sent on the caller's behalf (such as
+    /// [`DhtNode::neighbors_of`](crate::DhtNode::neighbors_of)).
+    #[error("node {peer} refused the request: {reason}")]
+    Refused {
+        /// The node that refused.
+        peer: NodeId,
+        /// Its reason.
+        reason: Refusal,
+    },
     /// The node was shut down (or its driver task ended); nothing more can be done with it.
     #[error("the DHT node is shut down; start a new node")]
     Stopped,

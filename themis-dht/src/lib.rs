@@ -90,7 +90,8 @@ mod error;
 mod proto;
 
 pub use driver::{
-    DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, NodeMetrics, Registered, Status,
+    DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, Neighbors, NodeMetrics, Registered,
+    Status,
 };
 pub use error::Error;
 pub use proto::config::Config;

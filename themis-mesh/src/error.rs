@@ -139,6 +139,17 @@ pub enum Error {
         /// Its message (at most 512 bytes).
         message: String,
     },
+    /// Another node answered a request with bytes that are not an answer to it (a node of an
+    /// older themis that does not know the request, or a misbehaving one).
+    #[error(
+        "node {peer} does not answer {request} requests (an older themis version, or a misbehaving node)"
+    )]
+    UnexpectedAnswer {
+        /// The node that answered.
+        peer: NodeId,
+        /// The request.
+        request: &'static str,
+    },
     /// The node is stopped.
     #[error("the mesh node is stopped; start a new one")]
     Stopped,

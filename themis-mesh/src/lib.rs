@@ -18,6 +18,40 @@
 //! [`MeshNode::call_traced`] (which also names the provider that answered) tell what a node
 //! sees and does.
 //!
+//! # Embedding a node
+//!
+//! A [`MeshNode`] is a member of the ring that provides and calls services: start one per
+//! process ([`MeshNode::start`] binds TCP; [`MeshConfig::bootstrap`] names a node to join
+//! through), [`register`](MeshNode::register) a handler, [`call`](MeshNode::call) a service by
+//! name. `examples/provide_and_call.rs` is the same as a program
+//! (`cargo run -p themis-mesh --example provide_and_call`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use themis_mesh::{Bytes, IdentityKeypair, MeshConfig, MeshNode, NetworkId, NodeId, ServiceSpec};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let net = NetworkId::new("docs")?;
+//! let config = MeshConfig::fast("127.0.0.1:0".parse()?);
+//! let node = MeshNode::start(net, Arc::new(IdentityKeypair::generate()), config).await?;
+//!
+//! // Provide `hello`: the handler gets the caller's authenticated id and the request body.
+//! let handler = |caller: NodeId, body: Bytes| async move {
+//!     Ok::<_, String>(Bytes::from([&b"hello "[..], &body].concat()))
+//! };
+//! node.register("hello", ServiceSpec::new("1.0", 100), handler).await?;
+//!
+//! // Call it by name: discovery in the DHT, the balancer's choice of a provider, the call.
+//! let answer = node.call("hello", Bytes::from_static(b"world")).await?;
+//! assert_eq!(&answer[..], b"hello world");
+//! node.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Traffic policies
+//!
 //! Nothing here performs I/O or reads the clock: every method takes `now`, and randomness comes
 //! from a PRNG the caller seeds, so that a run is reproducible from its seed.
 //!
@@ -53,8 +87,8 @@ mod policy;
 pub use error::Error;
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
-    Discovery, MeshConfig, MeshNode, MeshStatus, RemoteErrorKind, ServiceHandler, ServiceSpec,
-    TransportKind,
+    Discovery, Member, MemberState, Members, MeshConfig, MeshNode, MeshStatus, NodeInfo,
+    RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,

@@ -323,7 +323,12 @@ fn exposition(agent: &AgentMetrics, snapshot: NodeSnapshot) -> Result<String, st
     Ok(out)
 }
 
-pub(super) async fn render(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// The routes of this module.
+pub(super) fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new().route("/metrics", axum::routing::get(render))
+}
+
+async fn render(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let snapshot = NodeSnapshot::new(
         &s.node.metrics().await?,
         s.started.elapsed().as_secs(),

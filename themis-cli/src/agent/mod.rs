@@ -1,36 +1,54 @@
 //! The node agent: a local HTTP JSON API in front of one [`MeshNode`], modelled on Consul's
 //! agent API, so that a service in any language can provide and call services on the mesh.
 //!
-//! | route | what |
-//! |---|---|
-//! | `PUT /v1/services/{name}` | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar) |
-//! | `DELETE /v1/services/{name}` | stop providing `name` |
-//! | `GET /v1/services/{name}` | discover `name`: providers and the replica object ids |
-//! | `GET /v1/services` | the services this node provides, with their upstreams |
-//! | `POST /v1/call/{name}` | call `name` with the body; answer = the provider's body, header `x-themis-provider` |
-//! | `GET /v1/status` | node id, network, ring neighbours, sessions, stored records, uptime |
-//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it): the endpoint, DHT and mesh counters, call and discovery latency histograms |
+//! | route | module | what |
+//! |---|---|---|
+//! | `PUT /v1/services/{name}` | [`services`] | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar) |
+//! | `DELETE /v1/services/{name}` | [`services`] | stop providing `name` |
+//! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
+//! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
+//! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider` |
+//! | `GET /v1/status` | [`status`] | node id, network, ring neighbours, sessions, stored records, uptime |
+//! | `GET /v1/agent/self` | [`status`] | the agent's settings (version, limits, DNS, data dir) |
+//! | `GET /v1/health`, `/v1/health/live`, `/v1/health/ready` | [`health`] | liveness and readiness for an orchestrator's probes |
+//! | `GET /v1/members` | [`members`] | the ring walked from this node: every member's id, address, state, services |
+//! | `GET /v1/doctor` | [`doctor`] | the checks of `themis check` |
+//! | `GET /metrics` | [`metrics`] | OpenMetrics text (Prometheus scrapes it) |
 //!
-//! Errors are `{"error": "..."}` with a fitting status (400, 403, 404, 413, 502, 503, 504).
+//! Each area keeps its routes in its own module (`routes()`), merged here: a new area is a new
+//! module and one line in [`router`]. Errors are `{"error": "..."}` with a fitting status (400,
+//! 403, 404, 413, 502, 503, 504).
 
+mod call;
+mod definition;
+mod doctor;
+mod health;
+mod members;
 mod metrics;
+mod services;
 mod sidecar;
+mod status;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
-use themis_mesh::{Bytes, MeshNode, Mode, ServiceSpec};
+use serde_json::json;
+use themis_mesh::{Bytes, MeshNode, Mode};
 
+pub(crate) use definition::ServiceDefinition;
 use metrics::AgentMetrics;
 pub(crate) use sidecar::Sidecar;
+
+use crate::datadir::DataDir;
 
 /// Header of a call's answer naming the provider node that served it (hex node id).
 pub(crate) const PROVIDER_HEADER: &str = "x-themis-provider";
@@ -40,7 +58,7 @@ pub(crate) const CALLER_HEADER: &str = "x-themis-caller";
 /// Longest service name (the DHT's limit).
 const MAX_NAME: usize = themis_mesh::dht::MAX_NAME_LEN;
 /// Services this agent keeps an upstream for (the mesh node's own limit is 64 by default).
-const MAX_UPSTREAMS: usize = 64;
+pub(crate) const MAX_UPSTREAMS: usize = 64;
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
@@ -50,6 +68,12 @@ pub(crate) struct AgentConfig {
     /// How long the sidecar waits for an upstream's answer (below the mesh's 5 s request
     /// timeout, so that the caller gets the provider's error rather than a timeout).
     pub(crate) upstream_timeout: Duration,
+    /// The node's key file, if it has one (the doctor checks its mode).
+    pub(crate) key_file: Option<PathBuf>,
+    /// The DNS interface's address, if it serves one.
+    pub(crate) dns: Option<std::net::SocketAddr>,
+    /// Where registrations and remembered peers are kept, if anywhere.
+    pub(crate) data_dir: Option<DataDir>,
 }
 
 impl Default for AgentConfig {
@@ -57,7 +81,32 @@ impl Default for AgentConfig {
         Self {
             max_body: 1 << 20,
             upstream_timeout: Duration::from_secs(4),
+            key_file: None,
+            dns: None,
+            data_dir: None,
         }
+    }
+}
+
+/// What the agent tells a readiness probe: set by the node's start-up as it gets there.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    /// The node has joined its ring (or started a new one on purpose).
+    pub(crate) joined: AtomicBool,
+    /// The services of the configuration file and the data directory are registered.
+    pub(crate) services_registered: AtomicBool,
+    /// The node is leaving: not ready any more, so that traffic goes elsewhere.
+    pub(crate) leaving: AtomicBool,
+}
+
+impl Readiness {
+    /// Marks a step done (or the node leaving).
+    pub(crate) fn set(flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+    }
+
+    fn get(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::Acquire)
     }
 }
 
@@ -69,8 +118,10 @@ pub(crate) struct AppState {
     started: Instant,
     config: AgentConfig,
     http: reqwest::Client,
-    upstreams: Mutex<BTreeMap<String, String>>,
+    /// The services provided through this agent, by name, as they were defined.
+    definitions: Mutex<BTreeMap<String, ServiceDefinition>>,
     metrics: AgentMetrics,
+    readiness: Arc<Readiness>,
 }
 
 impl AppState {
@@ -87,9 +138,21 @@ impl AppState {
                 .no_proxy()
                 .build()
                 .unwrap_or_default(),
-            upstreams: Mutex::new(BTreeMap::new()),
+            definitions: Mutex::new(BTreeMap::new()),
             metrics: AgentMetrics::default(),
+            readiness: Arc::default(),
         }
+    }
+
+    /// The readiness flags the node's start-up sets.
+    pub(crate) fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
+    }
+
+    /// Marks the node joined and its services registered (a start-up that is done at once).
+    pub(crate) fn mark_ready(state: &Self) {
+        Readiness::set(&state.readiness.joined);
+        Readiness::set(&state.readiness.services_registered);
     }
 }
 
@@ -101,11 +164,23 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
+    }
+
+    /// The status and the message (for a caller inside the process, such as the start-up
+    /// registration of the configured services).
+    pub(crate) fn parts(&self) -> (StatusCode, &str) {
+        (self.status, &self.message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -168,235 +243,7 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Byte
     })
 }
 
-/// The API's routes on `state`.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let limit = state.config.max_body;
-    Router::new()
-        .route(
-            "/v1/services/{name}",
-            get(discover).put(register).delete(deregister),
-        )
-        .route("/v1/services", get(list_services))
-        .route("/v1/call/{name}", post(call))
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics::render))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such API route (routes: /v1/services/{name}, /v1/call/{name}, /v1/status, /metrics)",
-            )
-        })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
-}
-
-/// The JSON body of `PUT /v1/services/{name}`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterBody {
-    upstream: String,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    weight: Option<u16>,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-/// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
-const REGISTER_BODY_SHAPE: &str =
-    r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": []}"#;
-
-impl RegisterBody {
-    /// Parses the body of a registration.
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be JSON {REGISTER_BODY_SHAPE}: {e}"),
-            )
-        })
-    }
-
-    /// The announced service spec: the defaults, overridden by what the body gives.
-    fn spec(&self) -> ServiceSpec {
-        let mut spec = ServiceSpec::default();
-        if let Some(v) = &self.version {
-            spec.version.clone_from(v);
-        }
-        if let Some(w) = self.weight {
-            spec.weight = w;
-        }
-        spec.tags.clone_from(&self.tags);
-        spec
-    }
-}
-
-impl AppState {
-    /// Refuses a new upstream beyond [`MAX_UPSTREAMS`] (replacing one is always allowed).
-    fn check_room(&self, name: &str) -> Result<(), ApiError> {
-        let ups = self
-            .upstreams
-            .lock()
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent state poisoned"))?;
-        if !ups.contains_key(name) && ups.len() >= MAX_UPSTREAMS {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "this agent already provides {MAX_UPSTREAMS} services, its limit; deregister one first"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The mesh handler of a service provided through `url`: calls are forwarded to it.
-    fn sidecar_handler(&self, url: reqwest::Url) -> impl themis_mesh::ServiceHandler {
-        let sidecar = Arc::new(Sidecar::new(
-            self.http.clone(),
-            url,
-            self.config.max_body,
-            self.config.upstream_timeout,
-            self.metrics.clone(),
-        ));
-        move |caller, request| {
-            let sc = sidecar.clone();
-            async move { sc.forward(caller, request).await }
-        }
-    }
-}
-
-/// `PUT /v1/services/{name}`: checks the name, the body and the room for one more upstream,
-/// registers the service with a sidecar handler forwarding to the upstream (paper §7
-/// register), then remembers the upstream.
-async fn register(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let req = RegisterBody::parse(&body_or_error(body, s.config.max_body)?)?;
-    let url = Sidecar::parse_upstream(&req.upstream)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    s.check_room(&name)?;
-    let spec = req.spec();
-    let (version, weight) = (spec.version.clone(), spec.weight);
-    let stored = s
-        .node
-        .register(&name, spec, s.sidecar_handler(url.clone()))
-        .await?;
-    if let Ok(mut ups) = s.upstreams.lock() {
-        ups.insert(name.clone(), url.to_string());
-    }
-    tracing::info!(service = %name, upstream = %url, stored, "registered");
-    Ok(Json(json!({
-        "service": name,
-        "upstream": url.to_string(),
-        "version": version,
-        "weight": weight,
-        "provider": s.node.id().to_string(),
-        "replicas_stored": stored,
-        "replicas": u32::from(s.node.replication()) + 1,
-    })))
-}
-
-async fn deregister(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let had = s.node.deregister(&name).await?;
-    if let Ok(mut ups) = s.upstreams.lock() {
-        ups.remove(&name);
-    }
-    if !had {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("this node does not provide '{name}'"),
-        ));
-    }
-    Ok(Json(json!({ "service": name, "deregistered": true })))
-}
-
-async fn list_services(State(s): State<Arc<AppState>>) -> Json<Value> {
-    let ups = s.upstreams.lock().map(|u| u.clone()).unwrap_or_default();
-    let list: Vec<Value> = s
-        .node
-        .provided_services()
-        .into_iter()
-        .map(|n| json!({ "service": n, "upstream": ups.get(&n) }))
-        .collect();
-    Json(json!({ "services": list }))
-}
-
-async fn discover(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let started = Instant::now();
-    let found = s.node.discover_detailed(&name).await;
-    s.metrics.discovery(found.is_ok(), started.elapsed());
-    let d = found?;
-    let providers: Vec<Value> = d
-        .providers
-        .iter()
-        .map(|r| {
-            json!({
-                "node": r.provider.id.to_string(),
-                "address": r.provider.addr.to_string(),
-                "version": r.provider.version,
-                "weight": r.provider.weight,
-                "tags": r.provider.tags,
-                "sequence": r.sequence,
-            })
-        })
-        .collect();
-    let replicas: Vec<Value> = d
-        .object_ids
-        .iter()
-        .enumerate()
-        .map(|(r, id)| json!({ "replica": r, "object_id": id.to_string() }))
-        .collect();
-    Ok(Json(json!({
-        "service": d.service,
-        "providers": providers,
-        "replicas": replicas,
-        "found_on_replica": d.replica,
-        "hops": d.hops,
-    })))
-}
-
-async fn call(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    check_name(&name)?;
-    let body = body_or_error(body, s.config.max_body)?;
-    let started = Instant::now();
-    let result = s.node.call_traced(&name, body).await;
-    s.metrics.call(result.is_ok(), started.elapsed());
-    match result {
-        Ok((answer, provider)) => {
-            let mut resp = answer.into_response();
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&provider.to_string()) {
-                h.insert(PROVIDER_HEADER, v);
-            }
-            Ok(resp)
-        }
-        Err(e) => {
-            tracing::info!(service = %name, error = %e, "call failed");
-            Err(e.into())
-        }
-    }
-}
-
+/// `secure` or `insecure`.
 fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Insecure => "insecure",
@@ -404,25 +251,50 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-async fn status(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let st = s.node.status().await?;
-    let peer = |p: &themis_mesh::dht::Peer| json!({ "id": p.id.to_string(), "address": p.addr.to_string() });
-    Ok(Json(json!({
-        "id": st.id.to_string(),
-        "network": s.network,
-        "mode": mode_name(s.mode),
-        "listen": st.listen.to_string(),
-        "contact": s.node.contact().to_string(),
-        "state": st.ring.state.as_str(),
-        "predecessor": st.ring.predecessor.as_ref().map(peer),
-        "successors": st.ring.successors.iter().map(peer).collect::<Vec<_>>(),
-        "fingers": st.ring.fingers,
-        "sessions": st.sessions,
-        "stored_records": st.ring.stored_records,
-        "services": st.services,
-        "replicas": u32::from(st.k) + 1,
-        "uptime_secs": s.started.elapsed().as_secs(),
-    })))
+/// The API's routes on `state`: every area's routes, merged.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body;
+    Router::new()
+        .merge(services::routes())
+        .merge(call::routes())
+        .merge(status::routes())
+        .merge(health::routes())
+        .merge(members::routes())
+        .merge(doctor::routes())
+        .merge(metrics::routes())
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such API route (routes: /v1/services/{name}, /v1/call/{name}, /v1/status, /v1/agent/self, /v1/health, /v1/members, /v1/doctor, /metrics)",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Registers `definitions` (from the configuration file and the data directory) through the
+/// same path as `PUT /v1/services/{name}`; returns the names that failed, with why.
+pub(crate) async fn register_all(
+    state: &Arc<AppState>,
+    definitions: Vec<ServiceDefinition>,
+) -> Vec<(String, ApiError)> {
+    let mut failed = Vec::new();
+    for d in definitions {
+        let name = d.name.clone().unwrap_or_default();
+        if let Err(e) = services::provide(state, &name, d).await {
+            failed.push((name, e));
+        }
+    }
+    failed
+}
+
+/// The definitions of the services this agent provides now (to save at shutdown).
+pub(crate) fn definitions(state: &AppState) -> Vec<ServiceDefinition> {
+    state
+        .definitions
+        .lock()
+        .map(|d| d.values().cloned().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

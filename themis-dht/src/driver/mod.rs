@@ -17,6 +17,7 @@
 mod config;
 mod contact;
 mod handler;
+mod neighbors;
 mod task;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::DriverConfig;
 pub use handler::{DhtHandler, DhtInbox};
+pub use neighbors::Neighbors;
 use task::{Command, Driver, now};
 
 use crate::{Contact, Error, Found, Metrics, Node, NodeState, Peer, Providers, ServiceSpec};

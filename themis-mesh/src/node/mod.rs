@@ -1,9 +1,11 @@
 //! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
 //! discover and call on top of the pure policies of `crate::policy`.
 
+mod info;
 mod introspect;
 mod local;
 pub(crate) mod lookup;
+mod members;
 mod wire;
 
 use std::collections::HashMap;
@@ -20,7 +22,9 @@ use themis_channel::{
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
+pub use info::NodeInfo;
 pub use introspect::{Discovery, MeshStatus};
+pub use members::{Member, MemberState, Members};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
@@ -52,11 +56,13 @@ where
 /// releases, weight for load balancing, free tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
-    /// Version (at most 32 bytes).
+    /// Version (at most [`MAX_VERSION_LEN`](themis_dht::MAX_VERSION_LEN) bytes).
     pub version: String,
-    /// Relative weight (canary split among versions, then among providers of a version).
+    /// Relative weight, 0..=65535 (canary split among versions, then among providers of a
+    /// version; 0 = standby).
     pub weight: u16,
-    /// Free tags (at most 16 of at most 64 bytes, the DHT's limits).
+    /// Free tags: at most [`MAX_TAGS`](themis_dht::MAX_TAGS) of at most
+    /// [`MAX_TAG_LEN`](themis_dht::MAX_TAG_LEN) bytes, the provider record's limits.
     pub tags: Vec<String>,
 }
 
@@ -187,6 +193,22 @@ struct CallHandler {
     handler_timeout: Duration,
 }
 
+/// The handler of node-info commands (protocol id `0x03`, PROTOCOL.md §7.6): answered at once
+/// from what the node knows, on the endpoint's fast path.
+struct InfoHandler {
+    services: Services,
+    /// When the node started (its uptime in node-info answers).
+    started: Instant,
+}
+
+#[async_trait]
+impl Handler for InfoHandler {
+    async fn handle(&self, _from: PeerAddr, request: Bytes) -> Bytes {
+        let services = self.services.read().map(|s| s.len()).unwrap_or(0);
+        info::answer(&request, services, self.started)
+    }
+}
+
 fn refuse(kind: RemoteErrorKind, message: String) -> Bytes {
     encode_response(&CallResponse::Error { kind, message })
 }
@@ -270,6 +292,8 @@ struct Inner {
     cache: Mutex<DiscoveryCache>,
     balancers: Mutex<HashMap<String, Balancer>>,
     seed: u64,
+    /// When the node started (its uptime in node-info answers).
+    started: Instant,
 }
 
 /// A mesh node: a DHT member that registers, discovers and calls services over one endpoint.
@@ -340,9 +364,15 @@ impl MeshNode {
             access: access.clone(),
             handler_timeout: config.handler_timeout,
         };
+        let started = now();
+        let node_info = InfoHandler {
+            services: services.clone(),
+            started,
+        };
         let registry = HandlerRegistry::new()
             .with(DhtHandler::PROTOCOL_ID, Arc::new(dht_handler))?
-            .with(wire::TAG_SERVICE_CALL, Arc::new(calls))?;
+            .with(wire::TAG_SERVICE_CALL, Arc::new(calls))?
+            .with(info::PROTOCOL_NODE_INFO, Arc::new(node_info))?;
         let endpoint = Endpoint::new(
             transport,
             identity.clone(),
@@ -366,6 +396,7 @@ impl MeshNode {
                 cache: Mutex::new(cache),
                 balancers: Mutex::new(HashMap::new()),
                 seed,
+                started,
             }),
         };
         if !node.inner.config.bootstrap.is_empty() {

@@ -1,4 +1,6 @@
-//! The client side of the agent API: `register`, `deregister`, `discover`, `call`, `status`.
+//! The client side of the agent API: `register`, `deregister`, `discover`, `call`, `status`,
+//! `members` and `check`. With `-vv`, each request to the agent is logged (method, URL, status,
+//! time, the provider of a call).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -7,48 +9,87 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::PROVIDER_HEADER;
+mod cluster_view;
+
+pub(crate) use cluster_view::{check, members};
+
 use crate::cli::{ApiArgs, CallArgs, DiscoverArgs, NameArgs, RegisterArgs, StatusArgs};
 use crate::error::Error;
 
 /// How long a request to the agent may take (a call may fail over across providers).
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest request body read from a file or stdin (the agent's default limit).
-const MAX_BODY: u64 = 1 << 20;
+/// Largest request body read from a file or stdin when the agent does not say its own limit
+/// (an agent older than `GET /v1/agent/self`): the agent's default.
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
-struct Agent {
+pub(super) struct Agent {
     base: String,
-    shown: String,
-    http: reqwest::Client,
+    pub(super) shown: String,
+    pub(super) http: reqwest::Client,
+}
+
+/// The base URL of the agent at `api` (`HOST:PORT` or `http://HOST:PORT`); the agent speaks
+/// plain HTTP (it is bound to the loopback), so `https://` is refused with that reason.
+fn agent_base(api: &str) -> Result<String, Error> {
+    let a = api.trim().trim_end_matches('/');
+    if a.starts_with("https://") {
+        return Err(Error::Usage {
+            what: "agent API address",
+            reason: format!(
+                "'{a}': the agent API speaks plain HTTP on the loopback, not HTTPS: use http://{} or just HOST:PORT",
+                a.trim_start_matches("https://")
+            ),
+        });
+    }
+    let base = if a.starts_with("http://") {
+        a.to_owned()
+    } else {
+        format!("http://{a}")
+    };
+    match reqwest::Url::parse(&base) {
+        Ok(u) if u.host_str().is_some() && u.path() == "/" => Ok(base),
+        _ => Err(Error::Usage {
+            what: "agent API address",
+            reason: format!("'{a}' is not HOST:PORT or http://HOST:PORT"),
+        }),
+    }
 }
 
 impl Agent {
-    fn new(api: &ApiArgs) -> Self {
-        let a = api.api.trim().trim_end_matches('/');
-        let base = if a.starts_with("http://") || a.starts_with("https://") {
-            a.to_owned()
-        } else {
-            format!("http://{a}")
-        };
-        let shown = base
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_owned();
+    pub(super) fn new(api: &ApiArgs) -> Result<Self, Error> {
+        let base = agent_base(&api.api)?;
+        let shown = base.trim_start_matches("http://").to_owned();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(TIMEOUT)
             .build()
             .unwrap_or_default();
-        Self { base, shown, http }
+        Ok(Self { base, shown, http })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Sends the request; a connection failure is "no agent"; an error status becomes
     /// [`Error::Agent`] with the agent's message.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-        let resp = req.send().await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let req = req.build().map_err(|e| Error::Agent {
+            status: 0,
+            message: format!(
+                "cannot build the request to the agent at {}: {e}",
+                self.shown
+            ),
+        })?;
+        let (method, url) = (req.method().clone(), req.url().to_string());
+        let size = req
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(<[u8]>::len);
+        tracing::debug!(%method, %url, body_bytes = ?size, "request to the agent");
+        let resp = self.http.execute(req).await.map_err(|e| {
+            tracing::debug!(%method, %url, error = %e, "the agent did not answer");
             if e.is_connect() || e.is_builder() {
                 Error::AgentDown {
                     api: self.shown.clone(),
@@ -69,6 +110,12 @@ impl Agent {
             }
         })?;
         let status = resp.status();
+        tracing::debug!(
+            %method, %url, %status,
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            provider = resp.headers().get(PROVIDER_HEADER).and_then(|v| v.to_str().ok()),
+            "the agent answered"
+        );
         if status.is_success() {
             return Ok(resp);
         }
@@ -83,7 +130,7 @@ impl Agent {
         })
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Error> {
+    pub(super) async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Error> {
         let resp = self.send(req).await?;
         resp.json::<Value>().await.map_err(|e| Error::Agent {
             status: 0,
@@ -109,11 +156,11 @@ fn path_segment(name: &str) -> String {
         .collect()
 }
 
-fn pretty(v: &Value) -> String {
+pub(super) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-fn s(v: &Value, key: &str) -> String {
+pub(super) fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) if s.is_empty() => "-".to_owned(),
         Some(Value::String(s)) => s.clone(),
@@ -124,7 +171,7 @@ fn s(v: &Value, key: &str) -> String {
 
 /// `themis register`.
 pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let body = json!({
         "upstream": a.upstream,
         "version": a.version,
@@ -146,7 +193,7 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
 
 /// `themis deregister`.
 pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     agent.json(agent.http.delete(url)).await?;
     println!(
@@ -158,7 +205,7 @@ pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
 
 /// `themis discover`.
 pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.get(url)).await?;
     if a.json {
@@ -176,13 +223,14 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
         .unwrap_or(&empty);
     let found = v.get("found_on_replica").and_then(Value::as_u64);
     let mut out = std::io::stdout().lock();
+    let hops = v.get("hops").and_then(Value::as_u64);
     let _ = writeln!(
         out,
-        "service '{}': {} provider(s), found on replica {} in {} hops",
+        "service '{}': {}, found on replica {} in {}",
         a.name,
-        providers.len(),
+        plural(providers.len() as u64, "provider"),
         s(&v, "found_on_replica"),
-        s(&v, "hops"),
+        hops.map_or_else(|| "? hops".to_owned(), |h| plural(h, "hop")),
     );
     let _ = writeln!(out, "replicas (object id = H(name, r)):");
     for r in replicas {
@@ -222,42 +270,74 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_limited(mut r: impl Read, path: &Path) -> Result<Vec<u8>, Error> {
+/// `n thing` or `n things`.
+pub(super) fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// Reads a request body of at most `max` bytes (the agent's own limit).
+fn read_limited(mut r: impl Read, path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
     r.by_ref()
-        .take(MAX_BODY + 1)
+        .take(max + 1)
         .read_to_end(&mut buf)
         .map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-    if buf.len() as u64 > MAX_BODY {
+    if buf.len() as u64 > max {
         return Err(Error::Usage {
             what: "request body",
-            reason: format!("{} is larger than {MAX_BODY} bytes", path.display()),
+            reason: format!(
+                "{} is larger than {max} bytes, the agent's limit (themis node --max-body)",
+                path.display()
+            ),
         });
     }
     Ok(buf)
 }
 
+impl Agent {
+    /// The agent's body limit, from `GET /v1/agent/self` (the default for an agent that does
+    /// not say).
+    async fn max_body(&self) -> Result<u64, Error> {
+        match self.json(self.http.get(self.url("/v1/agent/self"))).await {
+            Ok(v) => Ok(v
+                .get("max_body")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_MAX_BODY)),
+            Err(e @ Error::AgentDown { .. }) => Err(e),
+            Err(_) => Ok(DEFAULT_MAX_BODY),
+        }
+    }
+}
+
 /// `themis call`: the response body goes to stdout as it is; the provider to stderr with -v.
 pub(crate) async fn call(a: CallArgs, verbose: u8) -> Result<(), Error> {
+    let agent = Agent::new(&a.api)?;
+    let from_stdin = a.data.is_none() && a.data_file.is_none() && !std::io::stdin().is_terminal();
+    let max = if a.data_file.is_some() || from_stdin {
+        agent.max_body().await?
+    } else {
+        DEFAULT_MAX_BODY
+    };
     let body = match (&a.data, &a.data_file) {
         (Some(d), _) => d.clone().into_bytes(),
-        (None, Some(p)) if p.as_os_str() == "-" => read_limited(std::io::stdin().lock(), p)?,
+        (None, Some(p)) if p.as_os_str() == "-" => read_limited(std::io::stdin().lock(), p, max)?,
         (None, Some(p)) => {
             let f = std::fs::File::open(p).map_err(|source| Error::Io {
                 path: p.clone(),
                 source,
             })?;
-            read_limited(f, p)?
+            read_limited(f, p, max)?
         }
-        (None, None) if !std::io::stdin().is_terminal() => {
-            read_limited(std::io::stdin().lock(), Path::new("-"))?
-        }
+        (None, None) if from_stdin => read_limited(std::io::stdin().lock(), Path::new("-"), max)?,
         (None, None) => Vec::new(),
     };
-    let agent = Agent::new(&a.api);
     let url = agent.url(&format!("/v1/call/{}", path_segment(&a.name)));
     let resp = agent.send(agent.http.post(url).body(body)).await?;
     let provider = resp
@@ -285,7 +365,7 @@ pub(crate) async fn call(a: CallArgs, verbose: u8) -> Result<(), Error> {
 
 /// `themis status`.
 pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
-    let agent = Agent::new(&a.api);
+    let agent = Agent::new(&a.api)?;
     let v = agent.json(agent.http.get(agent.url("/v1/status"))).await?;
     if a.json {
         println!("{}", pretty(&v));
@@ -344,8 +424,36 @@ pub(crate) async fn status(a: StatusArgs) -> Result<(), Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_address_is_plain_http() {
+        assert_eq!(
+            agent_base("127.0.0.1:7070").unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            agent_base("http://localhost:7070/").unwrap(),
+            "http://localhost:7070"
+        );
+        let e = agent_base("https://127.0.0.1:48073")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plain HTTP") && e.contains("http://127.0.0.1:48073"),
+            "{e}"
+        );
+        assert!(agent_base("http://x:1/path").is_err());
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(1, "hop"), "1 hop");
+        assert_eq!(plural(0, "hop"), "0 hops");
+        assert_eq!(plural(3, "provider"), "3 providers");
+    }
 
     #[test]
     fn names_become_one_path_segment() {

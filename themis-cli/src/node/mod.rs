@@ -1,5 +1,14 @@
-//! `themis node`: one mesh node and its agent API, until Ctrl-C / SIGTERM (then it leaves the
-//! ring gracefully, handing its stored records to its successor, paper §6.1).
+//! `themis node`: one mesh node, its agent API and (with `--dns`) its DNS interface, until
+//! Ctrl-C / SIGTERM (then it leaves the ring gracefully, handing its stored records to its
+//! successor, paper §6.1).
+//!
+//! Start-up, in order: the settings (flags > THEMIS_* > file, [`crate::config`]), the data
+//! directory and the key, the API's socket, the node (not joined yet), the DNS interface, the
+//! agent; then the join ([`join`]: the bootstrap nodes are asked who they are first, so that a
+//! network, identity or mode mismatch is named at once), the configured and saved services,
+//! and the `ready` line. In the background: the ring is kept joined (a node alone rejoins the
+//! peers it remembers; a split ring merges into the one with the lowest member), and the
+//! known peers are saved in the data directory.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -7,96 +16,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use themis_mesh::{Contact, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId};
 use tokio::net::TcpListener;
 
-use crate::agent::{AgentConfig, AppState};
-use crate::cli::{DEFAULT_API, bind_addr};
+use crate::agent::{AgentConfig, AppState, Readiness};
+use crate::cli::bind_addr;
+use crate::config::NodeSettings;
+use crate::datadir::DataDir;
 use crate::error::Error;
+
+pub(crate) mod join;
 
 /// How long a graceful shutdown (leave, hand-over) may take before the process exits anyway.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Settings shared by `node` and `cluster`.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct MeshArgs {
-    /// The network name (1-64 bytes of UTF-8); node ids are H(public key, network).
-    #[arg(long)]
-    pub(crate) net: String,
-    /// Replication factor k: every provider record is stored on k + 1 replicas (default 2).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=8))]
-    pub(crate) replicas: Option<u8>,
-    /// Plaintext channels (measurement and trusted networks only; every node must agree).
-    #[arg(long)]
-    pub(crate) insecure: bool,
-    /// Short DHT periods (stabilization, re-store, record TTL): for tests and demos on one
-    /// machine.
-    #[arg(long)]
-    pub(crate) fast: bool,
-    /// Largest request body the agent accepts and largest upstream answer, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    pub(crate) max_body: usize,
-    /// Seconds the sidecar waits for an upstream's answer.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) upstream_timeout: u64,
-}
-
-impl MeshArgs {
-    pub(crate) fn mode(&self) -> Mode {
-        if self.insecure {
-            Mode::Insecure
-        } else {
-            Mode::Secure
-        }
-    }
-
-    pub(crate) fn config(&self, listen: SocketAddr, bootstrap: Vec<Contact>) -> MeshConfig {
-        let mut c = if self.fast {
-            MeshConfig::fast(listen)
-        } else {
-            MeshConfig::new(listen)
-        };
-        c.bootstrap = bootstrap;
-        c.k = self.replicas;
-        c.mode = self.mode();
-        c
-    }
-
-    pub(crate) fn agent(&self) -> AgentConfig {
-        AgentConfig {
-            max_body: self.max_body,
-            upstream_timeout: Duration::from_secs(self.upstream_timeout.max(1)),
-        }
-    }
-}
-
-/// `themis node`.
-#[derive(Debug, Args)]
-pub(crate) struct NodeArgs {
-    #[command(flatten)]
-    pub(crate) mesh: MeshArgs,
-    /// The identity key file (from `themis keygen`); without it, a fresh identity for this run.
-    #[arg(long)]
-    pub(crate) key: Option<PathBuf>,
-    /// The address the mesh endpoint listens on (TCP), e.g. 0.0.0.0:7946 or 127.0.0.1:0.
-    #[arg(long)]
-    pub(crate) listen: String,
-    /// The address other nodes reach this one at: HOST or HOST:PORT (no port: the listening
-    /// port). It goes into this node's provider records and ring answers. Default: the
-    /// listening address; when that is 0.0.0.0 or ::, the address of the interface that routes
-    /// to the first bootstrap node (or to the default route), printed at start.
-    #[arg(long)]
-    pub(crate) advertise: Option<String>,
-    /// A node to join through: HOST:PORT or NODE_ID_HEX@HOST:PORT (then its identity is
-    /// checked). Repeatable; tried in order. None: start a new ring.
-    #[arg(long)]
-    pub(crate) bootstrap: Vec<String>,
-    /// The address the agent's HTTP API listens on (keep it on the loopback: it is not
-    /// authenticated).
-    #[arg(long, default_value = DEFAULT_API)]
-    pub(crate) api: String,
-}
 
 /// Parses a bootstrap address: `HOST:PORT` or `NODE_ID_HEX@HOST:PORT`; HOST may be a name.
 pub(crate) async fn parse_bootstrap(s: &str) -> Result<Contact, Error> {
@@ -205,41 +137,24 @@ pub(crate) async fn advertise_for(
     Ok(Some(SocketAddr::new(ip, 0)))
 }
 
-/// How long the reachability check of the bootstrap addresses waits for a TCP connection.
-const REACH_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Fails fast when no bootstrap address accepts a TCP connection at all (a join through dead
-/// addresses would otherwise wait for every handshake retry to time out). The connection is
-/// closed at once; the node's transport drops such a connection as a failed hello.
-async fn check_reachable(bootstrap: &[Contact], network: &NetworkId) -> Result<(), Error> {
-    if bootstrap.is_empty() {
-        return Ok(());
+/// The deepest cause of an error (the OS error under a transport's error), for messages that
+/// name it once.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
     }
-    let mut reasons = Vec::new();
-    for c in bootstrap {
-        match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(c.addr)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => reasons.push(format!("{}: {e}", c.addr)),
-            Err(_) => reasons.push(format!("{}: no answer within {REACH_TIMEOUT:?}", c.addr)),
-        }
-    }
-    Err(Error::Join {
-        bootstrap: bootstrap
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        network: network.to_string(),
-        reason: format!("unreachable ({})", reasons.join("; ")),
-    })
+    cur.to_string()
 }
 
-/// Starts a mesh node, mapping failures to operator messages.
+/// Starts a mesh node (without joining: the join is [`join`]'s), mapping failures to operator
+/// messages.
 pub(crate) async fn start(
     network: &NetworkId,
     identity: Arc<IdentityKeypair>,
     config: MeshConfig,
 ) -> Result<MeshNode, Error> {
+    let listen = config.listen;
     let bootstrap = config
         .bootstrap
         .iter()
@@ -249,9 +164,12 @@ pub(crate) async fn start(
     MeshNode::start(network.clone(), identity, config)
         .await
         .map_err(|e| match e {
-            // Binding the endpoint's listener (the message names the address).
+            // Binding the endpoint's listener: the OS error once, and what to do.
             themis_mesh::Error::Channel(e) => Error::Listen {
-                detail: e.to_string(),
+                detail: format!(
+                    "cannot listen on {listen} for the mesh endpoint: {} (is another `themis node` using it? pick another address with --listen)",
+                    root_cause(&*e)
+                ),
             },
             themis_mesh::Error::Join(e) => Error::Join {
                 bootstrap,
@@ -297,13 +215,13 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// Serves the agent API for `node` until `stop` resolves.
+/// Serves the agent API on `state` until `stop` resolves.
 pub(crate) fn serve_agent(
     listener: TcpListener,
-    state: AppState,
+    state: Arc<AppState>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
-    let app = crate::agent::router(Arc::new(state));
+    let app = crate::agent::router(state);
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -316,30 +234,88 @@ pub(crate) fn serve_agent(
     })
 }
 
-/// Prints the line tests and scripts parse: `ready id=... contact=... api=... network=...`.
+/// The address a local client dials to reach a socket bound to `bound`: the loopback of the
+/// same family when it is bound to every interface.
+pub(crate) fn dialable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, bound.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, bound.port()).into()
+        }
+        _ => bound,
+    }
+}
+
+/// Prints the line tests and scripts parse: `ready id=... contact=... api=... network=...`;
+/// the API address is one a local client can dial.
 pub(crate) fn print_ready(node: &MeshNode, api: SocketAddr, network: &str, extra: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "ready id={} contact={} api=http://{api} network={network}{extra}",
+        "ready id={} contact={} api=http://{} network={network}{extra}",
         node.id(),
         node.contact(),
+        dialable(api),
     );
     let _ = out.flush();
 }
 
-/// `themis node`.
-pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
-    let network = crate::keys::network(&a.mesh.net)?;
-    let identity = crate::keys::load_or_generate(a.key.as_deref())?;
-    let listen = bind_addr("listen address", &a.listen).await?;
-    let mut bootstrap = Vec::with_capacity(a.bootstrap.len());
-    for b in &a.bootstrap {
-        bootstrap.push(parse_bootstrap(b).await?);
+/// The mesh settings of a node.
+fn mesh_config(s: &NodeSettings, listen: SocketAddr) -> MeshConfig {
+    let mut c = if s.fast {
+        MeshConfig::fast(listen)
+    } else {
+        MeshConfig::new(listen)
+    };
+    c.k = s.replicas;
+    c.mode = if s.insecure {
+        Mode::Insecure
+    } else {
+        Mode::Secure
+    };
+    c
+}
+
+/// The key of a node: `--key`, else the data directory's, else a fresh one; with the file it
+/// came from.
+fn identity(
+    s: &NodeSettings,
+    data: Option<&DataDir>,
+) -> Result<(Arc<IdentityKeypair>, Option<PathBuf>), Error> {
+    match (&s.key, data) {
+        (Some(k), _) => Ok((crate::keys::load(k)?, Some(k.clone()))),
+        (None, Some(d)) => Ok((d.load_or_create_key()?, Some(d.key_path()))),
+        (None, None) => Ok((crate::keys::load_or_generate(None)?, None)),
     }
-    check_reachable(&bootstrap, &network).await?;
-    // The API first: a taken API port fails before this node joins anything.
-    let api = bind_api(&a.api).await?;
+}
+
+/// A started node with its agent and DNS interface, before it joins.
+struct Running {
+    node: MeshNode,
+    state: Arc<AppState>,
+    api_addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    stop_api: tokio::sync::oneshot::Sender<()>,
+    dns: Option<crate::dns::DnsServer>,
+}
+
+/// Binds the API, starts the node (not joined) and the DNS interface, serves the agent.
+async fn start_all(
+    s: &NodeSettings,
+    network: &NetworkId,
+    data: Option<&DataDir>,
+) -> Result<Running, Error> {
+    let (identity, key_file) = identity(s, data)?;
+    if s.insecure {
+        tracing::warn!(
+            "insecure mode: channels are plaintext, peers are not authenticated and anyone on the path can read and forge calls; for measurements and trusted networks only"
+        );
+    }
+    let listen = bind_addr("listen address", &s.listen).await?;
+    // The API first: a taken API port fails before this node starts anything.
+    let api = bind_api(&s.api).await?;
     let api_addr = api.local_addr().map_err(|e| Error::Listen {
         detail: format!("the agent API socket has no address: {e}"),
     })?;
@@ -349,25 +325,135 @@ pub(crate) async fn run(a: NodeArgs) -> Result<(), Error> {
             "the agent API is not authenticated: anyone who reaches it can register and call services as this node; keep it on the loopback"
         );
     }
-    let advertise = advertise_for(listen, a.advertise.as_deref(), &bootstrap).await?;
-    let mut config = a.mesh.config(listen, bootstrap);
-    config.driver.advertise = advertise;
-    let node = start(&network, identity, config).await?;
-    let state = AppState::new(node.clone(), &a.mesh.net, a.mesh.mode(), a.mesh.agent());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let server = serve_agent(api, state, stop_rx);
-    print_ready(&node, api_addr, &a.mesh.net, "");
-    tracing::info!(id = %node.id(), api = %api_addr, "node running; Ctrl-C to leave");
+    let mut toward = Vec::new();
+    if let Some(Ok(c)) = first_bootstrap(&s.bootstrap).await {
+        toward.push(c);
+    }
+    let mut config = mesh_config(s, listen);
+    config.driver.advertise = advertise_for(listen, s.advertise.as_deref(), &toward).await?;
+    let node = start(network, identity, config).await?;
+    let dns = match &s.dns {
+        Some(addr) => Some(crate::dns::DnsServer::start(addr, node.clone()).await?),
+        None => None,
+    };
+    let agent = AgentConfig {
+        max_body: s.max_body,
+        upstream_timeout: s.upstream_timeout,
+        key_file,
+        dns: dns.as_ref().map(crate::dns::DnsServer::local_addr),
+        data_dir: data.cloned(),
+    };
+    let mode = mesh_config(s, listen).mode;
+    let state = Arc::new(AppState::new(node.clone(), &s.net, mode, agent));
+    let (stop_api, stop_rx) = tokio::sync::oneshot::channel();
+    let server = serve_agent(api, state.clone(), stop_rx);
+    Ok(Running {
+        node,
+        state,
+        api_addr,
+        server,
+        stop_api,
+        dns,
+    })
+}
+
+/// The first bootstrap address, resolved if it resolves now (to pick the interface to
+/// advertise).
+async fn first_bootstrap(bootstrap: &[String]) -> Option<Result<Contact, Error>> {
+    let first = bootstrap.first()?;
+    Some(parse_bootstrap(first).await)
+}
+
+/// Registers the services of the configuration file and of the data directory (the file's
+/// definition wins for a name both have). A definition the agent refuses as invalid stops the
+/// start (a mistake in the file); other failures are logged and the node runs on.
+async fn register_configured(
+    state: &Arc<AppState>,
+    s: &NodeSettings,
+    data: Option<&DataDir>,
+) -> Result<(), Error> {
+    let mut defs = s.services.clone();
+    if let Some(d) = data {
+        for saved in d.load_services()? {
+            if !defs.iter().any(|c| c.name == saved.name) {
+                defs.push(saved);
+            }
+        }
+    }
+    let count = defs.len();
+    for (name, e) in crate::agent::register_all(state, defs).await {
+        if e.parts().0 == axum::http::StatusCode::BAD_REQUEST {
+            return Err(Error::Usage {
+                what: "service definition",
+                reason: format!("'{name}': {e}"),
+            });
+        }
+        tracing::warn!(service = %name, error = %e, "a configured service could not be registered now");
+    }
+    if count > 0 {
+        tracing::info!(services = count, "configured services registered");
+    }
+    Ok(())
+}
+
+/// `themis node`.
+pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
+    let network = crate::keys::network(&s.net)?;
+    let data = s.data_dir.as_deref().map(DataDir::open).transpose()?;
+    let r = start_all(&s, &network, data.as_ref()).await?;
+    let readiness = r.state.readiness();
+    let remembered = match &data {
+        Some(d) => d.load_peers(&s.net)?,
+        None => Vec::new(),
+    };
+    let joined = match join::initial(&r.node, &network, &s.bootstrap, s.join_timeout).await {
+        Ok(j) => j,
+        Err(e) => {
+            r.node.crash().await;
+            return Err(e);
+        }
+    };
+    register_configured(&r.state, &s, data.as_ref()).await?;
+    Readiness::set(&readiness.services_registered);
+    let maintain = tokio::spawn(join::maintain(
+        r.node.clone(),
+        join::Candidates::new(joined, &remembered, s.bootstrap.clone()),
+        readiness.clone(),
+        data.clone(),
+        s.net.clone(),
+    ));
+    let flush = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(crate::log::repeat::FLUSH_EVERY).await;
+            crate::log::repeat::flush();
+        }
+    });
+    let extra = r
+        .dns
+        .as_ref()
+        .map(|d| format!(" dns={}", dialable(d.local_addr())))
+        .unwrap_or_default();
+    print_ready(&r.node, r.api_addr, &s.net, &extra);
+    tracing::info!(id = %r.node.id(), api = %r.api_addr, "node running; Ctrl-C to leave");
     shutdown_signal().await;
     eprintln!("leaving the ring...");
-    let _ = stop_tx.send(());
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, node.shutdown())
+    Readiness::set(&readiness.leaving);
+    maintain.abort();
+    flush.abort();
+    if let Some(d) = &data {
+        join::remember(&r.node, d, &s.net).await;
+    }
+    let _ = r.stop_api.send(());
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, r.node.shutdown())
         .await
         .is_err()
     {
         eprintln!("leaving took longer than {SHUTDOWN_TIMEOUT:?}; stopping anyway");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if let Some(d) = r.dns {
+        d.stop();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), r.server).await;
     Ok(())
 }
 
@@ -378,6 +464,13 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_socket_on_every_interface_is_dialed_on_the_loopback() {
+        assert_eq!(dialable(a("0.0.0.0:7070")), a("127.0.0.1:7070"));
+        assert_eq!(dialable(a("[::]:7070")), a("[::1]:7070"));
+        assert_eq!(dialable(a("10.0.0.1:7070")), a("10.0.0.1:7070"));
     }
 
     #[tokio::test]

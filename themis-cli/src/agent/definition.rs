@@ -1,0 +1,154 @@
+//! A service definition: the one type behind the body of `PUT /v1/services/{name}`, a
+//! `[[service]]` table of the configuration file (`themis node --config`) and the services
+//! kept in the data directory (`--data-dir`). Whatever a registration gains (a field here),
+//! the configuration file and the data directory gain with it.
+
+use axum::http::StatusCode;
+use themis_mesh::ServiceSpec;
+use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN};
+
+use super::ApiError;
+
+/// What a provider says about a service it provides through the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceDefinition {
+    /// The service name: required in the configuration file and the data directory; in a
+    /// registration body it may be left out (the URL names the service) or must match the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    /// The local HTTP service calls are POSTed to (`http://HOST:PORT/PATH`).
+    pub(crate) upstream: String,
+    /// The version announced (canary releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<String>,
+    /// The relative weight announced (0..=65535; default 100; 0 = standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) weight: Option<u16>,
+    /// Free tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tags: Vec<String>,
+}
+
+/// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
+pub(crate) const BODY_SHAPE: &str =
+    r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": []}"#;
+
+impl ServiceDefinition {
+    /// Parses the JSON body of a registration.
+    pub(crate) fn parse_json(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON {BODY_SHAPE}: {e}"),
+            )
+        })
+    }
+
+    /// Checks the definition for the service `name` (the URL's): a name in the body must be
+    /// the same; the version and tags must fit the provider record's limits.
+    pub(crate) fn check(&self, name: &str) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::new(StatusCode::BAD_REQUEST, m));
+        if let Some(n) = &self.name
+            && n != name
+        {
+            return bad(format!(
+                "the body names the service '{n}' but the URL names '{name}'"
+            ));
+        }
+        if let Some(v) = &self.version
+            && v.len() > MAX_VERSION_LEN
+        {
+            return bad(format!(
+                "a version is at most {MAX_VERSION_LEN} bytes, got {}",
+                v.len()
+            ));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return bad(format!("at most {MAX_TAGS} tags, got {}", self.tags.len()));
+        }
+        if let Some(t) = self.tags.iter().find(|t| t.len() > MAX_TAG_LEN) {
+            return bad(format!(
+                "a tag is at most {MAX_TAG_LEN} bytes, '{t}' has {}",
+                t.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The announced service spec: the defaults, overridden by what the definition gives.
+    pub(crate) fn spec(&self) -> ServiceSpec {
+        let mut spec = ServiceSpec::default();
+        if let Some(v) = &self.version {
+            spec.version.clone_from(v);
+        }
+        if let Some(w) = self.weight {
+            spec.weight = w;
+        }
+        spec.tags.clone_from(&self.tags);
+        spec
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn json_and_toml_are_the_same_definition() {
+        let j = ServiceDefinition::parse_json(
+            br#"{"name": "hello", "upstream": "http://127.0.0.1:8080/", "version": "1.0", "weight": 7, "tags": ["a"]}"#,
+        )
+        .unwrap();
+        let t: ServiceDefinition = toml::from_str(
+            "name = \"hello\"\nupstream = \"http://127.0.0.1:8080/\"\nversion = \"1.0\"\nweight = 7\ntags = [\"a\"]\n",
+        )
+        .unwrap();
+        assert_eq!(j, t);
+        assert_eq!(j.spec().weight, 7);
+    }
+
+    #[test]
+    fn unknown_fields_and_limits_are_refused() {
+        let e = ServiceDefinition::parse_json(br#"{"upstream": "http://x/", "wieght": 1}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `wieght`"), "{e}");
+        let d = |json: &str| ServiceDefinition::parse_json(json.as_bytes()).unwrap();
+        assert!(d(r#"{"upstream": "u", "name": "b"}"#).check("a").is_err());
+        assert!(d(r#"{"upstream": "u", "name": "a"}"#).check("a").is_ok());
+        let many = format!(
+            r#"{{"upstream": "u", "tags": {:?}}}"#,
+            vec!["t"; MAX_TAGS + 1]
+        );
+        assert!(d(&many).check("a").is_err());
+        let long = format!(
+            r#"{{"upstream": "u", "tags": ["{}"]}}"#,
+            "t".repeat(MAX_TAG_LEN + 1)
+        );
+        assert!(d(&long).check("a").is_err());
+        let version = format!(
+            r#"{{"upstream": "u", "version": "{}"}}"#,
+            "v".repeat(MAX_VERSION_LEN + 1)
+        );
+        assert!(d(&version).check("a").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn a_definition_survives_json_and_toml(
+            name in proptest::option::of("[a-z]{1,20}"),
+            upstream in "http://[a-z]{1,10}:[0-9]{1,4}/",
+            version in proptest::option::of("[0-9.]{0,8}"),
+            weight in proptest::option::of(any::<u16>()),
+            tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
+        ) {
+            let d = ServiceDefinition { name, upstream, version, weight, tags };
+            let json = serde_json::to_vec(&d).unwrap();
+            prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
+            let t = toml::to_string(&d).unwrap();
+            prop_assert_eq!(&toml::from_str::<ServiceDefinition>(&t).unwrap(), &d);
+        }
+    }
+}

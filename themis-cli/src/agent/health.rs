@@ -1,0 +1,95 @@
+//! `GET /v1/health`: liveness and readiness for an orchestrator's probes (Kubernetes,
+//! Docker, systemd watchdogs, load balancers).
+//!
+//! - **live**: the node's DHT driver answers within [`LIVE_WITHIN`] (a process whose node task
+//!   died or hangs is restarted by the orchestrator). `GET /v1/health/live`.
+//! - **ready**: live, a ring member that has joined its ring (or started a new one on
+//!   purpose), the configured services registered, and not leaving. `GET /v1/health/ready`.
+//!
+//! Each answers `200` when it holds and `503` when not; `GET /v1/health` answers both (its
+//! status is readiness's) with the reason of each step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{AppState, Readiness};
+
+/// How long the node may take to answer before it counts as not live.
+const LIVE_WITHIN: Duration = Duration::from_secs(2);
+
+/// The routes of this module.
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/health/live", get(live))
+        .route("/v1/health/ready", get(ready))
+}
+
+/// The probes' findings.
+struct Health {
+    live: Result<&'static str, String>,
+    ready: Result<(), String>,
+}
+
+async fn probe(s: &AppState) -> Health {
+    let state = tokio::time::timeout(LIVE_WITHIN, s.node.dht().status()).await;
+    let live = match state {
+        Ok(Ok(st)) => Ok(st.state.as_str()),
+        Ok(Err(e)) => Err(format!("the node does not answer: {e}")),
+        Err(_) => Err(format!("the node did not answer within {LIVE_WITHIN:?}")),
+    };
+    let r = &s.readiness;
+    let ready = match &live {
+        Err(e) => Err(e.clone()),
+        Ok(_) if Readiness::get(&r.leaving) => Err("the node is leaving the ring".to_owned()),
+        Ok(_) if !Readiness::get(&r.joined) => Err("the node has not joined its ring yet".into()),
+        Ok(state) if *state != "member" => Err(format!("the node is {state}, not a ring member")),
+        Ok(_) if !Readiness::get(&r.services_registered) => {
+            Err("the configured services are not registered yet".to_owned())
+        }
+        Ok(_) => Ok(()),
+    };
+    Health { live, ready }
+}
+
+fn status_of(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn reason<T>(r: &Result<T, String>) -> Value {
+    r.as_ref().err().map_or(Value::Null, |e| json!(e))
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let h = probe(&s).await;
+    let body = json!({
+        "live": h.live.is_ok(),
+        "ready": h.ready.is_ok(),
+        "state": h.live.as_ref().ok(),
+        "live_reason": reason(&h.live),
+        "ready_reason": reason(&h.ready),
+    });
+    (status_of(h.ready.is_ok()), Json(body))
+}
+
+async fn live(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let h = probe(&s).await;
+    let body = json!({ "live": h.live.is_ok(), "reason": reason(&h.live) });
+    (status_of(h.live.is_ok()), Json(body))
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let h = probe(&s).await;
+    let body = json!({ "ready": h.ready.is_ok(), "reason": reason(&h.ready) });
+    (status_of(h.ready.is_ok()), Json(body))
+}
