@@ -363,6 +363,11 @@ impl Channel {
         self.stats
     }
 
+    /// Sequence number of the last command sealed (0: none yet).
+    pub(crate) fn last_command_seq(&self) -> u64 {
+        self.last_command_seq
+    }
+
     /// Commands sent and not yet answered or cancelled.
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()

@@ -206,7 +206,9 @@ impl EndpointCore {
             }
             Control::ModeMismatch { reference, seq } => self.on_mode_mismatch(from, reference, seq),
             Control::Busy { session_id, seq } => self.on_busy(from, session_id, seq),
-            Control::UnknownSession { session_id, .. } => self.on_unknown_session(from, session_id),
+            Control::UnknownSession { session_id, seq } => {
+                self.on_unknown_session(from, session_id, seq)
+            }
         };
         if acted {
             self.counters.control_received += 1;

@@ -1,6 +1,7 @@
 //! Restart detection (PROTOCOL.md §5.2, "Sessions"): a peer that restarted has lost its
-//! sessions. Secure: it answers our command with UNKNOWN_SESSION; we drop that session (once
-//! the peer has answered on it: an unconfirmed one may just miss message 3) and the next request
+//! sessions. Secure: it answers our command with UNKNOWN_SESSION; we drop that session (only
+//! for a command sealed after the peer answered on the session: an earlier one may have
+//! overtaken message 3, and its answer may arrive late or twice) and the next request
 //! handshakes again. Insecure, over a reliable transport: its sequence numbers start at 1 again,
 //! so a command repeating an accepted one means a restart; a fresh channel replaces the old.
 
@@ -16,10 +17,16 @@ use super::sessions::{Chan, ChanKey};
 use crate::{Channel, Error, Incoming};
 
 impl EndpointCore {
-    /// UNKNOWN_SESSION for `session_id`: believed from the session's peer address only, and
-    /// only for a confirmed session. The session is dropped; its requests fail with
+    /// UNKNOWN_SESSION for our command `seq` on `session_id`: believed from the session's peer
+    /// address only, and only for a command sealed after the session was confirmed (see
+    /// [`Chan::lost_by_peer`]). The session is dropped; its requests fail with
     /// [`Error::SessionLost`].
-    pub(super) fn on_unknown_session(&mut self, from: SocketAddr, session_id: SessionId) -> bool {
+    pub(super) fn on_unknown_session(
+        &mut self,
+        from: SocketAddr,
+        session_id: SessionId,
+        seq: u64,
+    ) -> bool {
         let Some(&peer_id) = self.sessions.by_session.get(&session_id) else {
             return false;
         };
@@ -27,8 +34,13 @@ impl EndpointCore {
         let Some(p) = self.sessions.peers.get_mut(&peer_id) else {
             return false;
         };
-        let confirmed = p.chan_mut(key).is_some_and(|ch| ch.confirmed);
-        if p.addr != from || !confirmed {
+        // paper §5.1.1 gives the session to the responder with message 3 only: a command that
+        // overtook it (or whose copy of it was lost) is answered UNKNOWN_SESSION although the
+        // peer is about to hold the session. Such an answer, delayed or duplicated by the
+        // network, can arrive after the peer answered on the session: it names a command
+        // sealed before the confirmation, and is not believed.
+        let lost = p.chan_mut(key).is_some_and(|ch| ch.lost_by_peer(seq));
+        if p.addr != from || !lost {
             return false;
         }
         if let Some(ch) = self.sessions.remove_chan(peer_id, key) {

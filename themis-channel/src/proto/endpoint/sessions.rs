@@ -51,8 +51,12 @@ pub(super) struct Chan {
     /// Message 3, sent before each command until the peer answers on this session (covers a
     /// lost message 3 and a command overtaking it).
     pub(super) msg3: Option<Bytes>,
-    /// An authentic frame arrived on this channel.
-    pub(super) confirmed: bool,
+    /// Set when the first authentic frame from the peer arrives on this channel (the peer
+    /// holds the session then): the sequence number of the last command we had sealed by
+    /// then. Commands numbered above it were all sent after the peer held the session, so an
+    /// UNKNOWN_SESSION naming one of them means the peer lost it; one naming an earlier command
+    /// may answer a copy that overtook message 3 (PROTOCOL.md §5.2, "Control messages").
+    pub(super) confirmed_after: Option<u64>,
 }
 
 impl Chan {
@@ -63,10 +67,21 @@ impl Chan {
         }
     }
 
-    /// Marks the channel as answered on by the peer: message 3 need not travel any more.
+    /// Marks the channel as answered on by the peer: message 3 need not travel any more, and
+    /// commands sealed from now on reach a peer that holds the session.
     pub(super) fn confirm(&mut self) {
-        self.confirmed = true;
+        if self.confirmed_after.is_none() {
+            self.confirmed_after = Some(self.channel.last_command_seq());
+        }
         self.msg3 = None;
+    }
+
+    /// Whether an UNKNOWN_SESSION naming our command `seq` proves that the peer lost this
+    /// session: `seq` was sealed after the channel was confirmed (so every copy of that command
+    /// left after the peer held the session) and not beyond the last command sealed.
+    pub(super) fn lost_by_peer(&self, seq: u64) -> bool {
+        self.confirmed_after
+            .is_some_and(|after| after < seq && seq <= self.channel.last_command_seq())
     }
 }
 
@@ -146,7 +161,7 @@ impl Sessions {
             waiters: HashMap::new(),
             cache: ResponseCache::default(),
             msg3,
-            confirmed: false,
+            confirmed_after: None,
         }
     }
 

@@ -3,8 +3,11 @@
 use super::*;
 use crate::Mode;
 use crate::proto::endpoint::control::Control;
-use crate::wire::{TYPE_BUSY, TYPE_IDENTITY_MISMATCH, TYPE_MODE_MISMATCH, TYPE_UNKNOWN_SESSION};
-use themis_handshake::SessionId;
+use crate::wire::{
+    TYPE_BUSY, TYPE_IDENTITY_MISMATCH, TYPE_MODE_MISMATCH, TYPE_SECURE_COMMAND,
+    TYPE_SECURE_RESPONSE, TYPE_UNKNOWN_SESSION,
+};
+use themis_handshake::{SessionId, TYPE_MSG3};
 
 #[test]
 fn identify_returns_the_claimed_key_and_ignores_answers_from_elsewhere() {
@@ -147,24 +150,28 @@ fn over_an_unreliable_transport_a_busy_peer_drops_the_command_unopened() {
     assert_eq!(ok(net.nodes[0].outcome(second)), b"re:2");
 }
 
+/// An UNKNOWN_SESSION for `seq` on `session_id` from `from` to node 0.
+fn unknown_session(net: &Net, from: SocketAddr, session_id: SessionId, seq: u64) -> Packet {
+    let frame = Control::UnknownSession { session_id, seq }.encode();
+    Packet {
+        from,
+        to: net.nodes[0].addr,
+        frame: Bytes::from(frame),
+    }
+}
+
 #[test]
 fn unknown_session_is_answered_and_believed_only_for_a_confirmed_session_from_its_peer() {
     let mut net = Net::new(3, cfg(), true);
     let b = net.peer(1);
     net.request(0, b, b"1");
     net.run();
+    // Command 2 is sealed after the session was confirmed (by the answer to command 1).
+    net.nodes[1].echo = false;
+    net.request(0, b, b"2");
+    net.run();
     let (&sid, _) = net.nodes[0].core.sessions.by_session.iter().next().unwrap();
-    let forged = Packet {
-        from: net.nodes[2].addr,
-        to: net.nodes[0].addr,
-        frame: Bytes::from(
-            Control::UnknownSession {
-                session_id: sid,
-                seq: 1,
-            }
-            .encode(),
-        ),
-    };
+    let forged = unknown_session(&net, net.nodes[2].addr, sid, 2);
     net.deliver(forged.clone());
     assert_eq!(net.nodes[0].metrics().frames_rejected_other, 1);
     assert_eq!(
@@ -172,7 +179,14 @@ fn unknown_session_is_answered_and_believed_only_for_a_confirmed_session_from_it
         1,
         "a forgery drops nothing"
     );
-    // From the peer's address it is believed.
+    // From the peer's address, naming a command sealed before the confirmation (it may answer
+    // a copy that overtook message 3) or never sealed, it is not believed either.
+    for seq in [0, 1, 3, u64::MAX] {
+        net.deliver(unknown_session(&net, b.addr, sid, seq));
+    }
+    assert_eq!(net.nodes[0].metrics().frames_rejected_other, 5);
+    assert_eq!(net.nodes[0].metrics().sessions, 1);
+    // From the peer's address, for command 2, it is believed.
     net.deliver(Packet {
         from: b.addr,
         ..forged
@@ -192,6 +206,69 @@ fn unknown_session_is_answered_and_believed_only_for_a_confirmed_session_from_it
     net2.deliver(p);
     assert_eq!(net2.wire[0].ty(), TYPE_UNKNOWN_SESSION);
     assert!(net2.wire[0].frame.len() <= crate::wire::SECURE_HEADER_LEN + crate::wire::TAG_LEN);
+}
+
+/// The cause of `SessionLost` without a restart over a lossy network: a command overtakes
+/// message 3 and is answered UNKNOWN_SESSION; that answer arrives (here twice: the network
+/// duplicated it) only after the peer, by then holding the session, answered on it. It names a
+/// command sealed before that answer: stale, the session stays, and the command, retransmitted,
+/// is served.
+#[test]
+fn a_late_duplicated_unknown_session_for_a_command_that_overtook_message_3_drops_nothing() {
+    let mut net = Net::new(2, cfg(), false);
+    let b = net.peer(1);
+    let first = net.request(0, b, b"1");
+    // Message 1, then message 2: A sends message 3 and command 1.
+    for _ in 0..2 {
+        let p = net.wire.pop_front().unwrap();
+        net.deliver(p);
+    }
+    let msg3 = net.take(|p| p.ty() == TYPE_MSG3);
+    assert!(!msg3.is_empty());
+    assert_eq!(net.wire.len(), 1);
+    assert_eq!(net.wire[0].ty(), TYPE_SECURE_COMMAND);
+    // Command 1 overtakes message 3: B does not know the session yet.
+    let p = net.wire.pop_front().unwrap();
+    net.deliver(p);
+    let stale = net.take(|p| p.ty() == TYPE_UNKNOWN_SESSION);
+    assert_eq!(stale.len(), 1, "B answers UNKNOWN_SESSION");
+    for p in msg3 {
+        net.deliver(p);
+    }
+    assert_eq!(net.nodes[1].metrics().sessions, 1);
+    // Command 2 (after message 3's copy) is answered: A's session is confirmed.
+    let second = net.request(0, b, b"2");
+    let responses = |net: &Net| {
+        net.wire
+            .iter()
+            .filter(|p| p.ty() == TYPE_SECURE_RESPONSE)
+            .count()
+    };
+    while responses(&net) == 0 {
+        let p = net.wire.pop_front().unwrap();
+        net.deliver(p);
+    }
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(second)), b"re:2");
+    // Now the stale answer arrives, twice.
+    for _ in 0..2 {
+        net.deliver(stale[0].clone());
+    }
+    let m = net.nodes[0].metrics();
+    assert_eq!(
+        (m.sessions, m.sessions_dropped),
+        (1, 0),
+        "the session stays"
+    );
+    assert!(
+        net.nodes[0].outcome(first).is_none(),
+        "request 1 still waits"
+    );
+    // Command 1's retransmission is served on the session.
+    net.settle(Duration::from_secs(1));
+    assert_eq!(ok(net.nodes[0].outcome(first)), b"re:1");
+    assert_eq!(net.nodes[1].executed, [&b"2"[..], b"1"]);
+    assert_eq!(net.nodes[0].metrics().handshakes_initiated_ok, 1);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod bounds;
 mod control;
 mod exchange;
+mod lossy;
 mod props;
 mod timing;
 

@@ -1,6 +1,6 @@
 //! Any schedule of drops, duplicates, reordering, delays and late answers: every request and
 //! identify call gets exactly one outcome, a response is always the answer to its own command,
-//! no command runs twice, and nothing panics.
+//! no command runs twice, no session is lost (no node restarts), and nothing panics.
 
 use std::collections::HashMap;
 
@@ -102,6 +102,11 @@ fn run(secure: bool, reliable: bool, ops: &[Op]) -> Result<(), TestCaseError> {
             if let Ok(b) = r {
                 prop_assert_eq!(&b[..], &echoed(payload)[..], "answered by its own command");
             }
+            // No node restarts, and no peer holds a third session: none is ever lost.
+            prop_assert!(
+                !matches!(r, Err(Error::SessionLost { .. })),
+                "a session lost without a restart"
+            );
         }
         let mine = sent.keys().filter(|(a, _)| *a == i).count();
         prop_assert_eq!(
