@@ -4,7 +4,6 @@
 //! around a node (`themis check`). Nothing here touches the core: the request goes straight to
 //! the endpoint, the answer is decoded with the core's codec and its limits.
 
-use bytes::Bytes;
 use themis_channel::PeerAddr;
 
 use super::DhtNode;
@@ -47,7 +46,7 @@ impl DhtNode {
         };
         let bytes = self
             .endpoint()
-            .request(&to, Bytes::from(Request::GetNeighbors.encode()))
+            .request(&to, super::task::command(Request::GetNeighbors.encode()))
             .await?;
         match Response::decode(&bytes, MAX_ANSWER)? {
             Response::Neighbors {
