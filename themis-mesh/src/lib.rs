@@ -88,7 +88,7 @@ pub use error::Error;
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
     Discovery, Member, MemberState, Members, MeshConfig, MeshNode, MeshStatus, NodeInfo,
-    RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind,
+    RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind, Withdrawal,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,

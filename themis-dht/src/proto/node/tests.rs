@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 
 use super::requests::Purpose;
-use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFailure};
+use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFailure, Unregister};
 use crate::Error;
 use crate::proto::config::Config;
 use crate::proto::record::{ProviderRecord, Refusal, ServiceSpec, object_id};
@@ -704,8 +704,11 @@ fn failed_registrations_are_rescheduled_and_retried() {
         n.handle_timeout(t);
         schedule_consistent(&n).unwrap();
     }
-    assert!(n.unregister("svc3"));
-    assert!(!n.unregister("svc3"));
+    assert!(!matches!(
+        n.unregister(t, "svc3"),
+        Unregister::NotRegistered
+    ));
+    assert_eq!(n.unregister(t, "svc3"), Unregister::NotRegistered);
     schedule_consistent(&n).unwrap();
     answer_all_busy(&mut n, t);
     let first = n.regs.due.first().map(|(d, _)| *d).unwrap();
@@ -1004,7 +1007,7 @@ proptest! {
             let name = format!("svc{i}");
             match op {
                 0 => { let _ = n.register(t, ServiceSpec::new(name), Some(1)); }
-                1 => { n.unregister(&name); }
+                1 => { n.unregister(t, &name); }
                 2 => answer_all_busy(&mut n, t),
                 _ => {
                     t += Duration::from_millis(700);
