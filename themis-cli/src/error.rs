@@ -110,6 +110,16 @@ pub(crate) enum Error {
         /// What each bootstrap contact showed.
         findings: Vec<String>,
     },
+    /// A registration was stored on none of its replicas (`themis register`).
+    #[error(
+        "'{service}' is registered on the agent's node but stored on 0 of its {replicas} replicas, so no one can discover it yet; the node retries the stores every few seconds: check the ring with `themis check`, then run `themis discover {service}`"
+    )]
+    NotStored {
+        /// The service name.
+        service: String,
+        /// How many replicas the registration has (k + 1).
+        replicas: String,
+    },
     /// The ring did not come together in time (`themis cluster`).
     #[error("{0}")]
     NotReady(String),

@@ -270,6 +270,11 @@ fn mesh_config(s: &NodeSettings, listen: SocketAddr) -> MeshConfig {
         MeshConfig::new(listen)
     };
     c.k = s.replicas;
+    if let Some(ttl) = s.record_ttl {
+        // paper §6.1: owners re-store before the values are dropped; t/3 as by default
+        c.record_ttl = ttl;
+        c.driver.dht.restore_period = ttl / 3;
+    }
     c.mode = if s.insecure {
         Mode::Insecure
     } else {
