@@ -142,3 +142,33 @@ fn a_withdrawal_reaches_every_replica_it_can_and_readers_honour_it() {
         assert!(lookup_everywhere(&mut sim, &name).iter().all(Vec::is_empty));
     }
 }
+
+/// `DhtNode::leave` withdraws what the node provides before it hands its records over: a
+/// reader finds no record of the leaver afterwards, only its tombstones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_withdraws_the_leavers_registrations() {
+    use themis_channel::Mode;
+    use themis_testkit::dht::{Kind, ring};
+    themis_testkit::within(60, "leave withdraws", async {
+        let nodes = ring(&Kind::Tcp, Mode::Secure, 6, 8).await;
+        let (leaver, reader) = (&nodes[2], &nodes[4]);
+        let r = leaver
+            .register(ServiceSpec::new("leaving"), Some(K))
+            .await
+            .unwrap();
+        assert_eq!(r.stored, 3);
+        let p = reader.lookup_providers("leaving", Some(K)).await.unwrap();
+        assert_eq!(p.records[0].provider(), leaver.id());
+        let report = leaver.leave().await.unwrap();
+        assert_eq!(report.records_lost, 0);
+        leaver.shutdown().await;
+        let p = reader.lookup_providers("leaving", Some(K)).await.unwrap();
+        assert!(p.records.is_empty(), "{:?}", p.records);
+        assert!(!p.withdrawn.is_empty());
+        assert!(p.withdrawn.iter().all(|t| t.provider() == leaver.id()));
+        for n in nodes.iter().filter(|n| n.id() != leaver.id()) {
+            n.shutdown().await;
+        }
+    })
+    .await;
+}
