@@ -51,6 +51,18 @@ const MEMBER_EVERY: Duration = Duration::from_secs(30);
 /// How long a node that may run with this node's key gets to identify itself.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `addr` reaches this very node under another address than the one it advertises: its
+/// listening port on an address of this host (a UDP peer records the datagrams' source, which
+/// behind port forwarding is not the advertised address). Identifying it would find this
+/// node's own key.
+fn is_this_node(node: &MeshNode, addr: std::net::SocketAddr) -> bool {
+    let bound = node.dht().endpoint().local_addr();
+    addr.port() == bound.port()
+        && (bound.ip().is_unspecified() || bound.ip() == addr.ip())
+        // binding succeeds only on an address of this host
+        && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
+}
+
 /// Another live node answering for this node's id, if there is one (see the module docs): the
 /// address it runs at.
 pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAddr> {
@@ -59,7 +71,9 @@ pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAd
     let st = node.dht().status().await.ok()?;
     let succ = st.successors.first().copied().filter(|s| s.id != me)?;
     let n = node.dht().neighbors_of(succ).await.ok()?;
-    let other = n.predecessor.filter(|p| p.id == me && p.addr != mine)?;
+    let other = n
+        .predecessor
+        .filter(|p| p.id == me && p.addr != mine && !is_this_node(node, p.addr))?;
     // IDENTIFY (PROTOCOL.md §5.2) asks the node at that address for its key, no handshake
     // (this node cannot run one with its own id).
     match tokio::time::timeout(IDENTIFY_TIMEOUT, node.dht().endpoint().identify(other.addr)).await {
