@@ -135,7 +135,7 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     let token = a
         .api_token_file
         .as_deref()
-        .map(ApiToken::read)
+        .map(ApiToken::read_or_create)
         .transpose()?
         .map(Arc::new);
     let api = bind_api(&a.api).await?;

@@ -78,7 +78,7 @@ pub(crate) struct NodeFlags {
     pub(crate) api: Option<String>,
     /// A file (mode 0600) holding the token every API request must carry as `Authorization:
     /// Bearer TOKEN` (except the health probes and /metrics); the client commands read the same
-    /// file. Make one with `(umask 077; head -c 32 /dev/urandom | base64 > FILE)`.
+    /// file. A missing file is created with a fresh random token.
     #[arg(long, env = "THEMIS_API_TOKEN_FILE", value_name = "FILE")]
     pub(crate) api_token_file: Option<PathBuf>,
     /// The identity key file (from `themis keygen`). Default: DIR/node.key with --data-dir,

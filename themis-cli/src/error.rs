@@ -121,7 +121,7 @@ pub(crate) enum Error {
     },
     /// The agent API would listen beyond the loopback without a token.
     #[error(
-        "the agent API would listen on {addr}, beyond the loopback, without a token: anyone who reaches it could register, deregister and call services as this node. Either keep it on the loopback (--api 127.0.0.1:7070) or give it a token: `(umask 077; head -c 32 /dev/urandom | base64 > FILE)` then --api-token-file FILE (or THEMIS_API_TOKEN_FILE, or `api-token-file` in the --config file); clients pass the same file"
+        "the agent API would listen on {addr}, beyond the loopback, without a token: anyone who reaches it could register, deregister and call services as this node. Either keep it on the loopback (--api 127.0.0.1:7070) or give it a token: --api-token-file FILE (or THEMIS_API_TOKEN_FILE, or `api-token-file` in the --config file; a missing FILE is created with a random token, mode 0600); clients pass the same file"
     )]
     ApiWithoutToken {
         /// The API's address.

@@ -91,6 +91,44 @@ impl ApiToken {
         })
     }
 
+    /// [`ApiToken::read`], but a missing file is first created (mode 0600, never replacing
+    /// one) with a fresh random token of 32 bytes from the OS, in hex: what `themis node` does,
+    /// so that a container or a pod can keep its token in its data volume. Clients only read.
+    pub(crate) fn read_or_create(path: &Path) -> Result<Self, Error> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !path.exists() {
+            let mut raw = Zeroizing::new([0u8; 32]);
+            themis_crypto::fill_random(raw.as_mut_slice());
+            let mut text = Zeroizing::new(String::with_capacity(65));
+            for b in raw.iter() {
+                text.push_str(&format!("{b:02x}"));
+            }
+            text.push('\n');
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+            match created {
+                Ok(()) => tracing::info!(
+                    file = %path.display(),
+                    "created a new API token file; clients pass the same file (--api-token-file)"
+                ),
+                // Another process made it meanwhile: read theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::TokenFile {
+                        path: path.to_owned(),
+                        reason: format!("does not exist and cannot be created ({e})"),
+                    });
+                }
+            }
+        }
+        Self::read(path)
+    }
+
     /// The file the token came from.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -147,5 +185,23 @@ mod tests {
             .to_string();
         assert!(e.contains("urandom"), "{e}");
         assert!(ApiToken::read(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_missing_token_file_is_created_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("api-token");
+        assert!(ApiToken::read(&p).is_err());
+        let a = ApiToken::read_or_create(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.trim().len(), 64);
+        assert!(a.matches(text.trim().as_bytes()));
+        // an existing file is read, not replaced
+        let b = ApiToken::read_or_create(&p).unwrap();
+        assert!(b.matches(text.trim().as_bytes()));
+        let other = ApiToken::read_or_create(&dir.path().join("other")).unwrap();
+        assert!(!other.matches(text.trim().as_bytes()));
     }
 }

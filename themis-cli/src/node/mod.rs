@@ -328,7 +328,7 @@ async fn start_all(
     let token = s
         .api_token_file
         .as_deref()
-        .map(ApiToken::read)
+        .map(ApiToken::read_or_create)
         .transpose()?
         .map(Arc::new);
     // The API first: a taken API port, or an exposed API without a token, fails before this
