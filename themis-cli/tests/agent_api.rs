@@ -117,6 +117,30 @@ async fn an_exposed_api_needs_a_token_and_a_token_file_must_be_private() {
             2,
             &["beyond the loopback", "without a token", "--api-token-file"],
         );
+        // a missing token file is created (0600) and the client reads it
+        let made = dir.path().join("made-token");
+        let mut args = base.to_vec();
+        args.remove(0);
+        args.extend(["--api-token-file", made.to_str().unwrap()]);
+        let n = node(dir.path(), "made", &args[4..]).await;
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let out = run(
+            BIN,
+            &[
+                "status",
+                "--api",
+                &n.api(),
+                "--api-token-file",
+                made.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = run(BIN, &["status", "--api", &n.api()], &[]).await;
+        assert_fails(&out, 1, &["requires an API token"]);
+        n.stop("-TERM").await;
         let open = token_file(dir.path(), "open", TOKEN, 0o644);
         let mut args = base.to_vec();
         args.extend(["--api-token-file", open.to_str().unwrap()]);

@@ -188,8 +188,9 @@ mod tests {
             version in proptest::option::of("[0-9.]{0,8}"),
             weight in proptest::option::of(any::<u16>()),
             tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
+            allow in proptest::collection::vec("[0-9a-f]{64}", 0..3),
         ) {
-            let d = ServiceDefinition { name, upstream, version, weight, tags, allow: Vec::new() };
+            let d = ServiceDefinition { name, upstream, version, weight, tags, allow };
             let json = serde_json::to_vec(&d).unwrap();
             prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
             let t = toml::to_string(&d).unwrap();

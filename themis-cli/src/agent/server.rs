@@ -144,3 +144,58 @@ fn connection_service(
         }
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+    /// Reads one answer's first bytes (at most `wait`); `None` if nothing came.
+    async fn answer(s: &mut TcpStream, wait: Duration) -> Option<String> {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let limits = ServerLimits {
+            max_connections: 2,
+            ..ServerLimits::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(GET).await.unwrap();
+            assert!(answer(&mut s, Duration::from_secs(5)).await.is_some());
+            held.push(s);
+        }
+        // a third connection is made (the backlog) but not served while two are open
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third.write_all(GET).await.unwrap();
+        assert_eq!(answer(&mut third, Duration::from_millis(500)).await, None);
+        drop(held.pop());
+        let got = answer(&mut third, Duration::from_secs(5)).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        drop((held, third));
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
