@@ -89,6 +89,11 @@ pub(super) async fn provide(
     // The access list first, so that no call gets through between the registration and it
     // (an empty list opens the service, also replacing an earlier list).
     let allowed = def.allowed()?;
+    let previous: Option<Vec<themis_mesh::NodeId>> = s
+        .definitions
+        .lock()
+        .ok()
+        .and_then(|d| d.get(name).map(|d| d.allowed().unwrap_or_default()));
     s.node.restrict(name, allowed.iter().copied())?;
     let stored = match s
         .node
@@ -97,10 +102,12 @@ pub(super) async fn provide(
     {
         Ok(n) => n,
         Err(e) => {
-            // Not provided now: the list goes with it (a retry sets it again).
-            if !s.node.provided_services().iter().any(|p| p == name) {
-                let _ = s.node.restrict(name, []);
-            }
+            // The registration did not change: neither does the list (the earlier one if the
+            // service is still provided, none if not).
+            let still = s.node.provided_services().iter().any(|p| p == name);
+            let _ = s
+                .node
+                .restrict(name, previous.filter(|_| still).unwrap_or_default());
             return Err(e.into());
         }
     };
