@@ -74,6 +74,13 @@ pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAd
     let other = n
         .predecessor
         .filter(|p| p.id == me && p.addr != mine && !is_this_node(node, p.addr))?;
+    // A crashed instance refuses the connection: no need to wait out IDENTIFY's timeout
+    // (`themis node` runs its endpoint on TCP).
+    if let Ok(Err(_)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(other.addr)).await
+    {
+        return None;
+    }
     // IDENTIFY (PROTOCOL.md §5.2) asks the node at that address for its key, no handshake
     // (this node cannot run one with its own id).
     match tokio::time::timeout(IDENTIFY_TIMEOUT, node.dht().endpoint().identify(other.addr)).await {
