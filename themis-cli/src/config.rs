@@ -108,6 +108,10 @@ pub(crate) struct NodeFlags {
     /// Seconds the sidecar waits for an upstream's answer [default: 4].
     #[arg(long, env = "THEMIS_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub(crate) upstream_timeout: Option<u64>,
+    /// Calls that may run at one upstream at once; more are answered busy, unrun, and the
+    /// caller tries another provider [default: 256].
+    #[arg(long, env = "THEMIS_UPSTREAM_CONCURRENCY", value_name = "N")]
+    pub(crate) upstream_concurrency: Option<usize>,
     /// Log format on stderr: text or json (one object per line) [default: text].
     #[arg(long, env = "THEMIS_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
@@ -134,6 +138,7 @@ pub(crate) struct NodeSettings {
     pub(crate) fast: bool,
     pub(crate) max_body: usize,
     pub(crate) upstream_timeout: Duration,
+    pub(crate) upstream_concurrency: usize,
     pub(crate) log_format: LogFormat,
     pub(crate) services: Vec<ServiceDefinition>,
 }
@@ -216,6 +221,16 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT)
                 .max(1),
         ),
+        upstream_concurrency: match pick(&f.upstream_concurrency, &file.upstream_concurrency) {
+            None => crate::agent::DEFAULT_UPSTREAM_CONCURRENCY,
+            Some(0) => {
+                return Err(Error::Usage {
+                    what: "upstream-concurrency",
+                    reason: "0 would refuse every call: give at least 1 (calls that may run at one upstream at once)".into(),
+                });
+            }
+            Some(n) => n,
+        },
         log_format: pick(&f.log_format, &file.log_format).unwrap_or_default(),
         services,
     })
@@ -335,6 +350,12 @@ pub(crate) fn render(
         "upstream_timeout",
         Some(s.upstream_timeout.as_secs().to_string()),
         file.upstream_timeout.is_some(),
+    );
+    line(
+        "upstream-concurrency",
+        "upstream_concurrency",
+        Some(s.upstream_concurrency.to_string()),
+        file.upstream_concurrency.is_some(),
     );
     line(
         "log-format",
