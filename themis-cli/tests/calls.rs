@@ -299,3 +299,129 @@ async fn a_self_looping_service_is_refused_after_the_hop_bound() {
     })
     .await;
 }
+
+/// An upstream that answers after `delay` and says whether its request ended early: the
+/// counters of requests that completed and of requests dropped before their answer.
+async fn watched_upstream(delay: Duration) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    struct Watch(Arc<AtomicUsize>, bool);
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let (done, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (d, x) = (done.clone(), dropped.clone());
+    let app = Router::new().route(
+        "/",
+        post(move || {
+            let (d, x) = (d.clone(), x.clone());
+            async move {
+                let mut w = Watch(x, false);
+                tokio::time::sleep(delay).await;
+                w.1 = true;
+                d.fetch_add(1, Ordering::SeqCst);
+                "late"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/"), done, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_deadline_ends_the_call_and_cuts_the_upstream() {
+    within(120, "deadline", async {
+        let dir = tempfile::tempdir().unwrap();
+        // --fast: the mesh's request timeout and the upstream timeout are 1 s; the upstream
+        // answers after 5 s; the caller gives the call 300 ms.
+        let nodes = ring(dir.path(), 2, &["--upstream-timeout", "1"]).await;
+        let http = reqwest::Client::new();
+        let (slow, done, dropped) = watched_upstream(Duration::from_secs(5)).await;
+        register(&nodes[0], "late", &slow).await;
+        discovered(&http, &nodes[1], "late", 1).await;
+        let t = Instant::now();
+        let r = http
+            .post(format!(
+                "http://{}/v1/call/late?timeout_ms=300",
+                nodes[1].api()
+            ))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        eprintln!("a 300 ms deadline ended the call after {took:?}: {status} {body}");
+        assert_eq!(status, 504, "{body}");
+        // The caller's deadline, or the provider's cut at the budget it was sent, whichever
+        // is seen first.
+        assert!(
+            body.contains("deadline") || body.contains("did not answer within"),
+            "{body}"
+        );
+        // Ended by the caller's 300 ms, not by the mesh's or the upstream's 1 s.
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        // The provider cut its upstream at the budget: the upstream's request was dropped
+        // before it could answer (at 5 s).
+        eventually_ok(4, "the upstream's request dropped", || async {
+            match (dropped.load(Ordering::SeqCst), done.load(Ordering::SeqCst)) {
+                (1, 0) => Ok(()),
+                other => Err(format!("(dropped, done) = {other:?}")),
+            }
+        })
+        .await;
+        // The header works the same way.
+        let r = http
+            .post(format!("http://{}/v1/call/late", nodes[1].api()))
+            .header("x-themis-timeout-ms", "200")
+            .body("y")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 504);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn contradictory_flags_are_refused_with_a_clear_error() {
+    let out = run(
+        BIN,
+        &[
+            "node",
+            "--net",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-timeout",
+            "10",
+        ],
+        &[],
+    )
+    .await;
+    themis_testkit::process::assert_fails(
+        &out,
+        2,
+        &["upstream-timeout", "above the mesh's request timeout"],
+    );
+    let out = run(
+        BIN,
+        &[
+            "node",
+            "--net",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-body",
+            "0",
+        ],
+        &[],
+    )
+    .await;
+    themis_testkit::process::assert_fails(&out, 2, &["max-body", "at least 1"]);
+}

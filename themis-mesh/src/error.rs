@@ -153,6 +153,17 @@ pub enum Error {
         /// The application's answer.
         body: bytes::Bytes,
     },
+    /// The call's deadline ([`CallOptions::timeout`](crate::CallOptions::timeout)) passed
+    /// before a provider answered.
+    #[error(
+        "call to '{service}' did not complete within its deadline of {after:?} (providers slow or failing; the last attempt was abandoned, and may or may not have run)"
+    )]
+    DeadlineExceeded {
+        /// The service name.
+        service: String,
+        /// The deadline.
+        after: Duration,
+    },
     /// The call is nested in more calls than the mesh allows: a service probably calls itself
     /// through the mesh, directly or through others.
     #[error(

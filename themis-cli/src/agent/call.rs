@@ -4,14 +4,16 @@
 //! Headers: `x-themis-idempotent: true` lets the call fail over after a timeout or a provider
 //! failure (otherwise only when it surely did not run); `x-themis-hops` is the hop count a
 //! sidecar gave its upstream, so a call re-entering the mesh is counted and refused past the
-//! bound (508). An upstream's 4xx comes back with its status and body.
+//! bound (508); `x-themis-timeout-ms` (or the query `?timeout_ms=`) is the call's deadline
+//! (504 after it), which travels to the provider and cuts its upstream. An upstream's 4xx
+//! comes back with its status and body.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,8 +22,34 @@ use themis_mesh::Bytes;
 use themis_mesh::{CallOptions, Error as MeshError};
 
 use super::{
-    ApiError, AppState, HOPS_HEADER, IDEMPOTENT_HEADER, PROVIDER_HEADER, body_or_error, check_name,
+    ApiError, AppState, HOPS_HEADER, IDEMPOTENT_HEADER, MAX_CALL_TIMEOUT_MS, PROVIDER_HEADER,
+    TIMEOUT_HEADER, body_or_error, check_name,
 };
+
+/// The call's deadline from the header or the query parameter `timeout_ms` (the header wins).
+fn deadline(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "timeout_ms")
+            .map(|(_, v)| v)
+    });
+    let from_header = headers
+        .get(TIMEOUT_HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    let Some(text) = from_header.or(from_query) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_CALL_TIMEOUT_MS).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the call's timeout ({TIMEOUT_HEADER} or ?timeout_ms=) must be 1..={MAX_CALL_TIMEOUT_MS} milliseconds, got '{text}'"
+            ),
+        )),
+    }
+}
 
 /// The call options the request's headers ask for.
 fn options(headers: &HeaderMap) -> Result<CallOptions, ApiError> {
@@ -63,11 +91,15 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 async fn call(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
-    let options = options(&headers)?;
+    let mut options = options(&headers)?;
+    if let Some(t) = deadline(&headers, query.as_deref())? {
+        options = options.timeout(t);
+    }
     let body = body_or_error(body, s.config.max_body)?;
     let started = Instant::now();
     let result = s.node.call_with(&name, body, options).await;
@@ -139,6 +171,23 @@ mod tests {
                 options(&bad).unwrap_err().parts().0,
                 StatusCode::BAD_REQUEST
             );
+        }
+    }
+
+    #[test]
+    fn the_deadline_comes_from_the_header_or_the_query() {
+        assert_eq!(deadline(&headers(&[]), None).unwrap(), None);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            deadline(&headers(&[]), Some("a=b&timeout_ms=250")).unwrap(),
+            Some(ms(250))
+        );
+        assert_eq!(
+            deadline(&headers(&[(TIMEOUT_HEADER, "100")]), Some("timeout_ms=250")).unwrap(),
+            Some(ms(100))
+        );
+        for bad in ["0", "-5", "soon", "3600001"] {
+            assert!(deadline(&headers(&[]), Some(&format!("timeout_ms={bad}"))).is_err());
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | `DELETE /v1/services/{name}` | [`services`] | stop providing `name` |
 //! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
 //! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
-//! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider`; headers `x-themis-idempotent: true`, `x-themis-hops` |
+//! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider`; headers `x-themis-idempotent: true`, `x-themis-hops`, `x-themis-timeout-ms` (or `?timeout_ms=`) |
 //! | `GET /v1/status` | [`status`] | node id, network, ring neighbours, sessions, stored records, uptime |
 //! | `GET /v1/agent/self` | [`status`] | the agent's settings (version, limits, DNS, data dir) |
 //! | `GET /v1/health`, `/v1/health/live`, `/v1/health/ready` | [`health`] | liveness and readiness for an orchestrator's probes |
@@ -62,6 +62,11 @@ pub(crate) const HOPS_HEADER: &str = "x-themis-hops";
 /// Header of a `/v1/call` request that marks the call idempotent (`true`): it may then be
 /// failed over after a timeout or a provider failure, not only when it surely did not run.
 pub(crate) const IDEMPOTENT_HEADER: &str = "x-themis-idempotent";
+/// Header of a `/v1/call` request giving the call's deadline in milliseconds (also the query
+/// parameter `timeout_ms`); the sidecar sends its upstream the time the caller has left.
+pub(crate) const TIMEOUT_HEADER: &str = "x-themis-timeout-ms";
+/// Longest per-call deadline the agent takes (1 hour).
+pub(crate) const MAX_CALL_TIMEOUT_MS: u64 = 3_600_000;
 /// Default of `--upstream-concurrency`: calls that may run at one upstream at once.
 pub(crate) const DEFAULT_UPSTREAM_CONCURRENCY: usize = 256;
 /// Longest service name (the DHT's limit).
@@ -220,7 +225,8 @@ impl From<themis_mesh::Error> for ApiError {
             E::Remote {
                 kind: RemoteErrorKind::Timeout,
                 ..
-            } => StatusCode::GATEWAY_TIMEOUT,
+            }
+            | E::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             E::Remote { .. } | E::AttemptsExhausted { .. } | E::VersionUnavailable { .. } => {
                 StatusCode::BAD_GATEWAY
             }

@@ -19,7 +19,7 @@ use themis_mesh::{Bytes, CallContext, HandlerError, NodeId, ServiceHandler};
 use tokio::sync::Semaphore;
 
 use super::metrics::AgentMetrics;
-use super::{CALLER_HEADER, HOPS_HEADER};
+use super::{CALLER_HEADER, HOPS_HEADER, TIMEOUT_HEADER};
 
 /// Bytes of an upstream's error body quoted in the error sent to the caller.
 const QUOTED: usize = 200;
@@ -116,29 +116,28 @@ impl Sidecar {
 
     async fn try_forward(&self, context: CallContext, body: Bytes) -> Result<Bytes, HandlerError> {
         let url = &self.url;
-        let mut resp = self
+        // The caller's remaining time cuts the upstream too (issue 12, deadlines), and goes on
+        // to it, for the calls it makes in turn.
+        let timeout = context.budget.map_or(self.timeout, |b| b.min(self.timeout));
+        let mut req = self
             .http
             .post(url.clone())
             .header(CALLER_HEADER, context.caller.to_string())
             .header(HOPS_HEADER, u16::from(context.hops) + 1)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    HandlerError::TimedOut(format!(
-                        "upstream {url} did not answer within {:?}",
-                        self.timeout
-                    ))
-                } else if e.is_connect() {
-                    // Nothing reached the upstream: the call did not run.
-                    HandlerError::Unreachable(format!("upstream {url} unreachable: {}", chain(&e)))
-                } else {
-                    HandlerError::Failed(format!("upstream {url} failed: {}", chain(&e)))
-                }
-            })?;
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(b) = context.budget {
+            req = req.header(TIMEOUT_HEADER, b.as_millis().to_string());
+        }
+        let mut resp = req.body(body).timeout(timeout).send().await.map_err(|e| {
+            if e.is_timeout() {
+                HandlerError::TimedOut(format!("upstream {url} did not answer within {timeout:?}"))
+            } else if e.is_connect() {
+                // Nothing reached the upstream: the call did not run.
+                HandlerError::Unreachable(format!("upstream {url} unreachable: {}", chain(&e)))
+            } else {
+                HandlerError::Failed(format!("upstream {url} failed: {}", chain(&e)))
+            }
+        })?;
         let status = resp.status();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| {

@@ -2,6 +2,8 @@
 //! (idempotent, hops), the provider handler's context and its kinds of failure, and the
 //! classification of each attempt's outcome into "answer", "failover" or "give up".
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use themis_channel::Error as ChannelError;
 use themis_crypto::NodeId;
@@ -23,6 +25,11 @@ pub struct CallOptions {
     /// [`CallContext::hops`] `+ 1`. Above [`MAX_HOPS`] the call is refused with
     /// [`Error::HopLimit`](crate::Error::HopLimit) (loop protection).
     pub hops: u8,
+    /// The longest the whole call may take, discovery and failover included (none: the
+    /// bounds of [`MeshNode::call`](super::MeshNode::call)). Each attempt carries the time left
+    /// to the provider, which cuts its handler there; at the end the call fails with
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    pub timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -37,6 +44,12 @@ impl CallOptions {
         self.hops = hops;
         self
     }
+
+    /// Sets the call's deadline (see [`CallOptions::timeout`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 /// What a provider's handler knows about the call it serves.
@@ -48,12 +61,26 @@ pub struct CallContext {
     /// Calls this one is nested in (0: the caller was not serving a call). A handler that calls
     /// another service passes `hops + 1` in its [`CallOptions`].
     pub hops: u8,
+    /// The time the caller still waited for the call when it sent it (none: it did not say).
+    /// The provider cuts the handler there; a handler passes on what is left of it (to its
+    /// upstream, or as the [`CallOptions::timeout`] of its own calls).
+    pub budget: Option<Duration>,
 }
 
 impl CallContext {
-    /// The context of a call from `caller` nested in `hops` calls.
+    /// The context of a call from `caller` nested in `hops` calls, with no budget.
     pub fn new(caller: NodeId, hops: u8) -> Self {
-        Self { caller, hops }
+        Self {
+            caller,
+            hops,
+            budget: None,
+        }
+    }
+
+    /// The same context with the caller's `budget`.
+    pub fn with_budget(mut self, budget: Option<Duration>) -> Self {
+        self.budget = budget;
+        self
     }
 }
 

@@ -264,6 +264,15 @@ async fn serve_call(
             ),
         );
     };
+    let budget = call
+        .budget_ms
+        .map(|ms| Duration::from_millis(u64::from(ms)));
+    if budget == Some(Duration::ZERO) {
+        return refuse(
+            RemoteErrorKind::Timeout,
+            format!("call to '{}' arrived with no time left", call.service),
+        );
+    }
     if over_hop_limit(call.hops) {
         return refuse(
             RemoteErrorKind::HopLimit,
@@ -293,7 +302,10 @@ async fn serve_call(
             format!("caller {caller} may not call '{}'", call.service),
         );
     }
-    let context = CallContext::new(caller, call.hops);
+    // The caller's remaining time (issue 12, deadlines) cuts the handler earlier than the
+    // provider's own limit.
+    let timeout = budget.map_or(timeout, |b| b.min(timeout));
+    let context = CallContext::new(caller, call.hops).with_budget(budget);
     match tokio::time::timeout(timeout, handler.serve(context, call.body)).await {
         Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
         Ok(Err(e)) => encode_response(&e.into_response()),
@@ -631,12 +643,26 @@ impl MeshNode {
                 limit: MAX_HOPS,
             });
         }
-        let payload =
-            encode_request(service, options.hops, &request).ok_or(Error::InvalidConfig {
+        let deadline = options.timeout.map(|t| now() + t);
+        let expired = || Error::DeadlineExceeded {
+            service: service.to_owned(),
+            after: options.timeout.unwrap_or_default(),
+        };
+        // Validated once, encoded per attempt (the time left changes).
+        let encode = |budget_ms| {
+            encode_request(service, options.hops, budget_ms, &request).ok_or(Error::InvalidConfig {
                 what: "service name",
                 reason: wire::NAME_RULE,
-            })?;
-        if let Err(e) = self.refresh(service).await {
+            })
+        };
+        let mut payload = encode(None)?;
+        let refreshed = match deadline {
+            None => self.refresh(service).await,
+            Some(d) => tokio::time::timeout_at(d.into(), self.refresh(service))
+                .await
+                .map_err(|_| expired())?,
+        };
+        if let Err(e) = refreshed {
             // Stale while error: a failed re-discovery (the ring repairing after a crash)
             // keeps the providers the balancer already has.
             let known = self
@@ -685,13 +711,34 @@ impl MeshNode {
                 addr: pick.addr,
             };
             let started = now();
+            let left = deadline.map(|d| d.saturating_duration_since(started));
+            if let Some(left) = left {
+                if left.is_zero() {
+                    self.cancel_pick(service, &pick.id)?;
+                    return Err(expired());
+                }
+                let ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                payload = encode(Some(ms))?;
+            }
             let remote = |kind, message| Error::Remote {
                 service: service.to_owned(),
                 provider: pick.id,
                 kind,
                 message,
             };
-            let (verdict, outcome) = match self.send_call(&peer, payload.clone()).await {
+            let sent = match left {
+                None => Ok(self.send_call(&peer, payload.clone()).await),
+                Some(left) => tokio::time::timeout(left, self.send_call(&peer, payload.clone()))
+                    .await
+                    .map_err(|_| ()),
+            };
+            let Ok(sent) = sent else {
+                // The deadline passed during the attempt: a failure sample for the provider
+                // (it did not answer in the time asked), and no time for another attempt.
+                self.report(service, &pick.id, None)?;
+                return Err(expired());
+            };
+            let (verdict, outcome) = match sent {
                 Ok(bytes) => {
                     if let Ok(mut r) = self.inner.refusals.lock() {
                         r.answered(&pick.id);
@@ -763,6 +810,15 @@ impl MeshNode {
             }
             last = Some(e);
         }
+    }
+
+    /// Abandons a pick without an outcome.
+    fn cancel_pick(&self, service: &str, id: &NodeId) -> Result<(), Error> {
+        let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+        if let Some(bal) = b.get_mut(service) {
+            bal.on_cancel(id);
+        }
+        Ok(())
     }
 
     fn report(&self, service: &str, id: &NodeId, latency: Option<Duration>) -> Result<(), Error> {

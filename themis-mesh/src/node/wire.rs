@@ -3,7 +3,7 @@
 //! Request (command payload of the endpoint):
 //! `0x02 | name_len: u8 | name: name_len bytes UTF-8 | body`, or, with call options,
 //! `0x02 | 0x00 | opts_len: u8 | options | name_len | name | body` (options: `type | len |
-//! value` each; `0x01` hops, one byte).
+//! value` each; `0x01` hops, one byte; `0x02` the caller's remaining time in ms, u32).
 //! Response: `0x00 | body` (ok), `0x01 | kind: u8 | message: UTF-8` (error) or
 //! `0x02 | code: u16 | body` (the application refused the request; the provider is healthy).
 //!
@@ -26,6 +26,8 @@ const STATUS_REJECTED: u8 = 0x02;
 const OPTIONS_FOLLOW: u8 = 0x00;
 /// Call option: the hop count (one byte).
 const OPT_HOPS: u8 = 0x01;
+/// Call option: the caller's remaining time for the call, in milliseconds (u32 BE).
+const OPT_BUDGET: u8 = 0x02;
 /// Most calls a call may be nested in (hops) before it is refused (issue 12, loop protection).
 pub const MAX_HOPS: u8 = 8;
 /// Longest error message sent or accepted (longer ones are cut on a char boundary).
@@ -131,6 +133,9 @@ pub(crate) struct CallRequest {
     pub(crate) service: String,
     /// Calls this one is nested in (0: a call from outside the mesh).
     pub(crate) hops: u8,
+    /// The caller's remaining time when it sent the call, in milliseconds (none: it did not
+    /// say).
+    pub(crate) budget_ms: Option<u32>,
     pub(crate) body: Bytes,
 }
 
@@ -150,19 +155,32 @@ pub(crate) enum CallResponse {
     },
 }
 
-/// Encodes a call nested in `hops` calls; `None` if the name is empty or longer than
-/// [`MAX_NAME`]. Without options (`hops` 0) the layout of nodes before call options.
-pub(crate) fn encode_request(service: &str, hops: u8, body: &[u8]) -> Option<Bytes> {
+/// Encodes a call nested in `hops` calls, with the caller's remaining time `budget_ms`;
+/// `None` if the name is empty or longer than [`MAX_NAME`]. Without options (`hops` 0, no
+/// budget) the layout of nodes before call options.
+pub(crate) fn encode_request(
+    service: &str,
+    hops: u8,
+    budget_ms: Option<u32>,
+    body: &[u8],
+) -> Option<Bytes> {
     let len = u8::try_from(service.len()).ok()?;
     if service.is_empty() || service.len() > MAX_NAME {
         return None;
     }
-    let mut out = BytesMut::with_capacity(5 + service.len() + body.len());
+    let mut out = BytesMut::with_capacity(11 + service.len() + body.len());
     out.put_u8(TAG_SERVICE_CALL);
-    if hops > 0 {
+    if hops > 0 || budget_ms.is_some() {
+        let opts_len = if hops > 0 { 3 } else { 0 } + if budget_ms.is_some() { 6 } else { 0 };
         out.put_u8(OPTIONS_FOLLOW);
-        out.put_u8(3);
-        out.put_slice(&[OPT_HOPS, 1, hops]);
+        out.put_u8(opts_len);
+        if hops > 0 {
+            out.put_slice(&[OPT_HOPS, 1, hops]);
+        }
+        if let Some(ms) = budget_ms {
+            out.put_slice(&[OPT_BUDGET, 4]);
+            out.put_u32(ms);
+        }
     }
     out.put_u8(len);
     out.put_slice(service.as_bytes());
@@ -170,34 +188,43 @@ pub(crate) fn encode_request(service: &str, hops: u8, body: &[u8]) -> Option<Byt
     Some(out.freeze())
 }
 
-/// Reads the options of a call; `None` if one is malformed or a known one repeats. Unknown
-/// options are skipped (a newer caller's).
-fn decode_options(mut opts: &[u8]) -> Option<u8> {
-    let mut hops = None;
+/// Reads the options of a call (hops, budget); `None` if one is malformed or a known one
+/// repeats. Unknown options are skipped (a newer caller's).
+fn decode_options(mut opts: &[u8]) -> Option<(u8, Option<u32>)> {
+    let (mut hops, mut budget) = (None, None);
     while let Some((&ty, rest)) = opts.split_first() {
         let (&len, rest) = rest.split_first()?;
         let value = rest.get(..usize::from(len))?;
         opts = rest.get(usize::from(len)..)?;
-        if ty == OPT_HOPS {
-            if hops.is_some() || value.len() != 1 {
-                return None;
+        match ty {
+            OPT_HOPS => {
+                let [h] = value else { return None };
+                if hops.replace(*h).is_some() {
+                    return None;
+                }
             }
-            hops = value.first().copied();
+            OPT_BUDGET => {
+                let ms = u32::from_be_bytes(<[u8; 4]>::try_from(value).ok()?);
+                if budget.replace(ms).is_some() {
+                    return None;
+                }
+            }
+            _ => {}
         }
     }
-    Some(hops.unwrap_or(0))
+    Some((hops.unwrap_or(0), budget))
 }
 
 /// Decodes a call after its protocol id (which the endpoint's registry strips). The endpoint
 /// already bounds the payload's size.
 pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
     let (&first, _) = payload.split_first()?;
-    let (hops, at) = if first == OPTIONS_FOLLOW {
+    let ((hops, budget_ms), at) = if first == OPTIONS_FOLLOW {
         let opts_len = usize::from(*payload.get(1)?);
         let opts = payload.get(2..2 + opts_len)?;
         (decode_options(opts)?, 2 + opts_len)
     } else {
-        (0, 0)
+        ((0, None), 0)
     };
     let len = usize::from(*payload.get(at)?);
     if len == 0 || len > MAX_NAME {
@@ -209,6 +236,7 @@ pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
     Some(CallRequest {
         service,
         hops,
+        budget_ms,
         body,
     })
 }
@@ -286,10 +314,10 @@ mod tests {
 
     #[test]
     fn request_layout_is_tag_len_name_body() {
-        let b = encode_request("ab", 0, b"xyz").unwrap();
+        let b = encode_request("ab", 0, None, b"xyz").unwrap();
         assert_eq!(&b[..], &[0x02, 2, b'a', b'b', b'x', b'y', b'z']);
-        assert!(encode_request("", 0, b"").is_none());
-        assert!(encode_request(&"n".repeat(MAX_NAME + 1), 0, b"").is_none());
+        assert!(encode_request("", 0, None, b"").is_none());
+        assert!(encode_request(&"n".repeat(MAX_NAME + 1), 0, None, b"").is_none());
     }
 
     #[test]
@@ -314,7 +342,7 @@ mod tests {
     fn calls_and_dht_commands_have_protocol_ids_of_their_own() {
         // The endpoint's registry tells them apart by this byte alone (PROTOCOL.md §5.4).
         assert_ne!(TAG_SERVICE_CALL, themis_dht::DhtHandler::PROTOCOL_ID);
-        let b = encode_request("ab", 0, b"").unwrap();
+        let b = encode_request("ab", 0, None, b"").unwrap();
         assert_eq!(b[0], TAG_SERVICE_CALL);
         assert!(decode_request(&b.slice(1..)).is_some());
     }
@@ -336,8 +364,12 @@ mod tests {
                 .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
                 .collect();
             let got = match name {
-                "request" => encode_request("echo", 0, b"hi").unwrap(),
-                "request_hops_3" => encode_request("echo", 3, b"hi").unwrap(),
+                "request" => encode_request("echo", 0, None, b"hi").unwrap(),
+                "request_hops_3" => encode_request("echo", 3, None, b"hi").unwrap(),
+                "request_budget_1500" => encode_request("echo", 0, Some(1500), b"hi").unwrap(),
+                "request_hops_2_budget_1500" => {
+                    encode_request("echo", 2, Some(1500), b"hi").unwrap()
+                }
                 "response_ok" => encode_response(&CallResponse::Ok(Bytes::from_static(b"hi"))),
                 "response_unreachable" => encode_response(&CallResponse::Error {
                     kind: RemoteErrorKind::Unreachable,
@@ -369,7 +401,7 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 8);
+        assert_eq!(seen, 10);
     }
 
     #[test]
@@ -381,11 +413,13 @@ mod tests {
             (r.service.as_str(), r.hops, &r.body[..]),
             ("a", 2, &b"x"[..])
         );
-        // Hops twice, hops of 2 bytes, an option running past opts_len: malformed.
+        // Hops twice, hops of 2 bytes, an option running past opts_len, a budget of 3 bytes:
+        // malformed.
         for bad in [
             &[0x00, 6, 0x01, 1, 2, 0x01, 1, 2, 1, b'a'][..],
             &[0x00, 4, 0x01, 2, 0, 2, 1, b'a'][..],
             &[0x00, 2, 0x01, 1, 2, 1, b'a'][..],
+            &[0x00, 5, 0x02, 3, 0, 0, 1, 1, b'a'][..],
         ] {
             assert!(
                 decode_request(&Bytes::copy_from_slice(bad)).is_none(),
@@ -396,11 +430,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn request_round_trips(name in "[a-z]{1,128}", hops in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let b = encode_request(&name, hops, &body).unwrap();
+        fn request_round_trips(name in "[a-z]{1,128}", hops in any::<u8>(), budget in proptest::option::of(any::<u32>()), body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let b = encode_request(&name, hops, budget, &body).unwrap();
             let r = decode_request(&b.slice(1..)).unwrap();
             prop_assert_eq!(r.service, name);
             prop_assert_eq!(r.hops, hops);
+            prop_assert_eq!(r.budget_ms, budget);
             prop_assert_eq!(&r.body[..], &body[..]);
         }
 
