@@ -129,8 +129,14 @@ async fn call(
             // The upstream's own answer to a bad request: its status and body, as they are.
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
             let mut resp = (status, body).into_response();
+            resp.extensions_mut().insert(super::guard::UpstreamAnswer);
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             if let Ok(v) = HeaderValue::from_str(&provider.to_string()) {
-                resp.headers_mut().insert(PROVIDER_HEADER, v);
+                h.insert(PROVIDER_HEADER, v);
             }
             Ok(resp)
         }
