@@ -223,13 +223,14 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
     AppState::mark_ready(&state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let server = serve_agent(api, state, stop_rx);
+    let stop = shutdown_signal();
     print_ready(
         &first,
         api_addr,
         &a.mesh.net,
         &format!(" nodes={}", nodes.len()),
     );
-    shutdown_signal().await;
+    stop.await;
     eprintln!("stopping {} nodes...", nodes.len());
     let _ = stop_tx.send(());
     stop_all(&nodes).await;

@@ -200,18 +200,25 @@ pub(crate) async fn bind_api(api: &str) -> Result<TcpListener, Error> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed now, not at the first poll: a signal sent right after the ready line (which a
+    // caller prints after this call) is caught instead of ending the process unannounced.
+    let int = signal(SignalKind::interrupt()).ok();
+    let term = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(int) => {}
+            () = wait(term) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }
 
@@ -469,10 +476,11 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
         .as_ref()
         .map(|d| format!(" dns={}", dialable(d.local_addr())))
         .unwrap_or_default();
+    let stop = shutdown_signal();
     print_ready(&r.node, r.api_addr, &s.net, &extra);
     tracing::info!(id = %r.node.id(), api = %r.api_addr, "node running; Ctrl-C to leave");
     let duplicate = tokio::select! {
-        () = shutdown_signal() => None,
+        () = stop => None,
         found = &mut maintain => found.ok(),
     };
     if let Some(addr) = duplicate {
