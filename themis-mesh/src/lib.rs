@@ -115,6 +115,6 @@ pub use themis_dht::{Contact, DriverConfig, object_id};
 pub mod internals {
     pub use crate::policy::{
         AccessPolicy, CacheLookup, DEFAULT_WEIGHT, DiscoveryCache, ReplicaSearch, RetryBudget,
-        SearchConfig, merge_records,
+        SearchConfig, Successions, merge_records,
     };
 }

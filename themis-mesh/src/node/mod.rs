@@ -6,11 +6,12 @@ mod introspect;
 mod local;
 pub(crate) mod lookup;
 mod members;
+mod succession;
 mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use themis_channel::{
     Endpoint, Handler, HandlerRegistry, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
     UdpConfig, UdpTransport,
 };
-use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Succession};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
 pub use info::NodeInfo;
@@ -28,7 +29,7 @@ pub use members::{Member, MemberState, Members};
 pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 
-use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache};
+use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, Successions};
 use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
@@ -142,6 +143,10 @@ pub struct MeshConfig {
     /// request timeout of the callers, plus the time the handler's own calls may need to fail
     /// over (a handler that calls other services, like the paper's AppAuth `handler`).
     pub handler_timeout: Duration,
+    /// The key succession statement this node presents (key rotation without a CA,
+    /// PROTOCOL.md §2.9 and §7.7): it must name this node's key as the successor, on this
+    /// network. Presented while in force; `None` (default): the node never rotated.
+    pub succession: Option<Succession>,
 }
 
 impl MeshConfig {
@@ -164,6 +169,7 @@ impl MeshConfig {
             max_balancers: 1024,
             seed: None,
             handler_timeout: Duration::from_secs(30),
+            succession: None,
         }
     }
 
@@ -188,6 +194,8 @@ type Services = Arc<RwLock<HashMap<String, Arc<dyn ServiceHandler>>>>;
 struct CallHandler {
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
+    /// Asks a refused caller for its key succession statement (PROTOCOL.md §7.7).
+    successors: Arc<SuccessorCheck>,
     /// Longest a service handler may run: the caller's request timeout (by then the caller
     /// has given up, and the handler would only hold one of the endpoint's handler slots).
     handler_timeout: Duration,
@@ -224,6 +232,7 @@ impl Handler for CallHandler {
             &self.access,
             self.handler_timeout,
             from.id,
+            Some((&self.successors, &from)),
             &request,
         )
         .await
@@ -240,6 +249,7 @@ async fn serve_call(
     access: &RwLock<AccessPolicy>,
     timeout: Duration,
     caller: NodeId,
+    remote: Option<(&SuccessorCheck, &PeerAddr)>,
     request: &Bytes,
 ) -> Bytes {
     let Some(call) = decode_request(request) else {
@@ -261,11 +271,22 @@ async fn serve_call(
             format!("this node does not provide '{}'", call.service),
         );
     };
-    let allowed = access
-        .read()
-        .map(|a| a.check(&call.service, &caller).is_ok())
-        .unwrap_or(false);
-    if !allowed {
+    let allowed = |predecessor: Option<&NodeId>| {
+        access
+            .read()
+            .map(|a| a.check_as(&call.service, &caller, predecessor).is_ok())
+            .unwrap_or(false)
+    };
+    let mut ok = allowed(None);
+    if !ok && let Some((check, from)) = remote {
+        // Key rotation (PROTOCOL.md §7.7): a caller that succeeds an allowed id is allowed
+        // during the grace period.
+        ok = check
+            .predecessor(from)
+            .await
+            .is_some_and(|p| allowed(Some(&p)));
+    }
+    if !ok {
         return refuse(
             RemoteErrorKind::AccessDenied,
             format!("caller {caller} may not call '{}'", call.service),
@@ -284,8 +305,42 @@ async fn serve_call(
     }
 }
 
+/// What the provider side needs to accept the successor of an allowed caller (PROTOCOL.md
+/// §2.9, §7.7): the endpoint to ask the caller over (set once the endpoint exists), the network
+/// statements must be for, and the successions verified so far.
+struct SuccessorCheck {
+    endpoint: OnceLock<Endpoint>,
+    network: NetworkId,
+    table: Mutex<Successions>,
+}
+
+impl SuccessorCheck {
+    /// The old id `from` succeeds: from the table, else (at most once per
+    /// [`ASK_AGAIN_AFTER`](crate::policy::Successions)) asked over the session with `from`.
+    async fn predecessor(&self, from: &PeerAddr) -> Option<NodeId> {
+        let now_ms = succession::unix_now_ms();
+        {
+            let mut t = self.table.lock().ok()?;
+            if let Some(p) = t.predecessor(&from.id, now_ms) {
+                return Some(p);
+            }
+            if !t.should_ask(&from.id, now()) {
+                return None;
+            }
+        }
+        let endpoint = self.endpoint.get()?;
+        match succession::fetch(endpoint, &self.network, &self.table, from).await {
+            Ok(Some(s)) => Some(s.old_id()),
+            // No statement, or one that is refused: the caller is refused as it is (the
+            // denial names its id).
+            Ok(None) | Err(_) => None,
+        }
+    }
+}
+
 struct Inner {
     dht: DhtNode,
+    successions: Arc<SuccessorCheck>,
     config: MeshConfig,
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
@@ -357,11 +412,27 @@ impl MeshNode {
         config.driver.dht.record_ttl = config.record_ttl;
         config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
+        if let Some(s) = &config.succession {
+            // Only a statement of this node's key, for this network (PROTOCOL.md §2.9).
+            let own = identity.node_id(&network);
+            let refused = |e| Error::Succession {
+                peer: own,
+                source: Box::new(e),
+            };
+            Succession::decode(&s.encode(), &network).map_err(refused)?;
+            s.check_successor_key(&identity.public()).map_err(refused)?;
+        }
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
+        let successions = Arc::new(SuccessorCheck {
+            endpoint: OnceLock::new(),
+            network: network.clone(),
+            table: Mutex::new(Successions::default()),
+        });
         let calls = CallHandler {
             services: services.clone(),
             access: access.clone(),
+            successors: successions.clone(),
             handler_timeout: config.handler_timeout,
         };
         let started = now();
@@ -372,7 +443,13 @@ impl MeshNode {
         let registry = HandlerRegistry::new()
             .with(DhtHandler::PROTOCOL_ID, Arc::new(dht_handler))?
             .with(wire::TAG_SERVICE_CALL, Arc::new(calls))?
-            .with(info::PROTOCOL_NODE_INFO, Arc::new(node_info))?;
+            .with(info::PROTOCOL_NODE_INFO, Arc::new(node_info))?
+            .with(
+                succession::PROTOCOL_SUCCESSION,
+                Arc::new(succession::SuccessionHandler {
+                    statement: config.succession.clone(),
+                }),
+            )?;
         let endpoint = Endpoint::new(
             transport,
             identity.clone(),
@@ -380,6 +457,7 @@ impl MeshNode {
             config.driver.endpoint.clone(),
             Arc::new(registry),
         )?;
+        let _ = successions.endpoint.set(endpoint.clone());
         let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())?;
         let seed = config.seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
@@ -390,6 +468,7 @@ impl MeshNode {
         let node = Self {
             inner: Arc::new(Inner {
                 dht,
+                successions,
                 config,
                 services,
                 access,

@@ -8,6 +8,7 @@ mod cache;
 mod ewma;
 mod provider;
 mod search;
+mod succession;
 
 pub use access::AccessPolicy;
 pub use balancer::{Balancer, BalancerConfig, Call, EjectionConfig, Pick, Policy, ProviderStatus};
@@ -15,3 +16,4 @@ pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use cache::{CacheConfig, CacheLookup, DiscoveryCache};
 pub use provider::{DEFAULT_WEIGHT, Provider, ProviderRecord, merge_records};
 pub use search::{ReplicaSearch, SearchConfig};
+pub use succession::Successions;
