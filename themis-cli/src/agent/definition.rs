@@ -28,11 +28,15 @@ pub(crate) struct ServiceDefinition {
     /// Free tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) tags: Vec<String>,
+    /// The node ids allowed to call the service (64 hex digits each); empty: every caller.
+    /// The successor of an allowed id (key rotation, PROTOCOL.md §2.9) is allowed during its
+    /// grace period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) allow: Vec<themis_mesh::NodeId>,
 }
 
 /// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
-pub(crate) const BODY_SHAPE: &str =
-    r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": []}"#;
+pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": []}"#;
 
 impl ServiceDefinition {
     /// Parses the JSON body of a registration.
@@ -144,7 +148,7 @@ mod tests {
             weight in proptest::option::of(any::<u16>()),
             tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
         ) {
-            let d = ServiceDefinition { name, upstream, version, weight, tags };
+            let d = ServiceDefinition { name, upstream, version, weight, tags, allow: Vec::new() };
             let json = serde_json::to_vec(&d).unwrap();
             prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
             let t = toml::to_string(&d).unwrap();

@@ -86,6 +86,8 @@ pub(super) async fn provide(
     let url = Sidecar::parse_upstream(&def.upstream)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     s.check_room(name)?;
+    // The allow-list first, so that the service is never open in between.
+    s.node.restrict(name, def.allow.iter().copied())?;
     let stored = s
         .node
         .register(name, def.spec(), s.sidecar_handler(url.clone()))

@@ -177,6 +177,7 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
         "version": a.version,
         "weight": a.weight,
         "tags": a.tags,
+        "allow": a.allow,
     });
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;

@@ -84,9 +84,56 @@ async fn probe(node: &MeshNode, network: &NetworkId, input: &str) -> Finding {
             addr,
             id: Some(peer),
         }),
-        Err(themis_mesh::Error::Channel(e)) => classify(input, network, contact, &e),
+        Err(themis_mesh::Error::Channel(e)) => match &*e {
+            ChannelError::IdentityMismatch {
+                expected, found, ..
+            } => successor(node, input, network, addr, *expected, *found, &e).await,
+            _ => classify(input, network, contact, &e),
+        },
         Err(e) => Finding::Down(format!("{input}: {e}")),
     }
+}
+
+/// A contact dialed as `expected` answered as `found`: a node that rotated its key is joined
+/// through if it presents a key succession statement naming it the successor of `expected`
+/// (PROTOCOL.md §2.9, §7.7); anything else is the identity mismatch it seems.
+async fn successor(
+    node: &MeshNode,
+    input: &str,
+    network: &NetworkId,
+    addr: std::net::SocketAddr,
+    expected: NodeId,
+    found: NodeId,
+    e: &ChannelError,
+) -> Finding {
+    if found == node.id() {
+        // This node itself, under the id it had before its key was rotated.
+        if node.succession().is_some_and(|s| s.old_id() == expected) {
+            return Finding::Myself;
+        }
+    } else {
+        let contact = Contact {
+            addr,
+            id: Some(found),
+        };
+        match node.verify_successor(expected, contact).await {
+            Ok(s) => {
+                tracing::info!(
+                    old = %expected,
+                    new = %found,
+                    until = %crate::keys::utc(s.grace_end_ms()),
+                    "{input}: the node there rotated its key and proves it succeeds the id asked for; joining through it (replace the id in the bootstrap list before then)"
+                );
+                return Finding::Answered(contact);
+            }
+            Err(why) => tracing::debug!(%why, "{input}: not a successor"),
+        }
+    }
+    let contact = Contact {
+        addr,
+        id: Some(expected),
+    };
+    classify(input, network, contact, e)
 }
 
 /// Names what a channel error says about a bootstrap contact.
@@ -290,8 +337,23 @@ async fn ask(node: &MeshNode, network: &NetworkId, c: &Candidates) -> Vec<(Peer,
         }
     }
     let mut answers = Vec::new();
-    for p in peers.into_iter().filter(|p| p.id != node.id()) {
-        if let Ok(n) = node.dht().neighbors_of(p).await {
+    for mut p in peers.into_iter().filter(|p| p.id != node.id()) {
+        let mut asked = node.dht().neighbors_of(p).await;
+        if asked.is_err() {
+            // A remembered peer that rotated its key answers with its new id: follow it if it
+            // proves it is the successor (PROTOCOL.md §7.7).
+            let at = Contact {
+                addr: p.addr,
+                id: None,
+            };
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, node.verify_successor(p.id, at)).await
+            {
+                p.id = s.new_id();
+                asked = node.dht().neighbors_of(p).await;
+            }
+        }
+        if let Ok(n) = asked {
             let alone = n.successors.iter().all(|s| s.id == p.id);
             answers.push((p, alone));
         }
