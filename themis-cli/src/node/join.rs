@@ -46,6 +46,9 @@ const MEMBER_EVERY: Duration = Duration::from_secs(30);
 enum Finding {
     /// It answered: join through it.
     Answered(Contact),
+    /// It answered under the id that succeeds the one asked for (a key rotation, PROTOCOL.md
+    /// §2.9): join through it; the note says so to the operator.
+    Successor(Contact, String),
     /// It is this node.
     Myself,
     /// It cannot be joined, whatever the wait: network, identity or mode mismatch.
@@ -118,13 +121,11 @@ async fn successor(
         };
         match node.verify_successor(expected, contact).await {
             Ok(s) => {
-                tracing::info!(
-                    old = %expected,
-                    new = %found,
-                    until = %crate::keys::utc(s.grace_end_ms()),
-                    "{input}: the node there rotated its key and proves it succeeds the id asked for; joining through it (replace the id in the bootstrap list before then)"
+                let note = format!(
+                    "{input}: the node there rotated its key: it is now {found} and proves it succeeds {expected} until {}; joining through it (replace the id in the bootstrap list before then)",
+                    crate::keys::utc(s.grace_end_ms())
                 );
-                return Finding::Answered(contact);
+                return Finding::Successor(contact, note);
             }
             Err(why) => tracing::debug!(%why, "{input}: not a successor"),
         }
@@ -199,6 +200,11 @@ pub(crate) async fn initial(
         for b in bootstrap {
             match probe(node, network, b).await {
                 Finding::Answered(c) => {
+                    answered.push(c);
+                    all_me = false;
+                }
+                Finding::Successor(c, note) => {
+                    tracing::info!("{note}");
                     answered.push(c);
                     all_me = false;
                 }
@@ -330,7 +336,8 @@ pub(crate) fn plan_merge(my_lowest: NodeId, answers: &[(Peer, bool)]) -> Option<
 async fn ask(node: &MeshNode, network: &NetworkId, c: &Candidates) -> Vec<(Peer, bool)> {
     let mut peers = c.peers.clone();
     for b in &c.bootstrap {
-        if let Finding::Answered(Contact { addr, id: Some(id) }) = probe(node, network, b).await
+        if let Finding::Answered(Contact { addr, id: Some(id) })
+        | Finding::Successor(Contact { addr, id: Some(id) }, _) = probe(node, network, b).await
             && !peers.iter().any(|p| p.id == id)
         {
             peers.push(Peer { id, addr });
