@@ -11,7 +11,7 @@ mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -306,10 +306,11 @@ async fn serve_call(
 }
 
 /// What the provider side needs to accept the successor of an allowed caller (PROTOCOL.md
-/// §2.9, §7.7): the endpoint to ask the caller over (set once the endpoint exists), the network
-/// statements must be for, and the successions verified so far.
+/// §2.9, §7.7): the node whose endpoint asks the caller (set once the node exists; weak, since
+/// the endpoint's registry holds this check and a strong handle would keep the endpoint alive
+/// forever), the network statements must be for, and the successions verified so far.
 struct SuccessorCheck {
-    endpoint: OnceLock<Endpoint>,
+    node: OnceLock<Weak<Inner>>,
     network: NetworkId,
     table: Mutex<Successions>,
 }
@@ -328,7 +329,8 @@ impl SuccessorCheck {
                 return None;
             }
         }
-        let endpoint = self.endpoint.get()?;
+        let node = self.node.get()?.upgrade()?;
+        let endpoint = node.dht.endpoint();
         match succession::fetch(endpoint, &self.network, &self.table, from).await {
             Ok(Some(s)) => Some(s.old_id()),
             // No statement, or one that is refused: the caller is refused as it is (the
@@ -425,7 +427,7 @@ impl MeshNode {
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
         let successions = Arc::new(SuccessorCheck {
-            endpoint: OnceLock::new(),
+            node: OnceLock::new(),
             network: network.clone(),
             table: Mutex::new(Successions::default()),
         });
@@ -457,7 +459,6 @@ impl MeshNode {
             config.driver.endpoint.clone(),
             Arc::new(registry),
         )?;
-        let _ = successions.endpoint.set(endpoint.clone());
         let dht = DhtNode::start(endpoint, inbox, identity, network, config.driver.clone())?;
         let seed = config.seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
@@ -478,6 +479,7 @@ impl MeshNode {
                 started,
             }),
         };
+        let _ = node.inner.successions.node.set(Arc::downgrade(&node.inner));
         if !node.inner.config.bootstrap.is_empty() {
             let b = node.inner.config.bootstrap.clone();
             if let Err(e) = node.inner.dht.join(b).await {
