@@ -100,7 +100,7 @@ async fn scenario() {
         "--net",
         "rot",
         "--grace",
-        "25s",
+        "30s",
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -127,6 +127,27 @@ async fn scenario() {
     // During the grace period: the allow-list naming the old id lets the new one in ...
     eventually_ok(15, "the rotated caller's call", || async {
         call(&caller.api()).await.map(|_| ())
+    })
+    .await;
+    // ... discovery maps the old id to the new one (the statement in its provider records) ...
+    let out = themis(&[
+        "register",
+        "own",
+        "--upstream",
+        up.get("echo"),
+        "--api",
+        &caller.api(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually_ok(15, "discovery shows the old id", || async {
+        let out = themis(&["discover", "own", "--api", &provider.api()]).await;
+        let shown = text(&out.stdout);
+        if shown.contains(&format!("{new_id} ")) && shown.contains(&format!("succeeds={old_id}")) {
+            Ok(())
+        } else {
+            Err(format!("{shown}{}", text(&out.stderr)))
+        }
     })
     .await;
     // ... and a node bootstrapping through the old id joins through the new one.

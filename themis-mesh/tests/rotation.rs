@@ -61,6 +61,29 @@ async fn an_allow_list_naming_the_old_id_lets_the_successor_in_until_the_grace_p
         })
         .await;
 
+        // The statement travels in the caller's provider records: discovery maps old -> new.
+        caller
+            .register("c", ServiceSpec::default(), |_, b: Bytes| async move {
+                Ok::<_, String>(b)
+            })
+            .await
+            .unwrap();
+        let old_id = old.node_id(&net);
+        eventually_ok(
+            20,
+            "discovery shows the old id the provider succeeds",
+            || {
+                let provider = provider.clone();
+                async move {
+                    match provider.discover("c").await {
+                        Ok(r) if r.len() == 1 && r[0].succeeds == Some(old_id) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+
         // A node without a statement is refused as before.
         let mut c = config();
         c.bootstrap = vec![provider.contact()];

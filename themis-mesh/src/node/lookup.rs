@@ -120,7 +120,8 @@ impl MeshNode {
                 Ok(p) => {
                     answered = true;
                     last = (r, p.hops);
-                    let records = policy_records(&p.records, now());
+                    let records =
+                        policy_records(&p.records, now(), &self.inner.successions.network);
                     if found.is_none() && !records.is_empty() {
                         found = Some(last);
                     }
@@ -192,7 +193,11 @@ impl MeshNode {
 
 /// The verified records of one lookup as the policies see them: the provider, and the expiry
 /// moved from the records' wall clock to the monotonic clock at `t`.
-fn policy_records(found: &[themis_dht::ProviderRecord], t: Instant) -> Vec<ProviderRecord> {
+fn policy_records(
+    found: &[themis_dht::ProviderRecord],
+    t: Instant,
+    network: &themis_crypto::NetworkId,
+) -> Vec<ProviderRecord> {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -208,7 +213,17 @@ fn policy_records(found: &[themis_dht::ProviderRecord], t: Instant) -> Vec<Provi
                 u32::from(m.weight),
             )
             .with_tags(m.tags.clone());
-            ProviderRecord::new(p, r.seq(), t + left)
+            let mut record = ProviderRecord::new(p, r.seq(), t + left);
+            // Key rotation (PROTOCOL.md §6.4 `succ`): the old id this provider succeeds, while
+            // its statement is in force.
+            record.succeeds = r
+                .succession(network)
+                .filter(|s| {
+                    s.check_in_force(wall_ms, super::succession::MAX_CLOCK_SKEW_MS)
+                        .is_ok()
+                })
+                .map(|s| s.old_id());
+            record
         })
         .collect()
 }

@@ -412,6 +412,8 @@ impl MeshNode {
         mut config: MeshConfig,
     ) -> Result<Self, Error> {
         config.driver.dht.record_ttl = config.record_ttl;
+        // The statement also travels in this node's provider records (PROTOCOL.md §6.4 `succ`).
+        config.driver.dht.succession = config.succession.as_ref().map(Succession::encode);
         config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         if let Some(s) = &config.succession {

@@ -61,6 +61,9 @@ pub struct ProviderRecord {
     pub sequence: u64,
     /// When the record stops being valid (the caller converts the record's expiry to its clock).
     pub expires_at: Instant,
+    /// The old node id this provider succeeds (key rotation: the record carries a statement in
+    /// force, PROTOCOL.md §2.9 and §6.4), so that discovery maps the old id to this one.
+    pub succeeds: Option<NodeId>,
 }
 
 impl ProviderRecord {
@@ -70,6 +73,7 @@ impl ProviderRecord {
             provider,
             sequence,
             expires_at,
+            succeeds: None,
         }
     }
 

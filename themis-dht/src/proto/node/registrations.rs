@@ -192,6 +192,7 @@ impl Node {
                     expiry,
                     seq,
                 )
+                .with_succession(self.cfg.succession.clone())
             })
             .collect();
         for rec in &records {
