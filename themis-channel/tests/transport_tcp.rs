@@ -477,6 +477,70 @@ async fn abuse_closes_the_offender_and_keeps_serving_others() {
     .await;
 }
 
+/// Reads `s` until the server ends it and returns how: a reset must come first, never an end of
+/// stream (a FIN). Nothing at all may arrive before it (no welcome for a refused hello).
+async fn how_the_server_ends(s: &mut TcpStream) -> std::io::ErrorKind {
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the server should end the connection");
+    match r {
+        Ok(0) => panic!("the server sent FIN (end of stream) instead of resetting the connection"),
+        Ok(n) => panic!(
+            "the server sent {n} bytes to a connection it refuses: {:?}",
+            &buf[..n]
+        ),
+        Err(e) => e.kind(),
+    }
+}
+
+/// PROTOCOL.md §5.1: a connection whose hello is refused, or that sends none in time, is reset
+/// (RST) and the acceptor never sends FIN: the dialer's read sees ECONNRESET, not end of stream.
+#[tokio::test]
+async fn a_refused_or_missing_hello_is_reset_without_fin() {
+    within(
+        60,
+        "a_refused_or_missing_hello_is_reset_without_fin",
+        async {
+            let b = tcp(TcpConfig {
+                hello_timeout: Duration::from_millis(300),
+                frame_timeout: Duration::from_millis(300),
+                ..TcpConfig::default()
+            })
+            .await;
+            let base = b.stats();
+            let mut spoof = hello_bytes(40004);
+            spoof[7] = 10;
+            let cases: [(&str, Vec<u8>); 4] = [
+                (
+                    "a well-framed hello with garbage inside",
+                    vec![0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0],
+                ),
+                ("a hello claiming another host's address", spoof),
+                (
+                    "a length prefix beyond the frame limit",
+                    b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                ),
+                ("no hello within the hello timeout", Vec::new()),
+            ];
+            for (i, (what, bytes)) in cases.iter().enumerate() {
+                let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+                if !bytes.is_empty() {
+                    s.write_all(bytes).await.unwrap();
+                }
+                let kind = how_the_server_ends(&mut s).await;
+                assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "{what}");
+                assert_eq!(
+                    b.stats().rejected_hello,
+                    base.rejected_hello + i as u64 + 1,
+                    "{what}"
+                );
+            }
+        },
+    )
+    .await;
+}
+
 /// Too many sockets at once: refused at accept, counted, and the transport keeps serving.
 #[tokio::test]
 async fn connection_limit_refuses_excess_sockets() {

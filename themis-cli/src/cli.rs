@@ -70,6 +70,10 @@ pub(crate) struct ApiArgs {
     /// Address of the local agent's API (HOST:PORT or http://HOST:PORT).
     #[arg(long, env = "THEMIS_API", default_value = DEFAULT_API)]
     pub(crate) api: String,
+    /// The file holding the agent's API token (the one `themis node --api-token-file` was
+    /// given), sent as `Authorization: Bearer`.
+    #[arg(long, env = "THEMIS_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
 }
 
 /// `themis keygen`.
@@ -145,10 +149,12 @@ pub(crate) struct RegisterArgs {
     /// limits).
     #[arg(long = "tag")]
     pub(crate) tags: Vec<String>,
-    /// A node id allowed to call the service (repeatable; none: every caller). The successor
-    /// of an allowed id (`themis key rotate`) is allowed during its grace period.
+    /// Only the node with this id (hex, from `themis id` or `themis status`) may call the
+    /// service; repeatable. The caller's id is the one the secure channel authenticated. None:
+    /// every node of the network may call it. The successor of an allowed id (`themis key
+    /// rotate`) may call it during its grace period.
     #[arg(long = "allow", value_name = "NODE_ID")]
-    pub(crate) allow: Vec<themis_mesh::NodeId>,
+    pub(crate) allow: Vec<String>,
     #[command(flatten)]
     pub(crate) api: ApiArgs,
 }

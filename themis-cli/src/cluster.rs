@@ -10,10 +10,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use themis_mesh::{Contact, IdentityKeypair, MeshConfig, MeshNode, Mode};
 
-use crate::agent::{AgentConfig, AppState};
+use crate::agent::{AgentConfig, ApiToken, AppState};
 use crate::cli::{DEFAULT_API, bind_addr};
 use crate::error::Error;
-use crate::node::{bind_api, print_ready, serve_agent, shutdown_signal, start};
+use crate::node::{bind_api, check_api_exposure, print_ready, serve_agent, shutdown_signal, start};
 
 /// Most nodes one `themis cluster` runs.
 const MAX_NODES: usize = 2000;
@@ -89,6 +89,10 @@ pub(crate) struct ClusterArgs {
     /// The address of the agent API, served for node 0.
     #[arg(long, default_value = DEFAULT_API)]
     pub(crate) api: String,
+    /// A file holding the token the agent API requires (`Authorization: Bearer`); required
+    /// when --api is not on the loopback.
+    #[arg(long, env = "THEMIS_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<std::path::PathBuf>,
     /// Seconds to wait for the ring to be consistent before serving (default: 30 s plus
     /// 0.15 s per node); if it is not consistent by then, the command fails.
     #[arg(long, value_name = "SECS")]
@@ -128,10 +132,17 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
             ),
         });
     }
+    let token = a
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::read_or_create)
+        .transpose()?
+        .map(Arc::new);
     let api = bind_api(&a.api).await?;
     let api_addr = api.local_addr().map_err(|e| Error::Listen {
         detail: format!("the agent API socket has no address: {e}"),
     })?;
+    check_api_exposure(api_addr, token.as_deref())?;
 
     let bar = ProgressBar::new(a.nodes);
     bar.set_style(
@@ -204,7 +215,10 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<(), Error> {
         first.clone(),
         &a.mesh.net,
         a.mesh.mode(),
-        a.mesh.agent(),
+        AgentConfig {
+            token,
+            ..a.mesh.agent()
+        },
     ));
     AppState::mark_ready(&state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

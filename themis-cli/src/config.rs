@@ -72,10 +72,15 @@ pub(crate) struct NodeFlags {
     /// together); 0: fail at once. A mismatch (network, identity, mode) fails at once anyway.
     #[arg(long, env = "THEMIS_JOIN_TIMEOUT", value_name = "SECS")]
     pub(crate) join_timeout: Option<u64>,
-    /// The address the agent's HTTP API listens on (keep it on the loopback: it is not
-    /// authenticated) [default: 127.0.0.1:7070].
+    /// The address the agent's HTTP API listens on [default: 127.0.0.1:7070]. Beyond the
+    /// loopback it requires --api-token-file.
     #[arg(long, env = "THEMIS_API")]
     pub(crate) api: Option<String>,
+    /// A file (mode 0600) holding the token every API request must carry as `Authorization:
+    /// Bearer TOKEN` (except the health probes and /metrics); the client commands read the same
+    /// file. A missing file is created with a fresh random token.
+    #[arg(long, env = "THEMIS_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
     /// The identity key file (from `themis keygen`). Default: DIR/node.key with --data-dir,
     /// else a fresh identity for this run.
     #[arg(long, env = "THEMIS_KEY")]
@@ -131,6 +136,7 @@ pub(crate) struct NodeSettings {
     pub(crate) bootstrap: Vec<String>,
     pub(crate) join_timeout: Duration,
     pub(crate) api: String,
+    pub(crate) api_token_file: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
     pub(crate) succession: Option<PathBuf>,
     pub(crate) data_dir: Option<PathBuf>,
@@ -202,6 +208,7 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
         bootstrap: pick(&f.bootstrap, &file.bootstrap).unwrap_or_default(),
         join_timeout: Duration::from_secs(pick(&f.join_timeout, &file.join_timeout).unwrap_or(0)),
         api: pick(&f.api, &file.api).unwrap_or_else(|| DEFAULT_API.to_owned()),
+        api_token_file: pick(&f.api_token_file, &file.api_token_file),
         key: pick(&f.key, &file.key),
         succession: pick(&f.succession, &file.succession),
         data_dir: pick(&f.data_dir, &file.data_dir),
@@ -301,6 +308,12 @@ pub(crate) fn render(
     );
     line("api", "api", Some(toml_value(&s.api)), file.api.is_some());
     line(
+        "api-token-file",
+        "api_token_file",
+        s.api_token_file.as_ref().map(toml_value),
+        file.api_token_file.is_some(),
+    );
+    line(
         "key",
         "key",
         s.key.as_ref().map(toml_value),
@@ -391,6 +404,7 @@ net = "demo"
 listen = "0.0.0.0:7946"
 bootstrap = ["seed:7946", "other:7946"]
 join-timeout = 30
+api-token-file = "/etc/themis/api-token"
 max-body = 3000000
 insecure = false
 log-format = "json"
@@ -408,6 +422,10 @@ weight = 5
         assert_eq!(s.bootstrap, ["seed:7946", "other:7946"]);
         assert_eq!(s.join_timeout, Duration::from_secs(30));
         assert_eq!(s.max_body, 3_000_000);
+        assert_eq!(
+            s.api_token_file.as_deref(),
+            Some(Path::new("/etc/themis/api-token"))
+        );
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.api, DEFAULT_API);
         assert_eq!(s.services.len(), 1);

@@ -202,7 +202,7 @@ mod tests {
             version: Some("1.0".into()),
             weight: None,
             tags: vec!["a".into()],
-            allow: vec![NodeId::from_bytes([9; 32])],
+            allow: vec!["07".repeat(32)],
         };
         dir.save_services(std::slice::from_ref(&def)).unwrap();
         let peer = RememberedPeer {

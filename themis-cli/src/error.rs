@@ -110,6 +110,23 @@ pub(crate) enum Error {
         /// What each bootstrap contact showed.
         findings: Vec<String>,
     },
+    /// The agent API's token file cannot be used (the message names the file and the fix;
+    /// never the token).
+    #[error("API token file {}: {reason}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The agent API would listen beyond the loopback without a token.
+    #[error(
+        "the agent API would listen on {addr}, beyond the loopback, without a token: anyone who reaches it could register, deregister and call services as this node. Either keep it on the loopback (--api 127.0.0.1:7070) or give it a token: --api-token-file FILE (or THEMIS_API_TOKEN_FILE, or `api-token-file` in the --config file; a missing FILE is created with a random token, mode 0600); clients pass the same file"
+    )]
+    ApiWithoutToken {
+        /// The API's address.
+        addr: std::net::SocketAddr,
+    },
     /// The ring did not come together in time (`themis cluster`).
     #[error("{0}")]
     NotReady(String),
@@ -119,7 +136,10 @@ impl Error {
     /// The exit code: 2 for bad usage (as clap's), 1 for everything else.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage { .. } | Self::Network(_) | Self::Config { .. } => 2,
+            Self::Usage { .. }
+            | Self::Network(_)
+            | Self::Config { .. }
+            | Self::ApiWithoutToken { .. } => 2,
             _ => 1,
         }
     }

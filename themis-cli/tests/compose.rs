@@ -8,6 +8,7 @@
 //! (`cargo test -p themis-cli --test compose -- --ignored`); elsewhere it prints why it skips.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -92,6 +93,27 @@ impl Project {
     fn api(&self, node: &str) -> String {
         self.ok(&["port", node, "7070"]).trim().to_owned()
     }
+
+    /// A copy in `dir` of the API token the node created in its volume (its API listens beyond
+    /// the container's loopback, so it requires one), once it exists.
+    async fn token(&self, node: &str, dir: &Path) -> String {
+        let id = self.ok(&["ps", "-q", node]).trim().to_owned();
+        let dest = dir.join(format!("{node}.token"));
+        until(120, "the node's API token file", || async {
+            let copied = Command::new("docker")
+                .args([
+                    "cp",
+                    &format!("{id}:/data/api-token"),
+                    dest.to_str().unwrap(),
+                ])
+                .output()
+                .ok()?;
+            copied.status.success().then_some(())
+        })
+        .await;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+        dest.to_str().unwrap().to_owned()
+    }
 }
 
 impl Drop for Project {
@@ -108,8 +130,19 @@ impl Drop for Project {
     }
 }
 
+/// `themis ARGS`; an `--api` value `ADDR TOKEN_FILE` becomes `--api ADDR --api-token-file
+/// TOKEN_FILE`.
 async fn themis(args: &[&str]) -> std::process::Output {
-    run(BIN, args, &[]).await
+    let mut all: Vec<&str> = Vec::new();
+    let mut next_is_api = false;
+    for a in args {
+        match (next_is_api, a.split_once(' ')) {
+            (true, Some((api, token))) => all.extend([api, "--api-token-file", token]),
+            _ => all.push(a),
+        }
+        next_is_api = *a == "--api";
+    }
+    run(BIN, &all, &[]).await
 }
 
 async fn json(args: &[&str]) -> Option<Value> {
@@ -164,7 +197,17 @@ async fn the_compose_cluster_registers_discovers_calls_and_fails_over() {
 
 async fn scenario(project: &Project) {
     let nodes: Vec<String> = (1..=5).map(|i| format!("themis-{i}")).collect();
-    let apis: Vec<String> = nodes.iter().map(|n| project.api(n)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut apis = Vec::new();
+    for n in &nodes {
+        // `--api HOST:PORT --api-token-file FILE` as one string is not one argument: keep the
+        // token beside the address and split them where the command is made.
+        apis.push(format!(
+            "{} {}",
+            project.api(n),
+            project.token(n, dir.path()).await
+        ));
+    }
     // Every node ready (joined, through themis-1 by its container name).
     for api in &apis {
         until(120, "a node ready", || async {

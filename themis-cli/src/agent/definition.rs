@@ -4,8 +4,8 @@
 //! the configuration file and the data directory gain with it.
 
 use axum::http::StatusCode;
-use themis_mesh::ServiceSpec;
 use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN};
+use themis_mesh::{NodeId, ServiceSpec};
 
 use super::ApiError;
 
@@ -28,15 +28,17 @@ pub(crate) struct ServiceDefinition {
     /// Free tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) tags: Vec<String>,
-    /// The node ids allowed to call the service (64 hex digits each); empty: every caller.
-    /// The successor of an allowed id (key rotation, PROTOCOL.md §2.9) is allowed during its
-    /// grace period.
+    /// The node ids (hex) allowed to call the service; empty: every node may (beyond the
+    /// paper: the mesh's access policy, checked against the id the channel authenticated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) allow: Vec<themis_mesh::NodeId>,
+    pub(crate) allow: Vec<String>,
 }
 
+/// Most node ids in a service's allow-list.
+pub(crate) const MAX_ALLOWED: usize = 1024;
+
 /// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
-pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": []}"#;
+pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": ["NODE_ID_HEX"]}"#;
 
 impl ServiceDefinition {
     /// Parses the JSON body of a registration.
@@ -77,7 +79,35 @@ impl ServiceDefinition {
                 t.len()
             ));
         }
+        self.allowed()?;
         Ok(())
+    }
+
+    /// The node ids of `allow`, parsed (400 for one that is not a node id, or too many).
+    pub(crate) fn allowed(&self) -> Result<Vec<NodeId>, ApiError> {
+        if self.allow.len() > MAX_ALLOWED {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "at most {MAX_ALLOWED} allowed callers, got {}",
+                    self.allow.len()
+                ),
+            ));
+        }
+        self.allow
+            .iter()
+            .map(|id| {
+                id.trim().parse::<NodeId>().map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "allowed caller '{}' is not a node id ({e}); `themis id` or `themis status` prints one",
+                            id.chars().take(80).collect::<String>()
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The announced service spec: the defaults, overridden by what the definition gives.
@@ -137,6 +167,17 @@ mod tests {
             "v".repeat(MAX_VERSION_LEN + 1)
         );
         assert!(d(&version).check("a").is_err());
+        let id = "ab".repeat(32);
+        assert_eq!(
+            d(&format!(r#"{{"upstream": "u", "allow": ["{id}"]}}"#))
+                .allowed()
+                .unwrap(),
+            [id.parse::<NodeId>().unwrap()]
+        );
+        let e = d(r#"{"upstream": "u", "allow": ["nope"]}"#)
+            .check("a")
+            .unwrap_err();
+        assert!(e.to_string().contains("not a node id"), "{e}");
     }
 
     proptest! {
@@ -147,8 +188,9 @@ mod tests {
             version in proptest::option::of("[0-9.]{0,8}"),
             weight in proptest::option::of(any::<u16>()),
             tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
+            allow in proptest::collection::vec("[0-9a-f]{64}", 0..3),
         ) {
-            let d = ServiceDefinition { name, upstream, version, weight, tags, allow: Vec::new() };
+            let d = ServiceDefinition { name, upstream, version, weight, tags, allow };
             let json = serde_json::to_vec(&d).unwrap();
             prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
             let t = toml::to_string(&d).unwrap();

@@ -16,18 +16,23 @@
 //! | `GET /metrics` | [`metrics`] | OpenMetrics text (Prometheus scrapes it) |
 //!
 //! Each area keeps its routes in its own module (`routes()`), merged here: a new area is a new
-//! module and one line in [`router`]. Errors are `{"error": "..."}` with a fitting status (400,
-//! 403, 404, 413, 502, 503, 504).
+//! module and one line in [`router`]. Every request first goes through [`guard`] (JSON errors,
+//! browsers refused, the token, the body's deadline and limit); [`server`] serves the router
+//! within its connection bounds. Errors are `{"error": "..."}` with a fitting status (400, 401,
+//! 403, 404, 405 with `Allow`, 408, 413, 502, 503, 504).
 
 mod call;
 mod definition;
 mod doctor;
+mod guard;
 mod health;
 mod members;
 mod metrics;
+mod server;
 mod services;
 mod sidecar;
 mod status;
+mod token;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,13 +45,16 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use themis_mesh::{Bytes, MeshNode, Mode};
 
 pub(crate) use definition::ServiceDefinition;
 use metrics::AgentMetrics;
+pub(crate) use server::{ServerLimits, serve};
 pub(crate) use sidecar::Sidecar;
+pub(crate) use token::ApiToken;
 
 use crate::datadir::DataDir;
 
@@ -74,6 +82,10 @@ pub(crate) struct AgentConfig {
     pub(crate) dns: Option<std::net::SocketAddr>,
     /// Where registrations and remembered peers are kept, if anywhere.
     pub(crate) data_dir: Option<DataDir>,
+    /// The token requests must carry (`--api-token-file`), if any.
+    pub(crate) token: Option<Arc<ApiToken>>,
+    /// Longest a request body may take to arrive, in whole.
+    pub(crate) body_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -84,6 +96,8 @@ impl Default for AgentConfig {
             key_file: None,
             dns: None,
             data_dir: None,
+            token: None,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -197,6 +211,18 @@ impl From<themis_mesh::Error> for ApiError {
             E::NotFound { .. } | E::NoProviders { .. } => StatusCode::NOT_FOUND,
             E::AccessDenied { .. } => StatusCode::FORBIDDEN,
             E::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
+            // A record this node itself refuses to build: the request is wrong, a retry fails
+            // the same way.
+            E::Dht(d)
+                if matches!(
+                    **d,
+                    themis_mesh::dht::Error::InvalidRecord(_)
+                        | themis_mesh::dht::Error::ReplicationTooHigh { .. }
+                        | themis_mesh::dht::Error::MessageTooLarge { .. }
+                ) =>
+            {
+                StatusCode::BAD_REQUEST
+            }
             E::Remote { .. } | E::AttemptsExhausted { .. } | E::VersionUnavailable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -269,6 +295,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        // innermost first: the body, the token, browsers, then JSON errors around everything
+        .layer(from_fn_with_state(state.clone(), guard::read_body))
+        .layer(from_fn_with_state(state.clone(), guard::authenticate))
+        .layer(from_fn_with_state(state.clone(), guard::browsers))
+        .layer(from_fn(guard::json_errors))
         .with_state(state)
 }
 
@@ -356,6 +387,10 @@ mod tests {
         assert_eq!(
             status(themis_mesh::dht::Error::Stopped.into()),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(themis_mesh::dht::Error::InvalidRecord("9 tags".into()).into()),
+            StatusCode::BAD_REQUEST
         );
         assert_eq!(
             status(E::InvalidConfig {

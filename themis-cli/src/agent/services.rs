@@ -86,18 +86,37 @@ pub(super) async fn provide(
     let url = Sidecar::parse_upstream(&def.upstream)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     s.check_room(name)?;
-    // The allow-list first, so that the service is never open in between.
-    s.node.restrict(name, def.allow.iter().copied())?;
-    let stored = s
+    // The access list first, so that no call gets through between the registration and it
+    // (an empty list opens the service, also replacing an earlier list).
+    let allowed = def.allowed()?;
+    let previous: Option<Vec<themis_mesh::NodeId>> = s
+        .definitions
+        .lock()
+        .ok()
+        .and_then(|d| d.get(name).map(|d| d.allowed().unwrap_or_default()));
+    s.node.restrict(name, allowed.iter().copied())?;
+    let stored = match s
         .node
         .register(name, def.spec(), s.sidecar_handler(url.clone()))
-        .await?;
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            // The registration did not change: neither does the list (the earlier one if the
+            // service is still provided, none if not).
+            let still = s.node.provided_services().iter().any(|p| p == name);
+            let _ = s
+                .node
+                .restrict(name, previous.filter(|_| still).unwrap_or_default());
+            return Err(e.into());
+        }
+    };
     def.name = Some(name.to_owned());
     if let Ok(mut defs) = s.definitions.lock() {
         defs.insert(name.to_owned(), def);
     }
     s.persist();
-    tracing::info!(service = %name, upstream = %url, stored, "registered");
+    tracing::info!(service = %name, upstream = %url, stored, allowed_callers = allowed.len(), "registered");
     Ok(stored)
 }
 
@@ -110,6 +129,7 @@ async fn register(
     let def = ServiceDefinition::parse_json(&body_or_error(body, s.config.max_body)?)?;
     let spec = def.spec();
     let upstream = Sidecar::parse_upstream(&def.upstream).map(|u| u.to_string());
+    let allow = def.allow.clone();
     let stored = provide(&s, &name, def).await?;
     Ok(Json(json!({
         "service": name,
@@ -119,6 +139,7 @@ async fn register(
         "provider": s.node.id().to_string(),
         "replicas_stored": stored,
         "replicas": u32::from(s.node.replication()) + 1,
+        "allow": allow,
     })))
 }
 
@@ -129,6 +150,7 @@ async fn deregister(
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
     let had = s.node.deregister(&name).await?;
+    s.node.restrict(&name, [])?;
     if let Ok(mut defs) = s.definitions.lock() {
         defs.remove(&name);
     }
@@ -157,6 +179,7 @@ async fn list_services(State(s): State<Arc<AppState>>) -> Json<Value> {
                 "version": d.and_then(|d| d.version.clone()),
                 "weight": d.and_then(|d| d.weight),
                 "tags": d.map(|d| d.tags.clone()).unwrap_or_default(),
+                "allow": d.map(|d| d.allow.clone()).unwrap_or_default(),
             })
         })
         .collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::agent::PROVIDER_HEADER;
+use crate::agent::{ApiToken, PROVIDER_HEADER};
 mod cluster_view;
 
 pub(crate) use cluster_view::{check, members};
@@ -26,6 +26,8 @@ pub(super) struct Agent {
     base: String,
     pub(super) shown: String,
     pub(super) http: reqwest::Client,
+    /// The token file whose token is sent, if any (named in a 401's message).
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// The base URL of the agent at `api` (`HOST:PORT` or `http://HOST:PORT`); the agent speaks
@@ -59,12 +61,27 @@ impl Agent {
     pub(super) fn new(api: &ApiArgs) -> Result<Self, Error> {
         let base = agent_base(&api.api)?;
         let shown = base.trim_start_matches("http://").to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(path) = &api.api_token_file {
+            let token = ApiToken::read(path)?;
+            let value = token.header_value().ok_or_else(|| Error::TokenFile {
+                path: path.clone(),
+                reason: "does not hold a valid header value".to_owned(),
+            })?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(TIMEOUT)
+            .default_headers(headers)
             .build()
             .unwrap_or_default();
-        Ok(Self { base, shown, http })
+        Ok(Self {
+            base,
+            shown,
+            http,
+            token_file: api.api_token_file.clone(),
+        })
     }
 
     pub(super) fn url(&self, path: &str) -> String {
@@ -124,6 +141,23 @@ impl Agent {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| format!("the agent answered HTTP {status}: {text}"));
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let message = match &self.token_file {
+                None => format!(
+                    "the agent at {} requires an API token: pass --api-token-file FILE (or set THEMIS_API_TOKEN_FILE), the file its `themis node --api-token-file` reads",
+                    self.shown
+                ),
+                Some(p) => format!(
+                    "the agent at {} refused the API token of {}: it is not the token the agent was started with ({message})",
+                    self.shown,
+                    p.display()
+                ),
+            };
+            return Err(Error::Agent {
+                status: status.as_u16(),
+                message,
+            });
+        }
         Err(Error::Agent {
             status: status.as_u16(),
             message,
@@ -181,13 +215,22 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     });
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;
+    let callers = v.get("allow").and_then(Value::as_array).map_or(0, Vec::len);
     println!(
-        "registered '{}' -> {} (stored on {} of {} replicas; provider {})",
+        "registered '{}' -> {} (stored on {} of {} replicas; provider {}; {})",
         a.name,
         s(&v, "upstream"),
         s(&v, "replicas_stored"),
         s(&v, "replicas"),
         s(&v, "provider"),
+        if callers == 0 {
+            "every node may call it".to_owned()
+        } else {
+            format!(
+                "only {} may call it",
+                plural(callers as u64, "allowed node")
+            )
+        },
     );
     Ok(())
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use themis_mesh::{Contact, IdentityKeypair, MeshConfig, MeshNode, Mode, NetworkId, NodeId};
 use tokio::net::TcpListener;
 
-use crate::agent::{AgentConfig, AppState, Readiness};
+use crate::agent::{AgentConfig, ApiToken, AppState, Readiness, ServerLimits};
 use crate::cli::bind_addr;
 use crate::config::NodeSettings;
 use crate::datadir::DataDir;
@@ -215,23 +215,34 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// Serves the agent API on `state` until `stop` resolves.
+/// Serves the agent API on `state` until `stop` resolves, within the server's bounds (header
+/// timeout, connection cap, requests per connection).
 pub(crate) fn serve_agent(
     listener: TcpListener,
     state: Arc<AppState>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     let app = crate::agent::router(state);
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "the agent API stopped");
+    tokio::spawn(crate::agent::serve(
+        listener,
+        app,
+        ServerLimits::default(),
+        async {
+            let _ = stop.await;
+        },
+    ))
+}
+
+/// Refuses an agent API beyond the loopback without a token (before anything else starts).
+pub(crate) fn check_api_exposure(addr: SocketAddr, token: Option<&ApiToken>) -> Result<(), Error> {
+    match token {
+        None if !addr.ip().is_loopback() => Err(Error::ApiWithoutToken { addr }),
+        None => Ok(()),
+        Some(t) => {
+            tracing::info!(api = %addr, token_file = %t.path().display(), "the agent API requires its token");
+            Ok(())
         }
-    })
+    }
 }
 
 /// The address a local client dials to reach a socket bound to `bound`: the loopback of the
@@ -320,17 +331,19 @@ async fn start_all(
         );
     }
     let listen = bind_addr("listen address", &s.listen).await?;
-    // The API first: a taken API port fails before this node starts anything.
+    let token = s
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::read_or_create)
+        .transpose()?
+        .map(Arc::new);
+    // The API first: a taken API port, or an exposed API without a token, fails before this
+    // node starts anything.
     let api = bind_api(&s.api).await?;
     let api_addr = api.local_addr().map_err(|e| Error::Listen {
         detail: format!("the agent API socket has no address: {e}"),
     })?;
-    if !api_addr.ip().is_loopback() {
-        tracing::warn!(
-            api = %api_addr,
-            "the agent API is not authenticated: anyone who reaches it can register and call services as this node; keep it on the loopback"
-        );
-    }
+    check_api_exposure(api_addr, token.as_deref())?;
     let mut toward = Vec::new();
     if let Some(Ok(c)) = first_bootstrap(&s.bootstrap).await {
         toward.push(c);
@@ -349,6 +362,8 @@ async fn start_all(
         key_file,
         dns: dns.as_ref().map(crate::dns::DnsServer::local_addr),
         data_dir: data.cloned(),
+        token,
+        ..AgentConfig::default()
     };
     let mode = mesh_config(s, listen).mode;
     let state = Arc::new(AppState::new(node.clone(), &s.net, mode, agent));

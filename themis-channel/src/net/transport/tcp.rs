@@ -481,6 +481,16 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
+/// Ends a connection with a reset and never a FIN (PROTOCOL.md §5.1: "no side ever sends
+/// FIN"): `SO_LINGER = 0`, then the write half is forgotten rather than dropped (dropping an
+/// `OwnedWriteHalf` shuts the write direction down, which sends a FIN) and the socket is closed
+/// with the read half, which sends the RST.
+fn reset(r: OwnedReadHalf, w: OwnedWriteHalf) {
+    let _ = r.as_ref().set_zero_linger();
+    w.forget();
+    drop(r);
+}
+
 async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr) {
     let guard = SocketGuard::new(&inner);
     let _ = stream.set_nodelay(true);
@@ -492,7 +502,7 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
         h = timeout(inner.cfg.hello_timeout, reader.next(&mut r)) => Some(h),
     };
     let peer = match hello {
-        None => return,
+        None => return reset(r, w),
         Some(Ok(Ok(Some(frame)))) => parse_hello(&frame, source.ip()),
         Some(Ok(Err(ReadFail::Oversize))) => {
             Counters::inc(&inner.stats.rejected_oversize);
@@ -507,15 +517,15 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
     let Some(peer) = peer else {
         Counters::inc(&inner.stats.rejected_hello);
         tracing::debug!(local = %inner.local, %source, "closing a connection without a valid hello");
-        let _ = r.as_ref().set_zero_linger();
-        return;
+        return reset(r, w);
     };
     let shared = inner.new_shared();
     let id = inner.new_id();
     let writer = {
         let mut conns = inner.lock();
         if conns.closed {
-            return;
+            drop(conns);
+            return reset(r, w);
         }
         // Tie-break (PROTOCOL.md): of two connections between the same pair, the one dialed by
         // the lower listening address wins. An older *accepted* connection from the same peer
@@ -552,8 +562,7 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
         timeout(inner.cfg.frame_timeout, w.write_all(&welcome)).await,
         Ok(Ok(()))
     ) {
-        let _ = r.as_ref().set_zero_linger();
-        w.forget();
+        reset(r, w);
         inner.remove_if(peer, id);
         return;
     }
@@ -612,8 +621,7 @@ async fn try_connect(
     match timeout_at(deadline, welcomed).await {
         Ok(Ok(())) => Ok((r, w, reader)),
         failed => {
-            let _ = r.as_ref().set_zero_linger();
-            w.forget();
+            reset(r, w);
             Err(failed
                 .unwrap_or(Err("no welcome in time"))
                 .err()
