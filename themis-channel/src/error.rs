@@ -244,6 +244,28 @@ pub enum Error {
         /// The node.
         peer: NodeId,
     },
+    /// Nothing listens at the peer's address (the operating system refused the connection:
+    /// the peer is down or restarting). The request was never sent: it did not run.
+    #[error(
+        "peer {peer} at {addr} refused the connection (nothing listens there: the node is down or restarting); the request was not sent"
+    )]
+    PeerUnreachable {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+    },
+    /// The request's command was sent, then the peer went away: its address now refuses
+    /// connections, so no answer can come. The request may or may not have run.
+    #[error(
+        "peer {peer} at {addr} went away after the request was sent (its address now refuses connections); the request may or may not have been executed"
+    )]
+    ConnectionLost {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+    },
     /// The peer authenticated the request but every one of its handler slots was taken, so it
     /// refused it without running it (reliable transports; over UDP the request is dropped and
     /// retransmitted instead).

@@ -128,8 +128,8 @@ pub use net::endpoint::{
     IncomingCommand, PeerAddr,
 };
 pub use net::transport::{
-    FrameSink, TcpConfig, TcpTransport, Transport, TransportError, TransportStats, UdpConfig,
-    UdpTransport, check_outgoing_frame,
+    FrameSink, RefusedSink, TcpConfig, TcpTransport, Transport, TransportError, TransportStats,
+    UdpConfig, UdpTransport, check_outgoing_frame,
 };
 pub use proto::{
     Channel, ChannelConfig, ChannelStats, FrameHeader, FrameKind, Incoming, KeyedLimiter, Mode,

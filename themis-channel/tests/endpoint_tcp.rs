@@ -533,3 +533,70 @@ async fn a_busy_peer_refuses_at_once_over_tcp() {
         first.abort();
     }
 }
+
+/// A port with nothing listening: bound, then closed.
+fn closed_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn patient() -> EndpointConfig {
+    let mut c = EndpointConfig::default();
+    c.request_timeout = Duration::from_secs(120);
+    c.handshake_timeout = Duration::from_secs(120);
+    c
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_the_request_at_once_unsent() {
+    // Timeouts of 120 s: the request can only end within the 60 s below because the
+    // transport reported the refusal.
+    within(
+        60,
+        "a_refused_connection_fails_the_request_at_once_unsent",
+        async {
+            let a = tcp(1, patient(), Arc::new(Echo::default())).await;
+            let peer = PeerAddr {
+                id: identity(9).node_id(&network()),
+                addr: closed_port(),
+            };
+            for _ in 0..3 {
+                match a.request(&peer, Bytes::from_static(b"x")).await {
+                    Err(Error::PeerUnreachable { addr, .. }) => assert_eq!(addr, peer.addr),
+                    other => panic!("expected PeerUnreachable, got {other:?}"),
+                }
+            }
+            assert_eq!(a.metrics().requests_timed_out, 0);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_gone_away_fails_the_next_request_at_once() {
+    within(
+        60,
+        "a_peer_gone_away_fails_the_next_request_at_once",
+        async {
+            let b = tcp(2, patient(), Arc::new(Echo::default())).await;
+            let a = tcp(1, patient(), Arc::new(Echo::default())).await;
+            let peer = b.local_peer();
+            a.request(&peer, Bytes::from_static(b"1")).await.unwrap();
+            b.shutdown().await;
+            drop(b);
+            // The session is still held: the command is sealed on it and queued for a new
+            // connection, which is refused. The command never left: PeerUnreachable, not
+            // ConnectionLost. Then the session is gone, and the next request is refused unsent.
+            match a.request(&peer, Bytes::from_static(b"2")).await {
+                Err(Error::PeerUnreachable { .. }) => {}
+                other => panic!("expected PeerUnreachable, got {other:?}"),
+            }
+            match a.request(&peer, Bytes::from_static(b"3")).await {
+                Err(Error::PeerUnreachable { .. }) => {}
+                other => panic!("expected PeerUnreachable, got {other:?}"),
+            }
+            assert_eq!(a.sessions(), 0);
+        },
+    )
+    .await;
+}

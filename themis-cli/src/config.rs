@@ -118,6 +118,10 @@ pub(crate) struct NodeFlags {
     /// Seconds the sidecar waits for an upstream's answer [default: 4].
     #[arg(long, env = "THEMIS_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub(crate) upstream_timeout: Option<u64>,
+    /// Calls that may run at one upstream at once; more are answered busy, unrun, and the
+    /// caller tries another provider [default: 256].
+    #[arg(long, env = "THEMIS_UPSTREAM_CONCURRENCY", value_name = "N")]
+    pub(crate) upstream_concurrency: Option<usize>,
     /// Log format on stderr: text or json (one object per line) [default: text].
     #[arg(long, env = "THEMIS_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
@@ -146,6 +150,7 @@ pub(crate) struct NodeSettings {
     pub(crate) fast: bool,
     pub(crate) max_body: usize,
     pub(crate) upstream_timeout: Duration,
+    pub(crate) upstream_concurrency: usize,
     pub(crate) log_format: LogFormat,
     pub(crate) services: Vec<ServiceDefinition>,
 }
@@ -224,15 +229,57 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
         },
         insecure: pick(&f.insecure, &file.insecure).unwrap_or(false),
         fast: pick(&f.fast, &file.fast).unwrap_or(false),
-        max_body: pick(&f.max_body, &file.max_body).unwrap_or(DEFAULT_MAX_BODY),
-        upstream_timeout: Duration::from_secs(
-            pick(&f.upstream_timeout, &file.upstream_timeout)
-                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT)
-                .max(1),
-        ),
+        max_body: match pick(&f.max_body, &file.max_body) {
+            Some(0) => {
+                return Err(Error::Usage {
+                    what: "max-body",
+                    reason: "0 would refuse every request body and every upstream answer: give at least 1 (bytes)".into(),
+                });
+            }
+            m => m.unwrap_or(DEFAULT_MAX_BODY),
+        },
+        upstream_timeout: {
+            let fast = pick(&f.fast, &file.fast).unwrap_or(false);
+            let given = pick(&f.upstream_timeout, &file.upstream_timeout);
+            check_upstream_timeout(given, fast)?;
+            Duration::from_secs(given.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT).max(1))
+        },
+        upstream_concurrency: match pick(&f.upstream_concurrency, &file.upstream_concurrency) {
+            None => crate::agent::DEFAULT_UPSTREAM_CONCURRENCY,
+            Some(0) => {
+                return Err(Error::Usage {
+                    what: "upstream-concurrency",
+                    reason: "0 would refuse every call: give at least 1 (calls that may run at one upstream at once)".into(),
+                });
+            }
+            Some(n) => n,
+        },
         log_format: pick(&f.log_format, &file.log_format).unwrap_or_default(),
         services,
     })
+}
+
+/// Refuses an `--upstream-timeout` the mesh cannot honour: above the mesh's request timeout
+/// (5 s; 1 s with `--fast`), the caller gives up before the provider can report the upstream's
+/// failure, and the timed-out call looks like a dead provider.
+fn check_upstream_timeout(given: Option<u64>, fast: bool) -> Result<(), Error> {
+    let driver = if fast {
+        themis_mesh::DriverConfig::fast()
+    } else {
+        themis_mesh::DriverConfig::default()
+    };
+    let limit = driver.endpoint.request_timeout;
+    match given {
+        Some(secs) if Duration::from_secs(secs) > limit => Err(Error::Usage {
+            what: "upstream-timeout",
+            reason: format!(
+                "{secs} s is above the mesh's request timeout of {limit:?}{}: callers would give up before the upstream's answer or error comes back; give at most {} s",
+                if fast { " (--fast)" } else { "" },
+                limit.as_secs().max(1)
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Loads the file named by `args` (if any) and resolves the settings.
@@ -363,6 +410,12 @@ pub(crate) fn render(
         file.upstream_timeout.is_some(),
     );
     line(
+        "upstream-concurrency",
+        "upstream_concurrency",
+        Some(s.upstream_concurrency.to_string()),
+        file.upstream_concurrency.is_some(),
+    );
+    line(
         "log-format",
         "log_format",
         Some(toml_value(s.log_format.as_str())),
@@ -440,6 +493,57 @@ weight = 5
         assert_eq!(s.listen, "127.0.0.1:0");
         assert!(s.insecure);
         assert_eq!(s.net, "demo");
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused() {
+        let file = NodeFlags {
+            net: Some("demo".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..NodeFlags::default()
+        };
+        let with = |f: NodeFlags| resolve(&f, &file);
+        let e = with(NodeFlags {
+            max_body: Some(0),
+            ..NodeFlags::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max-body") && e.contains("at least 1"), "{e}");
+        let e = with(NodeFlags {
+            upstream_timeout: Some(10),
+            ..NodeFlags::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("upstream-timeout") && e.contains("at most 5 s"),
+            "{e}"
+        );
+        let e = with(NodeFlags {
+            upstream_timeout: Some(2),
+            fast: Some(true),
+            ..NodeFlags::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--fast") && e.contains("at most 1 s"), "{e}");
+        // The defaults, and a timeout within the mesh's, are fine (with --fast too).
+        assert!(with(NodeFlags::default()).is_ok());
+        assert!(
+            with(NodeFlags {
+                upstream_timeout: Some(5),
+                ..NodeFlags::default()
+            })
+            .is_ok()
+        );
+        assert!(
+            with(NodeFlags {
+                fast: Some(true),
+                ..NodeFlags::default()
+            })
+            .is_ok()
+        );
     }
 
     #[test]

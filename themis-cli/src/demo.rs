@@ -70,9 +70,10 @@ pub(crate) enum DemoError {
     Mesh {
         /// What the demo was doing.
         what: String,
-        /// The mesh's error.
+        /// The mesh's error (boxed: the mesh's error is large, and this enum travels in
+        /// every `Result` of the CLI).
         #[source]
-        source: MeshError,
+        source: Box<MeshError>,
     },
     /// The demo's network name is refused.
     #[error("the network name of the demo is refused: {0}")]
@@ -97,7 +98,10 @@ pub(crate) enum DemoError {
 
 fn mesh_err(what: impl Into<String>) -> impl FnOnce(MeshError) -> DemoError {
     let what = what.into();
-    move |source| DemoError::Mesh { what, source }
+    move |source| DemoError::Mesh {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Runs the demo; `Ok` when every claim of the report held.

@@ -139,6 +139,44 @@ pub enum Error {
         /// Its message (at most 512 bytes).
         message: String,
     },
+    /// The provider's application refused the request (a caller error, such as an HTTP 4xx
+    /// of a sidecar's upstream): the provider is healthy and the call is not retried. `code`
+    /// and `body` are the application's.
+    #[error("provider {provider} of '{service}' refused the request with code {code}")]
+    Rejected {
+        /// The service name.
+        service: String,
+        /// The provider that answered.
+        provider: NodeId,
+        /// The application's code (a sidecar's: the upstream's HTTP status).
+        code: u16,
+        /// The application's answer.
+        body: bytes::Bytes,
+    },
+    /// The call's deadline ([`CallOptions::timeout`](crate::CallOptions::timeout)) passed
+    /// before a provider answered.
+    #[error(
+        "call to '{service}' did not complete within its deadline of {after:?} (providers slow or failing; the last attempt was abandoned, and may or may not have run)"
+    )]
+    DeadlineExceeded {
+        /// The service name.
+        service: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The call is nested in more calls than the mesh allows: a service probably calls itself
+    /// through the mesh, directly or through others.
+    #[error(
+        "call to '{service}' refused: it is nested in {hops} calls, above the limit of {limit} (a service whose upstream calls itself through the mesh? check its upstream URL)"
+    )]
+    HopLimit {
+        /// The service name.
+        service: String,
+        /// Calls the refused call was nested in.
+        hops: u8,
+        /// The limit.
+        limit: u8,
+    },
     /// Another node answered a request with bytes that are not an answer to it (a node of an
     /// older themis that does not know the request, or a misbehaving one).
     #[error(

@@ -87,8 +87,9 @@ mod policy;
 pub use error::Error;
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
-    Discovery, Member, MemberState, Members, MeshConfig, MeshNode, MeshStatus, NodeInfo,
-    RemoteErrorKind, ServiceHandler, ServiceSpec, TransportKind,
+    CallContext, CallOptions, Discovery, HandlerError, MAX_HOPS, Member, MemberState, Members,
+    MeshConfig, MeshNode, MeshStatus, NodeInfo, RemoteErrorKind, ServiceHandler, ServiceSpec,
+    TransportKind,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,
@@ -114,7 +115,7 @@ pub use themis_dht::{Contact, DriverConfig, object_id};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::policy::{
-        AccessPolicy, CacheLookup, DEFAULT_WEIGHT, DiscoveryCache, ReplicaSearch, RetryBudget,
-        SearchConfig, Successions, merge_records,
+        AccessPolicy, CacheLookup, DEFAULT_WEIGHT, DiscoveryCache, RecentRefusals, ReplicaSearch,
+        RetryBudget, SearchConfig, Successions, merge_records,
     };
 }

@@ -239,6 +239,36 @@ fn failover_never_reuses_a_provider_while_another_exists() {
 }
 
 #[test]
+fn an_avoided_provider_is_chosen_only_when_no_other_is_left() {
+    let all: Vec<Provider> = (0..3).map(|i| provider(i, "v", 1)).collect();
+    let now = Instant::now();
+    for seed in 0..50 {
+        let mut b = balancer(Policy::P2cEwma, all.clone(), seed, now);
+        let mut call = b.begin_call(now);
+        call.avoid(all[0].id);
+        let first = b.pick(&mut call, now).unwrap();
+        assert_ne!(
+            first.id, all[0].id,
+            "seed {seed}: an avoided provider chosen first"
+        );
+        b.on_failure(&first.id, now);
+        let second = b.pick(&mut call, now).unwrap();
+        assert_ne!(
+            second.id, all[0].id,
+            "seed {seed}: avoided before the untried one"
+        );
+        b.on_failure(&second.id, now);
+        // Every provider was tried or avoided: the choice is open again, not refused.
+        assert!(b.pick(&mut call, now).is_ok());
+    }
+    // Avoiding the only provider does not make it unusable.
+    let mut b = balancer(Policy::P2cEwma, vec![provider(9, "v", 1)], 0, now);
+    let mut call = b.begin_call(now);
+    call.avoid(provider(9, "v", 1).id);
+    assert!(b.pick(&mut call, now).is_ok());
+}
+
+#[test]
 fn retry_budget_caps_retries_under_total_failure() {
     let all: Vec<Provider> = (0..4).map(|i| provider(i, "v", 1)).collect();
     let start = Instant::now();

@@ -4,7 +4,7 @@
 //! crashes, and access policy, every step bounded (the larger secure-TCP scenarios are
 //! `node_mesh.rs`).
 
-use themis_mesh::{Bytes, Error, Mode, ServiceSpec};
+use themis_mesh::{Bytes, CallOptions, Error, Mode, ServiceSpec};
 use themis_testkit::dht::Kind;
 use themis_testkit::mesh::*;
 use themis_testkit::{eventually_ok, within};
@@ -34,13 +34,18 @@ async fn register_discover_call(setup: Setup, seed: u64) {
             .unwrap();
         assert!(&r[..] == b"a:x" || &r[..] == b"b:x", "{r:?}");
     }
-    // Failover: provider a crashes, every call is served by b.
+    // Failover: provider a crashes, every call is served by b. The calls are idempotent: a
+    // call that may have reached a before it crashed (sent, then no answer) is failed over too.
     within(20, "crash", nodes[1].crash()).await;
     for _ in 0..10 {
-        let r = within(
+        let (r, _) = within(
             20,
             "call after the crash",
-            caller.call("svc", Bytes::from_static(b"y")),
+            caller.call_with(
+                "svc",
+                Bytes::from_static(b"y"),
+                CallOptions::default().idempotent(true),
+            ),
         )
         .await
         .unwrap();

@@ -51,6 +51,11 @@ impl Proc {
             .unwrap()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// A field of the `ready` line ("" if absent).
     pub fn get(&self, k: &str) -> &str {
         self.ready.get(k).map(String::as_str).unwrap_or("")

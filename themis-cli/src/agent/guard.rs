@@ -46,10 +46,19 @@ pub(crate) struct ConnInfo {
     pub(crate) local: SocketAddr,
 }
 
+/// Marks a response (an extension) that is not the agent's own error but an upstream's answer
+/// passed through as it is (a 4xx of a provider's upstream, issue 12): [`json_errors`] leaves
+/// it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpstreamAnswer;
+
 /// Turns every error answer without a JSON body into `{"error": ...}`, keeping its status and
-/// headers (a 405 keeps its `Allow`).
+/// headers (a 405 keeps its `Allow`). An [`UpstreamAnswer`] keeps its own body.
 pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
+    if resp.extensions().get::<UpstreamAnswer>().is_some() {
+        return resp;
+    }
     let status = resp.status();
     let is_json = resp
         .headers()

@@ -7,7 +7,7 @@
 //! | `DELETE /v1/services/{name}` | [`services`] | stop providing `name` |
 //! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
 //! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
-//! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider` |
+//! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider`; headers `x-themis-idempotent: true`, `x-themis-hops`, `x-themis-timeout-ms` (or `?timeout_ms=`) |
 //! | `GET /v1/status` | [`status`] | node id, network, ring neighbours, sessions, stored records, uptime |
 //! | `GET /v1/agent/self` | [`status`] | the agent's settings (version, limits, DNS, data dir) |
 //! | `GET /v1/health`, `/v1/health/live`, `/v1/health/ready` | [`health`] | liveness and readiness for an orchestrator's probes |
@@ -63,6 +63,20 @@ pub(crate) const PROVIDER_HEADER: &str = "x-themis-provider";
 /// Header of a forwarded call naming the caller node (hex node id; authenticated in secure
 /// mode, a claim in insecure mode).
 pub(crate) const CALLER_HEADER: &str = "x-themis-caller";
+/// Header of a call's hop count: on the request the sidecar sends its upstream (the hops of
+/// the call it serves, plus one) and on a `/v1/call` request (an upstream calling the mesh in
+/// turn). A call past [`themis_mesh::MAX_HOPS`] is refused with 508 (loop protection).
+pub(crate) const HOPS_HEADER: &str = "x-themis-hops";
+/// Header of a `/v1/call` request that marks the call idempotent (`true`): it may then be
+/// failed over after a timeout or a provider failure, not only when it surely did not run.
+pub(crate) const IDEMPOTENT_HEADER: &str = "x-themis-idempotent";
+/// Header of a `/v1/call` request giving the call's deadline in milliseconds (also the query
+/// parameter `timeout_ms`); the sidecar sends its upstream the time the caller has left.
+pub(crate) const TIMEOUT_HEADER: &str = "x-themis-timeout-ms";
+/// Longest per-call deadline the agent takes (1 hour).
+pub(crate) const MAX_CALL_TIMEOUT_MS: u64 = 3_600_000;
+/// Default of `--upstream-concurrency`: calls that may run at one upstream at once.
+pub(crate) const DEFAULT_UPSTREAM_CONCURRENCY: usize = 256;
 /// Longest service name (the DHT's limit).
 const MAX_NAME: usize = themis_mesh::dht::MAX_NAME_LEN;
 /// Services this agent keeps an upstream for (the mesh node's own limit is 64 by default).
@@ -76,6 +90,8 @@ pub(crate) struct AgentConfig {
     /// How long the sidecar waits for an upstream's answer (below the mesh's 5 s request
     /// timeout, so that the caller gets the provider's error rather than a timeout).
     pub(crate) upstream_timeout: Duration,
+    /// Calls that may run at one upstream at once; more are answered busy, unrun.
+    pub(crate) upstream_concurrency: usize,
     /// The node's key file, if it has one (the doctor checks its mode).
     pub(crate) key_file: Option<PathBuf>,
     /// The DNS interface's address, if it serves one.
@@ -93,6 +109,7 @@ impl Default for AgentConfig {
         Self {
             max_body: 1 << 20,
             upstream_timeout: Duration::from_secs(4),
+            upstream_concurrency: DEFAULT_UPSTREAM_CONCURRENCY,
             key_file: None,
             dns: None,
             data_dir: None,
@@ -206,11 +223,24 @@ impl IntoResponse for ApiError {
 
 impl From<themis_mesh::Error> for ApiError {
     fn from(e: themis_mesh::Error) -> Self {
-        use themis_mesh::{Error as E, channel::Error as ChannelError};
+        use themis_mesh::{Error as E, RemoteErrorKind, channel::Error as ChannelError};
         let status = match &e {
             E::NotFound { .. } | E::NoProviders { .. } => StatusCode::NOT_FOUND,
             E::AccessDenied { .. } => StatusCode::FORBIDDEN,
             E::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
+            E::Rejected { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            E::HopLimit { .. }
+            | E::Remote {
+                kind: RemoteErrorKind::HopLimit,
+                ..
+            } => StatusCode::LOOP_DETECTED,
+            E::Remote {
+                kind: RemoteErrorKind::Timeout,
+                ..
+            }
+            | E::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             // A record this node itself refuses to build: the request is wrong, a retry fails
             // the same way.
             E::Dht(d)
@@ -387,6 +417,37 @@ mod tests {
         assert_eq!(
             status(themis_mesh::dht::Error::Stopped.into()),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Issue 12: an upstream's timeout is a timeout, its 4xx keeps its status, a loop is 508.
+        assert_eq!(
+            status(E::Remote {
+                service: s(),
+                provider: id,
+                kind: RemoteErrorKind::Timeout,
+                message: "slow".into(),
+            }),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status(E::Rejected {
+                service: s(),
+                provider: id,
+                code: 409,
+                body: Bytes::new(),
+            }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(E::HopLimit {
+                service: s(),
+                hops: 9,
+                limit: 8
+            }),
+            StatusCode::LOOP_DETECTED
+        );
+        assert_eq!(
+            status(call(ChannelError::PeerUnreachable { peer: id, addr })),
+            StatusCode::BAD_GATEWAY
         );
         assert_eq!(
             status(themis_mesh::dht::Error::InvalidRecord("9 tags".into()).into()),

@@ -46,17 +46,14 @@ impl AppState {
 
     /// The mesh handler of a service provided through `url`: calls are forwarded to it.
     fn sidecar_handler(&self, url: reqwest::Url) -> impl themis_mesh::ServiceHandler {
-        let sidecar = Arc::new(Sidecar::new(
+        Sidecar::new(
             self.http.clone(),
             url,
             self.config.max_body,
             self.config.upstream_timeout,
+            self.config.upstream_concurrency,
             self.metrics.clone(),
-        ));
-        move |caller, request| {
-            let sc = sidecar.clone();
-            async move { sc.forward(caller, request).await }
-        }
+        )
     }
 
     /// Saves the definitions in the data directory, if there is one (a failure is logged:

@@ -108,8 +108,10 @@ impl Handler {
                 let login = Login::decode(&req).ok_or(BAD_LOGIN)?;
                 served.fetch_add(1, Ordering::Relaxed);
                 let user = Bytes::copy_from_slice(login.user().as_bytes());
-                match mesh.call(CHECK, user).await {
-                    Ok(record) => Ok(answer(&login, &record)),
+                // A read: idempotent, so it fails over whatever happened to an attempt.
+                let read = themis_mesh::CallOptions::default().idempotent(true);
+                match mesh.call_with(CHECK, user, read).await {
+                    Ok((record, _)) => Ok(answer(&login, &record)),
                     Err(e) => Err(format!("503 Service Unavailable: {e}")),
                 }
             }

@@ -44,7 +44,15 @@ pub(super) async fn run_batch(client: &MeshNode, batch: &Arc<Vec<Attempt>>) -> B
             let mut b = Batch::default();
             while let Some(a) = batch.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let t = Instant::now();
-                let r = client.call(HANDLER, Bytes::from(a.login.encode())).await;
+                // A login is a read: idempotent, failed over whatever happened to an attempt.
+                let r = client
+                    .call_with(
+                        HANDLER,
+                        Bytes::from(a.login.encode()),
+                        themis_mesh::CallOptions::default().idempotent(true),
+                    )
+                    .await
+                    .map(|(body, _)| body);
                 match r {
                     Ok(body) => {
                         b.latencies.push(t.elapsed());

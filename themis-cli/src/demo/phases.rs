@@ -510,7 +510,14 @@ impl Demo {
             || found_detail(&loc),
         )?;
         let login = app.users.first().map(Login::encode).unwrap_or_default();
-        let after = cast.client.call(HANDLER, Bytes::from(login)).await;
+        let after = cast
+            .client
+            .call_with(
+                HANDLER,
+                Bytes::from(login),
+                themis_mesh::CallOptions::default().idempotent(true),
+            )
+            .await;
         self.claim(after.is_ok(), "logins work after recovery", || {
             format!("{after:?}")
         })

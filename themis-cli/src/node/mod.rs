@@ -359,6 +359,7 @@ async fn start_all(
     let agent = AgentConfig {
         max_body: s.max_body,
         upstream_timeout: s.upstream_timeout,
+        upstream_concurrency: s.upstream_concurrency,
         key_file,
         dns: dns.as_ref().map(crate::dns::DnsServer::local_addr),
         data_dir: data.cloned(),

@@ -1,6 +1,7 @@
 //! The mesh node (paper §7): one endpoint shared by the DHT and service calls; register,
 //! discover and call on top of the pure policies of `crate::policy`.
 
+mod call;
 mod info;
 mod introspect;
 mod local;
@@ -23,13 +24,15 @@ use themis_channel::{
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Succession};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
+pub use call::{CallContext, CallOptions, HandlerError};
+use call::{Verdict, judge_channel_error, judge_response, over_hop_limit};
 pub use info::NodeInfo;
 pub use introspect::{Discovery, MeshStatus};
 pub use members::{Member, MemberState, Members};
-pub use wire::RemoteErrorKind;
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
+pub use wire::{MAX_HOPS, RemoteErrorKind};
 
-use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, Successions};
+use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, RecentRefusals, Successions};
 use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
@@ -39,6 +42,16 @@ use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 pub trait ServiceHandler: Send + Sync + 'static {
     /// Answers one call.
     async fn call(&self, caller: NodeId, request: Bytes) -> Result<Bytes, String>;
+
+    /// Answers one call with its context, telling the kind of a failure (the one the provider
+    /// runs). The default runs [`ServiceHandler::call`] and reports its error as
+    /// [`HandlerError::Failed`]; a handler that can tell "did not run" (an unreachable
+    /// upstream), "timed out", "busy" or "the caller's mistake" overrides it.
+    async fn serve(&self, context: CallContext, request: Bytes) -> Result<Bytes, HandlerError> {
+        self.call(context.caller, request)
+            .await
+            .map_err(HandlerError::Failed)
+    }
 }
 
 /// Any `Fn(NodeId, Bytes) -> impl Future<Output = Result<Bytes, String>>` is a handler.
@@ -256,11 +269,29 @@ async fn serve_call(
         return refuse(
             RemoteErrorKind::Malformed,
             format!(
-                "service call does not parse (name length 1..={}, UTF-8 name)",
+                "service call does not parse (name length 1..={}, UTF-8 name, well-formed options)",
                 wire::MAX_NAME
             ),
         );
     };
+    let budget = call
+        .budget_ms
+        .map(|ms| Duration::from_millis(u64::from(ms)));
+    if budget == Some(Duration::ZERO) {
+        return refuse(
+            RemoteErrorKind::Timeout,
+            format!("call to '{}' arrived with no time left", call.service),
+        );
+    }
+    if over_hop_limit(call.hops) {
+        return refuse(
+            RemoteErrorKind::HopLimit,
+            format!(
+                "call to '{}' nested in {} calls, above the limit of {MAX_HOPS} (a service calling itself through the mesh?)",
+                call.service, call.hops
+            ),
+        );
+    }
     let handler = services
         .read()
         .ok()
@@ -292,11 +323,15 @@ async fn serve_call(
             format!("caller {caller} may not call '{}'", call.service),
         );
     }
-    match tokio::time::timeout(timeout, handler.call(caller, call.body)).await {
+    // The caller's remaining time (issue 12, deadlines) cuts the handler earlier than the
+    // provider's own limit.
+    let timeout = budget.map_or(timeout, |b| b.min(timeout));
+    let context = CallContext::new(caller, call.hops).with_budget(budget);
+    match tokio::time::timeout(timeout, handler.serve(context, call.body)).await {
         Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
-        Ok(Err(message)) => refuse(RemoteErrorKind::Handler, message),
+        Ok(Err(e)) => encode_response(&e.into_response()),
         Err(_) => refuse(
-            RemoteErrorKind::Handler,
+            RemoteErrorKind::Timeout,
             format!(
                 "the handler of '{}' did not answer within {timeout:?}",
                 call.service
@@ -348,6 +383,8 @@ struct Inner {
     access: Arc<RwLock<AccessPolicy>>,
     cache: Mutex<DiscoveryCache>,
     balancers: Mutex<HashMap<String, Balancer>>,
+    /// Providers whose address refused a connection lately: calls avoid them.
+    refusals: Mutex<RecentRefusals>,
     seed: u64,
     /// When the node started (its uptime in node-info answers).
     started: Instant,
@@ -477,6 +514,7 @@ impl MeshNode {
                 access,
                 cache: Mutex::new(cache),
                 balancers: Mutex::new(HashMap::new()),
+                refusals: Mutex::new(RecentRefusals::default()),
                 seed,
                 started,
             }),
@@ -635,8 +673,11 @@ impl MeshNode {
     /// [`Balancer`] (canary split, P2C-EWMA), sends the call over the endpoint, fails over to
     /// another provider within the retry budget, and records latency and failures.
     ///
-    /// A refusal by the provider's access policy is returned at once as
-    /// [`Error::AccessDenied`]; a handler's error as [`Error::Remote`].
+    /// The call is not idempotent: it is failed over only when it surely did not run (see
+    /// [`MeshNode::call_with`], which also takes the idempotent flag and the hop count). A
+    /// refusal by the provider's access policy is returned at once as [`Error::AccessDenied`];
+    /// a handler's error as [`Error::Remote`]; a caller error of the provider's application as
+    /// [`Error::Rejected`].
     ///
     /// Deadline: a discovery when the cache has nothing fresh (at most
     /// `config.driver.command_timeout`), then at most `config.balancer.max_attempts` attempts
@@ -655,11 +696,56 @@ impl MeshNode {
         service: &str,
         request: Bytes,
     ) -> Result<(Bytes, NodeId), Error> {
-        let payload = encode_request(service, &request).ok_or(Error::InvalidConfig {
-            what: "service name",
-            reason: wire::NAME_RULE,
-        })?;
-        if let Err(e) = self.refresh(service).await {
+        self.call_with(service, request, CallOptions::default())
+            .await
+    }
+
+    /// Calls `service` like [`MeshNode::call`] with `options`, and returns the provider that
+    /// answered.
+    ///
+    /// Failover (issue 12): an attempt whose call surely did not run (the provider refused the
+    /// connection, was busy, does not serve the service, could not reach its application, or
+    /// the command never left) goes to another provider; one that may have run (a timeout, a
+    /// handler failure, a connection lost after the command went out) goes to another only if
+    /// the call is [idempotent](CallOptions::idempotent), and otherwise ends with its error,
+    /// so a non-idempotent call never runs twice. A provider that refused a connection is
+    /// avoided by the next calls until it answers again (at most 10 s). Provider-side failures
+    /// count against the provider (P2C-EWMA, outlier ejection); a caller error
+    /// ([`Error::Rejected`]), an access refusal and the hop limit are answers of a healthy
+    /// provider.
+    pub async fn call_with(
+        &self,
+        service: &str,
+        request: Bytes,
+        options: CallOptions,
+    ) -> Result<(Bytes, NodeId), Error> {
+        if over_hop_limit(options.hops) {
+            return Err(Error::HopLimit {
+                service: service.to_owned(),
+                hops: options.hops,
+                limit: MAX_HOPS,
+            });
+        }
+        let deadline = options.timeout.map(|t| now() + t);
+        let expired = || Error::DeadlineExceeded {
+            service: service.to_owned(),
+            after: options.timeout.unwrap_or_default(),
+        };
+        // Validated once, encoded per attempt (the time left changes).
+        let encode = |budget_ms| {
+            encode_request(service, options.hops, budget_ms, &request).ok_or(Error::InvalidConfig {
+                what: "service name",
+                reason: wire::NAME_RULE,
+            })
+        };
+        let mut payload = encode(None)?;
+        let refreshed = match deadline {
+            None => self.refresh(service).await,
+            Some(d) => tokio::time::timeout_at(d.into(), self.refresh(service))
+                .await
+                .map_err(|_| expired())?,
+        };
+        if let Err(e) = refreshed {
             // Stale while error: a failed re-discovery (the ring repairing after a crash)
             // keeps the providers the balancer already has.
             let known = self
@@ -678,7 +764,16 @@ impl MeshNode {
             let bal = b.get_mut(service).ok_or_else(|| Error::NoProviders {
                 service: service.to_owned(),
             })?;
-            bal.begin_call(now())
+            let mut call = bal.begin_call(now());
+            if let Ok(r) = self.inner.refusals.lock()
+                && !r.is_empty()
+            {
+                let t = now();
+                for id in r.refusing(bal.provider_ids(), t) {
+                    call.avoid(id);
+                }
+            }
+            call
         };
         let mut last: Option<Error> = None;
         loop {
@@ -699,67 +794,114 @@ impl MeshNode {
                 addr: pick.addr,
             };
             let started = now();
-            let outcome = match self.send_call(&peer, payload.clone()).await {
-                Ok(bytes) => match decode_response(&bytes) {
-                    Some(CallResponse::Ok(body)) => Ok(body),
-                    Some(CallResponse::Error {
-                        kind: RemoteErrorKind::AccessDenied,
-                        ..
-                    }) => {
-                        // A definite answer: the provider is healthy, the caller not allowed.
-                        self.report(service, &pick.id, Some(now() - started))?;
-                        return Err(Error::AccessDenied {
-                            caller: self.id(),
-                            service: service.to_owned(),
-                        });
+            let left = deadline.map(|d| d.saturating_duration_since(started));
+            if let Some(left) = left {
+                if left.is_zero() {
+                    self.cancel_pick(service, &pick.id)?;
+                    return Err(expired());
+                }
+                let ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                payload = encode(Some(ms))?;
+            }
+            let remote = |kind, message| Error::Remote {
+                service: service.to_owned(),
+                provider: pick.id,
+                kind,
+                message,
+            };
+            let sent = match left {
+                None => Ok(self.send_call(&peer, payload.clone()).await),
+                Some(left) => tokio::time::timeout(left, self.send_call(&peer, payload.clone()))
+                    .await
+                    .map_err(|_| ()),
+            };
+            let Ok(sent) = sent else {
+                // The deadline passed during the attempt: a failure sample for the provider
+                // (it did not answer in the time asked), and no time for another attempt.
+                self.report(service, &pick.id, None)?;
+                return Err(expired());
+            };
+            let (verdict, outcome) = match sent {
+                Ok(bytes) => {
+                    if let Ok(mut r) = self.inner.refusals.lock() {
+                        r.answered(&pick.id);
                     }
-                    Some(CallResponse::Error {
-                        kind: RemoteErrorKind::Handler,
-                        message,
-                    }) => {
-                        self.report(service, &pick.id, Some(now() - started))?;
-                        return Err(Error::Remote {
+                    match decode_response(&bytes) {
+                        Some(answer) => {
+                            let verdict = judge_response(&answer);
+                            let outcome = match answer {
+                                CallResponse::Ok(body) => Ok(body),
+                                CallResponse::Rejected { code, body } => Err(Error::Rejected {
+                                    service: service.to_owned(),
+                                    provider: pick.id,
+                                    code,
+                                    body,
+                                }),
+                                CallResponse::Error {
+                                    kind: RemoteErrorKind::AccessDenied,
+                                    ..
+                                } => Err(Error::AccessDenied {
+                                    caller: self.id(),
+                                    service: service.to_owned(),
+                                }),
+                                CallResponse::Error { kind, message } => Err(remote(kind, message)),
+                            };
+                            (verdict, outcome)
+                        }
+                        None => (
+                            Verdict::FailoverIfIdempotent,
+                            Err(remote(
+                                RemoteErrorKind::Malformed,
+                                "the response does not parse".into(),
+                            )),
+                        ),
+                    }
+                }
+                Err(source) => {
+                    if matches!(source, themis_channel::Error::PeerUnreachable { .. })
+                        && let Ok(mut r) = self.inner.refusals.lock()
+                    {
+                        r.refused(pick.id, now());
+                    }
+                    (
+                        judge_channel_error(&source),
+                        Err(Error::Call {
                             service: service.to_owned(),
                             provider: pick.id,
-                            kind: RemoteErrorKind::Handler,
-                            message,
-                        });
-                    }
-                    Some(CallResponse::Error { kind, message }) => Err(Error::Remote {
-                        service: service.to_owned(),
-                        provider: pick.id,
-                        kind,
-                        message,
-                    }),
-                    None => Err(Error::Remote {
-                        service: service.to_owned(),
-                        provider: pick.id,
-                        kind: RemoteErrorKind::Malformed,
-                        message: "the response does not parse".into(),
-                    }),
-                },
-                Err(source) => Err(Error::Call {
-                    service: service.to_owned(),
-                    provider: pick.id,
-                    addr: pick.addr,
-                    source: Box::new(source),
-                }),
+                            addr: pick.addr,
+                            source: Box::new(source),
+                        }),
+                    )
+                }
             };
-            match outcome {
-                Ok(body) => {
-                    self.report(service, &pick.id, Some(now() - started))?;
-                    return Ok((body, pick.id));
-                }
-                Err(e) => {
-                    self.report(service, &pick.id, None)?;
-                    // Stale provider list: discover afresh next time.
-                    if let Ok(mut c) = self.inner.cache.lock() {
-                        c.invalidate(service);
-                    }
-                    last = Some(e);
-                }
+            if verdict == Verdict::Answer {
+                self.report(service, &pick.id, Some(now() - started))?;
+                return outcome.map(|body| (body, pick.id));
             }
+            self.report(service, &pick.id, None)?;
+            // Stale provider list: discover afresh next time.
+            if let Ok(mut c) = self.inner.cache.lock() {
+                c.invalidate(service);
+            }
+            let e = match outcome {
+                Ok(body) => return Ok((body, pick.id)),
+                Err(e) => e,
+            };
+            if verdict == Verdict::FailoverIfIdempotent && !options.idempotent {
+                // It may have run: running it again could repeat its effect.
+                return Err(e);
+            }
+            last = Some(e);
         }
+    }
+
+    /// Abandons a pick without an outcome.
+    fn cancel_pick(&self, service: &str, id: &NodeId) -> Result<(), Error> {
+        let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+        if let Some(bal) = b.get_mut(service) {
+            bal.on_cancel(id);
+        }
+        Ok(())
     }
 
     fn report(&self, service: &str, id: &NodeId, latency: Option<Duration>) -> Result<(), Error> {

@@ -1,8 +1,11 @@
-//! The bytes of a service call (PROTOCOL.md, "Service calls").
+//! The bytes of a service call (PROTOCOL.md §7.2, §7.3).
 //!
 //! Request (command payload of the endpoint):
-//! `0x02 | name_len: u8 | name: name_len bytes UTF-8 | body`.
-//! Response: `0x00 | body` (ok) or `0x01 | kind: u8 | message: UTF-8` (error).
+//! `0x02 | name_len: u8 | name: name_len bytes UTF-8 | body`, or, with call options,
+//! `0x02 | 0x00 | opts_len: u8 | options | name_len | name | body` (options: `type | len |
+//! value` each; `0x01` hops, one byte; `0x02` the caller's remaining time in ms, u32).
+//! Response: `0x00 | body` (ok), `0x01 | kind: u8 | message: UTF-8` (error) or
+//! `0x02 | code: u16 | body` (the application refused the request; the provider is healthy).
 //!
 //! The first byte is the service call's protocol id on the shared endpoint (PROTOCOL.md §5.4):
 //! the endpoint's registry routes by it (DHT commands carry `0x01`) and hands the rest over.
@@ -16,6 +19,17 @@ pub(crate) const TAG_SERVICE_CALL: u8 = 0x02;
 const STATUS_OK: u8 = 0x00;
 /// Response status: an error kind and message follow.
 const STATUS_ERROR: u8 = 0x01;
+/// Response status: the application refused the request (a caller error, such as an HTTP
+/// 4xx of a sidecar's upstream); a code and a body follow.
+const STATUS_REJECTED: u8 = 0x02;
+/// `name_len` value announcing call options before the name.
+const OPTIONS_FOLLOW: u8 = 0x00;
+/// Call option: the hop count (one byte).
+const OPT_HOPS: u8 = 0x01;
+/// Call option: the caller's remaining time for the call, in milliseconds (u32 BE).
+const OPT_BUDGET: u8 = 0x02;
+/// Most calls a call may be nested in (hops) before it is refused (issue 12, loop protection).
+pub const MAX_HOPS: u8 = 8;
 /// Longest error message sent or accepted (longer ones are cut on a char boundary).
 pub(crate) const MAX_ERROR_MESSAGE: usize = 512;
 /// Longest service name (the DHT's limit: one limit, one constant).
@@ -29,8 +43,17 @@ const KIND_UNKNOWN_SERVICE: u8 = 0x01;
 const KIND_ACCESS_DENIED: u8 = 0x02;
 /// Error kind: the provider could not parse the call.
 const KIND_MALFORMED: u8 = 0x03;
-/// Error kind: the provider's handler failed (or did not answer in time).
+/// Error kind: the provider's handler failed.
 const KIND_HANDLER: u8 = 0x04;
+/// Error kind: the provider could not reach the application (its upstream refused the
+/// connection): the call did not run.
+const KIND_UNREACHABLE: u8 = 0x05;
+/// Error kind: the handler did not answer in time (it may have run).
+const KIND_TIMEOUT: u8 = 0x06;
+/// Error kind: the service is at its concurrency limit on the provider: the call did not run.
+const KIND_BUSY: u8 = 0x07;
+/// Error kind: the call has passed through more than [`MAX_HOPS`] calls: refused unrun.
+const KIND_HOP_LIMIT: u8 = 0x08;
 
 /// Why a provider refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +65,18 @@ pub enum RemoteErrorKind {
     AccessDenied,
     /// The provider could not parse the call.
     Malformed,
-    /// The provider's handler reported a failure.
+    /// The provider's handler reported a failure (it ran, or may have).
     Handler,
+    /// The provider could not reach the application behind it (its upstream refused the
+    /// connection): the call did not run.
+    Unreachable,
+    /// The provider's handler did not answer in time: the call may have run.
+    Timeout,
+    /// The service is at its concurrency limit on the provider: the call did not run.
+    Busy,
+    /// The call has been nested in more than [`MAX_HOPS`] calls (a service calling itself
+    /// through the mesh, directly or not): refused unrun.
+    HopLimit,
     /// A kind this implementation does not know (from a newer peer).
     Other(u8),
 }
@@ -55,6 +88,10 @@ impl RemoteErrorKind {
             Self::AccessDenied => KIND_ACCESS_DENIED,
             Self::Malformed => KIND_MALFORMED,
             Self::Handler => KIND_HANDLER,
+            Self::Unreachable => KIND_UNREACHABLE,
+            Self::Timeout => KIND_TIMEOUT,
+            Self::Busy => KIND_BUSY,
+            Self::HopLimit => KIND_HOP_LIMIT,
             Self::Other(b) => b,
         }
     }
@@ -65,6 +102,10 @@ impl RemoteErrorKind {
             KIND_ACCESS_DENIED => Self::AccessDenied,
             KIND_MALFORMED => Self::Malformed,
             KIND_HANDLER => Self::Handler,
+            KIND_UNREACHABLE => Self::Unreachable,
+            KIND_TIMEOUT => Self::Timeout,
+            KIND_BUSY => Self::Busy,
+            KIND_HOP_LIMIT => Self::HopLimit,
             other => Self::Other(other),
         }
     }
@@ -77,15 +118,24 @@ impl std::fmt::Display for RemoteErrorKind {
             Self::AccessDenied => f.write_str("access denied"),
             Self::Malformed => f.write_str("malformed call"),
             Self::Handler => f.write_str("handler failure"),
+            Self::Unreachable => f.write_str("application unreachable"),
+            Self::Timeout => f.write_str("handler timeout"),
+            Self::Busy => f.write_str("provider busy"),
+            Self::HopLimit => f.write_str("hop limit"),
             Self::Other(b) => write!(f, "error kind {b:#04x}"),
         }
     }
 }
 
-/// A decoded call: the service name and the request body.
+/// A decoded call: the service name, its options and the request body.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct CallRequest {
     pub(crate) service: String,
+    /// Calls this one is nested in (0: a call from outside the mesh).
+    pub(crate) hops: u8,
+    /// The caller's remaining time when it sent the call, in milliseconds (none: it did not
+    /// say).
+    pub(crate) budget_ms: Option<u32>,
     pub(crate) body: Bytes,
 }
 
@@ -97,34 +147,98 @@ pub(crate) enum CallResponse {
         kind: RemoteErrorKind,
         message: String,
     },
+    /// The application refused the request with `code` (a caller error: the provider is
+    /// healthy).
+    Rejected {
+        code: u16,
+        body: Bytes,
+    },
 }
 
-/// Encodes a call; `None` if the name is empty or longer than [`MAX_NAME`].
-pub(crate) fn encode_request(service: &str, body: &[u8]) -> Option<Bytes> {
+/// Encodes a call nested in `hops` calls, with the caller's remaining time `budget_ms`;
+/// `None` if the name is empty or longer than [`MAX_NAME`]. Without options (`hops` 0, no
+/// budget) the layout of nodes before call options.
+pub(crate) fn encode_request(
+    service: &str,
+    hops: u8,
+    budget_ms: Option<u32>,
+    body: &[u8],
+) -> Option<Bytes> {
     let len = u8::try_from(service.len()).ok()?;
     if service.is_empty() || service.len() > MAX_NAME {
         return None;
     }
-    let mut out = BytesMut::with_capacity(2 + service.len() + body.len());
+    let mut out = BytesMut::with_capacity(11 + service.len() + body.len());
     out.put_u8(TAG_SERVICE_CALL);
+    if hops > 0 || budget_ms.is_some() {
+        let opts_len = if hops > 0 { 3 } else { 0 } + if budget_ms.is_some() { 6 } else { 0 };
+        out.put_u8(OPTIONS_FOLLOW);
+        out.put_u8(opts_len);
+        if hops > 0 {
+            out.put_slice(&[OPT_HOPS, 1, hops]);
+        }
+        if let Some(ms) = budget_ms {
+            out.put_slice(&[OPT_BUDGET, 4]);
+            out.put_u32(ms);
+        }
+    }
     out.put_u8(len);
     out.put_slice(service.as_bytes());
     out.put_slice(body);
     Some(out.freeze())
 }
 
+/// Reads the options of a call (hops, budget); `None` if one is malformed or a known one
+/// repeats. Unknown options are skipped (a newer caller's).
+fn decode_options(mut opts: &[u8]) -> Option<(u8, Option<u32>)> {
+    let (mut hops, mut budget) = (None, None);
+    while let Some((&ty, rest)) = opts.split_first() {
+        let (&len, rest) = rest.split_first()?;
+        let value = rest.get(..usize::from(len))?;
+        opts = rest.get(usize::from(len)..)?;
+        match ty {
+            OPT_HOPS => {
+                let [h] = value else { return None };
+                if hops.replace(*h).is_some() {
+                    return None;
+                }
+            }
+            OPT_BUDGET => {
+                let ms = u32::from_be_bytes(<[u8; 4]>::try_from(value).ok()?);
+                if budget.replace(ms).is_some() {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((hops.unwrap_or(0), budget))
+}
+
 /// Decodes a call after its protocol id (which the endpoint's registry strips). The endpoint
 /// already bounds the payload's size.
 pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
-    let (&len, rest) = payload.split_first()?;
-    let len = usize::from(len);
+    let (&first, _) = payload.split_first()?;
+    let ((hops, budget_ms), at) = if first == OPTIONS_FOLLOW {
+        let opts_len = usize::from(*payload.get(1)?);
+        let opts = payload.get(2..2 + opts_len)?;
+        (decode_options(opts)?, 2 + opts_len)
+    } else {
+        ((0, None), 0)
+    };
+    let len = usize::from(*payload.get(at)?);
     if len == 0 || len > MAX_NAME {
         return None;
     }
-    let name = rest.get(..len)?;
+    let name = payload.get(at + 1..at + 1 + len)?;
     let service = std::str::from_utf8(name).ok()?.to_owned();
-    let body = payload.slice(1 + len..);
-    Some(CallRequest { service, body })
+    let body = payload.slice(at + 1 + len..);
+    Some(CallRequest {
+        service,
+        hops,
+        budget_ms,
+        body,
+    })
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -155,6 +269,13 @@ pub(crate) fn encode_response(r: &CallResponse) -> Bytes {
             out.put_slice(m.as_bytes());
             out.freeze()
         }
+        CallResponse::Rejected { code, body } => {
+            let mut out = BytesMut::with_capacity(3 + body.len());
+            out.put_u8(STATUS_REJECTED);
+            out.put_u16(*code);
+            out.put_slice(body);
+            out.freeze()
+        }
     }
 }
 
@@ -174,6 +295,13 @@ pub(crate) fn decode_response(payload: &Bytes) -> Option<CallResponse> {
                 message,
             })
         }
+        STATUS_REJECTED => {
+            let code = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+            Some(CallResponse::Rejected {
+                code,
+                body: payload.slice(3..),
+            })
+        }
         _ => None,
     }
 }
@@ -186,10 +314,10 @@ mod tests {
 
     #[test]
     fn request_layout_is_tag_len_name_body() {
-        let b = encode_request("ab", b"xyz").unwrap();
+        let b = encode_request("ab", 0, None, b"xyz").unwrap();
         assert_eq!(&b[..], &[0x02, 2, b'a', b'b', b'x', b'y', b'z']);
-        assert!(encode_request("", b"").is_none());
-        assert!(encode_request(&"n".repeat(MAX_NAME + 1), b"").is_none());
+        assert!(encode_request("", 0, None, b"").is_none());
+        assert!(encode_request(&"n".repeat(MAX_NAME + 1), 0, None, b"").is_none());
     }
 
     #[test]
@@ -214,24 +342,109 @@ mod tests {
     fn calls_and_dht_commands_have_protocol_ids_of_their_own() {
         // The endpoint's registry tells them apart by this byte alone (PROTOCOL.md §5.4).
         assert_ne!(TAG_SERVICE_CALL, themis_dht::DhtHandler::PROTOCOL_ID);
-        let b = encode_request("ab", b"").unwrap();
+        let b = encode_request("ab", 0, None, b"").unwrap();
         assert_eq!(b[0], TAG_SERVICE_CALL);
         assert!(decode_request(&b.slice(1..)).is_some());
     }
 
+    /// Known answers (PROTOCOL.md §7.2, §7.3; `tests/vectors/service_call.txt`): `NAME HEX`
+    /// lines, checked against the encoders.
+    #[test]
+    fn known_answer_vectors() {
+        let text = include_str!("../../tests/vectors/service_call.txt");
+        let mut seen = 0;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, hex) = line.split_once(' ').unwrap();
+            let hex: String = hex.split_whitespace().collect();
+            let want: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let got = match name {
+                "request" => encode_request("echo", 0, None, b"hi").unwrap(),
+                "request_hops_3" => encode_request("echo", 3, None, b"hi").unwrap(),
+                "request_budget_1500" => encode_request("echo", 0, Some(1500), b"hi").unwrap(),
+                "request_hops_2_budget_1500" => {
+                    encode_request("echo", 2, Some(1500), b"hi").unwrap()
+                }
+                "response_ok" => encode_response(&CallResponse::Ok(Bytes::from_static(b"hi"))),
+                "response_unreachable" => encode_response(&CallResponse::Error {
+                    kind: RemoteErrorKind::Unreachable,
+                    message: "down".into(),
+                }),
+                "response_timeout" => encode_response(&CallResponse::Error {
+                    kind: RemoteErrorKind::Timeout,
+                    message: "slow".into(),
+                }),
+                "response_busy" => encode_response(&CallResponse::Error {
+                    kind: RemoteErrorKind::Busy,
+                    message: "full".into(),
+                }),
+                "response_hop_limit" => encode_response(&CallResponse::Error {
+                    kind: RemoteErrorKind::HopLimit,
+                    message: "loop".into(),
+                }),
+                "response_rejected_404" => encode_response(&CallResponse::Rejected {
+                    code: 404,
+                    body: Bytes::from_static(b"no"),
+                }),
+                other => panic!("unknown vector {other}"),
+            };
+            assert_eq!(&got[..], &want[..], "vector {name}");
+            if name.starts_with("request") {
+                assert!(decode_request(&got.slice(1..)).is_some(), "{name}");
+            } else {
+                assert!(decode_response(&got).is_some(), "{name}");
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 10);
+    }
+
+    #[test]
+    fn options_are_checked_and_unknown_ones_skipped() {
+        // Unknown option 0x7f (2 bytes) before hops 2.
+        let b = Bytes::from_static(&[0x00, 7, 0x7f, 2, 9, 9, 0x01, 1, 2, 1, b'a', b'x']);
+        let r = decode_request(&b).unwrap();
+        assert_eq!(
+            (r.service.as_str(), r.hops, &r.body[..]),
+            ("a", 2, &b"x"[..])
+        );
+        // Hops twice, hops of 2 bytes, an option running past opts_len, a budget of 3 bytes:
+        // malformed.
+        for bad in [
+            &[0x00, 6, 0x01, 1, 2, 0x01, 1, 2, 1, b'a'][..],
+            &[0x00, 4, 0x01, 2, 0, 2, 1, b'a'][..],
+            &[0x00, 2, 0x01, 1, 2, 1, b'a'][..],
+            &[0x00, 5, 0x02, 3, 0, 0, 1, 1, b'a'][..],
+        ] {
+            assert!(
+                decode_request(&Bytes::copy_from_slice(bad)).is_none(),
+                "{bad:?}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
-        fn request_round_trips(name in "[a-z]{1,128}", body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let b = encode_request(&name, &body).unwrap();
+        fn request_round_trips(name in "[a-z]{1,128}", hops in any::<u8>(), budget in proptest::option::of(any::<u32>()), body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let b = encode_request(&name, hops, budget, &body).unwrap();
             let r = decode_request(&b.slice(1..)).unwrap();
             prop_assert_eq!(r.service, name);
+            prop_assert_eq!(r.hops, hops);
+            prop_assert_eq!(r.budget_ms, budget);
             prop_assert_eq!(&r.body[..], &body[..]);
         }
 
         #[test]
-        fn response_round_trips(ok in any::<bool>(), kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..256), msg in ".{0,100}") {
-            let r = if ok { CallResponse::Ok(Bytes::from(body)) } else {
-                CallResponse::Error { kind: RemoteErrorKind::from_byte(kind), message: msg }
+        fn response_round_trips(which in 0u8..3, kind in any::<u8>(), code in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..256), msg in ".{0,100}") {
+            let r = match which {
+                0 => CallResponse::Ok(Bytes::from(body)),
+                1 => CallResponse::Error { kind: RemoteErrorKind::from_byte(kind), message: msg },
+                _ => CallResponse::Rejected { code, body: Bytes::from(body) },
             };
             prop_assert_eq!(decode_response(&encode_response(&r)), Some(r));
         }

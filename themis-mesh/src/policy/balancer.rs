@@ -146,9 +146,23 @@ pub struct Pick {
 pub struct Call {
     tried: Vec<NodeId>,
     attempts: u32,
+    /// Providers to pass over like tried ones (recently refusing), at most [`MAX_AVOIDED`].
+    avoided: Vec<NodeId>,
 }
 
+/// Most providers one [`Call`] avoids.
+const MAX_AVOIDED: usize = 64;
+
 impl Call {
+    /// Passes over `provider` like one already tried (issue 12, fail fast: a peer that refused
+    /// a connection recently): it is chosen only when no untried healthy provider is left. A
+    /// call avoids at most 64 providers; further ones are ignored.
+    pub fn avoid(&mut self, provider: NodeId) {
+        if self.avoided.len() < MAX_AVOIDED && !self.avoided.contains(&provider) {
+            self.avoided.push(provider);
+        }
+    }
+
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -298,6 +312,11 @@ impl Balancer {
     /// `true` if there is no provider.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The providers' ids.
+    pub fn provider_ids(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.entries.iter().map(|e| &e.provider.id)
     }
 
     /// Restricts picks to providers announcing `version` (`None`: all versions).
@@ -634,11 +653,14 @@ impl Balancer {
                 None => return Err(self.version_unavailable(v)),
             },
         };
-        let tried: Vec<usize> = call
+        let mut tried: Vec<usize> = call
             .tried
             .iter()
+            .chain(&call.avoided)
             .filter_map(|id| self.index.get(id).copied())
             .collect();
+        tried.sort_unstable();
+        tried.dedup();
 
         // paper §7: "in case of failing nodes the requester can select another node from the
         // list"; strengthened: untried healthy providers first, ejected ones only in panic mode.

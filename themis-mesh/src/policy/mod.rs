@@ -7,6 +7,7 @@ mod budget;
 mod cache;
 mod ewma;
 mod provider;
+mod refusals;
 mod search;
 mod succession;
 
@@ -15,5 +16,6 @@ pub use balancer::{Balancer, BalancerConfig, Call, EjectionConfig, Pick, Policy,
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use cache::{CacheConfig, CacheLookup, DiscoveryCache};
 pub use provider::{DEFAULT_WEIGHT, Provider, ProviderRecord, merge_records};
+pub use refusals::RecentRefusals;
 pub use search::{ReplicaSearch, SearchConfig};
 pub use succession::Successions;

@@ -318,3 +318,19 @@ pub(super) fn install_sink(shared: &Arc<Shared>) {
         }
     }));
 }
+
+/// Tells the core about peers whose address refused a connection (see
+/// `Transport::set_refused_sink`), so that what waits for them fails at once. Weak, as
+/// [`install_sink`].
+pub(super) fn install_refused_sink(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared
+        .transport
+        .set_refused_sink(Arc::new(move |addr, dropped| {
+            if let Some(s) = weak.upgrade()
+                && !s.stopped.load(Ordering::Acquire)
+            {
+                s.with_core(|st| st.core.handle_refused(now(), addr, &dropped));
+            }
+        }));
+}

@@ -238,6 +238,7 @@ impl Endpoint {
         // Frames straight from the transport's readers where it can (TCP), saving a task
         // wake-up per frame; the receive task still serves what comes through `recv`.
         driver::install_sink(&shared);
+        driver::install_refused_sink(&shared);
         Ok(Self {
             shared,
             _guard: Arc::new(cancel.drop_guard()),

@@ -30,6 +30,10 @@ pub use udp::{UdpConfig, UdpTransport};
 /// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
 pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
 
+/// Told the listening address of a peer that refused a connection, and the frames for it that
+/// were dropped unsent: see [`Transport::set_refused_sink`].
+pub type RefusedSink = std::sync::Arc<dyn Fn(SocketAddr, Vec<Bytes>) + Send + Sync>;
+
 /// A message-oriented transport between endpoints.
 ///
 /// Peers are named by their listening [`SocketAddr`] in both directions: [`Transport::send`]
@@ -98,6 +102,17 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Asks the transport to call `sink` with a peer's address when the operating system
+    /// refuses a connection to it (TCP: `ECONNREFUSED` at connect, nothing listens there),
+    /// with the frames queued for that peer, dropped unsent (none of them reached it); the
+    /// endpoint fails what waits for that peer at once instead of at its timeouts. Called on the transport's own tasks; `sink` must
+    /// not block. At most one sink: a second call returns `false`. The default reports nothing
+    /// (a transport that cannot tell, such as UDP, leaves it to the endpoint's timeouts).
+    fn set_refused_sink(&self, sink: RefusedSink) -> bool {
+        let _ = sink;
+        false
+    }
+
     /// A snapshot of this transport's counters.
     fn stats(&self) -> TransportStats;
 
@@ -128,6 +143,9 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
     fn set_sink(&self, sink: FrameSink) -> bool {
         (**self).set_sink(sink)
+    }
+    fn set_refused_sink(&self, sink: RefusedSink) -> bool {
+        (**self).set_refused_sink(sink)
     }
     fn stats(&self) -> TransportStats {
         (**self).stats()

@@ -43,7 +43,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    FrameSink, Transport, TransportError, TransportStats,
+    FrameSink, RefusedSink, Transport, TransportError, TransportStats,
     frame::{check_incoming, check_outgoing_frame},
     stats::Counters,
 };
@@ -128,6 +128,18 @@ impl std::fmt::Debug for Sink {
     }
 }
 
+struct Refused(RefusedSink);
+
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refused")
+    }
+}
+
+/// Why a dial attempt failed when nothing listens at the peer's address (`ECONNREFUSED`):
+/// the dial gives up at once (no backoff) and the refused sink is told.
+const CONNECTION_REFUSED: &str = "connection refused";
+
 #[derive(Debug)]
 struct Inner {
     local: SocketAddr,
@@ -138,6 +150,8 @@ struct Inner {
     in_tx: Mutex<Option<Incoming>>,
     /// Where readers hand frames when set (instead of `in_tx`): see `Transport::set_sink`.
     sink: OnceLock<Sink>,
+    /// Told the peers that refused a connection: see `Transport::set_refused_sink`.
+    refused: OnceLock<Refused>,
     shutdown: CancellationToken,
     epoch: Instant,
     next_id: AtomicU64,
@@ -348,6 +362,7 @@ impl TcpTransport {
             conns: Mutex::new(Conns::default()),
             in_tx: Mutex::new(Some(in_tx)),
             sink: OnceLock::new(),
+            refused: OnceLock::new(),
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -602,7 +617,13 @@ async fn try_connect(
     let stream = timeout_at(deadline, TcpStream::connect(peer))
         .await
         .map_err(|_| "connect timed out")?
-        .map_err(|_| "connect failed")?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                CONNECTION_REFUSED
+            } else {
+                "connect failed"
+            }
+        })?;
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = stream.into_split();
     let hello = encode_hello(inner.local);
@@ -633,7 +654,10 @@ async fn try_connect(
 /// Dials `peer` for the handle `id`, retrying with exponential backoff (20 ms, doubling, at
 /// most 1 s) until `connect_timeout` when the peer refuses (for instance because it is at its
 /// socket limit). Frames queued meanwhile are sent once the peer has welcomed us, so a refused
-/// connection loses nothing; if every attempt fails they are dropped and counted.
+/// connection loses nothing; if every attempt fails they are dropped and counted. A connect
+/// refused by the operating system (`ECONNREFUSED`: nothing listens at the address, the peer is
+/// down) ends the dial at once: its frames are dropped and the refused sink is told, so the
+/// endpoint fails what waits for them now rather than at its timeouts.
 async fn dial(
     inner: Arc<Inner>,
     peer: SocketAddr,
@@ -653,11 +677,15 @@ async fn dial(
             Ok(conn) => break conn,
             Err(why) => {
                 let retry_at = Instant::now() + backoff;
-                if why == "aborted" || retry_at >= deadline {
+                let refused = why == CONNECTION_REFUSED;
+                if why == "aborted" || refused || retry_at >= deadline {
                     tracing::debug!(local = %inner.local, %peer, why, "giving up dialing");
                     Counters::inc(&inner.stats.connect_failed);
                     inner.remove_if(peer, id);
-                    drop_queued(&inner, &mut rx);
+                    let dropped = drop_queued(&inner, &mut rx);
+                    if refused && let Some(sink) = inner.refused.get() {
+                        (sink.0)(peer, dropped);
+                    }
                     return;
                 }
                 tokio::select! {
@@ -684,11 +712,15 @@ async fn dial(
     write_loop(inner, w, rx, shared, guard).await;
 }
 
-fn drop_queued(inner: &Inner, rx: &mut mpsc::Receiver<Bytes>) {
+/// Drops the frames queued in `rx` (counted) and returns them (at most `queue_len`).
+fn drop_queued(inner: &Inner, rx: &mut mpsc::Receiver<Bytes>) -> Vec<Bytes> {
     rx.close();
-    while rx.try_recv().is_ok() {
+    let mut dropped = Vec::new();
+    while let Ok(f) = rx.try_recv() {
         Counters::inc(&inner.stats.frames_dropped);
+        dropped.push(f);
     }
+    dropped
 }
 
 const GOODBYE_FRAME: [u8; 6] = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE];
@@ -1022,6 +1054,10 @@ impl Transport for TcpTransport {
 
     fn set_sink(&self, sink: FrameSink) -> bool {
         self.inner.sink.set(Sink(sink)).is_ok()
+    }
+
+    fn set_refused_sink(&self, sink: RefusedSink) -> bool {
+        self.inner.refused.set(Refused(sink)).is_ok()
     }
 
     fn stats(&self) -> TransportStats {

@@ -8,11 +8,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use themis_crypto::NodeId;
 use themis_handshake::SessionId;
 
 use super::EndpointCore;
+use super::requests::ReqState;
 use super::sessions::{Chan, ChanKey};
 use crate::{Channel, Error, Incoming};
 
@@ -56,6 +57,64 @@ impl EndpointCore {
         for (_, id) in chan.waiters {
             self.finish(id, Err(Error::SessionLost { peer }));
         }
+    }
+
+    /// The transport found nothing listening at `addr` (a connection refused by the operating
+    /// system: the peer is down or restarting); `dropped` are the frames queued for it, dropped
+    /// unsent. Our handshakes with peers at `addr` fail, and the requests waiting for them with
+    /// [`Error::PeerUnreachable`] (never sent); the peers' channels are dropped, and the
+    /// requests whose commands went out on them fail: with [`Error::PeerUnreachable`] if their
+    /// command is among `dropped` (it never left), else with [`Error::ConnectionLost`] (it went
+    /// out on an earlier connection and may have run before the peer went away). The next
+    /// request to such a peer handshakes again. What the core would only have learnt at its
+    /// timeouts, it learns now.
+    pub(crate) fn handle_refused(&mut self, now: Instant, addr: SocketAddr, dropped: &[Bytes]) {
+        let nonces: Vec<[u8; 32]> = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| h.peer.addr == addr)
+            .map(|(n, _)| *n)
+            .collect();
+        for nonce in nonces {
+            self.fail_handshake(nonce, |peer| Error::PeerUnreachable {
+                peer: peer.id,
+                addr: peer.addr,
+            });
+        }
+        let peers: Vec<NodeId> = self
+            .sessions
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr == addr && !p.chans.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in peers {
+            let keys: Vec<ChanKey> = self
+                .sessions
+                .peers
+                .get(&peer)
+                .map(|p| p.chans.iter().map(Chan::key).collect())
+                .unwrap_or_default();
+            for key in keys {
+                if let Some(ch) = self.sessions.remove_chan(peer, key) {
+                    self.counters.sessions_dropped += 1;
+                    for (_, id) in ch.waiters {
+                        let unsent = self.requests.map.get(&id).is_some_and(|r| match &r.state {
+                            ReqState::Sent { frame, .. } => dropped.contains(frame.frame()),
+                            _ => true,
+                        });
+                        let e = if unsent {
+                            Error::PeerUnreachable { peer, addr }
+                        } else {
+                            Error::ConnectionLost { peer, addr }
+                        };
+                        self.finish(id, Err(e));
+                    }
+                }
+            }
+            tracing::debug!(peer = %peer.short(), %addr, "peer refuses connections: sessions dropped");
+        }
+        self.pump(now);
     }
 
     /// An insecure command over a reliable transport opened as a duplicate: the peer restarted

@@ -109,6 +109,11 @@ pub(super) struct Resend {
 }
 
 impl Resend {
+    /// The frame it (re-)sends.
+    pub(super) fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
     pub(super) fn new(frame: Bytes, deadline: Instant, backoff: Backoff) -> Self {
         Self {
             frame,
