@@ -25,6 +25,8 @@ pub(crate) struct Cli {
 }
 
 /// The subcommands.
+// One value, parsed once at start: the size of `themis node`'s many settings costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create an identity key file (mode 0600) and print its public key.

@@ -25,6 +25,10 @@ use crate::log::LogFormat;
 const MAX_FILE: u64 = 1 << 20;
 /// The default `--max-body`.
 const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// The shortest `--record-ttl`, in seconds (re-stores then run every 3 s).
+const MIN_RECORD_TTL: u64 = 10;
+/// The longest `--record-ttl`, in seconds: one day.
+const MAX_RECORD_TTL: u64 = 86_400;
 /// The default `--upstream-timeout`, in seconds.
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 4;
 
@@ -102,6 +106,14 @@ pub(crate) struct NodeFlags {
     /// Replication factor k: every provider record is stored on k + 1 replicas [default: 2].
     #[arg(long, env = "THEMIS_REPLICAS", value_parser = clap::value_parser!(u8).range(0..=8))]
     pub(crate) replicas: Option<u8>,
+    /// Lifetime of this node's provider records, in seconds (10 to 86400) [default: 600; 60
+    /// with --fast]. A record whose provider vanished without a leave (a crash) is discovered
+    /// until then; the node re-stores its records every third of it. Give every node of a
+    /// network the same value: a node refuses records that expire further ahead than its own
+    /// TTL (plus 60 s of clock skew).
+    #[arg(long, env = "THEMIS_RECORD_TTL", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(MIN_RECORD_TTL..=MAX_RECORD_TTL))]
+    pub(crate) record_ttl: Option<u64>,
     /// Plaintext channels (measurement and trusted networks only; every node must agree).
     #[arg(long, env = "THEMIS_INSECURE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -146,6 +158,7 @@ pub(crate) struct NodeSettings {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) dns: Option<String>,
     pub(crate) replicas: Option<u8>,
+    pub(crate) record_ttl: Option<Duration>,
     pub(crate) insecure: bool,
     pub(crate) fast: bool,
     pub(crate) max_body: usize,
@@ -226,6 +239,15 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
                 });
             }
             k => k,
+        },
+        record_ttl: match pick(&f.record_ttl, &file.record_ttl) {
+            Some(t) if !(MIN_RECORD_TTL..=MAX_RECORD_TTL).contains(&t) => {
+                return Err(Error::Usage {
+                    what: "record-ttl",
+                    reason: format!("{t} s is not in {MIN_RECORD_TTL}..={MAX_RECORD_TTL} seconds"),
+                });
+            }
+            t => t.map(Duration::from_secs),
         },
         insecure: pick(&f.insecure, &file.insecure).unwrap_or(false),
         fast: pick(&f.fast, &file.fast).unwrap_or(false),
@@ -384,6 +406,12 @@ pub(crate) fn render(
         "replicas",
         s.replicas.map(|k| k.to_string()),
         file.replicas.is_some(),
+    );
+    line(
+        "record-ttl",
+        "record_ttl",
+        s.record_ttl.map(|t| t.as_secs().to_string()),
+        file.record_ttl.is_some(),
     );
     line(
         "insecure",
@@ -555,6 +583,14 @@ weight = 5
             e.contains("themis.toml") && e.contains("lisen") && e.contains("line 3"),
             "{e}"
         );
+        let e = file("max-body = \"big\"\n").unwrap_err().to_string();
+        assert!(e.contains("max-body"), "{e}");
+        let f = file("net = \"n\"\nlisten = \"x\"\nrecord-ttl = 5\n").unwrap();
+        let e = resolve(&NodeFlags::default(), &f).unwrap_err().to_string();
+        assert!(e.contains("record-ttl") && e.contains("10..=86400"), "{e}");
+        let f = file("net = \"n\"\nlisten = \"x\"\nrecord-ttl = 90\n").unwrap();
+        let s = resolve(&NodeFlags::default(), &f).unwrap();
+        assert_eq!(s.record_ttl, Some(Duration::from_secs(90)));
         let e = file("max-body = \"big\"\n").unwrap_err().to_string();
         assert!(e.contains("max-body"), "{e}");
         let e = file("[[service]]\nupstream = \"http://x/\"\n")

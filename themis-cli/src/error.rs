@@ -110,6 +110,26 @@ pub(crate) enum Error {
         /// What each bootstrap contact showed.
         findings: Vec<String>,
     },
+    /// Another live node runs with this node's id (the same key file started twice).
+    #[error(
+        "another live node already runs as {id} at {addr} (the same key file started twice?); this node stopped without disturbing it: stop one of them, or give this one another key (`themis keygen`)"
+    )]
+    DuplicateId {
+        /// The node id.
+        id: String,
+        /// Where the other node runs.
+        addr: String,
+    },
+    /// A registration was stored on none of its replicas (`themis register`).
+    #[error(
+        "'{service}' is registered on the agent's node but stored on 0 of its {replicas} replicas, so no one can discover it yet; the node retries the stores every few seconds: check the ring with `themis check`, then run `themis discover {service}`"
+    )]
+    NotStored {
+        /// The service name.
+        service: String,
+        /// How many replicas the registration has (k + 1).
+        replicas: String,
+    },
     /// The agent API's token file cannot be used (the message names the file and the fix;
     /// never the token).
     #[error("API token file {}: {reason}", path.display())]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use themis_testkit::process::{Proc, assert_fails, run, spawn_ready, text};
+use themis_testkit::process::{Proc, assert_fails, run, run_until_ok, spawn_ready, text};
 use themis_testkit::within;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -454,7 +454,8 @@ async fn register_allow_restricts_who_may_call() {
         )
         .await;
         let upstream = echo(dir.path(), "up").await;
-        let out = run(
+        // (A young ring may store no replica yet: `register` then exits 1, issue 11; again.)
+        let out = run_until_ok(
             BIN,
             &[
                 "register",
@@ -468,7 +469,8 @@ async fn register_allow_restricts_who_may_call() {
                 "--api",
                 &a.api(),
             ],
-            &[],
+            20,
+            |e| e.contains("stored on 0 of"),
         )
         .await;
         assert!(out.status.success(), "{}", text(&out.stderr));

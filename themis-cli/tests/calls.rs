@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use themis_testkit::process::{Proc, free_port, run, spawn_ready, text};
+use themis_testkit::process::{Proc, free_port, run, run_until_ok, spawn_ready, text};
 use themis_testkit::{eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
@@ -73,8 +73,10 @@ async fn upstream(
     (format!("http://{addr}/"), hits)
 }
 
+/// Registers `service` on `node`, again while a young ring stores no replica (`register`
+/// then exits 1, issue 11).
 async fn register(node: &Proc, service: &str, upstream: &str) {
-    let out = run(
+    let out = run_until_ok(
         BIN,
         &[
             "register",
@@ -84,7 +86,8 @@ async fn register(node: &Proc, service: &str, upstream: &str) {
             "--api",
             &node.api(),
         ],
-        &[],
+        20,
+        |e| e.contains("stored on 0 of"),
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -310,7 +310,14 @@ async fn scenario() {
     assert_eq!(r.status(), 400);
     // An upstream that is down: the caller gets a 502 naming it.
     let dead = format!("http://127.0.0.1:{}/", free_port());
-    let out = themis(&["register", "broken", "--upstream", &dead, "--api", &a.api()]).await;
+    // (A young ring may store no replica yet: `register` then exits 1, issue 11; again.)
+    let out = run_until_ok(
+        BIN,
+        &["register", "broken", "--upstream", &dead, "--api", &a.api()],
+        20,
+        |e| e.contains("stored on 0 of"),
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     // (Right after registering, a replica may not hold the record yet: 404 is retried.)
     let r = post_retrying_on(

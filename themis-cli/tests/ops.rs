@@ -413,16 +413,26 @@ async fn restart_scenario() {
         .iter()
         .map(|n| n.get("id").to_owned())
         .collect();
-    let out = themis(&[
-        "register",
-        "kept",
-        "--upstream",
-        &upstream,
-        "--api",
-        &a.api(),
-    ])
-    .await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // `register` exits 1 while the ring is too young to store any replica (issue 11): again
+    // until it is stored.
+    let mut out = None;
+    for _ in 0..40 {
+        let o = themis(&[
+            "register",
+            "kept",
+            "--upstream",
+            &upstream,
+            "--api",
+            &a.api(),
+        ])
+        .await;
+        if o.status.success() {
+            out = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(out.is_some(), "register never stored a replica");
     // Each node saves the peers it knows once it has some (then every 30 s and at shutdown).
     let files: Vec<_> = data
         .iter()

@@ -8,13 +8,18 @@
 use std::path::Path;
 use std::process::Output;
 
-use themis_testkit::process::{Proc, free_port, run, spawn_ready, text};
+use themis_testkit::process::{Proc, free_port, run, run_until_ok, spawn_ready, text};
 use themis_testkit::{eventually, eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
 
 async fn themis(args: &[&str]) -> Output {
     run(BIN, args, &[]).await
+}
+
+/// `themis ARGS` until it succeeds (a young ring may store no replica yet: register exits 1).
+async fn themis_ok(args: &[&str]) -> Output {
+    run_until_ok(BIN, args, 20, |_| true).await
 }
 
 async fn node(dir: &Path, name: &str, args: &[&str]) -> Proc {
@@ -71,7 +76,7 @@ async fn scenario() {
     let old_id = caller.get("id").to_owned();
 
     // The provider's service is open to the caller's (old) id only.
-    let out = themis(&[
+    let out = themis_ok(&[
         "register",
         "svc",
         "--upstream",
@@ -130,7 +135,7 @@ async fn scenario() {
     })
     .await;
     // ... discovery maps the old id to the new one (the statement in its provider records) ...
-    let out = themis(&[
+    let out = themis_ok(&[
         "register",
         "own",
         "--upstream",

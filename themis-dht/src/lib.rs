@@ -91,20 +91,20 @@ mod proto;
 
 pub use driver::{
     DhtHandler, DhtInbox, DhtNode, DriverConfig, LeaveReport, Neighbors, NodeMetrics, Registered,
-    Status,
+    Status, Unregistered,
 };
 pub use error::Error;
 pub use proto::config::Config;
 pub use proto::metrics::{HOP_BUCKETS, Metrics};
 pub use proto::node::{
     Contact, Event, Found, Node, NodeState, Output, Providers, QueryError, QueryId, Reply,
-    RequestFailure,
+    RequestFailure, Unregister,
 };
 pub use proto::record::{ProviderRecord, Refusal, ServiceMetadata, ServiceSpec, object_id};
 pub use proto::ring::ID_BITS;
 pub use proto::wire::{
     MAX_NAME_LEN, MAX_PEERS, MAX_RECORDS, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL,
-    Peer, RECORD_SIG_LABEL,
+    Peer, RECORD_SIG_LABEL, TOMBSTONE_SIG_LABEL,
 };
 
 /// Test and fuzzing access to internals; not part of the API.

@@ -78,8 +78,20 @@ async fn a_lone_node_answers_locally_and_errors_are_reported() {
             let p = a.lookup_providers("solo", None).await.unwrap();
             assert_eq!(p.records.len(), 1);
             assert_eq!(p.records[0].provider(), a.id());
-            assert!(a.unregister("solo").await.unwrap());
-            assert!(!a.unregister("solo").await.unwrap());
+            // the withdrawal stores a tombstone on every replica (all local here): readers
+            // drop the provider at once
+            let u = a.unregister("solo").await.unwrap();
+            assert!(u.registered);
+            assert_eq!((u.tombstones_stored, u.tombstones_failed), (3, 0));
+            let p = a.lookup_providers("solo", None).await.unwrap();
+            assert!(p.records.is_empty(), "{:?}", p.records);
+            assert!(
+                p.withdrawn
+                    .iter()
+                    .all(|t| t.is_withdrawn() && t.provider() == a.id())
+            );
+            assert_eq!(p.withdrawn.len(), 3);
+            assert!(!a.unregister("solo").await.unwrap().registered);
 
             // A bad name and an excessive k are the caller's errors.
             let e = a.register(ServiceSpec::new(""), None).await.unwrap_err();

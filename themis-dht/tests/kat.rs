@@ -24,6 +24,33 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn record() -> ProviderRecord {
+    let (kp, spec) = signer();
+    ProviderRecord::sign(
+        &kp,
+        &NetworkId::new("twiitr").unwrap(),
+        &spec,
+        "127.0.0.1:1".parse().unwrap(),
+        1,
+        1_800_000_000_000,
+        42,
+    )
+}
+
+/// The tombstone withdrawing [`record`]: same fields, the next sequence number.
+fn tombstone() -> ProviderRecord {
+    let (kp, spec) = signer();
+    ProviderRecord::sign_withdrawal(
+        &kp,
+        &NetworkId::new("twiitr").unwrap(),
+        &spec,
+        "127.0.0.1:1".parse().unwrap(),
+        1,
+        1_800_000_000_000,
+        43,
+    )
+}
+
+fn signer() -> (IdentityKeypair, ServiceSpec) {
     let kp = IdentityKeypair::from_seed(&[1; 32]);
     let spec = ServiceSpec {
         name: "check".into(),
@@ -34,15 +61,7 @@ fn record() -> ProviderRecord {
             tags: vec!["blue".into()],
         },
     };
-    ProviderRecord::sign(
-        &kp,
-        &NetworkId::new("twiitr").unwrap(),
-        &spec,
-        "127.0.0.1:1".parse().unwrap(),
-        1,
-        1_800_000_000_000,
-        42,
-    )
+    (kp, spec)
 }
 
 #[test]
@@ -71,4 +90,14 @@ fn message_encodings() {
     let store = bench_store(&record());
     assert_eq!(hex(&store), vector("store_request"));
     assert!(bench_decode_request(&find) && bench_decode_request(&store));
+}
+
+#[test]
+fn tombstone_signature_and_encoding() {
+    let t = tombstone();
+    assert!(t.is_withdrawn());
+    assert_eq!(hex(t.signature().as_bytes()), vector("tombstone_signature"));
+    let store = bench_store(&t);
+    assert_eq!(hex(&store), vector("tombstone_store_request"));
+    assert!(bench_decode_request(&store));
 }

@@ -89,7 +89,7 @@ pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
     CallContext, CallOptions, Discovery, HandlerError, MAX_HOPS, Member, MemberState, Members,
     MeshConfig, MeshNode, MeshStatus, NodeInfo, RemoteErrorKind, ServiceHandler, ServiceSpec,
-    TransportKind,
+    TransportKind, Withdrawal,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,

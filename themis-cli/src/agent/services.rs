@@ -113,7 +113,12 @@ pub(super) async fn provide(
         defs.insert(name.to_owned(), def);
     }
     s.persist();
-    tracing::info!(service = %name, upstream = %url, stored, allowed_callers = allowed.len(), "registered");
+    let replicas = u32::from(s.node.replication()) + 1;
+    if u32::from(stored) < replicas {
+        tracing::warn!(service = %name, stored, replicas, allowed_callers = allowed.len(), "registered, but stored on fewer than all replicas; the node retries the others");
+    } else {
+        tracing::info!(service = %name, upstream = %url, stored, allowed_callers = allowed.len(), "registered");
+    }
     Ok(stored)
 }
 
@@ -146,7 +151,8 @@ async fn deregister(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
-    let had = s.node.deregister(&name).await?;
+    let w = s.node.withdraw(&name).await?;
+    let had = w.provided;
     s.node.restrict(&name, [])?;
     if let Ok(mut defs) = s.definitions.lock() {
         defs.remove(&name);
@@ -158,7 +164,13 @@ async fn deregister(
             format!("this node does not provide '{name}'"),
         ));
     }
-    Ok(Json(json!({ "service": name, "deregistered": true })))
+    tracing::info!(service = %name, withdrawn = w.replicas_withdrawn, replicas = w.replicas, "deregistered");
+    Ok(Json(json!({
+        "service": name,
+        "deregistered": true,
+        "replicas_withdrawn": w.replicas_withdrawn,
+        "replicas": w.replicas,
+    })))
 }
 
 /// `GET /v1/services`.

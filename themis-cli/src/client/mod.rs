@@ -215,6 +215,14 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     });
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;
+    let stored = v.get("replicas_stored").and_then(Value::as_u64);
+    let replicas = v.get("replicas").and_then(Value::as_u64);
+    if stored == Some(0) {
+        return Err(Error::NotStored {
+            service: a.name,
+            replicas: s(&v, "replicas"),
+        });
+    }
     let callers = v.get("allow").and_then(Value::as_array).map_or(0, Vec::len);
     println!(
         "registered '{}' -> {} (stored on {} of {} replicas; provider {}; {})",
@@ -232,6 +240,14 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
             )
         },
     );
+    if let (Some(stored), Some(replicas)) = (stored, replicas)
+        && stored < replicas
+    {
+        eprintln!(
+            "warning: '{}' is stored on only {stored} of its {replicas} replicas; the node retries the others every few seconds (`themis check` shows the ring's health)",
+            a.name
+        );
+    }
     Ok(())
 }
 
@@ -239,11 +255,28 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
 pub(crate) async fn deregister(a: NameArgs) -> Result<(), Error> {
     let agent = Agent::new(&a.api)?;
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
-    agent.json(agent.http.delete(url)).await?;
-    println!(
-        "deregistered '{}' (its records expire after their TTL)",
-        a.name
-    );
+    let v = agent.json(agent.http.delete(url)).await?;
+    let withdrawn = v.get("replicas_withdrawn").and_then(Value::as_u64);
+    let replicas = v.get("replicas").and_then(Value::as_u64);
+    match (withdrawn, replicas) {
+        (Some(w), Some(r)) if r > 0 && w == r => println!(
+            "deregistered '{}': withdrawn from all {r} replicas (discovery no longer returns this provider)",
+            a.name
+        ),
+        (Some(w), Some(r)) if r > 0 => {
+            println!(
+                "deregistered '{}': withdrawn from {w} of {r} replicas",
+                a.name
+            );
+            eprintln!(
+                "warning: the replicas that missed the withdrawal return this provider until its record expires (the node's --record-ttl)"
+            );
+        }
+        _ => println!(
+            "deregistered '{}' (no live record to withdraw: none was stored, or it expired)",
+            a.name
+        ),
+    }
     Ok(())
 }
 

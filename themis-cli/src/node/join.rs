@@ -17,6 +17,14 @@
 //! are below its own ring's lowest member (the owner of id 0): such a ring is another one (a
 //! split), and the node joins it, so that split rings merge (Chord alone never merges them).
 //! The decisions are the pure [`plan_alone`] and [`plan_merge`].
+//!
+//! **Identity collisions** ([`live_duplicate`], issue 11): a node id is one running node. Right
+//! after the join, and at every member check afterwards, the node asks its successor for its
+//! predecessor; if that is this node's id at another address, and a node there identifies with
+//! this node's key, another live node runs with the same key: this one stops (exit 1) and names
+//! that address, without a leave (which would hand records to the other's neighbours). A dead
+//! instance (a crash, then a restart with the same key elsewhere) does not answer and is no
+//! duplicate: the successor's predecessor check replaces it within seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +48,46 @@ const ALONE_EVERY: Duration = Duration::from_secs(2);
 const MAX_JOIN_CONTACTS: usize = 8;
 /// Between two checks for a split ring (and two saves of the known peers).
 const MEMBER_EVERY: Duration = Duration::from_secs(30);
+/// How long a node that may run with this node's key gets to identify itself.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `addr` reaches this very node under another address than the one it advertises: its
+/// listening port on an address of this host (a UDP peer records the datagrams' source, which
+/// behind port forwarding is not the advertised address). Identifying it would find this
+/// node's own key.
+fn is_this_node(node: &MeshNode, addr: std::net::SocketAddr) -> bool {
+    let bound = node.dht().endpoint().local_addr();
+    addr.port() == bound.port()
+        && (bound.ip().is_unspecified() || bound.ip() == addr.ip())
+        // binding succeeds only on an address of this host
+        && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
+}
+
+/// Another live node answering for this node's id, if there is one (see the module docs): the
+/// address it runs at.
+pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAddr> {
+    let me = node.id();
+    let mine = node.contact().addr;
+    let st = node.dht().status().await.ok()?;
+    let succ = st.successors.first().copied().filter(|s| s.id != me)?;
+    let n = node.dht().neighbors_of(succ).await.ok()?;
+    let other = n
+        .predecessor
+        .filter(|p| p.id == me && p.addr != mine && !is_this_node(node, p.addr))?;
+    // A crashed instance refuses the connection: no need to wait out IDENTIFY's timeout
+    // (`themis node` runs its endpoint on TCP).
+    if let Ok(Err(_)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(other.addr)).await
+    {
+        return None;
+    }
+    // IDENTIFY (PROTOCOL.md §5.2) asks the node at that address for its key, no handshake
+    // (this node cannot run one with its own id).
+    match tokio::time::timeout(IDENTIFY_TIMEOUT, node.dht().endpoint().identify(other.addr)).await {
+        Ok(Ok((id, _))) if id == me => Some(other.addr),
+        _ => None,
+    }
+}
 
 /// What one bootstrap contact showed.
 #[derive(Debug)]
@@ -376,10 +424,9 @@ pub(crate) async fn maintain(
     readiness: Arc<Readiness>,
     data: Option<DataDir>,
     net: String,
-) {
-    let network = match crate::keys::network(&net) {
-        Ok(n) => n,
-        Err(_) => return,
+) -> std::net::SocketAddr {
+    let Ok(network) = crate::keys::network(&net) else {
+        return std::future::pending().await;
     };
     // A split seen twice in a row is acted on (a ring still stabilizing can look split once).
     let mut split_seen = false;
@@ -411,6 +458,14 @@ pub(crate) async fn maintain(
             continue;
         }
         Readiness::set(&readiness.joined);
+        if let Some(addr) = live_duplicate(&node).await {
+            tracing::error!(
+                id = %node.id(),
+                %addr,
+                "ANOTHER LIVE NODE ANSWERS FOR THIS NODE'S ID at {addr}: the same key runs twice; this node stops"
+            );
+            return addr;
+        }
         // Until the first save, soon again: a node stopped early must still know its peers.
         let saved = match &data {
             Some(d) => remember(&node, d, &net).await,

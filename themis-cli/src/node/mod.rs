@@ -281,6 +281,11 @@ fn mesh_config(s: &NodeSettings, listen: SocketAddr) -> MeshConfig {
         MeshConfig::new(listen)
     };
     c.k = s.replicas;
+    if let Some(ttl) = s.record_ttl {
+        // paper §6.1: owners re-store before the values are dropped; t/3 as by default
+        c.record_ttl = ttl;
+        c.driver.dht.restore_period = ttl / 3;
+    }
     c.mode = if s.insecure {
         Mode::Insecure
     } else {
@@ -436,9 +441,18 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
             return Err(e);
         }
     };
+    if !s.bootstrap.is_empty()
+        && let Some(addr) = join::live_duplicate(&r.node).await
+    {
+        r.node.crash().await;
+        return Err(Error::DuplicateId {
+            id: r.node.id().to_string(),
+            addr: addr.to_string(),
+        });
+    }
     register_configured(&r.state, &s, data.as_ref()).await?;
     Readiness::set(&readiness.services_registered);
-    let maintain = tokio::spawn(join::maintain(
+    let mut maintain = tokio::spawn(join::maintain(
         r.node.clone(),
         join::Candidates::new(joined, &remembered, s.bootstrap.clone()),
         readiness.clone(),
@@ -458,7 +472,20 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
         .unwrap_or_default();
     print_ready(&r.node, r.api_addr, &s.net, &extra);
     tracing::info!(id = %r.node.id(), api = %r.api_addr, "node running; Ctrl-C to leave");
-    shutdown_signal().await;
+    let duplicate = tokio::select! {
+        () = shutdown_signal() => None,
+        found = &mut maintain => found.ok(),
+    };
+    if let Some(addr) = duplicate {
+        flush.abort();
+        let _ = r.stop_api.send(());
+        // no leave: it would hand this node's records to the other instance's neighbours
+        r.node.crash().await;
+        return Err(Error::DuplicateId {
+            id: r.node.id().to_string(),
+            addr: addr.to_string(),
+        });
+    }
     eprintln!("leaving the ring...");
     Readiness::set(&readiness.leaving);
     maintain.abort();

@@ -72,6 +72,23 @@ pub struct Registered {
     pub failed: u8,
 }
 
+/// The end of [`DhtNode::unregister`]: whether the name was registered, and how many of its
+/// k+1 replicas took the tombstone that withdraws it (PROTOCOL.md §6.4, §6.10). A replica that
+/// did not keeps the record until its expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unregistered {
+    /// The service name.
+    pub name: String,
+    /// It was registered (re-stores have stopped).
+    pub registered: bool,
+    /// Replicas that stored the tombstone.
+    pub tombstones_stored: u8,
+    /// Replicas that did not (0 when no tombstone was sent: not a member, or the records had
+    /// expired already).
+    pub tombstones_failed: u8,
+}
+
 /// The end of a graceful leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -292,12 +309,18 @@ impl DhtNode {
             .await?
     }
 
-    /// Stops re-storing `name` (its records expire after the TTL); returns whether it was
-    /// registered.
-    pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
+    /// Stops re-storing `name` and withdraws it: a signed tombstone goes to each of its k+1
+    /// replicas, so that readers drop this provider at once (PROTOCOL.md §6.10). Returns when
+    /// the tombstones are stored (or failed).
+    pub async fn unregister(&self, name: &str) -> Result<Unregistered, Error> {
         let name = name.to_owned();
         self.call("unregister", |tx| Command::Unregister(name, tx))
-            .await
+            .await?
+    }
+
+    /// The names this node provides (registered and not withdrawn), sorted.
+    pub async fn registered_names(&self) -> Result<Vec<String>, Error> {
+        self.call("registrations", Command::Registrations).await
     }
 
     /// The verified provider records of `name`, from the first of replicas `0..=k` that has any
@@ -316,10 +339,17 @@ impl DhtNode {
             .await?
     }
 
-    /// Leaves the ring gracefully (paper §6.1 leave): hands the stored records and the
-    /// predecessor to the successor and tells the predecessor. The node keeps answering
-    /// (refusing, as no longer a member) until [`DhtNode::shutdown`].
+    /// Leaves the ring gracefully (paper §6.1 leave): first withdraws every name this node
+    /// still provides ([`DhtNode::unregister`], one at a time; a failure is only logged: the
+    /// records then expire at their TTL), then hands the stored records and the predecessor
+    /// to the successor and tells the predecessor. The node keeps answering (refusing, as no
+    /// longer a member) until [`DhtNode::shutdown`].
     pub async fn leave(&self) -> Result<LeaveReport, Error> {
+        for name in self.registered_names().await? {
+            if let Err(e) = self.unregister(&name).await {
+                tracing::warn!(service = %name, error = %e, "withdrawing before the leave failed; its records expire at their TTL");
+            }
+        }
         self.call("leave", Command::Leave).await?
     }
 

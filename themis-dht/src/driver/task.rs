@@ -14,12 +14,12 @@ use themis_crypto::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handler::{Answer, DhtHandler, Incoming};
-use super::{DriverConfig, LeaveReport, NodeMetrics, Registered, Status};
+use super::{DriverConfig, LeaveReport, NodeMetrics, Registered, Status, Unregistered};
 use crate::proto::record::Refusal;
 use crate::proto::wire::Response;
 use crate::{
     Contact, Error, Event, Found, Node, Output, Peer, Providers, QueryId, Reply, RequestFailure,
-    ServiceSpec,
+    ServiceSpec, Unregister,
 };
 
 /// The time the core sees: tokio's clock, so tests with a paused clock are deterministic.
@@ -36,7 +36,8 @@ pub(crate) enum Command {
         Option<u8>,
         oneshot::Sender<Result<Registered, Error>>,
     ),
-    Unregister(String, oneshot::Sender<bool>),
+    Unregister(String, oneshot::Sender<Result<Unregistered, Error>>),
+    Registrations(oneshot::Sender<Vec<String>>),
     Lookup(
         String,
         Option<u8>,
@@ -54,6 +55,7 @@ enum Waiter {
     Find(oneshot::Sender<Result<Found, Error>>),
     Register(oneshot::Sender<Result<Registered, Error>>),
     Lookup(oneshot::Sender<Result<Providers, Error>>),
+    Withdraw(oneshot::Sender<Result<Unregistered, Error>>),
 }
 
 /// Counters of the driver itself (read through `Command::Metrics`).
@@ -201,7 +203,26 @@ impl Driver {
                 }
             },
             Command::Unregister(name, tx) => {
-                let _ = tx.send(self.node.unregister(&name));
+                let done = |registered| Unregistered {
+                    name: name.clone(),
+                    registered,
+                    tombstones_stored: 0,
+                    tombstones_failed: 0,
+                };
+                match self.node.unregister(t, &name) {
+                    Unregister::Withdrawing(q) => {
+                        self.waiters.insert(q, Waiter::Withdraw(tx));
+                    }
+                    Unregister::NotRegistered => {
+                        let _ = tx.send(Ok(done(false)));
+                    }
+                    _ => {
+                        let _ = tx.send(Ok(done(true)));
+                    }
+                }
+            }
+            Command::Registrations(tx) => {
+                let _ = tx.send(self.node.registered_names());
             }
             Command::Lookup(name, k, tx) => match self.node.lookup_providers(t, &name, k) {
                 Ok(q) => {
@@ -365,6 +386,21 @@ impl Driver {
                         name,
                         stored,
                         failed,
+                    }));
+                }
+            }
+            Event::Withdrawn {
+                query,
+                name,
+                stored,
+                failed,
+            } => {
+                if let Some(Waiter::Withdraw(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(Ok(Unregistered {
+                        name,
+                        registered: true,
+                        tombstones_stored: stored,
+                        tombstones_failed: failed,
                     }));
                 }
             }

@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Record signatures not in the verified-record cache, so verified (counted only while the
     /// cache is enabled).
     pub verify_cache_misses: u64,
+    /// Withdrawals started by `unregister` (tombstones signed and sent to the replicas).
+    pub withdrawals: u64,
 }
 
 impl Metrics {
@@ -101,5 +103,6 @@ impl Metrics {
         self.request_failures += o.request_failures;
         self.verify_cache_hits += o.verify_cache_hits;
         self.verify_cache_misses += o.verify_cache_misses;
+        self.withdrawals += o.withdrawals;
     }
 }

@@ -10,7 +10,7 @@ use super::metrics::Metrics;
 use super::verified::{VerifiedCache, cache_key};
 use super::wire::{
     MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, RECORD_SIG_LABEL,
-    addr_bytes,
+    TOMBSTONE_SIG_LABEL, addr_bytes,
 };
 
 /// The object id of replica `r` of `name`: the paper's `h(name ‖ r)`, made unambiguous with the
@@ -156,6 +156,12 @@ impl ServiceSpec {
 
 /// A provider record as stored and returned by the DHT: always signed; records handed to the
 /// caller have been verified.
+///
+/// A record may be a **tombstone** ([`ProviderRecord::is_withdrawn`]): the provider's signed
+/// statement that it withdrew the service (deregistration, graceful leave). It has the fields of
+/// the record it withdraws, a higher sequence number, the expiry of that record, and a signature
+/// under another label (PROTOCOL.md §6.4), so it replaces the record on every replica like a
+/// newer record would, and only the provider's key can make one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderRecord {
     pub(crate) name: String,
@@ -170,6 +176,8 @@ pub struct ProviderRecord {
     /// The provider's key succession statement (PROTOCOL.md §2.9, §6.4 `succ`), as it
     /// travels; not covered by the record's signature (it carries its own two).
     pub(crate) succession: Option<Vec<u8>>,
+    /// A tombstone: the provider withdrew this service.
+    pub(crate) withdrawn: bool,
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
@@ -210,6 +218,47 @@ impl ProviderRecord {
         expires_unix_ms: u64,
         seq: u64,
     ) -> Self {
+        Self::sign_kind(
+            identity,
+            network,
+            spec,
+            default_addr,
+            (replica, expires_unix_ms, seq),
+            false,
+        )
+    }
+
+    /// Builds and signs the tombstone of replica `replica` of `spec.name`: the provider's
+    /// statement that it withdrew the service. `seq` must be higher than that of every record
+    /// it withdraws and `expires_unix_ms` no earlier than theirs (PROTOCOL.md §6.10: it is kept
+    /// until the records it withdraws would have expired).
+    pub fn sign_withdrawal(
+        identity: &IdentityKeypair,
+        network: &NetworkId,
+        spec: &ServiceSpec,
+        default_addr: SocketAddr,
+        replica: u8,
+        expires_unix_ms: u64,
+        seq: u64,
+    ) -> Self {
+        Self::sign_kind(
+            identity,
+            network,
+            spec,
+            default_addr,
+            (replica, expires_unix_ms, seq),
+            true,
+        )
+    }
+
+    fn sign_kind(
+        identity: &IdentityKeypair,
+        network: &NetworkId,
+        spec: &ServiceSpec,
+        default_addr: SocketAddr,
+        (replica, expires_unix_ms, seq): (u8, u64, u64),
+        withdrawn: bool,
+    ) -> Self {
         let mut rec = Self {
             name: spec.name.clone(),
             replica,
@@ -221,15 +270,22 @@ impl ProviderRecord {
             seq,
             signature: Signature::from_bytes([0; 64]),
             succession: None,
+            withdrawn,
         };
         rec.signature = identity.sign(&rec.signed_digest(network));
         rec
     }
 
-    /// The 32-byte digest the provider signs with Ed25519 (see PROTOCOL.md, DHT §Provider record).
+    /// The 32-byte digest the provider signs with Ed25519 (see PROTOCOL.md, DHT §Provider record):
+    /// the same parts for a record and a tombstone, under two labels.
     pub(crate) fn signed_digest(&self, network: &NetworkId) -> [u8; 32] {
         let oid = self.object_id();
-        let mut t = Transcript::new(RECORD_SIG_LABEL);
+        let label = if self.withdrawn {
+            TOMBSTONE_SIG_LABEL
+        } else {
+            RECORD_SIG_LABEL
+        };
+        let mut t = Transcript::new(label);
         t.append(network.as_bytes())
             .append(self.name.as_bytes())
             .append(&[self.replica])
@@ -358,6 +414,11 @@ impl ProviderRecord {
     pub fn signature(&self) -> Signature {
         self.signature
     }
+    /// `true` for a tombstone: the provider withdrew the service (readers drop the provider;
+    /// this record's address and metadata are those of the record it withdraws).
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn
+    }
 
     /// The provider's key succession statement (key rotation, PROTOCOL.md §2.9), if the
     /// record carries one that verifies on `network` and names this record's key as the
@@ -430,6 +491,23 @@ mod tests {
         let mut h = r.clone();
         h.seq += 1;
         assert_eq!(h.verify_static(&net(), 8), Err(Refusal::BadSignature));
+        // a record's signature does not make a tombstone, nor the reverse
+        let mut t = r.clone();
+        t.withdrawn = true;
+        assert_eq!(t.verify_static(&net(), 8), Err(Refusal::BadSignature));
+        let tomb = ProviderRecord::sign_withdrawal(
+            &kp,
+            &net(),
+            &ServiceSpec::new("check"),
+            "10.0.0.1:7000".parse().unwrap(),
+            1,
+            1_000_000,
+            8,
+        );
+        tomb.verify_static(&net(), 8).unwrap();
+        let mut u = tomb.clone();
+        u.withdrawn = false;
+        assert_eq!(u.verify_static(&net(), 8), Err(Refusal::BadSignature));
         assert_eq!(r.verify_static(&net(), 0), Err(Refusal::BadReplica));
         let other = IdentityKeypair::from_seed(&[2; 32]);
         let mut i = r.clone();

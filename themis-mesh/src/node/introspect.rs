@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use themis_crypto::NodeId;
 use themis_dht::{NodeMetrics, Status};
 
-use super::{MeshNode, lock_err, now};
+use super::MeshNode;
 use crate::{Error, ProviderRecord};
 
 /// A snapshot of a node for operators: ring view, sessions and provided services.
@@ -91,11 +91,7 @@ impl MeshNode {
     pub async fn discover_detailed(&self, service: &str) -> Result<Discovery, Error> {
         let k = self.lookup_k();
         let found = self.search_replicas(service).await?;
-        self.inner.cache.lock().map_err(|_| lock_err())?.insert(
-            service,
-            found.records.clone(),
-            now(),
-        );
+        self.absorb(service, &found)?;
         if found.records.is_empty() {
             return Err(Error::NotFound {
                 service: service.to_owned(),

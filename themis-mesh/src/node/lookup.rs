@@ -20,14 +20,18 @@ use super::{MeshNode, now};
 use crate::policy::{ReplicaSearch, SearchConfig};
 use crate::{Error, Provider, ProviderRecord};
 
-/// The plan discovery runs today: one replica at a time, `0, 1, ..., k`, until one answers with
-/// records: the walk of paper §7 (and of `DhtNode::lookup_providers`), so that discovery
-/// behaves as before it ran through [`ReplicaSearch`]. Merging the records of several replicas
-/// (`enough_answers` above 1, asked `parallelism` at a time) is a change of these two numbers.
-fn search_config(max_records: usize) -> SearchConfig {
+/// The plan discovery runs: every replica `0..=k` at once (at most `max_k + 1` = 9 lookups),
+/// and the records of all that answer merged: per provider the highest sequence number wins,
+/// and a provider whose newest record is a tombstone is dropped (issue 11). Beyond paper §7,
+/// which walks the replicas until one answers: a single stale or poisoned replica answering
+/// first could then hide the providers the others hold, or bring back a withdrawn one.
+/// Cost: k + 1 provider lookups per cold discovery instead of one (a warm discovery is served
+/// by the cache and sends nothing).
+fn search_config(k: u8, max_records: usize) -> SearchConfig {
+    let replicas = u32::from(k) + 1;
     SearchConfig {
-        parallelism: 1,
-        enough_answers: 1,
+        parallelism: replicas,
+        enough_answers: replicas,
         max_records,
     }
 }
@@ -37,10 +41,13 @@ fn search_config(max_records: usize) -> SearchConfig {
 pub(crate) struct Searched {
     /// Verified, merged, unexpired records (empty: no replica has any).
     pub(crate) records: Vec<ProviderRecord>,
-    /// The replica the records came from; without records, the last replica asked.
+    /// The lowest replica index that answered with live records; without records, the
+    /// highest replica index asked (`k`, as the former walk over `0..=k` ended).
     pub(crate) replica: u8,
     /// Hops of that replica's lookup (0 when it failed).
     pub(crate) hops: u32,
+    /// Providers whose newest record is a tombstone: they withdrew the service.
+    pub(crate) withdrawn: Vec<NodeId>,
 }
 
 /// One replica of a service name: `object_id = h(name ‖ r)` (paper §6.1 store, §7) and the node
@@ -102,28 +109,50 @@ impl MeshNode {
     }
 
     async fn run_search(&self, service: &str) -> Result<Searched, Error> {
-        let config = search_config(self.inner.config.cache.max_records);
-        let mut search = ReplicaSearch::new(service, self.lookup_k(), 0, config)?;
+        let k = self.lookup_k();
+        let config = search_config(k, self.inner.config.cache.max_records);
+        let mut search = ReplicaSearch::new(service, k, 0, config)?;
         let dht = &self.inner.dht;
         let mut asking = FuturesUnordered::new();
         let (mut found, mut last) = (None, (0, 0));
         let mut unanswered: Option<themis_dht::Error> = None;
         let mut answered = false;
+        // Once one replica has answered, the others get `discovery_wait` more: a replica whose
+        // responsible node just crashed costs that, not a lookup's request timeouts.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             while let Some(r) = search.next_query() {
                 asking.push(async move { (r, dht.lookup_replica(service, r).await) });
             }
-            let Some((r, result)) = asking.next().await else {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, asking.next()).await {
+                    Ok(next) => next,
+                    // The stragglers' lookups go on in the DHT; their answers are dropped.
+                    Err(_) => break,
+                },
+                None => asking.next().await,
+            };
+            let Some((r, result)) = next else {
                 break;
             };
             match result {
                 Ok(p) => {
                     answered = true;
-                    last = (r, p.hops);
-                    let records =
+                    deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.inner.config.discovery_wait
+                    });
+                    last = last.max((r, p.hops));
+                    let mut records =
                         policy_records(&p.records, now(), &self.inner.successions.network);
-                    if found.is_none() && !records.is_empty() {
-                        found = Some(last);
+                    records.extend(
+                        policy_records(&p.withdrawn, now(), &self.inner.successions.network)
+                            .into_iter()
+                            .map(|r| {
+                                ProviderRecord::withdrawal(r.provider, r.sequence, r.expires_at)
+                            }),
+                    );
+                    if records.iter().any(|r| !r.withdrawn) && found.is_none_or(|(f, _)| r < f) {
+                        found = Some((r, p.hops));
                     }
                     search.on_answer(r, records);
                 }
@@ -134,7 +163,7 @@ impl MeshNode {
                         ..
                     },
                 ) => {
-                    last = (r, 0);
+                    last = last.max((r, 0));
                     unanswered = Some(e);
                     search.on_failure(r);
                 }
@@ -144,16 +173,13 @@ impl MeshNode {
         if let (false, Some(e)) = (answered, unanswered) {
             return Err(e.into());
         }
-        let records = match search.finish(now()) {
-            Ok(records) => records,
-            Err(Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let (records, withdrawn) = search.finish_split(now());
         let (replica, hops) = found.unwrap_or(last);
         Ok(Searched {
             records,
             replica,
             hops,
+            withdrawn,
         })
     }
 

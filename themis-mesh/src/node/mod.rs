@@ -101,6 +101,19 @@ impl ServiceSpec {
     }
 }
 
+/// What [`MeshNode::withdraw`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Withdrawal {
+    /// The service was provided by this node.
+    pub provided: bool,
+    /// Replicas that stored the tombstone (discovery through them drops this provider now).
+    pub replicas_withdrawn: u8,
+    /// Replicas a tombstone was sent to (0: none was needed or possible, e.g. the records had
+    /// expired, or the node was not a ring member).
+    pub replicas: u8,
+}
+
 /// The transport a [`MeshNode`] runs the DHT and service calls over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -160,6 +173,10 @@ pub struct MeshConfig {
     /// PROTOCOL.md §2.9 and §7.7): it must name this node's key as the successor, on this
     /// network. Presented while in force; `None` (default): the node never rotated.
     pub succession: Option<Succession>,
+    /// A cold discovery asks every replica at once and merges their answers; once the first
+    /// has answered, the others get this much longer (default 1 s; [`MeshConfig::fast`]:
+    /// 300 ms). Those still unanswered then are left out of the merge.
+    pub discovery_wait: Duration,
 }
 
 impl MeshConfig {
@@ -183,6 +200,7 @@ impl MeshConfig {
             seed: None,
             handler_timeout: Duration::from_secs(30),
             succession: None,
+            discovery_wait: Duration::from_secs(1),
         }
     }
 
@@ -195,6 +213,7 @@ impl MeshConfig {
         c.cache.ttl = Duration::from_secs(2);
         c.cache.negative_ttl = Duration::from_millis(200);
         c.handler_timeout = Duration::from_secs(10);
+        c.discovery_wait = Duration::from_millis(300);
         c
     }
 }
@@ -451,6 +470,11 @@ impl MeshNode {
         config.driver.dht.record_ttl = config.record_ttl;
         // The statement also travels in this node's provider records (PROTOCOL.md §6.4 `succ`).
         config.driver.dht.succession = config.succession.as_ref().map(Succession::encode);
+        // owners re-store before the responsible nodes drop the records (paper §6.1): a
+        // re-store period that a shorter TTL left too long becomes t/3
+        if config.driver.dht.restore_period >= config.record_ttl {
+            config.driver.dht.restore_period = config.record_ttl / 3;
+        }
         config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
         if let Some(s) = &config.succession {
@@ -586,10 +610,16 @@ impl MeshNode {
     }
 
     /// Stops providing `service`: removes its handler (calls now get
-    /// [`RemoteErrorKind::UnknownService`]) and stops re-storing its records, which expire
-    /// after the TTL. Returns whether it was provided. Immediate in practice; bounded by
+    /// [`RemoteErrorKind::UnknownService`]), stops re-storing its records and withdraws them
+    /// (a signed tombstone on each replica, so discovery drops this provider at once; see
+    /// [`MeshNode::withdraw`]). Returns whether it was provided. Bounded by
     /// `config.driver.command_timeout`.
     pub async fn deregister(&self, service: &str) -> Result<bool, Error> {
+        Ok(self.withdraw(service).await?.provided)
+    }
+
+    /// [`MeshNode::deregister`], telling how many replicas took the tombstone.
+    pub async fn withdraw(&self, service: &str) -> Result<Withdrawal, Error> {
         let had = self
             .inner
             .services
@@ -597,8 +627,16 @@ impl MeshNode {
             .map_err(|_| lock_err())?
             .remove(service)
             .is_some();
-        self.inner.dht.unregister(service).await?;
-        Ok(had)
+        let u = self.inner.dht.unregister(service).await?;
+        // this node's own discoveries drop it at once too
+        if let Ok(mut c) = self.inner.cache.lock() {
+            c.invalidate(service);
+        }
+        Ok(Withdrawal {
+            provided: had || u.registered,
+            replicas_withdrawn: u.tombstones_stored,
+            replicas: u.tombstones_stored.saturating_add(u.tombstones_failed),
+        })
     }
 
     /// Restricts who may call `service` on this node to `callers` (beyond the paper; checked
@@ -638,12 +676,35 @@ impl MeshNode {
             }
         }
         let found = self.search_replicas(service).await?;
-        let mut c = self.inner.cache.lock().map_err(|_| lock_err())?;
-        c.insert(service, found.records.clone(), now());
+        self.absorb(service, &found)?;
         if found.records.is_empty() {
             return Err(not_found());
         }
         Ok((found.records, true))
+    }
+
+    /// Takes a fresh discovery into the cache, and drops the providers it found withdrawn
+    /// from the service's balancer at once. With no live provider left and a withdrawal seen
+    /// (a definite answer), the balancer goes: it must not keep calling withdrawn providers
+    /// as it keeps providers through a failed discovery (stale while error, for a ring that is
+    /// repairing).
+    pub(crate) fn absorb(&self, service: &str, found: &lookup::Searched) -> Result<(), Error> {
+        let t = now();
+        self.inner
+            .cache
+            .lock()
+            .map_err(|_| lock_err())?
+            .insert(service, found.records.clone(), t);
+        if found.withdrawn.is_empty() {
+            return Ok(());
+        }
+        let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
+        if found.records.is_empty() {
+            b.remove(service);
+        } else if let Some(bal) = b.get_mut(service) {
+            bal.set_providers(found.records.iter().map(|r| r.provider.clone()), t);
+        }
+        Ok(())
     }
 
     /// Refreshes the balancer of `service` from discovery (creating it if needed).

@@ -64,6 +64,9 @@ pub struct ProviderRecord {
     /// The old node id this provider succeeds (key rotation: the record carries a statement in
     /// force, PROTOCOL.md §2.9 and §6.4), so that discovery maps the old id to this one.
     pub succeeds: Option<NodeId>,
+    /// A tombstone: the provider withdrew the service with this sequence number
+    /// (PROTOCOL.md §6.4). [`merge_records`] drops a provider whose newest record is one.
+    pub withdrawn: bool,
 }
 
 impl ProviderRecord {
@@ -74,16 +77,31 @@ impl ProviderRecord {
             sequence,
             expires_at,
             succeeds: None,
+            withdrawn: false,
+        }
+    }
+
+    /// The tombstone of `provider` with sequence number `sequence`: it withdraws every record
+    /// of the provider with a lower one.
+    pub fn withdrawal(provider: Provider, sequence: u64, expires_at: Instant) -> Self {
+        Self {
+            provider,
+            sequence,
+            expires_at,
+            withdrawn: true,
+            succeeds: None,
         }
     }
 
     /// `true` if the record must be preferred over `other` (same provider): higher sequence
-    /// number, then later expiry, then a fixed total order of the contents so that the result
-    /// does not depend on the order in which replicas answered.
+    /// number, then a tombstone over a record, then later expiry, then a fixed total order of
+    /// the contents so that the result does not depend on the order in which replicas
+    /// answered.
     fn supersedes(&self, other: &Self) -> bool {
         let key = |r: &Self| {
             (
                 r.sequence,
+                r.withdrawn,
                 r.expires_at,
                 r.provider.addr,
                 r.provider.version.clone(),
@@ -99,10 +117,26 @@ impl ProviderRecord {
 /// stored under `k + 1` object ids).
 ///
 /// Records that expired (`expires_at <= now`) are dropped; records of the same provider are
-/// deduplicated keeping the highest sequence number (ties: later expiry, then a fixed order of
-/// the contents, so the answer never depends on which replica answered first). The result is in
-/// node-id order and holds at most `max` records (the first `max` in that order).
+/// deduplicated keeping the highest sequence number (ties: a tombstone, then later expiry, then
+/// a fixed order of the contents, so the answer never depends on which replica answered first).
+/// A provider whose winning record is a tombstone is dropped: it withdrew the service, and a
+/// replica that still holds its older record (stale, or hiding the withdrawal) cannot bring it
+/// back. The result holds no tombstone, is in node-id order and holds at most `max` records
+/// (the first `max` in that order).
 pub fn merge_records<I>(records: I, now: Instant, max: usize) -> Vec<ProviderRecord>
+where
+    I: IntoIterator<Item = ProviderRecord>,
+{
+    merge_split(records, now, max).0
+}
+
+/// [`merge_records`], and the providers it dropped because their newest record is a
+/// tombstone (in node-id order).
+pub(crate) fn merge_split<I>(
+    records: I,
+    now: Instant,
+    max: usize,
+) -> (Vec<ProviderRecord>, Vec<NodeId>)
 where
     I: IntoIterator<Item = ProviderRecord>,
 {
@@ -122,7 +156,12 @@ where
             }
         }
     }
-    by_id.into_values().take(max).collect()
+    let (gone, live): (Vec<ProviderRecord>, Vec<ProviderRecord>) =
+        by_id.into_values().partition(|r| r.withdrawn);
+    (
+        live.into_iter().take(max).collect(),
+        gone.into_iter().map(|r| r.provider.id).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -170,6 +209,71 @@ mod tests {
         let ab = merge_records(vec![a.clone(), b.clone()], now, 10);
         let ba = merge_records(vec![b, a], now, 10);
         assert_eq!(ab, ba);
+    }
+
+    #[test]
+    fn a_newer_tombstone_withdraws_the_provider_an_older_one_does_not() {
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(5);
+        let p = |b| Provider::new(id(b), SocketAddr::from(([127, 0, 0, 1], 9)), "v", 100);
+        let merged = merge_records(
+            vec![
+                rec(1, 4, exp, "v"),
+                ProviderRecord::withdrawal(p(1), 5, exp),
+                ProviderRecord::withdrawal(p(2), 3, exp),
+                rec(2, 4, exp, "v"), // re-registered after its withdrawal
+                rec(3, 7, exp, "v"),
+                ProviderRecord::withdrawal(p(3), 7, exp), // same seq: the tombstone wins
+            ],
+            now,
+            10,
+        );
+        assert_eq!(merged.len(), 1);
+        assert_eq!((merged[0].provider.id, merged[0].sequence), (id(2), 4));
+    }
+
+    proptest::proptest! {
+        /// Whatever replicas answer and in whatever order, a provider is in the merge exactly
+        /// when its highest-sequence unexpired record is not a tombstone, with that sequence.
+        #[test]
+        fn merge_is_the_newest_live_record_per_provider(
+            recs in proptest::collection::vec((0u8..6, 0u64..8, proptest::prelude::any::<bool>(), 0u64..3), 0..40),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let now = Instant::now();
+            let all: Vec<ProviderRecord> = recs
+                .iter()
+                .map(|&(b, seq, dead, life)| {
+                    let exp = now + Duration::from_secs(life);
+                    let p = Provider::new(id(b), SocketAddr::from(([127, 0, 0, 1], 9)), "v", 100);
+                    if dead {
+                        ProviderRecord::withdrawal(p, seq, exp)
+                    } else {
+                        ProviderRecord::new(p, seq, exp)
+                    }
+                })
+                .collect();
+            let mut shuffled = all.clone();
+            fastrand::Rng::with_seed(seed).shuffle(&mut shuffled);
+            let merged = merge_records(all.clone(), now, 100);
+            proptest::prop_assert_eq!(&merged, &merge_records(shuffled, now, 100));
+            for b in 0u8..6 {
+                let live: Vec<&ProviderRecord> =
+                    all.iter().filter(|r| r.provider.id == id(b) && r.expires_at > now).collect();
+                let top = live.iter().map(|r| r.sequence).max();
+                let newest_dead = top.is_some_and(|t| {
+                    live.iter().any(|r| r.sequence == t && r.withdrawn)
+                });
+                let got = merged.iter().find(|r| r.provider.id == id(b));
+                match (top, newest_dead) {
+                    (Some(t), false) => {
+                        proptest::prop_assert_eq!(got.map(|r| r.sequence), Some(t));
+                    }
+                    _ => proptest::prop_assert!(got.is_none()),
+                }
+            }
+            proptest::prop_assert!(merged.iter().all(|r| !r.withdrawn));
+        }
     }
 
     #[test]

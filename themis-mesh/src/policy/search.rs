@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::provider::{ProviderRecord, merge_records};
+use super::provider::{ProviderRecord, merge_records, merge_split};
 use crate::Error;
 
 /// Replica search settings.
@@ -129,7 +129,9 @@ impl ReplicaSearch {
         }
     }
 
-    /// Replica `r` answered with these (verified) records. Stray answers are ignored.
+    /// Replica `r` answered with these (verified) records, tombstones included
+    /// ([`ProviderRecord::withdrawn`]: an answer with only tombstones is a useful one, it says
+    /// who withdrew). Stray answers are ignored.
     pub fn on_answer(&mut self, r: u8, records: Vec<ProviderRecord>) {
         if !self.complete(r) {
             return;
@@ -151,6 +153,15 @@ impl ReplicaSearch {
         let exhausted = self.next >= self.order.len();
         let enough = self.useful_answers >= self.config.enough_answers;
         self.outstanding() == 0 && (exhausted || enough)
+    }
+
+    /// The merged, unexpired records ([`crate::merge_records`]) and the providers dropped
+    /// because their newest record is a tombstone (they withdrew the service).
+    pub(crate) fn finish_split(
+        self,
+        now: Instant,
+    ) -> (Vec<ProviderRecord>, Vec<themis_crypto::NodeId>) {
+        merge_split(self.records, now, self.config.max_records)
     }
 
     /// The merged, unexpired records ([`crate::merge_records`]), or [`Error::NotFound`] naming
@@ -197,6 +208,47 @@ mod tests {
         let merged = s.finish(now).unwrap();
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0].sequence, 2);
+    }
+
+    /// Issue 11: one replica answers first and hides a provider (stale, or poisoned: it
+    /// dropped the record), another still holds a record its provider has withdrawn. Asking
+    /// every replica and merging finds the hidden provider and honours the withdrawal.
+    #[test]
+    fn every_replica_asked_one_poisoned_replica_hides_nothing() {
+        let now = Instant::now();
+        let cfg = SearchConfig {
+            parallelism: 3,
+            enough_answers: 3,
+            ..SearchConfig::default()
+        };
+        let mut s = ReplicaSearch::new("check", 2, 0, cfg).unwrap();
+        let asked: Vec<u8> = std::iter::from_fn(|| s.next_query()).collect();
+        assert_eq!(asked, [0, 1, 2], "all replicas at once");
+        let gone = |b, seq| {
+            let p = Provider::new(
+                NodeId::from_bytes([b; 32]),
+                SocketAddr::from(([10, 0, 0, b], 7000)),
+                "v",
+                1,
+            );
+            ProviderRecord::withdrawal(p, seq, now + Duration::from_secs(60))
+        };
+        // replica 0 (poisoned): only provider 1, and provider 9's old record
+        s.on_answer(0, vec![rec(1, 1, now), rec(9, 1, now)]);
+        assert!(!s.is_finished(), "one answer is not enough");
+        s.on_answer(2, vec![rec(1, 1, now), rec(2, 1, now), gone(9, 2)]);
+        s.on_answer(1, vec![rec(2, 1, now), gone(9, 2)]);
+        assert!(s.is_finished());
+        let ids: Vec<NodeId> = s
+            .finish(now)
+            .unwrap()
+            .iter()
+            .map(|r| r.provider.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32])]
+        );
     }
 
     #[test]

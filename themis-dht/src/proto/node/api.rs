@@ -140,12 +140,28 @@ pub struct Found {
 pub struct Providers {
     /// The name looked up.
     pub name: String,
-    /// Verified, unexpired records (possibly empty).
+    /// Verified, unexpired records (possibly empty); never a tombstone.
     pub records: Vec<ProviderRecord>,
+    /// Verified, unexpired tombstones found with them: these providers withdrew the name
+    /// (readers merging several replicas drop a provider whose tombstone is newest).
+    pub withdrawn: Vec<ProviderRecord>,
     /// Hops of the lookup that produced the records.
     pub hops: u32,
     /// The replica index (`r`) they came from.
     pub replica: u8,
+}
+
+/// What [`crate::Node::unregister`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unregister {
+    /// The name was not registered.
+    NotRegistered,
+    /// Re-stores stopped; no tombstone is stored (not a member, records already expired, or
+    /// too many queries): the records expire at their TTL.
+    Removed,
+    /// Re-stores stopped and tombstones are being stored: [`Event::Withdrawn`] follows.
+    Withdrawing(QueryId),
 }
 
 /// Why a query failed.
@@ -178,6 +194,17 @@ pub enum Event {
         /// Replicas accepted.
         stored: u8,
         /// Replicas that failed (they are retried after `Config::retry_delay`).
+        failed: u8,
+    },
+    /// An `unregister` finished storing its tombstones: how many of the k+1 replicas took one.
+    Withdrawn {
+        /// The query.
+        query: QueryId,
+        /// The name.
+        name: String,
+        /// Replicas that stored the tombstone.
+        stored: u8,
+        /// Replicas that did not (their record expires at its TTL).
         failed: u8,
     },
     /// A `lookup_providers` finished.

@@ -37,7 +37,8 @@ use themis_channel::KeyedLimiter;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 
 pub use self::api::{
-    Contact, Event, Found, NodeState, Output, Providers, QueryError, QueryId, Reply, RequestFailure,
+    Contact, Event, Found, NodeState, Output, Providers, QueryError, QueryId, Reply,
+    RequestFailure, Unregister,
 };
 use self::join::JoinState;
 use self::leave::LeaveState;

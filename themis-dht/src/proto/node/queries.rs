@@ -12,7 +12,7 @@ use super::api::{Event, Found, Providers, QueryError, QueryId};
 use crate::Error;
 use crate::proto::lookup::Lookup;
 use crate::proto::record::{ProviderRecord, Refusal, check_name, object_id};
-use crate::proto::wire::{Peer, Response, WireRecord};
+use crate::proto::wire::{MAX_RECORDS, Peer, Response, WireRecord};
 
 /// What a query is for.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub(super) enum Job {
         stored: u8,
         failed: u8,
         user: bool,
+        /// The records are tombstones: a withdrawal ([`Event::Withdrawn`]), off the schedule.
+        withdraw: bool,
     },
     /// The lookup of replica `r` of registration `parent`.
     Replica {
@@ -45,6 +47,9 @@ pub(super) enum Job {
         k: u8,
         r: u8,
         any_answer: bool,
+        /// Tombstones met on the replicas asked so far (at most `MAX_RECORDS`): a record
+        /// found on a later replica that one of them supersedes is dropped.
+        withdrawn: Vec<ProviderRecord>,
     },
 }
 
@@ -211,6 +216,7 @@ impl Node {
                 k,
                 r: 0,
                 any_answer: false,
+                withdrawn: Vec::new(),
             })
             .ok_or(Error::TooManyQueries {
                 limit: self.cfg.max_queries,
@@ -239,6 +245,7 @@ impl Node {
                 k: r,
                 r,
                 any_answer: false,
+                withdrawn: Vec::new(),
             })
             .ok_or(Error::TooManyQueries {
                 limit: self.cfg.max_queries,
@@ -273,6 +280,7 @@ impl Node {
                 k,
                 r,
                 any_answer,
+                withdrawn,
             } if r < k => {
                 let oid = object_id(&name, r + 1);
                 self.queries.put_back(
@@ -282,6 +290,7 @@ impl Node {
                         k,
                         r: r + 1,
                         any_answer,
+                        withdrawn,
                     },
                 );
                 self.start_lookup(now, q, oid, true);
@@ -313,18 +322,23 @@ impl Node {
                 failed,
                 user,
                 records,
+                withdraw,
                 ..
-            } => self.registration_failed(q, name, (stored, failed, records.len()), user),
+            } => {
+                self.registration_failed(q, name, (stored, failed, records.len()), (user, withdraw))
+            }
             Job::Providers {
                 name,
                 any_answer,
                 r,
+                withdrawn,
                 ..
             } => {
                 let result = if any_answer {
                     Ok(Providers {
                         name,
                         records: Vec::new(),
+                        withdrawn,
                         hops: 0,
                         replica: r,
                     })
@@ -380,30 +394,49 @@ impl Node {
             }
             Job::Register { .. } => {}
             Job::Replica { parent, r } => self.replica_found(now, parent, r, peer),
-            Job::Providers { name, k, r, .. } => {
-                self.providers_found(now, q, (name, k, r), hops, records);
+            Job::Providers {
+                name,
+                k,
+                r,
+                withdrawn,
+                ..
+            } => {
+                self.providers_found(now, q, (name, k, r), (hops, withdrawn), records);
             }
         }
     }
 
     /// A provider lookup reached the owner of replica `r`: its verified records end the
-    /// query, or, with none, the next replica is tried.
+    /// query, or, with none, the next replica is tried. Tombstones are kept apart
+    /// ([`Providers::withdrawn`]) and carried to the next replica, where they drop the
+    /// records they supersede (same provider, lower sequence number).
     fn providers_found(
         &mut self,
         now: Instant,
         q: QueryId,
         (name, k, r): (String, u8, u8),
-        hops: u32,
+        (hops, mut withdrawn): (u32, Vec<ProviderRecord>),
         records: Vec<WireRecord>,
     ) {
         let wall = self.wall_ms(now);
         let mut good = Vec::new();
         for w in records {
             match self.verify_read(w, &name, r, wall) {
+                Ok(rec) if rec.is_withdrawn() => {
+                    if withdrawn.len() < MAX_RECORDS {
+                        withdrawn.push(rec);
+                    }
+                }
                 Ok(rec) => good.push(rec),
                 Err(_) => self.metrics.records_rejected_by_reader += 1,
             }
         }
+        // a record older than a tombstone of its provider (from another replica) is withdrawn
+        good.retain(|rec| {
+            !withdrawn
+                .iter()
+                .any(|t| t.provider == rec.provider && t.seq > rec.seq)
+        });
         if good.is_empty() && r < k {
             let oid = object_id(&name, r + 1);
             self.queries.put_back(
@@ -413,6 +446,7 @@ impl Node {
                     k,
                     r: r + 1,
                     any_answer: true,
+                    withdrawn,
                 },
             );
             self.start_lookup(now, q, oid, true);
@@ -422,6 +456,7 @@ impl Node {
                 result: Ok(Providers {
                     name,
                     records: good,
+                    withdrawn,
                     hops,
                     replica: r,
                 }),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use themis_crypto::NodeId;
 
-use super::api::{Event, QueryId};
+use super::api::{Event, QueryId, Unregister};
 use super::queries::Job;
 use super::requests::Purpose;
 use super::{Node, State, ms};
@@ -24,6 +24,9 @@ pub(super) struct Registration {
     pub(super) next_refresh: Instant,
     /// A store of its replicas is in progress (it is then off the schedule).
     pub(super) running: bool,
+    /// Expiry (Unix ms) of the last records signed for this name (0: none yet): a withdrawal's
+    /// tombstones live until then (PROTOCOL.md §6.10).
+    pub(super) expires: u64,
 }
 
 /// The registrations and their re-store schedule, at most `Config::max_registrations`.
@@ -43,6 +46,8 @@ impl Registrations {
     /// Adds or replaces the registration of `spec.name`, due at once.
     fn insert(&mut self, now: Instant, spec: ServiceSpec, k: u8) {
         let name = spec.name.clone();
+        // records of an earlier spec of this name may still live: a withdrawal covers them
+        let expires = self.map.get(&name).map_or(0, |r| r.expires);
         let old = self.map.insert(
             name.clone(),
             Registration {
@@ -50,6 +55,7 @@ impl Registrations {
                 k,
                 next_refresh: now,
                 running: false,
+                expires,
             },
         );
         if let Some(old) = old
@@ -60,17 +66,13 @@ impl Registrations {
         self.due.insert((now, name));
     }
 
-    /// Removes the registration `name`; returns whether there was one.
-    fn remove(&mut self, name: &str) -> bool {
-        match self.map.remove(name) {
-            Some(r) => {
-                if !r.running {
-                    self.due.remove(&(r.next_refresh, name.to_owned()));
-                }
-                true
-            }
-            None => false,
+    /// Removes the registration `name` and returns it.
+    fn remove(&mut self, name: &str) -> Option<Registration> {
+        let r = self.map.remove(name)?;
+        if !r.running {
+            self.due.remove(&(r.next_refresh, name.to_owned()));
         }
+        Some(r)
     }
 
     /// Changes the registration `name` (if any) with `f`, keeping the schedule in step with
@@ -144,10 +146,68 @@ impl Node {
         self.start_register(now, &name, true).ok_or(too_many)
     }
 
-    /// Stops re-storing `name` (its records expire after at most the TTL). Returns whether it
-    /// was registered.
-    pub fn unregister(&mut self, name: &str) -> bool {
-        self.regs.remove(name)
+    /// Stops re-storing `name` and withdraws it: signs k + 1 tombstones (PROTOCOL.md §6.4,
+    /// sequence number above every record of the name, expiry that of its last records) and
+    /// stores them on the replicas like a registration, so that readers drop this provider at
+    /// once instead of at the records' expiry. A withdrawal is reported as
+    /// [`Event::Withdrawn`].
+    ///
+    /// [`Unregister::Removed`] when nothing is stored: the node is not a member, its records
+    /// have expired already, or `max_queries` queries are running (the records then expire
+    /// after at most the TTL, as without tombstones).
+    pub fn unregister(&mut self, now: Instant, name: &str) -> Unregister {
+        let Some(reg) = self.regs.remove(name) else {
+            return Unregister::NotRegistered;
+        };
+        match self.start_withdrawal(now, name, reg) {
+            Some(q) => Unregister::Withdrawing(q),
+            None => Unregister::Removed,
+        }
+    }
+
+    /// The names this node provides now, sorted.
+    pub fn registered_names(&self) -> Vec<String> {
+        self.regs.map.keys().cloned().collect()
+    }
+
+    /// Signs the tombstones of `reg` and starts storing them (`None`: nothing to withdraw, or
+    /// no room for the query).
+    fn start_withdrawal(&mut self, now: Instant, name: &str, reg: Registration) -> Option<QueryId> {
+        let wall = self.wall_ms(now);
+        if !matches!(self.state, State::Member) || reg.expires <= wall {
+            return None;
+        }
+        // above every record signed for this name (they all have seq <= last_seq)
+        let seq = (self.regs.last_seq + 1).max(wall);
+        let records: Vec<ProviderRecord> = (0..=reg.k)
+            .map(|r| {
+                ProviderRecord::sign_withdrawal(
+                    &self.identity,
+                    &self.network,
+                    &reg.spec,
+                    self.ring.me.addr,
+                    r,
+                    reg.expires,
+                    seq,
+                )
+            })
+            .collect();
+        for rec in &records {
+            rec.remember_signed(&self.network, &mut self.verified);
+        }
+        let q = self.new_query(Job::Register {
+            name: name.to_owned(),
+            records,
+            open: reg.k.saturating_add(1),
+            stored: 0,
+            failed: 0,
+            user: true,
+            withdraw: true,
+        })?;
+        self.regs.last_seq = seq;
+        self.metrics.withdrawals += 1;
+        self.store_replicas(now, q, name, reg.k);
+        Some(q)
     }
 
     /// Starts the re-stores due at `now` (only while a member; a failed start is retried after
@@ -206,13 +266,22 @@ impl Node {
             stored: 0,
             failed: 0,
             user,
+            withdraw: false,
         })?;
         self.regs.last_seq = seq;
         let restore = self.cfg.restore_period;
         self.regs.update(name, |reg| {
             reg.running = true;
             reg.next_refresh = now + restore;
+            reg.expires = reg.expires.max(expiry);
         });
+        self.store_replicas(now, q, name, k);
+        Some(q)
+    }
+
+    /// Starts the k + 1 replica lookups of registration (or withdrawal) `q`; each stores its
+    /// record when it ends ([`Node::replica_found`]).
+    fn store_replicas(&mut self, now: Instant, q: QueryId, name: &str, k: u8) {
         // Beyond the paper (which stores the k + 1 replicas without saying how): the replicas'
         // lookups start at once, and each store goes out as soon as its own lookup ends, so a
         // registration takes one lookup plus one store of time rather than k + 1 of each.
@@ -223,7 +292,6 @@ impl Node {
         for (rq, r) in replicas {
             self.start_lookup(now, rq, object_id(name, r), true);
         }
-        Some(q)
     }
 
     /// The lookup of replica `r` of registration `parent` found its owner `peer`: store the
@@ -280,11 +348,21 @@ impl Node {
             stored,
             failed,
             user,
+            withdraw,
             ..
         }) = self.queries.take(q)
         else {
             return;
         };
+        if withdraw {
+            self.event(Event::Withdrawn {
+                query: q,
+                name,
+                stored,
+                failed,
+            });
+            return;
+        }
         let retry = now + self.cfg.retry_delay;
         self.regs.update(&name, |reg| {
             reg.running = false;
@@ -309,17 +387,26 @@ impl Node {
         q: QueryId,
         name: String,
         (stored, failed, total): (u8, u8, usize),
-        user: bool,
+        (user, withdraw): (bool, bool),
     ) {
+        let total = u8::try_from(total).unwrap_or(u8::MAX);
+        let failed = failed.max(total - stored.min(total));
+        if withdraw {
+            self.event(Event::Withdrawn {
+                query: q,
+                name,
+                stored,
+                failed,
+            });
+            return;
+        }
         self.regs.update(&name, |r| r.running = false);
         if user {
-            let total = u8::try_from(total).unwrap_or(u8::MAX);
-            let left = total - stored.min(total);
             self.event(Event::Registered {
                 query: q,
                 name,
                 stored,
-                failed: failed.max(left),
+                failed,
             });
         }
     }

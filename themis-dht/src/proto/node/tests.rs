@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 
 use super::requests::Purpose;
-use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFailure};
+use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFailure, Unregister};
 use crate::Error;
 use crate::proto::config::Config;
 use crate::proto::record::{ProviderRecord, Refusal, ServiceSpec, object_id};
@@ -89,6 +89,56 @@ fn reply(n: &mut Node, now: Instant, request_id: u64, from: NodeId, r: &Response
             bytes: &bytes,
         }),
     );
+}
+
+/// Issue 11: only a record's provider can withdraw it. A tombstone from another sender is
+/// `not_provider`; a record turned into a tombstone by flipping its flag (or the reverse) is
+/// `bad_signature`; the provider's own tombstone replaces its record, and the older record
+/// cannot come back (`stale`), while a newer registration replaces the tombstone.
+#[test]
+fn only_the_provider_withdraws_its_record() {
+    let (mut n, now, _) = alone(Config::default());
+    let exp = n.wall_ms(now) + 60_000;
+    let (a, b) = (kp(2), kp(3));
+    let (from_a, from_b) = (peer_of(&a, 2), peer_of(&b, 3));
+    let rec_a = record(&a, "svc", 0, exp, 5);
+    assert_eq!(store(&mut n, now, from_a, &rec_a), Response::Stored);
+    let tomb = |signer: &IdentityKeypair, seq| {
+        ProviderRecord::sign_withdrawal(
+            signer,
+            &net(),
+            &ServiceSpec::new("svc"),
+            "127.0.0.1:9".parse().unwrap(),
+            0,
+            exp,
+            seq,
+        )
+    };
+    // A's tombstone sent by B (a relay, or an attacker holding a copy): not the provider
+    assert_eq!(
+        store(&mut n, now, from_b, &tomb(&a, 6)),
+        refused(Refusal::NotProvider)
+    );
+    let flipped = ProviderRecord {
+        seq: 6,
+        withdrawn: true,
+        ..rec_a.clone()
+    };
+    assert_eq!(
+        store(&mut n, now, from_a, &flipped),
+        refused(Refusal::BadSignature)
+    );
+    assert!(!n.stored(&object_id("svc", 0))[0].is_withdrawn());
+    // the provider withdraws: the tombstone replaces the record, the record cannot return
+    assert_eq!(store(&mut n, now, from_a, &tomb(&a, 6)), Response::Stored);
+    let held = n.stored(&object_id("svc", 0));
+    assert_eq!((held.len(), held[0].is_withdrawn()), (1, true));
+    assert_eq!(store(&mut n, now, from_a, &rec_a), refused(Refusal::Stale));
+    assert_eq!(
+        store(&mut n, now, from_a, &record(&a, "svc", 0, exp, 7)),
+        Response::Stored
+    );
+    assert!(!n.stored(&object_id("svc", 0))[0].is_withdrawn());
 }
 
 #[test]
@@ -704,8 +754,11 @@ fn failed_registrations_are_rescheduled_and_retried() {
         n.handle_timeout(t);
         schedule_consistent(&n).unwrap();
     }
-    assert!(n.unregister("svc3"));
-    assert!(!n.unregister("svc3"));
+    assert!(!matches!(
+        n.unregister(t, "svc3"),
+        Unregister::NotRegistered
+    ));
+    assert_eq!(n.unregister(t, "svc3"), Unregister::NotRegistered);
     schedule_consistent(&n).unwrap();
     answer_all_busy(&mut n, t);
     let first = n.regs.due.first().map(|(d, _)| *d).unwrap();
@@ -1004,7 +1057,7 @@ proptest! {
             let name = format!("svc{i}");
             match op {
                 0 => { let _ = n.register(t, ServiceSpec::new(name), Some(1)); }
-                1 => { n.unregister(&name); }
+                1 => { n.unregister(t, &name); }
                 2 => answer_all_busy(&mut n, t),
                 _ => {
                     t += Duration::from_millis(700);
