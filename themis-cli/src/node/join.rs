@@ -416,6 +416,17 @@ async fn ask(node: &MeshNode, network: &NetworkId, c: &Candidates) -> Vec<(Peer,
     answers
 }
 
+/// Whether the node is alone while it knows other possible members (remembered peers,
+/// bootstrap contacts): then it is not joined yet, and [`maintain`] looks for their ring.
+pub(crate) async fn looks_for_a_ring(node: &MeshNode, candidates: &Candidates) -> bool {
+    !candidates.is_empty()
+        && node
+            .dht()
+            .status()
+            .await
+            .is_ok_and(|st| st.state == NodeState::Member && st.successors.is_empty())
+}
+
 /// Keeps the node joined (see the module docs) and, with a data directory, saves the peers it
 /// knows every [`MEMBER_EVERY`]. Runs until aborted.
 pub(crate) async fn maintain(
@@ -431,12 +442,7 @@ pub(crate) async fn maintain(
     // A split seen twice in a row is acted on (a ring still stabilizing can look split once).
     let mut split_seen = false;
     loop {
-        let alone = node
-            .dht()
-            .status()
-            .await
-            .is_ok_and(|st| st.state == NodeState::Member && st.successors.is_empty());
-        if alone && !candidates.is_empty() {
+        if looks_for_a_ring(&node, &candidates).await {
             let answers = ask(&node, &network, &candidates).await;
             // The designated seed waits for the others unless they run a ring of several.
             let answers: Vec<(Peer, bool)> = answers

@@ -452,9 +452,15 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
     }
     register_configured(&r.state, &s, data.as_ref()).await?;
     Readiness::set(&readiness.services_registered);
+    let candidates = join::Candidates::new(joined, &remembered, s.bootstrap.clone());
+    // Ready means joined from the ready line on: a node that joined at start is joined now,
+    // not when the maintenance task first runs (a probe right after the ready line saw 503).
+    if !join::looks_for_a_ring(&r.node, &candidates).await {
+        Readiness::set(&readiness.joined);
+    }
     let mut maintain = tokio::spawn(join::maintain(
         r.node.clone(),
-        join::Candidates::new(joined, &remembered, s.bootstrap.clone()),
+        candidates,
         readiness.clone(),
         data.clone(),
         s.net.clone(),
