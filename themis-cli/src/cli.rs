@@ -25,12 +25,17 @@ pub(crate) struct Cli {
 }
 
 /// The subcommands.
+// One value, parsed once at start: the size of `themis node`'s many settings costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create an identity key file (mode 0600) and print its public key.
     Keygen(KeygenArgs),
     /// Print the node id of a key on a network (H(public key, network)).
     Id(IdArgs),
+    /// Key management: `themis key rotate` (a new key that the old one names its successor).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run a mesh node and its local HTTP agent API (the sidecar of local services). Every
     /// flag is also a THEMIS_* variable and a key of the --config file.
     Node(crate::config::NodeArgs),
@@ -84,6 +89,39 @@ pub(crate) struct KeygenArgs {
     pub(crate) force: bool,
 }
 
+/// `themis key ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Rotate a node's key without a CA: create a new key file (mode 0600) and, beside it
+    /// (OUT.succession), a statement signed by the old key and the new one naming the new key
+    /// its successor for a grace period. A node started with the new key presents it: peers,
+    /// allow-lists and bootstrap lists that name the old id accept the new one until the
+    /// grace period ends.
+    Rotate(RotateArgs),
+}
+
+/// `themis key rotate`.
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The key file being retired (read only; remove it once the node runs with the new key).
+    #[arg(long, short, env = "THEMIS_KEY")]
+    pub(crate) key: PathBuf,
+    /// The new key file to create (the statement goes beside it, as OUT.succession).
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// The network the node runs on (the statement is for this network only).
+    #[arg(long, env = "THEMIS_NET")]
+    pub(crate) net: String,
+    /// How long the old id's peers accept the new one: a number and a unit s, m, h or d, at
+    /// most 90d.
+    #[arg(long, env = "THEMIS_KEY_GRACE", default_value = crate::keys::DEFAULT_GRACE,
+          value_parser = crate::keys::parse_grace)]
+    pub(crate) grace: std::time::Duration,
+    /// Replace existing files at OUT and OUT.succession.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
 /// `themis id`.
 #[derive(Debug, Args)]
 pub(crate) struct IdArgs {
@@ -115,7 +153,8 @@ pub(crate) struct RegisterArgs {
     pub(crate) tags: Vec<String>,
     /// Only the node with this id (hex, from `themis id` or `themis status`) may call the
     /// service; repeatable. The caller's id is the one the secure channel authenticated. None:
-    /// every node of the network may call it.
+    /// every node of the network may call it. The successor of an allowed id (`themis key
+    /// rotate`) may call it during its grace period.
     #[arg(long = "allow", value_name = "NODE_ID")]
     pub(crate) allow: Vec<String>,
     #[command(flatten)]
@@ -215,6 +254,9 @@ pub(crate) async fn run(
     match cli.command {
         Command::Keygen(a) => crate::keys::keygen(&a.out, a.force),
         Command::Id(a) => crate::keys::id(&a.key, &a.net),
+        Command::Key(KeyCommand::Rotate(a)) => {
+            crate::keys::rotate(&a.key, &a.out, &a.net, a.grace, a.force)
+        }
         Command::Node(_) => match settings {
             Some(s) => crate::node::run(s).await,
             None => Ok(()),

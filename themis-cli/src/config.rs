@@ -89,6 +89,11 @@ pub(crate) struct NodeFlags {
     /// else a fresh identity for this run.
     #[arg(long, env = "THEMIS_KEY")]
     pub(crate) key: Option<PathBuf>,
+    /// The key succession statement this node presents after `themis key rotate` (peers,
+    /// allow-lists and bootstrap lists that name the old id accept this node for the grace
+    /// period). Default: KEY.succession beside the key file, when it exists.
+    #[arg(long, env = "THEMIS_SUCCESSION", value_name = "FILE")]
+    pub(crate) succession: Option<PathBuf>,
     /// Keep the node's key, its services and the peers it knew in DIR, so that a restarted
     /// node (or a whole restarted cluster) comes back with its id and services and rejoins
     /// without bootstrap nodes.
@@ -149,6 +154,7 @@ pub(crate) struct NodeSettings {
     pub(crate) api: String,
     pub(crate) api_token_file: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
+    pub(crate) succession: Option<PathBuf>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) dns: Option<String>,
     pub(crate) replicas: Option<u8>,
@@ -222,6 +228,7 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
         api: pick(&f.api, &file.api).unwrap_or_else(|| DEFAULT_API.to_owned()),
         api_token_file: pick(&f.api_token_file, &file.api_token_file),
         key: pick(&f.key, &file.key),
+        succession: pick(&f.succession, &file.succession),
         data_dir: pick(&f.data_dir, &file.data_dir),
         dns: pick(&f.dns, &file.dns),
         replicas: match pick(&f.replicas, &file.replicas) {
@@ -380,6 +387,12 @@ pub(crate) fn render(
         "key",
         s.key.as_ref().map(toml_value),
         file.key.is_some(),
+    );
+    line(
+        "succession",
+        "succession",
+        s.succession.as_ref().map(toml_value),
+        file.succession.is_some(),
     );
     line(
         "data-dir",

@@ -56,6 +56,138 @@ pub enum Error {
         /// What is wrong with it, and what to do.
         problem: KeyFileProblem,
     },
+    /// A key succession statement (PROTOCOL.md §2.9) or its file was refused.
+    #[error("key succession statement{}: {problem}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Succession {
+        /// The statement file, when it came from one.
+        path: Option<PathBuf>,
+        /// What is wrong, and what to do.
+        problem: SuccessionProblem,
+    },
+}
+
+/// Why a key succession statement or its file was refused (see [`Error::Succession`]); one
+/// variant per check of PROTOCOL.md §2.9, in its order, then the file's problems.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuccessionProblem {
+    /// Shorter than any statement.
+    #[error("is {len} bytes long, shorter than the 211 of the smallest statement")]
+    TooShort {
+        /// Its length.
+        len: usize,
+    },
+    /// Longer than any statement.
+    #[error("is {len} bytes long, longer than the 274 of the largest statement")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A format this build does not read.
+    #[error("has format {found:#04x}; this build reads only format 0x01")]
+    UnsupportedFormat {
+        /// The format byte found.
+        found: u8,
+    },
+    /// The length does not match the network id's length.
+    #[error(
+        "is {len} bytes long, which does not fit a network id of {net_len} bytes (210 + its length)"
+    )]
+    BadLength {
+        /// The statement's length.
+        len: usize,
+        /// The network id length it gives.
+        net_len: usize,
+    },
+    /// The network id breaks the naming rule.
+    #[error("names an invalid network id")]
+    BadNetworkId,
+    /// The statement is for another network.
+    #[error("is for network '{found}', not for '{expected}' (rotate with `--net {expected}`)")]
+    WrongNetwork {
+        /// The statement's network.
+        found: String,
+        /// The verifier's network.
+        expected: String,
+    },
+    /// Both keys are the same.
+    #[error("names the same key as old and new")]
+    SameKey,
+    /// The grace period is empty or longer than 90 days.
+    #[error(
+        "gives a grace period from unix ms {issued_ms} to {grace_end_ms}: it must end after it starts and last at most 90 days"
+    )]
+    BadGrace {
+        /// Start (Unix ms).
+        issued_ms: u64,
+        /// End (Unix ms).
+        grace_end_ms: u64,
+    },
+    /// A signature does not verify.
+    #[error("does not verify (a signature is wrong: the statement was altered or forged)")]
+    BadSignature,
+    /// Issued in the future beyond the clock skew allowed.
+    #[error(
+        "was issued at unix ms {issued_ms}, after now ({now_ms}) plus the clock skew allowed: check this host's clock"
+    )]
+    NotYetValid {
+        /// When it was issued.
+        issued_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The grace period is over.
+    #[error(
+        "has expired: its grace period ended at unix ms {grace_end_ms} (now {now_ms}); the new id stands on its own now, so remove the statement (or rotate again with a longer --grace)"
+    )]
+    Expired {
+        /// When the grace period ended.
+        grace_end_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The statement names another key than the one it is used with.
+    #[error(
+        "names the successor key {named}, but this node's key is {actual} (a statement of another key: give the key file `themis key rotate --out` wrote)"
+    )]
+    NotThisKey {
+        /// The statement's new key.
+        named: String,
+        /// The key it was used with.
+        actual: String,
+    },
+    /// The file does not exist.
+    #[error("does not exist")]
+    Missing,
+    /// The file exists and overwriting was not requested.
+    #[error("already exists; refusing to overwrite it")]
+    AlreadyExists,
+    /// An I/O error.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// The file is too large to be a statement file.
+    #[error("is larger than the {max} bytes a statement file may have; is this the right file?")]
+    FileTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// Not a statement file.
+    #[error("is not a themis key succession file (first line must be `themis-succession v1`)")]
+    NotAStatementFile,
+    /// Another version of the file format.
+    #[error("has format version {found}, but this build reads only v1")]
+    UnsupportedVersion {
+        /// The version found.
+        found: String,
+    },
+    /// A line could not be parsed.
+    #[error("is corrupt at line {line}: {reason}")]
+    Corrupt {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// What is wrong with a key file (see [`Error::KeyFile`]).

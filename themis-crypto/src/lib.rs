@@ -10,6 +10,7 @@
 //! | session keys | HKDF-SHA-256 (RFC 5869) |
 //! | channel encryption | XChaCha20-Poly1305 (IETF) |
 //! | key confirmation | HMAC-SHA-512-256 |
+//! | key rotation without a CA | [`Succession`]: the old key names its successor, both sign |
 //!
 //! PROTOCOL.md at the repository root gives every encoding byte by byte.
 //!
@@ -40,10 +41,11 @@ mod keyfile;
 mod mac;
 mod network;
 mod random;
+mod succession;
 
 pub use aead::{AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_TAG_LEN, AeadKey};
 pub use dh::{DH_LEN, EphemeralPublic, EphemeralSecret, SharedSecret};
-pub use error::{Error, KeyFileProblem};
+pub use error::{Error, KeyFileProblem, SuccessionProblem};
 pub use hash::{HASH_LEN, Transcript};
 pub use identity::{
     IdentityKeypair, NODE_ID_LABEL, NODE_ID_LEN, NodeId, PUBLIC_KEY_LEN, PublicKey, SEED_LEN,
@@ -54,3 +56,7 @@ pub use keyfile::{KEY_FILE_MAGIC, KEY_FILE_VERSION};
 pub use mac::{MAC_KEY_LEN, MAC_LEN, MacKey};
 pub use network::{MAX_NETWORK_ID_LEN, NetworkId};
 pub use random::fill as fill_random;
+pub use succession::{
+    MAX_GRACE_MS, MAX_SUCCESSION_LEN, MIN_SUCCESSION_LEN, SUCCESSION_FILE_HEADER,
+    SUCCESSION_FORMAT, SUCCESSION_LABEL, Succession,
+};

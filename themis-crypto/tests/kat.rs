@@ -181,3 +181,47 @@ fn identity_worked_example() {
         assert!(id.is_derived_from(&kp.public(), &net));
     }
 }
+
+/// PROTOCOL.md §2.9: the key succession statement, computed outside the crate
+/// (`tests/vectors/gen_succession.py`).
+#[test]
+fn key_succession_statement() {
+    use themis_crypto::{Succession, Transcript};
+    let vectors = parse(include_str!("vectors/succession.txt"));
+    assert!(!vectors.is_empty());
+    for v in vectors {
+        let net = NetworkId::new(v.text("network-id")).unwrap();
+        let old = IdentityKeypair::from_seed(&v.array("old-seed"));
+        let new = IdentityKeypair::from_seed(&v.array("new-seed"));
+        assert_eq!(old.public().as_bytes(), &v.array::<32>("old-public-key"));
+        assert_eq!(new.public().as_bytes(), &v.array::<32>("new-public-key"));
+        let issued: u64 = v.text("issued-ms").parse().unwrap();
+        let end: u64 = v.text("grace-end-ms").parse().unwrap();
+        let want = v.bytes("statement");
+        // Signing here gives the same bytes (Ed25519 is deterministic) ...
+        let signed = Succession::sign(&old, &new, &net, issued, end).unwrap();
+        assert_eq!(signed.encode(), want, "{}", v.name);
+        assert_eq!(signed.digest(), v.array::<32>("digest"));
+        let d = Transcript::digest(
+            "themis/v1/key-succession",
+            &[
+                net.as_bytes(),
+                old.public().as_bytes(),
+                new.public().as_bytes(),
+                &issued.to_be_bytes(),
+                &end.to_be_bytes(),
+            ],
+        );
+        assert_eq!(d, v.array::<32>("digest"));
+        assert_eq!(old.sign(&d).as_bytes(), &v.array::<64>("sig-old"));
+        assert_eq!(new.sign(&d).as_bytes(), &v.array::<64>("sig-new"));
+        // ... and the independent bytes decode to the statement.
+        let got = Succession::decode(&want, &net).unwrap();
+        assert_eq!(got, signed);
+        assert_eq!(got.old_id(), NodeId::from_bytes(v.array("old-node-id")));
+        assert_eq!(got.new_id(), NodeId::from_bytes(v.array("new-node-id")));
+        assert_eq!((got.issued_ms(), got.grace_end_ms()), (issued, end));
+        got.check_in_force(issued, 0).unwrap();
+        assert!(got.check_in_force(end, 0).is_err());
+    }
+}

@@ -191,6 +191,27 @@ pub enum Error {
     /// The node is stopped.
     #[error("the mesh node is stopped; start a new one")]
     Stopped,
+    /// A key succession statement (PROTOCOL.md §2.9) was refused: one a peer presented, or the
+    /// one this node was configured to present (`peer` is then this node).
+    #[error("the key succession statement of node {peer} is refused: {source}")]
+    Succession {
+        /// The node the statement came from.
+        peer: NodeId,
+        /// What is wrong with it.
+        #[source]
+        source: Box<themis_crypto::Error>,
+    },
+    /// A node that answered in the place of an old id presented no statement naming it as the
+    /// old id's successor (PROTOCOL.md §7.7).
+    #[error(
+        "node {peer} is not a successor of {old}: it presents no key succession statement for it (a wrong id, or its grace period ended)"
+    )]
+    NotASuccessor {
+        /// The node that answered.
+        peer: NodeId,
+        /// The id that was dialed.
+        old: NodeId,
+    },
 }
 
 impl From<themis_channel::Error> for Error {

@@ -116,6 +116,6 @@ pub use themis_dht::{Contact, DriverConfig, object_id};
 pub mod internals {
     pub use crate::policy::{
         AccessPolicy, CacheLookup, DEFAULT_WEIGHT, DiscoveryCache, RecentRefusals, ReplicaSearch,
-        RetryBudget, SearchConfig, merge_records,
+        RetryBudget, SearchConfig, Successions, merge_records,
     };
 }

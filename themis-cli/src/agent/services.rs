@@ -216,6 +216,7 @@ async fn discover(
                 "weight": r.provider.weight,
                 "tags": r.provider.tags,
                 "sequence": r.sequence,
+                "succeeds": r.succeeds.map(|id| id.to_string()),
             })
         })
         .collect();

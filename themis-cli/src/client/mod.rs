@@ -332,7 +332,7 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {} {} version={} weight={}{}",
+            "  {} {} version={} weight={}{}{}",
             s(p, "node"),
             s(p, "address"),
             s(p, "version"),
@@ -341,6 +341,10 @@ pub(crate) async fn discover(a: DiscoverArgs) -> Result<(), Error> {
                 String::new()
             } else {
                 format!(" tags={tags}")
+            },
+            match p.get("succeeds").and_then(Value::as_str) {
+                Some(old) => format!(" succeeds={old}"),
+                None => String::new(),
             },
         );
     }

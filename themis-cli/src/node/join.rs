@@ -94,6 +94,9 @@ pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAd
 enum Finding {
     /// It answered: join through it.
     Answered(Contact),
+    /// It answered under the id that succeeds the one asked for (a key rotation, PROTOCOL.md
+    /// §2.9): join through it; the note says so to the operator.
+    Successor(Contact, String),
     /// It is this node.
     Myself,
     /// It cannot be joined, whatever the wait: network, identity or mode mismatch.
@@ -132,9 +135,54 @@ async fn probe(node: &MeshNode, network: &NetworkId, input: &str) -> Finding {
             addr,
             id: Some(peer),
         }),
-        Err(themis_mesh::Error::Channel(e)) => classify(input, network, contact, &e),
+        Err(themis_mesh::Error::Channel(e)) => match &*e {
+            ChannelError::IdentityMismatch {
+                expected, found, ..
+            } => successor(node, input, network, addr, *expected, *found, &e).await,
+            _ => classify(input, network, contact, &e),
+        },
         Err(e) => Finding::Down(format!("{input}: {e}")),
     }
+}
+
+/// A contact dialed as `expected` answered as `found`: a node that rotated its key is joined
+/// through if it presents a key succession statement naming it the successor of `expected`
+/// (PROTOCOL.md §2.9, §7.7); anything else is the identity mismatch it seems.
+async fn successor(
+    node: &MeshNode,
+    input: &str,
+    network: &NetworkId,
+    addr: std::net::SocketAddr,
+    expected: NodeId,
+    found: NodeId,
+    e: &ChannelError,
+) -> Finding {
+    if found == node.id() {
+        // This node itself, under the id it had before its key was rotated.
+        if node.succession().is_some_and(|s| s.old_id() == expected) {
+            return Finding::Myself;
+        }
+    } else {
+        let contact = Contact {
+            addr,
+            id: Some(found),
+        };
+        match node.verify_successor(expected, contact).await {
+            Ok(s) => {
+                let note = format!(
+                    "{input}: the node there rotated its key: it is now {found} and proves it succeeds {expected} until {}; joining through it (replace the id in the bootstrap list before then)",
+                    crate::keys::utc(s.grace_end_ms())
+                );
+                return Finding::Successor(contact, note);
+            }
+            Err(why) => tracing::debug!(%why, "{input}: not a successor"),
+        }
+    }
+    let contact = Contact {
+        addr,
+        id: Some(expected),
+    };
+    classify(input, network, contact, e)
 }
 
 /// Names what a channel error says about a bootstrap contact.
@@ -200,6 +248,11 @@ pub(crate) async fn initial(
         for b in bootstrap {
             match probe(node, network, b).await {
                 Finding::Answered(c) => {
+                    answered.push(c);
+                    all_me = false;
+                }
+                Finding::Successor(c, note) => {
+                    tracing::info!("{note}");
                     answered.push(c);
                     all_me = false;
                 }
@@ -331,15 +384,31 @@ pub(crate) fn plan_merge(my_lowest: NodeId, answers: &[(Peer, bool)]) -> Option<
 async fn ask(node: &MeshNode, network: &NetworkId, c: &Candidates) -> Vec<(Peer, bool)> {
     let mut peers = c.peers.clone();
     for b in &c.bootstrap {
-        if let Finding::Answered(Contact { addr, id: Some(id) }) = probe(node, network, b).await
+        if let Finding::Answered(Contact { addr, id: Some(id) })
+        | Finding::Successor(Contact { addr, id: Some(id) }, _) = probe(node, network, b).await
             && !peers.iter().any(|p| p.id == id)
         {
             peers.push(Peer { id, addr });
         }
     }
     let mut answers = Vec::new();
-    for p in peers.into_iter().filter(|p| p.id != node.id()) {
-        if let Ok(n) = node.dht().neighbors_of(p).await {
+    for mut p in peers.into_iter().filter(|p| p.id != node.id()) {
+        let mut asked = node.dht().neighbors_of(p).await;
+        if asked.is_err() {
+            // A remembered peer that rotated its key answers with its new id: follow it if it
+            // proves it is the successor (PROTOCOL.md §7.7).
+            let at = Contact {
+                addr: p.addr,
+                id: None,
+            };
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, node.verify_successor(p.id, at)).await
+            {
+                p.id = s.new_id();
+                asked = node.dht().neighbors_of(p).await;
+            }
+        }
+        if let Ok(n) = asked {
             let alone = n.successors.iter().all(|s| s.id == p.id);
             answers.push((p, alone));
         }

@@ -331,6 +331,12 @@ async fn start_all(
     data: Option<&DataDir>,
 ) -> Result<Running, Error> {
     let (identity, key_file) = identity(s, data)?;
+    let succession = crate::keys::load_succession(
+        s.succession.as_deref(),
+        key_file.as_deref(),
+        &identity,
+        network,
+    )?;
     if s.insecure {
         tracing::warn!(
             "insecure mode: channels are plaintext, peers are not authenticated and anyone on the path can read and forge calls; for measurements and trusted networks only"
@@ -355,6 +361,7 @@ async fn start_all(
         toward.push(c);
     }
     let mut config = mesh_config(s, listen);
+    config.succession = succession;
     config.driver.advertise = advertise_for(listen, s.advertise.as_deref(), &toward).await?;
     let node = start(network, identity, config).await?;
     let dns = match &s.dns {

@@ -76,6 +76,10 @@ pub struct Config {
     /// record read, stored or handed over again skips only its Ed25519 check; expiry, identity,
     /// replica range, sequence and quotas are checked every time. Default 4096; 0 disables.
     pub verified_cache_size: usize,
+    /// The key succession statement (PROTOCOL.md §2.9, encoded) this node attaches to the
+    /// provider records it signs (§6.4 `succ`), so that discovery maps its old id to its new
+    /// one. Default none.
+    pub succession: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             max_rate_tracked_peers: 4096,
             max_outputs: 65_536,
             verified_cache_size: 4096,
+            succession: None,
         }
     }
 }

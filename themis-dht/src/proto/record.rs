@@ -173,6 +173,9 @@ pub struct ProviderRecord {
     pub(crate) expires_unix_ms: u64,
     pub(crate) seq: u64,
     pub(crate) signature: Signature,
+    /// The provider's key succession statement (PROTOCOL.md §2.9, §6.4 `succ`), as it
+    /// travels; not covered by the record's signature (it carries its own two).
+    pub(crate) succession: Option<Vec<u8>>,
     /// A tombstone: the provider withdrew this service.
     pub(crate) withdrawn: bool,
 }
@@ -266,6 +269,7 @@ impl ProviderRecord {
             expires_unix_ms,
             seq,
             signature: Signature::from_bytes([0; 64]),
+            succession: None,
             withdrawn,
         };
         rec.signature = identity.sign(&rec.signed_digest(network));
@@ -416,6 +420,22 @@ impl ProviderRecord {
         self.withdrawn
     }
 
+    /// The provider's key succession statement (key rotation, PROTOCOL.md §2.9), if the
+    /// record carries one that verifies on `network` and names this record's key as the
+    /// successor: discovery maps the provider's old id to this one with it. Whether it is
+    /// still in force is [`Succession::check_in_force`](themis_crypto::Succession::check_in_force).
+    pub fn succession(&self, network: &NetworkId) -> Option<themis_crypto::Succession> {
+        let s = themis_crypto::Succession::decode(self.succession.as_deref()?, network).ok()?;
+        (s.new_key() == self.public_key).then_some(s)
+    }
+
+    /// The record with `statement` (an encoded key succession statement) attached; it is not
+    /// part of the signed digest, so the signature stays valid.
+    pub(crate) fn with_succession(mut self, statement: Option<Vec<u8>>) -> Self {
+        self.succession = statement;
+        self
+    }
+
     /// A copy with one field altered and the signature kept: for adversary tests.
     #[doc(hidden)]
     pub fn forged_addr(&self, addr: SocketAddr) -> Self {
@@ -493,6 +513,38 @@ mod tests {
         let mut i = r.clone();
         i.provider = other.node_id(&net());
         assert_eq!(i.verify_static(&net(), 8), Err(Refusal::BadIdentity));
+    }
+
+    #[test]
+    fn a_succession_statement_travels_outside_the_signature_and_is_checked_by_readers() {
+        use crate::proto::wire::WireRecord;
+        let (old, new) = (
+            IdentityKeypair::from_seed(&[1; 32]),
+            IdentityKeypair::from_seed(&[2; 32]),
+        );
+        let s = themis_crypto::Succession::sign(&old, &new, &net(), 1, 2).unwrap();
+        let plain = rec(&new);
+        let with = plain.clone().with_succession(Some(s.encode()));
+        // The signature still verifies: the statement is not part of the signed digest.
+        with.verify_static(&net(), 8).unwrap();
+        assert_eq!(with.succession(&net()), Some(s.clone()));
+        assert_eq!(plain.succession(&net()), None);
+        // CBOR: absent, the record encodes as before; present, it round-trips.
+        let cbor = |r: &ProviderRecord| {
+            let mut out = Vec::new();
+            ciborium::into_writer(&WireRecord::from(r), &mut out).unwrap();
+            out
+        };
+        let (a, b) = (cbor(&plain), cbor(&with));
+        assert!(!a.windows(4).any(|w| w == b"succ"));
+        // one more map entry: the key "succ" (1 + 4 bytes), then bytes(n) (58 n ‖ statement)
+        assert_eq!(b.len(), a.len() + 5 + 2 + s.encode().len());
+        let back: WireRecord = ciborium::from_reader(&b[..]).unwrap();
+        assert_eq!(ProviderRecord::try_from(back).unwrap(), with);
+        // A statement of another key, or of another network, is no statement of this record.
+        let stranger = rec(&old).with_succession(Some(s.encode()));
+        assert_eq!(stranger.succession(&net()), None);
+        assert_eq!(with.succession(&NetworkId::new("other").unwrap()), None);
     }
 
     #[test]

@@ -105,6 +105,45 @@ impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
     }
 }
 
+/// A key succession statement as a CBOR byte string of
+/// [`MIN_SUCCESSION_LEN`](themis_crypto::MIN_SUCCESSION_LEN)..=[`MAX_SUCCESSION_LEN`](themis_crypto::MAX_SUCCESSION_LEN)
+/// bytes (PROTOCOL.md §2.9, §6.4 `succ`); its signatures are checked by readers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StatementBytes(pub(crate) Vec<u8>);
+
+impl Serialize for StatementBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatementBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StatementBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a byte string of {}..={} bytes",
+                    themis_crypto::MIN_SUCCESSION_LEN,
+                    themis_crypto::MAX_SUCCESSION_LEN
+                )
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<StatementBytes, E> {
+                if (themis_crypto::MIN_SUCCESSION_LEN..=themis_crypto::MAX_SUCCESSION_LEN)
+                    .contains(&v.len())
+                {
+                    Ok(StatementBytes(v.to_vec()))
+                } else {
+                    Err(E::invalid_length(v.len(), &self))
+                }
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// A socket address as a CBOR byte string `ip ‖ port` (6 or 18 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Addr(pub(crate) SocketAddr);
@@ -170,6 +209,9 @@ pub(crate) struct WireRecord {
     expires: u64,
     seq: u64,
     sig: Bytes<SIGNATURE_LEN>,
+    /// The provider's key succession statement (PROTOCOL.md §6.4), outside the signed digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    succ: Option<StatementBytes>,
     /// `true` for a tombstone; absent (never sent as `false`) for a record, so the bytes of a
     /// record are those of version 1 before tombstones.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -195,6 +237,7 @@ impl From<&ProviderRecord> for WireRecord {
             expires: r.expires_unix_ms,
             seq: r.seq,
             sig: Bytes(*r.signature.as_bytes()),
+            succ: r.succession.clone().map(StatementBytes),
             withdrawn: r.withdrawn,
         }
     }
@@ -224,6 +267,7 @@ impl TryFrom<WireRecord> for ProviderRecord {
             expires_unix_ms: w.expires,
             seq: w.seq,
             signature: Signature::from_bytes(w.sig.0),
+            succession: w.succ.map(|s| s.0),
             withdrawn: w.withdrawn,
         })
     }

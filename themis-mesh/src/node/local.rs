@@ -34,6 +34,7 @@ impl MeshNode {
             &self.inner.access,
             deadline,
             self.id(),
+            None,
             &payload.slice(1..),
         )
         .await

@@ -142,11 +142,14 @@ impl MeshNode {
                         tokio::time::Instant::now() + self.inner.config.discovery_wait
                     });
                     last = last.max((r, p.hops));
-                    let mut records = policy_records(&p.records, now());
+                    let mut records =
+                        policy_records(&p.records, now(), &self.inner.successions.network);
                     records.extend(
-                        policy_records(&p.withdrawn, now()).into_iter().map(|r| {
-                            ProviderRecord::withdrawal(r.provider, r.sequence, r.expires_at)
-                        }),
+                        policy_records(&p.withdrawn, now(), &self.inner.successions.network)
+                            .into_iter()
+                            .map(|r| {
+                                ProviderRecord::withdrawal(r.provider, r.sequence, r.expires_at)
+                            }),
                     );
                     if records.iter().any(|r| !r.withdrawn) && found.is_none_or(|(f, _)| r < f) {
                         found = Some((r, p.hops));
@@ -216,7 +219,11 @@ impl MeshNode {
 
 /// The verified records of one lookup as the policies see them: the provider, and the expiry
 /// moved from the records' wall clock to the monotonic clock at `t`.
-fn policy_records(found: &[themis_dht::ProviderRecord], t: Instant) -> Vec<ProviderRecord> {
+fn policy_records(
+    found: &[themis_dht::ProviderRecord],
+    t: Instant,
+    network: &themis_crypto::NetworkId,
+) -> Vec<ProviderRecord> {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -232,7 +239,17 @@ fn policy_records(found: &[themis_dht::ProviderRecord], t: Instant) -> Vec<Provi
                 u32::from(m.weight),
             )
             .with_tags(m.tags.clone());
-            ProviderRecord::new(p, r.seq(), t + left)
+            let mut record = ProviderRecord::new(p, r.seq(), t + left);
+            // Key rotation (PROTOCOL.md §6.4 `succ`): the old id this provider succeeds, while
+            // its statement is in force.
+            record.succeeds = r
+                .succession(network)
+                .filter(|s| {
+                    s.check_in_force(wall_ms, super::succession::MAX_CLOCK_SKEW_MS)
+                        .is_ok()
+                })
+                .map(|s| s.old_id());
+            record
         })
         .collect()
 }

@@ -7,11 +7,12 @@ mod introspect;
 mod local;
 pub(crate) mod lookup;
 mod members;
+mod succession;
 mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use themis_channel::{
     Endpoint, Handler, HandlerRegistry, Mode, PeerAddr, TcpConfig, TcpTransport, Transport,
     UdpConfig, UdpTransport,
 };
-use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
+use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Succession};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
 pub use call::{CallContext, CallOptions, HandlerError};
@@ -31,7 +32,7 @@ pub use members::{Member, MemberState, Members};
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 pub use wire::{MAX_HOPS, RemoteErrorKind};
 
-use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, RecentRefusals};
+use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, RecentRefusals, Successions};
 use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 
 /// The handler a provider registers for a service: gets the *authenticated* caller id (secure
@@ -168,6 +169,10 @@ pub struct MeshConfig {
     /// request timeout of the callers, plus the time the handler's own calls may need to fail
     /// over (a handler that calls other services, like the paper's AppAuth `handler`).
     pub handler_timeout: Duration,
+    /// The key succession statement this node presents (key rotation without a CA,
+    /// PROTOCOL.md §2.9 and §7.7): it must name this node's key as the successor, on this
+    /// network. Presented while in force; `None` (default): the node never rotated.
+    pub succession: Option<Succession>,
     /// A cold discovery asks every replica at once and merges their answers; once the first
     /// has answered, the others get this much longer (default 1 s; [`MeshConfig::fast`]:
     /// 300 ms). Those still unanswered then are left out of the merge.
@@ -194,6 +199,7 @@ impl MeshConfig {
             max_balancers: 1024,
             seed: None,
             handler_timeout: Duration::from_secs(30),
+            succession: None,
             discovery_wait: Duration::from_secs(1),
         }
     }
@@ -220,6 +226,8 @@ type Services = Arc<RwLock<HashMap<String, Arc<dyn ServiceHandler>>>>;
 struct CallHandler {
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
+    /// Asks a refused caller for its key succession statement (PROTOCOL.md §7.7).
+    successors: Arc<SuccessorCheck>,
     /// Longest a service handler may run: the caller's request timeout (by then the caller
     /// has given up, and the handler would only hold one of the endpoint's handler slots).
     handler_timeout: Duration,
@@ -256,6 +264,7 @@ impl Handler for CallHandler {
             &self.access,
             self.handler_timeout,
             from.id,
+            Some((&self.successors, &from)),
             &request,
         )
         .await
@@ -272,6 +281,7 @@ async fn serve_call(
     access: &RwLock<AccessPolicy>,
     timeout: Duration,
     caller: NodeId,
+    remote: Option<(&SuccessorCheck, &PeerAddr)>,
     request: &Bytes,
 ) -> Bytes {
     let Some(call) = decode_request(request) else {
@@ -311,11 +321,22 @@ async fn serve_call(
             format!("this node does not provide '{}'", call.service),
         );
     };
-    let allowed = access
-        .read()
-        .map(|a| a.check(&call.service, &caller).is_ok())
-        .unwrap_or(false);
-    if !allowed {
+    let allowed = |predecessor: Option<&NodeId>| {
+        access
+            .read()
+            .map(|a| a.check_as(&call.service, &caller, predecessor).is_ok())
+            .unwrap_or(false)
+    };
+    let mut ok = allowed(None);
+    if !ok && let Some((check, from)) = remote {
+        // Key rotation (PROTOCOL.md §7.7): a caller that succeeds an allowed id is allowed
+        // during the grace period.
+        ok = check
+            .predecessor(from)
+            .await
+            .is_some_and(|p| allowed(Some(&p)));
+    }
+    if !ok {
         return refuse(
             RemoteErrorKind::AccessDenied,
             format!("caller {caller} may not call '{}'", call.service),
@@ -338,8 +359,44 @@ async fn serve_call(
     }
 }
 
+/// What the provider side needs to accept the successor of an allowed caller (PROTOCOL.md
+/// §2.9, §7.7): the node whose endpoint asks the caller (set once the node exists; weak, since
+/// the endpoint's registry holds this check and a strong handle would keep the endpoint alive
+/// forever), the network statements must be for, and the successions verified so far.
+struct SuccessorCheck {
+    node: OnceLock<Weak<Inner>>,
+    network: NetworkId,
+    table: Mutex<Successions>,
+}
+
+impl SuccessorCheck {
+    /// The old id `from` succeeds: from the table, else (at most once per
+    /// [`ASK_AGAIN_AFTER`](crate::policy::Successions)) asked over the session with `from`.
+    async fn predecessor(&self, from: &PeerAddr) -> Option<NodeId> {
+        let now_ms = succession::unix_now_ms();
+        {
+            let mut t = self.table.lock().ok()?;
+            if let Some(p) = t.predecessor(&from.id, now_ms) {
+                return Some(p);
+            }
+            if !t.should_ask(&from.id, now()) {
+                return None;
+            }
+        }
+        let node = self.node.get()?.upgrade()?;
+        let endpoint = node.dht.endpoint();
+        match succession::fetch(endpoint, &self.network, &self.table, from).await {
+            Ok(Some(s)) => Some(s.old_id()),
+            // No statement, or one that is refused: the caller is refused as it is (the
+            // denial names its id).
+            Ok(None) | Err(_) => None,
+        }
+    }
+}
+
 struct Inner {
     dht: DhtNode,
+    successions: Arc<SuccessorCheck>,
     config: MeshConfig,
     services: Services,
     access: Arc<RwLock<AccessPolicy>>,
@@ -411,6 +468,8 @@ impl MeshNode {
         mut config: MeshConfig,
     ) -> Result<Self, Error> {
         config.driver.dht.record_ttl = config.record_ttl;
+        // The statement also travels in this node's provider records (PROTOCOL.md §6.4 `succ`).
+        config.driver.dht.succession = config.succession.as_ref().map(Succession::encode);
         // owners re-store before the responsible nodes drop the records (paper §6.1): a
         // re-store period that a shorter TTL left too long becomes t/3
         if config.driver.dht.restore_period >= config.record_ttl {
@@ -418,11 +477,27 @@ impl MeshNode {
         }
         config.driver.endpoint.mode = config.mode;
         let (dht_handler, inbox) = DhtHandler::channel(&config.driver);
+        if let Some(s) = &config.succession {
+            // Only a statement of this node's key, for this network (PROTOCOL.md §2.9).
+            let own = identity.node_id(&network);
+            let refused = |e| Error::Succession {
+                peer: own,
+                source: Box::new(e),
+            };
+            Succession::decode(&s.encode(), &network).map_err(refused)?;
+            s.check_successor_key(&identity.public()).map_err(refused)?;
+        }
         let services: Services = Arc::default();
         let access = Arc::new(RwLock::new(AccessPolicy::new()));
+        let successions = Arc::new(SuccessorCheck {
+            node: OnceLock::new(),
+            network: network.clone(),
+            table: Mutex::new(Successions::default()),
+        });
         let calls = CallHandler {
             services: services.clone(),
             access: access.clone(),
+            successors: successions.clone(),
             handler_timeout: config.handler_timeout,
         };
         let started = now();
@@ -433,7 +508,13 @@ impl MeshNode {
         let registry = HandlerRegistry::new()
             .with(DhtHandler::PROTOCOL_ID, Arc::new(dht_handler))?
             .with(wire::TAG_SERVICE_CALL, Arc::new(calls))?
-            .with(info::PROTOCOL_NODE_INFO, Arc::new(node_info))?;
+            .with(info::PROTOCOL_NODE_INFO, Arc::new(node_info))?
+            .with(
+                succession::PROTOCOL_SUCCESSION,
+                Arc::new(succession::SuccessionHandler {
+                    statement: config.succession.clone(),
+                }),
+            )?;
         let endpoint = Endpoint::new(
             transport,
             identity.clone(),
@@ -451,6 +532,7 @@ impl MeshNode {
         let node = Self {
             inner: Arc::new(Inner {
                 dht,
+                successions,
                 config,
                 services,
                 access,
@@ -461,6 +543,7 @@ impl MeshNode {
                 started,
             }),
         };
+        let _ = node.inner.successions.node.set(Arc::downgrade(&node.inner));
         if !node.inner.config.bootstrap.is_empty() {
             let b = node.inner.config.bootstrap.clone();
             if let Err(e) = node.inner.dht.join(b).await {

@@ -98,11 +98,28 @@ impl AccessPolicy {
 
     /// The decision: `Ok(())` if `caller` may call `service`, else [`Error::AccessDenied`].
     pub fn check(&self, service: &str, caller: &NodeId) -> Result<(), Error> {
+        self.check_as(service, caller, None)
+    }
+
+    /// The decision for a `caller` that succeeds the id `predecessor` (key rotation,
+    /// PROTOCOL.md §2.9: a statement the caller presented, verified and in force): allowed
+    /// where the caller itself or its predecessor is on the list. An id removed from a list
+    /// takes its successor with it.
+    pub fn check_as(
+        &self,
+        service: &str,
+        caller: &NodeId,
+        predecessor: Option<&NodeId>,
+    ) -> Result<(), Error> {
         match self.lists.get(service) {
-            Some(list) if !list.contains(caller) => Err(Error::AccessDenied {
-                caller: *caller,
-                service: service.to_owned(),
-            }),
+            Some(list)
+                if !list.contains(caller) && !predecessor.is_some_and(|p| list.contains(p)) =>
+            {
+                Err(Error::AccessDenied {
+                    caller: *caller,
+                    service: service.to_owned(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -151,6 +168,18 @@ mod tests {
         // An empty list opens the service again.
         p.restrict("check", []).unwrap();
         assert!(p.check("check", &id(3)).is_ok());
+    }
+
+    #[test]
+    fn a_successor_is_allowed_where_its_predecessor_is() {
+        let mut p = AccessPolicy::new();
+        p.restrict("s", [id(1)]).unwrap();
+        assert!(p.check_as("s", &id(9), Some(&id(1))).is_ok());
+        assert!(p.check_as("s", &id(9), Some(&id(2))).is_err());
+        assert!(p.check_as("s", &id(9), None).is_err());
+        // the predecessor removed from the list: its successor goes with it
+        p.restrict("s", [id(3)]).unwrap();
+        assert!(p.check_as("s", &id(9), Some(&id(1))).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod ewma;
 mod provider;
 mod refusals;
 mod search;
+mod succession;
 
 pub use access::AccessPolicy;
 pub use balancer::{Balancer, BalancerConfig, Call, EjectionConfig, Pick, Policy, ProviderStatus};
@@ -17,3 +18,4 @@ pub use cache::{CacheConfig, CacheLookup, DiscoveryCache};
 pub use provider::{DEFAULT_WEIGHT, Provider, ProviderRecord, merge_records};
 pub use refusals::RecentRefusals;
 pub use search::{ReplicaSearch, SearchConfig};
+pub use succession::Successions;

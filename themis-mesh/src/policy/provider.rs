@@ -61,6 +61,9 @@ pub struct ProviderRecord {
     pub sequence: u64,
     /// When the record stops being valid (the caller converts the record's expiry to its clock).
     pub expires_at: Instant,
+    /// The old node id this provider succeeds (key rotation: the record carries a statement in
+    /// force, PROTOCOL.md §2.9 and §6.4), so that discovery maps the old id to this one.
+    pub succeeds: Option<NodeId>,
     /// A tombstone: the provider withdrew the service with this sequence number
     /// (PROTOCOL.md §6.4). [`merge_records`] drops a provider whose newest record is one.
     pub withdrawn: bool,
@@ -73,6 +76,7 @@ impl ProviderRecord {
             provider,
             sequence,
             expires_at,
+            succeeds: None,
             withdrawn: false,
         }
     }
@@ -85,6 +89,7 @@ impl ProviderRecord {
             sequence,
             expires_at,
             withdrawn: true,
+            succeeds: None,
         }
     }
 

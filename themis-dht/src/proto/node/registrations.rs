@@ -252,6 +252,7 @@ impl Node {
                     expiry,
                     seq,
                 )
+                .with_succession(self.cfg.succession.clone())
             })
             .collect();
         for rec in &records {

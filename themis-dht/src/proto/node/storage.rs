@@ -114,7 +114,14 @@ impl Node {
             return Err(Refusal::WrongName);
         }
         self.check_record(&rec, wall)?;
-        Ok(rec)
+        // A succession statement that does not verify, or names another key, is dropped; the
+        // record stands (the statement is outside its signature, PROTOCOL.md §6.4).
+        let refused = rec.succession.is_some() && rec.succession(&self.network).is_none();
+        Ok(if refused {
+            rec.with_succession(None)
+        } else {
+            rec
+        })
     }
 
     /// The checks every record gets wherever it comes from: its expiry window at `wall` (Unix
