@@ -193,7 +193,9 @@ async fn a_deregistered_service_is_gone_from_discovery_on_every_node_within_one_
 /// Names (`svc-N`) whose three replicas lie on `want_b` of them on node B of a two-node ring.
 fn name_with(a: NodeId, b: NodeId, want_b: usize) -> String {
     let ids = ring::order([a, b]);
-    (0..)
+    // Bounded: with keys from `balanced_keys` a name is found within a few dozen tries
+    // (each replica lands on B with probability 0.3 to 0.7).
+    (0..1_000_000)
         .map(|i| format!("svc-{i}"))
         .find(|n| {
             (0..=2)
@@ -201,7 +203,31 @@ fn name_with(a: NodeId, b: NodeId, want_b: usize) -> String {
                 .count()
                 == want_b
         })
-        .unwrap()
+        .expect("a service name with the wanted replica placement")
+}
+
+/// Two key files whose node ids on the test network split the ring into arcs of 30 % to 70 %:
+/// with random keys one node may own almost nothing, and no name would put every replica on it.
+async fn balanced_keys(dir: &Path) -> (String, String) {
+    let top = |id: &NodeId| u64::from_be_bytes(id.as_bytes()[..8].try_into().unwrap());
+    for i in 0..200 {
+        let mut keys = Vec::new();
+        for side in ["a", "b"] {
+            let file = dir.join(format!("{side}-{i}.key"));
+            let file = file.to_str().unwrap().to_owned();
+            assert!(themis(&["keygen", "--out", &file]).await.status.success());
+            let out = themis(&["id", "--key", &file, "--net", "withdrawal-test"]).await;
+            let id: NodeId = text(&out.stdout).trim().parse().unwrap();
+            keys.push((file, id));
+        }
+        // B's arc: from A (exclusive) to B (inclusive), as a fraction of the ring.
+        let arc = top(&keys[1].1).wrapping_sub(top(&keys[0].1)) as f64 / 2f64.powi(64);
+        if (0.3..=0.7).contains(&arc) {
+            let b = keys.pop().unwrap().0;
+            return (keys.pop().unwrap().0, b);
+        }
+    }
+    panic!("no balanced pair of keys in 200 tries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,11 +236,19 @@ async fn register_reports_the_replicas_stored_and_fails_when_none() {
         let dir = tempfile::tempdir().unwrap();
         // B keeps the --fast TTL (60 s); A signs records for 600 s, which B refuses as too
         // far in the future (a misconfigured network: every node must use one TTL).
-        let b = spawn_node(dir.path(), "b", &[]).await;
+        let (key_a, key_b) = balanced_keys(dir.path()).await;
+        let b = spawn_node(dir.path(), "b", &["--key", &key_b]).await;
         let a = spawn_node(
             dir.path(),
             "a",
-            &["--record-ttl", "600", "--bootstrap", b.get("contact")],
+            &[
+                "--key",
+                &key_a,
+                "--record-ttl",
+                "600",
+                "--bootstrap",
+                b.get("contact"),
+            ],
         )
         .await;
         let (ida, idb): (NodeId, NodeId) =
