@@ -23,11 +23,6 @@ pub fn nofile_limits() -> (u64, u64) {
     (nums[0], nums[1])
 }
 
-/// TCP sockets in TIME_WAIT whose local or remote port is one of `ports` (IPv4 and IPv6).
-pub fn time_wait_count(ports: &HashSet<u16>) -> usize {
-    time_wait_entries(ports).len()
-}
-
 /// The `(local, remote)` addresses (as in /proc/net/tcp*) of TCP sockets in TIME_WAIT whose
 /// local or remote port is one of `ports`; with `ports` empty, all of them.
 pub fn time_wait_entries(ports: &HashSet<u16>) -> HashSet<(String, String)> {
