@@ -11,13 +11,14 @@
 //! Lines starting with `#` and blank lines are ignored. The public key is redundant and checked
 //! against the seed, so a corrupted file is detected rather than silently giving another identity.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use crate::atomic_file::{self, WriteError};
 use crate::error::KeyFileProblem;
 use crate::identity::SEED_LEN;
 use crate::{Error, IdentityKeypair, PublicKey};
@@ -44,22 +45,6 @@ impl IdentityKeypair {
     /// place. Without `overwrite`, an existing file is left untouched and
     /// [`KeyFileProblem::AlreadyExists`] is returned.
     pub fn write_to_file(&self, path: &Path, overwrite: bool) -> Result<(), Error> {
-        let io = |e: std::io::Error| err(path, KeyFileProblem::Io(e));
-        if !overwrite && path.symlink_metadata().is_ok() {
-            return Err(err(path, KeyFileProblem::AlreadyExists));
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "key".to_owned());
-        let mut suffix = [0u8; 6];
-        crate::random::fill(&mut suffix);
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", hex::encode(suffix)));
-
         // Every copy of the seed's hex is wiped when dropped.
         let seed_hex = Zeroizing::new(hex::encode(self.seed()));
         let body = Zeroizing::new(format!(
@@ -67,44 +52,10 @@ impl IdentityKeypair {
             hex::encode(self.public().as_bytes()),
             seed_hex.as_str(),
         ));
-        // `create_new` never opens a file someone else made; only a file this call created is
-        // removed on failure.
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        let written = f.write_all(body.as_bytes()).and_then(|()| f.sync_all());
-        drop(f);
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        let placed = if overwrite {
-            fs::rename(&tmp, path)
-        } else {
-            // A hard link fails if the target exists, so a racing writer is never clobbered.
-            let r = fs::hard_link(&tmp, path);
-            let _ = fs::remove_file(&tmp);
-            r
-        };
-        match placed {
-            Ok(()) => {
-                if let Ok(d) = fs::File::open(&dir) {
-                    let _ = d.sync_all();
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&tmp);
-                Err(err(path, KeyFileProblem::AlreadyExists))
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(io(e))
-            }
-        }
+        atomic_file::write(path, body.as_bytes(), 0o600, overwrite, "key").map_err(|e| match e {
+            WriteError::AlreadyExists => err(path, KeyFileProblem::AlreadyExists),
+            WriteError::Io(e) => err(path, KeyFileProblem::Io(e)),
+        })
     }
 
     /// Reads a key pair written by [`IdentityKeypair::write_to_file`].

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod aead;
+mod atomic_file;
 mod dh;
 mod error;
 mod hash;

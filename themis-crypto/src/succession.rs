@@ -10,11 +10,11 @@
 //! D = H("themis/v1/key-succession"; net_id, old_pk, new_pk, u64be issued, u64be grace_end)
 //! ```
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::path::Path;
 
+use crate::atomic_file::{self, WriteError};
 use crate::error::SuccessionProblem;
 use crate::hash::Transcript;
 use crate::identity::{PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -305,20 +305,6 @@ impl Succession {
             path: Some(path.to_owned()),
             problem: p,
         };
-        if !overwrite && path.symlink_metadata().is_ok() {
-            return Err(at(SuccessionProblem::AlreadyExists));
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "succession".to_owned());
-        let mut suffix = [0u8; 6];
-        crate::random::fill(&mut suffix);
-        let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
         let body = format!(
             "{SUCCESSION_FILE_HEADER}\n# network {}\n# old node id {}\n# new node id {}\n# issued at unix ms {}; the old id's grace period ends at unix ms {}\nstatement {}\n",
             self.network.as_str(),
@@ -328,42 +314,12 @@ impl Succession {
             self.grace_end_ms,
             hex::encode(self.encode()),
         );
-        let io = |e: std::io::Error| at(SuccessionProblem::Io(e));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(io)?;
-        let written = f.write_all(body.as_bytes()).and_then(|()| f.sync_all());
-        drop(f);
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        let placed = if overwrite {
-            fs::rename(&tmp, path)
-        } else {
-            let r = fs::hard_link(&tmp, path);
-            let _ = fs::remove_file(&tmp);
-            r
-        };
-        match placed {
-            Ok(()) => {
-                if let Ok(d) = fs::File::open(&dir) {
-                    let _ = d.sync_all();
-                }
-                Ok(())
+        atomic_file::write(path, body.as_bytes(), 0o644, overwrite, "succession").map_err(|e| {
+            match e {
+                WriteError::AlreadyExists => at(SuccessionProblem::AlreadyExists),
+                WriteError::Io(e) => at(SuccessionProblem::Io(e)),
             }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                if e.kind() == ErrorKind::AlreadyExists {
-                    Err(at(SuccessionProblem::AlreadyExists))
-                } else {
-                    Err(io(e))
-                }
-            }
-        }
+        })
     }
 
     /// Reads and verifies a statement file for `network` (PROTOCOL.md §2.9). Every error names
