@@ -11,6 +11,8 @@
 //!   to hold), both failing the test with the step's name.
 //! - Seeds: [`identity`], [`network`], [`bytes32`], and [`Rng`], the one seeded PRNG.
 //! - [`sys`]: descriptors, limits and TIME_WAIT sockets of this process (Linux).
+//! - [`netns`]: network namespaces on a bridge for real-process partition and black-hole
+//!   tests (Linux, root; [`netns::skip_unless_root`] otherwise).
 //! - [`process`]: real processes of a binary under test (the `themis` command): spawned until
 //!   their `ready` line, run to completion, killed on drop; free local ports.
 //! - Per layer: [`handshake`] (two identities and an honest run), [`channel`] (both ends of a
@@ -24,6 +26,7 @@ pub mod handshake;
 mod identity;
 pub mod mesh;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod ring;
 pub mod sim;
