@@ -121,7 +121,7 @@ async fn service(
         .lock()
         .map(|d| d.contains_key(&name))
         .unwrap_or(false);
-    let announced = s.node.provided_services().iter().any(|p| *p == name);
+    let announced = s.node.provided_services().contains(&name);
     let found = s.node.discover_detailed(&name).await;
     let (providers, discovery_error) = match &found {
         Ok(d) => (d.providers.iter().map(provider_json).collect(), None),
@@ -140,7 +140,7 @@ async fn service(
     // This node's own view: its check's status; a service without a check passes while it
     // is provided.
     let status = match &check {
-        Some(c) => c["status"].clone(),
+        Some(c) => c.get("status").cloned().unwrap_or_default(),
         None if provided_here => json!("passing"),
         None => Value::Null,
     };

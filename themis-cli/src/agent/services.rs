@@ -260,7 +260,9 @@ async fn register(
     let allow = def.allow.clone();
     let Provided { stored, check } = provide(&s, &name, def).await?;
     Ok(Json(json!({
-        "announced": check.as_ref().is_none_or(|c| c["announced"] == true),
+        "announced": check
+            .as_ref()
+            .is_none_or(|c| c.get("announced") == Some(&Value::Bool(true))),
         "check": check,
         "service": name,
         "upstream": upstream.unwrap_or_default(),

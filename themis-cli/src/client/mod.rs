@@ -265,8 +265,9 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
         "tags": a.tags,
         "allow": a.allow,
     });
-    if let Some(c) = &check {
-        body["check"] = json!(c);
+    // Only with a check: an agent without health checks refuses the unknown field.
+    if let (Some(c), Some(o)) = (&check, body.as_object_mut()) {
+        o.insert("check".to_owned(), json!(c));
     }
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;

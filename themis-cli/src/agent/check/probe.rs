@@ -44,7 +44,10 @@ async fn get(http: &reqwest::Client, url: &reqwest::Url) -> (bool, String) {
     let mut body = Vec::new();
     while body.len() < MAX_OUTPUT {
         match resp.chunk().await {
-            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_OUTPUT - body.len())]),
+            Ok(Some(c)) => {
+                let room = MAX_OUTPUT.saturating_sub(body.len());
+                body.extend_from_slice(c.get(..room.min(c.len())).unwrap_or_default());
+            }
             Ok(None) => break,
             Err(e) => {
                 return (

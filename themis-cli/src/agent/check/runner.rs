@@ -114,8 +114,28 @@ impl CheckHandle {
         let (passes, failures) = v.state.counts();
         let (in_a_row_pass, in_a_row_fail) = v.state.streak();
         let th = v.state.thresholds();
-        let mut j = json!({
+        let (target, interval, timeout, ttl) = match &self.spec.kind {
+            CheckKind::Probe {
+                probe,
+                interval,
+                timeout,
+            } => (
+                Some(match probe {
+                    Probe::Http(u) => u.to_string(),
+                    Probe::Tcp(a) => a.clone(),
+                }),
+                Some(show_duration(*interval)),
+                Some(show_duration(*timeout)),
+                None,
+            ),
+            CheckKind::Ttl(ttl) => (None, None, None, Some(show_duration(*ttl))),
+        };
+        json!({
             "kind": self.spec.kind.name(),
+            "target": target,
+            "interval": interval,
+            "timeout": timeout,
+            "ttl": ttl,
             "status": v.state.status().as_str(),
             "output": v.state.output(),
             "since_unix_ms": wall_ms(v.state.since()),
@@ -129,23 +149,7 @@ impl CheckHandle {
             "failures_before_critical": th.failures_before_critical,
             "announced": v.announced,
             "announce_error": v.error,
-        });
-        match &self.spec.kind {
-            CheckKind::Probe {
-                probe,
-                interval,
-                timeout,
-            } => {
-                j["target"] = json!(match probe {
-                    Probe::Http(u) => u.to_string(),
-                    Probe::Tcp(a) => a.clone(),
-                });
-                j["interval"] = json!(show_duration(*interval));
-                j["timeout"] = json!(show_duration(*timeout));
-            }
-            CheckKind::Ttl(ttl) => j["ttl"] = json!(show_duration(*ttl)),
-        }
-        j
+        })
     }
 }
 
