@@ -307,6 +307,10 @@ async fn a_failing_check_withdraws_the_provider_everywhere_and_a_passing_one_bri
         // the probes of the node stay where they were
         let (s, v) = health(&http, a, "/v1/health/live").await;
         assert_eq!((s, &v["live"]), (200, &Value::Bool(true)), "{v}");
+        // ... and a service named `live` is asked for under /v1/health/service/
+        let (s, v) = health(&http, a, "/v1/health/service/live").await;
+        assert_eq!(s, 404, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("'live' is neither provided"), "{v}");
         // deregistering a service held back by its check works, and ends the check
         let out = run(BIN, &["deregister", "beat", "--api", &a.api()], &[]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));

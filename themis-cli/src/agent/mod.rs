@@ -3,7 +3,7 @@
 //!
 //! | route | module | what |
 //! |---|---|---|
-//! | `PUT /v1/services/{name}` | [`services`] | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar) |
+//! | `PUT /v1/services/{name}` | [`services`] | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar); an optional `check` ([`check`]) announces it only while it passes |
 //! | `DELETE /v1/services/{name}` | [`services`] | stop providing `name` |
 //! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
 //! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
