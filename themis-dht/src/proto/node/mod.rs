@@ -172,7 +172,9 @@ impl Node {
         n.maint.next_fingers = now + n.jitter(n.cfg.finger_period);
         n.maint.next_check_pred = now + n.jitter(n.cfg.check_predecessor_period);
         n.maint.next_sweep = now + n.cfg.expiry_sweep_period;
-        n.lost.next_probe = now + n.jitter(n.cfg.unify_probe_period);
+        // the first probe round (jittered from then on); drawing no jitter here keeps the
+        // timer schedule of a node that never loses a peer as it was
+        n.lost.next_probe = now + n.cfg.unify_probe_period;
         n
     }
 
