@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use themis_testkit::sim::{SplitReport, SplitScenario, run_split};
+use themis_dht::Event;
+use themis_testkit::sim::{
+    SimConfig, SplitReport, SplitScenario, build, missing_from, register_many, run_split,
+};
 
 /// The bound on the time from the heal to one ring, in stabilize periods (500 ms in the
 /// simulation's `Config::fast`): 120 periods, one minute.
@@ -74,6 +77,69 @@ fn without_unification_a_split_never_heals() {
     eprintln!("control: {r:?}");
     assert_eq!(r.to_one_ring, None, "two rings merged with unification off");
     assert_eq!((r.probes, r.merges), (0, 0));
+}
+
+/// (registration, node) pairs of one side that do not find a provider of that same side, 8 s
+/// into a split in two (well before the re-store period of 20 s), with re-stores after a
+/// neighbourhood change `delay` after it.
+fn own_side_missing(seed: u64, delay: Duration) -> usize {
+    let mut cfg = SimConfig::new(seed);
+    cfg.node.change_restore_delay = delay;
+    let mut sim = build(cfg, 80, Duration::from_millis(20), Duration::from_secs(15));
+    let regs = register_many(&mut sim, 40, 2, 10);
+    let groups = sim.split(2);
+    sim.run_for(Duration::from_secs(8));
+    let mut missing = 0;
+    for g in &groups {
+        let side: Vec<(usize, String)> = regs
+            .iter()
+            .filter(|(p, _)| g.contains(p))
+            .cloned()
+            .collect();
+        missing += missing_from(&mut sim, g, &side, 2);
+    }
+    missing
+}
+
+/// Issue 11 item 5: each side of a split keeps discovering its own services, because a node
+/// whose successors failed re-stores its registrations at once rather than at t/3. The control
+/// (that re-store pushed back an hour) loses some on their own side, as the issue found.
+#[test]
+fn each_side_keeps_its_own_services_during_a_split() {
+    let fast = SimConfig::new(0).node.change_restore_delay;
+    assert_eq!(own_side_missing(41, fast), 0);
+    let control = own_side_missing(41, Duration::from_secs(3600));
+    eprintln!("control: {control} (registration, node) pairs missing on their own side");
+    assert!(
+        control > 0,
+        "the control case lost nothing: the test shows nothing"
+    );
+}
+
+/// A node whose join failed (its bootstrap was cut off) is a ring of its own; it keeps probing
+/// its bootstrap, and merges into the ring once the bootstrap answers.
+#[test]
+fn a_node_whose_join_failed_merges_later() {
+    let mut sim = build(
+        SimConfig::new(42),
+        20,
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+    );
+    let lone = sim.add_node();
+    sim.partition(&[&[lone]]);
+    sim.join(lone, 0);
+    sim.run_for(Duration::from_secs(40));
+    assert!(
+        sim.events(lone)
+            .iter()
+            .any(|e| matches!(e, Event::JoinFailed))
+    );
+    assert!(sim.check_ring().is_err(), "two rings while cut off");
+    sim.heal();
+    let one = sim.run_until(Duration::from_secs(30), |s| s.check_ring().is_ok());
+    assert!(one, "one ring again: {:?}", sim.check_ring());
+    assert!(sim.node(lone).metrics().unify_merges > 0);
 }
 
 /// The figures for 1,000 nodes (release build; minutes).

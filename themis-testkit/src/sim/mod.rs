@@ -36,7 +36,7 @@ use themis_dht::{Config, Contact, Event, Metrics, Node, NodeState, QueryId};
 pub use build::{
     build, count_missing, grow, misplaced_replicas, providers_result, random_live, register_many,
 };
-pub use split::{SplitReport, SplitScenario, missing_everywhere, run_split};
+pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, run_split};
 
 use crate::identity::{Rng, random_id};
 use crate::net::queue::TimedQueue;

@@ -234,6 +234,16 @@ fn register(sim: &mut Sim, p: usize, name: String, k: u8, regs: &mut Vec<(usize,
 /// out together, a few milliseconds of virtual time apart from the next's.
 pub fn missing_everywhere(sim: &mut Sim, regs: &[(usize, String)], k: u8) -> usize {
     let live = sim.live();
+    missing_from(sim, &live, regs, k)
+}
+
+/// As [`missing_everywhere`], from the nodes `from` only (live members among them).
+pub fn missing_from(sim: &mut Sim, from: &[usize], regs: &[(usize, String)], k: u8) -> usize {
+    let live: Vec<usize> = from
+        .iter()
+        .copied()
+        .filter(|i| sim.is_alive(*i) && sim.node(*i).is_member())
+        .collect();
     for i in &live {
         sim.take_events(*i);
     }
