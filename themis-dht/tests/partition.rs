@@ -142,6 +142,39 @@ fn a_node_whose_join_failed_merges_later() {
     assert!(sim.node(lone).metrics().unify_merges > 0);
 }
 
+/// Probing costs little in a healthy ring: each node's table holds only its bootstrap, a
+/// bootstrap in its view is not probed, and one that answers waits 6 probe periods; the merge
+/// lookups its answers start find nothing to do. Printed: probes and `unify` traffic per node
+/// per minute next to all DHT messages.
+#[test]
+fn probing_costs_little_in_a_healthy_ring() {
+    let n = 100;
+    let mut sim = build(
+        SimConfig::new(43),
+        n,
+        Duration::from_millis(20),
+        Duration::from_secs(15),
+    );
+    let m0 = sim.metrics_total();
+    let d0 = sim.delivered;
+    let minutes = 5;
+    sim.run_for(Duration::from_secs(60 * minutes));
+    sim.check_ring().unwrap();
+    let m1 = sim.metrics_total();
+    let per = |x: u64| x as f64 / (n as f64 * minutes as f64);
+    let probes = per(m1.unify_probes - m0.unify_probes);
+    let foreign = per(m1.unify_foreign - m0.unify_foreign);
+    let all = per(sim.delivered - d0);
+    eprintln!(
+        "healthy ring of {n} (Config::fast: stabilize 500 ms, probes every 2 s): per node per \
+         minute {probes:.2} probes, {foreign:.2} of them starting merge lookups, {all:.0} DHT \
+         messages delivered in all"
+    );
+    assert_eq!(m1.unify_merges, m0.unify_merges, "nothing to merge");
+    // at most one bootstrap per node, probed at most once per 6 periods of 2 s
+    assert!(probes <= 5.0, "{probes} probes per node per minute");
+}
+
 /// The figures for 1,000 nodes (release build; minutes).
 #[test]
 #[ignore = "1,000-node figures: run in release with --ignored --nocapture"]
