@@ -29,6 +29,8 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 const MIN_RECORD_TTL: u64 = 10;
 /// The longest `--record-ttl`, in seconds: one day.
 const MAX_RECORD_TTL: u64 = 86_400;
+/// The longest `--lost-peer-hours`: 30 days.
+const MAX_LOST_PEER_HOURS: u64 = 720;
 /// The default `--upstream-timeout`, in seconds.
 const DEFAULT_UPSTREAM_TIMEOUT: u64 = 4;
 
@@ -114,6 +116,12 @@ pub(crate) struct NodeFlags {
     #[arg(long, env = "THEMIS_RECORD_TTL", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(MIN_RECORD_TTL..=MAX_RECORD_TTL))]
     pub(crate) record_ttl: Option<u64>,
+    /// How long, in hours, the node keeps probing peers it lost contact with (and its
+    /// bootstraps), so that the two sides of a network partition find each other and merge
+    /// into one ring when it heals (0 to 720; 0 turns it off) [default: 24]. PROTOCOL.md §6.14.
+    #[arg(long, env = "THEMIS_LOST_PEER_HOURS", value_name = "HOURS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_LOST_PEER_HOURS))]
+    pub(crate) lost_peer_hours: Option<u64>,
     /// Plaintext channels (measurement and trusted networks only; every node must agree).
     #[arg(long, env = "THEMIS_INSECURE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -159,6 +167,7 @@ pub(crate) struct NodeSettings {
     pub(crate) dns: Option<String>,
     pub(crate) replicas: Option<u8>,
     pub(crate) record_ttl: Option<Duration>,
+    pub(crate) lost_peer_hours: Option<u64>,
     pub(crate) insecure: bool,
     pub(crate) fast: bool,
     pub(crate) max_body: usize,
@@ -248,6 +257,15 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
                 });
             }
             t => t.map(Duration::from_secs),
+        },
+        lost_peer_hours: match pick(&f.lost_peer_hours, &file.lost_peer_hours) {
+            Some(h) if h > MAX_LOST_PEER_HOURS => {
+                return Err(Error::Usage {
+                    what: "lost-peer-hours",
+                    reason: format!("{h} is not in 0..={MAX_LOST_PEER_HOURS} hours"),
+                });
+            }
+            h => h,
         },
         insecure: pick(&f.insecure, &file.insecure).unwrap_or(false),
         fast: pick(&f.fast, &file.fast).unwrap_or(false),
@@ -412,6 +430,12 @@ pub(crate) fn render(
         "record_ttl",
         s.record_ttl.map(|t| t.as_secs().to_string()),
         file.record_ttl.is_some(),
+    );
+    line(
+        "lost-peer-hours",
+        "lost_peer_hours",
+        s.lost_peer_hours.map(|h| h.to_string()),
+        file.lost_peer_hours.is_some(),
     );
     line(
         "insecure",
@@ -591,6 +615,15 @@ weight = 5
         let f = file("net = \"n\"\nlisten = \"x\"\nrecord-ttl = 90\n").unwrap();
         let s = resolve(&NodeFlags::default(), &f).unwrap();
         assert_eq!(s.record_ttl, Some(Duration::from_secs(90)));
+        let f = file("net = \"n\"\nlisten = \"x\"\nlost-peer-hours = 721\n").unwrap();
+        let e = resolve(&NodeFlags::default(), &f).unwrap_err().to_string();
+        assert!(
+            e.contains("lost-peer-hours") && e.contains("0..=720"),
+            "{e}"
+        );
+        let f = file("net = \"n\"\nlisten = \"x\"\nlost-peer-hours = 0\n").unwrap();
+        let s = resolve(&NodeFlags::default(), &f).unwrap();
+        assert_eq!(s.lost_peer_hours, Some(0));
         let e = file("max-body = \"big\"\n").unwrap_err().to_string();
         assert!(e.contains("max-body"), "{e}");
         let e = file("[[service]]\nupstream = \"http://x/\"\n")

@@ -293,6 +293,12 @@ fn mesh_config(s: &NodeSettings, listen: SocketAddr) -> MeshConfig {
         c.record_ttl = ttl;
         c.driver.dht.restore_period = ttl / 3;
     }
+    // PROTOCOL.md §6.14: how long lost peers are probed to merge the ring after a partition
+    match s.lost_peer_hours {
+        Some(0) => c.driver.dht.unify_table_len = 0,
+        Some(h) => c.driver.dht.unify_retention = Duration::from_secs(h * 3600),
+        None => {}
+    }
     c.mode = if s.insecure {
         Mode::Insecure
     } else {

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Largest lost-peer table a configuration may ask for.
+const MAX_UNIFY_TABLE: usize = 1024;
+/// Most probes per round a configuration may ask for.
+const MAX_UNIFY_PROBES: usize = 16;
+
 /// Configuration of a DHT node. Defaults suit a real network; simulations shorten the periods.
 ///
 /// Values below 1 for counts are raised to 1 where zero would make the node useless.
@@ -76,6 +81,22 @@ pub struct Config {
     /// record read, stored or handed over again skips only its Ed25519 check; expiry, identity,
     /// replica range, sequence and quotas are checked every time. Default 4096; 0 disables.
     pub verified_cache_size: usize,
+    /// Peers a node remembers after losing contact with them (failed successors, predecessor
+    /// and fingers) and its bootstrap contacts, probed at a low rate to find a ring it was
+    /// split from (PROTOCOL.md §6.14, ring unification). Default 32; 0 turns probing off.
+    pub unify_table_len: usize,
+    /// How long a lost peer (or a bootstrap not seen on our ring) is probed before it is
+    /// forgotten. Default 24 h.
+    pub unify_retention: Duration,
+    /// Period of the probe round. Default 10 s (`Config::fast`: 2 s).
+    pub unify_probe_period: Duration,
+    /// Probes sent per round (the least recently probed entries first). Default 2.
+    pub unify_probes_per_period: usize,
+    /// Delay before a node re-stores its own registrations after its neighbourhood changed
+    /// (a successor or the predecessor failed, or two rings merged here): later changes within
+    /// it are folded in, and such re-stores are at least 10 × this apart. Default 3 s
+    /// (`Config::fast`: 1 s).
+    pub change_restore_delay: Duration,
     /// The key succession statement (PROTOCOL.md §2.9, encoded) this node attaches to the
     /// provider records it signs (§6.4 `succ`), so that discovery maps its old id to its new
     /// one. Default none.
@@ -115,6 +136,11 @@ impl Default for Config {
             max_rate_tracked_peers: 4096,
             max_outputs: 65_536,
             verified_cache_size: 4096,
+            unify_table_len: 32,
+            unify_retention: Duration::from_secs(24 * 3600),
+            unify_probe_period: Duration::from_secs(10),
+            unify_probes_per_period: 2,
+            change_restore_delay: Duration::from_secs(3),
             succession: None,
         }
     }
@@ -123,7 +149,7 @@ impl Default for Config {
 impl Config {
     /// Periods scaled for simulations: stabilize 500 ms, fingers 10 s, predecessor check 1 s,
     /// request timeout 1 s, lookup stall 200 ms, TTL 60 s (re-store 20 s), retry 2 s, no clock
-    /// skew.
+    /// skew, unification probes every 2 s, re-store 1 s after a neighbourhood change.
     pub fn fast() -> Self {
         Self {
             lookup_stall: Duration::from_millis(200),
@@ -135,6 +161,8 @@ impl Config {
             restore_period: Duration::from_secs(20),
             retry_delay: Duration::from_secs(2),
             max_clock_skew: Duration::ZERO,
+            unify_probe_period: Duration::from_secs(2),
+            change_restore_delay: Duration::from_secs(1),
             ..Self::default()
         }
     }
@@ -151,6 +179,9 @@ impl Config {
         self.default_k = self.default_k.min(self.max_k);
         self.max_lookup_requests = self.max_lookup_requests.max(1);
         self.max_lookup_candidates = self.max_lookup_candidates.max(self.alpha);
+        self.unify_table_len = self.unify_table_len.min(MAX_UNIFY_TABLE);
+        self.unify_probes_per_period = self.unify_probes_per_period.clamp(1, MAX_UNIFY_PROBES);
+        self.unify_probe_period = self.unify_probe_period.max(Duration::from_millis(100));
         self
     }
 }

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub verify_cache_misses: u64,
     /// Withdrawals started by `unregister` (tombstones signed and sent to the replicas).
     pub withdrawals: u64,
+    /// Ring-unification probes sent to lost peers and bootstraps (PROTOCOL.md §6.14).
+    pub unify_probes: u64,
+    /// Probes answered by a node that did not look like a member of our ring.
+    pub unify_foreign: u64,
+    /// Successors adopted from another ring (a merge step here).
+    pub unify_merges: u64,
+    /// Re-stores of this node's registrations started early, after its neighbourhood changed.
+    pub change_restores: u64,
 }
 
 impl Metrics {
@@ -104,5 +112,9 @@ impl Metrics {
         self.verify_cache_hits += o.verify_cache_hits;
         self.verify_cache_misses += o.verify_cache_misses;
         self.withdrawals += o.withdrawals;
+        self.unify_probes += o.unify_probes;
+        self.unify_foreign += o.unify_foreign;
+        self.unify_merges += o.unify_merges;
+        self.change_restores += o.change_restores;
     }
 }

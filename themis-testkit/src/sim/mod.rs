@@ -23,6 +23,7 @@
 mod build;
 mod check;
 mod events;
+mod split;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use themis_dht::{Config, Contact, Event, Metrics, Node, NodeState, QueryId};
 pub use build::{
     build, count_missing, grow, misplaced_replicas, providers_result, random_live, register_many,
 };
+pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, run_split};
 
 use crate::identity::{Rng, random_id};
 use crate::net::queue::TimedQueue;

@@ -64,6 +64,8 @@ impl Node {
         // whatever ring view the node had is dropped: it learns its place from the bootstrap
         self.ring.reset();
         self.bootstraps = bootstraps.iter().copied().take(MAX_BOOTSTRAPS).collect();
+        let b = self.bootstraps.clone();
+        self.remember_bootstraps(now, &b);
         self.state = State::Joining(JoinState::new(self.bootstraps.clone(), false));
         self.try_next_bootstrap(now);
         Ok(())

@@ -154,6 +154,19 @@ impl Node {
                 reason: Refusal::NotMember | Refusal::Leaving
             })
         );
+        if dead {
+            // a finger that stopped answering may be on the other side of a partition
+            if let Some(p) = self
+                .ring
+                .fingers
+                .iter()
+                .flatten()
+                .find(|p| p.id == peer)
+                .copied()
+            {
+                self.remember_lost(now, p);
+            }
+        }
         if dead || gone {
             self.purge(&peer, false);
         }

@@ -141,6 +141,8 @@ impl Node {
     /// Zave: skip a dead successor using the successor list.
     fn repair_successor(&mut self, now: Instant, succ: Peer) {
         self.metrics.stabilization_repairs += 1;
+        self.remember_lost(now, succ);
+        self.neighbourhood_changed(now);
         self.purge(&succ.id, true);
         if self.ring.succs.is_empty() {
             let me = self.ring.me.id;
@@ -276,12 +278,21 @@ impl Node {
     }
 
     /// The predecessor's answer to the liveness check.
-    pub(super) fn on_check_pred(&mut self, pred: Peer, r: Result<Response, RequestFailure>) {
+    pub(super) fn on_check_pred(
+        &mut self,
+        now: Instant,
+        pred: Peer,
+        r: Result<Response, RequestFailure>,
+    ) {
         self.maint.check_pred_in_flight = false;
         let alive = matches!(r, Ok(Response::Pong));
         if !alive && self.ring.pred == Some(pred) {
             // Zave: the predecessor is dead; a live one will notify us
             self.metrics.stabilization_repairs += 1;
+            if !matches!(r, Ok(Response::Refused { .. })) {
+                self.remember_lost(now, pred);
+            }
+            self.neighbourhood_changed(now);
             self.drop_pred();
         }
     }

@@ -11,7 +11,8 @@
 //! - [`lookups`]: the iterative lookups themselves, and the responder side of a find;
 //! - [`registrations`]: the names provided here, their replica stores and re-store schedule;
 //! - [`storage`]: which records the object table accepts, and which a reader believes;
-//! - [`requests`]: correlation of the requests this node sends, and their deadlines.
+//! - [`requests`]: correlation of the requests this node sends, and their deadlines;
+//! - [`unify`]: the lost-peer table, its probes, and the merge of two rings after a partition.
 //!
 //! Per-peer rate limits are a [`KeyedLimiter`] (the same token bucket as the endpoint's).
 
@@ -27,6 +28,7 @@ mod routing;
 mod storage;
 #[cfg(test)]
 mod tests;
+mod unify;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,6 +49,7 @@ use self::queries::Queries;
 use self::registrations::Registrations;
 use self::requests::{Pending, Purpose, Requests};
 use self::routing::RingView;
+use self::unify::LostTable;
 use super::config::Config;
 use super::metrics::Metrics;
 use super::record::{ProviderRecord, Refusal};
@@ -88,6 +91,8 @@ pub struct Node {
     rates: KeyedLimiter<NodeId>,
     /// Bootstraps of the last join, remembered for a re-join.
     bootstraps: Vec<Contact>,
+    /// Lost peers and bootstraps probed for another ring (PROTOCOL.md §6.14).
+    lost: LostTable,
     outputs: VecDeque<Output>,
     metrics: Metrics,
 }
@@ -158,6 +163,7 @@ impl Node {
                 cfg.max_rate_tracked_peers,
             ),
             bootstraps: Vec::new(),
+            lost: LostTable::new(now),
             outputs: VecDeque::new(),
             metrics: Metrics::default(),
             cfg,
@@ -166,6 +172,9 @@ impl Node {
         n.maint.next_fingers = now + n.jitter(n.cfg.finger_period);
         n.maint.next_check_pred = now + n.jitter(n.cfg.check_predecessor_period);
         n.maint.next_sweep = now + n.cfg.expiry_sweep_period;
+        // the first probe round (jittered from then on); drawing no jitter here keeps the
+        // timer schedule of a node that never loses a peer as it was
+        n.lost.next_probe = now + n.cfg.unify_probe_period;
         n
     }
 
@@ -242,7 +251,12 @@ impl Node {
             State::Left => None,
             // Re-stores run only while a member (`handle_timeout`): a leaving node must not ask
             // for a timer it will not clear, or its driver would wake up in a loop.
-            State::Member => earliest([Some(self.maint.next_due()), self.regs.next_due()]),
+            State::Member => earliest([
+                Some(self.maint.next_due()),
+                self.regs.next_due(),
+                self.regs.change_due(),
+                (!self.lost.is_empty()).then_some(self.lost.next_probe),
+            ]),
             State::Leaving(ls) => earliest([Some(self.maint.next_due()), ls.retry_at]),
         };
         earliest([
@@ -268,6 +282,13 @@ impl Node {
         }
         self.leave_timer(now);
         self.maintain(now);
+        if matches!(self.state, State::Member)
+            && !self.lost.is_empty()
+            && now >= self.lost.next_probe
+        {
+            self.probe_round(now);
+        }
+        self.restore_after_change(now);
         self.restore_due(now);
     }
 
@@ -323,6 +344,7 @@ impl Node {
             | Request::Join
             | Request::Handoff { .. }
             | Request::Leave { .. }
+            | Request::Unify { .. }
                 if leaving =>
             {
                 Response::Refused {
@@ -346,6 +368,7 @@ impl Node {
                 last,
             } => self.on_leave(now, from, predecessor.map(Peer::from), records, last),
             Request::SetSuccessors { successors } => self.on_set_successors(from, successors),
+            Request::Unify { peer, hops } => self.serve_unify(now, peer.into(), hops),
         })
     }
 
@@ -410,10 +433,15 @@ impl Node {
                 depth,
             } => self.on_stabilize_candidate(now, (cand, fallback, depth), r),
             Purpose::Notify => self.on_notify_answered(now),
-            Purpose::CheckPred { pred } => self.on_check_pred(pred, r),
+            Purpose::CheckPred { pred } => self.on_check_pred(now, pred, r),
             Purpose::Handoff { records } => self.on_handoff_answer(now, records, r),
             Purpose::Leave { last } => self.on_leave_answer(now, last, r),
             Purpose::SetSuccessors => self.on_set_successors_answer(),
+            Purpose::Probe { contact } => self.on_probe(now, contact, from, r),
+            Purpose::UnifyForward => {}
+            Purpose::UnifyCandidate { cand, depth } => {
+                self.on_unify_candidate(now, (cand, depth), r);
+            }
         }
     }
 

@@ -40,6 +40,11 @@ pub(super) struct Registrations {
     pub(super) due: BTreeSet<(Instant, String)>,
     /// Sequence number of the last records signed.
     last_seq: u64,
+    /// A re-store of every registration is due then, after the neighbourhood changed
+    /// ([`Node::neighbourhood_changed`]); with the time of the first change it folds in.
+    change: Option<(Instant, Instant)>,
+    /// When the last such re-store ran.
+    last_change_restore: Option<Instant>,
 }
 
 impl Registrations {
@@ -104,6 +109,12 @@ impl Registrations {
     pub(super) fn clear(&mut self) {
         self.map.clear();
         self.due.clear();
+        self.change = None;
+    }
+
+    /// When the re-store after a neighbourhood change is due.
+    pub(super) fn change_due(&self) -> Option<Instant> {
+        self.change.map(|(at, _)| at)
     }
 }
 
@@ -208,6 +219,47 @@ impl Node {
         self.metrics.withdrawals += 1;
         self.store_replicas(now, q, name, reg.k);
         Some(q)
+    }
+
+    /// The node's neighbourhood changed enough that the owners of its records may be gone (a
+    /// successor or the predecessor failed: a partition or a crash; or two rings merged here):
+    /// every registration is re-stored `Config::change_restore_delay` from now instead of at
+    /// its next period (issue 11 item 5). Debounced: changes within the delay are folded into
+    /// one re-store (at most 4 delays after the first), and such re-stores are at least 10
+    /// delays apart.
+    pub(super) fn neighbourhood_changed(&mut self, now: Instant) {
+        if self.regs.map.is_empty() {
+            return;
+        }
+        let d = self.cfg.change_restore_delay;
+        let earliest = self.regs.last_change_restore.map(|t| t + d * 10);
+        let want = earliest.map_or(now + d, |e| e.max(now + d));
+        self.regs.change = Some(match self.regs.change {
+            None => (want, now),
+            Some((at, first)) => (at.max(want).min((first + d * 4).max(at)), first),
+        });
+    }
+
+    /// Runs the re-store after a neighbourhood change when it is due: every registration not
+    /// already being stored is due at once, and one being stored is stored again when it ends.
+    pub(super) fn restore_after_change(&mut self, now: Instant) {
+        if !matches!(self.state, State::Member) {
+            return;
+        }
+        let Some((at, _)) = self.regs.change else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.regs.change = None;
+        self.regs.last_change_restore = Some(now);
+        self.metrics.change_restores += 1;
+        let names: Vec<String> = self.regs.map.keys().cloned().collect();
+        for name in names {
+            self.regs
+                .update(&name, |r| r.next_refresh = r.next_refresh.min(now));
+        }
     }
 
     /// Starts the re-stores due at `now` (only while a member; a failed start is retried after

@@ -53,6 +53,12 @@ pub(super) enum Purpose {
     Leave { last: bool },
     /// The leaver tells its predecessor its new successors (membership).
     SetSuccessors,
+    /// A probe of a lost peer or bootstrap (ring unification).
+    Probe { contact: Contact },
+    /// A `unify` sent or forwarded (ring unification; only acknowledged).
+    UnifyForward,
+    /// A candidate successor from another ring, adopted once it answers (ring unification).
+    UnifyCandidate { cand: Peer, depth: usize },
 }
 
 /// A request in flight.
