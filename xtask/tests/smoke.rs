@@ -154,6 +154,7 @@ fn tiny_bench_writes_a_complete_report() {
         "## 4. leave",
         "## 5. Key pair",
         "## 6. end-to-end",
+        "## 7. transparent HTTP sidecar",
     ] {
         assert!(md.contains(title), "missing {title}");
     }
@@ -162,7 +163,7 @@ fn tiny_bench_writes_a_complete_report() {
             "| figure | point | paper | ours secure | ours insecure | overhead | goal | met? |"
         )
         .count(),
-        6
+        7
     );
     assert!(md.contains("| key pair + agreement, mean latency | c=1 | ≈ 52 ms |"));
     assert!(
