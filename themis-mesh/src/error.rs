@@ -153,6 +153,20 @@ pub enum Error {
         /// The application's answer.
         body: bytes::Bytes,
     },
+    /// The provider's application failed and answered (an HTTP 5xx of a sidecar's upstream, to
+    /// an HTTP call): a provider failure, returned when the call was not (or could no more be)
+    /// failed over. `code` and `body` are the application's.
+    #[error("provider {provider} of '{service}' failed with code {code}")]
+    Failed {
+        /// The service name.
+        service: String,
+        /// The provider that answered.
+        provider: NodeId,
+        /// The application's code (a sidecar's: the upstream's HTTP status).
+        code: u16,
+        /// The application's answer (an HTTP response envelope).
+        body: bytes::Bytes,
+    },
     /// The call's deadline ([`CallOptions::timeout`](crate::CallOptions::timeout)) passed
     /// before a provider answered.
     #[error(

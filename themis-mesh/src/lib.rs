@@ -87,9 +87,9 @@ mod policy;
 pub use error::Error;
 pub use node::lookup::{ReplicaPlacement, ServiceLocation};
 pub use node::{
-    CallContext, CallOptions, Discovery, HandlerError, MAX_HOPS, Member, MemberState, Members,
-    MeshConfig, MeshNode, MeshStatus, NodeInfo, RemoteErrorKind, ServiceHandler, ServiceSpec,
-    TransportKind, Withdrawal,
+    CallContext, CallOptions, Discovery, HTTP_ENVELOPE_VERSION, HandlerError, MAX_HOPS, Member,
+    MemberState, Members, MeshConfig, MeshNode, MeshStatus, NodeInfo, RemoteErrorKind,
+    ServiceHandler, ServiceSpec, TransportKind, Withdrawal,
 };
 pub use policy::{
     Balancer, BalancerConfig, CacheConfig, Call, EjectionConfig, Pick, Policy, Provider,

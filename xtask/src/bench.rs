@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(one[0].modes().len(), 3, "secure, insecure and direct");
         let one = select(&["key-agreement".into()]).unwrap();
         assert_eq!(one.len(), 1);
-        assert_eq!(select(&[]).unwrap().len(), 6);
+        assert_eq!(select(&[]).unwrap().len(), 7);
         assert_eq!(
             workload_names(),
             [
@@ -189,7 +189,8 @@ mod tests {
                 "join",
                 "leave-blink",
                 "key-agreement",
-                "apps"
+                "apps",
+                "sidecar"
             ]
         );
     }

@@ -34,7 +34,7 @@ struct BenchArgs {
     #[arg(long)]
     micro: bool,
     /// Runs only this workload (repeatable). Names: local-find-store, find-scaling, join,
-    /// leave-blink, key-agreement, apps.
+    /// leave-blink, key-agreement, apps, sidecar.
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Seed for the workloads' random choices.

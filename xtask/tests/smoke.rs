@@ -104,14 +104,15 @@ fn tiny_bench_writes_a_complete_report() {
                 "join",
                 "leave-blink",
                 "key-agreement",
-                "apps"
+                "apps",
+                "sidecar"
             ]
             .contains(&w),
             "{w}"
         );
-        // The direct baseline (no themis) belongs to the end-to-end apps only.
+        // The direct baseline (no themis) belongs to the end-to-end apps and the sidecar only.
         if r["mode"] == "direct" {
-            assert_eq!(w, "apps", "{r}");
+            assert!(w == "apps" || w == "sidecar", "{r}");
         }
         assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
@@ -153,6 +154,7 @@ fn tiny_bench_writes_a_complete_report() {
         "## 4. leave",
         "## 5. Key pair",
         "## 6. end-to-end",
+        "## 7. transparent HTTP sidecar",
     ] {
         assert!(md.contains(title), "missing {title}");
     }
@@ -161,7 +163,7 @@ fn tiny_bench_writes_a_complete_report() {
             "| figure | point | paper | ours secure | ours insecure | overhead | goal | met? |"
         )
         .count(),
-        6
+        7
     );
     assert!(md.contains("| key pair + agreement, mean latency | c=1 | ≈ 52 ms |"));
     assert!(

@@ -53,11 +53,23 @@ pub(crate) struct ConnInfo {
 pub(crate) struct UpstreamAnswer;
 
 /// Turns every error answer without a JSON body into `{"error": ...}`, keeping its status and
-/// headers (a 405 keeps its `Allow`). An [`UpstreamAnswer`] keeps its own body.
+/// headers (a 405 keeps its `Allow`). An [`UpstreamAnswer`] keeps its own body. On the
+/// transparent sidecar's routes (`/v1/call/{name}/…`) every answer that is not the upstream's
+/// carries `x-themis-error` (`agent` when nothing more specific was said: a missing token, a
+/// body too large or too slow).
 pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let sidecar = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/call/")
+        .is_some_and(|rest| rest.contains('/'));
+    let mut resp = next.run(req).await;
     if resp.extensions().get::<UpstreamAnswer>().is_some() {
         return resp;
+    }
+    if sidecar && !resp.headers().contains_key(super::ERROR_HEADER) {
+        resp.headers_mut()
+            .insert(super::ERROR_HEADER, HeaderValue::from_static("agent"));
     }
     let status = resp.status();
     let is_json = resp

@@ -8,6 +8,7 @@
 //! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
 //! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
 //! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider`; headers `x-themis-idempotent: true`, `x-themis-hops`, `x-themis-timeout-ms` (or `?timeout_ms=`) |
+//! | any method `/v1/call/{name}/{path…}` | [`call`] | transparent sidecar: the request (method, path, query, headers, body) reaches the upstream of `name`'s provider, its status, headers and body come back; a mesh error carries `x-themis-error` |
 //! | `GET /v1/status` | [`status`] | node id, network, ring neighbours, sessions, stored records, uptime |
 //! | `GET /v1/agent/self` | [`status`] | the agent's settings (version, limits, DNS, data dir) |
 //! | `PUT /v1/services/{name}/pass`, `/fail` | [`services`] | a TTL check's heartbeat (optional note in the body) |
@@ -27,6 +28,7 @@ mod call;
 mod check;
 mod definition;
 mod doctor;
+mod envelope;
 mod guard;
 mod health;
 mod members;
@@ -67,6 +69,11 @@ pub(crate) const PROVIDER_HEADER: &str = "x-themis-provider";
 /// Header of a forwarded call naming the caller node (hex node id; authenticated in secure
 /// mode, a claim in insecure mode).
 pub(crate) const CALLER_HEADER: &str = "x-themis-caller";
+/// Header of an answer of the transparent sidecar (`/v1/call/{name}/{path…}`) that is the
+/// mesh's or the agent's error, not the upstream's answer: its value names the kind
+/// (`no-provider`, `timeout`, `hop-limit`, …) and the body is the JSON error.
+pub(crate) const ERROR_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-themis-error");
 /// Header of a call's hop count: on the request the sidecar sends its upstream (the hops of
 /// the call it serves, plus one) and on a `/v1/call` request (an upstream calling the mesh in
 /// turn). A call past [`themis_mesh::MAX_HOPS`] is refused with 508 (loop protection).
@@ -263,9 +270,10 @@ impl From<themis_mesh::Error> for ApiError {
             {
                 StatusCode::BAD_REQUEST
             }
-            E::Remote { .. } | E::AttemptsExhausted { .. } | E::VersionUnavailable { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            E::Remote { .. }
+            | E::Failed { .. }
+            | E::AttemptsExhausted { .. }
+            | E::VersionUnavailable { .. } => StatusCode::BAD_GATEWAY,
             E::Call { source, .. }
                 if matches!(
                     **source,

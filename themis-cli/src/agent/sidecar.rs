@@ -9,17 +9,27 @@
 //! provider. At most `concurrency` calls run at the upstream at once; more are answered busy,
 //! unrun. The upstream request carries the call's hop count plus one in `x-themis-hops`, which
 //! the agent reads back if the upstream calls the mesh (loop protection).
+//!
+//! An HTTP call (the transparent sidecar, `/v1/call/{name}/{path…}` on the caller's agent,
+//! call option `0x80`) carries an HTTP request envelope ([`super::envelope`]): its method,
+//! target (appended to the upstream URL's path), headers (hop-by-hop ones removed, RFC 9110
+//! §7.6.1) and body go to the upstream as they are, redirects are not followed, and the
+//! upstream's status, headers and body go back in a response envelope: as the answer (1xx-3xx),
+//! as a rejection (4xx, 508: the provider is healthy) or as a failure with an answer (5xx: it
+//! counts against the provider and may fail over under the retry rules).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use reqwest::Url;
 use themis_mesh::{Bytes, CallContext, HandlerError, NodeId, ServiceHandler};
 use tokio::sync::Semaphore;
 
+use super::envelope::{Headers, HttpRequest, HttpResponse};
 use super::metrics::AgentMetrics;
-use super::{CALLER_HEADER, HOPS_HEADER, TIMEOUT_HEADER};
+use super::{CALLER_HEADER, ERROR_HEADER, HOPS_HEADER, IDEMPOTENT_HEADER, TIMEOUT_HEADER};
 
 /// Bytes of an upstream's error body quoted in the error sent to the caller.
 const QUOTED: usize = 200;
@@ -28,7 +38,12 @@ const QUOTED: usize = 200;
 #[derive(Debug)]
 pub(crate) struct Sidecar {
     http: reqwest::Client,
+    /// The client of HTTP calls: redirects are the caller's to follow.
+    transparent: reqwest::Client,
     url: Url,
+    /// The upstream URL without query and without a trailing `/`: an HTTP call's target is
+    /// appended to it.
+    base: String,
     max_body: usize,
     timeout: Duration,
     metrics: AgentMetrics,
@@ -75,14 +90,159 @@ impl Sidecar {
         metrics: AgentMetrics,
     ) -> Self {
         let concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        let mut base = url.clone();
+        base.set_query(None);
+        base.set_fragment(None);
+        let base = base.as_str().trim_end_matches('/').to_owned();
+        // One per upstream (at most MAX_UPSTREAMS): no proxy (a local service), no redirects
+        // followed (they are the caller's to follow).
+        let transparent = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|_| http.clone());
         Self {
             http,
+            transparent,
+            base,
             url,
             max_body,
             timeout,
             metrics,
             slots: Arc::new(Semaphore::new(concurrency)),
             concurrency,
+        }
+    }
+
+    /// Takes a slot at the upstream, runs `f`, counts the outcome.
+    async fn limited<F: Future<Output = Result<Bytes, HandlerError>>>(
+        &self,
+        f: F,
+    ) -> Result<Bytes, HandlerError> {
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return Err(HandlerError::Busy(format!(
+                "upstream {} already runs {} calls, the agent's limit (themis node --upstream-concurrency)",
+                self.url, self.concurrency
+            )));
+        };
+        let started = Instant::now();
+        let r = f.await;
+        self.metrics.forward(
+            matches!(r, Ok(_) | Err(HandlerError::Rejected { .. })),
+            started.elapsed(),
+        );
+        if let Err(e) = &r
+            && !matches!(e, HandlerError::Rejected { .. })
+        {
+            tracing::warn!(upstream = %self.url, error = ?e, "forwarding a call failed");
+        }
+        r
+    }
+
+    /// The kind of a failed upstream request.
+    fn send_error(&self, e: &reqwest::Error, timeout: Duration) -> HandlerError {
+        let url = &self.url;
+        if e.is_timeout() {
+            HandlerError::TimedOut(format!("upstream {url} did not answer within {timeout:?}"))
+        } else if e.is_connect() {
+            // Nothing reached the upstream: the call did not run.
+            HandlerError::Unreachable(format!("upstream {url} unreachable: {}", chain(e)))
+        } else {
+            HandlerError::Failed(format!("upstream {url} failed: {}", chain(e)))
+        }
+    }
+
+    /// Reads an upstream's body within the size limit.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, HandlerError> {
+        let url = &self.url;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            HandlerError::Failed(format!(
+                "reading the answer of upstream {url}: {}",
+                chain(&e)
+            ))
+        })? {
+            if buf.len().saturating_add(chunk.len()) > self.max_body {
+                return Err(HandlerError::Failed(format!(
+                    "upstream {url} answered more than the {} bytes allowed (themis node --max-body)",
+                    self.max_body
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Forwards an HTTP call (an envelope, see the module documentation) to the upstream.
+    async fn forward_http(
+        &self,
+        context: CallContext,
+        envelope: Bytes,
+    ) -> Result<Bytes, HandlerError> {
+        let req = match HttpRequest::decode(&envelope, self.max_body) {
+            Ok(r) => r,
+            Err(e) => return Err(refusal(StatusCode::BAD_REQUEST, &e.to_string())),
+        };
+        if has_dot_segment(&req.target) {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "the path has a . or .. segment (the sidecar does not resolve paths above the upstream's)",
+            ));
+        }
+        let url = Url::parse(&format!("{}{}", self.base, req.target))
+            .map_err(|e| refusal(StatusCode::BAD_REQUEST, &format!("bad target: {e}")))?;
+        let timeout = context.budget.map_or(self.timeout, |b| b.min(self.timeout));
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
+        let mut lines = req.headers;
+        strip_hop_by_hop(&mut lines);
+        for (k, v) in lines {
+            if !is_ours(&k) && k != header::HOST && k != header::CONTENT_LENGTH {
+                headers.append(k, v);
+            }
+        }
+        headers.insert(CALLER_HEADER, header_value(&context.caller.to_string()));
+        headers.insert(HOPS_HEADER, HeaderValue::from(u16::from(context.hops) + 1));
+        if let Some(b) = context.budget {
+            headers.insert(TIMEOUT_HEADER, header_value(&b.as_millis().to_string()));
+        }
+        let head = req.method == Method::HEAD;
+        let resp = self
+            .transparent
+            .request(req.method, url)
+            .headers(headers)
+            .body(req.body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.send_error(&e, timeout))?;
+        let status = resp.status();
+        let mut lines = super::envelope::lines(resp.headers());
+        strip_hop_by_hop(&mut lines);
+        // The length is the body's, set again where the answer leaves the caller's agent
+        // (except for HEAD, whose length is that of the body it does not carry).
+        // The agents' own headers are never the upstream's to set (`x-themis-error` would
+        // pass an upstream answer off as the mesh's).
+        lines.retain(|(k, _)| (head || *k != header::CONTENT_LENGTH) && !is_ours(k));
+        let body = self.read_body(resp).await?;
+        let answer = HttpResponse {
+            status,
+            headers: lines,
+            body,
+        }
+        .encode()
+        .map_err(|e| {
+            HandlerError::Failed(format!(
+                "the answer of upstream {} cannot be carried: {e}",
+                self.url
+            ))
+        })?;
+        let code = status.as_u16();
+        if status.is_client_error() || status == StatusCode::LOOP_DETECTED {
+            Err(HandlerError::Rejected { code, body: answer })
+        } else if status.is_server_error() {
+            Err(HandlerError::FailedWith { code, body: answer })
+        } else {
+            Ok(answer)
         }
     }
 
@@ -94,24 +254,11 @@ impl Sidecar {
         context: CallContext,
         body: Bytes,
     ) -> Result<Bytes, HandlerError> {
-        let Ok(_slot) = self.slots.try_acquire() else {
-            return Err(HandlerError::Busy(format!(
-                "upstream {} already runs {} calls, the agent's limit (themis node --upstream-concurrency)",
-                self.url, self.concurrency
-            )));
-        };
-        let started = Instant::now();
-        let r = self.try_forward(context, body).await;
-        self.metrics.forward(
-            matches!(r, Ok(_) | Err(HandlerError::Rejected { .. })),
-            started.elapsed(),
-        );
-        if let Err(e) = &r
-            && !matches!(e, HandlerError::Rejected { .. })
-        {
-            tracing::warn!(upstream = %self.url, error = ?e, "forwarding a call failed");
+        if context.http {
+            self.limited(self.forward_http(context, body)).await
+        } else {
+            self.limited(self.try_forward(context, body)).await
         }
-        r
     }
 
     async fn try_forward(&self, context: CallContext, body: Bytes) -> Result<Bytes, HandlerError> {
@@ -128,38 +275,20 @@ impl Sidecar {
         if let Some(b) = context.budget {
             req = req.header(TIMEOUT_HEADER, b.as_millis().to_string());
         }
-        let mut resp = req.body(body).timeout(timeout).send().await.map_err(|e| {
-            if e.is_timeout() {
-                HandlerError::TimedOut(format!("upstream {url} did not answer within {timeout:?}"))
-            } else if e.is_connect() {
-                // Nothing reached the upstream: the call did not run.
-                HandlerError::Unreachable(format!("upstream {url} unreachable: {}", chain(&e)))
-            } else {
-                HandlerError::Failed(format!("upstream {url} failed: {}", chain(&e)))
-            }
-        })?;
+        let resp = req
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.send_error(&e, timeout))?;
         let status = resp.status();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            HandlerError::Failed(format!(
-                "reading the answer of upstream {url}: {}",
-                chain(&e)
-            ))
-        })? {
-            if buf.len().saturating_add(chunk.len()) > self.max_body {
-                return Err(HandlerError::Failed(format!(
-                    "upstream {url} answered more than the {} bytes allowed (themis node --max-body)",
-                    self.max_body
-                )));
-            }
-            buf.extend_from_slice(&chunk);
-        }
+        let buf = self.read_body(resp).await?;
         if status.is_client_error() || status == reqwest::StatusCode::LOOP_DETECTED {
             // The caller's mistake (or the hop limit of a call the upstream made through the
             // mesh, 508): the provider is healthy; the status and body go back as they are.
             return Err(HandlerError::Rejected {
                 code: status.as_u16(),
-                body: Bytes::from(buf),
+                body: buf,
             });
         }
         if !status.is_success() {
@@ -168,8 +297,90 @@ impl Sidecar {
                 "upstream {url} answered HTTP {status}: {shown}"
             )));
         }
-        Ok(Bytes::from(buf))
+        Ok(buf)
     }
+}
+
+/// A header value from text this agent makes (ids, numbers): always valid.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A refusal of an HTTP call by this agent (not its upstream): status `status`, header
+/// `x-themis-error: bad-request`, the JSON error body.
+fn refusal(status: StatusCode, message: &str) -> HandlerError {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let answer = HttpResponse {
+        status,
+        headers: vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (ERROR_HEADER, HeaderValue::from_static("bad-request")),
+        ],
+        body: Bytes::from(body),
+    };
+    match answer.encode() {
+        Ok(body) => HandlerError::Rejected {
+            code: status.as_u16(),
+            body,
+        },
+        Err(e) => HandlerError::Failed(e.to_string()),
+    }
+}
+
+/// `x-themis-*` headers: the agents' own, set by them and never taken from a client.
+fn is_ours(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-themis-")
+}
+
+/// `true` if a path segment of `target` is `.` or `..` (also percent-encoded): a URL parser
+/// would resolve it, reaching above the upstream URL's own path.
+pub(crate) fn has_dot_segment(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    })
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
+/// and `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`, `Trailer`.
+pub(crate) fn strip_hop_by_hop(lines: &mut Headers) {
+    let named: Vec<String> = lines
+        .iter()
+        .filter(|(k, _)| *k == header::CONNECTION)
+        .filter_map(|(_, v)| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    lines.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "connection"
+                | "proxy-connection"
+                | "keep-alive"
+                | "te"
+                | "transfer-encoding"
+                | "upgrade"
+                | "trailer"
+        ) && !named.iter().any(|n| n == k.as_str())
+    });
+}
+
+/// Whether a sidecar call with `method` may be failed over after it may have run: the
+/// caller's `x-themis-idempotent` when given, else `true` for the methods RFC 9110 §9.2.2
+/// calls idempotent (GET, HEAD, PUT, DELETE, OPTIONS, TRACE).
+pub(crate) fn idempotent_method(method: &Method, headers: &HeaderMap) -> Option<bool> {
+    if headers.contains_key(IDEMPOTENT_HEADER) {
+        return None;
+    }
+    Some(matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    ))
 }
 
 #[async_trait]
@@ -189,6 +400,61 @@ impl ServiceHandler for Sidecar {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut lines: Headers = [
+            ("connection", "keep-alive, X-Private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "close"),
+            ("accept", "*/*"),
+            ("x-kept", "1"),
+            ("x-kept", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+        .collect();
+        strip_hop_by_hop(&mut lines);
+        let left: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(left, [("accept", "*/*"), ("x-kept", "1"), ("x-kept", "2")]);
+    }
+
+    #[test]
+    fn dot_segments_are_found() {
+        for bad in ["/..", "/a/../b", "/./a", "/a/%2E%2e/b", "/%2e"] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in ["/", "/a/b", "/a..b/", "/.well-known/x", "/a?x=/../"] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn reads_are_idempotent_unless_the_caller_says() {
+        let none = HeaderMap::new();
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert_eq!(idempotent_method(&m, &none), Some(true), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH] {
+            assert_eq!(idempotent_method(&m, &none), Some(false), "{m}");
+        }
+        let mut said = HeaderMap::new();
+        said.insert(IDEMPOTENT_HEADER, HeaderValue::from_static("true"));
+        assert_eq!(idempotent_method(&Method::POST, &said), None);
+    }
 
     #[test]
     fn only_http_urls_are_upstreams() {

@@ -30,6 +30,10 @@ pub struct CallOptions {
     /// to the provider, which cuts its handler there; at the end the call fails with
     /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
     pub timeout: Option<Duration>,
+    /// The request is an HTTP request envelope and the answer will be an HTTP response
+    /// envelope (PROTOCOL.md §7.8; the agent's transparent sidecar). A provider whose handler
+    /// does not take HTTP envelopes refuses the call unrun.
+    pub http: bool,
 }
 
 impl CallOptions {
@@ -42,6 +46,12 @@ impl CallOptions {
     /// Sets the hop count (see [`CallOptions::hops`]).
     pub fn hops(mut self, hops: u8) -> Self {
         self.hops = hops;
+        self
+    }
+
+    /// Marks the request an HTTP envelope (see [`CallOptions::http`]).
+    pub fn http(mut self, yes: bool) -> Self {
+        self.http = yes;
         self
     }
 
@@ -65,16 +75,26 @@ pub struct CallContext {
     /// The provider cuts the handler there; a handler passes on what is left of it (to its
     /// upstream, or as the [`CallOptions::timeout`] of its own calls).
     pub budget: Option<Duration>,
+    /// The request is an HTTP request envelope (PROTOCOL.md §7.8): the handler answers with an
+    /// HTTP response envelope, or refuses with [`HandlerError::Unsupported`].
+    pub http: bool,
 }
 
 impl CallContext {
-    /// The context of a call from `caller` nested in `hops` calls, with no budget.
+    /// The context of a call from `caller` nested in `hops` calls, with no budget, not HTTP.
     pub fn new(caller: NodeId, hops: u8) -> Self {
         Self {
             caller,
             hops,
             budget: None,
+            http: false,
         }
+    }
+
+    /// The same context, with the request an HTTP envelope or not.
+    pub fn with_http(mut self, http: bool) -> Self {
+        self.http = http;
+        self
     }
 
     /// The same context with the caller's `budget`.
@@ -106,6 +126,18 @@ pub enum HandlerError {
         /// The application's answer.
         body: Bytes,
     },
+    /// The application failed and answered (an HTTP 5xx of a sidecar's upstream, to an HTTP
+    /// call): a provider failure like [`HandlerError::Failed`], whose `code` and `body` reach
+    /// the caller if it does not fail over.
+    FailedWith {
+        /// The application's code (a sidecar's: the upstream's HTTP status).
+        code: u16,
+        /// The application's answer (an HTTP response envelope).
+        body: Bytes,
+    },
+    /// The handler does not take this kind of call (an HTTP envelope to a handler that is not
+    /// an HTTP sidecar): refused unrun, as a malformed call.
+    Unsupported(String),
 }
 
 impl From<String> for HandlerError {
@@ -124,6 +156,8 @@ impl HandlerError {
             Self::TimedOut(m) => error(RemoteErrorKind::Timeout, m),
             Self::Busy(m) => error(RemoteErrorKind::Busy, m),
             Self::Rejected { code, body } => CallResponse::Rejected { code, body },
+            Self::FailedWith { code, body } => CallResponse::Failed { code, body },
+            Self::Unsupported(m) => error(RemoteErrorKind::Malformed, m),
         }
     }
 }
@@ -145,6 +179,8 @@ pub(crate) enum Verdict {
 pub(crate) fn judge_response(r: &CallResponse) -> Verdict {
     match r {
         CallResponse::Ok(_) | CallResponse::Rejected { .. } => Verdict::Answer,
+        // The application failed (with an answer): it ran.
+        CallResponse::Failed { .. } => Verdict::FailoverIfIdempotent,
         CallResponse::Error { kind, .. } => match kind {
             RemoteErrorKind::AccessDenied | RemoteErrorKind::HopLimit => Verdict::Answer,
             // The provider does not serve it (any more), could not parse it, could not reach
@@ -212,6 +248,11 @@ mod tests {
             body: Bytes::new(),
         };
         assert_eq!(judge_response(&rejected), Verdict::Answer);
+        let failed = CallResponse::Failed {
+            code: 503,
+            body: Bytes::new(),
+        };
+        assert_eq!(judge_response(&failed), Verdict::FailoverIfIdempotent);
         for k in [K::AccessDenied, K::HopLimit] {
             assert_eq!(judge_response(&err(k)), Verdict::Answer, "{k}");
         }
@@ -265,6 +306,10 @@ mod tests {
         );
         assert_eq!(kind(HandlerError::TimedOut("x".into())), Some(K::Timeout));
         assert_eq!(kind(HandlerError::Busy("x".into())), Some(K::Busy));
+        assert_eq!(
+            kind(HandlerError::Unsupported("x".into())),
+            Some(K::Malformed)
+        );
         assert_eq!(
             HandlerError::Rejected {
                 code: 401,

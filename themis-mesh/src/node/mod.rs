@@ -30,7 +30,7 @@ pub use info::NodeInfo;
 pub use introspect::{Discovery, MeshStatus};
 pub use members::{Member, MemberState, Members};
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
-pub use wire::{MAX_HOPS, RemoteErrorKind};
+pub use wire::{HTTP_ENVELOPE_VERSION, MAX_HOPS, RemoteErrorKind};
 
 use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, RecentRefusals, Successions};
 use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
@@ -47,7 +47,15 @@ pub trait ServiceHandler: Send + Sync + 'static {
     /// runs). The default runs [`ServiceHandler::call`] and reports its error as
     /// [`HandlerError::Failed`]; a handler that can tell "did not run" (an unreachable
     /// upstream), "timed out", "busy" or "the caller's mistake" overrides it.
+    ///
+    /// An HTTP envelope ([`CallContext::http`]) is refused with [`HandlerError::Unsupported`]
+    /// by this default: only a handler that overrides `serve` takes one.
     async fn serve(&self, context: CallContext, request: Bytes) -> Result<Bytes, HandlerError> {
+        if context.http {
+            return Err(HandlerError::Unsupported(
+                "this service takes no HTTP calls (it has no HTTP upstream): call it with a plain body".into(),
+            ));
+        }
         self.call(context.caller, request)
             .await
             .map_err(HandlerError::Failed)
@@ -345,7 +353,9 @@ async fn serve_call(
     // The caller's remaining time (issue 12, deadlines) cuts the handler earlier than the
     // provider's own limit.
     let timeout = budget.map_or(timeout, |b| b.min(timeout));
-    let context = CallContext::new(caller, call.hops).with_budget(budget);
+    let context = CallContext::new(caller, call.hops)
+        .with_budget(budget)
+        .with_http(call.http);
     match tokio::time::timeout(timeout, handler.serve(context, call.body)).await {
         Ok(Ok(body)) => encode_response(&CallResponse::Ok(body)),
         Ok(Err(e)) => encode_response(&e.into_response()),
@@ -794,10 +804,12 @@ impl MeshNode {
         };
         // Validated once, encoded per attempt (the time left changes).
         let encode = |budget_ms| {
-            encode_request(service, options.hops, budget_ms, &request).ok_or(Error::InvalidConfig {
-                what: "service name",
-                reason: wire::NAME_RULE,
-            })
+            encode_request(service, options.hops, budget_ms, options.http, &request).ok_or(
+                Error::InvalidConfig {
+                    what: "service name",
+                    reason: wire::NAME_RULE,
+                },
+            )
         };
         let mut payload = encode(None)?;
         let refreshed = match deadline {
@@ -893,6 +905,12 @@ impl MeshNode {
                             let outcome = match answer {
                                 CallResponse::Ok(body) => Ok(body),
                                 CallResponse::Rejected { code, body } => Err(Error::Rejected {
+                                    service: service.to_owned(),
+                                    provider: pick.id,
+                                    code,
+                                    body,
+                                }),
+                                CallResponse::Failed { code, body } => Err(Error::Failed {
                                     service: service.to_owned(),
                                     provider: pick.id,
                                     code,

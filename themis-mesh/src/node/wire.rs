@@ -3,9 +3,11 @@
 //! Request (command payload of the endpoint):
 //! `0x02 | name_len: u8 | name: name_len bytes UTF-8 | body`, or, with call options,
 //! `0x02 | 0x00 | opts_len: u8 | options | name_len | name | body` (options: `type | len |
-//! value` each; `0x01` hops, one byte; `0x02` the caller's remaining time in ms, u32).
-//! Response: `0x00 | body` (ok), `0x01 | kind: u8 | message: UTF-8` (error) or
-//! `0x02 | code: u16 | body` (the application refused the request; the provider is healthy).
+//! value` each; `0x01` hops, one byte; `0x02` the caller's remaining time in ms, u32; `0x80`
+//! the body is an HTTP envelope of the given version, one byte; types `0x80..` are critical).
+//! Response: `0x00 | body` (ok), `0x01 | kind: u8 | message: UTF-8` (error),
+//! `0x02 | code: u16 | body` (the application refused the request; the provider is healthy) or
+//! `0x03 | code: u16 | body` (the application failed with an answer; only to an HTTP call).
 //!
 //! The first byte is the service call's protocol id on the shared endpoint (PROTOCOL.md §5.4):
 //! the endpoint's registry routes by it (DHT commands carry `0x01`) and hands the rest over.
@@ -22,12 +24,23 @@ const STATUS_ERROR: u8 = 0x01;
 /// Response status: the application refused the request (a caller error, such as an HTTP
 /// 4xx of a sidecar's upstream); a code and a body follow.
 const STATUS_REJECTED: u8 = 0x02;
+/// Response status: the application failed and answered (an HTTP 5xx of a sidecar's upstream,
+/// sent only in answer to a call with [`OPT_HTTP`]); a code and a body follow.
+const STATUS_FAILED: u8 = 0x03;
 /// `name_len` value announcing call options before the name.
 const OPTIONS_FOLLOW: u8 = 0x00;
 /// Call option: the hop count (one byte).
 const OPT_HOPS: u8 = 0x01;
 /// Call option: the caller's remaining time for the call, in milliseconds (u32 BE).
 const OPT_BUDGET: u8 = 0x02;
+/// Call option: the body is an HTTP request envelope and the answer's body an HTTP response
+/// envelope (PROTOCOL.md §7.8), of the version given (one byte).
+const OPT_HTTP: u8 = 0x80;
+/// The one HTTP envelope version this implementation speaks.
+pub const HTTP_ENVELOPE_VERSION: u8 = 0x01;
+/// Option types from this one on are critical: a provider that does not know one refuses the
+/// call as malformed (unrun) instead of skipping it.
+const OPT_CRITICAL: u8 = 0x80;
 /// Most calls a call may be nested in (hops) before it is refused (issue 12, loop protection).
 pub const MAX_HOPS: u8 = 8;
 /// Longest error message sent or accepted (longer ones are cut on a char boundary).
@@ -136,6 +149,8 @@ pub(crate) struct CallRequest {
     /// The caller's remaining time when it sent the call, in milliseconds (none: it did not
     /// say).
     pub(crate) budget_ms: Option<u32>,
+    /// The body is an HTTP request envelope (option `0x80`).
+    pub(crate) http: bool,
     pub(crate) body: Bytes,
 }
 
@@ -153,25 +168,35 @@ pub(crate) enum CallResponse {
         code: u16,
         body: Bytes,
     },
+    /// The application failed with `code` and an answer (a provider failure; only to an HTTP
+    /// call).
+    Failed {
+        code: u16,
+        body: Bytes,
+    },
 }
 
 /// Encodes a call nested in `hops` calls, with the caller's remaining time `budget_ms`;
-/// `None` if the name is empty or longer than [`MAX_NAME`]. Without options (`hops` 0, no
-/// budget) the layout of nodes before call options.
+/// `None` if the name is empty or longer than [`MAX_NAME`]; `http` marks the body an HTTP
+/// envelope. Without options (`hops` 0, no budget, not HTTP) the layout of nodes before call
+/// options.
 pub(crate) fn encode_request(
     service: &str,
     hops: u8,
     budget_ms: Option<u32>,
+    http: bool,
     body: &[u8],
 ) -> Option<Bytes> {
     let len = u8::try_from(service.len()).ok()?;
     if service.is_empty() || service.len() > MAX_NAME {
         return None;
     }
-    let mut out = BytesMut::with_capacity(11 + service.len() + body.len());
+    let mut out = BytesMut::with_capacity(14 + service.len() + body.len());
     out.put_u8(TAG_SERVICE_CALL);
-    if hops > 0 || budget_ms.is_some() {
-        let opts_len = if hops > 0 { 3 } else { 0 } + if budget_ms.is_some() { 6 } else { 0 };
+    if hops > 0 || budget_ms.is_some() || http {
+        let opts_len = if hops > 0 { 3 } else { 0 }
+            + if budget_ms.is_some() { 6 } else { 0 }
+            + if http { 3 } else { 0 };
         out.put_u8(OPTIONS_FOLLOW);
         out.put_u8(opts_len);
         if hops > 0 {
@@ -181,6 +206,9 @@ pub(crate) fn encode_request(
             out.put_slice(&[OPT_BUDGET, 4]);
             out.put_u32(ms);
         }
+        if http {
+            out.put_slice(&[OPT_HTTP, 1, HTTP_ENVELOPE_VERSION]);
+        }
     }
     out.put_u8(len);
     out.put_slice(service.as_bytes());
@@ -188,10 +216,18 @@ pub(crate) fn encode_request(
     Some(out.freeze())
 }
 
-/// Reads the options of a call (hops, budget); `None` if one is malformed or a known one
-/// repeats. Unknown options are skipped (a newer caller's).
-fn decode_options(mut opts: &[u8]) -> Option<(u8, Option<u32>)> {
-    let (mut hops, mut budget) = (None, None);
+/// The options of a call.
+struct Options {
+    hops: u8,
+    budget_ms: Option<u32>,
+    http: bool,
+}
+
+/// Reads the options of a call (hops, budget, HTTP); `None` if one is malformed, a known one
+/// repeats, or a critical one (`0x80..`) is unknown (or names an envelope version this
+/// implementation does not speak). Unknown options below `0x80` are skipped (a newer caller's).
+fn decode_options(mut opts: &[u8]) -> Option<Options> {
+    let (mut hops, mut budget, mut http) = (None, None, None);
     while let Some((&ty, rest)) = opts.split_first() {
         let (&len, rest) = rest.split_first()?;
         let value = rest.get(..usize::from(len))?;
@@ -209,22 +245,38 @@ fn decode_options(mut opts: &[u8]) -> Option<(u8, Option<u32>)> {
                     return None;
                 }
             }
+            OPT_HTTP if value != [HTTP_ENVELOPE_VERSION] || http.replace(true).is_some() => {
+                return None;
+            }
+            OPT_HTTP => {}
+            t if t >= OPT_CRITICAL => return None,
             _ => {}
         }
     }
-    Some((hops.unwrap_or(0), budget))
+    Some(Options {
+        hops: hops.unwrap_or(0),
+        budget_ms: budget,
+        http: http.unwrap_or(false),
+    })
 }
 
 /// Decodes a call after its protocol id (which the endpoint's registry strips). The endpoint
 /// already bounds the payload's size.
 pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
     let (&first, _) = payload.split_first()?;
-    let ((hops, budget_ms), at) = if first == OPTIONS_FOLLOW {
+    let (o, at) = if first == OPTIONS_FOLLOW {
         let opts_len = usize::from(*payload.get(1)?);
         let opts = payload.get(2..2 + opts_len)?;
         (decode_options(opts)?, 2 + opts_len)
     } else {
-        ((0, None), 0)
+        (
+            Options {
+                hops: 0,
+                budget_ms: None,
+                http: false,
+            },
+            0,
+        )
     };
     let len = usize::from(*payload.get(at)?);
     if len == 0 || len > MAX_NAME {
@@ -235,8 +287,9 @@ pub(crate) fn decode_request(payload: &Bytes) -> Option<CallRequest> {
     let body = payload.slice(at + 1 + len..);
     Some(CallRequest {
         service,
-        hops,
-        budget_ms,
+        hops: o.hops,
+        budget_ms: o.budget_ms,
+        http: o.http,
         body,
     })
 }
@@ -269,9 +322,14 @@ pub(crate) fn encode_response(r: &CallResponse) -> Bytes {
             out.put_slice(m.as_bytes());
             out.freeze()
         }
-        CallResponse::Rejected { code, body } => {
+        CallResponse::Rejected { code, body } | CallResponse::Failed { code, body } => {
+            let status = if matches!(r, CallResponse::Rejected { .. }) {
+                STATUS_REJECTED
+            } else {
+                STATUS_FAILED
+            };
             let mut out = BytesMut::with_capacity(3 + body.len());
-            out.put_u8(STATUS_REJECTED);
+            out.put_u8(status);
             out.put_u16(*code);
             out.put_slice(body);
             out.freeze()
@@ -295,11 +353,13 @@ pub(crate) fn decode_response(payload: &Bytes) -> Option<CallResponse> {
                 message,
             })
         }
-        STATUS_REJECTED => {
+        STATUS_REJECTED | STATUS_FAILED => {
             let code = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
-            Some(CallResponse::Rejected {
-                code,
-                body: payload.slice(3..),
+            let body = payload.slice(3..);
+            Some(if status == STATUS_REJECTED {
+                CallResponse::Rejected { code, body }
+            } else {
+                CallResponse::Failed { code, body }
             })
         }
         _ => None,
@@ -314,10 +374,10 @@ mod tests {
 
     #[test]
     fn request_layout_is_tag_len_name_body() {
-        let b = encode_request("ab", 0, None, b"xyz").unwrap();
+        let b = encode_request("ab", 0, None, false, b"xyz").unwrap();
         assert_eq!(&b[..], &[0x02, 2, b'a', b'b', b'x', b'y', b'z']);
-        assert!(encode_request("", 0, None, b"").is_none());
-        assert!(encode_request(&"n".repeat(MAX_NAME + 1), 0, None, b"").is_none());
+        assert!(encode_request("", 0, None, false, b"").is_none());
+        assert!(encode_request(&"n".repeat(MAX_NAME + 1), 0, None, false, b"").is_none());
     }
 
     #[test]
@@ -342,7 +402,7 @@ mod tests {
     fn calls_and_dht_commands_have_protocol_ids_of_their_own() {
         // The endpoint's registry tells them apart by this byte alone (PROTOCOL.md §5.4).
         assert_ne!(TAG_SERVICE_CALL, themis_dht::DhtHandler::PROTOCOL_ID);
-        let b = encode_request("ab", 0, None, b"").unwrap();
+        let b = encode_request("ab", 0, None, false, b"").unwrap();
         assert_eq!(b[0], TAG_SERVICE_CALL);
         assert!(decode_request(&b.slice(1..)).is_some());
     }
@@ -364,12 +424,19 @@ mod tests {
                 .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
                 .collect();
             let got = match name {
-                "request" => encode_request("echo", 0, None, b"hi").unwrap(),
-                "request_hops_3" => encode_request("echo", 3, None, b"hi").unwrap(),
-                "request_budget_1500" => encode_request("echo", 0, Some(1500), b"hi").unwrap(),
-                "request_hops_2_budget_1500" => {
-                    encode_request("echo", 2, Some(1500), b"hi").unwrap()
+                "request" => encode_request("echo", 0, None, false, b"hi").unwrap(),
+                "request_hops_3" => encode_request("echo", 3, None, false, b"hi").unwrap(),
+                "request_budget_1500" => {
+                    encode_request("echo", 0, Some(1500), false, b"hi").unwrap()
                 }
+                "request_hops_2_budget_1500" => {
+                    encode_request("echo", 2, Some(1500), false, b"hi").unwrap()
+                }
+                "request_http" => encode_request("echo", 0, None, true, b"hi").unwrap(),
+                "response_failed_503" => encode_response(&CallResponse::Failed {
+                    code: 503,
+                    body: Bytes::from_static(b"no"),
+                }),
                 "response_ok" => encode_response(&CallResponse::Ok(Bytes::from_static(b"hi"))),
                 "response_unreachable" => encode_response(&CallResponse::Error {
                     kind: RemoteErrorKind::Unreachable,
@@ -401,7 +468,7 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 10);
+        assert_eq!(seen, 12);
     }
 
     #[test]
@@ -428,23 +495,50 @@ mod tests {
         }
     }
 
+    #[test]
+    fn critical_options_are_understood_or_refused() {
+        // The HTTP option of version 1 is read; another version, an unknown critical option,
+        // or the option twice make the call malformed (so no provider runs an envelope as a
+        // plain body).
+        let ok = Bytes::from_static(&[0x00, 3, 0x80, 1, 1, 1, b'a', b'x']);
+        let r = decode_request(&ok).unwrap();
+        assert!(r.http);
+        assert_eq!(&r.body[..], b"x");
+        for bad in [
+            &[0x00, 3, 0x80, 1, 2, 1, b'a'][..],
+            &[0x00, 3, 0x81, 1, 1, 1, b'a'][..],
+            &[0x00, 2, 0xff, 0, 1, b'a'][..],
+            &[0x00, 6, 0x80, 1, 1, 0x80, 1, 1, 1, b'a'][..],
+        ] {
+            assert!(
+                decode_request(&Bytes::copy_from_slice(bad)).is_none(),
+                "{bad:?}"
+            );
+        }
+        // Below 0x80 an unknown option is still skipped.
+        let skip = Bytes::from_static(&[0x00, 2, 0x7f, 0, 1, b'a']);
+        assert!(!decode_request(&skip).unwrap().http);
+    }
+
     proptest! {
         #[test]
-        fn request_round_trips(name in "[a-z]{1,128}", hops in any::<u8>(), budget in proptest::option::of(any::<u32>()), body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let b = encode_request(&name, hops, budget, &body).unwrap();
+        fn request_round_trips(name in "[a-z]{1,128}", hops in any::<u8>(), budget in proptest::option::of(any::<u32>()), http in any::<bool>(), body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let b = encode_request(&name, hops, budget, http, &body).unwrap();
             let r = decode_request(&b.slice(1..)).unwrap();
             prop_assert_eq!(r.service, name);
             prop_assert_eq!(r.hops, hops);
             prop_assert_eq!(r.budget_ms, budget);
+            prop_assert_eq!(r.http, http);
             prop_assert_eq!(&r.body[..], &body[..]);
         }
 
         #[test]
-        fn response_round_trips(which in 0u8..3, kind in any::<u8>(), code in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..256), msg in ".{0,100}") {
+        fn response_round_trips(which in 0u8..4, kind in any::<u8>(), code in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..256), msg in ".{0,100}") {
             let r = match which {
                 0 => CallResponse::Ok(Bytes::from(body)),
                 1 => CallResponse::Error { kind: RemoteErrorKind::from_byte(kind), message: msg },
-                _ => CallResponse::Rejected { code, body: Bytes::from(body) },
+                2 => CallResponse::Rejected { code, body: Bytes::from(body) },
+                _ => CallResponse::Failed { code, body: Bytes::from(body) },
             };
             prop_assert_eq!(decode_response(&encode_response(&r)), Some(r));
         }

@@ -3,6 +3,7 @@
 mod apps;
 mod dht;
 mod key_agreement;
+mod sidecar;
 
 use crate::{Error, Mode, Workload};
 
@@ -32,5 +33,6 @@ pub(crate) fn all() -> Vec<Box<dyn Workload>> {
         Box::new(dht::LeaveBlink),
         Box::new(key_agreement::KeyAgreement),
         Box::new(apps::Apps),
+        Box::new(sidecar::Sidecar),
     ]
 }
