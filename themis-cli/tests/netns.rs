@@ -1,7 +1,8 @@
-//! Real `themis node` processes in network namespaces (issue 12; root only, skipped with a
+//! Real `themis node` processes in network namespaces (issues 11 and 12; root only, skipped with a
 //! printed reason otherwise): a black-holed provider (every packet to and from its namespace
 //! silently dropped: no refusal, no reset, only silence) fails over within the caller's
-//! deadline.
+//! deadline; a node restarted with its key on another host while the old host is a black hole
+//! replaces the dead instance.
 //!
 //! Every child process is killed when its guard drops, every namespace is removed when the kit
 //! drops, and every wait is bounded.
@@ -55,12 +56,12 @@ fn upstream(net: &Netns, i: usize, name: &'static str, delay: Duration) -> Strin
     format!("http://{addr}/")
 }
 
-/// `themis register SERVICE --upstream URL` on `node` (in namespace `i`), again while a young
-/// ring stores no replica.
+/// `themis register SERVICE --upstream URL` on `node` (in namespace `i`), again (for at most
+/// 40 s) while the node is joining or its ring stores no replica.
 async fn register(net: &Netns, i: usize, node: &Proc, service: &str, upstream: &str) {
     let api = node.api();
     let mut last = String::new();
-    for _ in 0..40 {
+    for _ in 0..160 {
         let args = [
             "register",
             service,
@@ -74,7 +75,10 @@ async fn register(net: &Netns, i: usize, node: &Proc, service: &str, upstream: &
             return;
         }
         last = text(&out.stderr);
-        assert!(last.contains("stored on 0 of"), "{last}");
+        assert!(
+            last.contains("stored on 0 of") || last.contains("the node is joining"),
+            "{last}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("{service} never registered: {last}");
@@ -131,7 +135,7 @@ async fn a_black_holed_provider_fails_over_within_the_callers_deadline() {
             let http = http.clone();
             async move {
                 let mut served = std::collections::HashSet::new();
-                for _ in 0..40 {
+                for _ in 0..160 {
                     let (status, body, _) = call(&http, api, "pair", "x", 5000, true).await;
                     if status == 200 {
                         served.insert(body);
@@ -198,6 +202,95 @@ async fn a_black_holed_provider_fails_over_within_the_callers_deadline() {
 
         net.heal(2);
         drop((seed, a, b, caller));
+    })
+    .await;
+}
+
+/// One call of `service` through the agent at `api` (a forwarded port): Ok when `want`
+/// answered it.
+async fn answered_by(
+    http: &reqwest::Client,
+    api: SocketAddr,
+    service: &str,
+    want: &str,
+) -> Result<(), String> {
+    let (status, body, _) = call(http, api, service, "ping", 2000, false).await;
+    if status == 200 && body == format!("{want}:ping") {
+        Ok(())
+    } else {
+        Err(format!("{status} {body}"))
+    }
+}
+
+/// Issue 11, a crash and a restart with the same key on another host: the dead instance's
+/// address is a black hole (its namespace cut), so nothing refuses for it; the restarted node
+/// must still not be refused as a duplicate, join, have its service called by the others, and
+/// call theirs.
+///
+/// Known broken (ignored until fixed): in 2 of 4 runs the restarted node's registration was
+/// stored on 0 of 3 replicas for 40 s (the ring keeps routing to the black-holed address), in
+/// 1 a call of its service did not finish; when it works, it is ready after 4 s (the collision
+/// check waits out its 3 s TCP connect to the dead address) and a working member after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known broken: a restart elsewhere while the old address is black-holed is not stored for 40 s in half the runs (issue 11)"]
+async fn a_node_restarted_elsewhere_with_its_key_replaces_a_black_holed_instance() {
+    if skip_unless_root() {
+        return;
+    }
+    // 0: a (the seed) and c; 1: b's first host, black-holed after b's crash; 2: b's second host
+    let mut net = Netns::new("themis_rs", &[1, 1, 1]);
+    within(240, "restart elsewhere", async {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("b.key");
+        let key = key.to_str().unwrap().to_owned();
+        let out = net.run(0, BIN, &["keygen", "--out", &key], &[]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let a = spawn_node(&net, 0, dir.path(), "a", &[]).await;
+        let contact = a.get("contact").to_owned();
+        let c = spawn_node(&net, 0, dir.path(), "c", &["--bootstrap", &contact]).await;
+        let b_args = ["--key", key.as_str(), "--bootstrap", contact.as_str()];
+        let mut b = spawn_node(&net, 1, dir.path(), "b", &b_args).await;
+        let id = b.get("id").to_owned();
+        let up_c = upstream(&net, 0, "c", Duration::ZERO);
+        register(&net, 0, &c, "other", &up_c).await;
+        register(&net, 1, &b, "held", &upstream(&net, 1, "b", Duration::ZERO)).await;
+        let api_a = net.forward(0, a.api().parse().unwrap());
+        let api_c = net.forward(0, c.api().parse().unwrap());
+        let http = reqwest::Client::new();
+        for api in [api_a, api_c] {
+            eventually_ok(30, "b's service called", || answered_by(&http, api, "held", "b"))
+                .await;
+        }
+
+        b.signal("-KILL");
+        b.wait(20).await;
+        net.cut(1);
+        let started = Instant::now();
+        b = spawn_node(&net, 2, dir.path(), "b2", &b_args).await;
+        assert_eq!(b.get("id"), id);
+        let ready = started.elapsed();
+        let api_b = net.forward(2, b.api().parse().unwrap());
+        let up_b = upstream(&net, 2, "b", Duration::ZERO);
+        register(&net, 2, &b, "held", &up_b).await;
+        let stored = started.elapsed();
+        for api in [api_a, api_c] {
+            eventually_ok(40, "the restarted node's service called", || {
+                answered_by(&http, api, "held", "b")
+            })
+            .await;
+        }
+        let called = started.elapsed();
+        eventually_ok(40, "the restarted node calls the others", || {
+            answered_by(&http, api_b, "other", "c")
+        })
+        .await;
+        eprintln!(
+            "restart with the same key on another host, the old one black-holed: ready after {ready:?}, stored after {stored:?}, called by both after {called:?}, calls theirs after {:?}",
+            started.elapsed()
+        );
+        let err = b.stderr_text();
+        assert!(!err.contains("ANOTHER LIVE NODE"), "{err}");
+        drop((a, b, c));
     })
     .await;
 }
