@@ -158,7 +158,41 @@ pub(crate) struct RegisterArgs {
     #[arg(long = "allow", value_name = "NODE_ID")]
     pub(crate) allow: Vec<String>,
     #[command(flatten)]
+    pub(crate) check: HealthCheckArgs,
+    #[command(flatten)]
     pub(crate) api: ApiArgs,
+}
+
+/// The health check of `themis register` (as in Consul): the service starts critical and is
+/// announced once its check passes; while it is critical its record is withdrawn. Durations
+/// take their unit: 500ms, 10s, 5m, 1h.
+#[derive(Debug, Args, Default)]
+pub(crate) struct HealthCheckArgs {
+    /// An HTTP check: GET this URL (http://) every --check-interval; a 2xx answer within
+    /// --check-timeout passes, anything else (or no answer) fails.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["check_tcp", "check_ttl"])]
+    pub(crate) check_http: Option<String>,
+    /// A TCP check: connect to HOST:PORT every --check-interval; a completed connect within
+    /// --check-timeout passes.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "check_ttl")]
+    pub(crate) check_tcp: Option<String>,
+    /// A TTL check: the service reports heartbeats (PUT /v1/services/NAME/pass, or /fail,
+    /// with an optional note as the body); no heartbeat within this time fails.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) check_ttl: Option<String>,
+    /// Time between two HTTP or TCP checks (default 10s; 100ms to 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) check_interval: Option<String>,
+    /// How long one HTTP or TCP check may take, below the interval (default half the
+    /// interval, at most 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) check_timeout: Option<String>,
+    /// Passes in a row before a critical check turns passing (default 1; 1 to 100).
+    #[arg(long, value_name = "N")]
+    pub(crate) check_success_before_passing: Option<u32>,
+    /// Failures in a row before a passing check turns critical (default 1; 1 to 100).
+    #[arg(long, value_name = "N")]
+    pub(crate) check_failures_before_critical: Option<u32>,
 }
 
 /// A service name and the agent.

@@ -203,6 +203,10 @@ mod tests {
             weight: None,
             tags: vec!["a".into()],
             allow: vec!["07".repeat(32)],
+            check: Some(crate::agent::CheckDefinition {
+                ttl: Some("30s".into()),
+                ..Default::default()
+            }),
         };
         dir.save_services(std::slice::from_ref(&def)).unwrap();
         let peer = RememberedPeer {

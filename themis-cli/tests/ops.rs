@@ -524,7 +524,13 @@ async fn bootstrap_mismatches_are_named() {
                 node(&dir_path, "waiter", &["--net", "late", "--listen", "127.0.0.1:0", "--bootstrap", &later, "--join-timeout", "60"]).await
             }
         });
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The seed starts once the waiter has said that it waits (its stderr is DIR/waiter.stderr).
+        let waiter_log = dir.path().join("waiter.stderr");
+        eventually_ok(30, "the waiter says it waits for its bootstrap", || async {
+            let log = std::fs::read_to_string(&waiter_log).unwrap_or_default();
+            if log.contains("no bootstrap node answers yet") { Ok(()) } else { Err(log) }
+        })
+        .await;
         let late_seed = node(dir.path(), "late-seed", &["--net", "late", "--listen", &later]).await;
         let waiter = waiter.await.unwrap();
         assert!(waiter.stderr_text().contains("no bootstrap node answers yet"), "{}", waiter.stderr_text());

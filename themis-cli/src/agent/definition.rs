@@ -8,6 +8,7 @@ use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN};
 use themis_mesh::{NodeId, ServiceSpec};
 
 use super::ApiError;
+use super::check::{CheckDefinition, CheckSpec};
 
 /// What a provider says about a service it provides through the agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -32,13 +33,17 @@ pub(crate) struct ServiceDefinition {
     /// paper: the mesh's access policy, checked against the id the channel authenticated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) allow: Vec<String>,
+    /// A health check (HTTP, TCP or TTL, as in Consul): the service is announced only while
+    /// it passes (see [`super::check`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) check: Option<CheckDefinition>,
 }
 
 /// Most node ids in a service's allow-list.
 pub(crate) const MAX_ALLOWED: usize = 1024;
 
 /// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
-pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": ["NODE_ID_HEX"]}"#;
+pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": ["NODE_ID_HEX"], "check": {"http": "http://127.0.0.1:PORT/health", "interval": "10s", "timeout": "2s"}}"#;
 
 impl ServiceDefinition {
     /// Parses the JSON body of a registration.
@@ -80,7 +85,17 @@ impl ServiceDefinition {
             ));
         }
         self.allowed()?;
+        self.check_spec()?;
         Ok(())
+    }
+
+    /// The health check, checked (400 naming what contradicts or is out of range).
+    pub(crate) fn check_spec(&self) -> Result<Option<CheckSpec>, ApiError> {
+        self.check
+            .as_ref()
+            .map(|c| c.spec())
+            .transpose()
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))
     }
 
     /// The node ids of `allow`, parsed (400 for one that is not a node id, or too many).
@@ -178,6 +193,32 @@ mod tests {
             .check("a")
             .unwrap_err();
         assert!(e.to_string().contains("not a node id"), "{e}");
+        let e = d(r#"{"upstream": "u", "check": {"ttl": "10s", "tcp": "a:1"}}"#)
+            .check("a")
+            .unwrap_err();
+        assert!(e.to_string().contains("got tcp and ttl"), "{e}");
+        let e = ServiceDefinition::parse_json(
+            br#"{"upstream": "u", "check": {"http": "http://a:1/", "intervall": "1s"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `intervall`"), "{e}");
+    }
+
+    #[test]
+    fn a_check_reads_the_same_from_json_and_toml() {
+        let j = ServiceDefinition::parse_json(
+            br#"{"name": "db", "upstream": "http://127.0.0.1:8080/", "check": {"tcp": "127.0.0.1:5432", "interval": "5s", "timeout": "1s", "failures_before_critical": 3}}"#,
+        )
+        .unwrap();
+        let t: ServiceDefinition = toml::from_str(
+            "name = \"db\"\nupstream = \"http://127.0.0.1:8080/\"\ncheck = { tcp = \"127.0.0.1:5432\", interval = \"5s\", timeout = \"1s\", failures_before_critical = 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(j, t);
+        let spec = j.check_spec().unwrap().unwrap();
+        assert_eq!(spec.kind.name(), "tcp");
+        assert_eq!(spec.thresholds.failures_before_critical, 3);
+        assert_eq!(j.check("db").map(|()| 1).unwrap(), 1);
     }
 
     proptest! {
@@ -189,8 +230,22 @@ mod tests {
             weight in proptest::option::of(any::<u16>()),
             tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
             allow in proptest::collection::vec("[0-9a-f]{64}", 0..3),
+            check in proptest::option::of((
+                proptest::option::of("http://[a-z]{1,10}:[0-9]{1,4}/health"),
+                proptest::option::of("[a-z]{1,10}:[0-9]{1,4}"),
+                proptest::option::of("[0-9]{1,4}(ms|s|m|h)"),
+                proptest::option::of(1u32..100),
+            )),
         ) {
-            let d = ServiceDefinition { name, upstream, version, weight, tags, allow };
+            let check = check.map(|(http, tcp, ttl, n)| CheckDefinition {
+                http,
+                tcp,
+                interval: ttl.clone(),
+                ttl,
+                failures_before_critical: n,
+                ..CheckDefinition::default()
+            });
+            let d = ServiceDefinition { name, upstream, version, weight, tags, allow, check };
             let json = serde_json::to_vec(&d).unwrap();
             prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
             let t = toml::to_string(&d).unwrap();

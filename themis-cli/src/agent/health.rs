@@ -8,17 +8,24 @@
 //!
 //! Each answers `200` when it holds and `503` when not; `GET /v1/health` answers both (its
 //! status is readiness's) with the reason of each step.
+//!
+//! And the health of one service (issue 12): `GET /v1/health/service/{name}` (Consul's path)
+//! reports this node's check of `name` (status, last output, since when, counts, whether the
+//! record is stored) and the providers a fresh discovery finds across the mesh.
+//! `GET /v1/health/{name}` is the same for any name but `live` and `ready`, which stay the
+//! probes above: a service named `live` or `ready` is reached through `/v1/health/service/`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, Readiness};
+use super::services::provider_json;
+use super::{ApiError, AppState, Readiness, check_name};
 
 /// How long the node may take to answer before it counts as not live.
 const LIVE_WITHIN: Duration = Duration::from_secs(2);
@@ -29,6 +36,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/health", get(health))
         .route("/v1/health/live", get(live))
         .route("/v1/health/ready", get(ready))
+        .route("/v1/health/service/{name}", get(service))
+        .route("/v1/health/{name}", get(service))
 }
 
 /// The probes' findings.
@@ -92,4 +101,57 @@ async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let h = probe(&s).await;
     let body = json!({ "ready": h.ready.is_ok(), "reason": reason(&h.ready) });
     (status_of(h.ready.is_ok()), Json(body))
+}
+
+/// `GET /v1/health/service/{name}` and `GET /v1/health/{name}`: this node's check of `name`
+/// and what discovery finds for it. `200` when the service is provided here or found on the
+/// mesh, `404` when neither.
+async fn service(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let check = s
+        .checks
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&name).map(super::check::CheckHandle::to_json));
+    let defined = s
+        .definitions
+        .lock()
+        .map(|d| d.contains_key(&name))
+        .unwrap_or(false);
+    let announced = s.node.provided_services().contains(&name);
+    let found = s.node.discover_detailed(&name).await;
+    let (providers, discovery_error) = match &found {
+        Ok(d) => (d.providers.iter().map(provider_json).collect(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let provided_here = defined || announced;
+    if !provided_here && providers.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "'{name}' is neither provided by this node nor found by discovery ({})",
+                discovery_error.unwrap_or_default()
+            ),
+        ));
+    }
+    // This node's own view: its check's status; a service without a check passes while it
+    // is provided.
+    let status = match &check {
+        Some(c) => c.get("status").cloned().unwrap_or_default(),
+        None if provided_here => json!("passing"),
+        None => Value::Null,
+    };
+    Ok(Json(json!({
+        "service": name,
+        "provided_here": provided_here,
+        "announced_here": announced,
+        "status": status,
+        "check": check,
+        "providers_found": providers.len(),
+        "providers": providers,
+        "discovery_error": discovery_error,
+    })))
 }

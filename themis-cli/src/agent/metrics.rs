@@ -49,6 +49,19 @@ fn duration_histogram() -> Histogram {
 
 type Durations = Family<Outcome, Histogram, fn() -> Histogram>;
 
+/// The label of a health check's results: its kind and whether it passed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckResult {
+    check: &'static str,
+    result: &'static str,
+}
+
+/// The label of a health check's status changes: the new status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckChange {
+    to: &'static str,
+}
+
 /// One kind of work the agent does: how many ended, by outcome, and how long each took.
 #[derive(Debug, Clone)]
 struct Work {
@@ -92,6 +105,8 @@ pub(crate) struct AgentMetrics {
     calls: Work,
     discoveries: Work,
     forwards: Work,
+    check_results: Family<CheckResult, Counter>,
+    check_changes: Family<CheckChange, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -100,6 +115,8 @@ impl Default for AgentMetrics {
             calls: Work::new(),
             discoveries: Work::new(),
             forwards: Work::new(),
+            check_results: Family::default(),
+            check_changes: Family::default(),
         }
     }
 }
@@ -120,7 +137,31 @@ impl AgentMetrics {
         self.forwards.record(ok, took);
     }
 
+    /// A health check of kind `check` (`http`, `tcp`, `ttl`) had a result.
+    pub(crate) fn check_result(&self, check: &'static str, passed: bool) {
+        let result = if passed { "pass" } else { "fail" };
+        self.check_results
+            .get_or_create(&CheckResult { check, result })
+            .inc();
+    }
+
+    /// A health check's status changed (to passing, or to critical).
+    pub(crate) fn check_transition(&self, passing: bool) {
+        let to = if passing { "passing" } else { "critical" };
+        self.check_changes.get_or_create(&CheckChange { to }).inc();
+    }
+
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "themis_health_check_results",
+            "Results of the health checks of the services provided through this agent, by kind (http, tcp, ttl) and result (pass, fail).",
+            self.check_results.clone(),
+        );
+        r.register(
+            "themis_health_check_changes",
+            "Status changes of the health checks of this agent's services, by new status (passing: the record is stored again; critical: it is withdrawn).",
+            self.check_changes.clone(),
+        );
         self.calls.register(
             r,
             "themis_mesh_calls",
@@ -358,6 +399,10 @@ mod tests {
         agent.call(true, Duration::from_millis(700));
         agent.call(false, Duration::from_secs(2));
         agent.forward(true, Duration::from_millis(1));
+        agent.check_result("http", true);
+        agent.check_result("http", false);
+        agent.check_result("http", false);
+        agent.check_transition(false);
         let mut hops = [0; HOP_BUCKETS];
         hops[1] = 4;
         hops[3] = 2;
@@ -414,6 +459,9 @@ mod tests {
             "themis_endpoint_sessions 2",
             "# TYPE themis_mesh_call_duration_seconds histogram",
             "themis_mesh_call_duration_seconds_count{outcome=\"ok\"} 2",
+            "themis_health_check_results_total{check=\"http\",result=\"fail\"} 2",
+            "themis_health_check_results_total{check=\"http\",result=\"pass\"} 1",
+            "themis_health_check_changes_total{to=\"critical\"} 1",
         ] {
             assert!(text.contains(want), "missing {want}: {text}");
         }

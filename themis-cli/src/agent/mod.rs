@@ -3,14 +3,16 @@
 //!
 //! | route | module | what |
 //! |---|---|---|
-//! | `PUT /v1/services/{name}` | [`services`] | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar) |
+//! | `PUT /v1/services/{name}` | [`services`] | provide `name`: calls reaching this node are POSTed to the JSON body's `upstream` (sidecar); an optional `check` ([`check`]) announces it only while it passes |
 //! | `DELETE /v1/services/{name}` | [`services`] | stop providing `name` |
 //! | `GET /v1/services/{name}` | [`services`] | discover `name`: providers and the replica object ids |
 //! | `GET /v1/services` | [`services`] | the services this node provides, with their definitions |
 //! | `POST /v1/call/{name}` | [`call`] | call `name` with the body; answer = the provider's body, header `x-themis-provider`; headers `x-themis-idempotent: true`, `x-themis-hops`, `x-themis-timeout-ms` (or `?timeout_ms=`) |
 //! | `GET /v1/status` | [`status`] | node id, network, ring neighbours, sessions, stored records, uptime |
 //! | `GET /v1/agent/self` | [`status`] | the agent's settings (version, limits, DNS, data dir) |
+//! | `PUT /v1/services/{name}/pass`, `/fail` | [`services`] | a TTL check's heartbeat (optional note in the body) |
 //! | `GET /v1/health`, `/v1/health/live`, `/v1/health/ready` | [`health`] | liveness and readiness for an orchestrator's probes |
+//! | `GET /v1/health/service/{name}` (or `/v1/health/{name}`) | [`health`] | the local check of `name` and the providers discovery finds |
 //! | `GET /v1/members` | [`members`] | the ring walked from this node: every member's id, address, state, services |
 //! | `GET /v1/doctor` | [`doctor`] | the checks of `themis check` |
 //! | `GET /metrics` | [`metrics`] | OpenMetrics text (Prometheus scrapes it) |
@@ -22,6 +24,7 @@
 //! 403, 404, 405 with `Allow`, 408, 413, 502, 503, 504).
 
 mod call;
+mod check;
 mod definition;
 mod doctor;
 mod guard;
@@ -50,6 +53,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use themis_mesh::{Bytes, MeshNode, Mode};
 
+pub(crate) use check::CheckDefinition;
 pub(crate) use definition::ServiceDefinition;
 use metrics::AgentMetrics;
 pub(crate) use server::{ServerLimits, serve};
@@ -151,6 +155,10 @@ pub(crate) struct AppState {
     http: reqwest::Client,
     /// The services provided through this agent, by name, as they were defined.
     definitions: Mutex<BTreeMap<String, ServiceDefinition>>,
+    /// The running health checks, by service (see [`check`]).
+    checks: Mutex<BTreeMap<String, check::CheckHandle>>,
+    /// The client of the HTTP health checks (no redirects, no proxy).
+    check_http: reqwest::Client,
     metrics: AgentMetrics,
     readiness: Arc<Readiness>,
 }
@@ -170,6 +178,8 @@ impl AppState {
                 .build()
                 .unwrap_or_default(),
             definitions: Mutex::new(BTreeMap::new()),
+            checks: Mutex::new(BTreeMap::new()),
+            check_http: check::probe::client(),
             metrics: AgentMetrics::default(),
             readiness: Arc::default(),
         }
@@ -321,7 +331,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no such API route (routes: /v1/services/{name}, /v1/call/{name}, /v1/status, /v1/agent/self, /v1/health, /v1/members, /v1/doctor, /metrics)",
+                "no such API route (routes: /v1/services/{name}, /v1/services/{name}/pass|fail, /v1/call/{name}, /v1/status, /v1/agent/self, /v1/health, /v1/health/service/{name}, /v1/members, /v1/doctor, /metrics)",
             )
         })
         .layer(DefaultBodyLimit::max(limit))
@@ -342,7 +352,7 @@ pub(crate) async fn register_all(
     let mut failed = Vec::new();
     for d in definitions {
         let name = d.name.clone().unwrap_or_default();
-        if let Err(e) = services::provide(state, &name, d).await {
+        if let Err(e) = services::provide(state, &name, d).await.map(|_| ()) {
             failed.push((name, e));
         }
     }

@@ -1,17 +1,18 @@
 //! `/v1/services`: provide a service through the agent (sidecar), stop providing it, list what
 //! this node provides, and discover a service's providers (paper §7 register and discover).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use themis_mesh::Bytes;
 
+use super::check::{self, CheckKind, CheckState, HeartbeatError, MAX_CHECKS, Status};
 use super::{
     ApiError, AppState, MAX_UPSTREAMS, ServiceDefinition, Sidecar, body_or_error, check_name,
 };
@@ -23,6 +24,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/v1/services/{name}",
             get(discover).put(register).delete(deregister),
         )
+        .route("/v1/services/{name}/pass", put(pass))
+        .route("/v1/services/{name}/fail", put(fail))
         .route("/v1/services", get(list_services))
 }
 
@@ -38,6 +41,23 @@ impl AppState {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "this agent already provides {MAX_UPSTREAMS} services, its limit; deregister one first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new health check beyond [`MAX_CHECKS`] (replacing one is always allowed).
+    fn check_check_room(&self, name: &str) -> Result<(), ApiError> {
+        let checks = self
+            .checks
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent state poisoned"))?;
+        if !checks.contains_key(name) && checks.len() >= MAX_CHECKS {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this agent already runs {MAX_CHECKS} health checks, its limit; deregister a checked service first"
                 ),
             ));
         }
@@ -69,20 +89,102 @@ impl AppState {
     }
 }
 
+/// What a registration did.
+pub(super) struct Provided {
+    /// Replicas that stored the record now (0 while a check keeps the service back).
+    pub(super) stored: u8,
+    /// The service's check, if it has one (as `GET /v1/health/{name}` shows it).
+    pub(super) check: Option<Value>,
+}
+
 /// Provides `name` as `def` says: checks the definition, the upstream URL and the room for one
-/// more service, registers it with a sidecar handler forwarding to the upstream (paper §7
-/// register), then remembers (and saves) the definition. The one path of a registration through
-/// the API and of the services registered at start.
+/// more service; without a health check, registers it at once with a sidecar handler
+/// forwarding to the upstream (paper §7 register). With a check, the service starts critical
+/// (as in Consul) and is announced only once the check passes: an HTTP or TCP check is probed
+/// once right here (so a healthy service is stored before the answer), a TTL check waits for
+/// its first heartbeat; the check's runner then keeps the record in line with the check.
+/// Then remembers (and saves) the definition. The one path of a registration through the API
+/// and of the services registered at start.
 pub(super) async fn provide(
-    s: &AppState,
+    s: &Arc<AppState>,
     name: &str,
     mut def: ServiceDefinition,
-) -> Result<u8, ApiError> {
+) -> Result<Provided, ApiError> {
     check_name(name)?;
     def.check(name)?;
-    let url = Sidecar::parse_upstream(&def.upstream)
+    Sidecar::parse_upstream(&def.upstream)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     s.check_room(name)?;
+    let spec = def.check_spec()?;
+    if spec.is_some() {
+        s.check_check_room(name)?;
+    }
+    def.name = Some(name.to_owned());
+    // A replaced registration's check ends first: its runner must not store or withdraw the
+    // record behind this registration's back.
+    let old = s.checks.lock().ok().and_then(|mut c| c.remove(name));
+    drop(old);
+    let Some(spec) = spec else {
+        let stored = announce(s, name, &def).await?;
+        remember(s, name, def);
+        return Ok(Provided {
+            stored,
+            check: None,
+        });
+    };
+    let mut state = CheckState::new(spec.thresholds, Instant::now());
+    if let CheckKind::Probe { probe, timeout, .. } = &spec.kind {
+        let (pass, output) = check::probe::run(&s.check_http, probe, *timeout).await;
+        s.metrics.check_result(spec.kind.name(), pass);
+        if state.record(pass, &output, Instant::now()).is_some() {
+            s.metrics.check_transition(pass);
+        }
+    }
+    let passing = state.status() == Status::Passing;
+    let stored = if passing {
+        announce(s, name, &def).await?
+    } else {
+        // Critical from the start: not announced; an earlier registration of the name goes.
+        def.allowed()?;
+        if s.node.provided_services().iter().any(|p| p == name) {
+            s.node.withdraw(name).await?;
+        }
+        tracing::info!(service = %name, check = spec.kind.name(), output = %state.output(), "registered; not announced until its health check passes");
+        0
+    };
+    remember(s, name, def);
+    let handle = check::runner::spawn(
+        name.to_owned(),
+        spec,
+        state,
+        passing,
+        Arc::new(AgentAnnouncer(Arc::downgrade(s))),
+        s.check_http.clone(),
+        s.metrics.clone(),
+    );
+    let shown = handle.to_json();
+    if let Ok(mut c) = s.checks.lock() {
+        c.insert(name.to_owned(), handle);
+    }
+    Ok(Provided {
+        stored,
+        check: Some(shown),
+    })
+}
+
+/// Remembers (and saves) the definition of a provided service.
+fn remember(s: &AppState, name: &str, def: ServiceDefinition) {
+    if let Ok(mut defs) = s.definitions.lock() {
+        defs.insert(name.to_owned(), def);
+    }
+    s.persist();
+}
+
+/// Announces `name` as `def` says: the access list first, then the registration with a
+/// sidecar handler (its records stored on the replicas). Returns the replicas stored now.
+async fn announce(s: &AppState, name: &str, def: &ServiceDefinition) -> Result<u8, ApiError> {
+    let url = Sidecar::parse_upstream(&def.upstream)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     // The access list first, so that no call gets through between the registration and it
     // (an empty list opens the service, also replacing an earlier list).
     let allowed = def.allowed()?;
@@ -108,11 +210,6 @@ pub(super) async fn provide(
             return Err(e.into());
         }
     };
-    def.name = Some(name.to_owned());
-    if let Ok(mut defs) = s.definitions.lock() {
-        defs.insert(name.to_owned(), def);
-    }
-    s.persist();
     let replicas = u32::from(s.node.replication()) + 1;
     if u32::from(stored) < replicas {
         tracing::warn!(service = %name, stored, replicas, allowed_callers = allowed.len(), "registered, but stored on fewer than all replicas; the node retries the others");
@@ -120,6 +217,35 @@ pub(super) async fn provide(
         tracing::info!(service = %name, upstream = %url, stored, allowed_callers = allowed.len(), "registered");
     }
     Ok(stored)
+}
+
+/// What a check's runner does on a status change, for the agent: announce the service as its
+/// definition says, or withdraw it. Holds the agent weakly (the agent holds the runner).
+struct AgentAnnouncer(Weak<AppState>);
+
+#[async_trait::async_trait]
+impl check::Announce for AgentAnnouncer {
+    async fn announce(&self, service: &str) -> Result<(), String> {
+        let s = self.0.upgrade().ok_or("the agent is stopping")?;
+        let def = s
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|d| d.get(service).cloned())
+            .ok_or_else(|| format!("'{service}' is no longer registered"))?;
+        let stored = announce(&s, service, &def)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(service = %service, stored, "health check passing: announced again");
+        Ok(())
+    }
+
+    async fn withdraw(&self, service: &str) -> Result<(), String> {
+        let s = self.0.upgrade().ok_or("the agent is stopping")?;
+        let w = s.node.withdraw(service).await.map_err(|e| e.to_string())?;
+        tracing::info!(service = %service, withdrawn = w.replicas_withdrawn, replicas = w.replicas, "health check critical: withdrawn from discovery");
+        Ok(())
+    }
 }
 
 /// `PUT /v1/services/{name}`.
@@ -132,8 +258,12 @@ async fn register(
     let spec = def.spec();
     let upstream = Sidecar::parse_upstream(&def.upstream).map(|u| u.to_string());
     let allow = def.allow.clone();
-    let stored = provide(&s, &name, def).await?;
+    let Provided { stored, check } = provide(&s, &name, def).await?;
     Ok(Json(json!({
+        "announced": check
+            .as_ref()
+            .is_none_or(|c| c.get("announced") == Some(&Value::Bool(true))),
+        "check": check,
         "service": name,
         "upstream": upstream.unwrap_or_default(),
         "version": spec.version,
@@ -151,12 +281,18 @@ async fn deregister(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
+    // The check first: its runner must not store the record again behind the withdrawal.
+    let check = s.checks.lock().ok().and_then(|mut c| c.remove(&name));
+    drop(check);
     let w = s.node.withdraw(&name).await?;
-    let had = w.provided;
     s.node.restrict(&name, [])?;
-    if let Ok(mut defs) = s.definitions.lock() {
-        defs.remove(&name);
-    }
+    let defined = s
+        .definitions
+        .lock()
+        .map(|mut defs| defs.remove(&name).is_some())
+        .unwrap_or(false);
+    // A service held back by a critical check is provided, though not announced.
+    let had = w.provided || defined;
     s.persist();
     if !had {
         return Err(ApiError::new(
@@ -173,22 +309,32 @@ async fn deregister(
     })))
 }
 
-/// `GET /v1/services`.
+/// `GET /v1/services`: what this node provides, announced or held back by a critical check.
 async fn list_services(State(s): State<Arc<AppState>>) -> Json<Value> {
     let defs = s.definitions.lock().map(|d| d.clone()).unwrap_or_default();
-    let list: Vec<Value> = s
-        .node
-        .provided_services()
+    let provided = s.node.provided_services();
+    let mut names: Vec<String> = defs.keys().cloned().collect();
+    names.extend(provided.iter().filter(|p| !defs.contains_key(*p)).cloned());
+    names.sort();
+    let list: Vec<Value> = names
         .into_iter()
         .map(|n| {
             let d = defs.get(&n);
+            let health = s
+                .checks
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&n).map(|h| h.view().state.status().as_str()));
             json!({
-                "service": n,
+                "announced": provided.contains(&n),
+                "health": health,
                 "upstream": d.map(|d| d.upstream.clone()),
                 "version": d.and_then(|d| d.version.clone()),
                 "weight": d.and_then(|d| d.weight),
                 "tags": d.map(|d| d.tags.clone()).unwrap_or_default(),
                 "allow": d.map(|d| d.allow.clone()).unwrap_or_default(),
+                "check": d.and_then(|d| d.check.clone()),
+                "service": n,
             })
         })
         .collect();
@@ -205,21 +351,7 @@ async fn discover(
     let found = s.node.discover_detailed(&name).await;
     s.metrics.discovery(found.is_ok(), started.elapsed());
     let d = found?;
-    let providers: Vec<Value> = d
-        .providers
-        .iter()
-        .map(|r| {
-            json!({
-                "node": r.provider.id.to_string(),
-                "address": r.provider.addr.to_string(),
-                "version": r.provider.version,
-                "weight": r.provider.weight,
-                "tags": r.provider.tags,
-                "sequence": r.sequence,
-                "succeeds": r.succeeds.map(|id| id.to_string()),
-            })
-        })
-        .collect();
+    let providers: Vec<Value> = d.providers.iter().map(provider_json).collect();
     let replicas: Vec<Value> = d
         .object_ids
         .iter()
@@ -233,4 +365,101 @@ async fn discover(
         "found_on_replica": d.replica,
         "hops": d.hops,
     })))
+}
+
+/// One provider record as the API shows it.
+pub(super) fn provider_json(r: &themis_mesh::ProviderRecord) -> Value {
+    json!({
+        "node": r.provider.id.to_string(),
+        "address": r.provider.addr.to_string(),
+        "version": r.provider.version,
+        "weight": r.provider.weight,
+        "tags": r.provider.tags,
+        "sequence": r.sequence,
+        "succeeds": r.succeeds.map(|id| id.to_string()),
+    })
+}
+
+/// Longest a heartbeat waits for its check to take it (a status change stores or withdraws
+/// the record first, bounded by the node's command timeout).
+const HEARTBEAT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `PUT /v1/services/{name}/pass`: a TTL check's heartbeat, passing (the body is a note).
+async fn pass(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    heartbeat(&s, &name, true, body).await
+}
+
+/// `PUT /v1/services/{name}/fail`: a TTL check's heartbeat, failing (the body is a note).
+async fn fail(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    heartbeat(&s, &name, false, body).await
+}
+
+async fn heartbeat(
+    s: &AppState,
+    name: &str,
+    pass: bool,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(name)?;
+    let body = body_or_error(body, s.config.max_body)?;
+    let note = String::from_utf8_lossy(&body);
+    let taken = {
+        let checks = s
+            .checks
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent state poisoned"))?;
+        let h = checks.get(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "this node has no health check for '{name}': register it with a TTL check (themis register {name} --upstream URL --check-ttl 30s)"
+                ),
+            )
+        })?;
+        h.heartbeat(pass, note.trim()).map_err(|e| match e {
+            HeartbeatError::NotTtl(kind) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the check of '{name}' is an {kind} check, which the agent runs itself; only a TTL check takes heartbeats"),
+            ),
+            HeartbeatError::Busy => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("heartbeats for '{name}' arrive faster than the check takes them; send one per TTL or so"),
+            ),
+            HeartbeatError::Ended => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the check of '{name}' has ended (deregistered or replaced)"),
+            ),
+        })?
+    };
+    match tokio::time::timeout(HEARTBEAT_WAIT, taken).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the check of '{name}' ended before it took the heartbeat"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the check of '{name}' did not take the heartbeat within {HEARTBEAT_WAIT:?}"
+                ),
+            ));
+        }
+    }
+    let shown = s
+        .checks
+        .lock()
+        .ok()
+        .and_then(|c| c.get(name).map(check::CheckHandle::to_json));
+    Ok(Json(json!({ "service": name, "check": shown })))
 }

@@ -13,7 +13,10 @@ mod cluster_view;
 
 pub(crate) use cluster_view::{check, members};
 
-use crate::cli::{ApiArgs, CallArgs, DiscoverArgs, NameArgs, RegisterArgs, StatusArgs};
+use crate::agent::CheckDefinition;
+use crate::cli::{
+    ApiArgs, CallArgs, DiscoverArgs, HealthCheckArgs, NameArgs, RegisterArgs, StatusArgs,
+};
 use crate::error::Error;
 
 /// How long a request to the agent may take (a call may fail over across providers).
@@ -203,20 +206,94 @@ pub(super) fn s(v: &Value, key: &str) -> String {
     }
 }
 
+/// The health check the `--check-*` flags describe, checked as the agent checks it (a
+/// contradiction is refused here, before anything is sent). `None` without check flags.
+pub(crate) fn check_of(c: &HealthCheckArgs) -> Result<Option<CheckDefinition>, Error> {
+    let kind = c.check_http.is_some() || c.check_tcp.is_some() || c.check_ttl.is_some();
+    let usage = |reason: String| Error::Usage {
+        what: "health check",
+        reason,
+    };
+    if !kind {
+        let stray = [
+            ("--check-interval", c.check_interval.is_some()),
+            ("--check-timeout", c.check_timeout.is_some()),
+            (
+                "--check-success-before-passing",
+                c.check_success_before_passing.is_some(),
+            ),
+            (
+                "--check-failures-before-critical",
+                c.check_failures_before_critical.is_some(),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(flag, set)| set.then_some(flag));
+        return match stray {
+            Some(flag) => Err(usage(format!(
+                "{flag} needs a check: --check-http URL, --check-tcp HOST:PORT or --check-ttl DURATION"
+            ))),
+            None => Ok(None),
+        };
+    }
+    if c.check_ttl.is_some() && (c.check_interval.is_some() || c.check_timeout.is_some()) {
+        return Err(usage(
+            "--check-ttl takes no --check-interval or --check-timeout: the service reports its heartbeats itself (PUT /v1/services/NAME/pass) and the TTL is how long one holds".to_owned(),
+        ));
+    }
+    let def = CheckDefinition {
+        http: c.check_http.clone(),
+        tcp: c.check_tcp.clone(),
+        ttl: c.check_ttl.clone(),
+        interval: c.check_interval.clone(),
+        timeout: c.check_timeout.clone(),
+        success_before_passing: c.check_success_before_passing,
+        failures_before_critical: c.check_failures_before_critical,
+    };
+    def.spec().map_err(usage)?;
+    Ok(Some(def))
+}
+
 /// `themis register`.
 pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
+    let check = check_of(&a.check)?;
     let agent = Agent::new(&a.api)?;
-    let body = json!({
+    let mut body = json!({
         "upstream": a.upstream,
         "version": a.version,
         "weight": a.weight,
         "tags": a.tags,
         "allow": a.allow,
     });
+    // Only with a check: an agent without health checks refuses the unknown field.
+    if let (Some(c), Some(o)) = (&check, body.as_object_mut()) {
+        o.insert("check".to_owned(), json!(c));
+    }
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;
     let stored = v.get("replicas_stored").and_then(Value::as_u64);
     let replicas = v.get("replicas").and_then(Value::as_u64);
+    let checked = v.get("check").filter(|c| !c.is_null());
+    if let Some(c) = checked
+        && c.get("status").and_then(Value::as_str) != Some("passing")
+    {
+        // Held back by its check (as Consul, a check starts critical): not an error.
+        println!(
+            "registered '{}' -> {} (provider {}); its {} check is {}: announced once it passes ({}). Its state: GET /v1/health/service/{}",
+            a.name,
+            s(&v, "upstream"),
+            s(&v, "provider"),
+            s(c, "kind"),
+            s(c, "status"),
+            if c.get("kind").and_then(Value::as_str) == Some("ttl") {
+                format!("PUT /v1/services/{}/pass", path_segment(&a.name))
+            } else {
+                s(c, "output")
+            },
+            path_segment(&a.name),
+        );
+        return Ok(());
+    }
     if stored == Some(0) {
         return Err(Error::NotStored {
             service: a.name,
@@ -225,7 +302,7 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     }
     let callers = v.get("allow").and_then(Value::as_array).map_or(0, Vec::len);
     println!(
-        "registered '{}' -> {} (stored on {} of {} replicas; provider {}; {})",
+        "registered '{}' -> {} (stored on {} of {} replicas; provider {}; {}{})",
         a.name,
         s(&v, "upstream"),
         s(&v, "replicas_stored"),
@@ -239,6 +316,10 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
                 plural(callers as u64, "allowed node")
             )
         },
+        checked.map_or_else(String::new, |c| format!(
+            "; its {} check passes",
+            s(c, "kind")
+        )),
     );
     if let (Some(stored), Some(replicas)) = (stored, replicas)
         && stored < replicas
@@ -534,6 +615,114 @@ mod tests {
         assert_eq!(plural(1, "hop"), "1 hop");
         assert_eq!(plural(0, "hop"), "0 hops");
         assert_eq!(plural(3, "provider"), "3 providers");
+    }
+
+    fn check_flags(args: &[&str]) -> Result<Option<CheckDefinition>, String> {
+        use clap::Parser;
+        let mut all = vec![
+            "themis",
+            "register",
+            "svc",
+            "--upstream",
+            "http://127.0.0.1:1/",
+        ];
+        all.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        match cli.command {
+            crate::cli::Command::Register(a) => check_of(&a.check).map_err(|e| e.to_string()),
+            _ => Err("not register".into()),
+        }
+    }
+
+    #[test]
+    fn check_flags_make_one_check_and_contradictions_are_refused() {
+        assert_eq!(check_flags(&[]).unwrap(), None);
+        let c = check_flags(&[
+            "--check-http",
+            "http://127.0.0.1:8080/health",
+            "--check-interval",
+            "2s",
+            "--check-timeout",
+            "500ms",
+            "--check-failures-before-critical",
+            "3",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.http.as_deref(), Some("http://127.0.0.1:8080/health"));
+        assert_eq!(
+            (
+                c.interval.as_deref(),
+                c.timeout.as_deref(),
+                c.failures_before_critical
+            ),
+            (Some("2s"), Some("500ms"), Some(3))
+        );
+        let c = check_flags(&["--check-ttl", "30s", "--check-success-before-passing", "2"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.ttl.as_deref(), c.success_before_passing),
+            (Some("30s"), Some(2))
+        );
+        assert!(
+            check_flags(&["--check-tcp", "127.0.0.1:5432"])
+                .unwrap()
+                .is_some()
+        );
+        for (args, needle) in [
+            (
+                &["--check-http", "http://a:1/", "--check-tcp", "a:1"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--check-tcp", "a:1", "--check-ttl", "5s"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--check-http", "http://a:1/", "--check-ttl", "5s"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--check-interval", "5s"][..],
+                "--check-interval needs a check",
+            ),
+            (
+                &["--check-failures-before-critical", "2"][..],
+                "needs a check",
+            ),
+            (
+                &["--check-ttl", "5s", "--check-interval", "1s"][..],
+                "takes no --check-interval",
+            ),
+            (
+                &["--check-ttl", "5s", "--check-timeout", "1s"][..],
+                "takes no --check-interval",
+            ),
+            (
+                &[
+                    "--check-http",
+                    "http://a:1/",
+                    "--check-interval",
+                    "1s",
+                    "--check-timeout",
+                    "2s",
+                ][..],
+                "below its interval",
+            ),
+            (
+                &["--check-tcp", "a:1", "--check-interval", "10"][..],
+                "not a duration",
+            ),
+            (&["--check-tcp", "nope"][..], "not HOST:PORT"),
+            (
+                &["--check-ttl", "5s", "--check-success-before-passing", "0"][..],
+                "1 to 100",
+            ),
+        ] {
+            let e = check_flags(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]
