@@ -57,8 +57,13 @@ pub const SUBNET: [u8; 3] = [10, 200, 0];
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Why the kit cannot run here, or `None` when it can: root, `ip` and `nft` present, and a
-/// network namespace can be made.
+/// network namespace can be made. Found out once per test process.
 pub fn unavailable() -> Option<String> {
+    static FOUND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_unavailable).clone()
+}
+
+fn find_unavailable() -> Option<String> {
     let uid = Command::new("id").arg("-u").output();
     match uid {
         Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "0" => {}

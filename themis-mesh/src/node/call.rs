@@ -28,7 +28,9 @@ pub struct CallOptions {
     /// The longest the whole call may take, discovery and failover included (none: the
     /// bounds of [`MeshNode::call`](super::MeshNode::call)). Each attempt carries the time left
     /// to the provider, which cuts its handler there; at the end the call fails with
-    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded). An idempotent call that
+    /// could still go to another provider gives each attempt half the time left, so a provider
+    /// that went silent (a black hole) cannot use up the whole deadline.
     pub timeout: Option<Duration>,
     /// The request is an HTTP request envelope and the answer will be an HTTP response
     /// envelope (PROTOCOL.md §7.8; the agent's transparent sidecar). A provider whose handler
@@ -219,6 +221,19 @@ pub(crate) fn judge_channel_error(e: &ChannelError) -> Verdict {
     }
 }
 
+/// How long one attempt of a call with `left` before its deadline may take (issue 12,
+/// deadlines): all of `left` when the call could not be sent elsewhere after a timeout (it is
+/// not idempotent, or no other provider and attempt is left); otherwise half of it, so that a
+/// provider that went silent (a black hole: no refusal, no reset, no answer) leaves the other
+/// half to another provider instead of using up the whole deadline.
+pub(crate) fn attempt_limit(left: Duration, idempotent: bool, another: bool) -> Duration {
+    if idempotent && another {
+        left / 2
+    } else {
+        left
+    }
+}
+
 /// The hop limit, checked by the caller before it sends and by the provider before it runs.
 pub(crate) fn over_hop_limit(hops: u8) -> bool {
     hops > MAX_HOPS
@@ -290,6 +305,15 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn an_attempt_leaves_half_the_deadline_only_to_a_call_that_can_fail_over() {
+        let left = Duration::from_millis(800);
+        assert_eq!(attempt_limit(left, true, true), Duration::from_millis(400));
+        assert_eq!(attempt_limit(left, false, true), left);
+        assert_eq!(attempt_limit(left, true, false), left);
+        assert_eq!(attempt_limit(left, false, false), left);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use themis_crypto::{IdentityKeypair, NetworkId, NodeId, Succession};
 use themis_dht::{Contact, DhtHandler, DhtNode, DriverConfig, ServiceMetadata};
 
 pub use call::{CallContext, CallOptions, HandlerError};
-use call::{Verdict, judge_channel_error, judge_response, over_hop_limit};
+use call::{Verdict, attempt_limit, judge_channel_error, judge_response, over_hop_limit};
 pub use info::NodeInfo;
 pub use introspect::{Discovery, MeshStatus};
 pub use members::{Member, MemberState, Members};
@@ -850,17 +850,23 @@ impl MeshNode {
         };
         let mut last: Option<Error> = None;
         loop {
-            let pick = {
+            let (pick, another) = {
                 let mut b = self.inner.balancers.lock().map_err(|_| lock_err())?;
                 let Some(bal) = b.get_mut(service) else {
                     return Err(Error::NoProviders {
                         service: service.to_owned(),
                     });
                 };
-                match bal.pick(&mut call, now()) {
+                let t = now();
+                let pick = match bal.pick(&mut call, t) {
                     Ok(p) => p,
                     Err(e) => return Err(last.unwrap_or(e)),
-                }
+                };
+                // Whether a timed-out attempt could still be sent to another provider.
+                let another = call.attempts() < bal.config().max_attempts
+                    && bal.retries_available(t) > 0
+                    && bal.provider_ids().any(|id| !call.tried().contains(id));
+                (pick, another)
             };
             let peer = PeerAddr {
                 id: pick.id,
@@ -868,12 +874,16 @@ impl MeshNode {
             };
             let started = now();
             let left = deadline.map(|d| d.saturating_duration_since(started));
-            if let Some(left) = left {
-                if left.is_zero() {
+            // An idempotent call that may still fail over gives the attempt half the time
+            // left (a silent provider must not use up the whole deadline); the provider is
+            // sent the attempt's time as its budget.
+            let limit = left.map(|l| attempt_limit(l, options.idempotent, another));
+            if let Some(limit) = limit {
+                if limit.is_zero() {
                     self.cancel_pick(service, &pick.id)?;
                     return Err(expired());
                 }
-                let ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX).max(1);
                 payload = encode(Some(ms))?;
             }
             let remote = |kind, message| Error::Remote {
@@ -882,17 +892,25 @@ impl MeshNode {
                 kind,
                 message,
             };
-            let sent = match left {
+            let sent = match limit {
                 None => Ok(self.send_call(&peer, payload.clone()).await),
-                Some(left) => tokio::time::timeout(left, self.send_call(&peer, payload.clone()))
+                Some(limit) => tokio::time::timeout(limit, self.send_call(&peer, payload.clone()))
                     .await
                     .map_err(|_| ()),
             };
             let Ok(sent) = sent else {
-                // The deadline passed during the attempt: a failure sample for the provider
-                // (it did not answer in the time asked), and no time for another attempt.
+                // No answer in the time given: a failure sample for the provider. At the
+                // deadline nothing is left for another attempt; before it (an idempotent call
+                // cut at half its time left) the call fails over.
                 self.report(service, &pick.id, None)?;
-                return Err(expired());
+                if limit == left {
+                    return Err(expired());
+                }
+                if let Ok(mut c) = self.inner.cache.lock() {
+                    c.invalidate(service);
+                }
+                last = Some(expired());
+                continue;
             };
             let (verdict, outcome) = match sent {
                 Ok(bytes) => {

@@ -178,6 +178,18 @@ impl Node {
                     self.try_next_bootstrap(now);
                 }
             }
+            // The bootstrap's lookup of our successor failed: typically its ring still routed
+            // through a node that just crashed or restarted (a restart with the same key,
+            // issue 11: the dead instance's entry is purged as the lookup meets the new one,
+            // which is not a member yet). Like a stale answer, retried through the same
+            // bootstrap after a stabilize period, not after a failed round's `retry_delay`
+            // (10 s by default; 2 s with --fast, which a restart at the same address took).
+            (
+                Ok(Response::Refused {
+                    reason: Refusal::Busy,
+                }),
+                Some(_),
+            ) => self.retry_join_stale(now),
             _ => self.try_next_bootstrap(now),
         }
     }
