@@ -123,6 +123,42 @@ mod proto;
 pub mod wire;
 
 pub use error::{Error, Result};
+
+/// Fuzzing access to the decoders that are not public (`fuzz/`). Not part of the API: may
+/// change without notice.
+#[doc(hidden)]
+pub mod fuzz {
+    use bytes::BytesMut;
+
+    use crate::{check_outgoing_frame, peek_header};
+
+    /// A frame under arbitrary bytes: the header parser (what parses must encode back to the
+    /// frame's first bytes), the control messages (what decodes must round-trip) and the
+    /// transport's frame check. `Err` names the check that failed (a bug).
+    pub fn frame(bytes: &[u8]) -> Result<(), String> {
+        if let Ok(h) = peek_header(bytes) {
+            let mut out = BytesMut::new();
+            h.encode(&mut out);
+            if bytes.get(..out.len()) != Some(&out[..]) || out.len() != h.len() {
+                return Err(format!("header {h:?} does not round-trip"));
+            }
+            if bytes.len() < h.kind().overhead() {
+                return Err(format!("header {h:?} accepted from a frame too short"));
+            }
+        }
+        crate::proto::endpoint::fuzz_control(bytes)?;
+        let _ = check_outgoing_frame(bytes, crate::wire::DEFAULT_MAX_FRAME_LEN);
+        Ok(())
+    }
+
+    /// The TCP length-prefix framing under arbitrary bytes (the first two pick the size limit
+    /// and the read size): read incrementally, it yields the frames a one-shot parse finds,
+    /// and the hello frames among them round-trip. Returns the number of frames; `Err` names
+    /// the check that failed (a bug).
+    pub fn tcp_stream(bytes: &[u8]) -> Result<usize, String> {
+        crate::net::transport::fuzz_stream(bytes)
+    }
+}
 pub use net::endpoint::{
     CommandResponder, Endpoint, EndpointConfig, EndpointMetrics, Handler, HandlerRegistry,
     IncomingCommand, PeerAddr,

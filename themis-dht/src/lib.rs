@@ -111,5 +111,7 @@ pub use proto::wire::{
 #[doc(hidden)]
 pub mod fuzz {
     pub use crate::adversary::{closer_answer, find_target, forge_owner_answer};
-    pub use crate::proto::wire::{bench_decode_request, bench_find, bench_store, fuzz_decode};
+    pub use crate::proto::wire::{
+        bench_decode_request, bench_find, bench_store, fuzz_decode, fuzz_roundtrip,
+    };
 }

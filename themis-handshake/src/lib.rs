@@ -66,6 +66,18 @@ pub use wire::{
     TYPE_MSG3, VERSION, peek,
 };
 
+/// Fuzzing access to the message parsers (`fuzz/`). Not part of the API: may change without
+/// notice.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Parses arbitrary bytes as message 1, 2 and 3, rebuilds what parsed and checks it
+    /// equals the input and that [`crate::peek`] routes it alike. `Ok(Some(n))`: message `n`
+    /// parsed; `Err`: a check failed (a bug).
+    pub fn roundtrip(bytes: &[u8]) -> Result<Option<u8>, String> {
+        crate::wire::fuzz_roundtrip(bytes)
+    }
+}
+
 /// Hooks for known-answer tests (feature `testing`). Not part of the API: may change without
 /// notice.
 #[cfg(feature = "testing")]

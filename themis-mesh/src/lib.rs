@@ -109,6 +109,17 @@ pub use themis_channel::Mode;
 pub use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 pub use themis_dht::{Contact, DriverConfig, object_id};
 
+/// Fuzzing access to the service call's decoders (`fuzz/`). Not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Decodes arbitrary bytes as a call request, a call response and a node-info answer;
+    /// what decodes must re-encode to bytes that decode to the same value. Returns whether
+    /// each decoded; `Err` names the failed check (a bug).
+    pub fn call_payloads(bytes: &[u8]) -> Result<(bool, bool, bool), String> {
+        crate::node::fuzz_roundtrip(bytes)
+    }
+}
+
 /// The pure policies [`MeshNode`] uses inside and does not expose (discovery cache, replica
 /// search, access policy, retry budget, record merge), for this crate's tests and benches.
 /// Not part of the API.

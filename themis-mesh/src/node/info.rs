@@ -121,6 +121,18 @@ pub(crate) fn decode_info(b: &[u8]) -> Option<InfoBody> {
     })
 }
 
+/// The node-info answer under arbitrary bytes, for fuzzing (`fuzz/`): what decodes must encode
+/// back to the same bytes. `Err` names the failed check (a bug).
+pub(crate) fn fuzz_roundtrip(b: &[u8]) -> Result<bool, String> {
+    let Some(info) = decode_info(b) else {
+        return Ok(false);
+    };
+    if encode_info(&info) != b {
+        return Err(format!("info answer {info:?} does not round-trip"));
+    }
+    Ok(true)
+}
+
 /// The provider side: the answer to a node-info command whose `payload` follows the protocol
 /// id, given how many services this node provides and when it started. Anything after the id
 /// is malformed.

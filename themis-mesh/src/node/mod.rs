@@ -32,6 +32,13 @@ pub use members::{Member, MemberState, Members};
 use wire::{CallResponse, decode_request, decode_response, encode_request, encode_response};
 pub use wire::{HTTP_ENVELOPE_VERSION, MAX_HOPS, RemoteErrorKind};
 
+/// The service call's payloads and the node-info answer under arbitrary bytes (`fuzz/`).
+#[doc(hidden)]
+pub(crate) fn fuzz_roundtrip(bytes: &[u8]) -> Result<(bool, bool, bool), String> {
+    let (req, rsp) = wire::fuzz_roundtrip(bytes)?;
+    Ok((req, rsp, info::fuzz_roundtrip(bytes)?))
+}
+
 use crate::policy::{AccessPolicy, CacheLookup, DiscoveryCache, RecentRefusals, Successions};
 use crate::{Balancer, BalancerConfig, CacheConfig, Error, ProviderRecord};
 

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 pub use error::TransportError;
 pub use frame::check_outgoing_frame;
 pub use stats::TransportStats;
+pub(crate) use tcp::fuzz_stream;
 pub use tcp::{TcpConfig, TcpTransport};
 pub use udp::{UdpConfig, UdpTransport};
 

@@ -297,6 +297,86 @@ impl FrameReader {
     }
 }
 
+/// The TCP framing under arbitrary bytes, for fuzzing (`fuzz/`): `bytes[0]` picks the frame
+/// size limit (times 16), `bytes[1]` the size of the reads (1..=256), the rest is the stream.
+/// Feeds the stream to a [`FrameReader`] read by read and compares its frames with a one-shot
+/// parse of the whole stream; runs the hello parser on every frame and checks that what it
+/// accepts encodes back to the same bytes. `Err` names the check that failed (a bug).
+pub(crate) fn fuzz_stream(bytes: &[u8]) -> Result<usize, String> {
+    let [limit, read, stream @ ..] = bytes else {
+        return Ok(0);
+    };
+    let max = usize::from(*limit) * 16;
+    let read = usize::from(*read) + 1;
+
+    // Reference: the whole stream at once.
+    let (mut expected, mut rest, mut oversize) = (Vec::new(), stream, false);
+    while let Some((prefix, body)) = rest.split_first_chunk::<LEN_PREFIX>() {
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > max {
+            oversize = true;
+            break;
+        }
+        let Some((frame, tail)) = body.split_at_checked(len) else {
+            break;
+        };
+        expected.push(frame);
+        rest = tail;
+    }
+
+    let mut r = FrameReader::new(max, Duration::from_secs(1));
+    let (mut got, mut failed) = (Vec::new(), false);
+    'feed: for chunk in stream.chunks(read) {
+        r.buf.extend_from_slice(chunk);
+        loop {
+            match r.decode() {
+                Ok(Some(frame)) => {
+                    if frame.len() > max {
+                        return Err(format!(
+                            "a frame of {} bytes above the limit {max}",
+                            frame.len()
+                        ));
+                    }
+                    got.push(frame);
+                }
+                Ok(None) => {
+                    let want = r.want();
+                    if want == 0 || want > READ_CHUNK.max(4096) {
+                        return Err(format!("asks to read {want} bytes"));
+                    }
+                    break;
+                }
+                Err(ReadFail::Oversize) => {
+                    failed = true;
+                    break 'feed;
+                }
+                Err(e) => return Err(format!("decode failed with {e:?}")),
+            }
+        }
+    }
+    if failed != oversize {
+        return Err(format!("oversize: reader {failed}, reference {oversize}"));
+    }
+    if got.len() != expected.len() || got.iter().zip(&expected).any(|(g, e)| &g[..] != *e) {
+        return Err("the reader's frames differ from the reference's".to_owned());
+    }
+    if !oversize && r.buf.len() != rest.len() {
+        return Err("the reader kept other bytes than the reference".to_owned());
+    }
+
+    let sources: [IpAddr; 2] = [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    for frame in &got {
+        for source in sources {
+            if let Some(addr) = parse_hello(frame, source)
+                && parse_hello(&encode_hello(addr), source) != Some(addr)
+            {
+                return Err(format!("hello for {addr} does not round-trip"));
+            }
+        }
+    }
+    Ok(got.len())
+}
+
 /// Hello frame: `01 30 | family (4 or 6) | address (4 or 16) | port (u16 BE)`.
 fn encode_hello(addr: SocketAddr) -> Bytes {
     let mut b = BytesMut::with_capacity(HELLO_MAX);
@@ -1078,6 +1158,24 @@ impl Transport for TcpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzz hook (fuzz/fuzz_targets/tcp_framing.rs) finds the frames of a stream read one
+    /// byte at a time, and none after a prefix above the limit.
+    #[test]
+    fn fuzz_hook_reads_frames_and_stops_at_oversize() {
+        let hello = encode_hello("127.0.0.1:7000".parse().unwrap());
+        let mut input = vec![1, 0];
+        for frame in [&hello[..], &[1, 0x10, 9][..]] {
+            input.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_be_bytes());
+            input.extend_from_slice(frame);
+        }
+        assert_eq!(fuzz_stream(&input), Ok(2));
+        // A 17-byte frame is above the 16-byte limit: nothing after its prefix is read.
+        let mut oversize = vec![1, 0];
+        oversize.extend_from_slice(&17u32.to_be_bytes());
+        oversize.extend_from_slice(input.get(2..).unwrap());
+        assert_eq!(fuzz_stream(&oversize), Ok(0));
+    }
 
     #[test]
     fn hello_round_trip_and_checks() {

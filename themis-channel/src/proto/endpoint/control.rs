@@ -70,6 +70,19 @@ pub(super) enum Control {
     },
 }
 
+/// A control message under arbitrary bytes, for fuzzing (`fuzz/`): what decodes must encode to
+/// a message of the same length that decodes to the same value. `Err` names the failed check.
+pub(crate) fn fuzz_control(b: &[u8]) -> Result<bool, String> {
+    let Some(c) = Control::decode(b) else {
+        return Ok(false);
+    };
+    let again = c.encode();
+    if again.len() != b.len() || Control::decode(&again) != Some(c) {
+        return Err(format!("control message {c:?} does not round-trip"));
+    }
+    Ok(true)
+}
+
 fn arr<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
     b.get(off..off.checked_add(N)?)?.try_into().ok()
 }

@@ -43,6 +43,7 @@ use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey};
 use themis_handshake::{HandshakeConfig, RandomSource, Responder};
 
 pub use config::EndpointConfig;
+pub(crate) use control::fuzz_control;
 pub use metrics::EndpointMetrics;
 
 use self::handshakes::PendingHandshake;
