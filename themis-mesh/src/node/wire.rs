@@ -301,7 +301,7 @@ pub(crate) fn fuzz_roundtrip(bytes: &[u8]) -> Result<(bool, bool), String> {
     let payload = Bytes::copy_from_slice(bytes);
     let req = decode_request(&payload);
     if let Some(r) = &req {
-        let again = encode_request(&r.service, r.hops, r.budget_ms, &r.body)
+        let again = encode_request(&r.service, r.hops, r.budget_ms, r.http, &r.body)
             .ok_or_else(|| format!("request {r:?} decodes but does not encode"))?;
         // The encoding starts with the protocol id, which the endpoint strips before decoding.
         if again.first() != Some(&TAG_SERVICE_CALL)
@@ -401,10 +401,10 @@ mod tests {
     /// kind of response.
     #[test]
     fn fuzz_hook_round_trips_calls_and_responses() {
-        let call = encode_request("echo", 0, None, b"hi").unwrap();
+        let call = encode_request("echo", 0, None, false, b"hi").unwrap();
         assert_eq!(fuzz_roundtrip(&call[1..]), Ok((true, false)));
         // With options the payload starts with 0x00, which is also an ok response.
-        let call = encode_request("echo", 2, Some(1500), b"hi").unwrap();
+        let call = encode_request("echo", 2, Some(1500), false, b"hi").unwrap();
         assert_eq!(fuzz_roundtrip(&call[1..]), Ok((true, true)));
         for r in [
             CallResponse::Ok(Bytes::from_static(b"hi")),
