@@ -37,7 +37,17 @@ pub(super) struct LeaveState {
 impl Node {
     /// Leaves gracefully (paper §6.1 leave): hands the object table and the predecessor to the
     /// successor, then tells the predecessor its new successors. Ends with [`Event::Left`].
+    ///
+    /// An orphaned node re-joining through its bootstraps (every successor failed) may leave
+    /// too: it has no successor to hand its records to, so the re-join is abandoned and the
+    /// leave ends at once, its records counted as lost (their other replicas remain). A node
+    /// on its first join cannot leave ([`Error::InvalidState`]).
     pub fn leave(&mut self, now: Instant) -> Result<(), Error> {
+        if matches!(&self.state, State::Joining(j) if j.orphaned) {
+            let lost = self.store.all().len();
+            self.finish_leave(0, lost);
+            return Ok(());
+        }
         self.check_member("leave")?;
         let records = self.store.all();
         match self.ring.succ() {

@@ -560,6 +560,47 @@ fn a_failed_stabilize_while_leaving_still_ends_the_leave() {
     assert_eq!(n.state(), NodeState::Left);
 }
 
+/// Regression (`themis-mesh` node_mesh, "the leave did not end well: the node is joining"):
+/// a node orphaned by the failure of every successor re-joins through its bootstraps; a
+/// leave (a SIGTERM, a shutdown) then failed with `InvalidState`. It now abandons the
+/// re-join and ends at once, its records counted as lost.
+#[test]
+fn an_orphaned_node_rejoining_can_leave() {
+    let (mut n, now, _) = alone(Config::fast());
+    let b = peer_of(&kp(2), 2);
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, b, s);
+    answer_notify(&mut n, now, s);
+    while n.poll_output().is_some() {}
+    // The only successor dies (no predecessor, no finger): the node is orphaned.
+    let later = now + Duration::from_millis(700);
+    n.handle_timeout(later);
+    let stabilize = n
+        .requests
+        .find(|p| matches!(p.purpose, Purpose::Stabilize { .. }))
+        .expect("stabilize asks the successor");
+    n.handle_response(later, stabilize, Err(RequestFailure::Unreachable));
+    assert_eq!(n.state(), NodeState::Joining, "orphaned, it re-joins");
+    while n.poll_output().is_some() {}
+    n.leave(later).expect("an orphaned node may leave");
+    let mut left = None;
+    while let Some(o) = n.poll_output() {
+        if let Output::Event(Event::Left {
+            records_handed_over,
+            ..
+        }) = o
+        {
+            left = Some(records_handed_over);
+        }
+    }
+    assert_eq!(left, Some(0), "the leave ends at once with Event::Left");
+    assert_eq!(n.state(), NodeState::Left);
+    // A node on its first join still cannot leave.
+    let (mut fresh, now, _) = alone(Config::fast());
+    fresh.join(now, vec![Contact::from(b)]).unwrap();
+    assert!(fresh.leave(now).is_err());
+}
+
 /// Regression (the split ring of the churn proptest, tests/sim.rs `churn_case_split_ring`):
 /// a member whose successors all failed (and who has no finger left) used to re-join
 /// through its original bootstraps although its predecessor was alive; when those had left,
