@@ -117,7 +117,11 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, Value), Str
 
 /// Ok when the ring walked from the agent at `api` is complete, with exactly the members
 /// `ids`, all alive.
-async fn one_ring(http: &reqwest::Client, api: SocketAddr, ids: &BTreeSet<String>) -> Result<(), String> {
+async fn one_ring(
+    http: &reqwest::Client,
+    api: SocketAddr,
+    ids: &BTreeSet<String>,
+) -> Result<(), String> {
     let (code, v) = get_json(http, &format!("http://{api}/v1/members")).await?;
     if code != 200 {
         return Err(format!("{code} {v}"));
@@ -201,14 +205,26 @@ async fn dump(http: &reqwest::Client, apis: &[SocketAddr]) -> String {
         let status = get_json(http, &format!("http://{api}/v1/status"))
             .await
             .map(|(_, v)| {
-                let short = |p: &Value| p["id"].as_str().unwrap_or("?").chars().take(8).collect::<String>();
+                let short = |p: &Value| {
+                    p["id"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .chars()
+                        .take(8)
+                        .collect::<String>()
+                };
                 let succs: Vec<String> = v["successors"]
                     .as_array()
                     .map(|l| l.iter().map(short).collect())
                     .unwrap_or_default();
                 format!(
                     "id {} state {} pred {} succs {succs:?}",
-                    v["id"].as_str().unwrap_or("?").chars().take(8).collect::<String>(),
+                    v["id"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .chars()
+                        .take(8)
+                        .collect::<String>(),
                     v["state"],
                     short(&v["predecessor"])
                 )
@@ -225,7 +241,9 @@ async fn dump(http: &reqwest::Client, apis: &[SocketAddr]) -> String {
         };
         let unify: Vec<&str> = metrics
             .lines()
-            .filter(|l| l.starts_with("themis_dht_unify") || l.starts_with("themis_dht_requests_failed"))
+            .filter(|l| {
+                l.starts_with("themis_dht_unify") || l.starts_with("themis_dht_requests_failed")
+            })
             .collect();
         out.push_str(&format!("node {n}: {status}; {unify:?}\n"));
     }
