@@ -88,6 +88,15 @@ pub struct TcpConfig {
     pub frame_timeout: Duration,
     /// Connections without traffic for this long are closed (default 60 s; `None` keeps them).
     pub idle_timeout: Option<Duration>,
+    /// Longest data sent may stay unacknowledged by the peer (or unsent for a zero window)
+    /// before the kernel aborts the connection (`TCP_USER_TIMEOUT`, Linux and Android only;
+    /// default 15 s; `None` leaves the kernel's default of about 15 minutes). Without it a
+    /// connection that carried data into a black hole (a partition, a dead host) stays
+    /// established through the whole outage while its retransmission timer backs off
+    /// exponentially, so after the heal nothing flows on it until the next retransmission:
+    /// 47 s after a 60 s partition in a measurement. Aborted instead, the next frame dials a
+    /// fresh connection, which works as soon as the network does.
+    pub unacked_timeout: Option<Duration>,
     /// Longest a graceful close waits for the peer to go away, and `close` for all connections
     /// to finish (default 2 s).
     pub close_timeout: Duration,
@@ -106,6 +115,7 @@ impl Default for TcpConfig {
             hello_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(60)),
+            unacked_timeout: Some(Duration::from_secs(15)),
             close_timeout: Duration::from_secs(2),
         }
     }
@@ -586,9 +596,22 @@ fn reset(r: OwnedReadHalf, w: OwnedWriteHalf) {
     drop(r);
 }
 
+/// The socket options of every connection, dialed or accepted: `TCP_NODELAY`, and
+/// `TCP_USER_TIMEOUT` from [`TcpConfig::unacked_timeout`] where the system has it.
+fn tune(stream: &TcpStream, cfg: &TcpConfig) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(t) = cfg.unacked_timeout {
+        let ms = u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1);
+        let _ = rustix::net::sockopt::set_tcp_user_timeout(stream, ms);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = cfg;
+}
+
 async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr) {
     let guard = SocketGuard::new(&inner);
-    let _ = stream.set_nodelay(true);
+    tune(&stream, &inner.cfg);
     let (mut r, w) = stream.into_split();
     let mut reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
     let hello = tokio::select! {
@@ -704,7 +727,7 @@ async fn try_connect(
                 "connect failed"
             }
         })?;
-    let _ = stream.set_nodelay(true);
+    tune(&stream, &inner.cfg);
     let (mut r, mut w) = stream.into_split();
     let hello = encode_hello(inner.local);
     let mut head = BytesMut::with_capacity(LEN_PREFIX + hello.len());
@@ -1175,6 +1198,36 @@ mod tests {
         oversize.extend_from_slice(&17u32.to_be_bytes());
         oversize.extend_from_slice(input.get(2..).unwrap());
         assert_eq!(fuzz_stream(&oversize), Ok(0));
+    }
+
+    /// Both ends of a connection get the unacknowledged-data timeout (so a black-holed
+    /// connection is aborted, not kept with a backed-off retransmission timer), and `None`
+    /// leaves the kernel's default.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn connections_get_the_unacked_timeout() {
+        use rustix::net::sockopt::tcp_user_timeout;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (dialed, (accepted, _)) = (dialed.unwrap(), accepted.unwrap());
+        assert_eq!(tcp_user_timeout(&dialed).unwrap(), 0);
+        let cfg = TcpConfig::default();
+        assert_eq!(cfg.unacked_timeout, Some(Duration::from_secs(15)));
+        tune(&dialed, &cfg);
+        tune(&accepted, &cfg);
+        assert_eq!(tcp_user_timeout(&dialed).unwrap(), 15_000);
+        assert_eq!(tcp_user_timeout(&accepted).unwrap(), 15_000);
+        assert!(dialed.nodelay().unwrap());
+        let kept = TcpStream::connect(addr).await.unwrap();
+        tune(
+            &kept,
+            &TcpConfig {
+                unacked_timeout: None,
+                ..TcpConfig::default()
+            },
+        );
+        assert_eq!(tcp_user_timeout(&kept).unwrap(), 0);
     }
 
     #[test]
