@@ -16,6 +16,8 @@
 //! - An incoming command: [`Node::handle_request`] with the authenticated id and listening
 //!   address of the sender and a token of the driver's choosing; the answer comes out as
 //!   [`Output::Respond`] with that token, possibly later (a join runs a lookup first).
+//! - [`Output::Identify`]: ask whoever listens at `to` for its node id, without a handshake
+//!   (the endpoint's `identify`), and report it with [`Node::handle_identified`].
 //! - Call [`Node::handle_timeout`] at [`Node::poll_timeout`].
 //! - [`Output::Event`]: results of commands ([`Node::find`], [`Node::register`],
 //!   [`Node::lookup_providers`], [`Node::join`], [`Node::leave`]) and ring changes.
@@ -40,7 +42,8 @@
 //!             assert_eq!(stored, 3); // k = 2: three replicas
 //!             done = true;
 //!         }
-//!         Output::Send { .. } | Output::Respond { .. } | Output::Event(_) => {}
+//!         Output::Send { .. } | Output::Identify { .. } | Output::Respond { .. }
+//!         | Output::Event(_) => {}
 //!     }
 //! }
 //! assert!(done);

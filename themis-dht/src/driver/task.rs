@@ -73,11 +73,18 @@ struct Outbound {
     request_id: u64,
     to: std::net::SocketAddr,
     expect: Option<NodeId>,
-    bytes: Vec<u8>,
+    /// The request message; `None` for an identify (`Output::Identify`).
+    bytes: Option<Vec<u8>>,
     queued_at: Instant,
 }
 
-type OutboundResult = (u64, Result<(NodeId, Bytes), RequestFailure>);
+/// What came back for an [`Outbound`]: a response, or the id of the node at an address.
+enum Sent {
+    Response(Result<(NodeId, Bytes), RequestFailure>),
+    Identified(Result<NodeId, RequestFailure>),
+}
+
+type OutboundResult = (u64, Sent);
 
 pub(crate) struct Driver {
     pub(crate) node: Node,
@@ -318,7 +325,13 @@ impl Driver {
         self.node.handle_request(now(), from, token, &inc.bytes);
     }
 
-    fn response(&mut self, request_id: u64, result: Result<(NodeId, Bytes), RequestFailure>) {
+    fn response(&mut self, request_id: u64, sent: Sent) {
+        let result = match sent {
+            Sent::Response(r) => r,
+            Sent::Identified(r) => {
+                return self.node.handle_identified(now(), request_id, r);
+            }
+        };
         if result.is_err() {
             self.counters.requests_failed += 1;
         }
@@ -351,7 +364,20 @@ impl Driver {
                         request_id,
                         to,
                         expect,
-                        bytes,
+                        bytes: Some(bytes),
+                        queued_at: now(),
+                    });
+                }
+                Output::Identify { request_id, to } => {
+                    if self.backlog.len() >= self.cfg.dht.max_pending_requests {
+                        self.backlog.pop_front();
+                        self.counters.requests_dropped_stale += 1;
+                    }
+                    self.backlog.push_back(Outbound {
+                        request_id,
+                        to,
+                        expect: None,
+                        bytes: None,
                         queued_at: now(),
                     });
                 }
@@ -460,8 +486,17 @@ impl Driver {
             self.counters.requests_sent += 1;
             let endpoint = self.endpoint.clone();
             self.outbound.push(Box::pin(async move {
-                let r = send(&endpoint, o.to, o.expect, o.bytes).await;
-                (o.request_id, r)
+                let sent = match o.bytes {
+                    Some(bytes) => Sent::Response(send(&endpoint, o.to, o.expect, bytes).await),
+                    None => Sent::Identified(
+                        endpoint
+                            .identify(o.to)
+                            .await
+                            .map(|(id, _)| id)
+                            .map_err(failure),
+                    ),
+                };
+                (o.request_id, sent)
             }));
         }
     }

@@ -40,6 +40,15 @@ pub struct Metrics {
     pub successor_changes: u64,
     /// Predecessor changes.
     pub predecessor_changes: u64,
+    /// Address checks started: a known id sent a request from a new address (PROTOCOL.md
+    /// §6.15).
+    pub address_checks: u64,
+    /// Address checks whose old address still answered with the id (a second instance with
+    /// the same key, or a second address of the same node): the tables kept it.
+    pub address_conflicts: u64,
+    /// Address checks that moved a peer's table entries to its new address (a node restarted
+    /// elsewhere with its key).
+    pub peers_readdressed: u64,
     /// Requests refused or records rejected, by reason (indexed like [`Refusal::ALL`]).
     pub rejected: [u64; 16],
     /// Records received from a responder that failed the reader's verification.
@@ -103,6 +112,9 @@ impl Metrics {
         self.stabilization_repairs += o.stabilization_repairs;
         self.successor_changes += o.successor_changes;
         self.predecessor_changes += o.predecessor_changes;
+        self.address_checks += o.address_checks;
+        self.address_conflicts += o.address_conflicts;
+        self.peers_readdressed += o.peers_readdressed;
         for (a, b) in self.rejected.iter_mut().zip(o.rejected.iter()) {
             *a += b;
         }

@@ -38,6 +38,18 @@ pub(super) enum Ev {
         request_id: u64,
         failure: RequestFailure,
     },
+    /// An identify (`Output::Identify`) of node `from` arriving at `to`.
+    Identify {
+        to: usize,
+        from: usize,
+        request_id: u64,
+    },
+    /// The answer to node `to`'s identify: node `from` is there.
+    Identified {
+        to: usize,
+        from: usize,
+        request_id: u64,
+    },
     /// Node `node`'s timer set for `at`.
     Timer { node: usize, at: Instant },
 }
@@ -95,6 +107,17 @@ impl Sim {
                             request_id,
                             expect,
                             bytes,
+                        }),
+                    }
+                }
+                Output::Identify { request_id, to } => {
+                    let fate = self.route(i, to);
+                    match self.by_addr.get(&to).copied() {
+                        None => self.fail(fate, i, request_id, RequestFailure::Unreachable),
+                        Some(j) => self.transmit(fate, Vec::new(), |_| Ev::Identify {
+                            to: j,
+                            from: i,
+                            request_id,
                         }),
                     }
                 }
@@ -229,6 +252,39 @@ impl Sim {
                 self.nodes[to]
                     .node
                     .handle_response(now, request_id, Ok(reply));
+                self.drain(to);
+            }
+            Ev::Identify {
+                to,
+                from,
+                request_id,
+            } => {
+                // the endpoint answers IDENTIFY itself: any live node at the address does
+                let arrived = self.model.arrives(at, Self::addr(from), Self::addr(to));
+                if !self.nodes[to].alive || !arrived {
+                    return;
+                }
+                let fate = self.route(to, Self::addr(from));
+                self.transmit(fate, Vec::new(), |_| Ev::Identified {
+                    to: from,
+                    from: to,
+                    request_id,
+                });
+            }
+            Ev::Identified {
+                to,
+                from,
+                request_id,
+            } => {
+                let arrived = self.model.arrives(at, Self::addr(from), Self::addr(to));
+                if !self.nodes[to].alive || !arrived {
+                    return;
+                }
+                let now = self.now();
+                let id = self.nodes[from].node.id();
+                self.nodes[to]
+                    .node
+                    .handle_identified(now, request_id, Ok(id));
                 self.drain(to);
             }
             Ev::Failure {

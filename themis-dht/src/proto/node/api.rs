@@ -115,6 +115,16 @@ pub enum Output {
         /// The request message.
         bytes: Vec<u8>,
     },
+    /// Ask whoever listens at `to` for its node id, without a handshake (the endpoint's
+    /// `identify`), and report it with [`Node::handle_identified`](crate::Node::handle_identified)`(request_id, ..)`. Used to
+    /// tell whether a peer seen at a new address still runs at its old one (PROTOCOL.md
+    /// §6.15).
+    Identify {
+        /// Correlates the answer.
+        request_id: u64,
+        /// The address to ask.
+        to: SocketAddr,
+    },
     /// Answer the request that came in with `token`.
     Respond {
         /// The driver's token from `handle_request`.

@@ -21,6 +21,7 @@ mod join;
 mod leave;
 mod lookups;
 mod maintenance;
+mod moves;
 mod queries;
 mod registrations;
 mod requests;
@@ -297,11 +298,14 @@ impl Node {
     /// later (a join needs a lookup first).
     pub fn handle_request(&mut self, now: Instant, from: Peer, token: u64, bytes: &[u8]) {
         let resp = match self.admit(now, &from.id, bytes) {
-            Ok(req) => match self.answer(now, from, token, req) {
-                Some(resp) => resp,
-                // answered later
-                None => return,
-            },
+            Ok(req) => {
+                self.learn_address(now, from);
+                match self.answer(now, from, token, req) {
+                    Some(resp) => resp,
+                    // answered later
+                    None => return,
+                }
+            }
             Err(reason) => Response::Refused { reason },
         };
         self.respond(token, &resp);
@@ -439,6 +443,10 @@ impl Node {
             Purpose::SetSuccessors => self.on_set_successors_answer(),
             Purpose::Probe { contact } => self.on_probe(now, contact, from, r),
             Purpose::UnifyForward => {}
+            Purpose::AddressCheck { old, new } => {
+                let who = r.and_then(|_| from.ok_or(RequestFailure::Refused));
+                self.on_address_check(now, old, new, who);
+            }
             Purpose::UnifyCandidate { cand, depth } => {
                 self.on_unify_candidate(now, (cand, depth), r);
             }

@@ -4,6 +4,7 @@
 //! the core times requests out itself, so a late or missing report from the driver is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use themis_crypto::NodeId;
@@ -59,6 +60,8 @@ pub(super) enum Purpose {
     UnifyForward,
     /// A candidate successor from another ring, adopted once it answers (ring unification).
     UnifyCandidate { cand: Peer, depth: usize },
+    /// Who listens at `old.addr` now: `old.id` was seen at `new.addr` (moves).
+    AddressCheck { old: Peer, new: Peer },
 }
 
 /// A request in flight.
@@ -189,6 +192,17 @@ impl Node {
             expect: to.id,
             bytes: req.encode(),
         });
+        true
+    }
+
+    /// Asks who listens at `to` ([`Output::Identify`]) for `purpose`: false (and nothing
+    /// asked) when too many requests are in flight.
+    pub(super) fn identify(&mut self, now: Instant, to: SocketAddr, purpose: Purpose) -> bool {
+        let deadline = now + self.cfg.request_timeout;
+        let Some(request_id) = self.requests.insert(deadline, None, purpose) else {
+            return false;
+        };
+        self.outputs.push_back(Output::Identify { request_id, to });
         true
     }
 }

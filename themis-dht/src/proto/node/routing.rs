@@ -3,12 +3,14 @@
 //! of it (who is responsible, who precedes a target) and the changes that the node reports as
 //! events.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use themis_crypto::NodeId;
 
 use super::Node;
 use super::api::Event;
+use super::moves::Moves;
 use crate::proto::ring::{ID_BITS, in_half_open};
 use crate::proto::wire::{Peer, WirePeer};
 
@@ -29,6 +31,8 @@ pub(super) struct RingView {
     routing_dirty: bool,
     /// Length `r` of the successor list (Zave).
     list_len: usize,
+    /// Peers found to have moved to a new address, and the checks that find them.
+    pub(super) moves: Moves,
 }
 
 impl RingView {
@@ -43,6 +47,7 @@ impl RingView {
             routing: Vec::new(),
             routing_dirty: false,
             list_len,
+            moves: Moves::default(),
         }
     }
 
@@ -67,6 +72,7 @@ impl RingView {
 
     /// Sets finger `bit`.
     pub(super) fn set_finger(&mut self, bit: usize, p: Option<Peer>) {
+        let p = p.map(|p| self.moves.correct(p));
         if let Some(f) = self.fingers.get_mut(bit) {
             *f = p;
         }
@@ -98,6 +104,42 @@ impl RingView {
         self.succs = list;
         self.routing_dirty = true;
         self.succ() != old
+    }
+
+    /// The address other than `p.addr` at which a table entry (predecessor, successors,
+    /// fingers) knows `p.id`, if any. Cheap when there is none: the id is looked up in the
+    /// sorted routing table.
+    pub(super) fn other_address(&mut self, p: Peer) -> Option<SocketAddr> {
+        if let Some(q) = self.pred.filter(|q| q.id == p.id && q.addr != p.addr) {
+            return Some(q.addr);
+        }
+        let r = self.routing();
+        let i = r.partition_point(|q| q.id < p.id);
+        r.get(i..)?
+            .iter()
+            .take_while(|q| q.id == p.id)
+            .find(|q| q.addr != p.addr)
+            .map(|q| q.addr)
+    }
+
+    /// Points every entry for `id` at `addr`; returns whether any changed.
+    pub(super) fn readdress(&mut self, id: NodeId, addr: SocketAddr) -> bool {
+        let mut changed = false;
+        let entries = self
+            .pred
+            .iter_mut()
+            .chain(self.succs.iter_mut())
+            .chain(self.fingers.iter_mut().flatten());
+        for q in entries {
+            if q.id == id && q.addr != addr {
+                q.addr = addr;
+                changed = true;
+            }
+        }
+        if changed {
+            self.routing_dirty = true;
+        }
+        changed
     }
 
     /// The distinct finger-table entries, sorted.
@@ -202,6 +244,7 @@ impl RingView {
     pub(super) fn sanitize_list(&self, list: impl IntoIterator<Item = Peer>) -> Vec<Peer> {
         let mut out: Vec<Peer> = Vec::new();
         for p in list {
+            let p = self.moves.correct(p);
             // Zave: a successor list ends where it wraps back to this node
             if p.id == self.me.id {
                 break;
@@ -230,6 +273,7 @@ impl Node {
 
     /// Sets the predecessor, reporting the change.
     pub(super) fn set_pred(&mut self, now: Instant, p: Option<Peer>) {
+        let p = p.map(|p| self.ring.moves.correct(p));
         if self.ring.pred == p {
             return;
         }

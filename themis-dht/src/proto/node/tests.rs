@@ -1123,3 +1123,129 @@ proptest! {
         prop_assert_eq!(refusals, 1);
     }
 }
+
+/// The node of key 1 joined through key 2 with successor key 3, which then notified it (so it
+/// is predecessor and successor); outputs drained.
+fn with_neighbour(now: Instant) -> (Node, Peer) {
+    let (mut n, _, _) = alone(Config::fast());
+    let b = peer_of(&kp(2), 2);
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, b, s);
+    n.handle_request(now, s, 7, &Request::Notify.encode());
+    assert_eq!(n.predecessor(), Some(s));
+    assert_eq!(n.successors(), &[s]);
+    while n.poll_output().is_some() {}
+    (n, s)
+}
+
+/// `s` at another address sends a ping; returns the identify the node asks for, if any.
+fn ping_from(n: &mut Node, now: Instant, p: Peer) -> Option<(u64, SocketAddr)> {
+    n.handle_request(now, p, 8, &Request::Ping.encode());
+    let mut asked = None;
+    while let Some(o) = n.poll_output() {
+        if let Output::Identify { request_id, to } = o {
+            assert!(asked.is_none(), "one identify per check");
+            asked = Some((request_id, to));
+        }
+    }
+    asked
+}
+
+/// Issue 11, a node restarted elsewhere with its key: a request from its id at a new address
+/// makes the node ask who listens at the old one; nobody (here: the identify times out) moves
+/// every entry for the id (predecessor, successors, fingers) to the new address, and a successor
+/// list still gossiping the old address is corrected.
+#[test]
+fn a_known_id_at_a_new_address_whose_old_address_is_dead_is_moved_everywhere() {
+    let now = Instant::now();
+    let (mut n, s) = with_neighbour(now);
+    let moved = Peer {
+        id: s.id,
+        addr: "127.0.0.2:33".parse().unwrap(),
+    };
+    let (rid, to) = ping_from(&mut n, now, moved).expect("an address check");
+    assert_eq!(to, s.addr, "the old address is asked");
+    // nothing moves before the answer; a second request does not start a second check
+    assert_eq!(n.predecessor(), Some(s));
+    assert_eq!(ping_from(&mut n, now, moved), None);
+    // the old address does not answer: the core's own timeout ends the check
+    let later = now + Config::fast().request_timeout;
+    n.handle_timeout(later);
+    assert_eq!(n.predecessor(), Some(moved));
+    assert_eq!(n.successors(), &[moved]);
+    assert!(
+        n.fingers()
+            .iter()
+            .all(|f| f.id != s.id || f.addr == moved.addr)
+    );
+    let m = n.metrics();
+    assert_eq!((m.address_checks, m.peers_readdressed), (1, 1));
+    let _ = rid;
+    // what it sends its successor from now on goes to the new address
+    n.handle_timeout(later + Duration::from_secs(5));
+    let sent: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.contains(&s.addr), "{sent:?}");
+    assert!(sent.contains(&moved.addr), "{sent:?}");
+    // a successor list naming the old address is corrected as it comes in
+    let list = n.ring.sanitize_list([s, peer_of(&kp(4), 4)]);
+    assert_eq!(list.first(), Some(&moved));
+    // a request from an id the node does not know starts nothing
+    assert_eq!(ping_from(&mut n, later, peer_of(&kp(9), 9)), None);
+}
+
+/// Issue 11, identity collisions: a second instance with a live member's key sends requests
+/// from its own address. The old address still answers with the id, so nothing moves (the
+/// member is not disturbed), and the same pair is not checked again at once.
+#[test]
+fn a_known_id_at_a_new_address_whose_old_address_still_answers_stays() {
+    let now = Instant::now();
+    let (mut n, s) = with_neighbour(now);
+    let dup = Peer {
+        id: s.id,
+        addr: "127.0.0.2:33".parse().unwrap(),
+    };
+    let (rid, _) = ping_from(&mut n, now, dup).expect("an address check");
+    n.handle_identified(now, rid, Ok(s.id));
+    assert_eq!(n.predecessor(), Some(s));
+    assert_eq!(n.successors(), &[s]);
+    let m = n.metrics();
+    assert_eq!(
+        (m.address_checks, m.address_conflicts, m.peers_readdressed),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        ping_from(&mut n, now + Duration::from_secs(1), dup),
+        None,
+        "quiet for a while"
+    );
+    // another id at the old address (the port reused): the peer moved after all
+    let later = now + Config::fast().request_timeout * 13;
+    let (rid, _) = ping_from(&mut n, later, dup).expect("checked again later");
+    n.handle_identified(later, rid, Ok(peer_of(&kp(9), 9).id));
+    assert_eq!(n.predecessor(), Some(dup));
+    assert_eq!(n.metrics().peers_readdressed, 1);
+}
+
+proptest! {
+    /// Address checks stay bounded whatever sends requests from where: at most `MAX_CHECKS`
+    /// identifies in flight, and no request from an unknown id starts one.
+    #[test]
+    fn address_checks_are_bounded(ports in proptest::collection::vec((2u8..6, 100u16..400), 1..200)) {
+        let now = Instant::now();
+        let (mut n, _) = with_neighbour(now);
+        let mut asked = 0usize;
+        for (k, port) in ports {
+            let p = Peer { id: kp(k).node_id(&net()), addr: SocketAddr::from(([127, 0, 0, 2], port)) };
+            if ping_from(&mut n, now, p).is_some() {
+                asked += 1;
+                prop_assert_eq!(k, 3, "only a known id is checked");
+            }
+        }
+        prop_assert!(asked <= super::moves::MAX_CHECKS);
+    }
+}
