@@ -198,6 +198,8 @@ fn refused(m: &themis_channel::EndpointMetrics) -> u64 {
         + m.handshakes_rejected_invalid
         + m.handshakes_rejected_unknown
         + m.handshakes_rejected_busy
+        + m.handshakes_rejected_source
+        + m.cookie_echoes_rejected
         + m.commands_dropped_busy
         + m.control_received
         + m.transport.frames_dropped

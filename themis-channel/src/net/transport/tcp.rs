@@ -34,7 +34,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufWriter},
     net::{
-        TcpListener, TcpStream,
+        TcpListener, TcpSocket, TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
     sync::{Notify, mpsc},
@@ -807,6 +807,24 @@ async fn serve_accepted(
     read_loop(inner, peer, id, shared, r, reader, guard).await;
 }
 
+/// Connects to `peer` from our listening IP when it is a specific address of the same family
+/// (port chosen by the system), so that the connection's source IP is the IP the hello
+/// announces, which the acceptor requires (PROTOCOL.md §5.1, setup step 2); from the address
+/// the system picks otherwise.
+async fn connect_from(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream> {
+    let ip = local.ip();
+    if ip.is_unspecified() || ip.is_ipv4() != peer.is_ipv4() {
+        return TcpStream::connect(peer).await;
+    }
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(peer).await
+}
+
 /// One dial attempt: connect, send the hello, wait for the welcome. On failure the socket is
 /// reset and dropped.
 async fn try_connect(
@@ -814,7 +832,7 @@ async fn try_connect(
     peer: SocketAddr,
     deadline: Instant,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, FrameReader), &'static str> {
-    let stream = timeout_at(deadline, TcpStream::connect(peer))
+    let stream = timeout_at(deadline, connect_from(inner.local, peer))
         .await
         .map_err(|_| "connect timed out")?
         .map_err(|e| {
