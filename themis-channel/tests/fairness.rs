@@ -394,3 +394,82 @@ async fn one_host_holding_hundreds_of_sockets_does_not_lock_others_out() {
     })
     .await;
 }
+
+/// Over UDP, where source addresses can be spoofed, a flood that never echoes its cookies (as a
+/// spoofing flooder cannot: the replies go to the spoofed address) leaves at most
+/// `cookie_threshold` pending handshakes behind, and honest peers still complete theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_flood_that_cannot_echo_cookies_stops_at_the_threshold() {
+    if !second_loopback_works().await {
+        println!("skipped: 127.0.0.2 is not a local address here");
+        return;
+    }
+    within(120, "udp flood", async {
+        let cfg = EndpointConfig::default();
+        let victim = udp(1, cfg.clone(), Arc::new(Echo::default())).await;
+        let target = victim.local_peer();
+        let raw = tokio::net::UdpSocket::bind(SocketAddr::from((ATTACKER, 0)))
+            .await
+            .unwrap();
+        // Fresh identities and nonces: 2,000 distinct valid messages 1.
+        let mut flood = Vec::new();
+        for i in 0..2000u64 {
+            let (_, m) = Initiator::start(
+                identity(10_000 + i % 50),
+                network(),
+                target.id,
+                &HandshakeConfig::default(),
+                Instant::now(),
+            )
+            .unwrap();
+            flood.push(m);
+        }
+        for (i, m) in flood.iter().enumerate() {
+            if i % 50 == 0 {
+                // Pace a little so the kernel's socket buffer does not drop most of the flood.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            raw.send_to(m, target.addr).await.unwrap();
+        }
+        eventually(30, "the flood is processed", || {
+            let m = victim.metrics();
+            m.cookies_sent + m.pending_handshakes >= 1500
+        })
+        .await;
+        let mut peers = Vec::new();
+        for i in 0..20 {
+            peers.push(
+                udp(
+                    200 + i,
+                    EndpointConfig::default(),
+                    Arc::new(Echo::default()),
+                )
+                .await,
+            );
+        }
+        let mut ok = 0;
+        for p in &peers {
+            if p.request(&target, Bytes::from_static(b"hi")).await.is_ok() {
+                ok += 1;
+            }
+        }
+        let m = victim.metrics();
+        println!(
+            "udp flood without echoes: honest {ok}/20; victim pending {}, cookies sent {}, \
+             echoes accepted {}",
+            m.pending_handshakes, m.cookies_sent, m.cookie_echoes_accepted
+        );
+        assert_eq!(ok, 20, "{m:?}");
+        // The flood's state stopped at the threshold; the rest got stateless cookies.
+        assert!(
+            m.pending_handshakes <= cfg.cookie_threshold as u64 + 20,
+            "{m:?}"
+        );
+        assert!(m.cookies_sent >= 1000, "{m:?}");
+        assert_eq!(
+            m.cookie_echoes_accepted, 20,
+            "only the honest peers echoed: {m:?}"
+        );
+    })
+    .await;
+}
