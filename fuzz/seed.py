@@ -45,6 +45,17 @@ def main():
             frames.append(bytes.fromhex(f[-1]))
             write("channel_frame", f"{len(frames):02}-{f[2]}-{f[3]}-{f[4]}-{f[5]}", frames[-1])
 
+    # Cookie replies and echoes (PROTOCOL.md §5.2, "Cookies"): the last two fields of each
+    # `vector =` line of the cookie vectors ("-" where a vector has no echo).
+    for i, line in enumerate(
+        l for l in (ROOT / "themis-channel/tests/vectors/cookie.txt").read_text().splitlines()
+        if l.startswith("vector = ")
+    ):
+        f = line.split()
+        write("channel_frame", f"cookie-reply-{i + 1}", bytes.fromhex(f[-2]))
+        if f[-1] != "-":
+            write("channel_frame", f"cookie-echo-{i + 1}", bytes.fromhex(f[-1]))
+
     # TCP framing: limit byte (x16), read-size byte, then length-prefixed frames. The stream of
     # every known-answer frame, read 8 bytes at a time, plus a hello frame (PROTOCOL.md §5.1:
     # 01 30 | family 4 | 127.0.0.1 | port 7000) and a stream cut in the middle of a frame.

@@ -169,5 +169,5 @@ pub use net::transport::{
 };
 pub use proto::{
     Channel, ChannelConfig, ChannelStats, FrameHeader, FrameKind, Incoming, KeyedLimiter, Mode,
-    TokenBucket, peek_header,
+    SourcePrefix, TokenBucket, peek_header,
 };

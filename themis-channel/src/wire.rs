@@ -63,7 +63,7 @@ pub const TRANSPORT_GOODBYE: u8 = 0x32;
 /// TCP goodbye-ack: `01 33`, "I have read your goodbye and everything before it".
 pub const TRANSPORT_GOODBYE_ACK: u8 = 0x33;
 
-/// Frame types of the endpoint's control messages (`0x3E..=0x3F` reserved).
+/// Frame types of the endpoint's control messages.
 pub const CONTROL_TYPE_RANGE: RangeInclusive<u8> = 0x38..=0x3F;
 /// `01 38 token[16] zero[32]`: "which key do you hold?" Padded to the size of its answer.
 pub const TYPE_IDENTIFY: u8 = 0x38;
@@ -78,6 +78,11 @@ pub const TYPE_UNKNOWN_SESSION: u8 = 0x3C;
 /// `01 3D session_id[8] seq[8]`: "command `seq` was authenticated but refused: every handler
 /// slot is taken" (reliable transports only; the session id is all zero in insecure mode).
 pub const TYPE_BUSY: u8 = 0x3D;
+/// `01 3E nonce[32] cookie[32]`: a responder under load answers a message 1 with it instead of
+/// message 2; the initiator sends that message 1 again behind the cookie ([`TYPE_COOKIE_ECHO`]).
+pub const TYPE_COOKIE: u8 = 0x3E;
+/// `01 3F cookie[32] message_1[196..=259]`: a message 1 with the cookie its responder asked for.
+pub const TYPE_COOKIE_ECHO: u8 = 0x3F;
 
 /// Length of an identify request and of its answer.
 pub const IDENTIFY_LEN: usize = 2 + 16 + 32;
@@ -90,6 +95,17 @@ pub const MODE_MISMATCH_LEN: usize = 2 + 32 + 8;
 pub const UNKNOWN_SESSION_LEN: usize = 2 + SESSION_ID_LEN + 8;
 /// Length of a busy message.
 pub const BUSY_LEN: usize = 2 + SESSION_ID_LEN + 8;
+/// Length of a cookie and of its MAC key (the cookie secret).
+pub const COOKIE_SIZE: usize = 32;
+/// Length of a cookie reply.
+pub const COOKIE_LEN: usize = 2 + 32 + COOKIE_SIZE;
+/// Shortest cookie echo: header, cookie, the shortest message 1.
+pub const COOKIE_ECHO_MIN_LEN: usize = 2 + COOKIE_SIZE + themis_handshake::MSG1_MIN_LEN;
+/// Longest cookie echo: header, cookie, the longest message 1.
+pub const COOKIE_ECHO_MAX_LEN: usize = 2 + COOKIE_SIZE + themis_handshake::MSG1_MAX_LEN;
+/// Label of the hash a cookie is the MAC of: `cookie = MAC(secret, H(LABEL_COOKIE; address,
+/// N_A))` (PROTOCOL.md §5.2, "Cookies").
+pub const LABEL_COOKIE: &str = "themis/v1/cookie";
 
 /// Default largest frame, header and tag included (16 MiB): the default of
 /// `ChannelConfig::max_frame_len`, `TcpConfig::max_frame_len` and `MemConfig::max_frame_len`.
@@ -119,6 +135,10 @@ const _: () = assert!(UNKNOWN_SESSION_LEN <= SECURE_HEADER_LEN + TAG_LEN);
 const _: () = assert!(BUSY_LEN <= SECURE_HEADER_LEN + TAG_LEN);
 const _: () = assert!(BUSY_LEN <= INSECURE_HEADER_LEN);
 const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_LEN);
+// A cookie answers a message 1; message 2 (or an identity mismatch) answers a cookie echo.
+const _: () = assert!(COOKIE_LEN <= themis_handshake::MSG1_MIN_LEN);
+const _: () = assert!(themis_handshake::MSG2_LEN <= COOKIE_ECHO_MIN_LEN);
+const _: () = assert!(IDENTITY_MISMATCH_LEN <= COOKIE_ECHO_MIN_LEN);
 // The type ranges do not overlap.
 const _: () = assert!(*HANDSHAKE_TYPES.end() < TYPE_SECURE_COMMAND);
 const _: () = assert!(TYPE_INSECURE_RESPONSE < *TRANSPORT_TYPE_RANGE.start());

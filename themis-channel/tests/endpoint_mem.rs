@@ -198,8 +198,83 @@ fn refused(m: &themis_channel::EndpointMetrics) -> u64 {
         + m.handshakes_rejected_invalid
         + m.handshakes_rejected_unknown
         + m.handshakes_rejected_busy
+        + m.handshakes_rejected_source
+        + m.cookie_echoes_rejected
         + m.commands_dropped_busy
         + m.control_received
         + m.transport.frames_dropped
         + m.transport.rejected_garbage
+}
+
+/// Every handshake through a cookie (`cookie_threshold = 0`) on a lossy, duplicating network:
+/// lost cookies, echoes and messages 2 are retransmitted like message 1, and requests complete
+/// as they do without cookies.
+#[tokio::test(start_paused = true)]
+async fn handshakes_behind_cookies_survive_a_lossy_network() {
+    within(
+        600,
+        "handshakes_behind_cookies_survive_a_lossy_network",
+        async {
+            let net = MemNetwork::new(MemConfig {
+                seed: 11,
+                default_link: LinkConfig {
+                    latency: Duration::from_millis(2),
+                    jitter: Duration::from_millis(3),
+                    loss: 0.05,
+                    duplicate: 0.02,
+                },
+                ..MemConfig::default()
+            });
+            let nodes = 30;
+            let eps: Vec<_> = (0..nodes)
+                .map(|i| {
+                    let mut cfg = EndpointConfig::default();
+                    cfg.rng_seed = Some(77_000 + i as u64);
+                    cfg.cookie_threshold = 0;
+                    cfg.initial_rto = Duration::from_millis(50);
+                    cfg.request_timeout = Duration::from_secs(2);
+                    cfg.handshake_timeout = Duration::from_secs(2);
+                    mem(
+                        net.bind(),
+                        20_000 + i as u64,
+                        cfg,
+                        Arc::new(Echo::default()),
+                    )
+                })
+                .collect();
+            let mut rng = Rng::with_seed(11);
+            let mut set = tokio::task::JoinSet::new();
+            let requests = 200;
+            for _ in 0..requests {
+                let i = rng.usize(..nodes);
+                let j = (i + 1 + rng.usize(..nodes - 1)) % nodes;
+                let (a, peer) = (eps[i].clone(), eps[j].local_peer());
+                set.spawn(async move { a.request(&peer, Bytes::from_static(b"c")).await.is_ok() });
+            }
+            let mut ok = 0;
+            while let Some(r) = set.join_next().await {
+                ok += usize::from(r.unwrap());
+            }
+            let (mut sent, mut echoed_ok, mut accepted) = (0, 0, 0);
+            for e in &eps {
+                let m = e.metrics();
+                sent += m.cookies_sent;
+                echoed_ok += m.cookie_echoes_accepted;
+                accepted += m.handshakes_accepted_ok;
+            }
+            eprintln!(
+                "{ok}/{requests} requests ok; {sent} cookies sent, {echoed_ok} echoes accepted, \
+             {accepted} handshakes accepted"
+            );
+            assert!(
+                ok * 100 >= requests * 95,
+                "only {ok}/{requests} requests succeeded"
+            );
+            assert!(
+                accepted > 0 && echoed_ok >= accepted,
+                "a handshake skipped its cookie"
+            );
+        },
+    )
+    .await;
 }

@@ -6,8 +6,11 @@ mod channel;
 pub(crate) mod endpoint;
 mod frame;
 mod limit;
+mod source;
 mod window;
 
 pub use channel::{Channel, ChannelConfig, ChannelStats, Incoming};
 pub use frame::{FrameHeader, FrameKind, Mode, peek_header};
 pub use limit::{KeyedLimiter, TokenBucket};
+pub(crate) use source::PerSource;
+pub use source::SourcePrefix;

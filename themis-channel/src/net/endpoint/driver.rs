@@ -130,7 +130,11 @@ impl Shared {
 
     /// One frame from the peer listening at `from`.
     pub(super) fn on_frame(self: &Arc<Self>, from: SocketAddr, frame: BytesMut) {
-        self.with_core(|st| st.core.handle(now(), from, frame));
+        let loaded = self.transport.under_load();
+        self.with_core(|st| {
+            st.core.set_transport_loaded(loaded);
+            st.core.handle(now(), from, frame);
+        });
     }
 
     /// Stops: fails whatever still waits, and takes no more frames from the transport.

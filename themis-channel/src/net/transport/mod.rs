@@ -114,6 +114,14 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Whether the transport's connection slots are near their limits (TCP: half the sockets
+    /// reserved for connections waiting for a hello are taken, or nearly every socket is):
+    /// the endpoint then asks for a cookie before answering a message 1 (PROTOCOL.md §5.2,
+    /// "Cookies"). The default is never.
+    fn under_load(&self) -> bool {
+        false
+    }
+
     /// A snapshot of this transport's counters.
     fn stats(&self) -> TransportStats;
 
@@ -147,6 +155,9 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
     fn set_refused_sink(&self, sink: RefusedSink) -> bool {
         (**self).set_refused_sink(sink)
+    }
+    fn under_load(&self) -> bool {
+        (**self).under_load()
     }
     fn stats(&self) -> TransportStats {
         (**self).stats()

@@ -40,6 +40,12 @@ counters! {
     connect_failed,
     /// Incoming connections refused at accept because the socket limit was reached (TCP).
     connections_refused,
+    /// Incoming connections refused at accept because their source prefix (/32, /64) held
+    /// `max_connections_per_source` sockets, or `max_handshaking_per_source` waiting for a
+    /// hello (TCP).
+    connections_refused_source,
+    /// Gauge: accepted sockets still waiting for their hello (TCP).
+    connections_handshaking,
     /// Connections closed to stay under the connection cap, least recently used first (TCP).
     connections_reaped_lru,
     /// Connections closed after the idle timeout (TCP).

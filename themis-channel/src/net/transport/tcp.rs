@@ -34,7 +34,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufWriter},
     net::{
-        TcpListener, TcpStream,
+        TcpListener, TcpSocket, TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
     sync::{Notify, mpsc},
@@ -47,6 +47,7 @@ use super::{
     frame::{check_incoming, check_outgoing_frame},
     stats::Counters,
 };
+use crate::proto::{PerSource, SourcePrefix};
 use crate::wire::{
     DEFAULT_MAX_FRAME_LEN, TRANSPORT_GOODBYE, TRANSPORT_GOODBYE_ACK, TRANSPORT_HELLO,
     TRANSPORT_WELCOME, VERSION as FRAME_VERSION,
@@ -72,6 +73,14 @@ pub struct TcpConfig {
     /// Most accepted connections still waiting for their hello (default 64). Beyond
     /// `max_connections + max_handshaking` open sockets, new connections are refused at accept.
     pub max_handshaking: usize,
+    /// Most accepted sockets open at once from one source prefix (a /32 for IPv4, a /64 for
+    /// IPv6; default 128, half of `max_connections`): established, waiting for their hello or
+    /// closing. Beyond it a new connection from that prefix is reset at accept
+    /// (`connections_refused_source`), so one host cannot hold the slots everyone shares.
+    pub max_connections_per_source: usize,
+    /// Most accepted sockets from one source prefix still waiting for their hello (default 32,
+    /// half of `max_handshaking`).
+    pub max_handshaking_per_source: usize,
     /// Frames queued per connection before `send` waits (default 256).
     pub queue_len: usize,
     /// Frames received and not yet taken by `recv` (default 1024). When full, connections stop
@@ -108,6 +117,8 @@ impl Default for TcpConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_connections: 256,
             max_handshaking: 64,
+            max_connections_per_source: 128,
+            max_handshaking_per_source: 32,
             queue_len: 256,
             recv_queue_len: 1024,
             send_timeout: Duration::from_secs(5),
@@ -165,6 +176,14 @@ struct Inner {
     shutdown: CancellationToken,
     epoch: Instant,
     next_id: AtomicU64,
+    /// Accepted sockets per source prefix: all open ones, and those still waiting for a hello.
+    sources: Mutex<Sources>,
+}
+
+#[derive(Debug)]
+struct Sources {
+    open: PerSource<SourcePrefix>,
+    handshaking: PerSource<SourcePrefix>,
 }
 
 #[derive(Debug, Default)]
@@ -198,22 +217,59 @@ struct Shared {
     ack_sent: AtomicBool,
 }
 
-/// Counts an open socket; held by the reader and the writer of one connection.
+/// Counts an open socket; held by the reader and the writer of one connection. An accepted
+/// socket is also charged to its source prefix until it closes.
 #[derive(Debug)]
-struct SocketGuard(Arc<Inner>);
+struct SocketGuard(Arc<Inner>, Option<SourcePrefix>);
 
 impl SocketGuard {
     fn new(inner: &Arc<Inner>) -> Arc<Self> {
         Counters::inc(&inner.stats.connections_open);
-        Arc::new(Self(inner.clone()))
+        Arc::new(Self(inner.clone(), None))
     }
 }
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
+        if let Some(prefix) = self.1 {
+            self.0.sources().open.release(prefix);
+        }
         Counters::dec(&self.0.stats.connections_open);
         Counters::inc(&self.0.stats.connections_closed);
     }
+}
+
+/// An accepted socket's claim on its prefix's `max_handshaking_per_source`, given back when
+/// the hello has been read (or the socket is reset).
+#[derive(Debug)]
+struct HelloSlot(Arc<Inner>, SourcePrefix);
+
+impl Drop for HelloSlot {
+    fn drop(&mut self) {
+        self.0.sources().handshaking.release(self.1);
+        Counters::dec(&self.0.stats.connections_handshaking);
+    }
+}
+
+/// Charges a socket just accepted from `source` to its prefix: `None` if the prefix already
+/// holds `max_connections_per_source` sockets or `max_handshaking_per_source` waiting for a
+/// hello (the connection is then reset at once).
+fn admit(inner: &Arc<Inner>, source: IpAddr) -> Option<(Arc<SocketGuard>, HelloSlot)> {
+    let prefix = SourcePrefix::of(source);
+    {
+        let mut s = inner.sources();
+        if s.open.is_full(prefix) || s.handshaking.is_full(prefix) {
+            return None;
+        }
+        s.open.acquire(prefix);
+        s.handshaking.acquire(prefix);
+    }
+    Counters::inc(&inner.stats.connections_open);
+    Counters::inc(&inner.stats.connections_handshaking);
+    Some((
+        Arc::new(SocketGuard(inner.clone(), Some(prefix))),
+        HelloSlot(inner.clone(), prefix),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,6 +501,10 @@ impl TcpTransport {
             source,
         })?;
         let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue_len.max(1));
+        let cfg_per_source = (
+            cfg.max_connections_per_source.max(1),
+            cfg.max_handshaking_per_source.max(1),
+        );
         let inner = Arc::new(Inner {
             local,
             cfg,
@@ -456,6 +516,10 @@ impl TcpTransport {
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
+            sources: Mutex::new(Sources {
+                open: PerSource::new(cfg_per_source.0),
+                handshaking: PerSource::new(cfg_per_source.1),
+            }),
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
         if let Some(idle) = inner.cfg.idle_timeout {
@@ -484,6 +548,21 @@ impl Inner {
         // A poisoned table only means another task panicked mid-update; the map itself is
         // still consistent (every update is a single insert/remove).
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sources(&self) -> MutexGuard<'_, Sources> {
+        // Every update is a single acquire/release: a poisoned table is still consistent.
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the accepted sockets are near their limits (PROTOCOL.md §5.2, "Cookies"): half
+    /// of `max_handshaking` sockets wait for a hello, or the open sockets leave less than half
+    /// of `max_handshaking` free.
+    fn under_load(&self) -> bool {
+        let load = |c: &AtomicU64| usize::try_from(c.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        let half = self.cfg.max_handshaking / 2;
+        load(&self.stats.connections_handshaking) >= half.max(1)
+            || load(&self.stats.connections_open) >= self.cfg.max_connections.saturating_add(half)
     }
 
     fn now_ms(&self) -> u64 {
@@ -575,7 +654,19 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     tracing::debug!(local = %inner.local, %source, "socket limit reached: refusing a connection");
                     continue;
                 }
-                tokio::spawn(serve_accepted(inner.clone(), stream, source));
+                let Some((guard, hello_slot)) = admit(&inner, source.ip()) else {
+                    let _ = stream.set_zero_linger();
+                    Counters::inc(&inner.stats.connections_refused_source);
+                    tracing::debug!(local = %inner.local, %source, "per-source socket limit reached: refusing a connection");
+                    continue;
+                };
+                tokio::spawn(serve_accepted(
+                    inner.clone(),
+                    stream,
+                    source,
+                    guard,
+                    hello_slot,
+                ));
             }
             Err(e) => {
                 // Usually EMFILE/ENFILE: back off instead of spinning.
@@ -609,8 +700,13 @@ fn tune(stream: &TcpStream, cfg: &TcpConfig) {
     let _ = cfg;
 }
 
-async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr) {
-    let guard = SocketGuard::new(&inner);
+async fn serve_accepted(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    source: SocketAddr,
+    guard: Arc<SocketGuard>,
+    hello_slot: HelloSlot,
+) {
     tune(&stream, &inner.cfg);
     let (mut r, w) = stream.into_split();
     let mut reader = FrameReader::new(inner.cfg.max_frame_len, inner.cfg.frame_timeout);
@@ -632,6 +728,7 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
         }
         Some(_) => None,
     };
+    drop(hello_slot);
     let Some(peer) = peer else {
         Counters::inc(&inner.stats.rejected_hello);
         tracing::debug!(local = %inner.local, %source, "closing a connection without a valid hello");
@@ -710,6 +807,24 @@ async fn serve_accepted(inner: Arc<Inner>, stream: TcpStream, source: SocketAddr
     read_loop(inner, peer, id, shared, r, reader, guard).await;
 }
 
+/// Connects to `peer` from our listening IP when it is a specific address of the same family
+/// (port chosen by the system), so that the connection's source IP is the IP the hello
+/// announces, which the acceptor requires (PROTOCOL.md §5.1, setup step 2); from the address
+/// the system picks otherwise.
+async fn connect_from(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream> {
+    let ip = local.ip();
+    if ip.is_unspecified() || ip.is_ipv4() != peer.is_ipv4() {
+        return TcpStream::connect(peer).await;
+    }
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(peer).await
+}
+
 /// One dial attempt: connect, send the hello, wait for the welcome. On failure the socket is
 /// reset and dropped.
 async fn try_connect(
@@ -717,7 +832,7 @@ async fn try_connect(
     peer: SocketAddr,
     deadline: Instant,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, FrameReader), &'static str> {
-    let stream = timeout_at(deadline, TcpStream::connect(peer))
+    let stream = timeout_at(deadline, connect_from(inner.local, peer))
         .await
         .map_err(|_| "connect timed out")?
         .map_err(|e| {
@@ -1057,6 +1172,10 @@ impl Transport for TcpTransport {
 
     fn max_frame_len(&self) -> usize {
         self.inner.cfg.max_frame_len
+    }
+
+    fn under_load(&self) -> bool {
+        self.inner.under_load()
     }
 
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {

@@ -10,6 +10,11 @@ use crate::{ChannelConfig, Error, Mode};
 /// accepted configurations stay the same).
 const MAX_PERMITS: usize = usize::MAX >> 3;
 
+/// Default [`EndpointConfig::pending_per_source`].
+pub(crate) const DEFAULT_PENDING_PER_SOURCE: usize = 1024;
+/// Default [`EndpointConfig::cookie_threshold`].
+pub(crate) const DEFAULT_COOKIE_THRESHOLD: usize = 512;
+
 /// Settings of an [`Endpoint`](crate::Endpoint). Start from `EndpointConfig::default()` (or
 /// [`EndpointConfig::insecure`]) and change fields; [`EndpointConfig::validate`] runs when the
 /// endpoint is created.
@@ -54,6 +59,16 @@ pub struct EndpointConfig {
     /// Handshake limits (pending table, its TTL). `initiator_timeout` is replaced by
     /// `handshake_timeout`.
     pub handshake: HandshakeConfig,
+    /// Most responder handshakes pending (between message 1 and message 3) from one source
+    /// prefix: a /32 for IPv4, a /64 for IPv6 (default 1,024, a quarter of the default pending
+    /// table). A message 1 beyond it is refused before its signature is checked. The global
+    /// cap (`handshake.pending_capacity`) stays behind it.
+    pub pending_per_source: usize,
+    /// From this many pending responder handshakes on (default 512, an eighth of the default
+    /// pending table), or while the transport reports its connection slots near their limits,
+    /// a message 1 without a cookie is answered with a cookie reply instead of message 2
+    /// (PROTOCOL.md §5.2, "Cookies"). 0 asks for a cookie on every message 1.
+    pub cookie_threshold: usize,
     /// Channel limits. `max_frame_len` is lowered to the transport's limit.
     pub channel: ChannelConfig,
 }
@@ -76,6 +91,8 @@ impl Default for EndpointConfig {
             #[cfg(feature = "testing")]
             rng_seed: None,
             handshake: HandshakeConfig::default(),
+            pending_per_source: DEFAULT_PENDING_PER_SOURCE,
+            cookie_threshold: DEFAULT_COOKIE_THRESHOLD,
             channel: ChannelConfig::default(),
         }
     }
@@ -106,6 +123,9 @@ impl EndpointConfig {
         }
         if self.max_in_flight_per_peer > self.channel.max_outstanding {
             return bad("max_in_flight_per_peer must not exceed channel.max_outstanding");
+        }
+        if self.pending_per_source == 0 {
+            return bad("pending_per_source must be at least 1");
         }
         if self.max_sessions == 0 {
             return bad("max_sessions must be at least 1");

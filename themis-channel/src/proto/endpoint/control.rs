@@ -19,9 +19,9 @@ use super::sessions::ChanKey;
 use crate::{Error, Mode};
 
 use crate::wire::{
-    BUSY_LEN, IDENTIFY_LEN, IDENTITY_MISMATCH_LEN, MODE_MISMATCH_LEN, TYPE_BUSY, TYPE_IDENTIFY,
-    TYPE_IDENTITY, TYPE_IDENTITY_MISMATCH, TYPE_MODE_MISMATCH, TYPE_UNKNOWN_SESSION,
-    UNKNOWN_SESSION_LEN, VERSION as V,
+    BUSY_LEN, COOKIE_LEN, COOKIE_SIZE, IDENTIFY_LEN, IDENTITY_MISMATCH_LEN, MODE_MISMATCH_LEN,
+    TYPE_BUSY, TYPE_COOKIE, TYPE_COOKIE_ECHO, TYPE_IDENTIFY, TYPE_IDENTITY, TYPE_IDENTITY_MISMATCH,
+    TYPE_MODE_MISMATCH, TYPE_UNKNOWN_SESSION, UNKNOWN_SESSION_LEN, VERSION as V,
 };
 
 /// A decoded control message.
@@ -68,11 +68,24 @@ pub(super) enum Control {
         /// The refused command's sequence number.
         seq: u64,
     },
+    /// A responder under load wants message 1 `nonce` again behind `cookie`.
+    Cookie {
+        /// `N_A` of the message 1 it answers.
+        nonce: [u8; 32],
+        /// `MAC(secret, H("themis/v1/cookie"; address, N_A))`.
+        cookie: [u8; COOKIE_SIZE],
+    },
 }
 
 /// A control message under arbitrary bytes, for fuzzing (`fuzz/`): what decodes must encode to
 /// a message of the same length that decodes to the same value. `Err` names the failed check.
 pub(crate) fn fuzz_control(b: &[u8]) -> Result<bool, String> {
+    if let Some((cookie, msg1)) = super::cookie::parse_echo(b) {
+        if super::cookie::encode_echo(&cookie, msg1) != b {
+            return Err("cookie echo does not round-trip".to_owned());
+        }
+        return Ok(true);
+    }
     let Some(c) = Control::decode(b) else {
         return Ok(false);
     };
@@ -135,6 +148,13 @@ impl Control {
                     seq: u64::from_be_bytes(arr(b, 10)?),
                 })
             }
+            TYPE_COOKIE => {
+                exact(COOKIE_LEN)?;
+                Some(Self::Cookie {
+                    nonce: arr(b, 2)?,
+                    cookie: arr(b, 34)?,
+                })
+            }
             _ => None,
         }
     }
@@ -174,6 +194,11 @@ impl Control {
                 out.extend_from_slice(&session_id.0);
                 out.extend_from_slice(&seq.to_be_bytes());
             }
+            Self::Cookie { nonce, cookie } => {
+                out.push(TYPE_COOKIE);
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(cookie);
+            }
         }
         out
     }
@@ -203,6 +228,9 @@ impl EndpointCore {
     /// A control message from `from`: believed only where PROTOCOL.md §5.2 says, counted in
     /// `control_received` when acted upon, in `frames_rejected_other` (or `_malformed`) if not.
     pub(super) fn on_control(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
+        if frame.get(1) == Some(&TYPE_COOKIE_ECHO) {
+            return self.on_cookie_echo(now, from, frame);
+        }
         let Some(msg) = Control::decode(frame) else {
             self.counters.frames_rejected_malformed += 1;
             return;
@@ -222,6 +250,7 @@ impl EndpointCore {
             Control::UnknownSession { session_id, seq } => {
                 self.on_unknown_session(from, session_id, seq)
             }
+            Control::Cookie { nonce, cookie } => self.on_cookie(from, nonce, cookie),
         };
         if acted {
             self.counters.control_received += 1;
@@ -375,6 +404,10 @@ mod tests {
                 session_id: SessionId([6; 8]),
                 seq: 3,
             },
+            Control::Cookie {
+                nonce: [8; 32],
+                cookie: [9; 32],
+            },
         ]
     }
 
@@ -389,6 +422,7 @@ mod tests {
                 Control::ModeMismatch { .. } => MODE_MISMATCH_LEN,
                 Control::UnknownSession { .. } => UNKNOWN_SESSION_LEN,
                 Control::Busy { .. } => BUSY_LEN,
+                Control::Cookie { .. } => COOKIE_LEN,
             };
             assert_eq!(b.len(), want);
             // Any other length is refused.

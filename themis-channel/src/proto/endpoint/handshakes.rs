@@ -10,8 +10,11 @@ use bytes::Bytes;
 use themis_handshake::{Initiator, MessageKind, Session};
 
 use super::control::{Control, msg1_nonce};
+use super::cookie::{encode_echo, msg1_for, parse_echo, session_id_of};
 use super::timers::{Resend, TimerKey};
 use super::{EndpointCore, PeerAddr, RequestId};
+use crate::proto::SourcePrefix;
+use crate::wire::COOKIE_SIZE;
 use crate::{Channel, Error, Mode};
 
 /// One of our handshakes, waiting for message 2.
@@ -23,6 +26,9 @@ pub(super) struct PendingHandshake {
     msg1: Resend,
     /// Requests waiting for the session, in arrival order.
     pub(super) waiters: Vec<RequestId>,
+    /// The responder asked for a cookie and message 1 now travels behind it (once per
+    /// handshake: a later cookie reply is ignored).
+    cookie: bool,
 }
 
 impl EndpointCore {
@@ -61,6 +67,7 @@ impl EndpointCore {
                 initiator,
                 msg1,
                 waiters: Vec::new(),
+                cookie: false,
             },
         );
         tracing::debug!(peer = %peer.id.short(), addr = %peer.addr, "handshake started");
@@ -132,11 +139,101 @@ impl EndpointCore {
         if self.closing {
             return;
         }
+        // Under load (PROTOCOL.md §5.2, "Cookies"): a well-formed message 1 for us gets a cookie
+        // reply, not message 2; nothing is verified or stored. Anything else goes on to the
+        // checks below, which refuse it before its signature.
+        let loaded = self.transport_loaded || responder.pending_len() >= self.cfg.cookie_threshold;
+        if loaded
+            && msg1_for(frame, self.local_id.as_bytes())
+            && let Some(nonce) = msg1_nonce(frame)
+        {
+            let cookie = self.cookies.make(now, &mut *self.rng, from, &nonce);
+            self.counters.cookies_sent += 1;
+            // Not rate-limited: it costs one MAC and is smaller than the message 1 it answers
+            // (no amplification), and a budget shared with a flood would starve honest peers.
+            self.transmit(
+                from,
+                Bytes::from(Control::Cookie { nonce, cookie }.encode()),
+            );
+            return;
+        }
+        self.answer_message1(now, from, frame);
+    }
+
+    /// A cookie echo (`01 3F ‖ cookie ‖ message 1`): the message 1 is processed, without
+    /// asking for another cookie, if the cookie is ours for the sender's address and its `N_A`.
+    pub(super) fn on_cookie_echo(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
+        if self.responder.is_none() {
+            self.counters.frames_rejected_mode += 1;
+            return;
+        }
+        if self.closing {
+            return;
+        }
+        let Some((cookie, msg1)) = parse_echo(frame) else {
+            self.counters.cookie_echoes_rejected += 1;
+            return;
+        };
+        let Some(nonce) = msg1_nonce(msg1) else {
+            self.counters.cookie_echoes_rejected += 1;
+            return;
+        };
+        if !self
+            .cookies
+            .check(now, &mut *self.rng, from, &nonce, &cookie)
+        {
+            self.counters.cookie_echoes_rejected += 1;
+            return;
+        }
+        self.counters.cookie_echoes_accepted += 1;
+        self.answer_message1(now, from, msg1);
+    }
+
+    /// A cookie reply to our message 1 (PROTOCOL.md §5.2, "Cookies"): believed only from the
+    /// address message 1 went to, for a handshake waiting under that `N_A`, once per handshake;
+    /// message 1 goes out again at once behind the cookie (and so do its retransmissions).
+    pub(super) fn on_cookie(
+        &mut self,
+        from: SocketAddr,
+        nonce: [u8; 32],
+        cookie: [u8; COOKIE_SIZE],
+    ) -> bool {
+        let Some(h) = self.handshakes.get_mut(&nonce) else {
+            return false;
+        };
+        if h.peer.addr != from || h.cookie {
+            return false;
+        }
+        h.cookie = true;
+        let echo = Bytes::from(encode_echo(&cookie, h.msg1.frame()));
+        h.msg1.set_frame(echo.clone());
+        self.counters.cookies_received += 1;
+        self.transmit(from, echo);
+        true
+    }
+
+    /// Message 1 past the cookie check: the per-source cap, then the responder's checks.
+    fn answer_message1(&mut self, now: Instant, from: SocketAddr, frame: &[u8]) {
+        let Some(responder) = self.responder.as_mut() else {
+            return;
+        };
+        // Fairness: one source prefix holds at most `pending_per_source` pending handshakes;
+        // checked before the signature, so a flood from one host costs no verification.
+        let prefix = SourcePrefix::of(from.ip());
+        if !self.pending_src.has_room(now, prefix) {
+            self.counters.handshakes_rejected_source += 1;
+            return;
+        }
         match responder.handle_message1(frame, now) {
             Ok(msg2) => {
                 // No amplification: message 2 (194 bytes) is never longer than the message 1
                 // it answers (at least 196 bytes).
                 debug_assert!(msg2.len() <= frame.len());
+                if let Some(sid) = session_id_of(frame, &msg2) {
+                    let ttl = self.hs_cfg.pending_ttl;
+                    let expires_at = now.checked_add(ttl).unwrap_or(now);
+                    self.pending_src.insert(prefix, sid, expires_at);
+                }
                 self.transmit(from, Bytes::from(msg2));
             }
             Err(themis_handshake::Error::NotIntendedRecipient { .. }) => {
@@ -220,6 +317,7 @@ impl EndpointCore {
         };
         match responder.handle_message3(frame, now) {
             Ok(session) => {
+                self.pending_src.remove(&session.session_id);
                 self.counters.handshakes_accepted_ok += 1;
                 let peer = PeerAddr {
                     id: session.peer_id,

@@ -49,6 +49,22 @@ metrics! {
     handshakes_rejected_busy,
     /// Messages 2 and 3 for no handshake in progress here (late duplicates, forgeries).
     handshakes_rejected_unknown,
+    /// Messages 1 refused because their source prefix (/32, /64) already had
+    /// `pending_per_source` handshakes pending here (a flood from one host).
+    handshakes_rejected_source,
+    /// Cookie replies sent: messages 1 answered with a cookie because we were under load.
+    cookies_sent,
+    /// Cookie replies believed (for a handshake of ours, from its address) and echoed.
+    cookies_received,
+    /// Cookie echoes whose cookie verified; their message 1 was then processed.
+    cookie_echoes_accepted,
+    /// Cookie echoes refused: malformed, or a cookie that does not verify for the source
+    /// address and `N_A` under the current or previous secret.
+    cookie_echoes_rejected,
+    /// Gauge: responder handshakes pending (waiting for message 3, expired ones until purged).
+    pending_handshakes,
+    /// Gauge: source prefixes holding a pending responder handshake.
+    pending_sources,
     /// Frames refused as garbage: unknown type, truncated, bad version, malformed control.
     frames_rejected_malformed,
     /// Channel frames that failed authentication.

@@ -21,6 +21,7 @@
 mod cache;
 mod config;
 mod control;
+mod cookie;
 mod handshakes;
 mod identify;
 mod incoming;
@@ -46,6 +47,7 @@ pub use config::EndpointConfig;
 pub(crate) use control::fuzz_control;
 pub use metrics::EndpointMetrics;
 
+use self::cookie::{CookieJar, PendingBySource};
 use self::handshakes::PendingHandshake;
 use self::identify::Identifies;
 use self::incoming::PendingCommand;
@@ -146,6 +148,13 @@ pub(crate) struct EndpointCore {
     commands: HashMap<CommandToken, PendingCommand>,
     /// Limits unauthenticated replies (control messages).
     control_rate: TokenBucket,
+    /// The secrets of the cookies we hand out under load.
+    cookies: CookieJar,
+    /// The responder's pending handshakes by source prefix (`pending_per_source`).
+    pending_src: PendingBySource,
+    /// The transport said its connection slots are near their limits (set by the driver
+    /// before each frame): message 1 needs a cookie.
+    transport_loaded: bool,
     timers: Timers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -207,6 +216,9 @@ impl EndpointCore {
             identifies: Identifies::default(),
             commands: HashMap::new(),
             control_rate: TokenBucket::new(config.control_rate.0, config.control_rate.1),
+            cookies: CookieJar::new(),
+            pending_src: PendingBySource::new(config.pending_per_source),
+            transport_loaded: false,
             timers: Timers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -240,6 +252,12 @@ impl EndpointCore {
         self.pump(now);
     }
 
+    /// Whether the transport's connection slots are near their limits (PROTOCOL.md §5.2,
+    /// "Cookies"): while they are, a message 1 is answered with a cookie.
+    pub(crate) fn set_transport_loaded(&mut self, loaded: bool) {
+        self.transport_loaded = loaded;
+    }
+
     /// The next frame to send.
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -264,6 +282,7 @@ impl EndpointCore {
         if let Some(r) = self.responder.as_mut() {
             r.handle_timeout(now);
         }
+        self.pending_src.purge(now);
         while let Some(key) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Request(id) => self.on_request_timer(now, id),
@@ -313,6 +332,11 @@ impl EndpointCore {
         let mut m = self.counters.snapshot();
         m.handlers_running = self.commands.len() as u64;
         m.sessions = self.sessions.live() as u64;
+        m.pending_handshakes = self
+            .responder
+            .as_ref()
+            .map_or(0, |r| r.pending_len() as u64);
+        m.pending_sources = self.pending_src.sources() as u64;
         m
     }
 

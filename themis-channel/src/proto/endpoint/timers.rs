@@ -122,6 +122,11 @@ impl Resend {
         }
     }
 
+    /// Replaces the frame sent from now on (a message 1 by its cookie echo).
+    pub(super) fn set_frame(&mut self, frame: Bytes) {
+        self.frame = frame;
+    }
+
     /// When its timer fires first, the frame having gone out at `now`.
     pub(super) fn first_wake(&self, now: Instant) -> Instant {
         self.backoff.wake(now, self.deadline)

@@ -4,6 +4,7 @@
 
 mod bounds;
 mod control;
+mod cookies;
 mod exchange;
 mod lossy;
 mod props;
