@@ -357,6 +357,15 @@ fn endpoint_series(m: &NodeMetrics) -> Vec<Series> {
         (G, "themis_transport_connections_open", "Peer connections open now (TCP).", t.connections_open),
         (C, "themis_transport_connections_opened", "Connections established, dialed and accepted (TCP).", t.connections_opened),
         (C, "themis_transport_connect_failed", "Dial attempts that failed or timed out (TCP).", t.connect_failed),
+        (C, "themis_transport_connections_refused_source", "Connections refused at accept: their source prefix (/32, /64) held its share of sockets (TCP).", t.connections_refused_source),
+        (G, "themis_transport_connections_handshaking", "Accepted sockets still waiting for their hello (TCP).", t.connections_handshaking),
+        (C, "themis_endpoint_handshakes_rejected_source", "Messages 1 refused: their source prefix held its share of pending handshakes.", p.handshakes_rejected_source),
+        (G, "themis_endpoint_pending_handshakes", "Responder handshakes awaiting message 3.", p.pending_handshakes),
+        (G, "themis_endpoint_pending_sources", "Source prefixes with a pending handshake.", p.pending_sources),
+        (C, "themis_endpoint_cookies_sent", "COOKIE replies sent while under load (PROTOCOL.md §5.2).", p.cookies_sent),
+        (C, "themis_endpoint_cookies_received", "COOKIE replies accepted by our handshakes.", p.cookies_received),
+        (C, "themis_endpoint_cookie_echoes_accepted", "COOKIE ECHOs whose cookie verified.", p.cookie_echoes_accepted),
+        (C, "themis_endpoint_cookie_echoes_rejected", "COOKIE ECHOs refused (bad or stale cookie, malformed).", p.cookie_echoes_rejected),
     ]
 }
 
