@@ -355,32 +355,9 @@ impl Driver {
                     expect,
                     bytes,
                 } => {
-                    if self.backlog.len() >= self.cfg.dht.max_pending_requests {
-                        // The core bounds its pending requests: anything beyond is stale.
-                        self.backlog.pop_front();
-                        self.counters.requests_dropped_stale += 1;
-                    }
-                    self.backlog.push_back(Outbound {
-                        request_id,
-                        to,
-                        expect,
-                        bytes: Some(bytes),
-                        queued_at: now(),
-                    });
+                    self.queue(request_id, to, expect, Some(bytes));
                 }
-                Output::Identify { request_id, to } => {
-                    if self.backlog.len() >= self.cfg.dht.max_pending_requests {
-                        self.backlog.pop_front();
-                        self.counters.requests_dropped_stale += 1;
-                    }
-                    self.backlog.push_back(Outbound {
-                        request_id,
-                        to,
-                        expect: None,
-                        bytes: None,
-                        queued_at: now(),
-                    });
-                }
+                Output::Identify { request_id, to } => self.queue(request_id, to, None, None),
                 Output::Respond { token, bytes } => {
                     if let Some((_, reply)) = self.unanswered.remove(&token) {
                         reply.send(Bytes::from(bytes));
@@ -467,6 +444,28 @@ impl Driver {
                 tracing::trace!(pred = ?predecessor.map(|p| p.id.short()), "predecessor changed");
             }
         }
+    }
+
+    /// Queues a request (`bytes`) or an identify (`None`) for [`Driver::dispatch`].
+    fn queue(
+        &mut self,
+        request_id: u64,
+        to: std::net::SocketAddr,
+        expect: Option<NodeId>,
+        bytes: Option<Vec<u8>>,
+    ) {
+        if self.backlog.len() >= self.cfg.dht.max_pending_requests {
+            // The core bounds its pending requests: anything beyond is stale.
+            self.backlog.pop_front();
+            self.counters.requests_dropped_stale += 1;
+        }
+        self.backlog.push_back(Outbound {
+            request_id,
+            to,
+            expect,
+            bytes,
+            queued_at: now(),
+        });
     }
 
     /// Starts queued requests while there is room; drops those the core gave up on.

@@ -210,6 +210,12 @@ impl Sim {
         forge_owner_answer(bytes, &self.nodes[j].identity, &self.network, Self::addr(j))
     }
 
+    /// Whether a message from node `from` sent to node `to` arrives at `at`: the network model
+    /// lets it through and `to` is alive.
+    fn arrives(&mut self, at: Duration, from: usize, to: usize) -> bool {
+        self.model.arrives(at, Self::addr(from), Self::addr(to)) && self.nodes[to].alive
+    }
+
     /// Makes virtual time `at` the present and handles `ev`.
     pub(super) fn step(&mut self, at: Duration, ev: Ev) {
         self.now = at;
@@ -238,8 +244,7 @@ impl Sim {
                 request_id,
                 bytes,
             } => {
-                let arrived = self.model.arrives(at, Self::addr(from), Self::addr(to));
-                if !self.nodes[to].alive || !arrived {
+                if !self.arrives(at, from, to) {
                     return;
                 }
                 self.delivered += 1;
@@ -260,8 +265,7 @@ impl Sim {
                 request_id,
             } => {
                 // the endpoint answers IDENTIFY itself: any live node at the address does
-                let arrived = self.model.arrives(at, Self::addr(from), Self::addr(to));
-                if !self.nodes[to].alive || !arrived {
+                if !self.arrives(at, from, to) {
                     return;
                 }
                 let fate = self.route(to, Self::addr(from));
@@ -276,8 +280,7 @@ impl Sim {
                 from,
                 request_id,
             } => {
-                let arrived = self.model.arrives(at, Self::addr(from), Self::addr(to));
-                if !self.nodes[to].alive || !arrived {
+                if !self.arrives(at, from, to) {
                     return;
                 }
                 let now = self.now();
