@@ -324,3 +324,31 @@ fn newcomers_take_over_their_objects() {
     let m = sim.metrics_total();
     assert!(m.handoff_records_sent > 0 && m.handoff_records_received > 0);
 }
+
+/// Found by `any_joins_leaves_and_crashes_converge` on 2026-12-05 (once; 3,000 further random
+/// cases passed): after four leaves the last survivor of the first ring (520895be) is alone,
+/// with no successor and no predecessor, while two nodes that joined meanwhile form a ring of
+/// their own, and the two do not merge within the test's 40 s of settling. Not yet diagnosed:
+/// whether either side still knows a live node of the other (ring unification needs one), or
+/// the leaves hand the survivor nothing to probe. Ignored so that the case is kept, rather than
+/// left in the regressions file, where it would fail every run.
+#[test]
+#[ignore = "known failure: two rings with no live contact between them after leaves (issue 11 follow-up)"]
+fn churn_case_lone_survivor_after_leaves() {
+    use Op::{Crash, Join, Leave};
+    let ops = [
+        Leave(14640998797122794201),
+        Crash(5344129901312440828),
+        Join,
+        Join,
+        Join,
+        Crash(17640990126712354951),
+        Leave(8727302619293749365),
+        Leave(12887958679631468113),
+        Leave(6774448914506930440),
+        Join,
+        Leave(6591207277782816864),
+        Join,
+    ];
+    churn(11925522010595458010, &ops).unwrap();
+}
