@@ -160,6 +160,14 @@ async fn impostors_cannot_register_an_owned_name_and_its_delegated_provider_is_f
             assert_fails(&out, 1, &[needle]);
             refused += 1;
         }
+        // Held back by a health check, it is refused all the same, at once.
+        let api0 = impostors[0].api();
+        let out = themis(&[
+            "register", &name, "--upstream", &evil, "--api", &api0, "--check-ttl", "30s",
+        ])
+        .await;
+        assert_fails(&out, 1, &["needs a delegation from its owner"]);
+        refused += 1;
         let refusing = started.elapsed();
 
         // The genuine provider, with its delegation: stored on all 3 replicas.
@@ -198,7 +206,6 @@ async fn impostors_cannot_register_an_owned_name_and_its_delegated_provider_is_f
             assert_eq!(body.text().await.unwrap(), "genuine");
         }
         // An unowned name stays first-come as before: an impostor provides "pay".
-        let api0 = impostors[0].api();
         let out = themis(&["register", "pay", "--upstream", &evil, "--api", &api0]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         eprintln!(

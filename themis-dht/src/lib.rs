@@ -103,7 +103,7 @@ pub use proto::node::{
 pub use proto::owner::{
     DELEGATION_LEN, DELEGATION_SIG_LABEL, Delegation, DelegationProblem, FINGERPRINT_LEN,
     FINGERPRINT_TEXT_LEN, MAX_OWNED_LABEL_LEN, NameOwner, OWNER_FINGERPRINT_LABEL, OWNER_SEPARATOR,
-    OwnerFingerprint, owned_name,
+    OwnerFingerprint, check_provider, owned_name,
 };
 pub use proto::record::{ProviderRecord, Refusal, ServiceMetadata, ServiceSpec, object_id};
 pub use proto::ring::ID_BITS;

@@ -312,6 +312,28 @@ impl Delegation {
     }
 }
 
+/// Whether `provider` may provide `name` on `network` at `now_unix_ms` with `delegation`
+/// (PROTOCOL.md §6.4): an unowned name takes no delegation; an owned one needs one from its
+/// owner, for this network, name and provider, that has not expired; a look-alike takes none.
+/// What a node checks before it signs records, so that it refuses at once, with the reason.
+pub fn check_provider(
+    network: &NetworkId,
+    name: &str,
+    provider: &NodeId,
+    delegation: Option<&Delegation>,
+    now_unix_ms: u64,
+) -> Result<(), DelegationProblem> {
+    match (NameOwner::of(name), delegation) {
+        (NameOwner::Unowned, None) => Ok(()),
+        (NameOwner::Unowned, Some(_)) => Err(DelegationProblem::NotOwned),
+        (NameOwner::LookAlike, _) => Err(DelegationProblem::LookAlike),
+        (NameOwner::Owned(_), None) => Err(DelegationProblem::Missing),
+        (NameOwner::Owned(_), Some(d)) => {
+            d.check(network, name, provider, now_unix_ms.saturating_add(1))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

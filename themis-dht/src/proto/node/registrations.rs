@@ -12,7 +12,7 @@ use super::queries::Job;
 use super::requests::Purpose;
 use super::{Node, State, ms};
 use crate::Error;
-use crate::proto::owner::{DelegationProblem, NameOwner};
+use crate::proto::owner::check_provider;
 use crate::proto::record::{ProviderRecord, ServiceSpec, check_metadata, check_name, object_id};
 use crate::proto::wire::{Peer, Request, WireRecord};
 
@@ -130,6 +130,7 @@ impl Node {
         spec: ServiceSpec,
         k: Option<u8>,
     ) -> Result<QueryId, Error> {
+        self.check_member("register")?;
         self.check_delegation(now, &spec)?;
         self.register_unchecked(now, spec, k)
     }
@@ -195,25 +196,15 @@ impl Node {
     /// unowned name takes none (PROTOCOL.md §6.4 "Owned names"): refused here, with the
     /// reason, rather than by every replica.
     fn check_delegation(&self, now: Instant, spec: &ServiceSpec) -> Result<(), Error> {
-        let problem = match (NameOwner::of(&spec.name), &spec.delegation) {
-            (NameOwner::Unowned, None) => return Ok(()),
-            (NameOwner::Unowned, Some(_)) => DelegationProblem::NotOwned,
-            (NameOwner::LookAlike, _) => DelegationProblem::LookAlike,
-            (NameOwner::Owned(_), None) => DelegationProblem::Missing,
-            (NameOwner::Owned(_), Some(d)) => {
-                let me = self.identity.node_id(&self.network);
-                match d.check(
-                    &self.network,
-                    &spec.name,
-                    &me,
-                    self.wall_ms(now).saturating_add(1),
-                ) {
-                    Ok(()) => return Ok(()),
-                    Err(p) => p,
-                }
-            }
-        };
-        Err(Error::Delegation {
+        let me = self.identity.node_id(&self.network);
+        check_provider(
+            &self.network,
+            &spec.name,
+            &me,
+            spec.delegation.as_ref(),
+            self.wall_ms(now),
+        )
+        .map_err(|problem| Error::Delegation {
             name: spec.name.clone(),
             problem,
         })
