@@ -75,6 +75,10 @@ def main():
             record = b[len(record_prefix):]
             owner = bytes.fromhex("a1656f776e6572a1677265636f72647381") + record
             write("dht_cbor", "owner_response", owner)
+    # Owned names: a store of a record carrying an owner's delegation.
+    for name, b in pairs("themis-dht/tests/vectors/owned.txt"):
+        if name == "store_request":
+            write("dht_cbor", "owned_store_request", b)
 
     # Mesh: call requests (after the protocol id 02, which the endpoint strips), responses and
     # the node-info answer.

@@ -36,6 +36,14 @@ pub(crate) enum Command {
     /// Key management: `themis key rotate` (a new key that the old one names its successor).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Owned service names: `themis owner new` creates an owner key (mode 0600) and prints
+    /// the names it owns, LABEL~FINGERPRINT. Only providers it delegates may provide them.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
+    /// Let one provider node provide an owned name (LABEL~FINGERPRINT) on one network for a
+    /// while: the owner key signs a delegation, written to --out for `themis register
+    /// --delegation`.
+    Delegate(DelegateArgs),
     /// Run a mesh node and its local HTTP agent API (the sidecar of local services). Every
     /// flag is also a THEMIS_* variable and a key of the --config file.
     Node(crate::config::NodeArgs),
@@ -100,6 +108,56 @@ pub(crate) enum KeyCommand {
     Rotate(RotateArgs),
 }
 
+/// `themis owner ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OwnerCommand {
+    /// Create an owner key file (mode 0600) and print the owned form of a name: LABEL~ and
+    /// the key's 32-character fingerprint. Nobody else can provide such a name without the
+    /// key's delegation (`themis delegate`).
+    New(OwnerNewArgs),
+}
+
+/// `themis owner new`.
+#[derive(Debug, Args)]
+pub(crate) struct OwnerNewArgs {
+    /// The owner key file to create.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Print the owned form of this label (e.g. `pay` gives `pay~<fingerprint>`).
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `themis delegate`.
+#[derive(Debug, Args)]
+pub(crate) struct DelegateArgs {
+    /// The owner key file (`themis owner new`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) owner_key: PathBuf,
+    /// The network the provider runs on (the delegation is for this network only).
+    #[arg(long, env = "THEMIS_NET")]
+    pub(crate) net: String,
+    /// The owned name (LABEL~FINGERPRINT of the owner key).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The provider's node id (hex; `themis id --key KEY --net NET` or `themis status`).
+    #[arg(long, value_name = "NODE_ID")]
+    pub(crate) provider: String,
+    /// How long the provider may provide the name: a number and a unit s, m, h or d, at most
+    /// 366d. A delegation cannot be revoked before it ends: keep it short and renew it.
+    #[arg(long, value_name = "DURATION", value_parser = crate::owner::parse_lifetime)]
+    pub(crate) expires: std::time::Duration,
+    /// The delegation file to write.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
 /// `themis key rotate`.
 #[derive(Debug, Args)]
 pub(crate) struct RotateArgs {
@@ -157,6 +215,10 @@ pub(crate) struct RegisterArgs {
     /// rotate`) may call it during its grace period.
     #[arg(long = "allow", value_name = "NODE_ID")]
     pub(crate) allow: Vec<String>,
+    /// The owner's delegation to this node (the file `themis delegate` writes): needed to
+    /// provide an owned name (LABEL~FINGERPRINT), refused for any other.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) delegation: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) check: HealthCheckArgs,
     #[command(flatten)]
@@ -291,6 +353,18 @@ pub(crate) async fn run(
         Command::Key(KeyCommand::Rotate(a)) => {
             crate::keys::rotate(&a.key, &a.out, &a.net, a.grace, a.force)
         }
+        Command::Owner(OwnerCommand::New(a)) => {
+            crate::owner::new_owner(&a.out, a.force, a.label.as_deref())
+        }
+        Command::Delegate(a) => crate::owner::delegate(
+            &a.owner_key,
+            &a.net,
+            &a.name,
+            &a.provider,
+            a.expires,
+            &a.out,
+            a.force,
+        ),
         Command::Node(_) => match settings {
             Some(s) => crate::node::run(s).await,
             None => Ok(()),

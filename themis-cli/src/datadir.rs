@@ -207,6 +207,7 @@ mod tests {
                 ttl: Some("30s".into()),
                 ..Default::default()
             }),
+            delegation: Some("ab".repeat(104)),
         };
         dir.save_services(std::slice::from_ref(&def)).unwrap();
         let peer = RememberedPeer {

@@ -96,7 +96,7 @@ pub(crate) fn succession_path(key: &Path) -> PathBuf {
 }
 
 /// This host's wall clock in Unix milliseconds.
-fn unix_now_ms() -> u64 {
+pub(crate) fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -24,6 +24,7 @@ mod error;
 mod keys;
 mod log;
 mod node;
+mod owner;
 
 use std::process::ExitCode;
 

@@ -3,6 +3,7 @@
 use themis_crypto::NodeId;
 
 use crate::proto::node::{NodeState, QueryError};
+use crate::proto::owner::DelegationProblem;
 use crate::proto::record::Refusal;
 
 /// Everything that can go wrong when using the DHT core.
@@ -62,6 +63,14 @@ pub enum Error {
         state: NodeState,
         /// What was attempted.
         what: &'static str,
+    },
+    /// A name cannot be provided with the delegation given (owned names, PROTOCOL.md §6.4).
+    #[error("cannot provide '{name}': {problem}")]
+    Delegation {
+        /// The service name.
+        name: String,
+        /// What is wrong with the delegation.
+        problem: DelegationProblem,
     },
     /// A provider record failed verification.
     #[error("provider record rejected: {0}")]

@@ -103,6 +103,11 @@ pub use proto::node::{
     Contact, Event, Found, Node, NodeState, Output, Providers, QueryError, QueryId, Reply,
     RequestFailure, Unregister,
 };
+pub use proto::owner::{
+    DELEGATION_LEN, DELEGATION_SIG_LABEL, Delegation, DelegationProblem, FINGERPRINT_LEN,
+    FINGERPRINT_TEXT_LEN, MAX_OWNED_LABEL_LEN, NameOwner, OWNER_FINGERPRINT_LABEL, OWNER_SEPARATOR,
+    OwnerFingerprint, check_provider, owned_name,
+};
 pub use proto::record::{ProviderRecord, Refusal, ServiceMetadata, ServiceSpec, object_id};
 pub use proto::ring::ID_BITS;
 pub use proto::wire::{
@@ -115,6 +120,6 @@ pub use proto::wire::{
 pub mod fuzz {
     pub use crate::adversary::{closer_answer, find_target, forge_owner_answer};
     pub use crate::proto::wire::{
-        bench_decode_request, bench_find, bench_store, fuzz_decode, fuzz_roundtrip,
+        bench_decode_request, bench_find, bench_store, check_store, fuzz_decode, fuzz_roundtrip,
     };
 }

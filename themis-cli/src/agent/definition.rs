@@ -4,7 +4,7 @@
 //! the configuration file and the data directory gain with it.
 
 use axum::http::StatusCode;
-use themis_mesh::dht::{MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN};
+use themis_mesh::dht::{DELEGATION_LEN, Delegation, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN};
 use themis_mesh::{NodeId, ServiceSpec};
 
 use super::ApiError;
@@ -37,13 +37,17 @@ pub(crate) struct ServiceDefinition {
     /// it passes (see [`super::check`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) check: Option<CheckDefinition>,
+    /// The owner's delegation to this node, in hex (the line of the file `themis delegate`
+    /// writes): needed for an owned name, refused for any other (PROTOCOL.md §6.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) delegation: Option<String>,
 }
 
 /// Most node ids in a service's allow-list.
 pub(crate) const MAX_ALLOWED: usize = 1024;
 
 /// What `PUT /v1/services/{name}` must look like (in the error for a body that does not parse).
-pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": ["NODE_ID_HEX"], "check": {"http": "http://127.0.0.1:PORT/health", "interval": "10s", "timeout": "2s"}}"#;
+pub(crate) const BODY_SHAPE: &str = r#"{"upstream": "http://127.0.0.1:PORT/PATH", "version": "1.0", "weight": 100, "tags": [], "allow": ["NODE_ID_HEX"], "check": {"http": "http://127.0.0.1:PORT/health", "interval": "10s", "timeout": "2s"}, "delegation": "HEX"}"#;
 
 impl ServiceDefinition {
     /// Parses the JSON body of a registration.
@@ -86,7 +90,29 @@ impl ServiceDefinition {
         }
         self.allowed()?;
         self.check_spec()?;
+        self.delegation()?;
         Ok(())
+    }
+
+    /// The delegation, decoded (400 unless exactly the hex of one). Whether it lets this node
+    /// provide the name is the DHT's check at registration (403 naming the problem).
+    pub(crate) fn delegation(&self) -> Result<Option<Delegation>, ApiError> {
+        let Some(h) = &self.delegation else {
+            return Ok(None);
+        };
+        crate::owner::unhex(h)
+            .and_then(|b| Delegation::decode(&b))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "a delegation is {} hex digits (the line of the file `themis delegate` writes), got {} characters",
+                        2 * DELEGATION_LEN,
+                        h.len()
+                    ),
+                )
+            })
     }
 
     /// The health check, checked (400 naming what contradicts or is out of range).
@@ -135,6 +161,7 @@ impl ServiceDefinition {
             spec.weight = w;
         }
         spec.tags.clone_from(&self.tags);
+        spec.delegation = self.delegation().ok().flatten();
         spec
     }
 }
@@ -236,6 +263,7 @@ mod tests {
                 proptest::option::of("[0-9]{1,4}(ms|s|m|h)"),
                 proptest::option::of(1u32..100),
             )),
+            delegation in proptest::option::of("[0-9a-f]{208}"),
         ) {
             let check = check.map(|(http, tcp, ttl, n)| CheckDefinition {
                 http,
@@ -245,7 +273,9 @@ mod tests {
                 failures_before_critical: n,
                 ..CheckDefinition::default()
             });
-            let d = ServiceDefinition { name, upstream, version, weight, tags, allow, check };
+            let d = ServiceDefinition {
+                name, upstream, version, weight, tags, allow, check, delegation,
+            };
             let json = serde_json::to_vec(&d).unwrap();
             prop_assert_eq!(&ServiceDefinition::parse_json(&json).unwrap(), &d);
             let t = toml::to_string(&d).unwrap();

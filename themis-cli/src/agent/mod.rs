@@ -260,6 +260,10 @@ impl From<themis_mesh::Error> for ApiError {
             | E::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             // A record this node itself refuses to build: the request is wrong, a retry fails
             // the same way.
+            // An owned name without a delegation that lets this node provide it.
+            E::Dht(d) if matches!(**d, themis_mesh::dht::Error::Delegation { .. }) => {
+                StatusCode::FORBIDDEN
+            }
             E::Dht(d)
                 if matches!(
                     **d,

@@ -112,6 +112,7 @@ pub(super) async fn provide(
 ) -> Result<Provided, ApiError> {
     check_name(name)?;
     def.check(name)?;
+    check_delegation(s, name, &def)?;
     Sidecar::parse_upstream(&def.upstream)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     s.check_room(name)?;
@@ -170,6 +171,27 @@ pub(super) async fn provide(
         stored,
         check: Some(shown),
     })
+}
+
+/// An owned name's delegation must let this node provide it now (PROTOCOL.md §6.4), an
+/// unowned name must come without one: checked before anything else, so that a service held
+/// back by its health check is refused at once (403 naming the problem), not when its check
+/// first passes. The node checks again before it signs each record.
+fn check_delegation(s: &AppState, name: &str, def: &ServiceDefinition) -> Result<(), ApiError> {
+    let delegation = def.delegation()?;
+    let network = themis_mesh::NetworkId::new(&s.network)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    themis_mesh::dht::check_provider(&network, name, &s.node.id(), delegation.as_ref(), now)
+        .map_err(|p| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("cannot provide '{name}': {p}"),
+            )
+        })
 }
 
 /// Remembers (and saves) the definition of a provided service.

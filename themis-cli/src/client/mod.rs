@@ -257,6 +257,11 @@ pub(crate) fn check_of(c: &HealthCheckArgs) -> Result<Option<CheckDefinition>, E
 /// `themis register`.
 pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     let check = check_of(&a.check)?;
+    let delegation = a
+        .delegation
+        .as_deref()
+        .map(crate::owner::read_file)
+        .transpose()?;
     let agent = Agent::new(&a.api)?;
     let mut body = json!({
         "upstream": a.upstream,
@@ -268,6 +273,10 @@ pub(crate) async fn register(a: RegisterArgs) -> Result<(), Error> {
     // Only with a check: an agent without health checks refuses the unknown field.
     if let (Some(c), Some(o)) = (&check, body.as_object_mut()) {
         o.insert("check".to_owned(), json!(c));
+    }
+    // Only with a delegation: an agent before owned names refuses the unknown field.
+    if let (Some(d), Some(o)) = (&delegation, body.as_object_mut()) {
+        o.insert("delegation".to_owned(), json!(d));
     }
     let url = agent.url(&format!("/v1/services/{}", path_segment(&a.name)));
     let v = agent.json(agent.http.put(url).json(&body)).await?;

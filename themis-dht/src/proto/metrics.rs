@@ -50,7 +50,7 @@ pub struct Metrics {
     /// elsewhere with its key).
     pub peers_readdressed: u64,
     /// Requests refused or records rejected, by reason (indexed like [`Refusal::ALL`]).
-    pub rejected: [u64; 16],
+    pub rejected: [u64; 17],
     /// Records received from a responder that failed the reader's verification.
     pub records_rejected_by_reader: u64,
     /// Messages that did not decode.

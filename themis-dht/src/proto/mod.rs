@@ -5,6 +5,7 @@ pub(crate) mod config;
 pub(crate) mod lookup;
 pub(crate) mod metrics;
 pub(crate) mod node;
+pub(crate) mod owner;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod store;

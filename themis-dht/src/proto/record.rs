@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId, PublicKey, Signature, Transcript};
 
 use super::metrics::Metrics;
+use super::owner::{Delegation, NameOwner};
 use super::verified::{VerifiedCache, cache_key};
 use super::wire::{
     MAX_NAME_LEN, MAX_TAG_LEN, MAX_TAGS, MAX_VERSION_LEN, OBJECT_ID_LABEL, RECORD_SIG_LABEL,
@@ -63,11 +64,15 @@ pub enum Refusal {
     NotMember,
     /// A leave came from a node that is not a plausible predecessor.
     NotPredecessor,
+    /// A record for an owned name without a valid delegation from the name's owner (missing,
+    /// from another key, expiring before the record, not for this network, name and provider),
+    /// or a record for an unowned name that carries one (PROTOCOL.md §6.4 "Owned names").
+    BadDelegation,
 }
 
 impl Refusal {
     /// Every variant, in the order of [`crate::Metrics::rejected`].
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::NotProvider,
         Refusal::BadReplica,
         Refusal::BadIdentity,
@@ -84,6 +89,7 @@ impl Refusal {
         Refusal::Leaving,
         Refusal::NotMember,
         Refusal::NotPredecessor,
+        Refusal::BadDelegation,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -109,6 +115,7 @@ impl Refusal {
             Refusal::Leaving => "leaving",
             Refusal::NotMember => "not_member",
             Refusal::NotPredecessor => "not_predecessor",
+            Refusal::BadDelegation => "bad_delegation",
         }
     }
 }
@@ -141,6 +148,9 @@ pub struct ServiceSpec {
     pub addr: Option<SocketAddr>,
     /// Version, weight, tags.
     pub metadata: ServiceMetadata,
+    /// The owner's delegation to this node, for an owned name (PROTOCOL.md §6.4 "Owned
+    /// names"); `None` for an unowned one.
+    pub delegation: Option<Delegation>,
 }
 
 impl ServiceSpec {
@@ -150,6 +160,7 @@ impl ServiceSpec {
             name: name.into(),
             addr: None,
             metadata: ServiceMetadata::default(),
+            delegation: None,
         }
     }
 }
@@ -178,6 +189,9 @@ pub struct ProviderRecord {
     pub(crate) succession: Option<Vec<u8>>,
     /// A tombstone: the provider withdrew this service.
     pub(crate) withdrawn: bool,
+    /// The owner's delegation, for an owned name (PROTOCOL.md §6.4 `deleg`); covered by the
+    /// record's signature.
+    pub(crate) delegation: Option<Delegation>,
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
@@ -271,6 +285,7 @@ impl ProviderRecord {
             signature: Signature::from_bytes([0; 64]),
             succession: None,
             withdrawn,
+            delegation: spec.delegation,
         };
         rec.signature = identity.sign(&rec.signed_digest(network));
         rec
@@ -301,6 +316,12 @@ impl ProviderRecord {
         }
         t.append(&self.expires_unix_ms.to_be_bytes())
             .append(&self.seq.to_be_bytes());
+        // Owned names only: the delegation is one more part, so the provider's signature
+        // covers it (nobody on the path can swap it for another of the same owner) and the
+        // digest of a record without one is unchanged.
+        if let Some(d) = &self.delegation {
+            t.append(&d.encode());
+        }
         t.finish()
     }
 
@@ -314,9 +335,28 @@ impl ProviderRecord {
         if !self.provider.is_derived_from(&self.public_key, network) {
             return Err(Refusal::BadIdentity);
         }
+        self.check_delegation_static()?;
+        if let Some(d) = &self.delegation {
+            d.check_signature(network, &self.name, &self.provider)
+                .map_err(|_| Refusal::BadDelegation)?;
+        }
         self.public_key
             .verify(&self.signed_digest(network), &self.signature)
             .map_err(|_| Refusal::BadSignature)
+    }
+
+    /// The owned-name checks that need no signature (PROTOCOL.md §6.4 "Owned names", checks
+    /// 1-4): an owned name's record carries a delegation from the key its fingerprint names,
+    /// lasting at least as long as the record; an unowned name's carries none; a look-alike of
+    /// an owned name (upper-case fingerprint) is refused.
+    fn check_delegation_static(&self) -> Result<(), Refusal> {
+        match (NameOwner::of(&self.name), &self.delegation) {
+            (NameOwner::Unowned, None) => Ok(()),
+            (NameOwner::Owned(_), Some(d)) => d
+                .check_static(&self.name, self.expires_unix_ms)
+                .map_err(|_| Refusal::BadDelegation),
+            _ => Err(Refusal::BadDelegation),
+        }
     }
 
     /// [`ProviderRecord::verify_static`] with the signature check skipped when `cache` knows the
@@ -340,6 +380,10 @@ impl ProviderRecord {
         if !self.provider.is_derived_from(&self.public_key, network) {
             return Err(Refusal::BadIdentity);
         }
+        self.check_delegation_static()?;
+        // The signed digest covers the delegation's bytes (and the network, name and provider
+        // it is checked against), so a hit also stands for the owner's signature, which was
+        // verified before the entry was made.
         let digest = self.signed_digest(network);
         let key = cache_key(&self.public_key, &digest, &self.signature);
         if cache.hit(&key) {
@@ -347,6 +391,10 @@ impl ProviderRecord {
             return Ok(());
         }
         metrics.verify_cache_misses += 1;
+        if let Some(d) = &self.delegation {
+            d.check_signature(network, &self.name, &self.provider)
+                .map_err(|_| Refusal::BadDelegation)?;
+        }
         self.public_key
             .verify(&digest, &self.signature)
             .map_err(|_| Refusal::BadSignature)?;
@@ -357,7 +405,13 @@ impl ProviderRecord {
     /// Remembers in `cache` that this record's signature is good, without verifying it: only
     /// for records this node has just signed itself.
     pub(crate) fn remember_signed(&self, network: &NetworkId, cache: &mut VerifiedCache) {
-        if cache.enabled() {
+        // A cache entry also stands for the owner's signature on the delegation (see
+        // `verify_cached`): this node made the record's signature, not the delegation's.
+        let delegation_ok = self.delegation.as_ref().is_none_or(|d| {
+            d.check_signature(network, &self.name, &self.provider)
+                .is_ok()
+        });
+        if cache.enabled() && delegation_ok {
             let digest = self.signed_digest(network);
             cache.insert(cache_key(&self.public_key, &digest, &self.signature));
         }
@@ -418,6 +472,11 @@ impl ProviderRecord {
     /// this record's address and metadata are those of the record it withdraws).
     pub fn is_withdrawn(&self) -> bool {
         self.withdrawn
+    }
+
+    /// The owner's delegation this record carries (owned names only, PROTOCOL.md §6.4).
+    pub fn delegation(&self) -> Option<&Delegation> {
+        self.delegation.as_ref()
     }
 
     /// The provider's key succession statement (key rotation, PROTOCOL.md §2.9), if the

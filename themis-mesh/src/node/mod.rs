@@ -93,6 +93,9 @@ pub struct ServiceSpec {
     /// Free tags: at most [`MAX_TAGS`](themis_dht::MAX_TAGS) of at most
     /// [`MAX_TAG_LEN`](themis_dht::MAX_TAG_LEN) bytes, the provider record's limits.
     pub tags: Vec<String>,
+    /// The owner's delegation to this node, required for an owned name (`label~fingerprint`,
+    /// PROTOCOL.md §6.4 "Owned names") and refused for any other.
+    pub delegation: Option<themis_dht::Delegation>,
 }
 
 impl Default for ServiceSpec {
@@ -101,6 +104,7 @@ impl Default for ServiceSpec {
             version: String::new(),
             weight: crate::policy::DEFAULT_WEIGHT.try_into().unwrap_or(u16::MAX),
             tags: Vec::new(),
+            delegation: None,
         }
     }
 }
@@ -112,6 +116,7 @@ impl ServiceSpec {
             version: version.into(),
             weight,
             tags: Vec::new(),
+            delegation: None,
         }
     }
 }
@@ -614,6 +619,7 @@ impl MeshNode {
                 weight: spec.weight,
                 tags: spec.tags,
             },
+            delegation: spec.delegation,
         };
         match self.inner.dht.register(dspec, self.inner.config.k).await {
             Ok(r) => Ok(r.stored),

@@ -12,6 +12,7 @@ use super::queries::Job;
 use super::requests::Purpose;
 use super::{Node, State, ms};
 use crate::Error;
+use crate::proto::owner::check_provider;
 use crate::proto::record::{ProviderRecord, ServiceSpec, check_metadata, check_name, object_id};
 use crate::proto::wire::{Peer, Request, WireRecord};
 
@@ -130,6 +131,21 @@ impl Node {
         k: Option<u8>,
     ) -> Result<QueryId, Error> {
         self.check_member("register")?;
+        self.check_delegation(now, &spec)?;
+        self.register_unchecked(now, spec, k)
+    }
+
+    /// [`Node::register`] without the check that the delegation lets this node provide the
+    /// name: what an impostor's modified node does. For adversary tests of owned names (the
+    /// storing nodes must refuse its records); not part of the API.
+    #[doc(hidden)]
+    pub fn register_unchecked(
+        &mut self,
+        now: Instant,
+        spec: ServiceSpec,
+        k: Option<u8>,
+    ) -> Result<QueryId, Error> {
+        self.check_member("register")?;
         check_name(&spec.name).map_err(Error::InvalidRecord)?;
         check_metadata(&spec.metadata).map_err(Error::InvalidRecord)?;
         let k = k.unwrap_or(self.cfg.default_k);
@@ -176,6 +192,24 @@ impl Node {
         }
     }
 
+    /// An owned name needs a delegation to this node that verifies and has not expired; an
+    /// unowned name takes none (PROTOCOL.md §6.4 "Owned names"): refused here, with the
+    /// reason, rather than by every replica.
+    fn check_delegation(&self, now: Instant, spec: &ServiceSpec) -> Result<(), Error> {
+        let me = self.identity.node_id(&self.network);
+        check_provider(
+            &self.network,
+            &spec.name,
+            &me,
+            spec.delegation.as_ref(),
+            self.wall_ms(now),
+        )
+        .map_err(|problem| Error::Delegation {
+            name: spec.name.clone(),
+            problem,
+        })
+    }
+
     /// The names this node provides now, sorted.
     pub fn registered_names(&self) -> Vec<String> {
         self.regs.map.keys().cloned().collect()
@@ -190,6 +224,14 @@ impl Node {
         }
         // above every record signed for this name (they all have seq <= last_seq)
         let seq = (self.regs.last_seq + 1).max(wall);
+        // an owned name's tombstone, like its records, ends with the delegation it carries
+        let expires = reg
+            .spec
+            .delegation
+            .map_or(reg.expires, |d| reg.expires.min(d.not_after_unix_ms()));
+        if expires <= wall {
+            return None;
+        }
         let records: Vec<ProviderRecord> = (0..=reg.k)
             .map(|r| {
                 ProviderRecord::sign_withdrawal(
@@ -198,7 +240,7 @@ impl Node {
                     &reg.spec,
                     self.ring.me.addr,
                     r,
-                    reg.expires,
+                    expires,
                     seq,
                 )
             })
@@ -290,9 +332,15 @@ impl Node {
     fn start_register(&mut self, now: Instant, name: &str, user: bool) -> Option<QueryId> {
         let wall = self.wall_ms(now);
         let seq = (self.regs.last_seq + 1).max(wall);
-        let expiry = wall.saturating_add(ms(self.cfg.record_ttl));
         let reg = self.regs.map.get(name)?;
         let (spec, k) = (reg.spec.clone(), reg.k);
+        // An owned name's records end no later than their delegation (PROTOCOL.md §6.4): a
+        // storing node refuses one that would outlive it, and sweeps the others at their
+        // expiry, so an expired delegation never holds a quota slot.
+        let expiry = wall.saturating_add(ms(self.cfg.record_ttl));
+        let expiry = spec
+            .delegation
+            .map_or(expiry, |d| expiry.min(d.not_after_unix_ms()));
         let records: Vec<ProviderRecord> = (0..=k)
             .map(|r| {
                 ProviderRecord::sign(

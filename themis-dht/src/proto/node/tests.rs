@@ -1248,4 +1248,64 @@ proptest! {
         }
         prop_assert!(asked <= super::moves::MAX_CHECKS);
     }
+
+/// Owned names (PROTOCOL.md §6.4): a responsible node that does not apply the owned-name
+/// checks cannot bring impostors into discovery; the reader drops every record without a
+/// valid delegation (`bad_delegation`) and keeps the delegated provider's.
+#[test]
+fn readers_drop_an_owned_names_records_without_a_valid_delegation() {
+    use crate::proto::owner::{Delegation, owned_name};
+    let (mut n, now, wall) = alone(Config::fast());
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let wall_ms = wall.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let owner = IdentityKeypair::from_seed(&[40; 32]);
+    let name = owned_name("pay", &owner.public()).unwrap();
+    let exp = wall_ms + 60_000;
+    let sign = |who: &IdentityKeypair, d: Option<Delegation>| {
+        let mut spec = ServiceSpec::new(name.clone());
+        spec.delegation = d;
+        ProviderRecord::sign(
+            who,
+            &net(),
+            &spec,
+            "127.0.0.1:9".parse().unwrap(),
+            0,
+            exp,
+            1,
+        )
+    };
+    let (genuine, impostor) = (kp(10), kp(11));
+    let d = Delegation::sign(&owner, &net(), &name, &genuine.node_id(&net()), exp).unwrap();
+    let records = [
+        sign(&genuine, Some(d)),
+        sign(&impostor, None),
+        sign(&impostor, Some(d)), // the genuine provider's delegation, copied
+    ];
+    let q = n.lookup_replica(now, &name, 0).unwrap();
+    let answer = Response::Owner {
+        records: records.iter().map(WireRecord::from).collect(),
+    };
+    let mut found = None;
+    for _ in 0..8 {
+        let sent = sent_requests(&mut n);
+        for (id, req) in sent {
+            if matches!(req, Request::Find { .. }) {
+                reply(&mut n, now, id, s.id, &answer);
+            }
+        }
+        while let Some(o) = n.poll_output() {
+            if let Output::Event(Event::Providers { query, result }) = o
+                && query == q
+            {
+                found = Some(result.unwrap());
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    let found = found.expect("the lookup ended");
+    assert_eq!(found.records, vec![records[0].clone()]);
+    assert_eq!(n.metrics().records_rejected_by_reader, 2);
 }
