@@ -1248,6 +1248,7 @@ proptest! {
         }
         prop_assert!(asked <= super::moves::MAX_CHECKS);
     }
+}
 
 /// Owned names (PROTOCOL.md §6.4): a responsible node that does not apply the owned-name
 /// checks cannot bring impostors into discovery; the reader drops every record without a
