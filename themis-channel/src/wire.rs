@@ -112,13 +112,15 @@ pub const RESERVED_PROTOCOL: u8 = 0x00;
 // smallest frame it answers. Identify: request and answer are both IDENTIFY_LEN. Identity
 // mismatch answers a message 1; mode mismatch answers a message 1 or an insecure command;
 // unknown session answers a secure command; busy an authenticated command of either mode;
-// message 2 answers a message 1.
+// message 2 answers a message 1 (on a closed network both carry a certificate, PROTOCOL.md
+// §2.10, and the responder answers only a message 1 that carries one).
 const _: () = assert!(IDENTITY_MISMATCH_LEN <= themis_handshake::MSG1_MIN_LEN);
 const _: () = assert!(MODE_MISMATCH_LEN <= INSECURE_HEADER_LEN);
 const _: () = assert!(UNKNOWN_SESSION_LEN <= SECURE_HEADER_LEN + TAG_LEN);
 const _: () = assert!(BUSY_LEN <= SECURE_HEADER_LEN + TAG_LEN);
 const _: () = assert!(BUSY_LEN <= INSECURE_HEADER_LEN);
 const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_LEN);
+const _: () = assert!(themis_handshake::MSG2_CLOSED_LEN <= themis_handshake::MSG1_CLOSED_MIN_LEN);
 // The type ranges do not overlap.
 const _: () = assert!(*HANDSHAKE_TYPES.end() < TYPE_SECURE_COMMAND);
 const _: () = assert!(TYPE_INSECURE_RESPONSE < *TRANSPORT_TYPE_RANGE.start());

@@ -435,13 +435,17 @@ mod tests {
     /// messages, and refuses them with a byte flipped in the header or cut short.
     #[test]
     fn fuzz_hook_round_trips_known_answer_messages() {
-        let kat = include_str!("../tests/vectors/twiitr.txt");
-        for (n, name) in [(1u8, "msg1 = "), (2, "msg2 = "), (3, "msg3 = ")] {
-            let hex = kat.lines().find_map(|l| l.strip_prefix(name)).unwrap();
-            let mut b = hex::decode(hex).unwrap();
-            assert_eq!(fuzz_roundtrip(&b), Ok(Some(n)), "{name}");
-            b.pop();
-            assert_eq!(fuzz_roundtrip(&b), Ok(None), "{name} cut short");
+        for kat in [
+            include_str!("../tests/vectors/twiitr.txt"),
+            include_str!("../tests/vectors/closed-twiitr.txt"),
+        ] {
+            for (n, name) in [(1u8, "msg1 = "), (2, "msg2 = "), (3, "msg3 = ")] {
+                let hex = kat.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+                let mut b = hex::decode(hex).unwrap();
+                assert_eq!(fuzz_roundtrip(&b), Ok(Some(n)), "{name}");
+                b.pop();
+                assert_eq!(fuzz_roundtrip(&b), Ok(None), "{name} cut short");
+            }
         }
     }
 

@@ -339,3 +339,35 @@ fn open_networks_are_unchanged() {
         Initiator::start(a, open.clone(), b.node_id(&open), &w.certified(&b), w.now).unwrap();
     assert_eq!(msg1.len(), 195 + 6);
 }
+
+/// Every single-bit flip, truncation and extension of a closed network's message 1 and 2
+/// (certificate bytes included) is refused, leaving no state behind; the genuine messages still
+/// complete the handshake.
+#[test]
+fn every_damaged_closed_message_is_rejected() {
+    use themis_testkit::handshake::mutations;
+    let w = World::new();
+    let (a, b) = (keys(1), keys(2));
+    let (a_cfg, b_cfg) = (w.certified(&a), w.certified(&b));
+    let mut resp = Responder::new(b.clone(), w.net.clone(), b_cfg);
+    let (mut init, msg1) =
+        Initiator::start(a.clone(), w.net.clone(), b.node_id(&w.net), &a_cfg, w.now).unwrap();
+    let damaged1 = mutations(&msg1);
+    assert!(damaged1.len() > msg1.len() * 8);
+    for (what, m) in &damaged1 {
+        assert!(
+            resp.handle_message1(m, w.now).is_err(),
+            "message 1 with {what} was accepted"
+        );
+        assert_eq!(resp.pending_len(), 0, "{what} left state behind");
+    }
+    let msg2 = resp.handle_message1(&msg1, w.now).unwrap();
+    for (what, m) in &mutations(&msg2) {
+        assert!(
+            init.handle_message2(m, w.now).is_err(),
+            "message 2 with {what} was accepted"
+        );
+    }
+    let (_, msg3) = init.handle_message2(&msg2, w.now).unwrap();
+    resp.handle_message3(&msg3, w.now).unwrap();
+}
