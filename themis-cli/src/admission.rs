@@ -13,6 +13,8 @@ use crate::keys::{unix_now_ms, utc};
 
 /// Longest validity `themis admission issue` gives a certificate: about ten years.
 const MAX_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
+/// A node whose certificate has less than this left says so at start (7 days).
+const RENEW_WARNING_MS: u64 = 7 * 86_400_000;
 /// Default validity of a certificate.
 pub(crate) const DEFAULT_VALIDITY: &str = "90d";
 
@@ -153,6 +155,15 @@ pub(crate) fn load(
         until = %utc(certificate.not_after_ms()),
         "closed network: presenting the admission certificate"
     );
+    let left = certificate.not_after_ms().saturating_sub(now);
+    if left < RENEW_WARNING_MS {
+        tracing::warn!(
+            file = %path.display(),
+            until = %utc(certificate.not_after_ms()),
+            hours_left = left / 3_600_000,
+            "the admission certificate expires soon: peers refuse this node from then on; ask the admission key's holder for a new one (`themis admission issue`) and restart with it"
+        );
+    }
     Ok(Some(Admission {
         certificate,
         clock: WallClock::system(),
