@@ -127,7 +127,10 @@ impl Responder {
             return Err(match NetworkId::from_bytes(m.network) {
                 Ok(theirs) => Error::NetworkMismatch {
                     ours: self.network.clone(),
-                    theirs,
+                    theirs: match their_key {
+                        None => theirs,
+                        Some(k) => theirs.closed(*k),
+                    },
                 },
                 Err(_) => Error::Malformed {
                     message: "message 1",

@@ -150,6 +150,31 @@ fn open_peer_of_the_same_name_is_refused_as_another_network() {
 }
 
 #[test]
+fn another_closed_name_is_reported_with_its_admission_key() {
+    let w = World::new();
+    let other = World {
+        now: w.now,
+        ak: IdentityKeypair::from_seed(&[0xa0; 32]),
+        net: NetworkId::new("elsewhere").unwrap().closed(w.ak.public()),
+    };
+    let (a, b) = (keys(1), keys(2));
+    let err = run(
+        &a,
+        &other.net,
+        &other.certified(&a),
+        &b,
+        &w.net,
+        w.certified(&b),
+        w.now,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::NetworkMismatch { theirs, .. } if *theirs == other.net),
+        "{err}"
+    );
+}
+
+#[test]
 fn same_name_closed_under_another_key_is_another_network() {
     let w = World::new();
     let other = World {
