@@ -31,8 +31,8 @@ def main():
     if OUT.exists():
         shutil.rmtree(OUT)
 
-    # Handshake: messages 1, 2, 3 of both transcripts.
-    for f in ["twiitr", "unicode-network"]:
+    # Handshake: messages 1, 2, 3 of the three transcripts (one of a closed network).
+    for f in ["twiitr", "unicode-network", "closed-twiitr"]:
         for name, b in pairs(f"themis-handshake/tests/vectors/{f}.txt"):
             if name.startswith("msg"):
                 write("handshake", f"{f}-{name}", b)

@@ -81,7 +81,8 @@ pub const TYPE_BUSY: u8 = 0x3D;
 /// `01 3E nonce[32] cookie[32]`: a responder under load answers a message 1 with it instead of
 /// message 2; the initiator sends that message 1 again behind the cookie ([`TYPE_COOKIE_ECHO`]).
 pub const TYPE_COOKIE: u8 = 0x3E;
-/// `01 3F cookie[32] message_1[196..=259]`: a message 1 with the cookie its responder asked for.
+/// `01 3F cookie[32] message_1[196..=259, or 332..=395 on a closed network]`: a message 1 with
+/// the cookie its responder asked for.
 pub const TYPE_COOKIE_ECHO: u8 = 0x3F;
 
 /// Length of an identify request and of its answer.
@@ -101,8 +102,8 @@ pub const COOKIE_SIZE: usize = 32;
 pub const COOKIE_LEN: usize = 2 + 32 + COOKIE_SIZE;
 /// Shortest cookie echo: header, cookie, the shortest message 1.
 pub const COOKIE_ECHO_MIN_LEN: usize = 2 + COOKIE_SIZE + themis_handshake::MSG1_MIN_LEN;
-/// Longest cookie echo: header, cookie, the longest message 1.
-pub const COOKIE_ECHO_MAX_LEN: usize = 2 + COOKIE_SIZE + themis_handshake::MSG1_MAX_LEN;
+/// Longest cookie echo: header, cookie, the longest message 1 (a closed network's).
+pub const COOKIE_ECHO_MAX_LEN: usize = 2 + COOKIE_SIZE + themis_handshake::MSG1_CLOSED_MAX_LEN;
 /// Label of the hash a cookie is the MAC of: `cookie = MAC(secret, H(LABEL_COOKIE; address,
 /// N_A))` (PROTOCOL.md §5.2, "Cookies").
 pub const LABEL_COOKIE: &str = "themis/v1/cookie";
@@ -128,7 +129,8 @@ pub const RESERVED_PROTOCOL: u8 = 0x00;
 // smallest frame it answers. Identify: request and answer are both IDENTIFY_LEN. Identity
 // mismatch answers a message 1; mode mismatch answers a message 1 or an insecure command;
 // unknown session answers a secure command; busy an authenticated command of either mode;
-// message 2 answers a message 1.
+// message 2 answers a message 1 (on a closed network both carry a certificate, PROTOCOL.md
+// §2.10, and the responder answers only a message 1 that carries one).
 const _: () = assert!(IDENTITY_MISMATCH_LEN <= themis_handshake::MSG1_MIN_LEN);
 const _: () = assert!(MODE_MISMATCH_LEN <= INSECURE_HEADER_LEN);
 const _: () = assert!(UNKNOWN_SESSION_LEN <= SECURE_HEADER_LEN + TAG_LEN);
@@ -139,6 +141,12 @@ const _: () = assert!(themis_handshake::MSG2_LEN <= themis_handshake::MSG1_MIN_L
 const _: () = assert!(COOKIE_LEN <= themis_handshake::MSG1_MIN_LEN);
 const _: () = assert!(themis_handshake::MSG2_LEN <= COOKIE_ECHO_MIN_LEN);
 const _: () = assert!(IDENTITY_MISMATCH_LEN <= COOKIE_ECHO_MIN_LEN);
+// On a closed network both messages carry a certificate: still no amplification, directly or
+// behind a cookie.
+const _: () = assert!(themis_handshake::MSG2_CLOSED_LEN <= themis_handshake::MSG1_CLOSED_MIN_LEN);
+const _: () = assert!(
+    themis_handshake::MSG2_CLOSED_LEN <= 2 + COOKIE_SIZE + themis_handshake::MSG1_CLOSED_MIN_LEN
+);
 // The type ranges do not overlap.
 const _: () = assert!(*HANDSHAKE_TYPES.end() < TYPE_SECURE_COMMAND);
 const _: () = assert!(TYPE_INSECURE_RESPONSE < *TRANSPORT_TYPE_RANGE.start());

@@ -44,6 +44,11 @@ pub(crate) enum Command {
     /// while: the owner key signs a delegation, written to --out for `themis register
     /// --delegation`.
     Delegate(DelegateArgs),
+    /// Closed networks: `themis admission keygen` (the network's admission key) and `themis
+    /// admission issue` (a certificate admitting one node id). Nodes of a closed network run
+    /// with --admission-key and --admission-cert; the default network is open.
+    #[command(subcommand)]
+    Admission(AdmissionCommand),
     /// Run a mesh node and its local HTTP agent API (the sidecar of local services). Every
     /// flag is also a THEMIS_* variable and a key of the --config file.
     Node(crate::config::NodeArgs),
@@ -189,6 +194,45 @@ pub(crate) struct IdArgs {
     /// The network name (1-64 bytes of UTF-8).
     #[arg(long)]
     pub(crate) net: String,
+    /// The admission public key of a closed network (hex): node ids there bind it.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) admission_key: Option<String>,
+}
+
+/// `themis admission ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdmissionCommand {
+    /// Create the admission key of a closed network (a key file, mode 0600) and print its
+    /// public key, which every node of the network is configured with (--admission-key).
+    Keygen(KeygenArgs),
+    /// Issue a certificate (PROTOCOL.md §2.10) admitting one node id to the closed network,
+    /// signed with the admission key, valid for --valid.
+    Issue(IssueArgs),
+}
+
+/// `themis admission issue`.
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// The admission key file (from `themis admission keygen`).
+    #[arg(long, short)]
+    pub(crate) key: PathBuf,
+    /// The network name.
+    #[arg(long, env = "THEMIS_NET")]
+    pub(crate) net: String,
+    /// The node id to admit: its id on the closed network (`themis id --key NODE.key --net
+    /// NAME --admission-key HEX`).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) node_id: String,
+    /// How long the certificate is valid: a number and a unit s, m, h or d, at most 3650d.
+    #[arg(long, default_value = crate::admission::DEFAULT_VALIDITY,
+          value_parser = crate::admission::parse_validity)]
+    pub(crate) valid: std::time::Duration,
+    /// The certificate file to write (mode 0644: a certificate is not secret).
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `themis register`.
@@ -349,7 +393,13 @@ pub(crate) async fn run(
 ) -> Result<(), Error> {
     match cli.command {
         Command::Keygen(a) => crate::keys::keygen(&a.out, a.force),
-        Command::Id(a) => crate::keys::id(&a.key, &a.net),
+        Command::Id(a) => crate::keys::id(&a.key, &a.net, a.admission_key.as_deref()),
+        Command::Admission(AdmissionCommand::Keygen(a)) => {
+            crate::admission::keygen(&a.out, a.force)
+        }
+        Command::Admission(AdmissionCommand::Issue(a)) => {
+            crate::admission::issue(&a.key, &a.net, &a.node_id, a.valid, &a.out, a.force)
+        }
         Command::Key(KeyCommand::Rotate(a)) => {
             crate::keys::rotate(&a.key, &a.out, &a.net, a.grace, a.force)
         }

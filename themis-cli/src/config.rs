@@ -96,6 +96,15 @@ pub(crate) struct NodeFlags {
     /// period). Default: KEY.succession beside the key file, when it exists.
     #[arg(long, env = "THEMIS_SUCCESSION", value_name = "FILE")]
     pub(crate) succession: Option<PathBuf>,
+    /// The admission public key of a closed network (hex, from `themis admission keygen`).
+    /// Node ids then bind it, and only nodes with a certificate signed by it are admitted
+    /// (PROTOCOL.md §2.10). Requires --admission-cert. Default: an open network.
+    #[arg(long, env = "THEMIS_ADMISSION_KEY", value_name = "HEX")]
+    pub(crate) admission_key: Option<String>,
+    /// This node's admission certificate on the closed network (from `themis admission
+    /// issue`). A missing, foreign or expired certificate refuses the start.
+    #[arg(long, env = "THEMIS_ADMISSION_CERT", value_name = "FILE")]
+    pub(crate) admission_cert: Option<PathBuf>,
     /// Keep the node's key, its services and the peers it knew in DIR, so that a restarted
     /// node (or a whole restarted cluster) comes back with its id and services and rejoins
     /// without bootstrap nodes.
@@ -163,6 +172,8 @@ pub(crate) struct NodeSettings {
     pub(crate) api_token_file: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
     pub(crate) succession: Option<PathBuf>,
+    pub(crate) admission_key: Option<String>,
+    pub(crate) admission_cert: Option<PathBuf>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) dns: Option<String>,
     pub(crate) replicas: Option<u8>,
@@ -238,6 +249,8 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
         api_token_file: pick(&f.api_token_file, &file.api_token_file),
         key: pick(&f.key, &file.key),
         succession: pick(&f.succession, &file.succession),
+        admission_key: pick(&f.admission_key, &file.admission_key),
+        admission_cert: pick(&f.admission_cert, &file.admission_cert),
         data_dir: pick(&f.data_dir, &file.data_dir),
         dns: pick(&f.dns, &file.dns),
         replicas: match pick(&f.replicas, &file.replicas) {
@@ -411,6 +424,18 @@ pub(crate) fn render(
         "succession",
         s.succession.as_ref().map(toml_value),
         file.succession.is_some(),
+    );
+    line(
+        "admission-key",
+        "admission_key",
+        opt(&s.admission_key),
+        file.admission_key.is_some(),
+    );
+    line(
+        "admission-cert",
+        "admission_cert",
+        s.admission_cert.as_ref().map(toml_value),
+        file.admission_cert.is_some(),
     );
     line(
         "data-dir",

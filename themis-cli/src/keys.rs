@@ -50,8 +50,9 @@ pub(crate) fn keygen(out: &Path, force: bool) -> Result<(), Error> {
 }
 
 /// `themis id`: prints the node id of a key on a network (`H(public key, network)`, paper §4).
-pub(crate) fn id(key: &Path, net: &str) -> Result<(), Error> {
-    let net = network(net)?;
+/// On a closed network, `admission_key` is its admission public key (PROTOCOL.md §2.10).
+pub(crate) fn id(key: &Path, net: &str, admission_key: Option<&str>) -> Result<(), Error> {
+    let net = crate::admission::network(net, admission_key)?;
     let key = load(key)?;
     println!("{}", key.node_id(&net));
     Ok(())

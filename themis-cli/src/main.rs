@@ -11,6 +11,7 @@
 //! file).
 #![forbid(unsafe_code)]
 
+mod admission;
 mod agent;
 mod cli;
 mod client;

@@ -64,6 +64,88 @@ pub enum Error {
         /// What is wrong, and what to do.
         problem: SuccessionProblem,
     },
+    /// An admission certificate of a closed network (PROTOCOL.md §2.10) or its file was
+    /// refused.
+    #[error("admission certificate{}: {problem}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Admission {
+        /// The certificate file, when it came from one.
+        path: Option<PathBuf>,
+        /// What is wrong, and what to do.
+        problem: AdmissionProblem,
+    },
+}
+
+/// Why an admission certificate or its file was refused (see [`Error::Admission`]); the
+/// checks of PROTOCOL.md §2.10 in their order, then the file's problems.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmissionProblem {
+    /// Not exactly 136 bytes.
+    #[error("is {len} bytes long; a certificate is exactly 136 bytes")]
+    BadLength {
+        /// Its length.
+        len: usize,
+    },
+    /// Signed by another admission key than the network's (or the network is open).
+    #[error(
+        "is signed by another admission key than this network's (issued for another closed network, or this node runs with the wrong --admission-key)"
+    )]
+    WrongAdmissionKey,
+    /// Issued for another node id.
+    #[error(
+        "admits another node, {found} (a certificate of another node, or issued for another key or network)"
+    )]
+    WrongSubject {
+        /// The node id the certificate names.
+        found: crate::NodeId,
+    },
+    /// Its validity ended.
+    #[error(
+        "expired at unix ms {not_after_ms} (now {now_ms}); ask the network's admission key holder for a new certificate (`themis admission issue`)"
+    )]
+    Expired {
+        /// End of validity.
+        not_after_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The admission key's signature does not verify.
+    #[error("signature does not verify under the admission key (forged or damaged)")]
+    BadSignature,
+    /// The file does not exist.
+    #[error("does not exist")]
+    Missing,
+    /// The file exists and `overwrite` was not requested.
+    #[error("already exists; refusing to overwrite it")]
+    AlreadyExists,
+    /// An I/O error other than "not found".
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// Larger than any certificate file.
+    #[error("is larger than {max} bytes; not a certificate file")]
+    FileTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// Not a certificate file at all.
+    #[error(
+        "is not a themis admission certificate file (first line must be `themis-admission-cert v1`)"
+    )]
+    NotACertFile,
+    /// Another format version.
+    #[error("has format version {found}, but this build reads only v1")]
+    UnsupportedVersion {
+        /// The version found.
+        found: String,
+    },
+    /// A line could not be parsed.
+    #[error("is corrupt at line {line}: {reason}")]
+    Corrupt {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Why a key succession statement or its file was refused (see [`Error::Succession`]); one

@@ -114,11 +114,18 @@ pub struct NodeId([u8; NODE_ID_LEN]);
 
 impl NodeId {
     /// Derives the node id of `key` on `network`.
+    ///
+    /// On a closed network (PROTOCOL.md §2.10) the admission public key is a third part:
+    /// `H("themis/v1/node-id"; PK, net_id, AK)`, so the same key has unrelated ids on the open
+    /// network and on every closed network of the same name.
     pub fn derive(key: &PublicKey, network: &NetworkId) -> Self {
-        Self(Transcript::digest(
-            NODE_ID_LABEL,
-            &[key.as_bytes(), network.as_bytes()],
-        ))
+        Self(match network.admission_key() {
+            None => Transcript::digest(NODE_ID_LABEL, &[key.as_bytes(), network.as_bytes()]),
+            Some(ak) => Transcript::digest(
+                NODE_ID_LABEL,
+                &[key.as_bytes(), network.as_bytes(), ak.as_bytes()],
+            ),
+        })
     }
 
     /// Wraps 32 bytes (for example an object id in the DHT's identifier space).

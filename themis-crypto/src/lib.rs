@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 mod aead;
 mod atomic_file;
 mod dh;
@@ -44,9 +45,12 @@ mod network;
 mod random;
 mod succession;
 
+pub use admission::{
+    ADMISSION_CERT_FILE_HEADER, ADMISSION_CERT_LABEL, ADMISSION_CERT_LEN, AdmissionCert,
+};
 pub use aead::{AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_TAG_LEN, AeadKey};
 pub use dh::{DH_LEN, EphemeralPublic, EphemeralSecret, SharedSecret};
-pub use error::{Error, KeyFileProblem, SuccessionProblem};
+pub use error::{AdmissionProblem, Error, KeyFileProblem, SuccessionProblem};
 pub use hash::{HASH_LEN, Transcript};
 pub use identity::{
     IdentityKeypair, NODE_ID_LABEL, NODE_ID_LEN, NodeId, PUBLIC_KEY_LEN, PublicKey, SEED_LEN,

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::Error;
+use crate::{Error, PublicKey};
 
 /// Longest network id, in bytes.
 pub const MAX_NETWORK_ID_LEN: usize = 64;
@@ -11,8 +11,18 @@ pub const MAX_NETWORK_ID_LEN: usize = 64;
 /// Rule: 1 to 64 bytes of UTF-8, no control characters (Unicode category Cc), and no leading or
 /// trailing whitespace. The id is compared byte for byte: `twiitr` and `Twiitr` are different
 /// networks. Every node id is derived from it, so a node has a different identity on every network.
+///
+/// A network is **open** (the paper's model, [`NetworkId::new`]) or **closed** under an
+/// admission key ([`NetworkId::closed`], PROTOCOL.md §2.10): the admission public key is then
+/// part of every node id, so the open network and each closed network of the same name are
+/// different networks whose node ids never coincide. The name alone is what travels in message 1
+/// and in signed digests ([`NetworkId::as_bytes`]); the admission key is compared separately.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NetworkId(String);
+pub struct NetworkId {
+    name: String,
+    /// Boxed: a `NetworkId` stays two words plus the name, as most are open.
+    admission: Option<Box<PublicKey>>,
+}
 
 impl NetworkId {
     /// Validates `name` against the rule above.
@@ -33,7 +43,47 @@ impl NetworkId {
         if name.trim() != name {
             return Err(fail("it has leading or trailing whitespace"));
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self {
+            name: name.to_owned(),
+            admission: None,
+        })
+    }
+
+    /// The closed network of this name under `admission_key` (PROTOCOL.md §2.10): only nodes
+    /// holding a certificate signed by that key are admitted, and node ids bind the key.
+    #[must_use]
+    pub fn closed(self, admission_key: PublicKey) -> Self {
+        Self {
+            name: self.name,
+            admission: Some(Box::new(admission_key)),
+        }
+    }
+
+    /// The open network of the same name.
+    #[must_use]
+    pub fn open(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            admission: None,
+        }
+    }
+
+    /// The admission public key of a closed network; `None` for an open one.
+    pub fn admission_key(&self) -> Option<&PublicKey> {
+        self.admission.as_deref()
+    }
+
+    /// A description for operators: `'twiitr'` for an open network, `'twiitr' (closed,
+    /// admission key 1a2b3c4d…)` for a closed one.
+    pub fn describe(&self) -> String {
+        match &self.admission {
+            None => format!("'{}' (open)", self.name),
+            Some(k) => format!(
+                "'{}' (closed, admission key {}…)",
+                self.name,
+                k.to_string().chars().take(16).collect::<String>()
+            ),
+        }
     }
 
     /// Parses the wire form: the raw UTF-8 bytes.
@@ -49,12 +99,12 @@ impl NetworkId {
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
-    /// The name's UTF-8 bytes (1..=64 of them).
+    /// The name's UTF-8 bytes (1..=64 of them); without the admission key.
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.name.as_bytes()
     }
 }
 
@@ -65,21 +115,27 @@ impl FromStr for NetworkId {
     }
 }
 
+/// The name only (configuration, logs); [`NetworkId::describe`] also says open or closed.
 impl fmt::Display for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
 impl fmt::Debug for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NetworkId({:?})", self.0)
+        match &self.admission {
+            None => write!(f, "NetworkId({:?})", self.name),
+            Some(k) => write!(f, "NetworkId({:?}, admission key {k})", self.name),
+        }
     }
 }
 
+/// Serialized as its name; a closed network's admission key is configured apart (and
+/// deserializing gives the open network of that name).
 impl serde::Serialize for NetworkId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.name)
     }
 }
 
@@ -122,5 +178,24 @@ mod tests {
                 .to_string()
                 .contains("UTF-8")
         );
+    }
+
+    #[test]
+    fn closed_differs_from_open_and_by_key() {
+        let open = NetworkId::new("twiitr").unwrap();
+        let k1 = PublicKey::from_bytes([1; 32]);
+        let k2 = PublicKey::from_bytes([2; 32]);
+        let c1 = open.clone().closed(k1);
+        assert_ne!(open, c1);
+        assert_ne!(c1, open.clone().closed(k2));
+        assert_eq!(c1.open(), open);
+        assert_eq!(c1.as_bytes(), b"twiitr");
+        assert_eq!(c1.admission_key(), Some(&k1));
+        assert_eq!(open.admission_key(), None);
+        assert!(
+            c1.describe()
+                .contains("closed, admission key 0101010101010101")
+        );
+        assert!(open.describe().contains("open"));
     }
 }

@@ -160,7 +160,8 @@ impl Succession {
         let (net, rest) = rest.split_at_checked(n).ok_or_else(bad_length)?;
         let found =
             NetworkId::from_bytes(net).map_err(|_| problem(SuccessionProblem::BadNetworkId))?;
-        if &found != network {
+        // Names are compared: a closed network's statements carry its name (PROTOCOL.md §2.10).
+        if found.as_bytes() != network.as_bytes() {
             return Err(problem(SuccessionProblem::WrongNetwork {
                 found: found.as_str().to_owned(),
                 expected: network.as_str().to_owned(),
@@ -190,7 +191,7 @@ impl Succession {
         let (issued_ms, grace_end_ms) = (u64::from_be_bytes(*issued), u64::from_be_bytes(*end));
         check_grace(issued_ms, grace_end_ms)?;
         let s = Self {
-            network: found,
+            network: network.clone(),
             old,
             new,
             issued_ms,

@@ -225,3 +225,46 @@ fn key_succession_statement() {
         assert!(got.check_in_force(end, 0).is_err());
     }
 }
+
+/// PROTOCOL.md §2.10: a closed network's node id and an admission certificate, computed outside
+/// the crate (`themis-handshake/tests/vectors/gen_closed.py`).
+#[test]
+fn admission_certificate() {
+    use themis_crypto::{AdmissionCert, Transcript};
+    let vectors = parse(include_str!("vectors/admission.txt"));
+    assert!(!vectors.is_empty());
+    for v in vectors {
+        let ak = IdentityKeypair::from_seed(&v.array("admission-seed"));
+        assert_eq!(ak.public().as_bytes(), &v.array::<32>("admission-key"));
+        let node = IdentityKeypair::from_seed(&v.array("node-seed"));
+        assert_eq!(node.public().as_bytes(), &v.array::<32>("node-public-key"));
+        let open = NetworkId::new(v.text("network-id")).unwrap();
+        let closed = open.clone().closed(ak.public());
+        // The open id is unchanged; the closed one binds the admission key.
+        assert_eq!(
+            node.node_id(&open).as_bytes(),
+            &v.array::<32>("open-node-id")
+        );
+        let id = node.node_id(&closed);
+        assert_eq!(id.as_bytes(), &v.array::<32>("closed-node-id"));
+        let not_after: u64 = v.text("not-after-ms").parse().unwrap();
+        let d = Transcript::digest(
+            "themis/v1/admission-cert",
+            &[
+                open.as_bytes(),
+                ak.public().as_bytes(),
+                id.as_bytes(),
+                &not_after.to_be_bytes(),
+            ],
+        );
+        assert_eq!(d, v.array::<32>("digest"));
+        let want = v.bytes("cert");
+        let issued = AdmissionCert::issue(&ak, &closed, id, not_after).unwrap();
+        assert_eq!(issued.encode().to_vec(), want, "{}", v.name);
+        let got = AdmissionCert::decode(&want).unwrap();
+        assert_eq!(got, issued);
+        got.verify(&closed, &id, not_after - 1).unwrap();
+        assert!(got.verify(&closed, &id, not_after).is_err());
+        assert!(got.verify(&open, &node.node_id(&open), 0).is_err());
+    }
+}

@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use themis_crypto::{NetworkId, NodeId};
+use themis_crypto::{AdmissionProblem, NetworkId, NodeId};
 
 use crate::SessionId;
 
@@ -62,9 +62,11 @@ pub enum Error {
     /// The caller asked to open a handshake with this node itself.
     #[error("refusing to open a handshake with this node's own id {0}")]
     SelfHandshake(NodeId),
-    /// The peer belongs to a different THEMIS network.
+    /// The peer belongs to a different THEMIS network: another name, or the same name open
+    /// on one side and closed on the other, or closed under another admission key
+    /// (PROTOCOL.md §2.10).
     #[error(
-        "peer is on network {theirs:?}, this node is on network {ours:?}; check both nodes' network id setting"
+        "peer is on network {}, this node is on network {}; check both nodes' network id and admission key settings (a node joins a closed network only with --admission-key and a certificate)", theirs.describe(), ours.describe()
     )]
     NetworkMismatch {
         /// Our network.
@@ -124,6 +126,23 @@ pub enum Error {
     /// The initiator already finished; a second message 2 is ignored.
     #[error("this handshake already finished; duplicate message 2 ignored")]
     AlreadyFinished,
+    /// The peer's admission certificate was refused (closed network, PROTOCOL.md §2.10). Only
+    /// reported once the peer's handshake signature verified: the peer really sent it.
+    #[error(
+        "node {peer} is not admitted to this closed network: its admission certificate {problem}"
+    )]
+    AdmissionRefused {
+        /// The peer's node id.
+        peer: NodeId,
+        /// Which check failed.
+        problem: AdmissionProblem,
+    },
+    /// This node is on a closed network but has no admission certificate configured
+    /// ([`crate::HandshakeConfig::admission`]).
+    #[error(
+        "this node is on the closed network {} but has no admission certificate; configure one (`themis node --admission-cert`)", .0.describe()
+    )]
+    NoAdmissionCertificate(NetworkId),
     /// The peer's ephemeral key is of low order: the exchange would not be contributory.
     #[error("key exchange rejected: the peer's ephemeral key is of low order")]
     NonContributory,

@@ -11,7 +11,7 @@ use zeroize::Zeroize;
 
 use crate::random::{OsRandom, RandomSource};
 use crate::wire::{self, NONCE_LEN};
-use crate::{Error, HandshakeConfig, Role, Session, transcript};
+use crate::{Admission, Error, HandshakeConfig, Role, Session, transcript};
 
 /// The initiator's side of one handshake, waiting for message 2.
 ///
@@ -28,6 +28,8 @@ pub struct Initiator {
     sig1: Signature,
     deadline: Instant,
     finished: bool,
+    /// Our certificate and clock, on a closed network.
+    admission: Option<Admission>,
 }
 
 impl Initiator {
@@ -59,6 +61,16 @@ impl Initiator {
         if local_id == expected_peer {
             return Err(Error::SelfHandshake(local_id));
         }
+        // Closed network (PROTOCOL.md §2.10): our certificate goes into message 1.
+        let admission = match network.admission_key() {
+            None => None,
+            Some(_) => Some(
+                config
+                    .admission
+                    .clone()
+                    .ok_or_else(|| Error::NoAdmissionCertificate(network.clone()))?,
+            ),
+        };
         // paper §5.1.1: "Alice picks a Diffie–Hellman exponent a and a fresh nonce N_A".
         let mut secret = [0u8; 32];
         rng.fill(&mut secret);
@@ -75,6 +87,7 @@ impl Initiator {
             &identity.public(),
             &expected_peer,
             network.as_bytes(),
+            admission.as_ref().map(|a| &a.certificate),
         );
         let th1 = transcript::th1(&msg1);
         let sig1 = identity.sign(&th1);
@@ -92,6 +105,7 @@ impl Initiator {
                 sig1,
                 deadline,
                 finished: false,
+                admission,
             },
             msg1,
         ))
@@ -137,6 +151,17 @@ impl Initiator {
             });
         }
         let m = wire::parse_msg2(bytes)?;
+        // A closed network's message 2 carries the responder's certificate, an open one's none.
+        if m.cert.is_some() != self.admission.is_some() {
+            return Err(Error::Malformed {
+                message: "message 2",
+                reason: if self.admission.is_some() {
+                    "no admission certificate, but this network is closed"
+                } else {
+                    "an admission certificate, but this network is open"
+                },
+            });
+        }
         // paper §5.1.1: Alice verifies that the hash of PK_B is the identity she meant to reach.
         let actual = m.responder_public.node_id(&self.network);
         if actual != self.expected_peer {
@@ -163,6 +188,14 @@ impl Initiator {
         m.responder_public
             .verify(&th2, &m.signature)
             .map_err(|_| Error::BadSignature)?;
+        // Closed network (beyond the paper, PROTOCOL.md §2.10): B's certificate admits B now.
+        if let (Some(cert), Some(adm)) = (&m.cert, &self.admission) {
+            cert.verify(&self.network, &self.expected_peer, adm.clock.unix_ms(now))
+                .map_err(|problem| Error::AdmissionRefused {
+                    peer: self.expected_peer,
+                    problem,
+                })?;
+        }
         // paper §5.1.1: K_AB = (g^b)^a. Strengthened: all-zero results refused, and the keys
         // come from HKDF over g^ab and the transcript hash, never g^ab itself.
         let shared = self
@@ -245,6 +278,7 @@ mod tests {
             &b.public(),
             init.nonce(),
             &a.node_id(&net),
+            None,
         );
         let sig = b.sign(&transcript::th2(&th1, &init.sig1, &m2));
         m2.extend_from_slice(sig.as_bytes());

@@ -51,7 +51,8 @@ mod transcript;
 mod wire;
 
 pub use config::{
-    DEFAULT_INITIATOR_TIMEOUT, DEFAULT_PENDING_CAPACITY, DEFAULT_PENDING_TTL, HandshakeConfig,
+    Admission, DEFAULT_INITIATOR_TIMEOUT, DEFAULT_PENDING_CAPACITY, DEFAULT_PENDING_TTL,
+    HandshakeConfig, WallClock,
 };
 pub use error::Error;
 pub use initiator::Initiator;
@@ -62,8 +63,8 @@ pub use responder::Responder;
 pub use session::{Role, SESSION_ID_LEN, Session, SessionId};
 pub use transcript::{LABEL_CONFIRM_INPUT, LABEL_SESSION_ID, LABEL_TH, LABEL_TH1, LABEL_TH2};
 pub use wire::{
-    MSG1_MAX_LEN, MSG1_MIN_LEN, MSG2_LEN, MSG3_LEN, MessageKind, NONCE_LEN, TYPE_MSG1, TYPE_MSG2,
-    TYPE_MSG3, VERSION, peek,
+    MSG1_CLOSED_MAX_LEN, MSG1_CLOSED_MIN_LEN, MSG1_MAX_LEN, MSG1_MIN_LEN, MSG2_CLOSED_LEN,
+    MSG2_LEN, MSG3_LEN, MessageKind, NONCE_LEN, TYPE_MSG1, TYPE_MSG2, TYPE_MSG3, VERSION, peek,
 };
 
 /// Fuzzing access to the message parsers (`fuzz/`). Not part of the API: may change without

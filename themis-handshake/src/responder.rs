@@ -110,11 +110,27 @@ impl Responder {
     /// signature, contributory DH. On error nothing is stored.
     pub fn handle_message1(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<u8>, Error> {
         let m = wire::parse_msg1(bytes)?;
+        // The network: its name, then open or closed and under which admission key
+        // (PROTOCOL.md §2.10; the key is in the certificate).
+        let their_key = m.cert.as_ref().map(|c| c.admission_key());
+        if m.network == self.network.as_bytes() && their_key != self.network.admission_key() {
+            let theirs = match their_key {
+                None => self.network.open(),
+                Some(k) => self.network.open().closed(*k),
+            };
+            return Err(Error::NetworkMismatch {
+                ours: self.network.clone(),
+                theirs,
+            });
+        }
         if m.network != self.network.as_bytes() {
             return Err(match NetworkId::from_bytes(m.network) {
                 Ok(theirs) => Error::NetworkMismatch {
                     ours: self.network.clone(),
-                    theirs,
+                    theirs: match their_key {
+                        None => theirs,
+                        Some(k) => theirs.closed(*k),
+                    },
                 },
                 Err(_) => Error::Malformed {
                     message: "message 1",
@@ -149,6 +165,21 @@ impl Responder {
         m.initiator_public
             .verify(&th1, &m.signature)
             .map_err(|_| Error::BadSignature)?;
+        let peer_id = m.initiator_public.node_id(&self.network);
+        // Closed network (beyond the paper, PROTOCOL.md §2.10): A's certificate admits A now,
+        // and ours goes into message 2.
+        let own_cert = match (&m.cert, &self.config.admission) {
+            (None, _) => None,
+            (Some(_), None) => return Err(Error::NoAdmissionCertificate(self.network.clone())),
+            (Some(cert), Some(adm)) => {
+                cert.verify(&self.network, &peer_id, adm.clock.unix_ms(now))
+                    .map_err(|problem| Error::AdmissionRefused {
+                        peer: peer_id,
+                        problem,
+                    })?;
+                Some(&adm.certificate)
+            }
+        };
 
         // paper §5.1.1: "Bob then picks his own Diffie–Hellman exponent b".
         let mut secret = [0u8; 32];
@@ -162,12 +193,12 @@ impl Responder {
 
         // paper §5.1.1, message 2: g^b, PK_B, N_A, A, signed with SK_B (here: over TH2, which
         // binds message 1 as well).
-        let peer_id = m.initiator_public.node_id(&self.network);
         let mut msg2 = wire::msg2_body(
             &ephemeral.public(),
             &self.identity.public(),
             &m.nonce,
             &peer_id,
+            own_cert,
         );
         let th2 = transcript::th2(&th1, &m.signature, &msg2);
         let sig2 = self.identity.sign(&th2);
@@ -274,7 +305,14 @@ mod tests {
 
     fn signed_msg1(kp: &IdentityKeypair, to: NodeId, net: &NetworkId) -> Vec<u8> {
         let eph = EphemeralSecret::from_bytes([5; 32]);
-        let mut m = wire::msg1_body(&eph.public(), &[6; 32], &kp.public(), &to, net.as_bytes());
+        let mut m = wire::msg1_body(
+            &eph.public(),
+            &[6; 32],
+            &kp.public(),
+            &to,
+            net.as_bytes(),
+            None,
+        );
         let sig = kp.sign(&transcript::th1(&m));
         m.extend_from_slice(sig.as_bytes());
         m
@@ -312,6 +350,7 @@ mod tests {
             &a.public(),
             &b.node_id(&net),
             net.as_bytes(),
+            None,
         );
         let sig = a.sign(&transcript::th1(&m));
         m.extend_from_slice(sig.as_bytes());

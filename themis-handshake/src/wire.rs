@@ -4,8 +4,8 @@
 //! allocates on the receive path except the returned message buffers.
 
 use themis_crypto::{
-    DH_LEN, EphemeralPublic, MAC_LEN, MAX_NETWORK_ID_LEN, NODE_ID_LEN, NodeId, PUBLIC_KEY_LEN,
-    PublicKey, SIGNATURE_LEN, Signature,
+    ADMISSION_CERT_LEN, AdmissionCert, DH_LEN, EphemeralPublic, MAC_LEN, MAX_NETWORK_ID_LEN,
+    NODE_ID_LEN, NodeId, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, Signature,
 };
 
 use crate::{Error, SESSION_ID_LEN, SessionId};
@@ -29,12 +29,22 @@ const M1_NET_LEN_OFF: usize = HDR + DH_LEN + NONCE_LEN + PUBLIC_KEY_LEN + NODE_I
 const M1_FIXED_LEN: usize = M1_NET_LEN_OFF + 1 + SIGNATURE_LEN; // 195
 /// Smallest message 1 (1-byte network id).
 pub const MSG1_MIN_LEN: usize = M1_FIXED_LEN + 1;
-/// Largest message 1 (64-byte network id).
+/// Largest message 1 (64-byte network id) on an open network.
 pub const MSG1_MAX_LEN: usize = M1_FIXED_LEN + MAX_NETWORK_ID_LEN;
+/// Smallest message 1 on a closed network (with the 136-byte admission certificate).
+pub const MSG1_CLOSED_MIN_LEN: usize = MSG1_MIN_LEN + ADMISSION_CERT_LEN;
+/// Largest message 1 on a closed network.
+pub const MSG1_CLOSED_MAX_LEN: usize = MSG1_MAX_LEN + ADMISSION_CERT_LEN;
 /// Exact length of message 2.
 pub const MSG2_LEN: usize = HDR + DH_LEN + PUBLIC_KEY_LEN + NONCE_LEN + NODE_ID_LEN + SIGNATURE_LEN;
 /// Offset of the signature in message 2 (= length of the signed body).
 pub(crate) const MSG2_SIG_OFF: usize = MSG2_LEN - SIGNATURE_LEN;
+/// Exact length of message 2 on a closed network (with the admission certificate).
+pub const MSG2_CLOSED_LEN: usize = MSG2_LEN + ADMISSION_CERT_LEN;
+
+// No amplification (PROTOCOL.md §5.2): message 2 is never longer than the message 1 it answers.
+const _: () = assert!(MSG2_LEN <= MSG1_MIN_LEN);
+const _: () = assert!(MSG2_CLOSED_LEN <= MSG1_CLOSED_MIN_LEN);
 /// Exact length of message 3.
 pub const MSG3_LEN: usize = HDR + SESSION_ID_LEN + MAC_LEN;
 /// Length of the header of message 3 covered by its MAC (version, type, session id).
@@ -141,6 +151,8 @@ pub(crate) struct Msg1<'a> {
     pub(crate) recipient: NodeId,
     /// Raw network id bytes (validated against ours by the responder).
     pub(crate) network: &'a [u8],
+    /// The initiator's admission certificate (closed networks only).
+    pub(crate) cert: Option<AdmissionCert>,
     pub(crate) signature: Signature,
     pub(crate) signed: &'a [u8],
 }
@@ -157,10 +169,10 @@ pub(crate) fn parse_msg1(bytes: &[u8]) -> Result<Msg1<'_>, Error> {
             reason: "shorter than the smallest message 1 (196 bytes)",
         });
     }
-    if bytes.len() > MSG1_MAX_LEN {
+    if bytes.len() > MSG1_CLOSED_MAX_LEN {
         return Err(Error::Malformed {
             message: M1,
-            reason: "longer than the largest message 1 (259 bytes)",
+            reason: "longer than the largest message 1 (395 bytes)",
         });
     }
     let net_len = usize::from(bytes.get(M1_NET_LEN_OFF).copied().unwrap_or(0));
@@ -170,18 +182,25 @@ pub(crate) fn parse_msg1(bytes: &[u8]) -> Result<Msg1<'_>, Error> {
             reason: "network id length outside 1..=64",
         });
     }
-    if bytes.len() != M1_FIXED_LEN + net_len {
+    // Open network: no certificate; closed network: the certificate follows net_id.
+    let cert_len = if bytes.len() == M1_FIXED_LEN + net_len {
+        0
+    } else if bytes.len() == M1_FIXED_LEN + net_len + ADMISSION_CERT_LEN {
+        ADMISSION_CERT_LEN
+    } else {
         return Err(Error::Malformed {
             message: M1,
             reason: "length does not match the network id length (truncated or trailing bytes)",
         });
-    }
+    };
     let net_off = M1_NET_LEN_OFF + 1;
-    let sig_off = net_off + net_len;
+    let cert_off = net_off + net_len;
+    let sig_off = cert_off + cert_len;
     let short = || Error::Malformed {
         message: M1,
         reason: "too short",
     };
+    let cert = cert_at(bytes, cert_off, cert_len, M1)?;
     Ok(Msg1 {
         ephemeral: EphemeralPublic::from_bytes(array_at(bytes, HDR, M1)?),
         nonce: array_at(bytes, HDR + DH_LEN, M1)?,
@@ -191,10 +210,33 @@ pub(crate) fn parse_msg1(bytes: &[u8]) -> Result<Msg1<'_>, Error> {
             HDR + DH_LEN + NONCE_LEN + PUBLIC_KEY_LEN,
             M1,
         )?),
-        network: bytes.get(net_off..sig_off).ok_or_else(short)?,
+        network: bytes.get(net_off..cert_off).ok_or_else(short)?,
+        cert,
         signature: Signature::from_bytes(array_at(bytes, sig_off, M1)?),
         signed: bytes.get(..sig_off).ok_or_else(short)?,
     })
+}
+
+/// The certificate of `cert_len` (0 or 136) bytes at `off`.
+fn cert_at(
+    bytes: &[u8],
+    off: usize,
+    cert_len: usize,
+    message: &'static str,
+) -> Result<Option<AdmissionCert>, Error> {
+    if cert_len == 0 {
+        return Ok(None);
+    }
+    let raw = bytes.get(off..off + cert_len).ok_or(Error::Malformed {
+        message,
+        reason: "too short",
+    })?;
+    AdmissionCert::decode(raw)
+        .map(Some)
+        .map_err(|_| Error::Malformed {
+            message,
+            reason: "bad admission certificate length",
+        })
 }
 
 /// The signed body of message 1 (everything but the signature).
@@ -204,8 +246,9 @@ pub(crate) fn msg1_body(
     initiator_public: &PublicKey,
     recipient: &NodeId,
     network: &[u8],
+    cert: Option<&AdmissionCert>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(M1_FIXED_LEN + network.len());
+    let mut out = Vec::with_capacity(M1_FIXED_LEN + network.len() + ADMISSION_CERT_LEN);
     out.extend_from_slice(&[VERSION, TYPE_MSG1]);
     out.extend_from_slice(ephemeral.as_bytes());
     out.extend_from_slice(nonce);
@@ -214,6 +257,9 @@ pub(crate) fn msg1_body(
     // NetworkId guarantees 1..=64 bytes, so the length fits in one byte.
     out.push(u8::try_from(network.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(network);
+    if let Some(c) = cert {
+        out.extend_from_slice(&c.encode());
+    }
     out
 }
 
@@ -223,18 +269,25 @@ pub(crate) struct Msg2<'a> {
     pub(crate) responder_public: PublicKey,
     pub(crate) nonce: [u8; NONCE_LEN],
     pub(crate) recipient: NodeId,
+    /// The responder's admission certificate (closed networks only).
+    pub(crate) cert: Option<AdmissionCert>,
     pub(crate) signature: Signature,
     pub(crate) signed: &'a [u8],
 }
 
 pub(crate) fn parse_msg2(bytes: &[u8]) -> Result<Msg2<'_>, Error> {
     check_header(bytes, TYPE_MSG2, M2)?;
-    if bytes.len() != MSG2_LEN {
-        return Err(Error::Malformed {
-            message: M2,
-            reason: "message 2 must be exactly 194 bytes",
-        });
-    }
+    let cert_len = match bytes.len() {
+        MSG2_LEN => 0,
+        MSG2_CLOSED_LEN => ADMISSION_CERT_LEN,
+        _ => {
+            return Err(Error::Malformed {
+                message: M2,
+                reason: "message 2 must be exactly 194 bytes (330 on a closed network)",
+            });
+        }
+    };
+    let sig_off = MSG2_SIG_OFF + cert_len;
     Ok(Msg2 {
         ephemeral: EphemeralPublic::from_bytes(array_at(bytes, HDR, M2)?),
         responder_public: PublicKey::from_bytes(array_at(bytes, HDR + DH_LEN, M2)?),
@@ -244,8 +297,9 @@ pub(crate) fn parse_msg2(bytes: &[u8]) -> Result<Msg2<'_>, Error> {
             HDR + DH_LEN + PUBLIC_KEY_LEN + NONCE_LEN,
             M2,
         )?),
-        signature: Signature::from_bytes(array_at(bytes, MSG2_SIG_OFF, M2)?),
-        signed: bytes.get(..MSG2_SIG_OFF).ok_or(Error::Malformed {
+        cert: cert_at(bytes, MSG2_SIG_OFF, cert_len, M2)?,
+        signature: Signature::from_bytes(array_at(bytes, sig_off, M2)?),
+        signed: bytes.get(..sig_off).ok_or(Error::Malformed {
             message: M2,
             reason: "too short",
         })?,
@@ -258,13 +312,17 @@ pub(crate) fn msg2_body(
     responder_public: &PublicKey,
     nonce: &[u8; NONCE_LEN],
     recipient: &NodeId,
+    cert: Option<&AdmissionCert>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MSG2_LEN);
+    let mut out = Vec::with_capacity(MSG2_CLOSED_LEN);
     out.extend_from_slice(&[VERSION, TYPE_MSG2]);
     out.extend_from_slice(ephemeral.as_bytes());
     out.extend_from_slice(responder_public.as_bytes());
     out.extend_from_slice(nonce);
     out.extend_from_slice(recipient.as_bytes());
+    if let Some(c) = cert {
+        out.extend_from_slice(&c.encode());
+    }
     out
 }
 
@@ -313,6 +371,7 @@ pub(crate) fn fuzz_roundtrip(bytes: &[u8]) -> Result<Option<u8>, String> {
             &m.initiator_public,
             &m.recipient,
             m.network,
+            m.cert.as_ref(),
         );
         if out.as_slice() != m.signed {
             return mismatch("1", "the signed prefix does not rebuild");
@@ -327,7 +386,13 @@ pub(crate) fn fuzz_roundtrip(bytes: &[u8]) -> Result<Option<u8>, String> {
         return Ok(Some(1));
     }
     if let Ok(m) = parse_msg2(bytes) {
-        let mut out = msg2_body(&m.ephemeral, &m.responder_public, &m.nonce, &m.recipient);
+        let mut out = msg2_body(
+            &m.ephemeral,
+            &m.responder_public,
+            &m.nonce,
+            &m.recipient,
+            m.cert.as_ref(),
+        );
         if out.as_slice() != m.signed {
             return mismatch("2", "the signed prefix does not rebuild");
         }
@@ -370,13 +435,17 @@ mod tests {
     /// messages, and refuses them with a byte flipped in the header or cut short.
     #[test]
     fn fuzz_hook_round_trips_known_answer_messages() {
-        let kat = include_str!("../tests/vectors/twiitr.txt");
-        for (n, name) in [(1u8, "msg1 = "), (2, "msg2 = "), (3, "msg3 = ")] {
-            let hex = kat.lines().find_map(|l| l.strip_prefix(name)).unwrap();
-            let mut b = hex::decode(hex).unwrap();
-            assert_eq!(fuzz_roundtrip(&b), Ok(Some(n)), "{name}");
-            b.pop();
-            assert_eq!(fuzz_roundtrip(&b), Ok(None), "{name} cut short");
+        for kat in [
+            include_str!("../tests/vectors/twiitr.txt"),
+            include_str!("../tests/vectors/closed-twiitr.txt"),
+        ] {
+            for (n, name) in [(1u8, "msg1 = "), (2, "msg2 = "), (3, "msg3 = ")] {
+                let hex = kat.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+                let mut b = hex::decode(hex).unwrap();
+                assert_eq!(fuzz_roundtrip(&b), Ok(Some(n)), "{name}");
+                b.pop();
+                assert_eq!(fuzz_roundtrip(&b), Ok(None), "{name} cut short");
+            }
         }
     }
 
@@ -388,6 +457,9 @@ mod tests {
         assert_eq!(MSG2_LEN, 194);
         assert_eq!(MSG2_SIG_OFF, 130);
         assert_eq!(MSG3_LEN, 42);
+        assert_eq!(MSG1_CLOSED_MIN_LEN, 332);
+        assert_eq!(MSG1_CLOSED_MAX_LEN, 395);
+        assert_eq!(MSG2_CLOSED_LEN, 330);
     }
 
     #[test]
@@ -428,6 +500,7 @@ mod tests {
             &PublicKey::from_bytes([3; 32]),
             &NodeId::from_bytes([4; 32]),
             b"net",
+            None,
         );
         let mut m = body.clone();
         m.extend_from_slice(&[5; 64]);

@@ -16,15 +16,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use themis_crypto::{EphemeralSecret, IdentityKeypair, NetworkId, SessionKeys, Transcript};
+use themis_crypto::{
+    AdmissionCert, EphemeralSecret, IdentityKeypair, NetworkId, SessionKeys, Transcript,
+};
 use themis_handshake::test_hooks::ScriptedRandom;
-use themis_handshake::{HandshakeConfig, Initiator, Responder};
+use themis_handshake::{Admission, HandshakeConfig, Initiator, Responder, WallClock};
 
 const VECTORS: &[(&str, &str)] = &[
     ("twiitr.txt", include_str!("vectors/twiitr.txt")),
     (
         "unicode-network.txt",
         include_str!("vectors/unicode-network.txt"),
+    ),
+    // A closed network (PROTOCOL.md §2.10), computed outside the crate by
+    // vectors/gen_closed.py; extra inputs `admission_seed`, `not_after_a`, `not_after_b`,
+    // `now_ms` (u64 big-endian), extra outputs `cert_a`, `cert_b`.
+    (
+        "closed-twiitr.txt",
+        include_str!("vectors/closed-twiitr.txt"),
     ),
 ];
 
@@ -54,14 +63,48 @@ fn arr(v: &BTreeMap<String, Vec<u8>>, k: &str) -> [u8; 32] {
     v[k].as_slice().try_into().unwrap()
 }
 
+fn u64_of(v: &BTreeMap<String, Vec<u8>>, k: &str) -> u64 {
+    u64::from_be_bytes(v[k].as_slice().try_into().unwrap())
+}
+
+/// The admission key of a closed-network vector.
+fn admission_key(v: &BTreeMap<String, Vec<u8>>) -> Option<IdentityKeypair> {
+    v.get("admission_seed")
+        .map(|s| IdentityKeypair::from_seed(&s.as_slice().try_into().unwrap()))
+}
+
 /// PROTOCOL.md "Handshake", re-derived by hand from the primitives.
 fn reference(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     let a = IdentityKeypair::from_seed(&arr(v, "seed_a"));
     let b = IdentityKeypair::from_seed(&arr(v, "seed_b"));
     let net = &v["network"];
-    let node_id = |pk: &[u8]| Transcript::digest("themis/v1/node-id", &[pk, net]);
+    let ak = admission_key(v);
+    // §2.10: on a closed network the admission key is a third part of the node id.
+    let node_id = |pk: &[u8]| match &ak {
+        None => Transcript::digest("themis/v1/node-id", &[pk, net]),
+        Some(ak) => Transcript::digest("themis/v1/node-id", &[pk, net, ak.public().as_bytes()]),
+    };
     let a_id = node_id(a.public().as_bytes());
     let b_id = node_id(b.public().as_bytes());
+    // §2.10: cert = AK ‖ subject ‖ u64be not_after ‖ Sign(AK, H("themis/v1/admission-cert";
+    // net_id, AK, subject, u64be not_after)).
+    let cert = |subject: &[u8; 32], not_after: &[u8]| {
+        ak.as_ref().map(|ak| {
+            let d = Transcript::digest(
+                "themis/v1/admission-cert",
+                &[net, ak.public().as_bytes(), subject, not_after],
+            );
+            [
+                ak.public().as_bytes(),
+                &subject[..],
+                not_after,
+                ak.sign(&d).as_bytes(),
+            ]
+            .concat()
+        })
+    };
+    let cert_a = cert(&a_id, v.get("not_after_a").map_or(&[][..], |x| x));
+    let cert_b = cert(&b_id, v.get("not_after_b").map_or(&[][..], |x| x));
     let ea = EphemeralSecret::from_bytes(arr(v, "eph_a"));
     let eb = EphemeralSecret::from_bytes(arr(v, "eph_b"));
     let nonce = arr(v, "nonce_a");
@@ -73,6 +116,7 @@ fn reference(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     msg1.extend_from_slice(&b_id);
     msg1.push(net.len() as u8);
     msg1.extend_from_slice(net);
+    msg1.extend_from_slice(cert_a.as_deref().unwrap_or_default());
     let th1 = Transcript::digest("themis/v1/hs/1/initiator", &[&msg1]);
     let sig1 = a.sign(&th1);
     msg1.extend_from_slice(sig1.as_bytes());
@@ -82,6 +126,7 @@ fn reference(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     msg2.extend_from_slice(b.public().as_bytes());
     msg2.extend_from_slice(&nonce);
     msg2.extend_from_slice(&a_id);
+    msg2.extend_from_slice(cert_b.as_deref().unwrap_or_default());
     let th2 = Transcript::digest("themis/v1/hs/2/responder", &[&th1, sig1.as_bytes(), &msg2]);
     let sig2 = b.sign(&th2);
     msg2.extend_from_slice(sig2.as_bytes());
@@ -95,7 +140,7 @@ fn reference(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     let mac_input = Transcript::digest("themis/v1/hs/3/confirm", &[&msg3, &th, &nonce]);
     msg3.extend_from_slice(&keys.confirm.compute(&mac_input));
 
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         ("msg1".into(), msg1),
         ("msg2".into(), msg2),
         ("msg3".into(), msg3),
@@ -109,16 +154,42 @@ fn reference(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
             "key_r2i".into(),
             keys.responder_to_initiator.as_bytes().to_vec(),
         ),
-    ])
+    ]);
+    if let (Some(ca), Some(cb)) = (cert_a, cert_b) {
+        out.insert("cert_a".into(), ca);
+        out.insert("cert_b".into(), cb);
+    }
+    out
 }
 
 /// The same transcript produced by the state machines.
 fn implementation(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-    let net = NetworkId::from_bytes(&v["network"]).unwrap();
+    let mut net = NetworkId::from_bytes(&v["network"]).unwrap();
     let a = Arc::new(IdentityKeypair::from_seed(&arr(v, "seed_a")));
     let b = Arc::new(IdentityKeypair::from_seed(&arr(v, "seed_b")));
     let now = Instant::now();
-    let config = HandshakeConfig::default();
+    let mut config = HandshakeConfig::default();
+    let mut b_config = config.clone();
+    let mut certs = BTreeMap::new();
+    if let Some(ak) = admission_key(v) {
+        net = net.clone().closed(ak.public());
+        let clock = WallClock {
+            anchor: now,
+            anchor_unix_ms: u64_of(v, "now_ms"),
+        };
+        for (side, kp, cfg, not_after) in [
+            ("cert_a", &a, &mut config, "not_after_a"),
+            ("cert_b", &b, &mut b_config, "not_after_b"),
+        ] {
+            let c =
+                AdmissionCert::issue(&ak, &net, kp.node_id(&net), u64_of(v, not_after)).unwrap();
+            certs.insert(side.to_owned(), c.encode().to_vec());
+            cfg.admission = Some(Admission {
+                certificate: c,
+                clock,
+            });
+        }
+    }
     let mut a_rng = ScriptedRandom::new([arr(v, "eph_a"), arr(v, "nonce_a")].concat());
     let (mut init, msg1) =
         Initiator::start_with_rng(a, net.clone(), b.node_id(&net), &config, now, &mut a_rng)
@@ -126,7 +197,7 @@ fn implementation(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     let mut resp = Responder::with_rng(
         b,
         net,
-        config,
+        b_config,
         Box::new(ScriptedRandom::new(arr(v, "eph_b").to_vec())),
     );
     let msg2 = resp.handle_message1(&msg1, now).unwrap();
@@ -134,7 +205,7 @@ fn implementation(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     let sb = resp.handle_message3(&msg3, now).unwrap();
     assert_eq!(sb.send_key.as_bytes(), sa.recv_key.as_bytes());
     assert_eq!(sb.session_id, sa.session_id);
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         ("msg1".into(), msg1),
         ("msg2".into(), msg2),
         ("msg3".into(), msg3),
@@ -142,7 +213,9 @@ fn implementation(v: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
         ("transcript_hash".into(), sa.transcript_hash.to_vec()),
         ("key_i2r".into(), sa.send_key.as_bytes().to_vec()),
         ("key_r2i".into(), sa.recv_key.as_bytes().to_vec()),
-    ])
+    ]);
+    out.extend(certs);
+    out
 }
 
 #[test]
@@ -151,7 +224,9 @@ fn known_answer_transcripts() {
         let v = parse(text);
         let by_hand = reference(&v);
         let by_machine = implementation(&v);
-        for k in OUTPUTS {
+        let closed = v.contains_key("admission_seed");
+        let extra: &[&str] = if closed { &["cert_a", "cert_b"] } else { &[] };
+        for k in OUTPUTS.iter().chain(extra) {
             let want = v.get(*k).unwrap_or_else(|| panic!("{name}: missing {k}"));
             assert_eq!(
                 hex::encode(&by_hand[*k]),

@@ -212,7 +212,8 @@ fn classify(input: &str, network: &NetworkId, contact: Contact, e: &ChannelError
         }
         ChannelError::HandshakeTimeout { peer, after, .. } if contact.id.is_none() => {
             Finding::Mismatch(format!(
-                "{input}: network mismatch (most likely): the node there answered with its key, but no handshake as {peer}, the id of that key on network '{network}', completed within {after:?}; it runs on another network (check --net on both)"
+                "{input}: network mismatch (most likely): the node there answered with its key, but no handshake as {peer}, the id of that key on network {}, completed within {after:?}; it runs on another network (check --net on both), or one of the two networks is closed and the other is not, or they are closed under different admission keys, or its admission certificate or ours was refused (check --admission-key and --admission-cert on both, and the certificates' expiry)",
+                network.describe()
             ))
         }
         other => Finding::Down(format!("{input}: {other}")),

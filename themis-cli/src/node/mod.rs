@@ -343,6 +343,14 @@ async fn start_all(
         &identity,
         network,
     )?;
+    // Closed network (PROTOCOL.md §2.10): no start without a valid certificate for our id.
+    let admission = crate::admission::load(network, s.admission_cert.as_ref(), &identity)?;
+    if admission.is_some() && s.insecure {
+        return Err(Error::Usage {
+            what: "--admission-key",
+            reason: "a closed network admits peers in the handshake, which insecure mode does not run: drop --insecure".into(),
+        });
+    }
     if s.insecure {
         tracing::warn!(
             "insecure mode: channels are plaintext, peers are not authenticated and anyone on the path can read and forge calls; for measurements and trusted networks only"
@@ -368,6 +376,7 @@ async fn start_all(
     }
     let mut config = mesh_config(s, listen);
     config.succession = succession;
+    config.driver.endpoint.handshake.admission = admission;
     config.driver.advertise = advertise_for(listen, s.advertise.as_deref(), &toward).await?;
     let node = start(network, identity, config).await?;
     let dns = match &s.dns {
@@ -439,7 +448,7 @@ async fn register_configured(
 
 /// `themis node`.
 pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
-    let network = crate::keys::network(&s.net)?;
+    let network = crate::admission::network(&s.net, s.admission_key.as_deref())?;
     let data = s.data_dir.as_deref().map(DataDir::open).transpose()?;
     let r = start_all(&s, &network, data.as_ref()).await?;
     let readiness = r.state.readiness();

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use themis_crypto::{MacKey, Transcript};
 use themis_handshake::{
-    LABEL_SESSION_ID, LABEL_TH, LABEL_TH1, LABEL_TH2, MSG1_MAX_LEN, MSG1_MIN_LEN, MSG2_LEN,
-    RandomSource, SESSION_ID_LEN, SessionId, TYPE_MSG1,
+    LABEL_SESSION_ID, LABEL_TH, LABEL_TH1, LABEL_TH2, MSG1_CLOSED_MAX_LEN, MSG1_MIN_LEN,
+    MSG2_CLOSED_LEN, MSG2_LEN, RandomSource, SESSION_ID_LEN, SessionId, TYPE_MSG1,
 };
 
 use crate::proto::{PerSource, SourcePrefix};
@@ -145,10 +145,10 @@ pub(crate) fn encode_echo(cookie: &[u8; COOKIE_SIZE], msg1: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether `msg1` has a message 1's length and names `local` as its recipient (bytes 98..130):
-/// what a responder checks before answering it with a cookie.
+/// Whether `msg1` has a message 1's length (open or closed network) and names `local` as its
+/// recipient (bytes 98..130): what a responder checks before answering it with a cookie.
 pub(super) fn msg1_for(msg1: &[u8], local: &[u8; 32]) -> bool {
-    (MSG1_MIN_LEN..=MSG1_MAX_LEN).contains(&msg1.len())
+    (MSG1_MIN_LEN..=MSG1_CLOSED_MAX_LEN).contains(&msg1.len())
         && msg1.get(..2) == Some(&[V, TYPE_MSG1][..])
         && msg1.get(98..130) == Some(&local[..])
 }
@@ -156,11 +156,13 @@ pub(super) fn msg1_for(msg1: &[u8], local: &[u8; 32]) -> bool {
 /// The session id the handshake of `msg1` and the `msg2` answering it leads to (PROTOCOL.md
 /// §3.5: `TH1`, `TH2`, `TH`, then the id), computed from the public messages alone.
 pub(super) fn session_id_of(msg1: &[u8], msg2: &[u8]) -> Option<SessionId> {
-    if msg2.len() != MSG2_LEN || msg1.len() < MSG1_MIN_LEN {
+    if !(msg2.len() == MSG2_LEN || msg2.len() == MSG2_CLOSED_LEN) || msg1.len() < MSG1_MIN_LEN {
         return None;
     }
+    // each body is everything before its 64-byte signature (a closed network's certificate
+    // included, §3.2/§3.3)
     let (body1, sig1) = msg1.split_at_checked(msg1.len() - 64)?;
-    let (body2, sig2) = msg2.split_at_checked(MSG2_LEN - 64)?;
+    let (body2, sig2) = msg2.split_at_checked(msg2.len() - 64)?;
     let th1 = Transcript::digest(LABEL_TH1, &[body1]);
     let th2 = Transcript::digest(LABEL_TH2, &[&th1, sig1, body2]);
     let th = Transcript::digest(LABEL_TH, &[&th2, sig2]);

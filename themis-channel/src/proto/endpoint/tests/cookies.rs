@@ -209,3 +209,61 @@ fn one_source_prefix_holds_at_most_pending_per_source_handshakes() {
     let m = net.nodes[0].metrics();
     assert_eq!((m.pending_handshakes, m.pending_sources), (0, 0));
 }
+
+/// Closed networks (PROTOCOL.md §2.10) carry a certificate in messages 1 and 2, so both are
+/// longer: a loaded responder still answers their message 1 with a cookie, takes the echo, and
+/// charges the handshake to its source until message 3 (the session id of a closed exchange).
+#[test]
+fn a_closed_networks_handshake_goes_through_a_cookie_and_is_charged_to_its_source() {
+    use themis_crypto::AdmissionCert;
+    use themis_handshake::{Admission, WallClock};
+    let ak = IdentityKeypair::from_seed(&[77; 32]);
+    let closed = net_id().closed(ak.public());
+    let clock = WallClock::system();
+    let node = |i: usize, seed: u8, mut c: EndpointConfig| {
+        let id = key(seed).node_id(&closed);
+        let far = clock.anchor_unix_ms + 86_400_000;
+        let certificate = AdmissionCert::issue(&ak, &closed, id, far).unwrap();
+        c.handshake.admission = Some(Admission { certificate, clock });
+        Node::on(i, seed, c, true, closed.clone())
+    };
+    let mut loaded = cfg();
+    loaded.cookie_threshold = 0;
+    let mut net = Net::new(2, cfg(), true);
+    net.nodes[0] = node(0, 1, loaded);
+    net.nodes[1] = node(1, 2, cfg());
+    let b = net.peer(0);
+    let id = net.request(1, b, b"hi");
+    let m1 = net.take(|p| p.ty() == TYPE_MSG1).remove(0);
+    assert!(
+        m1.frame.len() > themis_handshake::MSG1_MAX_LEN,
+        "a closed message 1"
+    );
+    net.deliver(m1);
+    let cookie = net.take(|p| p.ty() == TYPE_COOKIE);
+    assert_eq!(
+        cookie.len(),
+        1,
+        "a closed message 1 under load gets a cookie"
+    );
+    net.deliver(cookie[0].clone());
+    let echo = net.take(|p| p.ty() == TYPE_COOKIE_ECHO).remove(0);
+    net.deliver(echo);
+    let m2 = net.take(|p| p.ty() == TYPE_MSG2).remove(0);
+    assert_eq!(m2.frame.len(), themis_handshake::MSG2_CLOSED_LEN);
+    assert_eq!(
+        net.nodes[0].metrics().pending_sources,
+        1,
+        "charged to its source"
+    );
+    net.deliver(m2);
+    net.settle(Duration::from_secs(1));
+    assert_eq!(ok(net.nodes[1].outcome(id)), b"re:hi");
+    let mb = net.nodes[0].metrics();
+    assert_eq!((mb.cookies_sent, mb.cookie_echoes_accepted), (1, 1));
+    assert_eq!(
+        (mb.pending_handshakes, mb.pending_sources),
+        (0, 0),
+        "released at message 3"
+    );
+}

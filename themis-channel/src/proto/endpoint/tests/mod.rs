@@ -70,6 +70,17 @@ pub(super) struct Node {
 
 impl Node {
     pub(super) fn new(i: usize, seed: u8, cfg: EndpointConfig, reliable: bool) -> Self {
+        Self::on(i, seed, cfg, reliable, net_id())
+    }
+
+    /// A node on `network` (a closed one, say).
+    pub(super) fn on(
+        i: usize,
+        seed: u8,
+        cfg: EndpointConfig,
+        reliable: bool,
+        network: NetworkId,
+    ) -> Self {
         let info = TransportInfo {
             reliable,
             max_frame_len: crate::wire::DEFAULT_MAX_FRAME_LEN,
@@ -78,7 +89,7 @@ impl Node {
             Box::new(SeededRandom::from_u64(u64::from(seed))) as _,
             Box::new(SeededRandom::from_u64(u64::from(seed) + 1000)) as _,
         );
-        let core = EndpointCore::new(key(seed), net_id(), cfg, info, rngs).unwrap();
+        let core = EndpointCore::new(key(seed), network, cfg, info, rngs).unwrap();
         Self {
             core,
             addr: addr(i),
