@@ -39,20 +39,7 @@ fn parse_key(hex: &str) -> Result<PublicKey, Error> {
 /// Parses a validity: a whole number with a unit `s`, `m`, `h` or `d` (or none: seconds), more
 /// than zero and at most 3650 days.
 pub(crate) fn parse_validity(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 90d, 36h or 3600s"))?;
-    let unit_secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("'{s}': the unit is one of s, m, h, d")),
-    };
-    let d = Duration::from_secs(n.saturating_mul(unit_secs));
+    let d = Duration::from_secs(crate::keys::parse_whole_secs(s, "90d, 36h or 3600s")?);
     if d.is_zero() || d > MAX_VALIDITY {
         return Err(format!(
             "'{s}': a validity is more than 0 and at most 3650d"

@@ -58,18 +58,16 @@ pub(crate) fn id(key: &Path, net: &str, admission_key: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// Default grace period of `themis key rotate`.
-pub(crate) const DEFAULT_GRACE: &str = "7d";
-
-/// Parses a grace period: a whole number with a unit `s`, `m`, `h` or `d` (or none: seconds),
-/// more than zero and at most 90 days (PROTOCOL.md §2.9).
-pub(crate) fn parse_grace(s: &str) -> Result<Duration, String> {
+/// Seconds in `s`: a whole number with a unit `s`, `m`, `h` or `d` (or none: seconds), as the
+/// durations of the key, admission and delegation commands are written; `example` names a few
+/// in the error. Bounds are the caller's.
+pub(crate) fn parse_whole_secs(s: &str, example: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 7d, 36h, 90m or 3600s"))?;
+        .map_err(|_| format!("'{s}' is not a duration such as {example}"))?;
     let unit_secs = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -77,7 +75,16 @@ pub(crate) fn parse_grace(s: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("'{s}': the unit is one of s, m, h, d")),
     };
-    let secs = n.saturating_mul(unit_secs);
+    Ok(n.saturating_mul(unit_secs))
+}
+
+/// Default grace period of `themis key rotate`.
+pub(crate) const DEFAULT_GRACE: &str = "7d";
+
+/// Parses a grace period: a whole number with a unit `s`, `m`, `h` or `d` (or none: seconds),
+/// more than zero and at most 90 days (PROTOCOL.md §2.9).
+pub(crate) fn parse_grace(s: &str) -> Result<Duration, String> {
+    let secs = parse_whole_secs(s, "7d, 36h, 90m or 3600s")?;
     if secs == 0 || secs.saturating_mul(1000) > MAX_GRACE_MS {
         return Err(format!(
             "'{s}': a grace period is more than 0 and at most 90 days"

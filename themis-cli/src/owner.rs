@@ -22,20 +22,7 @@ const MAX_FILE_LEN: u64 = 4096;
 /// Parses a delegation lifetime: a whole number with a unit `s`, `m`, `h` or `d`, more than
 /// zero and at most 366 days.
 pub(crate) fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 30d, 12h or 90m"))?;
-    let unit_secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("'{s}': the unit is one of s, m, h, d")),
-    };
-    let secs = n.saturating_mul(unit_secs);
+    let secs = crate::keys::parse_whole_secs(s, "30d, 12h or 90m")?;
     if secs == 0 || secs > MAX_DELEGATION.as_secs() {
         return Err(format!(
             "'{s}': a delegation lasts more than 0 and at most 366 days (renew it before it ends)"
