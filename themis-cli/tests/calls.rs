@@ -15,24 +15,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use themis_testkit::process::{Proc, free_port, run, run_until_ok, spawn_ready, text};
+use themis_testkit::process::{Proc, free_port, run, run_until_ok, spawn_fast_node, text};
 use themis_testkit::{eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
 
 async fn spawn_node(dir: &Path, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "node",
-        "--net",
-        "themis-test",
-        "--fast",
-        "--api",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    spawn_ready(BIN, dir, name, &args, &[]).await
+    spawn_fast_node(BIN, dir, name, "themis-test", extra).await
 }
 
 /// A ring of `n` nodes, each but the first bootstrapping from the first; `extra` flags on all.

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::Value;
-use themis_testkit::process::{Proc, assert_fails, run, run_until_ok, spawn_ready, text};
+use themis_testkit::process::{Proc, assert_fails, run, run_until_ok, spawn_fast_node, text};
 use themis_testkit::{eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
@@ -30,18 +30,7 @@ const INTERVAL: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_secs(4);
 
 async fn spawn_node(dir: &Path, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "node",
-        "--net",
-        "health-test",
-        "--fast",
-        "--api",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    spawn_ready(BIN, dir, name, &args, &[]).await
+    spawn_fast_node(BIN, dir, name, "health-test", extra).await
 }
 
 /// An upstream answering `POST /` with `ok` and `GET /health` with 200 or 503 as `healthy`.

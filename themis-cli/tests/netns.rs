@@ -24,19 +24,8 @@ const NET: &str = "netns-test";
 /// A node in namespace `i`, listening on the namespace's address, its API on the namespace's
 /// loopback.
 async fn spawn_node(net: &Netns, i: usize, dir: &Path, name: &str, extra: &[&str]) -> Proc {
-    let listen = format!("{}:0", net.addr(i));
-    let mut args = vec![
-        "node",
-        "--net",
-        NET,
-        "--fast",
-        "--listen",
-        &listen,
-        "--api",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    net.spawn_ready(i, BIN, dir, name, &args, &[]).await
+    net.spawn_fast_node(i, BIN, dir, name, NET, extra, &[])
+        .await
 }
 
 /// An upstream inside namespace `i` answering `POST /` with `NAME:body` after `delay`.
@@ -59,29 +48,8 @@ fn upstream(net: &Netns, i: usize, name: &'static str, delay: Duration) -> Strin
 /// `themis register SERVICE --upstream URL` on `node` (in namespace `i`), again (for at most
 /// 40 s) while the node is joining or its ring stores no replica.
 async fn register(net: &Netns, i: usize, node: &Proc, service: &str, upstream: &str) {
-    let api = node.api();
-    let mut last = String::new();
-    for _ in 0..160 {
-        let args = [
-            "register",
-            service,
-            "--upstream",
-            upstream,
-            "--api",
-            api.as_str(),
-        ];
-        let out = net.run(i, BIN, &args, &[]).await;
-        if out.status.success() {
-            return;
-        }
-        last = text(&out.stderr);
-        assert!(
-            last.contains("stored on 0 of") || last.contains("the node is joining"),
-            "{last}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{service} never registered: {last}");
+    net.register(i, BIN, &node.api(), service, upstream, 160)
+        .await;
 }
 
 /// A call of `service` through the agent at `api` (a forwarded port) with a deadline.

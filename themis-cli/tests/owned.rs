@@ -16,25 +16,14 @@ use std::time::Instant;
 use axum::Router;
 use axum::routing::post;
 use serde_json::Value;
-use themis_testkit::process::{Proc, assert_fails, run, spawn_ready, text};
+use themis_testkit::process::{Proc, assert_fails, run, spawn_fast_node, text};
 use themis_testkit::{eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
 const NET: &str = "owned-test";
 
-async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let mut all = vec![
-        "node",
-        "--net",
-        NET,
-        "--fast",
-        "--listen",
-        "127.0.0.1:0",
-        "--api",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    spawn_ready(BIN, dir, name, &all, &[]).await
+async fn spawn_node(dir: &Path, name: &str, extra: &[&str]) -> Proc {
+    spawn_fast_node(BIN, dir, name, NET, extra).await
 }
 
 async fn themis(args: &[&str]) -> Output {

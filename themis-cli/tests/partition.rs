@@ -24,7 +24,7 @@ use axum::Router;
 use axum::routing::post;
 use serde_json::Value;
 use themis_testkit::netns::{Netns, skip_unless_root};
-use themis_testkit::process::{Proc, text};
+use themis_testkit::process::Proc;
 use themis_testkit::{eventually_ok, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
@@ -49,22 +49,10 @@ async fn spawn_node(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> Proc {
-    let listen = format!("{}:0", net.addr(i));
-    let mut args = vec![
-        "node",
-        "--net",
-        NET,
-        "--fast",
-        "--listen",
-        &listen,
-        "--api",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    net.spawn_ready(i, BIN, dir, name, &args, envs).await
+    net.spawn_fast_node(i, BIN, dir, name, NET, extra, envs)
+        .await
 }
 
-/// An upstream inside namespace `i` answering `POST /` with `NAME:body`.
 fn upstream(net: &Netns, i: usize, name: String) -> String {
     let listener = net.run_in(i, || std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     listener.set_nonblocking(true).unwrap();
@@ -84,29 +72,8 @@ fn upstream(net: &Netns, i: usize, name: String) -> String {
 /// `themis register SERVICE --upstream URL` on `node` (in namespace `i`), again (for at most
 /// 60 s) while the node is joining or its ring stores no replica.
 async fn register(net: &Netns, i: usize, node: &Proc, service: &str, upstream: &str) {
-    let api = node.api();
-    let mut last = String::new();
-    for _ in 0..240 {
-        let args = [
-            "register",
-            service,
-            "--upstream",
-            upstream,
-            "--api",
-            api.as_str(),
-        ];
-        let out = net.run(i, BIN, &args, &[]).await;
-        if out.status.success() {
-            return;
-        }
-        last = text(&out.stderr);
-        assert!(
-            last.contains("stored on 0 of") || last.contains("the node is joining"),
-            "{last}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{service} never registered: {last}");
+    net.register(i, BIN, &node.api(), service, upstream, 240)
+        .await;
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {

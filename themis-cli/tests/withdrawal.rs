@@ -12,26 +12,15 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use themis_mesh::{NodeId, object_id};
-use themis_testkit::process::{Proc, run, spawn_ready, text};
+use themis_testkit::process::{Proc, run, spawn_fast_node, text};
 use themis_testkit::{ring, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_themis");
 /// The discovery cache's TTL with `--fast` (`MeshConfig::fast`).
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
-async fn spawn_node(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let mut all = vec![
-        "node",
-        "--net",
-        "withdrawal-test",
-        "--fast",
-        "--listen",
-        "127.0.0.1:0",
-        "--api",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    spawn_ready(BIN, dir, name, &all, &[]).await
+async fn spawn_node(dir: &Path, name: &str, extra: &[&str]) -> Proc {
+    spawn_fast_node(BIN, dir, name, "withdrawal-test", extra).await
 }
 
 async fn themis(args: &[&str]) -> Output {

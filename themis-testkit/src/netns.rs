@@ -49,7 +49,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::process::{Proc, run, spawn_ready};
+use crate::process::{Proc, run, spawn_ready, text};
 
 /// The private /24 of every kit (kits never share a bridge, so they may share the addresses).
 pub const SUBNET: [u8; 3] = [10, 200, 0];
@@ -293,6 +293,64 @@ impl Netns {
     ) -> Proc {
         let all = self.wrapped(i, bin, args);
         spawn_ready("ip", dir, name, &all, envs).await
+    }
+
+    /// `bin node --net NET --fast --listen ADDR:0 --api 127.0.0.1:0 EXTRA…` in namespace `i`:
+    /// a `themis node` with the fast test profile listening on the namespace's address, its
+    /// API on the namespace's loopback, spawned and ready as [`Netns::spawn_ready`] does.
+    #[allow(clippy::too_many_arguments)] // the node's arguments, as spawn_ready's plus two
+    pub async fn spawn_fast_node(
+        &self,
+        i: usize,
+        bin: &str,
+        dir: &Path,
+        name: &str,
+        net: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Proc {
+        let listen = format!("{}:0", self.addr(i));
+        let mut args = vec![
+            "node",
+            "--net",
+            net,
+            "--fast",
+            "--listen",
+            &listen,
+            "--api",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn_ready(i, bin, dir, name, &args, envs).await
+    }
+
+    /// `bin register SERVICE --upstream URL --api API` in namespace `i`, again every 250 ms
+    /// (at most `tries` times) while the node answers that it is joining or that no replica
+    /// stored the record; any other failure panics.
+    pub async fn register(
+        &self,
+        i: usize,
+        bin: &str,
+        api: &str,
+        service: &str,
+        upstream: &str,
+        tries: usize,
+    ) {
+        let args = ["register", service, "--upstream", upstream, "--api", api];
+        let mut last = String::new();
+        for _ in 0..tries {
+            let out = self.run(i, bin, &args, &[]).await;
+            if out.status.success() {
+                return;
+            }
+            last = text(&out.stderr);
+            assert!(
+                last.contains("stored on 0 of") || last.contains("the node is joining"),
+                "{last}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("{service} never registered: {last}");
     }
 
     /// [`crate::process::run`] inside namespace `i`.

@@ -119,6 +119,24 @@ pub async fn spawn_ready(
     }
 }
 
+/// `bin node --net NET --fast --api 127.0.0.1:0 --listen 127.0.0.1:0 EXTRA…` (a `themis node`
+/// with the fast test profile, on ports the OS picks), spawned and ready as [`spawn_ready`]
+/// does.
+pub async fn spawn_fast_node(bin: &str, dir: &Path, name: &str, net: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "node",
+        "--net",
+        net,
+        "--fast",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready(bin, dir, name, &args, &[]).await
+}
+
 fn command(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
