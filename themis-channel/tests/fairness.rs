@@ -36,7 +36,18 @@ async fn second_loopback_works() -> bool {
         .is_ok()
 }
 
+/// This process's resident set, KiB (Linux `/proc/self/status`; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 struct FloodFigures {
+    /// The test process's resident set before the flood and once the flood holds its share of
+    /// the pending table (attacker, victim and harness together: an upper bound on what the
+    /// victim's tables grew by).
+    rss_kib: (Option<u64>, Option<u64>),
     honest_ok: usize,
     honest: usize,
     slowest_ok: Duration,
@@ -72,6 +83,7 @@ async fn flood(
     )
     .unwrap();
     let msg1 = Bytes::from(msg1);
+    let rss_before = rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let flooder = {
@@ -112,6 +124,7 @@ async fn flood(
         || victim.metrics().pending_handshakes >= attacker_holds,
     )
     .await;
+    let rss_flooded = rss_kib();
 
     // Honest peers, all at once, while the flood goes on.
     let mut peers = Vec::new();
@@ -162,6 +175,7 @@ async fn flood(
     }
     victim.shutdown().await;
     FloodFigures {
+        rss_kib: (rss_before, rss_flooded),
         honest_ok,
         honest,
         slowest_ok,
@@ -177,7 +191,8 @@ fn print_flood(what: &str, f: &FloodFigures) {
         "{what}: honest handshakes completed {}/{} (slowest {:?}); attacker frames sent {}; \
          victim pending {} from {} sources, rejected per source {}, table full {}, cookies sent \
          {}, echoes accepted {} / rejected {}; pending table under its threshold {:?} after the \
-         flood stopped",
+         flood stopped; test process RSS {:?} KiB before the flood, {:?} KiB with the flood's \
+         pending handshakes held",
         f.honest_ok,
         f.honest,
         f.slowest_ok,
@@ -190,6 +205,8 @@ fn print_flood(what: &str, f: &FloodFigures) {
         m.cookie_echoes_accepted,
         m.cookie_echoes_rejected,
         f.recovery,
+        f.rss_kib.0,
+        f.rss_kib.1,
     );
 }
 
