@@ -192,6 +192,19 @@ pub enum Error {
         /// message; authenticated when it came in a signed message 2).
         found: NodeId,
     },
+    /// Closed network (PROTOCOL.md §2.10): the peer's message 2 verified, but the admission
+    /// certificate in it does not admit it.
+    #[error(
+        "node {peer} at {addr} is not admitted to this closed network: {reason}; no session created (renew its certificate with `themis admission issue`, or check both nodes' --admission-key)"
+    )]
+    NotAdmitted {
+        /// The node.
+        peer: NodeId,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Which check of its certificate failed.
+        reason: String,
+    },
     /// The peer runs in the other mode (secure vs insecure).
     #[error(
         "peer {addr} refuses our {ours:?} frames: it runs in the other mode; set the same `mode` on both nodes"

@@ -203,6 +203,8 @@ fn classify(input: &str, network: &NetworkId, contact: Contact, e: &ChannelError
         } => Finding::Mismatch(format!(
             "{input}: identity mismatch: the node there is not {expected}; its key makes it {found} on network '{network}' (a wrong id in --bootstrap, a node with a new key, or a node of another network)"
         )),
+        // Its certificate does not admit it (expired, for another id or key): no wait helps.
+        e @ ChannelError::NotAdmitted { .. } => Finding::Mismatch(format!("{input}: {e}")),
         ChannelError::HandshakeTimeout { peer, after, .. }
             if *peer == NodeId::from_bytes([0; 32]) =>
         {

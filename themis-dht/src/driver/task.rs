@@ -548,6 +548,7 @@ fn failure(e: themis_channel::Error) -> RequestFailure {
     match e {
         E::RequestTimeout { .. } | E::HandshakeTimeout { .. } => RequestFailure::Timeout,
         E::IdentityMismatch { .. }
+        | E::NotAdmitted { .. }
         | E::ModeMismatch { .. }
         | E::Handshake { .. }
         | E::SelfRequest(_)

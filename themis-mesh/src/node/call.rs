@@ -206,6 +206,7 @@ pub(crate) fn judge_channel_error(e: &ChannelError) -> Verdict {
         | E::HandshakeTimeout { .. }
         | E::Handshake { .. }
         | E::IdentityMismatch { .. }
+        | E::NotAdmitted { .. }
         | E::ModeMismatch { .. }
         | E::TooManySessions { .. }
         | E::Overloaded { .. }

@@ -273,6 +273,17 @@ impl EndpointCore {
                     found: actual,
                 });
             }
+            Err(themis_handshake::Error::AdmissionRefused { problem, .. }) => {
+                // Checked after message 2's signature verified: the genuine peer presents a
+                // certificate that does not admit it, and no later message 2 will be better.
+                self.counters.handshakes_failed_identity += 1;
+                let reason = problem.to_string();
+                self.fail_handshake(nonce, |peer| Error::NotAdmitted {
+                    peer: peer.id,
+                    addr: peer.addr,
+                    reason: reason.clone(),
+                });
+            }
             Err(e) => {
                 // A bad message 2 leaves the initiator waiting for the genuine one.
                 tracing::debug!(%from, error = %e, "message 2 refused");

@@ -1,6 +1,8 @@
 //! Fairness per source and cookies (PROTOCOL.md §5.2, "Per-source limits and cookies"): a
 //! responder under load answers message 1 with a stateless cookie, the initiator echoes it at
-//! once, and one source prefix holds at most `pending_per_source` pending handshakes.
+//! once, and one source prefix holds at most `pending_per_source` pending handshakes; and the
+//! handshakes of closed networks (their longer messages behind a cookie, a refused
+//! certificate).
 
 use super::*;
 use crate::wire::{COOKIE_LEN, TYPE_COOKIE, TYPE_COOKIE_ECHO};
@@ -266,4 +268,39 @@ fn a_closed_networks_handshake_goes_through_a_cookie_and_is_charged_to_its_sourc
         (0, 0),
         "released at message 3"
     );
+}
+
+/// Closed networks: a responder whose certificate has expired answers message 2, signed; the
+/// initiator refuses the certificate and fails the handshake at once with `NotAdmitted` (no
+/// genuine message 2 can follow), instead of waiting out its handshake timeout.
+#[test]
+fn a_peer_whose_certificate_does_not_admit_it_fails_the_handshake_at_once() {
+    use themis_crypto::AdmissionCert;
+    use themis_handshake::{Admission, WallClock};
+    let ak = IdentityKeypair::from_seed(&[77; 32]);
+    let closed = net_id().closed(ak.public());
+    let clock = WallClock::system();
+    let node = |i: usize, seed: u8, valid_ms: i64| {
+        let id = key(seed).node_id(&closed);
+        let until = clock.anchor_unix_ms.saturating_add_signed(valid_ms);
+        let certificate = AdmissionCert::issue(&ak, &closed, id, until).unwrap();
+        let mut c = cfg();
+        c.handshake.admission = Some(Admission { certificate, clock });
+        Node::on(i, seed, c, true, closed.clone())
+    };
+    let mut net = Net::new(2, cfg(), true);
+    // B's certificate ended an hour ago (it still starts: the core does not check its own)
+    net.nodes[0] = node(0, 1, -3_600_000);
+    net.nodes[1] = node(1, 2, 86_400_000);
+    let b = net.peer(0);
+    let id = net.request(1, b, b"hi");
+    net.settle(Duration::from_millis(100));
+    match net.nodes[1].outcome(id) {
+        Some(Err(Error::NotAdmitted { peer, reason, .. })) => {
+            assert_eq!(*peer, b.id);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected NotAdmitted within 100 ms, got {other:?}"),
+    }
+    assert_eq!(net.nodes[1].metrics().handshakes_failed_identity, 1);
 }
