@@ -8,8 +8,12 @@ use themis_dht::{ProviderRecord, ServiceMetadata, ServiceSpec, object_id};
 const VECTORS: &str = include_str!("vectors/dht.txt");
 
 fn vector(key: &str) -> String {
-    VECTORS
-        .lines()
+    lookup(VECTORS, key)
+}
+
+/// The value of `key = hex` in a vector file (`#` lines are comments).
+fn lookup(file: &str, key: &str) -> String {
+    file.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             l.strip_prefix(key)
@@ -108,15 +112,7 @@ fn tombstone_signature_and_encoding() {
 const OWNED: &str = include_str!("vectors/owned.txt");
 
 fn owned(key: &str) -> String {
-    OWNED
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .and_then(|r| r.trim_start().strip_prefix('='))
-        })
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| panic!("vector {key} missing"))
+    lookup(OWNED, key)
 }
 
 fn unhex(s: &str) -> Vec<u8> {
