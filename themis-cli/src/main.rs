@@ -31,6 +31,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
+/// mimalloc instead of glibc's malloc, which took about 15 % of a node's CPU on the sidecar
+/// path (allocation-heavy HTTP and channel frames); musl builds keep their own allocator.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fail(e: &error::Error) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(e.exit_code())
