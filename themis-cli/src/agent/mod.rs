@@ -38,6 +38,7 @@ mod services;
 mod sidecar;
 mod status;
 mod token;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -159,7 +160,6 @@ pub(crate) struct AppState {
     mode: Mode,
     started: Instant,
     config: AgentConfig,
-    http: reqwest::Client,
     /// The services provided through this agent, by name, as they were defined.
     definitions: Mutex<BTreeMap<String, ServiceDefinition>>,
     /// The running health checks, by service (see [`check`]).
@@ -179,11 +179,6 @@ impl AppState {
             mode,
             started: Instant::now(),
             config,
-            // No proxy: upstreams are local services.
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
             definitions: Mutex::new(BTreeMap::new()),
             checks: Mutex::new(BTreeMap::new()),
             check_http: check::probe::client(),

@@ -67,7 +67,6 @@ impl AppState {
     /// The mesh handler of a service provided through `url`: calls are forwarded to it.
     fn sidecar_handler(&self, url: reqwest::Url) -> impl themis_mesh::ServiceHandler {
         Sidecar::new(
-            self.http.clone(),
             url,
             self.config.max_body,
             self.config.upstream_timeout,

@@ -22,28 +22,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use http_body_util::Full;
 use reqwest::Url;
 use themis_mesh::{Bytes, CallContext, HandlerError, NodeId, ServiceHandler};
 use tokio::sync::Semaphore;
 
 use super::envelope::{Headers, HttpRequest, HttpResponse};
 use super::metrics::AgentMetrics;
+use super::upstream::{SendError, UpstreamClient};
 use super::{CALLER_HEADER, ERROR_HEADER, HOPS_HEADER, IDEMPOTENT_HEADER, TIMEOUT_HEADER};
 
 /// Bytes of an upstream's error body quoted in the error sent to the caller.
 const QUOTED: usize = 200;
+/// Most idle connections kept to one upstream.
+const MAX_IDLE: usize = 256;
 
 /// Forwards calls of one service to its upstream.
 #[derive(Debug)]
 pub(crate) struct Sidecar {
-    http: reqwest::Client,
-    /// The client of HTTP calls: redirects are the caller's to follow.
-    transparent: reqwest::Client,
+    client: UpstreamClient,
     url: Url,
-    /// The upstream URL without query and without a trailing `/`: an HTTP call's target is
-    /// appended to it.
-    base: String,
+    /// The origin-form target of a plain call: the upstream URL's path and query.
+    target: String,
+    /// The upstream URL's path without a trailing `/`: an HTTP call's target is appended to
+    /// it.
+    base_path: String,
     max_body: usize,
     timeout: Duration,
     metrics: AgentMetrics,
@@ -52,7 +58,7 @@ pub(crate) struct Sidecar {
     concurrency: usize,
 }
 
-/// The error and its causes, `: ` separated (reqwest's own message is terse).
+/// The error and its causes, `: ` separated (hyper's own message is terse).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -82,7 +88,6 @@ impl Sidecar {
     }
 
     pub(crate) fn new(
-        http: reqwest::Client,
         url: Url,
         max_body: usize,
         timeout: Duration,
@@ -90,22 +95,18 @@ impl Sidecar {
         metrics: AgentMetrics,
     ) -> Self {
         let concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
-        let mut base = url.clone();
-        base.set_query(None);
-        base.set_fragment(None);
-        let base = base.as_str().trim_end_matches('/').to_owned();
-        // One per upstream (at most MAX_UPSTREAMS): no proxy (a local service), no redirects
-        // followed (they are the caller's to follow).
-        let transparent = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| http.clone());
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        // At most as many idle connections as calls may run at once, and never many.
+        let client = UpstreamClient::new(&url, concurrency.min(MAX_IDLE));
         Self {
-            http,
-            transparent,
-            base,
+            client,
             url,
+            target,
+            base_path,
             max_body,
             timeout,
             metrics,
@@ -139,38 +140,48 @@ impl Sidecar {
         r
     }
 
-    /// The kind of a failed upstream request.
-    fn send_error(&self, e: &reqwest::Error, timeout: Duration) -> HandlerError {
-        let url = &self.url;
-        if e.is_timeout() {
-            HandlerError::TimedOut(format!("upstream {url} did not answer within {timeout:?}"))
-        } else if e.is_connect() {
-            // Nothing reached the upstream: the call did not run.
-            HandlerError::Unreachable(format!("upstream {url} unreachable: {}", chain(e)))
-        } else {
-            HandlerError::Failed(format!("upstream {url} failed: {}", chain(e)))
+    /// The headers every upstream request carries: the caller's id, the hop count plus one
+    /// (loop protection) and, when the caller set a deadline, its remaining time.
+    fn context_headers(&self, headers: &mut HeaderMap, context: &CallContext) {
+        headers.insert(CALLER_HEADER, header_value(&context.caller.to_string()));
+        headers.insert(HOPS_HEADER, HeaderValue::from(u16::from(context.hops) + 1));
+        if let Some(b) = context.budget {
+            headers.insert(TIMEOUT_HEADER, header_value(&b.as_millis().to_string()));
         }
     }
 
-    /// Reads an upstream's body within the size limit.
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, HandlerError> {
+    /// Sends `req` to the upstream within `timeout`: the answer's head and body, or the kind
+    /// of failure (see the module documentation).
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(Response<()>, Bytes), HandlerError> {
         let url = &self.url;
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            HandlerError::Failed(format!(
-                "reading the answer of upstream {url}: {}",
+        let sent = tokio::time::timeout(timeout, self.client.send(req, self.max_body)).await;
+        match sent {
+            Err(_) => Err(HandlerError::TimedOut(format!(
+                "upstream {url} did not answer within {timeout:?}"
+            ))),
+            // Nothing reached the upstream: the call did not run.
+            Ok(Err(SendError::Connect(e))) => Err(HandlerError::Unreachable(format!(
+                "upstream {url} unreachable: {}",
                 chain(&e)
-            ))
-        })? {
-            if buf.len().saturating_add(chunk.len()) > self.max_body {
-                return Err(HandlerError::Failed(format!(
-                    "upstream {url} answered more than the {} bytes allowed (themis node --max-body)",
-                    self.max_body
-                )));
-            }
-            buf.extend_from_slice(&chunk);
+            ))),
+            Ok(Err(SendError::NotSent(e))) => Err(HandlerError::Unreachable(format!(
+                "upstream {url} closed the connection before the request: {}",
+                chain(&e)
+            ))),
+            Ok(Err(SendError::Failed(e))) => Err(HandlerError::Failed(format!(
+                "upstream {url} failed: {}",
+                chain(&e)
+            ))),
+            Ok(Ok((_, Err(_)))) => Err(HandlerError::Failed(format!(
+                "upstream {url} answered more than the {} bytes allowed (themis node --max-body)",
+                self.max_body
+            ))),
+            Ok(Ok((head, Ok(body)))) => Ok((head, body)),
         }
-        Ok(Bytes::from(buf))
     }
 
     /// Forwards an HTTP call (an envelope, see the module documentation) to the upstream.
@@ -189,10 +200,17 @@ impl Sidecar {
                 "the path has a . or .. segment (the sidecar does not resolve paths above the upstream's)",
             ));
         }
-        let url = Url::parse(&format!("{}{}", self.base, req.target))
+        // Visible ASCII starting with `/` (the envelope checked it): a valid origin-form URI
+        // unless it holds a character a URI may not (`"`, `<`, …).
+        let uri = Uri::try_from(format!("{}{}", self.base_path, req.target))
             .map_err(|e| refusal(StatusCode::BAD_REQUEST, &format!("bad target: {e}")))?;
         let timeout = context.budget.map_or(self.timeout, |b| b.min(self.timeout));
-        let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
+        let head = req.method == Method::HEAD;
+        let mut upstream = Request::new(Full::new(req.body));
+        *upstream.method_mut() = req.method;
+        *upstream.uri_mut() = uri;
+        let headers = upstream.headers_mut();
+        headers.reserve(req.headers.len() + 3);
         let mut lines = req.headers;
         strip_hop_by_hop(&mut lines);
         for (k, v) in lines {
@@ -200,21 +218,8 @@ impl Sidecar {
                 headers.append(k, v);
             }
         }
-        headers.insert(CALLER_HEADER, header_value(&context.caller.to_string()));
-        headers.insert(HOPS_HEADER, HeaderValue::from(u16::from(context.hops) + 1));
-        if let Some(b) = context.budget {
-            headers.insert(TIMEOUT_HEADER, header_value(&b.as_millis().to_string()));
-        }
-        let head = req.method == Method::HEAD;
-        let resp = self
-            .transparent
-            .request(req.method, url)
-            .headers(headers)
-            .body(req.body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.send_error(&e, timeout))?;
+        self.context_headers(headers, &context);
+        let (resp, body) = self.exchange(upstream, timeout).await?;
         let status = resp.status();
         let mut lines = super::envelope::lines(resp.headers());
         strip_hop_by_hop(&mut lines);
@@ -223,7 +228,6 @@ impl Sidecar {
         // The agents' own headers are never the upstream's to set (`x-themis-error` would
         // pass an upstream answer off as the mesh's).
         lines.retain(|(k, _)| (head || *k != header::CONTENT_LENGTH) && !is_ours(k));
-        let body = self.read_body(resp).await?;
         let answer = HttpResponse {
             status,
             headers: lines,
@@ -266,24 +270,20 @@ impl Sidecar {
         // The caller's remaining time cuts the upstream too (issue 12, deadlines), and goes on
         // to it, for the calls it makes in turn.
         let timeout = context.budget.map_or(self.timeout, |b| b.min(self.timeout));
-        let mut req = self
-            .http
-            .post(url.clone())
-            .header(CALLER_HEADER, context.caller.to_string())
-            .header(HOPS_HEADER, u16::from(context.hops) + 1)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
-        if let Some(b) = context.budget {
-            req = req.header(TIMEOUT_HEADER, b.as_millis().to_string());
-        }
-        let resp = req
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.send_error(&e, timeout))?;
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        // From the upstream URL, which parsed: always a valid origin-form URI.
+        *req.uri_mut() =
+            Uri::try_from(self.target.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+        let headers = req.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        self.context_headers(headers, &context);
+        let (resp, buf) = self.exchange(req, timeout).await?;
         let status = resp.status();
-        let buf = self.read_body(resp).await?;
-        if status.is_client_error() || status == reqwest::StatusCode::LOOP_DETECTED {
+        if status.is_client_error() || status == StatusCode::LOOP_DETECTED {
             // The caller's mistake (or the hop limit of a call the upstream made through the
             // mesh, 508): the provider is healthy; the status and body go back as they are.
             return Err(HandlerError::Rejected {
