@@ -190,7 +190,71 @@ async fn read_limited(
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    /// An upstream that answers each connection's first request `200 hi` and then closes that
+    /// connection without saying so (a keep-alive timeout): it returns the connections seen.
+    async fn one_per_connection() -> (Url, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = tx.send(());
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi")
+                    .await;
+                drop(s);
+            }
+        });
+        (url, rx)
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(Bytes::new()));
+        *r.uri_mut() = axum::http::Uri::from_static("/x");
+        r
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_without_failing_the_call() {
+        let (url, mut conns) = one_per_connection().await;
+        let client = UpstreamClient::new(&url, 4);
+        for _ in 0..3 {
+            let (head, body) = client.send(get(), 1024).await.expect("answered");
+            assert_eq!(head.status(), 200);
+            assert_eq!(body.expect("within the limit"), &b"hi"[..]);
+            conns.recv().await.expect("a connection per call");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error_and_a_large_body_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        drop(listener);
+        let client = UpstreamClient::new(&url, 4);
+        assert!(matches!(
+            client.send(get(), 1024).await,
+            Err(SendError::Connect(_))
+        ));
+        let (url, _conns) = one_per_connection().await;
+        let client = UpstreamClient::new(&url, 4);
+        let (_, body) = client.send(get(), 1).await.expect("answered");
+        assert_eq!(body, Err(2));
+    }
 
     #[test]
     fn host_and_address_come_from_the_url() {
