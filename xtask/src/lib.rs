@@ -33,6 +33,7 @@ mod machine;
 mod progress;
 mod report;
 mod search;
+mod spread;
 mod svg;
 mod workload;
 mod workloads;
@@ -49,6 +50,8 @@ pub use load::{
 pub use machine::{MachineInfo, open_fds, peak_rss_kib, reset_peak_rss};
 pub use progress::Progress;
 pub use search::RateSearch;
+pub use spread::{Comparison, Spread};
 pub use workload::{
-    Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, Workload,
+    Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, RunValues,
+    Verdict, Workload,
 };

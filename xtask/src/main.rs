@@ -23,7 +23,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Reduced sizes: finishes in under 3 minutes on 2 cores.
+    /// Reduced sizes: each run of the workloads takes under 3 minutes on 2 cores (so about 9
+    /// with the default 3 runs; `--quick --runs 1` for a first look without spreads).
     #[arg(long)]
     quick: bool,
     /// Report directory [default: <workspace>/target/bench-report].
@@ -40,6 +41,11 @@ struct BenchArgs {
     /// Seed for the workloads' random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Runs of every point, the modes taking turns: each figure is the median over the runs,
+    /// reported with their range, and an overhead whose modes' ranges overlap is reported as
+    /// "within noise" [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: Option<u32>,
     /// Tiny sizes, for the test suite's smoke run (measures the build it runs in, even a
     /// debug one).
     #[arg(long, hide = true)]
@@ -54,6 +60,7 @@ fn durations_help() -> String {
             out: PathBuf::new(),
             only: Vec::new(),
             seed: 1,
+            runs: profile.default_runs(),
         };
         xtask::expected_duration(&opts).map_or(0.0, |d| d.as_secs_f64())
     };
@@ -118,6 +125,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
             .unwrap_or_else(|| workspace_root().join("target").join("bench-report")),
         only: args.only,
         seed: args.seed,
+        runs: args.runs.unwrap_or_else(|| profile.default_runs()),
     };
     let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
     for f in &outcome.files {

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::load::{self, ClosedLoop, OpOutcome};
 use crate::machine;
+use crate::spread::{Comparison, fmt_comparison};
 use crate::workload::{
     Figure, Goal, Measurement, Metric, Params, Phase, PlotAxis, PointSel, Workload,
 };
@@ -76,8 +77,9 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
     }
     let num = |v: Option<f64>| v.map_or_else(|| "—".into(), crate::report::fmt_num);
     let mut s = String::from(
-        "Cold against warm: find throughput (ops/s) of each pass, the security overhead of \
-         each, and the set-up work done during it, per 1,000 finds (key agreements on the \
+        "Cold against warm: find throughput (ops/s, median over the runs with their range) of \
+         each pass, the security overhead of each (\"within noise\" where the modes' runs \
+         overlap), and the set-up work done during it, per 1,000 finds (medians) (key agreements on the \
          secure ring; TCP dials on the insecure one, whose set-up is only connections). The \
          goal is judged on the warm pass; what the cold pass loses beyond it is the cost of \
          first contacts.\n\n\
@@ -89,16 +91,15 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         let n = n as usize;
         let cold = scaling_point(n, Phase::Cold);
         let warm = scaling_point(n, Phase::Warm);
-        let ops = |mode, point: &str| get(mode, point).map(|m| m.ops_per_sec);
+        let ops = |mode, point: &str| get(mode, point).and_then(|m| m.spread(Metric::OpsPerSec));
         let overhead = |point: &str| {
-            ops(Mode::Secure, point)
-                .zip(ops(Mode::Insecure, point))
-                .and_then(|(s, i)| crate::Metric::OpsPerSec.overhead_pct(s, i))
-                .map_or_else(
-                    || "—".into(),
-                    |o| format!("{} %", crate::report::fmt_num(o)),
-                )
+            fmt_comparison(
+                ops(Mode::Secure, point)
+                    .zip(ops(Mode::Insecure, point))
+                    .and_then(|(s, i)| Comparison::of(Metric::OpsPerSec, s, i)),
+            )
         };
+        let tput = |mode, point: &str| ops(mode, point).map_or_else(|| "—".into(), |s| s.display());
         let hs =
             |point: &str| num(get(Mode::Secure, point).and_then(|m| m.handshakes_per_1k_ops()));
         let dials =
@@ -106,10 +107,10 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         let _ = writeln!(
             s,
             "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            num(ops(Mode::Secure, &cold)),
-            num(ops(Mode::Secure, &warm)),
-            num(ops(Mode::Insecure, &cold)),
-            num(ops(Mode::Insecure, &warm)),
+            tput(Mode::Secure, &cold),
+            tput(Mode::Secure, &warm),
+            tput(Mode::Insecure, &cold),
+            tput(Mode::Insecure, &warm),
             overhead(&cold),
             overhead(&warm),
             hs(&cold),
@@ -414,7 +415,7 @@ mod tests {
             .find(|r| r.what.starts_with("find throughput, warm"))
             .unwrap();
         assert_eq!(warm.point, "N=100");
-        assert_eq!(warm.met, Some(true));
+        assert_eq!(warm.met, Some(crate::Verdict::Met));
         let cold = rows
             .iter()
             .find(|r| r.what.starts_with("find throughput, cold"))
