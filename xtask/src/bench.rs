@@ -9,14 +9,29 @@ use crate::report::{self, RunReport};
 use crate::workload::{Params, Profile};
 use crate::{Error, Measurement, Progress, Workload, workloads};
 
-/// How the harness runs the system under test (recorded in the report).
+/// How the harness runs the system under test (recorded in the report), with `node_hosts`
+/// node host processes for find-scaling (0: none).
 ///
-/// In-process rather than a process per node: 1000 processes on 2 cores would measure the
-/// scheduler and process start-up (the paper's 320 ms V8 start per node) more than themis, and
-/// one process lets the harness read every node's latency without clock skew between processes.
-pub const HARNESS: &str = "in-process: one tokio runtime with a worker per core; nodes are tasks \
-     of this process talking over 127.0.0.1 sockets (key-agreement runs in memory, no sockets); \
-     one process, so that 2 cores measure themis rather than process scheduling";
+/// Workloads other than find-scaling keep their nodes in the bench process: 1000 processes on
+/// 2 cores would measure the scheduler and process start-up (the paper's 320 ms V8 start per
+/// node) more than themis. find-scaling spreads each ring over a few node host processes (one
+/// per core by default), each a current-thread runtime, so that where a node's tasks land on
+/// the bench's worker threads no longer decides the cost of a request.
+pub fn harness(node_hosts: usize) -> String {
+    let common = "nodes are tasks of the bench process (one tokio runtime with a worker per \
+                  core) talking over 127.0.0.1 sockets; key-agreement runs in memory, no sockets";
+    if node_hosts == 0 {
+        format!("in-process: {common}; find-scaling too: every node in the bench process")
+    } else {
+        format!(
+            "find-scaling: each ring spread over {node_hosts} node host processes (at most one \
+             per node; contiguous slices of the ring, a current-thread tokio runtime each, \
+             nodes on 127.0.0.1 sockets), the bench process driving the finds and stores over \
+             the hosts' standard input and output, so that its latencies include that round \
+             trip; the other workloads: {common}"
+        )
+    }
+}
 
 /// Options of a benchmark run.
 #[derive(Clone, Debug)]
@@ -31,6 +46,9 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Runs of every point (at least 1): each figure is the median over them.
     pub runs: u32,
+    /// Node host processes of the workloads that spread a ring over processes (find-scaling);
+    /// `Some(0)`: every node in the bench process; `None`: one per core.
+    pub node_hosts: Option<usize>,
 }
 
 /// What a run produced.
@@ -84,10 +102,12 @@ pub fn expected_duration(opts: &BenchOptions) -> Result<Duration, Error> {
 }
 
 fn params(opts: &BenchOptions) -> Params {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     Params {
         profile: opts.profile,
         seed: opts.seed,
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        cores,
+        node_hosts: opts.node_hosts.unwrap_or(cores),
     }
 }
 
@@ -102,7 +122,7 @@ pub fn run_bench(opts: &BenchOptions, progress: &Progress) -> Result<BenchOutcom
         selected.len(),
         expected.as_secs_f64()
     ));
-    let mut machine = MachineInfo::collect(opts.profile.name(), HARNESS);
+    let mut machine = MachineInfo::collect(opts.profile.name(), &harness(params.node_hosts));
     let runs = opts.runs.max(1);
     machine.runs = runs;
     let started = Instant::now();
@@ -247,6 +267,7 @@ mod tests {
             only: vec![],
             seed: 1,
             runs: 1,
+            node_hosts: None,
         };
         let one = expected_duration(&opts).unwrap();
         assert!(one < Duration::from_secs(180), "{one:?}");

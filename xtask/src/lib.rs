@@ -39,7 +39,7 @@ mod workload;
 mod workloads;
 
 pub use bench::{
-    BenchOptions, BenchOutcome, HARNESS, expected_duration, run_bench, run_micro, workload_names,
+    BenchOptions, BenchOutcome, expected_duration, harness, run_bench, run_micro, workload_names,
 };
 pub use error::Error;
 pub use histogram::Histogram;
@@ -55,3 +55,4 @@ pub use workload::{
     Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, RunValues,
     Verdict, Workload,
 };
+pub use workloads::dht::host::{NodeHostArgs, node_host};

@@ -19,6 +19,10 @@ enum Command {
     /// report.md, report.json and SVG plots.
     #[command(after_help = durations_help())]
     Bench(BenchArgs),
+    /// Internal: holds a slice of a benchmark ring's nodes in this process, driven by the
+    /// bench over standard input and output.
+    #[command(hide = true)]
+    NodeHost(xtask::NodeHostArgs),
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +50,10 @@ struct BenchArgs {
     /// "within noise" [default: 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: Option<u32>,
+    /// Processes find-scaling spreads each ring over (node hosts, a current-thread runtime
+    /// each); 0 keeps every node in the bench process [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    node_hosts: Option<u32>,
     /// Tiny sizes, for the test suite's smoke run (measures the build it runs in, even a
     /// debug one).
     #[arg(long, hide = true)]
@@ -61,6 +69,7 @@ fn durations_help() -> String {
             only: Vec::new(),
             seed: 1,
             runs: profile.default_runs(),
+            node_hosts: None,
         };
         xtask::expected_duration(&opts).map_or(0.0, |d| d.as_secs_f64())
     };
@@ -126,6 +135,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
         only: args.only,
         seed: args.seed,
         runs: args.runs.unwrap_or_else(|| profile.default_runs()),
+        node_hosts: args.node_hosts.map(|n| n as usize),
     };
     let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
     for f in &outcome.files {
@@ -157,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench(args),
+        Command::NodeHost(args) => xtask::node_host(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

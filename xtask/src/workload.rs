@@ -92,6 +92,9 @@ pub struct Params {
     pub seed: u64,
     /// Cores the run may use.
     pub cores: usize,
+    /// Node host processes over which find-scaling spreads each ring (at most one per node);
+    /// 0: every node in the bench process.
+    pub node_hosts: usize,
 }
 
 /// One measured point of one workload in one mode: one object of report.json's `results`.

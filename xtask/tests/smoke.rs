@@ -270,6 +270,61 @@ fn repeated_runs_give_medians_with_every_run_kept() {
 }
 
 #[test]
+fn find_scaling_runs_in_process_and_over_node_hosts_alike() {
+    // The default spreads each ring over node host processes; `--node-hosts 0` keeps it in
+    // the bench process. Both build the same rings and report the same points.
+    let points = |hosts: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "bench",
+                "--tiny",
+                "--only",
+                "find-scaling",
+                "--node-hosts",
+                hosts,
+            ])
+            .arg("--out")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "--node-hosts {hosts}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        let harness = json["machine"]["harness"].as_str().unwrap().to_owned();
+        let mut points: Vec<(String, String, u64)> = json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["errors"], 0, "{r}");
+                assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+                (
+                    r["point"].as_str().unwrap().to_owned(),
+                    r["mode"].as_str().unwrap().to_owned(),
+                    r["nodes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        points.sort();
+        (points, harness)
+    };
+    let (local, local_harness) = points("0");
+    let (hosted, hosted_harness) = points("3");
+    assert_eq!(local, hosted);
+    assert_eq!(local.len(), 12, "{local:?}");
+    assert!(
+        local_harness.contains("in the bench process"),
+        "{local_harness}"
+    );
+    assert!(
+        hosted_harness.contains("3 node host processes"),
+        "{hosted_harness}"
+    );
+}
+
+#[test]
 fn unknown_workload_is_refused_with_the_list() {
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench", "--tiny", "--only", "nope", "--out"])

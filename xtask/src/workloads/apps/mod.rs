@@ -366,6 +366,7 @@ mod tests {
             profile: crate::Profile::Tiny,
             seed: 1,
             cores: 2,
+            node_hosts: 0,
         };
         let out = Apps.run(Mode::Direct, &p, &Progress::hidden()).unwrap();
         let points: Vec<&str> = out.iter().map(|m| m.point.as_str()).collect();
