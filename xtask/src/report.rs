@@ -266,7 +266,7 @@ const LIBP2P_100: [Peer; 5] = [
         value: |m| Some(m.mean_ms),
     },
     Peer {
-        what: "resident memory of the process holding the nodes",
+        what: "resident memory of the process(es) holding the nodes (summed over node hosts)",
         theirs: 788.0,
         unit: "MB",
         higher_is_better: false,
