@@ -33,12 +33,13 @@ mod machine;
 mod progress;
 mod report;
 mod search;
+mod spread;
 mod svg;
 mod workload;
 mod workloads;
 
 pub use bench::{
-    BenchOptions, BenchOutcome, HARNESS, expected_duration, run_bench, run_micro, workload_names,
+    BenchOptions, BenchOutcome, expected_duration, harness, run_bench, run_micro, workload_names,
 };
 pub use error::Error;
 pub use histogram::Histogram;
@@ -49,6 +50,9 @@ pub use load::{
 pub use machine::{MachineInfo, open_fds, peak_rss_kib, reset_peak_rss};
 pub use progress::Progress;
 pub use search::RateSearch;
+pub use spread::{Comparison, Spread};
 pub use workload::{
-    Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, Workload,
+    Figure, Goal, Measurement, Metric, Mode, Params, Phase, PlotAxis, PointSel, Profile, RunValues,
+    Verdict, Workload,
 };
+pub use workloads::dht::host::{NodeHostArgs, node_host};

@@ -33,6 +33,8 @@ pub struct MachineInfo {
     pub profile: String,
     /// How the nodes ran (in-process, over loopback).
     pub harness: String,
+    /// Runs of every point (`--runs`): each figure is the median over them.
+    pub runs: u32,
 }
 
 impl MachineInfo {
@@ -66,6 +68,7 @@ impl MachineInfo {
             date_utc: iso8601_utc(SystemTime::now()),
             profile: profile.into(),
             harness: harness.into(),
+            runs: 1,
         }
     }
 }

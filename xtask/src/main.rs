@@ -19,11 +19,16 @@ enum Command {
     /// report.md, report.json and SVG plots.
     #[command(after_help = durations_help())]
     Bench(BenchArgs),
+    /// Internal: holds a slice of a benchmark ring's nodes in this process, driven by the
+    /// bench over standard input and output.
+    #[command(hide = true)]
+    NodeHost(xtask::NodeHostArgs),
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Reduced sizes: finishes in under 3 minutes on 2 cores.
+    /// Reduced sizes: each run of the workloads takes under 3 minutes on 2 cores (so about 9
+    /// with the default 3 runs; `--quick --runs 1` for a first look without spreads).
     #[arg(long)]
     quick: bool,
     /// Report directory [default: <workspace>/target/bench-report].
@@ -40,6 +45,15 @@ struct BenchArgs {
     /// Seed for the workloads' random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Runs of every point, the modes taking turns: each figure is the median over the runs,
+    /// reported with their range, and an overhead whose modes' ranges overlap is reported as
+    /// "within noise" [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: Option<u32>,
+    /// Processes find-scaling spreads each ring over (node hosts, a current-thread runtime
+    /// each); 0 keeps every node in the bench process [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    node_hosts: Option<u32>,
     /// Tiny sizes, for the test suite's smoke run (measures the build it runs in, even a
     /// debug one).
     #[arg(long, hide = true)]
@@ -54,6 +68,8 @@ fn durations_help() -> String {
             out: PathBuf::new(),
             only: Vec::new(),
             seed: 1,
+            runs: profile.default_runs(),
+            node_hosts: None,
         };
         xtask::expected_duration(&opts).map_or(0.0, |d| d.as_secs_f64())
     };
@@ -118,6 +134,8 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
             .unwrap_or_else(|| workspace_root().join("target").join("bench-report")),
         only: args.only,
         seed: args.seed,
+        runs: args.runs.unwrap_or_else(|| profile.default_runs()),
+        node_hosts: args.node_hosts.map(|n| n as usize),
     };
     let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
     for f in &outcome.files {
@@ -149,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench(args),
+        Command::NodeHost(args) => xtask::node_host(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

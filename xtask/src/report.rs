@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::spread::{Comparison, Spread, fmt_comparison};
 use crate::svg::{Chart, Series};
-use crate::workload::{Figure, Goal, Metric, PlotAxis, PointSel};
-use crate::{Error, MachineInfo, Measurement, Mode, Workload};
+use crate::workload::{Figure, Goal, Metric, PlotAxis, PointSel, Verdict};
+use crate::{Error, MachineInfo, Measurement, Mode, RunValues, Workload};
 
 /// Everything one run produced, ready to be written.
 pub(crate) struct RunReport<'a> {
@@ -36,12 +37,14 @@ pub(crate) struct Row {
     pub(crate) point: String,
     pub(crate) metric: Metric,
     pub(crate) paper: String,
-    pub(crate) secure: Option<f64>,
-    pub(crate) insecure: Option<f64>,
-    pub(crate) overhead_pct: Option<f64>,
+    /// The median and range of each mode's runs.
+    pub(crate) secure: Option<Spread>,
+    pub(crate) insecure: Option<Spread>,
+    /// Secure against insecure, from the medians, "within noise" where the runs overlap.
+    pub(crate) overhead: Option<Comparison>,
     pub(crate) goal: Option<Goal>,
     /// `None`: no goal, or not measured.
-    pub(crate) met: Option<bool>,
+    pub(crate) met: Option<Verdict>,
 }
 
 fn find<'m>(
@@ -89,12 +92,13 @@ pub(crate) fn rows(workload: &str, figures: &[Figure], results: &[Measurement]) 
             selected
         };
         for point in selected {
-            let secure = find(results, workload, Mode::Secure, &point).map(|m| m.value(f.metric));
+            let secure =
+                find(results, workload, Mode::Secure, &point).and_then(|m| m.spread(f.metric));
             let insecure =
-                find(results, workload, Mode::Insecure, &point).map(|m| m.value(f.metric));
-            let overhead_pct = secure
+                find(results, workload, Mode::Insecure, &point).and_then(|m| m.spread(f.metric));
+            let overhead = secure
                 .zip(insecure)
-                .and_then(|(s, i)| f.metric.overhead_pct(s, i));
+                .and_then(|(s, i)| Comparison::of(f.metric, s, i));
             out.push(Row {
                 what: f.what.to_string(),
                 point,
@@ -102,9 +106,11 @@ pub(crate) fn rows(workload: &str, figures: &[Figure], results: &[Measurement]) 
                 paper: f.paper.to_string(),
                 secure,
                 insecure,
-                overhead_pct,
+                overhead,
                 goal: f.goal,
-                met: f.goal.and_then(|g| g.met(secure, overhead_pct)),
+                met: f
+                    .goal
+                    .and_then(|g| g.verdict(secure.map(|s| s.median), overhead.as_ref())),
             });
         }
     }
@@ -147,10 +153,11 @@ pub(crate) fn fmt_num(v: f64) -> String {
     }
 }
 
-fn fmt_value(v: Option<f64>, metric: Metric) -> String {
+/// `median (min–max) unit`, or `not measured`.
+pub(crate) fn fmt_value(v: Option<Spread>, metric: Metric) -> String {
     v.map_or_else(
         || "not measured".into(),
-        |v| format!("{} {}", fmt_num(v), metric.unit()),
+        |v| format!("{} {}", v.display(), metric.unit()),
     )
 }
 
@@ -166,8 +173,11 @@ fn fmt_met(row: &Row) -> &'static str {
     match (row.goal, row.met) {
         (None, _) => "",
         (Some(_), None) => "not measured",
-        (Some(_), Some(true)) => "yes",
-        (Some(_), Some(false)) => "**NO — misses the goal**",
+        (Some(_), Some(Verdict::Met)) => "yes",
+        (Some(_), Some(Verdict::Missed)) => "**NO — misses the goal**",
+        (Some(_), Some(Verdict::WithinNoise)) => {
+            "undecided: over the bound at the medians, but the runs overlap"
+        }
     }
 }
 
@@ -183,9 +193,9 @@ pub(crate) fn missed_goals(
     let mut out = Vec::new();
     for w in workloads {
         for r in rows(w.name(), &w.figures(), results) {
-            if let (Some(g), Some(false)) = (r.goal, r.met) {
+            if let (Some(g), Some(Verdict::Missed)) = (r.goal, r.met) {
                 let value = match g {
-                    Goal::OverheadAtMost(_) => format!("overhead {} %", opt(r.overhead_pct)),
+                    Goal::OverheadAtMost(_) => format!("overhead {}", fmt_comparison(r.overhead)),
                     _ => fmt_value(r.secure, r.metric),
                 };
                 out.push(format!(
@@ -256,7 +266,7 @@ const LIBP2P_100: [Peer; 5] = [
         value: |m| Some(m.mean_ms),
     },
     Peer {
-        what: "resident memory of the process holding the nodes",
+        what: "resident memory of the process(es) holding the nodes (summed over node hosts)",
         theirs: 788.0,
         unit: "MB",
         higher_is_better: false,
@@ -321,14 +331,16 @@ pub(crate) fn libp2p_section(results: &[Measurement]) -> String {
     s
 }
 
-/// The table of every measured point of one workload. The set-up columns (handshakes and
-/// connections dialed per 1,000 operations, during the point) appear only where the workload
-/// counted them.
+/// The table of every measured point of one workload: throughput and latencies as
+/// `median (min–max)` over the point's runs, the other figures as medians. The set-up columns
+/// (handshakes and connections dialed per 1,000 operations, during the point) appear only
+/// where the workload counted them.
 pub(crate) fn points_table(mine: &[&Measurement]) -> String {
     let setups = mine.iter().any(|m| m.handshakes.is_some());
     let mut header = vec![
         "point",
         "mode",
+        "runs",
         "nodes",
         "in flight",
         "offered/s",
@@ -355,19 +367,22 @@ pub(crate) fn points_table(mine: &[&Measurement]) -> String {
     let _ = writeln!(s, "|{}", "---|".repeat(header.len()));
     let count = |c: Option<u64>| c.map_or_else(|| "—".into(), |c| c.to_string());
     for m in mine {
+        let spread =
+            |f: fn(&RunValues) -> f64| m.spread_of(f).map_or_else(|| "—".into(), |s| s.display());
         let mut cells = vec![
             m.point.clone(),
             m.mode.to_string(),
+            m.runs.len().max(1).to_string(),
             m.nodes.to_string(),
             count(m.concurrency.map(u64::from)),
             opt(m.offered_per_sec),
-            fmt_num(m.ops_per_sec),
-            fmt_num(m.p50_ms),
-            fmt_num(m.p90_ms),
-            fmt_num(m.p99_ms),
-            fmt_num(m.p999_ms),
-            fmt_num(m.mean_ms),
-            fmt_num(m.max_ms),
+            spread(|r| r.ops_per_sec),
+            spread(|r| r.p50_ms),
+            spread(|r| r.p90_ms),
+            spread(|r| r.p99_ms),
+            spread(|r| r.p999_ms),
+            spread(|r| r.mean_ms),
+            spread(|r| r.max_ms),
             opt(m.mean_hops),
             m.ops.to_string(),
             m.errors.to_string(),
@@ -445,13 +460,35 @@ fn machine_section(s: &mut String, r: &RunReport<'_>) {
             ""
         }
     );
-    let _ = writeln!(s, "| harness | {} |\n", m.harness);
+    let _ = writeln!(s, "| harness | {} |", m.harness);
+    let _ = writeln!(s, "| runs of every point | {} |\n", m.runs);
     let _ = writeln!(
         s,
         "The paper's figures (ARES 2022, §9) come from a 128-core Xeon E7-8830 at 2.13 GHz running \
          QuickJS processes; ours from the machine above. Overhead is throughput lost or latency \
          added by the security layer, relative to insecure. Open-loop latencies are measured from \
          each operation's scheduled send time (no coordinated omission).\n"
+    );
+    let _ = writeln!(
+        s,
+        "{}\n",
+        if m.runs > 1 {
+            format!(
+                "Every point was measured {} times, the modes of a workload taking turns (secure, \
+                 insecure, secure, ...), each run on a system built afresh. A figure is the median \
+                 over the runs, with their range beside it: `median (min–max)`. An overhead is \
+                 computed from the medians, and only where the two modes' ranges are apart; where \
+                 they overlap the table says **within noise** and gives both ranges, since the \
+                 runs do not show a difference beyond their own spread (an overhead goal is then \
+                 met if the medians meet it, and undecided otherwise).",
+                m.runs
+            )
+        } else {
+            "Every point was measured once (`--runs 1`): the figures have no spread, and an \
+             overhead is a single difference that the run-to-run noise may exceed; run with \
+             `--runs 3` or more before drawing a conclusion."
+                .to_owned()
+        }
     );
     if let Some(load) = m.load_avg_1m
         && load > m.cores as f64 * 0.5
@@ -510,8 +547,7 @@ fn workload_section(
             },
             fmt_value(row.secure, row.metric),
             fmt_value(row.insecure, row.metric),
-            row.overhead_pct
-                .map_or_else(|| "—".into(), |o| format!("{} %", fmt_num(o))),
+            fmt_comparison(row.overhead),
             row.goal
                 .map_or_else(|| "—".into(), |g| fmt_goal(g, row.metric)),
             fmt_met(&row),
@@ -767,11 +803,11 @@ mod tests {
         let rows = rows("fake", &Fake.figures(), &results());
         assert_eq!(rows.len(), 4); // 2 points + 1 label + 1 most-nodes
         assert_eq!(rows[0].point, "N=10");
-        assert!((rows[0].overhead_pct.unwrap() - 5.0).abs() < 1e-9);
-        assert_eq!(rows[0].met, Some(true));
-        assert!((rows[1].overhead_pct.unwrap() - 20.0).abs() < 1e-9);
-        assert_eq!(rows[1].met, Some(false));
-        assert_eq!(rows[2].met, Some(false)); // p50 2 ms > 1 ms
+        assert!((rows[0].overhead.unwrap().pct - 5.0).abs() < 1e-9);
+        assert_eq!(rows[0].met, Some(Verdict::Met));
+        assert!((rows[1].overhead.unwrap().pct - 20.0).abs() < 1e-9);
+        assert_eq!(rows[1].met, Some(Verdict::Missed));
+        assert_eq!(rows[2].met, Some(Verdict::Missed)); // p50 2 ms > 1 ms
         assert_eq!(rows[3].point, "N=1000");
         assert_eq!(rows[3].met, None);
         let missing = super::rows("fake", &Fake.figures(), &[]);
@@ -780,6 +816,73 @@ mod tests {
                 .iter()
                 .all(|r| r.secure.is_none() && r.met.is_none())
         );
+    }
+
+    /// A point measured over several runs, one throughput per run.
+    fn runs(mode: Mode, nodes: u32, ops: &[u64]) -> Measurement {
+        Measurement::median_of(ops.iter().map(|&o| point(mode, nodes, o, 1)).collect()).unwrap()
+    }
+
+    #[test]
+    fn overlapping_runs_are_reported_within_noise() {
+        // N=10: the secure median is 20 % lower, but the runs overlap; N=1000: apart.
+        let results = vec![
+            runs(Mode::Secure, 10, &[700, 800, 1_050]),
+            runs(Mode::Insecure, 10, &[950, 1_000, 1_100]),
+            runs(Mode::Secure, 1000, &[780, 800, 820]),
+            runs(Mode::Insecure, 1000, &[990, 1_000, 1_010]),
+        ];
+        let rows = rows("fake", &Fake.figures(), &results);
+        assert!(rows[0].overhead.unwrap().within_noise());
+        assert_eq!(rows[0].met, Some(Verdict::WithinNoise));
+        assert_eq!(rows[1].met, Some(Verdict::Missed));
+        let workloads: Vec<Box<dyn Workload>> = vec![Box::new(Fake)];
+        let missed = missed_goals(&workloads, &results);
+        assert!(missed.iter().all(|m| !m.contains("N=10:")), "{missed:?}");
+        assert!(missed[0].contains("N=1000: overhead 20.0 %"), "{missed:?}");
+        let mut machine = MachineInfo::collect("tiny", "test");
+        machine.runs = 3;
+        let r = RunReport {
+            machine: &machine,
+            workloads: &workloads,
+            results: &results,
+            failures: &[],
+            expected_s: 1.0,
+            actual_s: 1.0,
+        };
+        let md = markdown(&r, &[]);
+        assert!(md.contains("| runs of every point | 3 |"), "{md}");
+        assert!(
+            md.contains(
+                "| tput | N=10 | Fig. 4 | 800 (700–1,050) ops/s | 1,000 (950–1,100) ops/s | \
+                 within noise (700–1,050 vs 950–1,100 ops/s) | overhead ≤ 10.0 % | undecided"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 800 (780–820) ops/s | 1,000 (990–1,010) ops/s | 20.0 % |"),
+            "{md}"
+        );
+        // The points table: the runs and each figure's range.
+        assert!(
+            md.contains("| N=10 | secure | 3 | 10 | — | — | 800 (700–1,050) | 1.00 |"),
+            "{md}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_all(dir.path(), &r).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["machine"]["runs"], 3);
+        let first = &json["results"][0];
+        assert_eq!(first["ops_per_sec"], 800.0);
+        let each: Vec<f64> = first["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ops_per_sec"].as_f64().unwrap())
+            .collect();
+        assert_eq!(each, [700.0, 800.0, 1_050.0]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::load::RunStats;
+use crate::spread::{Comparison, Spread, median};
 use crate::{Error, Histogram, Progress};
 
 /// Secure (THEMIS) or insecure (the same operation without the security layer).
@@ -73,6 +74,13 @@ impl Profile {
     pub fn name(self) -> &'static str {
         self.pick("full", "quick", "tiny")
     }
+
+    /// The runs of every point unless `--runs` says otherwise: 3, so that every figure is a
+    /// median with a spread; 1 for the test suite's smoke run, which checks the plumbing, not
+    /// the figures.
+    pub fn default_runs(self) -> u32 {
+        self.pick(3, 3, 1)
+    }
 }
 
 /// What every workload's run receives.
@@ -84,6 +92,9 @@ pub struct Params {
     pub seed: u64,
     /// Cores the run may use.
     pub cores: usize,
+    /// Node host processes over which find-scaling spreads each ring (at most one per node);
+    /// 0: every node in the bench process.
+    pub node_hosts: usize,
 }
 
 /// One measured point of one workload in one mode: one object of report.json's `results`.
@@ -144,9 +155,83 @@ pub struct Measurement {
     pub connections_dialed: Option<u64>,
     /// Anything the reader must know about this point.
     pub note: Option<String>,
-    /// The latency distribution, for the CDF plot (not serialised).
+    /// Every run of the point, in the order they ran (the figures above are the medians over
+    /// them); empty for a measurement the harness has not combined yet (one run).
+    pub runs: Vec<RunValues>,
+    /// The latency distribution, for the CDF plot (not serialised): every operation of every
+    /// run.
     #[serde(skip)]
     pub latency: Histogram,
+}
+
+/// The figures of one run of a point: one object of a result's `runs` in report.json.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunValues {
+    /// Successful operations per second.
+    pub ops_per_sec: f64,
+    /// Latency percentiles, mean and maximum, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Mean overlay hops per operation, where counted.
+    pub mean_hops: Option<f64>,
+    /// Successful operations.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Wall time, seconds.
+    pub duration_s: f64,
+    /// Open loop: the rate actually offered, per second.
+    pub offered_per_sec: Option<f64>,
+    /// Open loop: sends more than 1 ms behind schedule.
+    pub late_sends: Option<u64>,
+    /// Open loop: 99th percentile of the send lag, ms.
+    pub send_lag_p99_ms: Option<f64>,
+    /// Peak resident set size, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Open file descriptors at the end.
+    pub open_fds: Option<u64>,
+    /// Key agreements during the run, where counted.
+    pub handshakes: Option<u64>,
+    /// Connections dialed during the run, where counted.
+    pub connections_dialed: Option<u64>,
+}
+
+impl RunValues {
+    /// `count` per 1,000 successful operations of this run.
+    fn per_1k_ops(&self, count: Option<u64>) -> Option<f64> {
+        count
+            .filter(|_| self.ops > 0)
+            .map(|c| c as f64 * 1000.0 / self.ops as f64)
+    }
+
+    /// The value of `metric` in this run (NaN where the run does not have it).
+    pub fn value(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::OpsPerSec => self.ops_per_sec,
+            Metric::MsPerOp => {
+                if self.ops_per_sec > 0.0 {
+                    1e3 / self.ops_per_sec
+                } else {
+                    f64::INFINITY
+                }
+            }
+            Metric::MeanMs => self.mean_ms,
+            Metric::P50Ms => self.p50_ms,
+            Metric::P99Ms => self.p99_ms,
+            Metric::HandshakesPer1K => self.per_1k_ops(self.handshakes).unwrap_or(f64::NAN),
+            Metric::DialsPer1K => self.per_1k_ops(self.connections_dialed).unwrap_or(f64::NAN),
+            Metric::OfferedPerSec => self.offered_per_sec.unwrap_or(f64::NAN),
+        }
+    }
 }
 
 fn ms(ns: f64) -> f64 {
@@ -195,6 +280,7 @@ impl Measurement {
                 .first_error
                 .as_ref()
                 .map(|e| format!("first error: {e}")),
+            runs: Vec::new(),
             latency: h.clone(),
         }
     }
@@ -218,41 +304,121 @@ impl Measurement {
         self
     }
 
-    /// `count` per 1,000 successful operations of this point.
-    fn per_1k_ops(&self, count: Option<u64>) -> Option<f64> {
-        count
-            .filter(|_| self.ops > 0)
-            .map(|c| c as f64 * 1000.0 / self.ops as f64)
-    }
-
-    /// Handshakes per 1,000 successful operations, where counted.
+    /// Handshakes per 1,000 successful operations (the median over the runs), where counted.
     pub fn handshakes_per_1k_ops(&self) -> Option<f64> {
-        self.per_1k_ops(self.handshakes)
+        Some(self.value(Metric::HandshakesPer1K)).filter(|v| !v.is_nan())
     }
 
-    /// Connections dialed per 1,000 successful operations, where counted.
+    /// Connections dialed per 1,000 successful operations (the median over the runs), where
+    /// counted.
     pub fn dials_per_1k_ops(&self) -> Option<f64> {
-        self.per_1k_ops(self.connections_dialed)
+        Some(self.value(Metric::DialsPer1K)).filter(|v| !v.is_nan())
     }
 
-    /// The value of `metric` at this point.
-    pub fn value(&self, metric: Metric) -> f64 {
-        match metric {
-            Metric::OpsPerSec => self.ops_per_sec,
-            Metric::MsPerOp => {
-                if self.ops_per_sec > 0.0 {
-                    1e3 / self.ops_per_sec
-                } else {
-                    f64::INFINITY
-                }
-            }
-            Metric::MeanMs => self.mean_ms,
-            Metric::P50Ms => self.p50_ms,
-            Metric::P99Ms => self.p99_ms,
-            Metric::HandshakesPer1K => self.handshakes_per_1k_ops().unwrap_or(f64::NAN),
-            Metric::DialsPer1K => self.dials_per_1k_ops().unwrap_or(f64::NAN),
-            Metric::OfferedPerSec => self.offered_per_sec.unwrap_or(f64::NAN),
+    /// This measurement's own figures, as one run.
+    pub fn values(&self) -> RunValues {
+        RunValues {
+            ops_per_sec: self.ops_per_sec,
+            p50_ms: self.p50_ms,
+            p90_ms: self.p90_ms,
+            p99_ms: self.p99_ms,
+            p999_ms: self.p999_ms,
+            mean_ms: self.mean_ms,
+            max_ms: self.max_ms,
+            mean_hops: self.mean_hops,
+            ops: self.ops,
+            errors: self.errors,
+            duration_s: self.duration_s,
+            offered_per_sec: self.offered_per_sec,
+            late_sends: self.late_sends,
+            send_lag_p99_ms: self.send_lag_p99_ms,
+            peak_rss_kib: self.peak_rss_kib,
+            open_fds: self.open_fds,
+            handshakes: self.handshakes,
+            connections_dialed: self.connections_dialed,
         }
+    }
+
+    /// The median and range of `metric` over the runs (this measurement alone when it has
+    /// none); `None` where no run has the metric.
+    pub fn spread(&self, metric: Metric) -> Option<Spread> {
+        if self.runs.is_empty() {
+            Spread::of([self.values().value(metric)])
+        } else {
+            Spread::of(self.runs.iter().map(|r| r.value(metric)))
+        }
+    }
+
+    /// The median and range of any figure of a run (`ops`, `p90_ms`, ...) over the runs.
+    pub fn spread_of(&self, f: impl Fn(&RunValues) -> f64) -> Option<Spread> {
+        if self.runs.is_empty() {
+            Spread::of([f(&self.values())])
+        } else {
+            Spread::of(self.runs.iter().map(f))
+        }
+    }
+
+    /// The value of `metric` at this point: the median over the runs (NaN where not
+    /// measured).
+    pub fn value(&self, metric: Metric) -> f64 {
+        self.spread(metric).map_or(f64::NAN, |s| s.median)
+    }
+
+    /// One measurement from the runs of the same point (same workload, mode and label), in
+    /// the order they ran: every figure is the median over the runs (counts rounded), the
+    /// runs are kept in [`Measurement::runs`], the latency histograms merged (for the CDF)
+    /// and the runs' notes joined. `None` for no run.
+    pub fn median_of(runs: Vec<Measurement>) -> Option<Measurement> {
+        let values: Vec<RunValues> = runs.iter().map(Measurement::values).collect();
+        let med = |f: &dyn Fn(&RunValues) -> f64| median(values.iter().map(f));
+        let med_opt = |f: &dyn Fn(&RunValues) -> Option<f64>| {
+            median(values.iter().map(|r| f(r).unwrap_or(f64::NAN)))
+        };
+        let count = |f: &dyn Fn(&RunValues) -> Option<u64>| {
+            med_opt(&|r| f(r).map(|c| c as f64)).map(|c| c.round() as u64)
+        };
+        let mut notes: Vec<String> = Vec::new();
+        let many = runs.len() > 1;
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(n) = &r.note
+                && !notes.iter().any(|seen| seen.ends_with(n.as_str()))
+            {
+                notes.push(if many {
+                    format!("run {}: {n}", i + 1)
+                } else {
+                    n.clone()
+                });
+            }
+        }
+        let mut latency = Histogram::new();
+        for r in &runs {
+            latency.merge(&r.latency);
+        }
+        let first = runs.into_iter().next()?;
+        Some(Measurement {
+            ops_per_sec: med(&|r| r.ops_per_sec)?,
+            p50_ms: med(&|r| r.p50_ms)?,
+            p90_ms: med(&|r| r.p90_ms)?,
+            p99_ms: med(&|r| r.p99_ms)?,
+            p999_ms: med(&|r| r.p999_ms)?,
+            mean_ms: med(&|r| r.mean_ms)?,
+            max_ms: med(&|r| r.max_ms)?,
+            mean_hops: med_opt(&|r| r.mean_hops),
+            ops: count(&|r| Some(r.ops))?,
+            errors: count(&|r| Some(r.errors))?,
+            duration_s: med(&|r| r.duration_s)?,
+            offered_per_sec: med_opt(&|r| r.offered_per_sec),
+            late_sends: count(&|r| r.late_sends),
+            send_lag_p99_ms: med_opt(&|r| r.send_lag_p99_ms),
+            peak_rss_kib: count(&|r| r.peak_rss_kib),
+            open_fds: count(&|r| r.open_fds),
+            handshakes: count(&|r| r.handshakes),
+            connections_dialed: count(&|r| r.connections_dialed),
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            runs: values,
+            latency,
+            ..first
+        })
     }
 }
 
@@ -336,13 +502,35 @@ pub enum Goal {
     OverheadAtMost(f64),
 }
 
+/// Whether a measured figure meets its goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The median meets it.
+    Met,
+    /// The median misses it (for an overhead goal: with the two modes' runs apart).
+    Missed,
+    /// An overhead goal whose median overhead exceeds the bound while the two modes' runs
+    /// overlap: the runs cannot tell whether the goal is missed.
+    WithinNoise,
+}
+
 impl Goal {
-    /// Whether the goal is met by these values (`None` when they are missing).
-    pub fn met(self, secure: Option<f64>, overhead: Option<f64>) -> Option<bool> {
+    /// Whether the goal is met by the secure median and the comparison with insecure
+    /// (`None` when a value it needs is missing).
+    pub fn verdict(self, secure: Option<f64>, overhead: Option<&Comparison>) -> Option<Verdict> {
+        let met = |ok: bool| if ok { Verdict::Met } else { Verdict::Missed };
         match self {
-            Goal::SecureAtMost(b) => secure.map(|v| v <= b),
-            Goal::SecureAtLeast(b) => secure.map(|v| v >= b),
-            Goal::OverheadAtMost(b) => overhead.map(|v| v <= b),
+            Goal::SecureAtMost(b) => secure.map(|v| met(v <= b)),
+            Goal::SecureAtLeast(b) => secure.map(|v| met(v >= b)),
+            Goal::OverheadAtMost(b) => overhead.map(|c| {
+                if c.pct <= b {
+                    Verdict::Met
+                } else if c.within_noise() {
+                    Verdict::WithinNoise
+                } else {
+                    Verdict::Missed
+                }
+            }),
         }
     }
 }
@@ -404,7 +592,9 @@ pub enum PlotAxis {
 /// start the nodes (in-process tasks on 127.0.0.1), drive load with [`crate::open_loop`] (use
 /// `Timer::Precise`) or [`crate::closed_loop`], call `progress.add_len(ops)` before each point,
 /// and return one [`Measurement::from_stats`] per point, labelled as the figures expect
-/// (`find @50K/s`, `N=1000`, `sequential`, ...). The harness adds peak RSS and open fds, writes
+/// (`find @50K/s`, `N=1000`, `sequential`, ...), each point measured once: the harness calls
+/// `run` `--runs` times per mode (the modes taking turns) and reports the medians and ranges
+/// over the runs ([`Measurement::median_of`]). The harness adds peak RSS and open fds, writes
 /// the tables and plots, and flags missed goals.
 pub trait Workload {
     /// Short name, used by `--only` and in file names (`key-agreement`).
@@ -479,13 +669,85 @@ mod tests {
 
     #[test]
     fn goals() {
-        assert_eq!(Goal::SecureAtMost(0.5).met(Some(0.4), None), Some(true));
-        assert_eq!(Goal::SecureAtMost(0.5).met(Some(0.6), None), Some(false));
-        assert_eq!(Goal::SecureAtLeast(10.0).met(Some(9.0), None), Some(false));
+        let v = |g: Goal, s| g.verdict(Some(s), None);
+        assert_eq!(v(Goal::SecureAtMost(0.5), 0.4), Some(Verdict::Met));
+        assert_eq!(v(Goal::SecureAtMost(0.5), 0.6), Some(Verdict::Missed));
+        assert_eq!(v(Goal::SecureAtLeast(10.0), 9.0), Some(Verdict::Missed));
+        assert_eq!(Goal::OverheadAtMost(10.0).verdict(Some(1.0), None), None);
+        let spread = |v: &[f64]| Spread::of(v.iter().copied()).unwrap();
+        let cmp = |sec: &[f64], ins: &[f64]| {
+            Comparison::of(Metric::OpsPerSec, spread(sec), spread(ins)).unwrap()
+        };
+        let g = Goal::OverheadAtMost(10.0);
+        // 12 % lost, runs apart: missed.
+        let apart = cmp(&[87.0, 88.0, 89.0], &[99.0, 100.0, 101.0]);
+        assert_eq!(g.verdict(None, Some(&apart)), Some(Verdict::Missed));
+        // 12 % lost at the medians, but the runs overlap: no conclusion.
+        let noisy = cmp(&[70.0, 88.0, 99.0], &[95.0, 100.0, 130.0]);
+        assert_eq!(g.verdict(None, Some(&noisy)), Some(Verdict::WithinNoise));
+        // 5 % lost: met, whether or not the runs overlap.
+        let small = cmp(&[80.0, 95.0, 99.0], &[95.0, 100.0, 130.0]);
+        assert_eq!(g.verdict(None, Some(&small)), Some(Verdict::Met));
+    }
+
+    #[test]
+    fn runs_combine_into_medians_with_every_run_kept() {
+        let run = |ops: u64, secs: f64, lat_ms: u64, note: Option<&str>| {
+            let mut stats = RunStats::default();
+            stats.ok = ops;
+            stats.elapsed = std::time::Duration::from_secs_f64(secs);
+            for _ in 0..ops {
+                stats.latency.record_ns(lat_ms * 1_000_000);
+            }
+            let mut m = Measurement::from_stats("w", Mode::Secure, "N=10", 10, &stats)
+                .with_concurrency(64)
+                .with_setups(ops / 10, 0);
+            m.note = note.map(str::to_owned);
+            m.peak_rss_kib = Some(ops);
+            m
+        };
+        let m = Measurement::median_of(vec![
+            run(1000, 1.0, 3, None),
+            run(3000, 1.0, 1, Some("slow start")),
+            run(2000, 1.0, 2, Some("slow start")),
+        ])
+        .unwrap();
+        assert_eq!((m.point.as_str(), m.concurrency), ("N=10", Some(64)));
+        assert_eq!(m.ops_per_sec, 2000.0);
+        assert_eq!(m.p50_ms, 2.0);
+        assert_eq!((m.ops, m.peak_rss_kib), (2000, Some(2000)));
+        assert_eq!(m.runs.len(), 3);
+        assert_eq!(m.runs[0].ops_per_sec, 1000.0);
         assert_eq!(
-            Goal::OverheadAtMost(10.0).met(Some(1.0), Some(12.0)),
-            Some(false)
+            m.latency.len(),
+            6000,
+            "the CDF holds every run's operations"
         );
-        assert_eq!(Goal::OverheadAtMost(10.0).met(Some(1.0), None), None);
+        assert_eq!(m.note.as_deref(), Some("run 2: slow start"));
+        let s = m.spread(Metric::OpsPerSec).unwrap();
+        assert_eq!(
+            (s.median, s.min, s.max, s.runs),
+            (2000.0, 1000.0, 3000.0, 3)
+        );
+        assert_eq!(m.value(Metric::MsPerOp), 0.5);
+        assert_eq!(m.handshakes_per_1k_ops(), Some(100.0));
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(json["runs"][2]["p50_ms"], 2.0);
+        assert_eq!(json["ops_per_sec"], 2000.0);
+        // An even count: the mean of the middle two.
+        let two =
+            Measurement::median_of(vec![run(1000, 1.0, 1, None), run(2000, 1.0, 1, None)]).unwrap();
+        assert_eq!(two.ops_per_sec, 1500.0);
+        assert_eq!(Measurement::median_of(Vec::new()).map(|m| m.ops), None);
+        // Not combined: the measurement is its own single run.
+        let one = run(1000, 2.0, 1, None);
+        assert_eq!(one.spread(Metric::OpsPerSec).unwrap().runs, 1);
+        assert!(
+            serde_json::to_value(&one).unwrap()["runs"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
     }
 }

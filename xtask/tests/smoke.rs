@@ -93,6 +93,7 @@ fn tiny_bench_writes_a_complete_report() {
             "p50_ms",
             "p99_ms",
             "mean_hops",
+            "runs",
         ] {
             assert!(r.get(key).is_some(), "result without {key}: {r}");
         }
@@ -213,6 +214,114 @@ fn tiny_bench_writes_a_complete_report() {
             "report.md does not show {name}"
         );
     }
+}
+
+#[test]
+fn repeated_runs_give_medians_with_every_run_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "bench",
+            "--tiny",
+            "--runs",
+            "3",
+            "--only",
+            "key-agreement",
+            "--out",
+        ])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["machine"]["runs"], 3);
+    let results = json["results"].as_array().unwrap();
+    // One result per point and mode, not one per run.
+    let c1 = results
+        .iter()
+        .filter(|r| r["point"] == "c=1" && r["mode"] == "secure")
+        .count();
+    assert_eq!(c1, 1);
+    for r in results {
+        let runs = r["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{r}");
+        let mut tput: Vec<f64> = runs
+            .iter()
+            .map(|x| x["ops_per_sec"].as_f64().unwrap())
+            .collect();
+        tput.sort_by(f64::total_cmp);
+        assert_eq!(
+            r["ops_per_sec"].as_f64().unwrap(),
+            tput[1],
+            "the median: {r}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("| runs of every point | 3 |"));
+    assert!(md.contains("Every point was measured 3 times"));
+    // Key agreement against key pair creation alone: never a negative overhead.
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| key pair + agreement, mean latency | c=1 |"))
+        .unwrap();
+    assert!(!row.contains("| -"), "{row}");
+}
+
+#[test]
+fn find_scaling_runs_in_process_and_over_node_hosts_alike() {
+    // The default spreads each ring over node host processes; `--node-hosts 0` keeps it in
+    // the bench process. Both build the same rings and report the same points.
+    let points = |hosts: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "bench",
+                "--tiny",
+                "--only",
+                "find-scaling",
+                "--node-hosts",
+                hosts,
+            ])
+            .arg("--out")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "--node-hosts {hosts}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        let harness = json["machine"]["harness"].as_str().unwrap().to_owned();
+        let mut points: Vec<(String, String, u64)> = json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["errors"], 0, "{r}");
+                assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+                (
+                    r["point"].as_str().unwrap().to_owned(),
+                    r["mode"].as_str().unwrap().to_owned(),
+                    r["nodes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        points.sort();
+        (points, harness)
+    };
+    let (local, local_harness) = points("0");
+    let (hosted, hosted_harness) = points("3");
+    assert_eq!(local, hosted);
+    assert_eq!(local.len(), 12, "{local:?}");
+    assert!(
+        local_harness.contains("in the bench process"),
+        "{local_harness}"
+    );
+    assert!(
+        hosted_harness.contains("3 node host processes"),
+        "{hosted_harness}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The workloads of paper §9.
 
 mod apps;
-mod dht;
+pub(crate) mod dht;
 mod key_agreement;
 mod sidecar;
 

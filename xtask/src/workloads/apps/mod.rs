@@ -30,7 +30,8 @@ use themis_mesh::Bytes;
 use self::deploy::{Deployment, KMEANS, USERS};
 use self::kmeans::{ITERATIONS, K, POINTS};
 use crate::load::{self, ClosedLoop, OpOutcome, RunStats};
-use crate::report::fmt_num;
+use crate::report::fmt_value;
+use crate::spread::{Comparison, Spread, fmt_comparison};
 use crate::workload::{Figure, Measurement, Metric, Params, PlotAxis, PointSel, Workload};
 use crate::workloads::rng;
 use crate::{Error, Histogram, Mode, Progress};
@@ -319,7 +320,9 @@ impl Workload for Apps {
         let _ = writeln!(
             s,
             "Against the same application calling its functions directly (no themis, no \
-             sockets): overhead is throughput lost or latency added relative to `direct`.\n"
+             sockets): overhead is throughput lost or latency added relative to `direct`, from \
+             the medians over the runs (their range in brackets), or \"within noise\" where the \
+             two columns' runs overlap.\n"
         );
         let _ = writeln!(
             s,
@@ -329,19 +332,12 @@ impl Workload for Apps {
         let mut any = false;
         for (point, metrics) in POINT_METRICS {
             for &metric in metrics {
-                let v = |mode| get(mode, point).map(|m| m.value(metric));
+                let v = |mode| get(mode, point).and_then(|m| m.spread(metric));
                 let (d, i, sec) = (v(Mode::Direct), v(Mode::Insecure), v(Mode::Secure));
                 any |= d.is_some() || i.is_some() || sec.is_some();
-                let val = |x: Option<f64>| {
-                    x.map_or_else(
-                        || "not measured".into(),
-                        |x| format!("{} {}", fmt_num(x), metric.unit()),
-                    )
-                };
-                let ovh = |a: Option<f64>, b: Option<f64>| {
-                    a.zip(b)
-                        .and_then(|(a, b)| metric.overhead_pct(a, b))
-                        .map_or_else(|| "—".into(), |o| format!("{} %", fmt_num(o)))
+                let val = |x: Option<Spread>| fmt_value(x, metric);
+                let ovh = |a: Option<Spread>, b: Option<Spread>| {
+                    fmt_comparison(a.zip(b).and_then(|(a, b)| Comparison::of(metric, a, b)))
                 };
                 let _ = writeln!(
                     s,
@@ -370,6 +366,7 @@ mod tests {
             profile: crate::Profile::Tiny,
             seed: 1,
             cores: 2,
+            node_hosts: 0,
         };
         let out = Apps.run(Mode::Direct, &p, &Progress::hidden()).unwrap();
         let points: Vec<&str> = out.iter().map(|m| m.point.as_str()).collect();

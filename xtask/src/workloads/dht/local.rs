@@ -434,6 +434,7 @@ mod tests {
             profile: crate::Profile::Quick,
             seed: 1,
             cores: 2,
+            node_hosts: 0,
         };
         let s = SustainedSearch::for_profile(&p, 20_000.0);
         assert_eq!((s.start, s.max), (14_000.0, 24_000.0));

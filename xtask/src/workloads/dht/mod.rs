@@ -44,7 +44,9 @@ const BASE_FINGER_PERIOD: Duration = Duration::from_secs(2);
 use super::{rng, werr};
 
 mod churn;
+pub(crate) mod host;
 mod local;
+mod members;
 mod scaling;
 
 pub(crate) use churn::{Join, LeaveBlink};
@@ -108,6 +110,12 @@ fn with_overload_timeouts(mut c: DriverConfig) -> DriverConfig {
     c
 }
 
+/// The multiplier of the stabilize and finger periods of workload 2's ring of `n` nodes
+/// (1 up to [`MAINTENANCE_BASE_NODES`], then in proportion to `n`).
+fn maintenance_scale(n: usize) -> u32 {
+    u32::try_from(n.div_ceil(MAINTENANCE_BASE_NODES).max(1)).unwrap_or(u32::MAX)
+}
+
 /// Nodes of one run, all in this process.
 struct Ring {
     net: NetworkId,
@@ -152,8 +160,7 @@ impl Ring {
     fn for_scaling(mode: Mode, seed: u64, n: usize, records: usize) -> Result<Self, String> {
         let mut r = Self::new(mode, seed, n, records)?;
         r.udp = n >= UDP_FROM_NODES;
-        r.maintenance_scale =
-            u32::try_from(n.div_ceil(MAINTENANCE_BASE_NODES).max(1)).unwrap_or(u32::MAX);
+        r.maintenance_scale = maintenance_scale(n);
         Ok(r)
     }
 
@@ -199,37 +206,13 @@ impl Ring {
     /// Waits until every node's successor list is the true one, or `bound` passes; then a
     /// few seconds (at least one finger period when the periods are scaled up).
     async fn settle(&self, bound: Duration) {
-        let n = self.nodes.len();
-        let mut ids: Vec<NodeId> = self.nodes.iter().map(DhtNode::id).collect();
-        ids.sort();
-        let deadline = tokio::time::Instant::now() + bound;
-        loop {
-            let mut ok = true;
-            for node in &self.nodes {
-                let Ok(st) = node.status().await else {
-                    ok = false;
-                    continue;
-                };
-                let Some(i) = ids.iter().position(|x| *x == st.id) else {
-                    continue;
-                };
-                let want: Vec<NodeId> = (1..n)
-                    .take(st.successors.len().max(1))
-                    .filter_map(|d| ids.get((i + d) % n).copied())
-                    .collect();
-                let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
-                ok &= n == 1 || (got == want && !got.is_empty());
-            }
-            if ok || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut rest = bound.min(Duration::from_secs(4));
-        if self.maintenance_scale > 1 {
-            rest = rest.max(BASE_FINGER_PERIOD * self.maintenance_scale);
-        }
-        tokio::time::sleep(rest).await;
+        let ids: Vec<NodeId> = self.nodes.iter().map(DhtNode::id).collect();
+        let nodes = &self.nodes;
+        settle(ids, bound, self.maintenance_scale, |i| async move {
+            let st = nodes.get(i)?.status().await.ok()?;
+            Some((st.id, st.successors.iter().map(|p| p.id).collect()))
+        })
+        .await;
     }
 
     /// Shuts every node down, all at once.
@@ -240,6 +223,49 @@ impl Ring {
         }
         while set.join_next().await.is_some() {}
     }
+}
+
+/// Waits until every node's successor list is the true one (`successors(i)`: node `i`'s id
+/// and successor list, `None` when it cannot be read), or `bound` passes; then a few seconds
+/// (at least one finger period when the periods are scaled up by `maintenance_scale`).
+async fn settle<F, Fut>(
+    mut ids: Vec<NodeId>,
+    bound: Duration,
+    maintenance_scale: u32,
+    successors: F,
+) where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Option<(NodeId, Vec<NodeId>)>>,
+{
+    let n = ids.len();
+    ids.sort();
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let mut ok = true;
+        for i in 0..n {
+            let Some((id, got)) = successors(i).await else {
+                ok = false;
+                continue;
+            };
+            let Some(at) = ids.iter().position(|x| *x == id) else {
+                continue;
+            };
+            let want: Vec<NodeId> = (1..n)
+                .take(got.len().max(1))
+                .filter_map(|d| ids.get((at + d) % n).copied())
+                .collect();
+            ok &= n == 1 || (got == want && !got.is_empty());
+        }
+        if ok || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut rest = bound.min(Duration::from_secs(4));
+    if maintenance_scale > 1 {
+        rest = rest.max(BASE_FINGER_PERIOD * maintenance_scale);
+    }
+    tokio::time::sleep(rest).await;
 }
 
 /// How long a ring may take to stabilize: `bound`, or half a second in the smoke run.

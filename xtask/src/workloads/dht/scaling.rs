@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use themis_dht::{DhtNode, ServiceSpec};
-
+use super::members::{Members, Usage};
 use super::{
-    BASE_FINGER_PERIOD, BASE_STABILIZE_PERIOD, IN_FLIGHT, MAINTENANCE_BASE_NODES, Ring,
-    check_keeping, pick, random_id, random_name, settle_for, with_machine,
+    BASE_FINGER_PERIOD, BASE_STABILIZE_PERIOD, IN_FLIGHT, check_keeping, maintenance_scale, pick,
+    random_id, random_name, settle_for,
 };
 use crate::load::{self, ClosedLoop, OpOutcome};
 use crate::machine;
+use crate::spread::{Comparison, fmt_comparison};
 use crate::workload::{
     Figure, Goal, Measurement, Metric, Params, Phase, PlotAxis, PointSel, Workload,
 };
@@ -76,8 +76,9 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
     }
     let num = |v: Option<f64>| v.map_or_else(|| "—".into(), crate::report::fmt_num);
     let mut s = String::from(
-        "Cold against warm: find throughput (ops/s) of each pass, the security overhead of \
-         each, and the set-up work done during it, per 1,000 finds (key agreements on the \
+        "Cold against warm: find throughput (ops/s, median over the runs with their range) of \
+         each pass, the security overhead of each (\"within noise\" where the modes' runs \
+         overlap), and the set-up work done during it, per 1,000 finds (medians) (key agreements on the \
          secure ring; TCP dials on the insecure one, whose set-up is only connections). The \
          goal is judged on the warm pass; what the cold pass loses beyond it is the cost of \
          first contacts.\n\n\
@@ -89,16 +90,15 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         let n = n as usize;
         let cold = scaling_point(n, Phase::Cold);
         let warm = scaling_point(n, Phase::Warm);
-        let ops = |mode, point: &str| get(mode, point).map(|m| m.ops_per_sec);
+        let ops = |mode, point: &str| get(mode, point).and_then(|m| m.spread(Metric::OpsPerSec));
         let overhead = |point: &str| {
-            ops(Mode::Secure, point)
-                .zip(ops(Mode::Insecure, point))
-                .and_then(|(s, i)| crate::Metric::OpsPerSec.overhead_pct(s, i))
-                .map_or_else(
-                    || "—".into(),
-                    |o| format!("{} %", crate::report::fmt_num(o)),
-                )
+            fmt_comparison(
+                ops(Mode::Secure, point)
+                    .zip(ops(Mode::Insecure, point))
+                    .and_then(|(s, i)| Comparison::of(Metric::OpsPerSec, s, i)),
+            )
         };
+        let tput = |mode, point: &str| ops(mode, point).map_or_else(|| "—".into(), |s| s.display());
         let hs =
             |point: &str| num(get(Mode::Secure, point).and_then(|m| m.handshakes_per_1k_ops()));
         let dials =
@@ -106,10 +106,10 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         let _ = writeln!(
             s,
             "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            num(ops(Mode::Secure, &cold)),
-            num(ops(Mode::Secure, &warm)),
-            num(ops(Mode::Insecure, &cold)),
-            num(ops(Mode::Insecure, &warm)),
+            tput(Mode::Secure, &cold),
+            tput(Mode::Secure, &warm),
+            tput(Mode::Insecure, &cold),
+            tput(Mode::Insecure, &warm),
             overhead(&cold),
             overhead(&warm),
             hs(&cold),
@@ -119,19 +119,6 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         );
     }
     Some(s)
-}
-
-/// Key agreements completed (counted on the initiator's side, so once each) and TCP
-/// connections dialed, summed over the nodes: the set-up work between two snapshots.
-async fn setup_counts(nodes: &[DhtNode]) -> (u64, u64) {
-    let mut out = (0, 0);
-    for node in nodes {
-        if let Ok(m) = node.metrics().await {
-            out.0 += m.endpoint.handshakes_initiated_ok;
-            out.1 += m.endpoint.transport.connections_dialed;
-        }
-    }
-    out
 }
 
 impl Workload for FindScaling {
@@ -166,7 +153,15 @@ impl Workload for FindScaling {
          2 s up to 100 nodes; beyond, both periods grow in proportion to N (500: 1 s and 10 s; \
          1,000: 2 s and 20 s) so that the ring's total maintenance traffic stays that of 100 \
          nodes. Hops: nodes queried in sequence per find (0 = answered from the local table). \
-         Peak RSS and open fds are per point: the whole ring lives in this process."
+         By default each ring is spread over node host processes, one per core (at most one \
+         per node; `--node-hosts N`, 0 to keep every node in the bench process): this \
+         executable re-run as the host of a contiguous slice of the ring's nodes on a \
+         current-thread runtime, built as the in-process ring is (same identities, \
+         configuration, sockets and joins); the bench process keeps the closed loop and sends \
+         each find or store to the host of its node over the host's standard input, so a \
+         latency includes that round trip (the same in both modes). With hosts, peak RSS \
+         (since the host started for a cold pass, since the point began otherwise) and open fds \
+         are summed over the host processes; without, they are the bench process's, per point."
             .into()
     }
     fn figures(&self) -> Vec<Figure> {
@@ -250,7 +245,7 @@ impl Workload for FindScaling {
                     101..=500 => (0.15, 7_000.0, 550.0),
                     _ => (0.15, 3_000.0, 450.0),
                 };
-                let scale = n.div_ceil(MAINTENANCE_BASE_NODES).max(1) as f64;
+                let scale = f64::from(maintenance_scale(n));
                 let settle = if scale > 1.0 {
                     3.0 * BASE_FINGER_PERIOD.as_secs_f64() * scale
                 } else {
@@ -269,32 +264,30 @@ impl Workload for FindScaling {
             let mut out = Vec::new();
             for n in Self::sizes(p) {
                 let seed = p.seed ^ (n as u64).wrapping_mul(0x51);
-                let rss = machine::reset_peak_rss();
-                let mut ring = Ring::for_scaling(mode, seed, n, 100_000)
-                    .map_err(|e| werr(SCALING, mode, e))?;
+                let hosts = p.node_hosts.min(n);
+                let rss_reset = machine::reset_peak_rss();
                 progress.message(format!("N={n}: building the ring"));
                 // Successor lists converge in a number of stabilize rounds: the bound grows
                 // with the scaled period.
-                let bound = Duration::from_secs(30)
-                    .max(BASE_STABILIZE_PERIOD * 40 * ring.maintenance_scale);
-                ring.grow(n, settle_for(p, bound))
+                let bound =
+                    Duration::from_secs(30).max(BASE_STABILIZE_PERIOD * 40 * maintenance_scale(n));
+                let ring = Members::build(mode, seed, n, 100_000, hosts, settle_for(p, bound))
                     .await
                     .map_err(|e| werr(SCALING, mode, e))?;
-                let nodes = Arc::new(ring.nodes.clone());
+                let ring = Arc::new(ring);
                 // Operation `i` of pass `pass` draws its node and target from `pass * 2^32 + i`:
                 // the warm pass repeats none of the cold pass's finds.
                 let op = |pass: u64| {
-                    let nodes = Arc::clone(&nodes);
+                    let ring = Arc::clone(&ring);
                     move |i: u64| {
                         let k = (pass << 32) + i;
-                        let node = nodes.get(pick(nodes.len(), seed ^ 5, k)).cloned();
+                        let node = pick(ring.len(), seed ^ 5, k);
                         let target = random_id(seed ^ 6, k);
+                        let ring = Arc::clone(&ring);
                         async move {
-                            let node = node.ok_or("no node")?;
-                            node.find(target)
+                            ring.find(node, target)
                                 .await
-                                .map(|f| OpOutcome { hops: Some(f.hops) })
-                                .map_err(|e| format!("find failed: {e}"))
+                                .map(|hops| OpOutcome { hops: Some(hops) })
                         }
                     }
                 };
@@ -306,62 +299,62 @@ impl Workload for FindScaling {
                     progress.add_len(ops);
                     progress.message(point.clone());
                     // The cold pass's peak includes the ring's construction.
-                    let rss = if pass == 0 {
-                        rss
+                    let rss_reset = if pass == 0 {
+                        rss_reset || hosts > 0
                     } else {
-                        machine::reset_peak_rss()
+                        ring.reset_peak_rss().await
                     };
-                    let before = setup_counts(&ring.nodes).await;
+                    let before = ring.setup_counts().await;
                     let stats = load::closed_loop(
                         ClosedLoop::new(IN_FLIGHT, ops).lasting(Self::min_pass(p)),
                         progress,
                         op(pass),
                     )
                     .await?;
-                    let after = setup_counts(&ring.nodes).await;
-                    out.push(with_machine(
-                        Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
-                            .with_concurrency(IN_FLIGHT)
-                            .with_phase(phase)
-                            .with_setups(
-                                after.0.saturating_sub(before.0),
-                                after.1.saturating_sub(before.1),
-                            ),
-                        rss,
-                    ));
+                    let after = ring.setup_counts().await;
+                    let m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
+                        .with_concurrency(IN_FLIGHT)
+                        .with_phase(phase)
+                        .with_setups(
+                            after.0.saturating_sub(before.0),
+                            after.1.saturating_sub(before.1),
+                        );
+                    out.push(with_usage(m, ring.usage(rss_reset).await));
                 }
-                let nodes = nodes_u32;
                 // Provider stores on the same ring: a random node registers a fresh name on
                 // k + 1 = 3 replicas (the network default k = 2, libp2p's replication 3).
-                let rss = machine::reset_peak_rss();
+                let rss_reset = ring.reset_peak_rss().await;
                 let point = format!("store N={n}");
                 let store_ops = Self::store_ops(p);
                 progress.add_len(store_ops);
                 progress.message(point.clone());
-                let members = Arc::new(ring.nodes.clone());
+                let members = Arc::clone(&ring);
                 let stats = load::closed_loop(
                     ClosedLoop::new(IN_FLIGHT, store_ops),
                     progress,
                     move |i: u64| {
-                        let node = members.get(pick(members.len(), seed ^ 7, i)).cloned();
+                        let node = pick(members.len(), seed ^ 7, i);
                         let name = random_name(seed ^ 8, i);
+                        let members = Arc::clone(&members);
                         async move {
-                            let node = node.ok_or("no node")?;
-                            match node.register(ServiceSpec::new(name), None).await {
-                                Ok(r) if r.failed == 0 && r.stored > 0 => Ok(OpOutcome::default()),
-                                Ok(_) => Err("a replica refused the store"),
-                                Err(_) => Err("store failed"),
-                            }
+                            members
+                                .store(node, name)
+                                .await
+                                .map(|()| OpOutcome::default())
                         }
                     },
                 )
                 .await?;
-                out.push(with_machine(
-                    Measurement::from_stats(SCALING, mode, point, nodes, &stats)
-                        .with_concurrency(IN_FLIGHT),
-                    rss,
-                ));
-                ring.shutdown().await;
+                let m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
+                    .with_concurrency(IN_FLIGHT);
+                out.push(with_usage(m, ring.usage(rss_reset).await));
+                match Arc::try_unwrap(ring) {
+                    Ok(ring) => ring.shutdown().await,
+                    // An operation still holds the ring (it cannot, once its loop is done):
+                    // dropping it kills the node hosts, the nodes in this process go with
+                    // the runtime.
+                    Err(ring) => drop(ring),
+                }
             }
             Ok::<_, Error>(out)
         })?;
@@ -369,6 +362,13 @@ impl Workload for FindScaling {
         check_keeping(SCALING, mode, &mut out)?;
         Ok(out)
     }
+}
+
+/// Sets the point's peak RSS and open fds from the processes holding the ring.
+fn with_usage(mut m: Measurement, usage: Usage) -> Measurement {
+    m.peak_rss_kib = usage.peak_rss_kib;
+    m.open_fds = usage.open_fds;
+    m
 }
 
 #[cfg(test)]
@@ -414,7 +414,7 @@ mod tests {
             .find(|r| r.what.starts_with("find throughput, warm"))
             .unwrap();
         assert_eq!(warm.point, "N=100");
-        assert_eq!(warm.met, Some(true));
+        assert_eq!(warm.met, Some(crate::Verdict::Met));
         let cold = rows
             .iter()
             .find(|r| r.what.starts_with("find throughput, cold"))
