@@ -1,4 +1,5 @@
-//! What every request to the agent goes through before its handler, outermost first:
+//! What every request to the agent goes through before its handler, outermost first, in one
+//! middleware ([`guard`]):
 //!
 //! 1. [`json_errors`]: every error leaves as `{"error": "..."}` with its status and headers
 //!    (axum's own answers, such as 405 with its `Allow` header, have plain or empty bodies).
@@ -57,13 +58,7 @@ pub(crate) struct UpstreamAnswer;
 /// transparent sidecar's routes (`/v1/call/{name}/…`) every answer that is not the upstream's
 /// carries `x-themis-error` (`agent` when nothing more specific was said: a missing token, a
 /// body too large or too slow).
-pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
-    let sidecar = req
-        .uri()
-        .path()
-        .strip_prefix("/v1/call/")
-        .is_some_and(|rest| rest.contains('/'));
-    let mut resp = next.run(req).await;
+async fn json_errors(sidecar: bool, mut resp: Response) -> Response {
     if resp.extensions().get::<UpstreamAnswer>().is_some() {
         return resp;
     }
@@ -195,13 +190,11 @@ fn is_own_origin(origin: &[u8], local: SocketAddr) -> bool {
 }
 
 /// Refuses a browser's cross-origin request with 403 (see the module docs).
-pub(crate) async fn browsers(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+fn browsers(s: &AppState, req: &Request) -> Option<Response> {
     let conn = req.extensions().get::<ConnInfo>().copied();
-    if let Some(why) = cross_origin(req.headers(), conn, s.config.token.is_some()) {
-        tracing::debug!(path = %req.uri().path(), reason = %why, "refused a cross-origin request");
-        return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
-    }
-    next.run(req).await
+    let why = cross_origin(req.headers(), conn, s.config.token.is_some())?;
+    tracing::debug!(path = %req.uri().path(), reason = %why, "refused a cross-origin request");
+    Some(ApiError::new(StatusCode::FORBIDDEN, why).into_response())
 }
 
 /// The token presented in `Authorization: Bearer TOKEN`, if any.
@@ -215,19 +208,13 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// With a token configured, refuses (401) a request without it, except on the
 /// [`UNAUTHENTICATED`] routes.
-pub(crate) async fn authenticate(
-    State(s): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &s.config.token else {
-        return next.run(req).await;
-    };
+fn authenticate(s: &AppState, req: &Request) -> Option<Response> {
+    let token = s.config.token.as_ref()?;
     if UNAUTHENTICATED.contains(&req.uri().path()) {
-        return next.run(req).await;
+        return None;
     }
     let message = match bearer(req.headers()) {
-        Some(t) if token.matches(t) => return next.run(req).await,
+        Some(t) if token.matches(t) => return None,
         Some(_) => {
             "the API token is not this agent's (themis commands: --api-token-file FILE or THEMIS_API_TOKEN_FILE, the file the agent was started with)"
         }
@@ -241,32 +228,30 @@ pub(crate) async fn authenticate(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"themis agent\""),
     );
-    resp
+    Some(resp)
 }
 
 /// Reads the whole body within the deadline and the size limit, then hands it on.
-pub(crate) async fn read_body(
-    State(s): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn read_body(s: &AppState, req: Request) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
     let (max, deadline) = (s.config.max_body, s.config.body_timeout);
     let read = tokio::time::timeout(deadline, Limited::new(body, max).collect()).await;
     let bytes = match read {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "request body larger than the agent's limit of {max} bytes (themis node --max-body)"
                 ),
             )
-            .into_response();
+            .into_response());
         }
         Ok(Err(e)) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {e}"))
-                .into_response();
+            return Err(
+                ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {e}"))
+                    .into_response(),
+            );
         }
         Err(_) => {
             tracing::debug!(path = %parts.uri.path(), "a request body did not arrive in time");
@@ -277,11 +262,29 @@ pub(crate) async fn read_body(
             .into_response();
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
+            return Err(resp);
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The agent's one middleware: the four steps of the module documentation, in that order, in
+/// one layer (four `from_fn` layers cost a boxed future and a clone of the router's service
+/// each, per request).
+pub(crate) async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let sidecar = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/call/")
+        .is_some_and(|rest| rest.contains('/'));
+    let resp = match browsers(&s, &req).or_else(|| authenticate(&s, &req)) {
+        Some(refused) => refused,
+        None => match read_body(&s, req).await {
+            Ok(req) => next.run(req).await,
+            Err(refused) => refused,
+        },
+    };
+    json_errors(sidecar, resp).await
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use themis_mesh::{Bytes, MeshNode, Mode};
@@ -342,11 +342,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
-        // innermost first: the body, the token, browsers, then JSON errors around everything
-        .layer(from_fn_with_state(state.clone(), guard::read_body))
-        .layer(from_fn_with_state(state.clone(), guard::authenticate))
-        .layer(from_fn_with_state(state.clone(), guard::browsers))
-        .layer(from_fn(guard::json_errors))
+        // browsers, the token, the body, then JSON errors around everything (guard.rs)
+        .layer(from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 

@@ -11,7 +11,7 @@
 //!   the last one carries `Connection: close`, and hyper closes the connection after it.
 //! - Graceful shutdown with hyper-util's `GracefulShutdown`: requests in flight finish.
 //!
-//! The body read deadline and size limit are the router's ([`super::guard::read_body`]).
+//! The body read deadline and size limit are the router's ([`super::guard::read_body`], in [`super::guard::guard`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
