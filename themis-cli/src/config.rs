@@ -151,6 +151,12 @@ pub(crate) struct NodeFlags {
     /// caller tries another provider [default: 256].
     #[arg(long, env = "THEMIS_UPSTREAM_CONCURRENCY", value_name = "N")]
     pub(crate) upstream_concurrency: Option<usize>,
+    /// Worker threads of the node's runtime, 1 to 1024 [default: one per core]. A sidecar
+    /// beside busy services does more per core with fewer (1 or 2, as service-mesh proxies
+    /// run by default).
+    #[arg(long, env = "THEMIS_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: Option<u16>,
     /// Log format on stderr: text or json (one object per line) [default: text].
     #[arg(long, env = "THEMIS_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
@@ -184,6 +190,8 @@ pub(crate) struct NodeSettings {
     pub(crate) max_body: usize,
     pub(crate) upstream_timeout: Duration,
     pub(crate) upstream_concurrency: usize,
+    /// `None`: one per core.
+    pub(crate) threads: Option<u16>,
     pub(crate) log_format: LogFormat,
     pub(crate) services: Vec<ServiceDefinition>,
 }
@@ -306,6 +314,15 @@ pub(crate) fn resolve(flags: &NodeFlags, file: &NodeFlags) -> Result<NodeSetting
                 });
             }
             Some(n) => n,
+        },
+        threads: match pick(&f.threads, &file.threads) {
+            Some(n) if !(1..=1024).contains(&n) => {
+                return Err(Error::Usage {
+                    what: "threads",
+                    reason: format!("{n} worker threads: give 1 to 1024"),
+                });
+            }
+            t => t,
         },
         log_format: pick(&f.log_format, &file.log_format).unwrap_or_default(),
         services,
@@ -491,6 +508,12 @@ pub(crate) fn render(
         "upstream_concurrency",
         Some(s.upstream_concurrency.to_string()),
         file.upstream_concurrency.is_some(),
+    );
+    line(
+        "threads",
+        "threads",
+        s.threads.map(|t| t.to_string()),
+        file.threads.is_some(),
     );
     line(
         "log-format",

@@ -74,10 +74,11 @@ fn main() -> ExitCode {
     if let Err(e) = log::init(cli.verbose, log_format) {
         return fail(&e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.as_ref().and_then(|s| s.threads) {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
