@@ -34,6 +34,8 @@ use crate::{Error, Mode, Profile, Progress};
 
 /// Name of this workload.
 pub(crate) const NAME: &str = "sidecar";
+/// The environment variable that sets the nodes' worker threads (see [`node_threads`]).
+const THREADS_VAR: &str = "THEMIS_BENCH_SIDECAR_THREADS";
 /// Requests in flight at the throughput point.
 const IN_FLIGHT: usize = 64;
 /// The upstream's answer (the size of a small JSON reply).
@@ -115,6 +117,16 @@ async fn upstream() -> Result<SocketAddr, std::io::Error> {
     Ok(addr)
 }
 
+/// The nodes' `--threads`: [`THREADS_VAR`] if set, else 1 (a sidecar's usual share of a busy
+/// host: four busy processes share the 2 cores here); `0` leaves the node's default, one
+/// worker per core.
+fn node_threads() -> String {
+    std::env::var(THREADS_VAR)
+        .ok()
+        .filter(|v| v.parse::<u16>().is_ok_and(|n| n <= 1024))
+        .unwrap_or_else(|| "1".to_owned())
+}
+
 /// One `themis node` process, killed when dropped.
 struct Node {
     _child: Child,
@@ -141,6 +153,10 @@ async fn spawn_node(
     ];
     if mode == Mode::Insecure {
         args.push("--insecure");
+    }
+    let threads = node_threads();
+    if threads != "0" {
+        args.extend_from_slice(&["--threads", &threads]);
     }
     args.extend_from_slice(extra);
     let stderr =
@@ -386,7 +402,8 @@ impl Workload for Sidecar {
     fn method(&self) -> String {
         format!(
             "An HTTP/1.1 client (hyper, one keep-alive connection per request in flight) sends \
-             `GET /v1/call/web/bench` to a `themis node` agent (release build, `--fast`), which \
+             `GET /v1/call/web/bench` to a `themis node` agent (release build, `--fast --threads \
+             {threads}`; set {THREADS_VAR}=0 for one worker per core), which \
              calls `web` through the mesh on a second `themis node` whose agent forwards the \
              request to an HTTP upstream (hyper, in this process, answering 200 with a \
              {}-byte body); `direct` is the same client on the upstream. Loopback TCP, every \
@@ -397,7 +414,8 @@ impl Workload for Sidecar {
              at most 150 µs added at p50 at c=1 and at least 40K req/s through the mesh at \
              c=64. Measured before issue 12 with wrk and nginx on 2 cores: direct p50 25 µs, \
              mesh 252 µs; 102K vs 18K req/s.",
-            ANSWER.len()
+            ANSWER.len(),
+            threads = node_threads(),
         )
     }
 
