@@ -8,13 +8,13 @@
 //! frames sent, the outcomes handed to the waiting callers and the commands to the handler. No
 //! protocol rule lives here, and nothing waits while holding the lock.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use foldhash::{HashMap, HashMapExt as _};
 use themis_crypto::{NodeId, PublicKey};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;

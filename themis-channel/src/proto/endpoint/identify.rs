@@ -2,7 +2,7 @@
 //! bootstrapping from a bare address. The answer is unauthenticated; a handshake under the
 //! claimed id then proves it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 

@@ -34,7 +34,9 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

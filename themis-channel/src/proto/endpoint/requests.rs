@@ -2,7 +2,9 @@
 //! `max_in_flight_per_peer`, a channel (joining or starting a handshake), sealing, waiting
 //! for the response with retransmissions on unreliable transports, and exactly one outcome.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};

@@ -45,7 +45,7 @@ pub(super) struct Chan {
     /// successor.
     pub(super) generation: u64,
     /// Our requests on this channel awaiting their response, by sequence number.
-    pub(super) waiters: HashMap<u64, RequestId>,
+    pub(super) waiters: foldhash::HashMap<u64, RequestId>,
     /// Sealed responses, to answer retransmitted commands (unreliable transports only).
     pub(super) cache: ResponseCache,
     /// Message 3, sent before each command until the peer answers on this session (covers a
@@ -158,7 +158,7 @@ impl Sessions {
         Chan {
             channel,
             generation,
-            waiters: HashMap::new(),
+            waiters: foldhash::HashMap::default(),
             cache: ResponseCache::default(),
             msg3,
             confirmed_after: None,

@@ -1,7 +1,9 @@
 //! Retransmission deadlines: one timer per request, handshake and identify call, and the
 //! exponential backoff they share (PROTOCOL.md §5.2, "Outgoing request").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
