@@ -4,12 +4,11 @@
 //! then two passes of finds of random ids from random nodes, closed loop with 64 in flight.
 //!
 //! ```text
-//! cargo run -p themis-dht --example memory -- [N] [FINDS] [secure|insecure]
+//! cargo run --release -p themis-dht --example memory -- [N] [FINDS] [secure|insecure]
 //! ```
 //!
-//! (The dev profile, which `cargo xtask bench` runs in; add `--release` for an optimised build,
-//! whose tasks are smaller.) Defaults: 100 nodes, 5,000 finds per pass (xtask's quick profile),
-//! secure.
+//! Release, as `cargo xtask bench` runs (a debug build's figures are close: the structures are
+//! the same). Defaults: 100 nodes, 5,000 finds per pass (xtask's quick profile), secure.
 //!
 //! After each phase it prints the resident set (`VmRSS`, and the peak `VmHWM`, from
 //! /proc/self/status), the heap this process holds (live bytes and blocks, counted by a
