@@ -18,7 +18,8 @@
 //! connection a node holds carries one session) is the difference between two phases divided
 //! by the growth of the count. First, before the ring exists, two fresh nodes measure one
 //! join alone: the heap it adds with one connection and one session on each side (and the
-//! join's ring state).
+//! join's ring state); then two bare TCP transports measure one idle connection alone (its
+//! tasks, queue and buffers), the rest of a connection end's heap being the session's.
 //!
 //! `TRANSPORT=udp` binds UDP instead (one socket per node, sessions without connections), as
 //! the workload does from 500 nodes on.
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use themis_channel::{Mode, TcpConfig, UdpConfig};
+use themis_channel::{Mode, TcpConfig, TcpTransport, Transport, UdpConfig};
 use themis_crypto::{NetworkId, NodeId};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
@@ -205,6 +206,45 @@ fn per(a: &Snapshot, b: &Snapshot, count: impl Fn(&Snapshot) -> u64) -> String {
     format!("{:.0}", (b.heap - a.heap) as f64 / d as f64)
 }
 
+/// The transport's part of a connection alone: two bare TCP transports, one frame from each to
+/// the other (one connection, an end on each side: its tasks, queue and buffers), heap before
+/// and after, once the frames are read and the connection is idle.
+async fn transport_pair(max_conn: usize) {
+    let tcp = TcpConfig {
+        max_connections: max_conn,
+        ..TcpConfig::default()
+    };
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let a = TcpTransport::bind(addr, tcp.clone()).await.unwrap();
+    let b = TcpTransport::bind(addr, tcp).await.unwrap();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (before, tasks_before) = (heap(), tasks());
+    // Version 1, an application frame type: what the endpoint sends.
+    let frame = bytes::Bytes::from_static(&[1, 0x10, 0]);
+    a.send(b.local_addr(), frame.clone()).await.unwrap();
+    b.recv().await.unwrap();
+    b.send(a.local_addr(), frame).await.unwrap();
+    a.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (after, tasks_after) = (heap(), tasks());
+    println!(
+        "one idle TCP connection (transport alone): {} ends open, +{} tasks, heap +{} bytes in \
+         {} blocks per end",
+        a.stats().connections_open + b.stats().connections_open,
+        tasks_after.saturating_sub(tasks_before),
+        (after.0 - before.0) / 2,
+        (after.1 - before.1) / 2,
+    );
+    a.close().await;
+    b.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -221,6 +261,9 @@ async fn main() {
         "N={n} {mode:?} over {}, at most {max_conn} connections per node, {count} finds per pass",
         if udp { "UDP" } else { "TCP" }
     );
+    if !udp {
+        transport_pair(max_conn).await;
+    }
     // One connection and one session alone: two fresh nodes, one find between them (the
     // join's requests), before the ring exists.
     let mut pair = Vec::new();
