@@ -238,6 +238,9 @@ impl Sessions {
         if p.chans.is_empty() {
             self.live += 1;
         }
+        // Room for this one only: a `Chan` is about 570 bytes and a peer has one or two, where
+        // `push`'s growth gave every peer room for four.
+        p.chans.reserve_exact(1);
         p.chans.push(chan);
         let old = (p.chans.len() > 2).then(|| p.chans.remove(0));
         if let ChanKey::Secure(sid) = key {
@@ -275,5 +278,37 @@ impl Sessions {
     /// Peers with a live session (secure) or channel (insecure).
     pub(super) fn live(&self) -> usize {
         self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::ChannelConfig;
+
+    /// A peer has room for the channels it holds, not for four of them (a `Chan` is large).
+    #[test]
+    fn a_peer_holds_room_for_its_channels_only() {
+        let mut s = Sessions::new(4);
+        let peer = PeerAddr {
+            id: NodeId::from_bytes([1; 32]),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        s.peer_entry(peer).unwrap();
+        for n in 1..=3 {
+            let local = NodeId::from_bytes([0; 32]);
+            let channel =
+                Channel::insecure(local, peer.id, ChannelConfig::default(), Instant::now())
+                    .unwrap();
+            let chan = s.new_chan(channel, None);
+            // The third replaces the first: a peer keeps at most two.
+            assert_eq!(s.push_chan(peer, chan).is_some(), n == 3);
+            let chans = &s.peers[&peer.id].chans;
+            assert_eq!(chans.len(), n.min(2));
+            assert!(chans.capacity() <= n, "room for {}", chans.capacity());
+        }
+        assert_eq!(s.live(), 1);
     }
 }
