@@ -23,6 +23,10 @@ enum Command {
     /// bench over standard input and output.
     #[command(hide = true)]
     NodeHost(xtask::NodeHostArgs),
+    /// Internal: the sidecar workload's HTTP upstream, in a process of its own; prints its
+    /// address and serves until standard input closes.
+    #[command(hide = true)]
+    HttpUpstream,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => bench(args),
         Command::NodeHost(args) => xtask::node_host(&args).map(|()| ExitCode::SUCCESS),
+        Command::HttpUpstream => xtask::http_upstream().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

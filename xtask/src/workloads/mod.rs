@@ -3,7 +3,7 @@
 mod apps;
 pub(crate) mod dht;
 mod key_agreement;
-mod sidecar;
+pub(crate) mod sidecar;
 
 use crate::{Error, Mode, Workload};
 

@@ -1,8 +1,10 @@
 //! Workload 7: the transparent HTTP sidecar (issue 12 item 6). An HTTP client → the caller's
 //! agent (`GET /v1/call/web/bench`) → the mesh → the provider's agent → an HTTP upstream, two
 //! real `themis node` processes (release build) on loopback, against the same client on the
-//! upstream directly (`direct`). A minimal hyper server in this process is the upstream; the
-//! client is hyper's HTTP/1.1 connection, one keep-alive connection per request in flight
+//! upstream directly (`direct`). A minimal hyper server in a process of its own is the upstream
+//! ([`http_upstream`]: a client and its service are never one process, and `direct` must cross
+//! that boundary as wrk and nginx do); the client, in this process, is hyper's HTTP/1.1
+//! connection, one keep-alive connection per request in flight
 //! (reconnecting when the agent closes one after its 1,000 requests per connection), as wrk
 //! does.
 //!
@@ -96,8 +98,8 @@ fn themis_binary(mode: Mode, profile: Profile) -> Result<PathBuf, Error> {
         }))
 }
 
-/// The upstream: answers every request 200 with [`ANSWER`].
-async fn upstream() -> Result<SocketAddr, std::io::Error> {
+/// The upstream, in this process: answers every request 200 with [`ANSWER`].
+async fn serve_upstream() -> Result<SocketAddr, std::io::Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -115,6 +117,50 @@ async fn upstream() -> Result<SocketAddr, std::io::Error> {
         }
     });
     Ok(addr)
+}
+
+/// `xtask http-upstream`: the upstream in a process of its own (one thread, as an nginx with
+/// one worker), so that `direct` crosses a process boundary as every client of a real service
+/// does, and as the mesh's path does at each of its hops. Prints `addr=IP:PORT`, then serves
+/// until its standard input closes (the bench ended or was killed).
+pub fn http_upstream() -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| werr(Mode::Direct, format!("upstream runtime: {e}")))?;
+    rt.block_on(async {
+        let addr = serve_upstream()
+            .await
+            .map_err(|e| werr(Mode::Direct, format!("upstream: {e}")))?;
+        println!("addr={addr}");
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = stdin.next_line().await {}
+        Ok(())
+    })
+}
+
+/// The upstream process ([`http_upstream`]) and its address.
+async fn upstream() -> Result<(Child, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    let mut child = Command::new(&exe)
+        .arg("http-upstream")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {} http-upstream: {e}", exe.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let line = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
+        .await
+        .map_err(|_| "the upstream printed no address".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or("the upstream exited before printing its address")?;
+    let addr = line
+        .strip_prefix("addr=")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("the upstream printed '{line}', not addr=IP:PORT"))?;
+    Ok((child, addr))
 }
 
 /// The nodes' `--threads`: [`THREADS_VAR`] if set, else 1 (a sidecar's usual share of a busy
@@ -271,7 +317,7 @@ fn sizes(p: &Params) -> Sizes {
 
 async fn measure(mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
     let s = sizes(p);
-    let up = upstream()
+    let (_upstream, up) = upstream()
         .await
         .map_err(|e| werr(mode, format!("upstream: {e}")))?;
     let dir = std::env::temp_dir().join(format!("themis-bench-sidecar-{}", std::process::id()));
@@ -405,7 +451,8 @@ impl Workload for Sidecar {
              `GET /v1/call/web/bench` to a `themis node` agent (release build, `--fast --threads \
              {threads}`; set {THREADS_VAR}=0 for one worker per core), which \
              calls `web` through the mesh on a second `themis node` whose agent forwards the \
-             request to an HTTP upstream (hyper, in this process, answering 200 with a \
+             request to an HTTP upstream (hyper, a process of its own with one thread, \
+             `xtask http-upstream`, answering 200 with a \
              {}-byte body); `direct` is the same client on the upstream. Loopback TCP, every \
              process on the same cores. Closed loop at 1 request in flight (`c=1`, latency) and \
              at {IN_FLIGHT} (`c=64`, throughput); every run of the harness starts both nodes \
