@@ -158,7 +158,9 @@ impl Sidecar {
         timeout: Duration,
     ) -> Result<(Response<()>, Bytes), HandlerError> {
         let url = &self.url;
-        let sent = tokio::time::timeout(timeout, self.client.send(req, self.max_body)).await;
+        // Boxed: the exchange's state is large, and the futures around it move it otherwise.
+        let sent =
+            tokio::time::timeout(timeout, Box::pin(self.client.send(req, self.max_body))).await;
         match sent {
             Err(_) => Err(HandlerError::TimedOut(format!(
                 "upstream {url} did not answer within {timeout:?}"
