@@ -23,7 +23,7 @@ use themis_crypto::{NetworkId, NodeId};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
-use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config, random_id};
+use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config, random_id, settle};
 
 /// The settings xtask's find-scaling workload gives its nodes, with knobs for experiments:
 /// `ALPHA` (most queries in flight per lookup), `STALL_MS` (lookup stall before hedging; 0 = α
@@ -243,31 +243,11 @@ async fn main() {
         "N={n} {mode:?} max_connections={max_conn}: built in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let mut ids: Vec<NodeId> = nodes.iter().map(DhtNode::id).collect();
-    ids.sort();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut ok = true;
-        for node in &nodes {
-            let st = node.status().await.unwrap();
-            let i = ids.iter().position(|x| *x == st.id).unwrap();
-            let want: Vec<NodeId> = (1..n)
-                .take(st.successors.len().max(1))
-                .map(|d| ids[(i + d) % n])
-                .collect();
-            let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
-            ok &= n == 1 || got == want;
-        }
-        if ok || Instant::now() > deadline {
-            println!(
-                "  ring right: {ok} after {:.1} s",
-                t0.elapsed().as_secs_f64()
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ok = settle(&nodes).await;
+    println!(
+        "  ring right: {ok}; settled after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let idle = Duration::from_secs(3);
     let a = sum(&nodes).await;
     let c0 = cpu_secs();

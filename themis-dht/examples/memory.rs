@@ -29,15 +29,15 @@ mod support;
 
 use std::alloc::System;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use themis_channel::{Mode, TcpConfig, TcpTransport, Transport, UdpConfig};
-use themis_crypto::{NetworkId, NodeId};
+use themis_crypto::NetworkId;
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
-use support::{IN_FLIGHT, identity, load_config, random_id};
+use support::{IN_FLIGHT, identity, load_config, random_id, settle};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -167,34 +167,6 @@ async fn finds(nodes: &[DhtNode], count: usize, seed: u64) -> usize {
         failed += r.unwrap();
     }
     failed
-}
-
-/// Waits until every successor list is the true one (at most 60 s), then 4 s more (finger
-/// refreshes), as the workload does.
-async fn settle(nodes: &[DhtNode]) -> bool {
-    let n = nodes.len();
-    let mut ids: Vec<NodeId> = nodes.iter().map(DhtNode::id).collect();
-    ids.sort();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ok = loop {
-        let mut ok = true;
-        for node in nodes {
-            let st = node.status().await.unwrap();
-            let i = ids.iter().position(|x| *x == st.id).unwrap();
-            let want: Vec<NodeId> = (1..n)
-                .take(st.successors.len().max(1))
-                .map(|d| ids[(i + d) % n])
-                .collect();
-            let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
-            ok &= n == 1 || got == want;
-        }
-        if ok || Instant::now() > deadline {
-            break ok;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    ok
 }
 
 /// Heap growth per unit of `count` between two snapshots, in bytes ("-" when it did not grow).

@@ -1,5 +1,5 @@
 //! What the load examples share: the node settings of xtask's DHT workloads, seeded identities
-//! and ids, and the process's CPU time.
+//! and ids, the process's CPU time, and waiting for a built ring to settle.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use themis_channel::Mode;
 use themis_crypto::{IdentityKeypair, NodeId, Transcript};
-use themis_dht::DriverConfig;
+use themis_dht::{DhtNode, DriverConfig};
 
 /// Operations in flight in the closed loops.
 pub(crate) const IN_FLIGHT: usize = 64;
@@ -60,4 +60,32 @@ pub(crate) fn random_id(rng: &mut fastrand::Rng) -> NodeId {
 /// The `u64` value of environment variable `key`, if it is set and parses.
 pub(crate) fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+/// Waits until every successor list is the true one (at most 60 s), then 4 s more (finger
+/// refreshes), as the workload does.
+pub(crate) async fn settle(nodes: &[DhtNode]) -> bool {
+    let n = nodes.len();
+    let mut ids: Vec<NodeId> = nodes.iter().map(DhtNode::id).collect();
+    ids.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ok = loop {
+        let mut ok = true;
+        for node in nodes {
+            let st = node.status().await.unwrap();
+            let i = ids.iter().position(|x| *x == st.id).unwrap();
+            let want: Vec<NodeId> = (1..n)
+                .take(st.successors.len().max(1))
+                .map(|d| ids[(i + d) % n])
+                .collect();
+            let got: Vec<NodeId> = st.successors.iter().map(|p| p.id).collect();
+            ok &= n == 1 || got == want;
+        }
+        if ok || std::time::Instant::now() > deadline {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ok
 }
