@@ -23,7 +23,7 @@ use themis_crypto::{NetworkId, NodeId};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
-use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config, random_id, settle};
+use support::{IN_FLIGHT, cpu_secs, env_u64, identity, load_config, random_id, ring_args, settle};
 
 /// The settings xtask's find-scaling workload gives its nodes, with knobs for experiments:
 /// `ALPHA` (most queries in flight per lookup), `STALL_MS` (lookup stall before hedging; 0 = α
@@ -182,12 +182,7 @@ fn percentile_ms(lat: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let count: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
-    let mode = match args.get(2).map(String::as_str) {
-        Some("insecure") => Mode::Insecure,
-        _ => Mode::Secure,
-    };
+    let (n, count, mode) = ring_args(&args);
     let max_conn: usize = args
         .get(3)
         .and_then(|a| a.parse().ok())

@@ -37,7 +37,7 @@ use themis_crypto::NetworkId;
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
-use support::{IN_FLIGHT, identity, load_config, random_id, settle};
+use support::{IN_FLIGHT, identity, load_config, random_id, ring_args, settle};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -220,12 +220,7 @@ async fn transport_pair(max_conn: usize) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let count: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
-    let mode = match args.get(2).map(String::as_str) {
-        Some("insecure") => Mode::Insecure,
-        _ => Mode::Secure,
-    };
+    let (n, count, mode) = ring_args(&args);
     let udp = std::env::var("TRANSPORT").is_ok_and(|t| t == "udp");
     // xtask's find-scaling: `FD_BUDGET / N` connections per node, 8 to 1,024.
     let max_conn = (16_000 / n.max(1)).clamp(8, 1024);

@@ -62,6 +62,18 @@ pub(crate) fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
 
+/// The arguments `[N] [COUNT] [secure|insecure]` the ring examples start with: ring size
+/// (default 100), operations per pass (default 5,000) and mode (default secure).
+pub(crate) fn ring_args(args: &[String]) -> (usize, usize, Mode) {
+    let n = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let count = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let mode = match args.get(2).map(String::as_str) {
+        Some("insecure") => Mode::Insecure,
+        _ => Mode::Secure,
+    };
+    (n, count, mode)
+}
+
 /// Waits until every successor list is the true one (at most 60 s), then 4 s more (finger
 /// refreshes), as the workload does.
 pub(crate) async fn settle(nodes: &[DhtNode]) -> bool {
