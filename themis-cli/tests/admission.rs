@@ -109,12 +109,10 @@ async fn scenario() {
     .await;
     assert_fails(&out, 1, &["a.cert", "admits another node"]);
 
-    // The closed ring's first node logs refused handshakes (debug level).
-    let a = spawn_ready(
-        BIN,
-        d,
-        "a",
-        &[
+    // A certified node's arguments: its key NAME.key and certificate NAME.cert.
+    let certified = |name: &str| -> Vec<String> {
+        let (key, cert) = (path(&format!("{name}.key")), path(&format!("{name}.cert")));
+        [
             "node",
             "--fast",
             "--net",
@@ -124,12 +122,23 @@ async fn scenario() {
             "--listen",
             "127.0.0.1:0",
             "--key",
-            &path("a.key"),
+            &key,
             "--admission-key",
             &ak,
             "--admission-cert",
-            &path("a.cert"),
-        ],
+            &cert,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // The closed ring's first node logs refused handshakes (debug level).
+    let args = certified("a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = spawn_ready(
+        BIN,
+        d,
+        "a",
+        &args,
         &[("RUST_LOG", "info,themis_channel=debug")],
     )
     .await;
@@ -158,31 +167,10 @@ async fn scenario() {
     .await;
 
     // A certified node joins (its ready line comes after the join through a).
-    let b = spawn_ready(
-        BIN,
-        d,
-        "b",
-        &[
-            "node",
-            "--fast",
-            "--net",
-            NET,
-            "--api",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            &path("b.key"),
-            "--admission-key",
-            &ak,
-            "--admission-cert",
-            &path("b.cert"),
-            "--bootstrap",
-            &boot,
-        ],
-        &[],
-    )
-    .await;
+    let mut args = certified("b");
+    args.extend(["--bootstrap".to_owned(), boot.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b = spawn_ready(BIN, d, "b", &args, &[]).await;
     assert_eq!(b.get("id"), b_id);
     let a_api = a.api();
     eventually_ok(30, "both certified nodes in the ring", || {
