@@ -46,7 +46,7 @@ pub(crate) struct Sidecar {
     client: UpstreamClient,
     url: Url,
     /// The origin-form target of a plain call: the upstream URL's path and query.
-    target: String,
+    target: Uri,
     /// The upstream URL's path without a trailing `/`: an HTTP call's target is appended to
     /// it.
     base_path: String,
@@ -100,6 +100,8 @@ impl Sidecar {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
+        // From a URL that parsed: always a valid origin-form URI.
+        let target = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
         // At most as many idle connections as calls may run at once, and never many.
         let client = UpstreamClient::new(&url, concurrency.min(MAX_IDLE));
         Self {
@@ -274,9 +276,7 @@ impl Sidecar {
         let timeout = context.budget.map_or(self.timeout, |b| b.min(self.timeout));
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        // From the upstream URL, which parsed: always a valid origin-form URI.
-        *req.uri_mut() =
-            Uri::try_from(self.target.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = self.target.clone();
         let headers = req.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
