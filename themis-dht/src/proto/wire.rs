@@ -43,13 +43,41 @@ const ADDR_V4_LEN: usize = 6;
 const ADDR_V6_LEN: usize = 18;
 
 /// `ip ‖ port` big-endian: [`ADDR_V4_LEN`] bytes for IPv4, [`ADDR_V6_LEN`] for IPv6.
-pub(crate) fn addr_bytes(addr: &SocketAddr) -> Vec<u8> {
-    let mut v = match addr {
-        SocketAddr::V4(a) => a.ip().octets().to_vec(),
-        SocketAddr::V6(a) => a.ip().octets().to_vec(),
+pub(crate) fn addr_bytes(addr: &SocketAddr) -> AddrBytes {
+    let mut out = AddrBytes {
+        buf: [0; ADDR_V6_LEN],
+        len: 0,
     };
-    v.extend_from_slice(&addr.port().to_be_bytes());
-    v
+    match addr {
+        SocketAddr::V4(a) => out.push(&a.ip().octets()),
+        SocketAddr::V6(a) => out.push(&a.ip().octets()),
+    }
+    out.push(&addr.port().to_be_bytes());
+    out
+}
+
+/// `ip ‖ port` of one address, held inline: it is made for every peer and record that goes on
+/// the wire and for every record digest, so it does not allocate.
+pub(crate) struct AddrBytes {
+    buf: [u8; ADDR_V6_LEN],
+    len: usize,
+}
+
+impl AddrBytes {
+    fn push(&mut self, bytes: &[u8]) {
+        let free = self.buf.get_mut(self.len..).unwrap_or_default();
+        for (b, v) in free.iter_mut().zip(bytes) {
+            *b = *v;
+        }
+        self.len = (self.len + bytes.len()).min(ADDR_V6_LEN);
+    }
+}
+
+impl std::ops::Deref for AddrBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// The address `ip ‖ port` encodes, if it is one.
@@ -348,7 +376,8 @@ pub(crate) enum Response {
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+    // Room for an answer with one record (about 300 bytes) without growing twice.
+    let mut out = Vec::with_capacity(512);
     // Writing into a Vec cannot fail, and every type here serialises.
     if ciborium::ser::into_writer(v, &mut out).is_err() {
         out.clear();
