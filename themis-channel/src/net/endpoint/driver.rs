@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use foldhash::{HashMap, HashMapExt as _};
+use smallvec::SmallVec;
 use themis_crypto::{NodeId, PublicKey};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,12 +44,13 @@ pub(super) struct State {
     armed: Option<Instant>,
 }
 
-/// What one call into the core produced, carried out once the lock is released.
+/// What one call into the core produced, carried out once the lock is released. Nearly every
+/// call produces one frame and one outcome or command: held inline, they cost no allocation.
 #[derive(Default)]
 struct Output {
-    transmits: Vec<Transmit>,
-    replies: Vec<(Reply, Event)>,
-    commands: Vec<(CommandToken, PeerAddr, Bytes)>,
+    transmits: SmallVec<[Transmit; 2]>,
+    replies: SmallVec<[(Reply, Event); 1]>,
+    commands: SmallVec<[(CommandToken, PeerAddr, Bytes); 1]>,
     wake_timer: bool,
     room: bool,
 }
@@ -172,7 +174,7 @@ impl Shared {
     /// takes them without waiting; from the first it cannot take, the rest for that
     /// destination go in order on a task (the core relies on frames to one peer leaving in the
     /// order it produced them: message 3 before the command it precedes).
-    fn send_all(self: &Arc<Self>, transmits: Vec<Transmit>) {
+    fn send_all(self: &Arc<Self>, transmits: SmallVec<[Transmit; 2]>) {
         let mut waiting: Vec<(SocketAddr, Vec<Bytes>)> = Vec::new();
         for t in transmits {
             if let Some((_, frames)) = waiting.iter_mut().find(|(to, _)| *to == t.to) {
