@@ -46,6 +46,10 @@ pub struct EndpointConfig {
     /// Sealed responses kept per session to answer retransmitted commands on unreliable
     /// transports (default 256).
     pub response_cache: usize,
+    /// How long a sealed response stays in that cache (default 30 s, six default request
+    /// timeouts: a retransmission comes within its sender's request deadline). Older ones are
+    /// dropped, also from sessions that have gone idle.
+    pub response_cache_ttl: Duration,
     /// Unauthenticated replies (message 2 and control messages) per second, and their burst
     /// (default 1,000/s, burst 200): bounds what spoofed traffic can make us send.
     pub control_rate: (u32, u32),
@@ -86,6 +90,7 @@ impl Default for EndpointConfig {
             initial_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(2),
             response_cache: 256,
+            response_cache_ttl: Duration::from_secs(30),
             control_rate: (1000, 200),
             shutdown_timeout: Duration::from_secs(5),
             #[cfg(feature = "testing")]
@@ -129,6 +134,9 @@ impl EndpointConfig {
         }
         if self.max_sessions == 0 {
             return bad("max_sessions must be at least 1");
+        }
+        if self.response_cache > 0 && self.response_cache_ttl.is_zero() {
+            return bad("response_cache_ttl must be positive when response_cache is not 0");
         }
         if self.initial_rto.is_zero() || self.max_rto < self.initial_rto {
             return bad("need 0 < initial_rto <= max_rto");

@@ -11,6 +11,7 @@ use themis_crypto::NodeId;
 
 use super::control::{Control, id_ref};
 use super::sessions::ChanKey;
+use super::timers::TimerKey;
 use super::{CommandToken, EndpointCore, Event, PeerAddr, RequestId};
 use crate::{Channel, Error, FrameHeader, Incoming, Mode, peek_header};
 
@@ -282,7 +283,7 @@ impl EndpointCore {
             // one (the channel refuses to anyway).
             Err(Error::DuplicateCommand { .. }) => {
                 self.counters.frames_rejected_replay += 1;
-                match ch.cache.get(seq) {
+                match ch.cache.get(now, self.cfg.response_cache_ttl, seq) {
                     Some(f) => Opened::Resend(peer.addr, f.clone()),
                     None => Opened::Nothing,
                 }
@@ -300,7 +301,11 @@ impl EndpointCore {
         let Some(c) = self.commands.remove(&token) else {
             return;
         };
-        let (reliable, cache_len) = (self.reliable, self.cfg.response_cache);
+        let (reliable, cache_len, ttl) = (
+            self.reliable,
+            self.cfg.response_cache,
+            self.cfg.response_cache_ttl,
+        );
         let Some(ch) = self.sessions.chan_gen_mut(c.peer.id, c.key, c.generation) else {
             return;
         };
@@ -309,11 +314,37 @@ impl EndpointCore {
             Ok(()) => {
                 let frame = out.freeze();
                 if !reliable {
-                    ch.cache.insert(cache_len, c.seq, frame.clone());
+                    ch.cache.insert(now, cache_len, ttl, c.seq, frame.clone());
+                    self.arm_cache_sweep(now);
                 }
                 self.transmit(c.peer.addr, frame);
             }
             Err(e) => tracing::warn!(error = %e, "cannot send the handler's response"),
+        }
+    }
+
+    /// Makes sure a sweep of the response caches is due by the time the response just kept
+    /// expires.
+    fn arm_cache_sweep(&mut self, now: Instant) {
+        if !self.timers.is_set(TimerKey::CacheSweep) {
+            self.timers
+                .set(TimerKey::CacheSweep, now + self.cfg.response_cache_ttl);
+        }
+    }
+
+    /// Drops the cached responses that have expired in every session, idle ones included, and
+    /// sets the next sweep for the oldest response left.
+    pub(super) fn sweep_response_caches(&mut self, now: Instant) {
+        let ttl = self.cfg.response_cache_ttl;
+        let oldest = self
+            .sessions
+            .peers
+            .values_mut()
+            .flat_map(|p| p.chans.iter_mut())
+            .filter_map(|c| c.cache.expire(now, ttl))
+            .min();
+        if let Some(at) = oldest {
+            self.timers.set(TimerKey::CacheSweep, at + ttl);
         }
     }
 

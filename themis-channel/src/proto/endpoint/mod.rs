@@ -290,6 +290,7 @@ impl EndpointCore {
                 TimerKey::Request(id) => self.on_request_timer(now, id),
                 TimerKey::Handshake(nonce) => self.on_handshake_timer(now, nonce),
                 TimerKey::Identify(id) => self.on_identify_timer(now, id),
+                TimerKey::CacheSweep => self.sweep_response_caches(now),
             }
         }
         self.pump(now);

@@ -19,6 +19,8 @@ pub(super) enum TimerKey {
     Handshake([u8; 32]),
     /// An identify call: its retransmission or its deadline.
     Identify(RequestId),
+    /// The next expiry in the sessions' response caches (unreliable transports).
+    CacheSweep,
 }
 
 /// At most one pending instant per key; the earliest first.
@@ -35,6 +37,11 @@ impl Timers {
             self.queue.remove(&(old, key));
         }
         self.queue.insert((when, key));
+    }
+
+    /// Whether `key` has a timer.
+    pub(super) fn is_set(&self, key: TimerKey) -> bool {
+        self.at.contains_key(&key)
     }
 
     /// Removes `key`'s timer, if any.

@@ -147,6 +147,58 @@ fn a_retransmitted_command_is_answered_from_the_response_cache() {
     assert_eq!(runs, 1, "the handler ran once");
 }
 
+#[test]
+fn cached_responses_expire_after_their_ttl_even_in_an_idle_session() {
+    let ttl = Duration::from_secs(3);
+    let mut c = cfg();
+    c.response_cache_ttl = ttl;
+    c.request_timeout = Duration::from_secs(10);
+    let mut net = Net::new(2, c, false);
+    let b = net.peer(1);
+    let cached = |net: &Net| -> usize {
+        net.nodes[1]
+            .core
+            .sessions
+            .peers
+            .values()
+            .flat_map(|p| p.chans.iter())
+            .map(|ch| ch.cache.len())
+            .sum()
+    };
+    net.request(0, b, b"warm");
+    net.run();
+    assert_eq!(cached(&net), 1);
+    // A copy of the next command, as a retransmission arriving late would be.
+    net.request(0, b, b"once");
+    let copy = net.take(|p| p.ty() == TYPE_SECURE_COMMAND);
+    assert_eq!(copy.len(), 1);
+    for p in &copy {
+        net.wire.push_back(p.clone());
+    }
+    net.run_until_response_then_drop(1);
+    assert_eq!(cached(&net), 2);
+    // A's retransmissions are lost; B's session sits idle past the TTL: its sweep (a timer
+    // of B's own) empties the cache without any frame arriving.
+    let start = net.now;
+    while net.now < start + ttl {
+        let Some(t) = net.next_timeout() else { break };
+        net.advance_to(t.min(start + ttl));
+        net.take(|_| true);
+    }
+    assert_eq!(cached(&net), 0, "every cached response expired");
+    // The late copy is still refused as a replay, and no response is sent for it.
+    net.deliver(copy[0].clone());
+    assert!(net.take(|p| p.ty() == TYPE_SECURE_RESPONSE).is_empty());
+    let mb = net.nodes[1].metrics();
+    assert_eq!(mb.responses_resent, 0);
+    let runs = net.nodes[1]
+        .executed
+        .iter()
+        .filter(|r| &r[..] == b"once")
+        .count();
+    assert_eq!(runs, 1, "the handler ran once");
+}
+
 impl Net {
     /// Delivers the command on the wire and drops the `n` responses it produces.
     fn run_until_response_then_drop(&mut self, n: usize) {
