@@ -76,7 +76,11 @@ impl Node {
         else {
             return;
         };
-        let want = matches!(self.queries.job(q), Some(Job::Providers { .. }));
+        let job = self.queries.job(q);
+        let want = matches!(job, Some(Job::Providers { .. }));
+        if matches!(job, Some(Job::Replica { .. })) {
+            self.metrics.replica_finds_sent += batch.len() as u64;
+        }
         for (peer, _) in batch {
             let req = Request::Find {
                 target,

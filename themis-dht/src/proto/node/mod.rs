@@ -469,10 +469,9 @@ impl Node {
         if let Response::Refused { reason } = r {
             self.metrics.reject(*reason);
         }
-        self.outputs.push_back(Output::Respond {
-            token,
-            bytes: r.encode(),
-        });
+        let bytes = r.encode();
+        self.metrics.response_bytes_sent += bytes.len() as u64;
+        self.outputs.push_back(Output::Respond { token, bytes });
     }
 
     /// `Ok` while a full member (not joining, leaving or gone): the commands need it.

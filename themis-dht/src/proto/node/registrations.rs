@@ -245,6 +245,7 @@ impl Node {
                 )
             })
             .collect();
+        self.metrics.records_signed += records.len() as u64;
         for rec in &records {
             rec.remember_signed(&self.network, &mut self.verified);
         }
@@ -355,6 +356,7 @@ impl Node {
                 .with_succession(self.cfg.succession.clone())
             })
             .collect();
+        self.metrics.records_signed += records.len() as u64;
         for rec in &records {
             // signed just now by this node: its own stores need not verify them again
             rec.remember_signed(&self.network, &mut self.verified);

@@ -186,11 +186,19 @@ impl Node {
         let Some(request_id) = self.requests.insert(now + timeout, to.id, purpose) else {
             return false;
         };
+        let bytes = req.encode();
+        self.metrics.requests_sent += 1;
+        self.metrics.request_bytes_sent += bytes.len() as u64;
+        match req {
+            Request::Find { .. } => self.metrics.finds_sent += 1,
+            Request::Store { .. } => self.metrics.stores_sent += 1,
+            _ => {}
+        }
         self.outputs.push_back(Output::Send {
             request_id,
             to: to.addr,
             expect: to.id,
-            bytes: req.encode(),
+            bytes,
         });
         true
     }
