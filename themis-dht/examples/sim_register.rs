@@ -71,7 +71,8 @@ fn main() {
     println!(
         "per registration: replica finds {:.2} + stores {:.2} = {:.2} requests; all requests \
          {:.2}, payload bytes {:.0} (requests) + {:.0} (responses) with the background; records \
-         signed {:.2}, signatures verified {:.2} (cache hits {:.2})",
+         signed {:.2}, signatures verified {:.2} (cache hits {:.2}); replicas looked up again \
+         {:.2}",
         per(|m| m.replica_finds_sent),
         per(|m| m.stores_sent),
         per(|m| m.replica_finds_sent + m.stores_sent),
@@ -81,5 +82,6 @@ fn main() {
         per(|m| m.records_signed),
         per(|m| m.verify_cache_misses),
         per(|m| m.verify_cache_hits),
+        per(|m| m.replica_relookups),
     );
 }

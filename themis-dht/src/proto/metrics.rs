@@ -89,6 +89,9 @@ pub struct Metrics {
     pub stores_sent: u64,
     /// Provider records and tombstones this node signed.
     pub records_signed: u64,
+    /// Replicas looked up a second time, up to the owner's own answer, because the owner
+    /// their first lookup named refused the store as not responsible.
+    pub replica_relookups: u64,
 }
 
 impl Metrics {
@@ -151,5 +154,6 @@ impl Metrics {
         self.replica_finds_sent += o.replica_finds_sent;
         self.stores_sent += o.stores_sent;
         self.records_signed += o.records_signed;
+        self.replica_relookups += o.replica_relookups;
     }
 }

@@ -422,9 +422,7 @@ impl Node {
                 peer,
                 target,
             } => self.on_lookup_answer(now, (query, peer, target), r),
-            Purpose::Store { query } => {
-                self.store_result(now, query, matches!(r, Ok(Response::Stored)));
-            }
+            Purpose::Store { query, relookup } => self.store_answer(now, query, relookup, r),
             // a join answered after the node stopped joining (an orphan merged back through a
             // notify meanwhile) is out of date
             Purpose::Join | Purpose::JoinVerify { .. } if !joining => {}

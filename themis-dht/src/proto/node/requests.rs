@@ -31,6 +31,9 @@ pub(super) enum Purpose {
     Store {
         /// The registration the store is a replica of.
         query: QueryId,
+        /// `Some(r)`: replica `r`, sent to the owner a lookup's claim named; refused
+        /// `not_responsible`, its owner is looked up again (see [`Node::store_answer`]).
+        relookup: Option<u8>,
     },
     /// A join through a bootstrap (membership).
     Join,
