@@ -72,7 +72,7 @@ fn main() {
         "per registration: replica finds {:.2} + stores {:.2} = {:.2} requests; all requests \
          {:.2}, payload bytes {:.0} (requests) + {:.0} (responses) with the background; records \
          signed {:.2}, signatures verified {:.2} (cache hits {:.2}); replicas looked up again \
-         {:.2}",
+         {:.2}; replicas stored from the owner cache {:.2}",
         per(|m| m.replica_finds_sent),
         per(|m| m.stores_sent),
         per(|m| m.replica_finds_sent + m.stores_sent),
@@ -83,5 +83,6 @@ fn main() {
         per(|m| m.verify_cache_misses),
         per(|m| m.verify_cache_hits),
         per(|m| m.replica_relookups),
+        per(|m| m.owner_cache_hits),
     );
 }

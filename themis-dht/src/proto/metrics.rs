@@ -92,6 +92,9 @@ pub struct Metrics {
     /// Replicas looked up a second time, up to the owner's own answer, because the owner
     /// their first lookup named refused the store as not responsible.
     pub replica_relookups: u64,
+    /// Replica stores sent straight to an owner from the owner cache, without a lookup
+    /// (`Config::owner_cache_size`).
+    pub owner_cache_hits: u64,
 }
 
 impl Metrics {
@@ -155,5 +158,6 @@ impl Metrics {
         self.stores_sent += o.stores_sent;
         self.records_signed += o.records_signed;
         self.replica_relookups += o.replica_relookups;
+        self.owner_cache_hits += o.owner_cache_hits;
     }
 }

@@ -420,14 +420,16 @@ impl Node {
         true
     }
 
-    /// The answer to a replica's store (or its failure). A store sent to the owner that a
-    /// lookup's claim named (`relookup`: its replica) and refused `not_responsible` does not
-    /// fail the replica: its owner is looked up again ([`Node::relookup_replica`]).
+    /// The answer of `to` to a replica's store (or its failure). A store sent to the owner
+    /// that a lookup's claim or the owner cache named (`relookup`: its replica) and refused
+    /// `not_responsible` does not fail the replica: its owner is looked up again
+    /// ([`Node::relookup_replica`]). An owner that refused so, or did not answer, leaves the
+    /// owner cache.
     pub(super) fn store_answer(
         &mut self,
         now: Instant,
-        q: QueryId,
-        relookup: Option<u8>,
+        (q, relookup): (QueryId, Option<u8>),
+        to: Option<NodeId>,
         r: Result<Response, RequestFailure>,
     ) {
         let not_responsible = matches!(
@@ -436,6 +438,11 @@ impl Node {
                 reason: Refusal::NotResponsible
             })
         );
+        if let Some(to) = to
+            && (not_responsible || r.is_err())
+        {
+            self.owners.forget(&to);
+        }
         if let Some(replica) = relookup.filter(|_| not_responsible)
             && self.relookup_replica(now, q, replica)
         {

@@ -1070,6 +1070,66 @@ fn a_store_refused_as_not_responsible_looks_the_owner_up_again_once() {
     assert!(sent_requests(&mut n).is_empty());
 }
 
+/// The owner cache: a lookup of `t` that ended at `x` (a `successor(x)` claim) lets a later
+/// replica whose object id lies in `[t, x]` be stored at `x` without a lookup; an id before `t`
+/// is looked up as before (a node may lie between it and `t`), and so is every id once `x`
+/// refused a store as not responsible.
+#[test]
+fn a_replica_within_a_learnt_owners_range_is_stored_there_without_a_lookup() {
+    let (mut n, now, _) = alone(Config::fast());
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
+    // a peer x beyond the successor, and names whose replica 0 lies in (s, x)
+    let x = (4..40u8)
+        .map(|k| peer_of(&kp(k), u16::from(k)))
+        .filter(|p| in_order(&s.id, &p.id, &me))
+        .max_by_key(|p| distance(&s.id, &p.id))
+        .unwrap();
+    let mut names: Vec<(String, NodeId)> = (0..4000)
+        .map(|i| format!("svc-{i}"))
+        .map(|name| (name.clone(), object_id(&name, 0)))
+        .filter(|(_, t)| in_order(&s.id, t, &x.id))
+        .take(3)
+        .collect();
+    names.sort_by_key(|(_, t)| distance(&s.id, t));
+    let [(before, _), (_, t), (inside, _)] = names.as_slice() else {
+        panic!("three names between s and x")
+    };
+    // a find of t: asked of s, which names x as its successor
+    n.find(now, *t).unwrap();
+    let req = answer_one(&mut n, now, s, &Response::Successor { peer: x.into() });
+    assert!(matches!(req, Request::Find { target, .. } if target == *t));
+    while n.poll_output().is_some() {}
+    let finds = n.metrics().finds_sent;
+    // inside [t, x]: stored at x at once
+    n.register(now, ServiceSpec::new(inside), Some(0)).unwrap();
+    let sent = sent_requests(&mut n);
+    let [(id, Request::Store { .. })] = sent.as_slice() else {
+        panic!("expected one store, got {sent:?}")
+    };
+    assert_eq!(n.requests.get(*id).unwrap().expect, Some(x.id));
+    assert_eq!(
+        (n.metrics().finds_sent, n.metrics().owner_cache_hits),
+        (finds, 1)
+    );
+    // x refuses: it leaves the cache, the replica is looked up again (a find)
+    reply(&mut n, now, *id, x.id, &refused(Refusal::NotResponsible));
+    let sent = sent_requests(&mut n);
+    assert!(
+        matches!(sent.as_slice(), [(_, Request::Find { .. })]),
+        "{sent:?}"
+    );
+    // before t: not covered, looked up
+    n.register(now, ServiceSpec::new(before), Some(0)).unwrap();
+    let sent = sent_requests(&mut n);
+    assert!(
+        matches!(sent.as_slice(), [(_, Request::Find { .. })]),
+        "{sent:?}"
+    );
+    assert_eq!(n.metrics().owner_cache_hits, 1);
+}
+
 /// Replica queries do not count toward `max_queries`: a registration takes one slot.
 #[test]
 fn a_registration_takes_one_query_slot() {
