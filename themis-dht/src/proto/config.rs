@@ -81,6 +81,11 @@ pub struct Config {
     /// record read, stored or handed over again skips only its Ed25519 check; expiry, identity,
     /// replica range, sequence and quotas are checked every time. Default 4096; 0 disables.
     pub verified_cache_size: usize,
+    /// Owners of object ids remembered from the lookups that ended (PROTOCOL.md §6.8): a
+    /// registration stores a replica whose object id one of them covers straight at its owner,
+    /// without a lookup (the owner's responsibility check confirms it). Each is kept one
+    /// `finger_period`. Default 1024; 0 disables.
+    pub owner_cache_size: usize,
     /// Peers a node remembers after losing contact with them (failed successors, predecessor
     /// and fingers) and its bootstrap contacts, probed at a low rate to find a ring it was
     /// split from (PROTOCOL.md §6.14, ring unification). Default 32; 0 turns probing off.
@@ -136,6 +141,7 @@ impl Default for Config {
             max_rate_tracked_peers: 4096,
             max_outputs: 65_536,
             verified_cache_size: 4096,
+            owner_cache_size: 1024,
             unify_table_len: 32,
             unify_retention: Duration::from_secs(24 * 3600),
             unify_probe_period: Duration::from_secs(10),

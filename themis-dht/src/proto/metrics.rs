@@ -73,6 +73,28 @@ pub struct Metrics {
     pub unify_merges: u64,
     /// Re-stores of this node's registrations started early, after its neighbourhood changed.
     pub change_restores: u64,
+    /// Requests sent (every kind), and their DHT payload bytes (the CBOR message, before the
+    /// channel's framing).
+    pub requests_sent: u64,
+    /// Payload bytes of the requests sent.
+    pub request_bytes_sent: u64,
+    /// Payload bytes of the responses sent.
+    pub response_bytes_sent: u64,
+    /// `find` requests sent by lookups.
+    pub finds_sent: u64,
+    /// `find` requests sent by the replica lookups of registrations and withdrawals (part of
+    /// `finds_sent`).
+    pub replica_finds_sent: u64,
+    /// `store` requests sent (registrations and withdrawals).
+    pub stores_sent: u64,
+    /// Provider records and tombstones this node signed.
+    pub records_signed: u64,
+    /// Replicas looked up a second time, up to the owner's own answer, because the owner
+    /// their first lookup named refused the store as not responsible.
+    pub replica_relookups: u64,
+    /// Replica stores sent straight to an owner from the owner cache, without a lookup
+    /// (`Config::owner_cache_size`).
+    pub owner_cache_hits: u64,
 }
 
 impl Metrics {
@@ -128,5 +150,14 @@ impl Metrics {
         self.unify_foreign += o.unify_foreign;
         self.unify_merges += o.unify_merges;
         self.change_restores += o.change_restores;
+        self.requests_sent += o.requests_sent;
+        self.request_bytes_sent += o.request_bytes_sent;
+        self.response_bytes_sent += o.response_bytes_sent;
+        self.finds_sent += o.finds_sent;
+        self.replica_finds_sent += o.replica_finds_sent;
+        self.stores_sent += o.stores_sent;
+        self.records_signed += o.records_signed;
+        self.replica_relookups += o.replica_relookups;
+        self.owner_cache_hits += o.owner_cache_hits;
     }
 }

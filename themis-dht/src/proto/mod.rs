@@ -6,6 +6,7 @@ pub(crate) mod lookup;
 pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod owner;
+pub(crate) mod owners;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod store;

@@ -12,6 +12,7 @@ use super::queries::Job;
 use super::requests::Purpose;
 use crate::proto::lookup::{Answer, Budget, Lookup, Step};
 use crate::proto::record::Refusal;
+use crate::proto::ring::in_open;
 use crate::proto::wire::{MAX_RECORDS, Peer, Request, Response, WirePeer, WireRecord};
 
 impl Node {
@@ -45,6 +46,16 @@ impl Node {
             return;
         }
         let job = self.queries.job(q);
+        // A registration's replica: its owner may be known from a lookup that ended lately
+        // (its store confirms it, PROTOCOL.md §6.8).
+        if matches!(job, Some(Job::Replica { confirm: false, .. }))
+            && let Some(owner) = self.cached_owner(now, &target)
+        {
+            self.metrics.owner_cache_hits += 1;
+            self.lookup_done(now, q, owner, 0, Vec::new());
+            return;
+        }
+        let job = self.queries.job(q);
         // finger refreshes are background work: one query at a time is enough
         let background = matches!(job, Some(Job::Finger { .. }));
         // The lookup a bootstrap runs for a joining node is ring maintenance, rare, and waited
@@ -70,13 +81,37 @@ impl Node {
         self.pump(now, q);
     }
 
+    /// The owner of `t` in the owner cache, unless the routing table knows a node between `t`
+    /// and it (then the entry is out of date: a node joined there) or it is this node.
+    fn cached_owner(&mut self, now: Instant, t: &NodeId) -> Option<Peer> {
+        let owner = self.owners.owner_of(now, t)?;
+        let me = self.ring.me.id;
+        let r = self.ring.routing();
+        // the first entry of the routing table at or after `t`, clockwise
+        let first = r
+            .get(r.partition_point(|p| p.id < *t))
+            .or_else(|| r.first())
+            .map(|p| p.id);
+        // a node in [t, owner) is the successor of t, not the owner
+        let before_owner = |x: &NodeId| *x != owner.id && (x == t || in_open(t, x, &owner.id));
+        if first.is_some_and(|f| before_owner(&f)) || before_owner(&me) {
+            self.owners.forget(&owner.id);
+            return None;
+        }
+        Some(owner)
+    }
+
     /// Sends the queries the lookup of `q` wants now; ends it when it has nothing left to ask.
     fn pump(&mut self, now: Instant, q: QueryId) {
         let Some((target, batch)) = self.queries.with_lookup(q, |l| (l.target(), l.next(now)))
         else {
             return;
         };
-        let want = matches!(self.queries.job(q), Some(Job::Providers { .. }));
+        let job = self.queries.job(q);
+        let want = matches!(job, Some(Job::Providers { .. }));
+        if matches!(job, Some(Job::Replica { .. })) {
+            self.metrics.replica_finds_sent += batch.len() as u64;
+        }
         for (peer, _) in batch {
             let req = Request::Find {
                 target,
@@ -216,6 +251,7 @@ impl Node {
                 if !owner_answered {
                     records.clear();
                 }
+                self.owners.learn(now, target, peer);
                 self.queries.set_lookup(q, None);
                 self.lookup_done(now, q, peer, hops, records);
             }

@@ -53,6 +53,7 @@ use self::routing::RingView;
 use self::unify::LostTable;
 use super::config::Config;
 use super::metrics::Metrics;
+use super::owners::OwnerCache;
 use super::record::{ProviderRecord, Refusal};
 use super::store::ObjectStore;
 use super::verified::VerifiedCache;
@@ -86,6 +87,8 @@ pub struct Node {
     store: ObjectStore,
     /// Record signatures known to verify (`Config::verified_cache_size`, LRU).
     verified: VerifiedCache,
+    /// Owners learnt from the lookups that ended (`Config::owner_cache_size`).
+    owners: OwnerCache,
     regs: Registrations,
     queries: Queries,
     requests: Requests,
@@ -155,6 +158,7 @@ impl Node {
             maint: Maintenance::new(now),
             store: ObjectStore::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
+            owners: OwnerCache::new(cfg.owner_cache_size, cfg.finger_period),
             regs: Registrations::default(),
             queries: Queries::default(),
             requests: Requests::new(cfg.max_pending_requests),
@@ -416,15 +420,14 @@ impl Node {
         r: Result<Response, RequestFailure>,
     ) {
         let joining = matches!(self.state, State::Joining(_));
+        let to = p.expect;
         match p.purpose {
             Purpose::Lookup {
                 query,
                 peer,
                 target,
             } => self.on_lookup_answer(now, (query, peer, target), r),
-            Purpose::Store { query } => {
-                self.store_result(now, query, matches!(r, Ok(Response::Stored)));
-            }
+            Purpose::Store { query, relookup } => self.store_answer(now, (query, relookup), to, r),
             // a join answered after the node stopped joining (an orphan merged back through a
             // notify meanwhile) is out of date
             Purpose::Join | Purpose::JoinVerify { .. } if !joining => {}
@@ -469,10 +472,9 @@ impl Node {
         if let Response::Refused { reason } = r {
             self.metrics.reject(*reason);
         }
-        self.outputs.push_back(Output::Respond {
-            token,
-            bytes: r.encode(),
-        });
+        let bytes = r.encode();
+        self.metrics.response_bytes_sent += bytes.len() as u64;
+        self.outputs.push_back(Output::Respond { token, bytes });
     }
 
     /// `Ok` while a full member (not joining, leaving or gone): the commands need it.

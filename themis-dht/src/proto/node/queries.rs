@@ -37,10 +37,15 @@ pub(super) enum Job {
         /// The records are tombstones: a withdrawal ([`Event::Withdrawn`]), off the schedule.
         withdraw: bool,
     },
-    /// The lookup of replica `r` of registration `parent`.
+    /// The lookup of replica `r` of registration `parent`. It ends at the first claim of the
+    /// object id's successor (a peer's `successor` answer, or this node's own successor list),
+    /// and the store sent there is the owner's confirmation: it refuses `not_responsible`
+    /// otherwise. `confirm`: the lookup goes on to the owner's own `owner` answer instead (the
+    /// second lookup of a replica whose first owner refused so).
     Replica {
         parent: QueryId,
         r: u8,
+        confirm: bool,
     },
     Providers {
         name: String,
@@ -262,10 +267,11 @@ impl Node {
         Some(self.queries.insert(job))
     }
 
-    /// The query of replica `r` of registration `parent`: bounded by its registration (at most
-    /// `max_k + 1` each), so not by `max_queries`.
-    pub(super) fn new_replica_query(&mut self, parent: QueryId, r: u8) -> QueryId {
-        self.queries.insert(Job::Replica { parent, r })
+    /// The query of replica `r` of registration `parent` (`confirm`: see [`Job::Replica`]):
+    /// bounded by its registration (at most `max_k + 1` each, and one second lookup each), so
+    /// not by `max_queries`.
+    pub(super) fn new_replica_query(&mut self, parent: QueryId, r: u8, confirm: bool) -> QueryId {
+        self.queries.insert(Job::Replica { parent, r, confirm })
     }
 
     pub(super) fn lookup_failed(&mut self, now: Instant, q: QueryId) {
@@ -393,7 +399,9 @@ impl Node {
                 );
             }
             Job::Register { .. } => {}
-            Job::Replica { parent, r } => self.replica_found(now, parent, r, peer),
+            Job::Replica { parent, r, confirm } => {
+                self.replica_found(now, parent, r, peer, !confirm);
+            }
             Job::Providers {
                 name,
                 k,

@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use themis_crypto::NodeId;
 
-use super::api::{Event, QueryId, Unregister};
+use super::api::{Event, QueryId, RequestFailure, Unregister};
 use super::queries::Job;
 use super::requests::Purpose;
 use super::{Node, State, ms};
 use crate::Error;
 use crate::proto::owner::check_provider;
-use crate::proto::record::{ProviderRecord, ServiceSpec, check_metadata, check_name, object_id};
-use crate::proto::wire::{Peer, Request, WireRecord};
+use crate::proto::record::{
+    ProviderRecord, Refusal, ServiceSpec, check_metadata, check_name, object_id,
+};
+use crate::proto::wire::{Peer, Request, Response, WireRecord};
 
 /// A name this node provides.
 #[derive(Debug)]
@@ -245,6 +247,7 @@ impl Node {
                 )
             })
             .collect();
+        self.metrics.records_signed += records.len() as u64;
         for rec in &records {
             rec.remember_signed(&self.network, &mut self.verified);
         }
@@ -355,6 +358,7 @@ impl Node {
                 .with_succession(self.cfg.succession.clone())
             })
             .collect();
+        self.metrics.records_signed += records.len() as u64;
         for rec in &records {
             // signed just now by this node: its own stores need not verify them again
             rec.remember_signed(&self.network, &mut self.verified);
@@ -387,16 +391,78 @@ impl Node {
         // registration takes one lookup plus one store of time rather than k + 1 of each.
         // Every replica query exists before any lookup starts: one resolved locally ends at
         // once, and the registration must not end before its last replica.
-        let replicas: Vec<(QueryId, u8)> =
-            (0..=k).map(|r| (self.new_replica_query(q, r), r)).collect();
+        //
+        // Each lookup ends at the first claim of its object id's successor: a peer's
+        // `successor` answer, or at once when the id falls within this node's successor list
+        // (PROTOCOL.md §6.8). It does not ask that successor a `find` of its own before the
+        // store: the store is that question, since the owner checks that it is responsible
+        // (§6.7) and refuses `not_responsible` otherwise, and then the replica is looked up
+        // again up to the owner's own `owner` answer ([`Node::store_answer`]).
+        let replicas: Vec<(QueryId, u8)> = (0..=k)
+            .map(|r| (self.new_replica_query(q, r, false), r))
+            .collect();
         for (rq, r) in replicas {
-            self.start_lookup(now, rq, object_id(name, r), true);
+            self.start_lookup(now, rq, object_id(name, r), false);
         }
+    }
+
+    /// Looks up the owner of replica `r` of registration `q` again, up to the owner's own
+    /// `owner` answer, after the owner a first lookup named refused the store as not
+    /// responsible. False when the registration has ended.
+    fn relookup_replica(&mut self, now: Instant, q: QueryId, r: u8) -> bool {
+        let name = match self.queries.job(q) {
+            Some(Job::Register { name, open, .. }) if *open > 0 => name.clone(),
+            _ => return false,
+        };
+        self.metrics.replica_relookups += 1;
+        let rq = self.new_replica_query(q, r, true);
+        self.start_lookup(now, rq, object_id(&name, r), true);
+        true
+    }
+
+    /// The answer of `to` to a replica's store (or its failure). A store sent to the owner
+    /// that a lookup's claim or the owner cache named (`relookup`: its replica) and refused
+    /// `not_responsible` does not fail the replica: its owner is looked up again
+    /// ([`Node::relookup_replica`]). An owner that refused so, or did not answer, leaves the
+    /// owner cache.
+    pub(super) fn store_answer(
+        &mut self,
+        now: Instant,
+        (q, relookup): (QueryId, Option<u8>),
+        to: Option<NodeId>,
+        r: Result<Response, RequestFailure>,
+    ) {
+        let not_responsible = matches!(
+            r,
+            Ok(Response::Refused {
+                reason: Refusal::NotResponsible
+            })
+        );
+        if let Some(to) = to
+            && (not_responsible || r.is_err())
+        {
+            self.owners.forget(&to);
+        }
+        if let Some(replica) = relookup.filter(|_| not_responsible)
+            && self.relookup_replica(now, q, replica)
+        {
+            return;
+        }
+        self.store_result(now, q, matches!(r, Ok(Response::Stored)));
     }
 
     /// The lookup of replica `r` of registration `parent` found its owner `peer`: store the
     /// record there (paper §6.1 store: the successor of h(name ‖ r) keeps the record).
-    pub(super) fn replica_found(&mut self, now: Instant, parent: QueryId, r: u8, peer: Peer) {
+    /// `claimed`: `peer` is the successor a claim named, not yet confirmed by its own answer
+    /// (a `not_responsible` refusal then looks the owner up again).
+    pub(super) fn replica_found(
+        &mut self,
+        now: Instant,
+        parent: QueryId,
+        r: u8,
+        peer: Peer,
+        claimed: bool,
+    ) {
         let rec = match self.queries.job(parent) {
             Some(Job::Register { records, .. }) => records.get(usize::from(r)).cloned(),
             _ => None,
@@ -404,14 +470,24 @@ impl Node {
         match rec {
             Some(rec) if peer.id == self.ring.me.id => {
                 let me: NodeId = self.ring.me.id;
-                let ok = self.accept_store(now, &me, rec).is_ok();
-                self.store_result(now, parent, ok);
+                let res = self.accept_store(now, &me, rec);
+                if claimed
+                    && res == Err(Refusal::NotResponsible)
+                    && self.relookup_replica(now, parent, r)
+                {
+                    return;
+                }
+                self.store_result(now, parent, res.is_ok());
             }
             Some(rec) => {
                 let req = Request::Store {
                     record: WireRecord::from(&rec),
                 };
-                if !self.send(now, peer.into(), &req, Purpose::Store { query: parent }) {
+                let purpose = Purpose::Store {
+                    query: parent,
+                    relookup: claimed.then_some(r),
+                };
+                if !self.send(now, peer.into(), &req, purpose) {
                     self.store_result(now, parent, false);
                 }
             }

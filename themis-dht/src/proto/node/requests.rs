@@ -31,6 +31,9 @@ pub(super) enum Purpose {
     Store {
         /// The registration the store is a replica of.
         query: QueryId,
+        /// `Some(r)`: replica `r`, sent to the owner a lookup's claim named; refused
+        /// `not_responsible`, its owner is looked up again (see [`Node::store_answer`]).
+        relookup: Option<u8>,
     },
     /// A join through a bootstrap (membership).
     Join,
@@ -186,11 +189,19 @@ impl Node {
         let Some(request_id) = self.requests.insert(now + timeout, to.id, purpose) else {
             return false;
         };
+        let bytes = req.encode();
+        self.metrics.requests_sent += 1;
+        self.metrics.request_bytes_sent += bytes.len() as u64;
+        match req {
+            Request::Find { .. } => self.metrics.finds_sent += 1,
+            Request::Store { .. } => self.metrics.stores_sent += 1,
+            _ => {}
+        }
         self.outputs.push_back(Output::Send {
             request_id,
             to: to.addr,
             expect: to.id,
-            bytes: req.encode(),
+            bytes,
         });
         true
     }

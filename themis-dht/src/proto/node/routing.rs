@@ -297,6 +297,7 @@ impl Node {
     /// Forgets a peer that failed or left (fingers; and successors/predecessor if `all`).
     pub(super) fn purge(&mut self, id: &NodeId, all: bool) {
         self.ring.purge_fingers(id);
+        self.owners.forget(id);
         if all {
             if self.ring.succs.iter().any(|p| p.id == *id) {
                 let l: Vec<Peer> = self

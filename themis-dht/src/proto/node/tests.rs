@@ -942,33 +942,50 @@ fn a_lone_node_registers_all_replicas_at_once_and_reads_them_from_the_cache() {
 }
 
 /// The k + 1 replica lookups go out together, each store as soon as its own lookup ends
-/// (answers in any order); the registration ends after the last replica, with the counts.
+/// (answers in any order); the registration ends after the last replica, with the counts. A
+/// replica whose object id falls within the node's successor list needs no lookup at all: its
+/// store goes to that successor at once.
 #[test]
 fn replicas_are_looked_up_and_stored_in_parallel() {
     let (mut n, now, _) = alone(Config::fast());
     let s = peer_of(&kp(3), 3);
     joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
     let q = n.register(now, ServiceSpec::new("svc"), Some(2)).unwrap();
-    let mut finds = Vec::new();
+    let (mut finds, mut stores) = (Vec::new(), Vec::new());
     while let Some(o) = n.poll_output() {
         match o {
             Output::Send {
                 request_id, bytes, ..
             } => match Request::decode(&bytes, 1 << 20).unwrap() {
                 Request::Find { target, .. } => finds.push((request_id, target)),
+                Request::Store { record } => {
+                    let r = ProviderRecord::try_from(record).unwrap().replica();
+                    stores.push((request_id, r));
+                }
                 r => panic!("unexpected {r:?}"),
             },
             o => panic!("unexpected {o:?}"),
         }
     }
+    // the replicas between this node and its successor: stored there directly
+    let mut direct: Vec<u8> = stores.iter().map(|(_, r)| *r).collect();
+    direct.sort();
+    let want_direct: Vec<u8> = (0..3)
+        .filter(|r| in_order(&me, &object_id("svc", *r), &s.id))
+        .collect();
+    assert_eq!(direct, want_direct);
     let mut targets: Vec<NodeId> = finds.iter().map(|(_, t)| *t).collect();
     targets.sort();
-    let mut want: Vec<NodeId> = (0..3).map(|r| object_id("svc", r)).collect();
+    let mut want: Vec<NodeId> = (0..3)
+        .filter(|r| !want_direct.contains(r))
+        .map(|r| object_id("svc", r))
+        .collect();
     want.sort();
-    assert_eq!(targets, want, "three lookups at once, one per replica");
-    assert_eq!(n.queries.replicas, 3);
+    assert_eq!(targets, want, "the other lookups at once, one per replica");
+    assert_eq!(n.queries.replicas, finds.len());
     let owner = Response::Owner { records: vec![] };
-    let mut stores = Vec::new();
+    let mut stores: Vec<u64> = stores.into_iter().map(|(id, _)| id).collect();
     for (id, _) in finds.iter().rev() {
         reply(&mut n, now, *id, s.id, &owner);
         // the store of this replica goes out now, before the other lookups end
@@ -984,6 +1001,7 @@ fn replicas_are_looked_up_and_stored_in_parallel() {
         ));
         stores.push(request_id);
     }
+    assert_eq!(stores.len(), 3);
     assert_eq!(n.queries.replicas, 0);
     let stored = Response::Stored.encode();
     let busy = refused(Refusal::Busy).encode();
@@ -1003,6 +1021,115 @@ fn replicas_are_looked_up_and_stored_in_parallel() {
     assert_eq!(due, now + n.cfg.retry_delay);
 }
 
+/// A replica's store goes to the successor its lookup named (here: this node's own
+/// successor list) without a `find` of that successor first; the successor's responsibility
+/// check is the confirmation. Refused `not_responsible`, the replica is looked up again up to
+/// the owner's own `owner` answer and stored there; refused again after that, it fails (no
+/// third lookup).
+#[test]
+fn a_store_refused_as_not_responsible_looks_the_owner_up_again_once() {
+    let (mut n, now, _) = alone(Config::fast());
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
+    // a name whose replica 0 falls between this node and its successor, and whose other
+    // replicas (k = 0 here: none) do not matter
+    let name = (0..)
+        .map(|i| format!("svc-{i}"))
+        .find(|name| in_order(&me, &object_id(name, 0), &s.id))
+        .unwrap();
+    let q = n.register(now, ServiceSpec::new(&name), Some(0)).unwrap();
+    let store_to_s = |n: &mut Node| {
+        let sent = sent_requests(n);
+        let [(id, Request::Store { record })] = sent.as_slice() else {
+            panic!("expected one store, got {sent:?}")
+        };
+        assert_eq!(
+            ProviderRecord::try_from(record.clone()).unwrap().replica(),
+            0
+        );
+        *id
+    };
+    let first = store_to_s(&mut n);
+    assert_eq!(
+        n.metrics().finds_sent,
+        0,
+        "no lookup: the owner is in the list"
+    );
+    reply(&mut n, now, first, s.id, &refused(Refusal::NotResponsible));
+    assert_eq!(n.metrics().replica_relookups, 1);
+    // not failed: the second lookup asks the successor itself (nothing else comes out), and
+    // stores only after its `owner` answer
+    let find = answer_one(&mut n, now, s, &Response::Owner { records: vec![] });
+    assert!(matches!(find, Request::Find { target, .. } if target == object_id(&name, 0)));
+    let second = store_to_s(&mut n);
+    reply(&mut n, now, second, s.id, &refused(Refusal::NotResponsible));
+    assert_eq!(registered(&mut n), vec![(q, 0, 1)]);
+    assert_eq!(n.metrics().replica_relookups, 1);
+    assert!(n.queries.map.is_empty());
+    assert!(sent_requests(&mut n).is_empty());
+}
+
+/// The owner cache: a lookup of `t` that ended at `x` (a `successor(x)` claim) lets a later
+/// replica whose object id lies in `[t, x]` be stored at `x` without a lookup; an id before `t`
+/// is looked up as before (a node may lie between it and `t`), and so is every id once `x`
+/// refused a store as not responsible.
+#[test]
+fn a_replica_within_a_learnt_owners_range_is_stored_there_without_a_lookup() {
+    let (mut n, now, _) = alone(Config::fast());
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
+    // a peer x beyond the successor, and names whose replica 0 lies in (s, x)
+    let x = (4..40u8)
+        .map(|k| peer_of(&kp(k), u16::from(k)))
+        .filter(|p| in_order(&s.id, &p.id, &me))
+        .max_by_key(|p| distance(&s.id, &p.id))
+        .unwrap();
+    let mut names: Vec<(String, NodeId)> = (0..4000)
+        .map(|i| format!("svc-{i}"))
+        .map(|name| (name.clone(), object_id(&name, 0)))
+        .filter(|(_, t)| in_order(&s.id, t, &x.id))
+        .take(3)
+        .collect();
+    names.sort_by_key(|(_, t)| distance(&s.id, t));
+    let [(before, _), (_, t), (inside, _)] = names.as_slice() else {
+        panic!("three names between s and x")
+    };
+    // a find of t: asked of s, which names x as its successor
+    n.find(now, *t).unwrap();
+    let req = answer_one(&mut n, now, s, &Response::Successor { peer: x.into() });
+    assert!(matches!(req, Request::Find { target, .. } if target == *t));
+    while n.poll_output().is_some() {}
+    let finds = n.metrics().finds_sent;
+    // inside [t, x]: stored at x at once
+    n.register(now, ServiceSpec::new(inside), Some(0)).unwrap();
+    let sent = sent_requests(&mut n);
+    let [(id, Request::Store { .. })] = sent.as_slice() else {
+        panic!("expected one store, got {sent:?}")
+    };
+    assert_eq!(n.requests.get(*id).unwrap().expect, Some(x.id));
+    assert_eq!(
+        (n.metrics().finds_sent, n.metrics().owner_cache_hits),
+        (finds, 1)
+    );
+    // x refuses: it leaves the cache, the replica is looked up again (a find)
+    reply(&mut n, now, *id, x.id, &refused(Refusal::NotResponsible));
+    let sent = sent_requests(&mut n);
+    assert!(
+        matches!(sent.as_slice(), [(_, Request::Find { .. })]),
+        "{sent:?}"
+    );
+    // before t: not covered, looked up
+    n.register(now, ServiceSpec::new(before), Some(0)).unwrap();
+    let sent = sent_requests(&mut n);
+    assert!(
+        matches!(sent.as_slice(), [(_, Request::Find { .. })]),
+        "{sent:?}"
+    );
+    assert_eq!(n.metrics().owner_cache_hits, 1);
+}
+
 /// Replica queries do not count toward `max_queries`: a registration takes one slot.
 #[test]
 fn a_registration_takes_one_query_slot() {
@@ -1010,10 +1137,20 @@ fn a_registration_takes_one_query_slot() {
         max_queries: 2,
         ..Config::fast()
     });
-    joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
     n.register(now, ServiceSpec::new("a"), Some(3)).unwrap();
     n.register(now, ServiceSpec::new("b"), Some(3)).unwrap();
-    assert_eq!(n.queries.map.len(), 10);
+    // two registrations, and a lookup for each replica not in the successor list (those are
+    // stored there at once)
+    let me = n.ring.me.id;
+    let looking = ["a", "b"]
+        .iter()
+        .flat_map(|name| (0..4).map(|r| object_id(name, r)))
+        .filter(|t| !in_order(&me, t, &s.id))
+        .count();
+    assert!(looking > 0);
+    assert_eq!(n.queries.map.len(), 2 + looking);
     assert!(matches!(
         n.register(now, ServiceSpec::new("c"), Some(0)),
         Err(Error::TooManyQueries { .. })
