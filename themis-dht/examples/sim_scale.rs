@@ -10,7 +10,7 @@
 //! ```text
 //! cargo run --release -p themis-dht --example sim_scale -- [N ...] [--seed S] [--stable SECS]
 //!     [--churn SECS] [--partition SECS] [--median SECS] [--lookups L] [--registrations R]
-//!     [--fast] [--quiet]
+//!     [--growth-percent P] [--fast] [--quiet]
 //! ```
 //!
 //! Node settings are `Config::default()` (a real network's periods: stabilize 1 s, fingers
@@ -31,6 +31,7 @@ struct Args {
     churn: u64,
     partition: u64,
     median: u64,
+    growth: f64,
     lookups: Option<usize>,
     registrations: Option<usize>,
     fast: bool,
@@ -46,6 +47,7 @@ fn parse() -> Args {
         churn: 300,
         partition: 120,
         median: 600,
+        growth: 0.2,
         lookups: None,
         registrations: None,
         fast: false,
@@ -65,6 +67,7 @@ fn parse() -> Args {
             "--churn" => a.churn = num(),
             "--partition" => a.partition = num(),
             "--median" => a.median = num(),
+            "--growth-percent" => a.growth = num() as f64 / 100.0,
             "--lookups" => a.lookups = Some(num() as usize),
             "--registrations" => a.registrations = Some(num() as usize),
             "--fast" => a.fast = true,
@@ -87,6 +90,7 @@ fn scenario(a: &Args, n: usize) -> ScaleScenario {
         sc.node = Config::fast();
     }
     sc.sessions = Sessions::deployed(Duration::from_secs(a.median));
+    sc.growth_per_sec = a.growth;
     sc.stable = Duration::from_secs(a.stable);
     sc.churn = Duration::from_secs(a.churn);
     sc.partition = Duration::from_secs(a.partition);
@@ -112,7 +116,7 @@ fn trend_line(r: &ScaleReport) -> String {
         .and_then(|p| p.probe.as_ref())
         .map_or("—".to_owned(), |p| p.missing.to_string());
     format!(
-        "| {} | {:.0} | {} | {:.2} | {:.2} / {:.0} / {:.0} | {:.2} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {:.0} | {:.0} | {:.1} KB | {:.1} | {:.1} | {} / {} | {:?} | {:?} |",
+        "| {} | {:.0} | {} | {:.2} | {:.2} / {:.0} / {:.0} | {:.2} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {:.0} | {:.0} | {:.1} KB | {:.1} | {:.1} | {:.2} | {} / {} | {:?} | {:?} |",
         r.nodes,
         r.peak_rss.unwrap_or(0) as f64 / 1e6,
         r.bytes_per_node().unwrap_or(0),
@@ -128,8 +132,9 @@ fn trend_line(r: &ScaleReport) -> String {
         stable.messages_per_node_minute(),
         churn.messages_per_node_minute(),
         churn.bytes_per_node_minute() / 1e3,
-        stable.wall_per_sim_minute().as_secs_f64(),
-        churn.wall_per_sim_minute().as_secs_f64(),
+        stable.cpu_per_sim_minute().as_secs_f64(),
+        churn.cpu_per_sim_minute().as_secs_f64(),
+        churn.cpu_us_per_event(),
         worst_missing,
         settled_missing,
         r.to_one_ring,
@@ -137,7 +142,7 @@ fn trend_line(r: &ScaleReport) -> String {
     )
 }
 
-const TREND_HEAD: &str = "| N | peak RSS MB | bytes/node | bound | hops mean / p99 / max (stable) | worst mean hops | latency p50 / p99 (stable) | latency p50 / p99 (churn) | msgs/node/min stable | msgs/node/min churn | bytes/node/min churn | wall s per sim min stable | wall s per sim min churn | most missing in a probe / missing at the end | heal: one ring | heal: all found |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const TREND_HEAD: &str = "| N | peak RSS MB | bytes/node | bound | hops mean / p99 / max (stable) | worst mean hops | latency p50 / p99 (stable) | latency p50 / p99 (churn) | msgs/node/min stable | msgs/node/min churn | bytes/node/min churn | CPU s per sim min stable | CPU s per sim min churn | CPU µs per event (churn) | most missing in a probe / missing at the end | heal: one ring | heal: all found |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn main() {
     let a = parse();
@@ -158,6 +163,7 @@ fn main() {
             ("--churn", a.churn),
             ("--partition", a.partition),
             ("--median", a.median),
+            ("--growth-percent", (a.growth * 100.0).round() as u64),
         ] {
             cmd.arg(flag).arg(v.to_string());
         }

@@ -39,8 +39,8 @@ pub use build::{
     build, count_missing, grow, misplaced_replicas, providers_result, random_live, register_many,
 };
 pub use scale::{
-    PhaseReport, Probe, ScaleReport, ScaleScenario, Sessions, Stats, markdown, proc_status_bytes,
-    run_scale,
+    PhaseReport, Probe, ScaleReport, ScaleScenario, Sessions, Stats, cpu_time, markdown,
+    proc_status_bytes, run_scale,
 };
 pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, run_split};
 pub use traffic::{KINDS, Traffic};

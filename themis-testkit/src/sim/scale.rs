@@ -216,6 +216,8 @@ pub struct PhaseReport {
     pub sim: Duration,
     /// Wall-clock time it took.
     pub wall: Duration,
+    /// CPU time it took (the process's, see [`cpu_time`]).
+    pub cpu: Duration,
     /// Simulator events handled in it.
     pub events: u64,
     /// Messages sent in it (no probe lookups in it: all of it is maintenance and churn).
@@ -262,6 +264,20 @@ impl PhaseReport {
         }
         self.wall.div_f64(minutes)
     }
+
+    /// CPU time per simulated minute.
+    pub fn cpu_per_sim_minute(&self) -> Duration {
+        let minutes = self.sim.as_secs_f64() / 60.0;
+        if minutes <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.cpu.div_f64(minutes)
+    }
+
+    /// CPU time per event handled, in microseconds.
+    pub fn cpu_us_per_event(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.events.max(1) as f64
+    }
 }
 
 /// What a scale run measured.
@@ -275,6 +291,8 @@ pub struct ScaleReport {
     pub build_sim: Duration,
     /// Wall-clock time of the build.
     pub build_wall: Duration,
+    /// CPU time of the build.
+    pub build_cpu: Duration,
     /// Nodes that were not ring members after the build (joins that never finished).
     pub build_stuck: usize,
     /// Resident memory before the first node and after the build, in bytes (`None` off Linux).
@@ -319,6 +337,19 @@ impl ScaleReport {
         let probes = self.phases.iter().filter_map(|p| p.probe.as_ref());
         probes.fold((0.0, 0), |(h, m), p| (h.max(p.hops.mean), m.max(p.missing)))
     }
+}
+
+/// CPU time (user and system) this process used so far, from `/proc/self/stat` (Linux,
+/// 100 Hz ticks; zero elsewhere): unlike wall-clock time, not stretched by other processes.
+pub fn cpu_time() -> Duration {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // fields 14 and 15 of stat(5), counted after the command name's closing parenthesis
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// `key` of `/proc/self/status` (`VmRSS`, `VmHWM`) in bytes.
@@ -494,6 +525,7 @@ impl World {
             self.sim.events_handled(),
         );
         let traffic0 = self.sim.traffic().clone();
+        let c0 = cpu_time();
         let (dep0, join0) = (self.departed, self.joined);
         self.member_sum = 0.0;
         self.member_steps = 0;
@@ -502,6 +534,7 @@ impl World {
             name,
             sim: self.sim.elapsed() - t0,
             wall: w0.elapsed(),
+            cpu: cpu_time().saturating_sub(c0),
             events: self.sim.events_handled() - e0,
             traffic: self.sim.traffic().since(&traffic0),
             members: self.member_sum / self.member_steps.max(1) as f64,
@@ -510,9 +543,11 @@ impl World {
             probe: None,
         };
         self.log(&format!(
-            "{name}: {:.0} msgs/node/min, {:.1?} wall per sim minute, {} departures",
+            "{name}: {:.0} msgs/node/min, {:.1?} wall and {:.1?} CPU per sim minute, {:.2} µs CPU per event, {} departures",
             report.messages_per_node_minute(),
             report.wall_per_sim_minute(),
+            report.cpu_per_sim_minute(),
+            report.cpu_us_per_event(),
             report.departures
         ));
         report
@@ -675,8 +710,9 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
         member_steps: 0,
         started: Instant::now(),
     };
-    let w0 = Instant::now();
+    let (w0, c0) = (Instant::now(), cpu_time());
     w.grow();
+    let build_cpu = cpu_time().saturating_sub(c0);
     let build_sim = w.sim.elapsed();
     let build_wall = w0.elapsed();
     let build_stuck = w.present.len() - w.sim.live().len();
@@ -754,6 +790,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             w.sim.events_handled(),
             w.sim.traffic().clone(),
         );
+        let c0 = cpu_time();
         let (dep0, join0) = (w.departed, w.joined);
         let step = sc.node.stabilize_period;
         loop {
@@ -774,6 +811,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             name: "heal",
             sim: w.sim.elapsed() - healed,
             wall: t0.elapsed(),
+            cpu: cpu_time().saturating_sub(c0),
             events: w.sim.events_handled() - e0,
             traffic: w.sim.traffic().since(&traffic0),
             members: w.present.len() as f64,
@@ -792,6 +830,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             w.sim.events_handled(),
             w.sim.traffic().clone(),
         );
+        let c1 = cpu_time();
         let settle_from = w.sim.elapsed();
         while w.sim.check_successor_lists().is_err() && w.sim.elapsed() - healed <= sc.max_heal {
             w.sim.run_for(step);
@@ -805,6 +844,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             name: "settled",
             sim: w.sim.elapsed() - settle_from,
             wall: t1.elapsed(),
+            cpu: cpu_time().saturating_sub(c1),
             events: w.sim.events_handled() - e1,
             traffic: w.sim.traffic().since(&traffic1),
             members: w.present.len() as f64,
@@ -833,6 +873,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
         hop_bound: sc.hop_bound(),
         build_sim,
         build_wall,
+        build_cpu,
         build_stuck,
         rss_before,
         rss_built,
@@ -857,12 +898,13 @@ pub fn markdown(r: &ScaleReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "### N = {}\n\nbuild: {:.0} s simulated in {:.1} s wall, {} not members after it; RSS {} MB \
+        "### N = {}\n\nbuild: {:.0} s simulated in {:.1} s wall ({:.1} s CPU), {} not members after it; RSS {} MB \
          after the build ({} bytes per node), peak {} MB; {} registrations, {} of {} replicas stored \
          at once; mean session {:.0} min; {} nodes added in all; trace {:016x}\n",
         r.nodes,
         r.build_sim.as_secs_f64(),
         r.build_wall.as_secs_f64(),
+        r.build_cpu.as_secs_f64(),
         r.build_stuck,
         mb(r.rss_built),
         r.bytes_per_node().map_or("?".into(), |b| b.to_string()),
@@ -876,7 +918,7 @@ pub fn markdown(r: &ScaleReport) -> String {
     );
     let _ = writeln!(
         s,
-        "| phase | sim | members | departures / joins | msgs/node/min | bytes/node/min | wall per sim min | events | hops mean / p50 / p99 / max (bound {:.2} on the mean) | latency p50 / p99 / max | finds failed / wrong | registrations missing |",
+        "| phase | sim | members | departures / joins | msgs/node/min | bytes/node/min | wall / CPU per sim min | events (CPU µs each) | hops mean / p50 / p99 / max (bound {:.2} on the mean) | latency p50 / p99 / max | finds failed / wrong | registrations missing |",
         r.hop_bound
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -898,7 +940,7 @@ pub fn markdown(r: &ScaleReport) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {:.0} s | {:.0} | {} / {} | {:.0} | {:.0} | {:.1} s | {} | {hops} | {lat} | {finds} | {missing} |",
+            "| {} | {:.0} s | {:.0} | {} / {} | {:.0} | {:.0} | {:.1} / {:.1} s | {} ({:.1}) | {hops} | {lat} | {finds} | {missing} |",
             p.name,
             p.sim.as_secs_f64(),
             p.members,
@@ -907,7 +949,9 @@ pub fn markdown(r: &ScaleReport) -> String {
             p.messages_per_node_minute(),
             p.bytes_per_node_minute(),
             p.wall_per_sim_minute().as_secs_f64(),
+            p.cpu_per_sim_minute().as_secs_f64(),
             p.events,
+            p.cpu_us_per_event(),
         );
     }
     let _ = writeln!(
