@@ -58,17 +58,26 @@ impl TokenBucket {
     }
 }
 
+/// Size of the table below which idle buckets are not pruned.
+const PRUNE_FLOOR: usize = 64;
+
 /// One [`TokenBucket`] per source, in a table of at most `max_sources` entries.
 ///
-/// When the table is full, buckets that have refilled (idle sources) are forgotten to make
-/// room; if none has, an event from a new source is refused: a flood of new sources cannot
-/// grow the table or reset anyone's bucket.
+/// Buckets that have refilled (idle sources) are forgotten whenever the table has doubled
+/// since the last time (and at [`PRUNE_FLOOR`] entries at least): a new bucket starts full, so
+/// forgetting a full one changes no decision, and the table stays about twice the number of
+/// sources active in the last few bucket-refill times instead of growing to `max_sources` with
+/// every peer ever heard (in a large ring a node hears from thousands). Amortized, a prune
+/// costs O(1) per new source. When the table is full of active sources, an event from a new
+/// source is refused: a flood of new sources cannot grow the table or reset anyone's bucket.
 #[derive(Clone, Debug)]
 pub struct KeyedLimiter<K> {
     per_sec: u32,
     burst: u32,
     max_sources: usize,
     buckets: BTreeMap<K, TokenBucket>,
+    /// Table size at which idle buckets are pruned next.
+    prune_at: usize,
 }
 
 impl<K: Ord + Clone> KeyedLimiter<K> {
@@ -80,13 +89,17 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
             burst: burst.max(1),
             max_sources,
             buckets: BTreeMap::new(),
+            prune_at: PRUNE_FLOOR,
         }
     }
 
     /// Takes one token from `source`'s bucket if there is one.
     pub fn allow(&mut self, now: Instant, source: &K) -> bool {
-        if !self.buckets.contains_key(source) && self.buckets.len() >= self.max_sources {
+        if !self.buckets.contains_key(source)
+            && self.buckets.len() >= self.prune_at.min(self.max_sources)
+        {
             self.buckets.retain(|_, b| !b.is_full(now));
+            self.prune_at = (self.buckets.len() * 2).max(PRUNE_FLOOR);
             if self.buckets.len() >= self.max_sources {
                 return false;
             }
@@ -144,7 +157,40 @@ mod tests {
         assert!(!l.allow(t0 + Duration::from_secs(1), &3));
     }
 
+    #[test]
+    fn idle_sources_are_forgotten_long_before_the_table_is_full() {
+        let t0 = Instant::now();
+        // a token a millisecond, burst 1: each source is idle again 1 ms after its event
+        let mut l = KeyedLimiter::new(1000, 1, 4096);
+        for s in 0..10_000u64 {
+            assert!(l.allow(t0 + Duration::from_millis(s), &s));
+            assert!(l.len() <= 2 * PRUNE_FLOOR, "{} sources tracked", l.len());
+        }
+    }
+
     proptest! {
+        /// Pruning idle buckets changes no decision: the same events are allowed as with one
+        /// bucket per source kept forever.
+        #[test]
+        fn pruning_changes_no_decision(
+            rate in 1u32..50, burst in 1u32..5,
+            events in proptest::collection::vec((0u64..200, 0u64..300), 1..600),
+        ) {
+            let t0 = Instant::now();
+            let mut l = KeyedLimiter::new(rate, burst, 1 << 20);
+            let mut all: BTreeMap<u64, TokenBucket> = BTreeMap::new();
+            let mut t = 0;
+            for (source, gap) in events {
+                t += gap;
+                let now = t0 + Duration::from_millis(t);
+                let want = all
+                    .entry(source)
+                    .or_insert_with(|| TokenBucket::new(rate, burst))
+                    .allow(now);
+                prop_assert_eq!(l.allow(now, &source), want);
+            }
+        }
+
         /// Over any schedule, a source gets at most burst + rate * elapsed events.
         #[test]
         fn never_more_than_burst_plus_rate(

@@ -77,4 +77,36 @@ impl Sim {
         }
         Ok(())
     }
+
+    /// Checks that every live member's successor list is complete: the next `r` live members
+    /// in ring order (fewer in a ring of `r` nodes or less). Zave's invariants allow gaps
+    /// further down a list (a node that joined, or a ring that merged, is learnt one stabilize
+    /// round per place), and a find answered from a list with a gap names a node past the
+    /// true successor.
+    pub fn check_successor_lists(&self) -> Result<(), String> {
+        let mut ids: Vec<(NodeId, usize)> = self
+            .live()
+            .iter()
+            .map(|i| (self.nodes[*i].node.id(), *i))
+            .collect();
+        ids.sort();
+        let n = ids.len();
+        for (k, (id, i)) in ids.iter().enumerate() {
+            let node = &self.nodes[*i].node;
+            let want = node.config().successor_list_len.min(n.saturating_sub(1));
+            let list = node.successors();
+            let complete =
+                list.len() >= want && (0..want).all(|x| list[x].id == ids[(k + 1 + x) % n].0);
+            if !complete {
+                return Err(format!(
+                    "node {} has {} of its {want} successors in place",
+                    id.short(),
+                    (0..want.min(list.len()))
+                        .take_while(|x| list[*x].id == ids[(k + 1 + x) % n].0)
+                        .count()
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@ use themis_crypto::NodeId;
 use themis_dht::fuzz::{closer_answer, find_target, forge_owner_answer};
 use themis_dht::{Event, Output, Peer, Reply, RequestFailure};
 
+use super::traffic::{IDENTIFY, kind_of};
 use super::{Adversary, Sim};
 use crate::net::Fate;
 use crate::ring::in_half_open;
@@ -59,6 +60,8 @@ pub(super) struct TokenInfo {
     requester: usize,
     request_id: u64,
     forge: bool,
+    /// Kind of the request ([`super::traffic::KINDS`]), to count its answer under.
+    kind: u8,
 }
 
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
@@ -97,6 +100,7 @@ impl Sim {
                     bytes,
                 } => {
                     self.trace_mix(1, i, &bytes);
+                    self.traffic.request(kind_of(&bytes), bytes.len());
                     let fate = self.route(i, to);
                     match self.by_addr.get(&to).copied() {
                         // nobody there: the refusal travels back like an answer would
@@ -111,6 +115,7 @@ impl Sim {
                     }
                 }
                 Output::Identify { request_id, to } => {
+                    self.traffic.request(IDENTIFY, 0);
                     let fate = self.route(i, to);
                     match self.by_addr.get(&to).copied() {
                         None => self.fail(fate, i, request_id, RequestFailure::Unreachable),
@@ -126,12 +131,20 @@ impl Sim {
                     let Some(info) = self.tokens.remove(&token) else {
                         continue;
                     };
+                    self.traffic.response(usize::from(info.kind), bytes.len());
                     if info.forge {
                         bytes = self.forge(i, &bytes);
                     }
                     self.answer(i, info.requester, info.request_id, bytes);
                 }
                 Output::Event(e) => {
+                    if let (
+                        Some(log),
+                        Event::Found { query, .. } | Event::Providers { query, .. },
+                    ) = (self.completions.as_mut(), &e)
+                    {
+                        log.push((i, *query, self.now));
+                    }
                     if !matches!(
                         e,
                         Event::SuccessorChanged { .. } | Event::PredecessorChanged { .. }
@@ -219,6 +232,7 @@ impl Sim {
     /// Makes virtual time `at` the present and handles `ev`.
     pub(super) fn step(&mut self, at: Duration, ev: Ev) {
         self.now = at;
+        self.handled += 1;
         match ev {
             Ev::Timer { node, at } => {
                 let now = self.now();
@@ -268,6 +282,7 @@ impl Sim {
                 if !self.arrives(at, from, to) {
                     return;
                 }
+                self.traffic.response(IDENTIFY, 0);
                 let fate = self.route(to, Self::addr(from));
                 self.transmit(fate, Vec::new(), |_| Ev::Identified {
                     to: from,
@@ -347,6 +362,7 @@ impl Sim {
                 requester: from,
                 request_id,
                 forge,
+                kind: u8::try_from(kind_of(bytes)).unwrap_or(u8::MAX),
             },
         );
         let now = self.now();

@@ -23,7 +23,9 @@
 mod build;
 mod check;
 mod events;
+mod scale;
 mod split;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,7 +38,12 @@ use themis_dht::{Config, Contact, Event, Metrics, Node, NodeState, QueryId};
 pub use build::{
     build, count_missing, grow, misplaced_replicas, providers_result, random_live, register_many,
 };
+pub use scale::{
+    PhaseReport, Probe, ScaleReport, ScaleScenario, Sessions, Stats, cpu_time, markdown,
+    proc_status_bytes, run_scale,
+};
 pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, run_split};
+pub use traffic::{KINDS, Traffic};
 
 use crate::identity::{Rng, random_id};
 use crate::net::queue::TimedQueue;
@@ -112,6 +119,12 @@ pub struct Sim {
     network: NetworkId,
     /// Messages delivered so far.
     pub delivered: u64,
+    /// Events handled so far.
+    handled: u64,
+    /// Messages sent so far, by kind.
+    traffic: Traffic,
+    /// When on, every query that finished: (node, query, virtual time).
+    completions: Option<Vec<(usize, QueryId, Duration)>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -147,12 +160,46 @@ impl Sim {
             trace: events::FNV_OFFSET,
             network,
             delivered: 0,
+            handled: 0,
+            traffic: Traffic::default(),
+            completions: None,
         }
     }
 
     /// The current virtual time.
     pub fn now(&self) -> Instant {
         self.base + self.now
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now
+    }
+
+    /// Events (messages, timers) handled so far.
+    pub fn events_handled(&self) -> u64 {
+        self.handled
+    }
+
+    /// Messages the nodes sent so far, by kind.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Turns on (or off, dropping what was logged) the log of finished queries: from now on
+    /// every [`Event::Found`] and [`Event::Providers`] is logged with the virtual time it came
+    /// out, for latencies ([`Sim::take_completions`]).
+    pub fn log_completions(&mut self, on: bool) {
+        self.completions = on.then(Vec::new);
+    }
+
+    /// The queries that finished since the last call, as (node, query, virtual time since the
+    /// start).
+    pub fn take_completions(&mut self) -> Vec<(usize, QueryId, Duration)> {
+        self.completions
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The nodes' network.
