@@ -24,6 +24,10 @@ use std::time::Duration;
 use themis_dht::Config;
 use themis_testkit::sim::{ScaleReport, ScaleScenario, Sessions, markdown, run_scale};
 
+const USAGE: &str = "usage: sim_scale [N ...] [--seed S] [--stable SECS] [--churn SECS] \
+    [--partition SECS] [--median SECS] [--lookups L] [--registrations R] [--growth-percent P] \
+    [--fast] [--quiet]\n(default N: 1000 10000; see the example's documentation for each option)";
+
 struct Args {
     sizes: Vec<usize>,
     seed: u64,
@@ -73,6 +77,10 @@ fn parse() -> Args {
             "--fast" => a.fast = true,
             "--quiet" => a.quiet = true,
             "--child" => a.child = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             n => a
                 .sizes
                 .push(n.parse().unwrap_or_else(|_| panic!("unknown argument {n}"))),
