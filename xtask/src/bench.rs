@@ -49,6 +49,9 @@ pub struct BenchOptions {
     /// Node host processes of the workloads that spread a ring over processes (find-scaling);
     /// `Some(0)`: every node in the bench process; `None`: one per core.
     pub node_hosts: Option<usize>,
+    /// find-scaling measures only its ring of this many nodes (`--nodes`); `None`: the
+    /// profile's sizes.
+    pub ring_nodes: Option<usize>,
 }
 
 /// What a run produced.
@@ -108,6 +111,7 @@ fn params(opts: &BenchOptions) -> Params {
         seed: opts.seed,
         cores,
         node_hosts: opts.node_hosts.unwrap_or(cores),
+        ring_nodes: opts.ring_nodes,
     }
 }
 
@@ -268,6 +272,7 @@ mod tests {
             seed: 1,
             runs: 1,
             node_hosts: None,
+            ring_nodes: None,
         };
         let one = expected_duration(&opts).unwrap();
         assert!(one < Duration::from_secs(180), "{one:?}");

@@ -58,6 +58,11 @@ struct BenchArgs {
     /// each); 0 keeps every node in the bench process [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
     node_hosts: Option<u32>,
+    /// find-scaling measures only its ring of N nodes (with the profile's numbers of
+    /// operations), e.g. `--quick --only find-scaling --nodes 1000` [default: the profile's
+    /// sizes: full 1, 10, 100, 500, 1000; quick 1, 10, 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    nodes: Option<u32>,
     /// Tiny sizes, for the test suite's smoke run (measures the build it runs in, even a
     /// debug one).
     #[arg(long, hide = true)]
@@ -74,6 +79,7 @@ fn durations_help() -> String {
             seed: 1,
             runs: profile.default_runs(),
             node_hosts: None,
+            ring_nodes: None,
         };
         xtask::expected_duration(&opts).map_or(0.0, |d| d.as_secs_f64())
     };
@@ -140,6 +146,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode, xtask::Error> {
         seed: args.seed,
         runs: args.runs.unwrap_or_else(|| profile.default_runs()),
         node_hosts: args.node_hosts.map(|n| n as usize),
+        ring_nodes: args.nodes.map(|n| n as usize),
     };
     let outcome = xtask::run_bench(&opts, &Progress::stderr())?;
     for f in &outcome.files {

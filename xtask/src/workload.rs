@@ -37,16 +37,21 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Which pass over a freshly built system a point is (workload 2 measures two).
+/// Which pass over a freshly built system a point is (workload 2 measures three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// The first pass: sessions (secure) and connections are set up as the operations need
     /// them, and that set-up is part of what is measured.
     Cold,
-    /// A second pass of the same size right after the first: nearly every pair of nodes the
-    /// operations involve already has its session.
+    /// A second pass of the same size right after the first: most pairs of nodes the
+    /// operations involve already have their session, but in a large ring iterative lookups
+    /// still meet new pairs.
     Warm,
+    /// A pass measured once the operations have stopped setting up sessions: after the warm
+    /// pass, operations ran on until a window of them made fewer than one set-up per 1,000
+    /// (or a cap stopped them: see [`Measurement::steady_reached`]).
+    Steady,
 }
 
 /// How big a run is.
@@ -92,6 +97,9 @@ pub struct Params {
     pub seed: u64,
     /// Cores the run may use.
     pub cores: usize,
+    /// `--nodes N`: find-scaling measures only its ring of this many nodes (the profile's
+    /// sizes otherwise).
+    pub ring_nodes: Option<usize>,
     /// Node host processes over which find-scaling spreads each ring (at most one per node);
     /// 0: every node in the bench process.
     pub node_hosts: usize,
@@ -153,6 +161,15 @@ pub struct Measurement {
     /// Transport connections set up during the point (TCP dials), where the workload counts
     /// them.
     pub connections_dialed: Option<u64>,
+    /// Steady pass: the operations run on the system since it was built before this pass
+    /// (the cold and warm passes and the warm-up after them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_before: Option<u64>,
+    /// Steady pass: whether the warm-up reached the steady state (a window with fewer than
+    /// one set-up per 1,000 operations) before its cap; over several runs, whether every run
+    /// did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_reached: Option<bool>,
     /// Anything the reader must know about this point.
     pub note: Option<String>,
     /// Every run of the point, in the order they ran (the figures above are the medians over
@@ -203,6 +220,12 @@ pub struct RunValues {
     pub handshakes: Option<u64>,
     /// Connections dialed during the run, where counted.
     pub connections_dialed: Option<u64>,
+    /// Steady pass: operations run on the system before it (see [`Measurement::ops_before`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_before: Option<u64>,
+    /// Steady pass: whether this run reached the steady state before the cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_reached: Option<bool>,
 }
 
 impl RunValues {
@@ -276,6 +299,8 @@ impl Measurement {
             open_fds: None,
             handshakes: None,
             connections_dialed: None,
+            ops_before: None,
+            steady_reached: None,
             note: stats
                 .first_error
                 .as_ref()
@@ -301,6 +326,14 @@ impl Measurement {
     pub fn with_setups(mut self, handshakes: u64, connections_dialed: u64) -> Self {
         self.handshakes = Some(handshakes);
         self.connections_dialed = Some(connections_dialed);
+        self
+    }
+
+    /// Marks a steady pass: `ops_before` operations ran on the system before it, and the
+    /// warm-up before it did (`reached`) or did not reach the steady state before its cap.
+    pub fn with_steady(mut self, ops_before: u64, reached: bool) -> Self {
+        self.ops_before = Some(ops_before);
+        self.steady_reached = Some(reached);
         self
     }
 
@@ -336,6 +369,8 @@ impl Measurement {
             open_fds: self.open_fds,
             handshakes: self.handshakes,
             connections_dialed: self.connections_dialed,
+            ops_before: self.ops_before,
+            steady_reached: self.steady_reached,
         }
     }
 
@@ -414,6 +449,11 @@ impl Measurement {
             open_fds: count(&|r| r.open_fds),
             handshakes: count(&|r| r.handshakes),
             connections_dialed: count(&|r| r.connections_dialed),
+            ops_before: count(&|r| r.ops_before),
+            steady_reached: values
+                .iter()
+                .map(|r| r.steady_reached)
+                .try_fold(true, |all, r| r.map(|r| all && r)),
             note: (!notes.is_empty()).then(|| notes.join("; ")),
             runs: values,
             latency,

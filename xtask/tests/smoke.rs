@@ -120,9 +120,14 @@ fn tiny_bench_writes_a_complete_report() {
         assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
         assert_eq!(r["errors"], 0);
     }
-    // Workload 2: a cold and a warm pass per ring size and mode, with their set-up counts.
+    // Workload 2: a cold, a warm and a steady pass per ring size and mode, with their set-up
+    // counts; a ring of 4 nodes has met all its pairs before the steady pass.
     for mode in ["secure", "insecure"] {
-        for (point, phase) in [("cold N=4", "cold"), ("N=4", "warm")] {
+        for (point, phase) in [
+            ("cold N=4", "cold"),
+            ("warm N=4", "warm"),
+            ("N=4", "steady"),
+        ] {
             let r = results
                 .iter()
                 .find(|r| {
@@ -134,6 +139,10 @@ fn tiny_bench_writes_a_complete_report() {
                 r["handshakes"].is_u64() && r["connections_dialed"].is_u64(),
                 "{r}"
             );
+            if phase == "steady" {
+                assert_eq!(r["steady_reached"], true, "{r}");
+                assert!(r["ops_before"].as_u64().unwrap() >= 2 * 200 + 1_000, "{r}");
+            }
         }
     }
     // Workload 1: the search for the highest rate within the p99 bound ran.
@@ -147,7 +156,7 @@ fn tiny_bench_writes_a_complete_report() {
     // report.md: the machine, one table per workload, the planned ones marked as such.
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("| CPU |"));
-    assert!(md.contains("Cold against warm"));
+    assert!(md.contains("Cold, warm and steady"));
     for title in [
         "## 1. find and store",
         "## 2. find across N nodes",
@@ -313,7 +322,7 @@ fn find_scaling_runs_in_process_and_over_node_hosts_alike() {
     let (local, local_harness) = points("0");
     let (hosted, hosted_harness) = points("3");
     assert_eq!(local, hosted);
-    assert_eq!(local.len(), 12, "{local:?}");
+    assert_eq!(local.len(), 16, "{local:?}");
     assert!(
         local_harness.contains("in the bench process"),
         "{local_harness}"

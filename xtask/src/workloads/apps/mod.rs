@@ -367,6 +367,7 @@ mod tests {
             seed: 1,
             cores: 2,
             node_hosts: 0,
+            ring_nodes: None,
         };
         let out = Apps.run(Mode::Direct, &p, &Progress::hidden()).unwrap();
         let points: Vec<&str> = out.iter().map(|m| m.point.as_str()).collect();

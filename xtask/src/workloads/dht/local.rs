@@ -443,6 +443,7 @@ mod tests {
             seed: 1,
             cores: 2,
             node_hosts: 0,
+            ring_nodes: None,
         };
         let s = SustainedSearch::for_profile(&p, 20_000.0);
         assert_eq!((s.start, s.max), (14_000.0, 24_000.0));

@@ -1,8 +1,8 @@
-//! Workload 2 of paper §9.2 (Fig. 4): find across rings of N nodes, cold and warm passes,
-//! and provider stores.
+//! Workload 2 of paper §9.2 (Fig. 4): find across rings of N nodes, cold, warm and steady
+//! passes, and provider stores.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::members::{Members, Usage};
 use super::{
@@ -26,8 +26,12 @@ pub(crate) struct FindScaling;
 
 impl FindScaling {
     fn sizes(p: &Params) -> Vec<usize> {
-        p.profile
-            .pick(vec![1, 10, 100, 500, 1000], vec![1, 10, 100], vec![1, 4])
+        match p.ring_nodes {
+            Some(n) => vec![n],
+            None => p
+                .profile
+                .pick(vec![1, 10, 100, 500, 1000], vec![1, 10, 100], vec![1, 4]),
+        }
     }
     fn ops(p: &Params) -> u64 {
         p.profile.pick(100_000, 5_000, 200)
@@ -46,17 +50,103 @@ impl FindScaling {
     }
 }
 
-/// The label of a find pass of workload 2: `cold N=100` for the first pass, `N=100` for the
-/// warm one (the goals and the plots are about the warm pass).
+/// The label of a find pass of workload 2: `cold N=100` for the first pass, `warm N=100` for
+/// the second, `N=100` for the steady one (the goals and the plots are about the steady pass).
 fn scaling_point(n: usize, phase: Phase) -> String {
     match phase {
         Phase::Cold => format!("cold N={n}"),
-        Phase::Warm => format!("N={n}"),
+        Phase::Warm => format!("warm N={n}"),
+        Phase::Steady => format!("N={n}"),
     }
 }
 
-/// The report's cold-versus-warm table of workload 2: per ring size, both passes' throughput
-/// in both modes, the overhead of each, and the set-up work done during each pass.
+/// The smallest window of finds the steady state is judged on: "fewer than one set-up per
+/// 1,000 finds" means nothing over fewer.
+const MIN_WINDOW: u64 = 1_000;
+
+/// When the warm-up between the warm and the steady pass stops: it runs windows of `window`
+/// finds until one of them makes fewer than one set-up (secure: key agreement; insecure: TCP
+/// dial) per 1,000 finds, or it has run `max_finds` finds or lasted `max_time`, whichever
+/// comes first (a ring that never settles cannot keep the bench running).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SteadyRule {
+    window: u64,
+    max_finds: u64,
+    max_time: Duration,
+}
+
+/// The rule's verdict after a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WarmUp {
+    /// Another window.
+    Continue,
+    /// The window made fewer than one set-up per 1,000 finds.
+    Steady,
+    /// The cap stopped the warm-up before the steady state.
+    Capped,
+}
+
+impl SteadyRule {
+    fn for_profile(p: &Params) -> Self {
+        Self {
+            window: p.profile.pick(20_000, 2_000, MIN_WINDOW),
+            max_finds: p.profile.pick(4_000_000, 1_000_000, 20_000),
+            max_time: p.profile.pick(
+                Duration::from_secs(600),
+                Duration::from_secs(120),
+                Duration::from_secs(20),
+            ),
+        }
+    }
+
+    /// True if a window of `finds` successful finds that made `setups` set-ups is steady.
+    fn is_steady(finds: u64, setups: u64) -> bool {
+        finds >= MIN_WINDOW && setups.saturating_mul(1000) < finds
+    }
+
+    /// The verdict after a window of `finds` successful finds that made `setups` set-ups,
+    /// `total` finds and `elapsed` into the warm-up.
+    fn judge(&self, finds: u64, setups: u64, total: u64, elapsed: Duration) -> WarmUp {
+        if Self::is_steady(finds, setups) {
+            WarmUp::Steady
+        } else if total >= self.max_finds || elapsed >= self.max_time {
+            WarmUp::Capped
+        } else {
+            WarmUp::Continue
+        }
+    }
+
+    /// The expected length of the warm-up at `n` nodes finding at `find_rate`: a few windows
+    /// up to 100 nodes (where the cold and warm passes meet nearly every pair), the cap beyond.
+    fn expected(&self, n: usize, find_rate: f64) -> f64 {
+        if n <= 100 {
+            3.0 * self.window as f64 / find_rate
+        } else {
+            self.max_time
+                .as_secs_f64()
+                .min(self.max_finds as f64 / find_rate)
+        }
+    }
+}
+
+/// Up to `max` of `rates` (the set-ups per 1,000 finds of each warm-up window), evenly
+/// spaced, first and last included, for the steady pass's note.
+fn trajectory(rates: &[f64], max: usize) -> String {
+    let n = rates.len();
+    let picked: Vec<String> = if n <= max {
+        rates.iter().map(|r| crate::report::fmt_num(*r)).collect()
+    } else {
+        (0..max)
+            .filter_map(|i| rates.get(i * (n - 1) / (max - 1).max(1)))
+            .map(|r| crate::report::fmt_num(*r))
+            .collect()
+    };
+    picked.join(" → ")
+}
+
+/// The report's tables of the passes of workload 2: per ring size, the three passes'
+/// throughput in both modes with the overhead of each; then the set-up work done during each
+/// pass and the finds the ring took to reach its steady state.
 fn cold_warm_table(results: &[Measurement]) -> Option<String> {
     use std::fmt::Write as _;
     let get = |mode: Mode, point: &str| {
@@ -75,48 +165,74 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         return None;
     }
     let num = |v: Option<f64>| v.map_or_else(|| "—".into(), crate::report::fmt_num);
+    let phases = [Phase::Cold, Phase::Warm, Phase::Steady];
     let mut s = String::from(
-        "Cold against warm: find throughput (ops/s, median over the runs with their range) of \
-         each pass, the security overhead of each (\"within noise\" where the modes' runs \
-         overlap), and the set-up work done during it, per 1,000 finds (medians) (key agreements on the \
-         secure ring; TCP dials on the insecure one, whose set-up is only connections). The \
-         goal is judged on the warm pass; what the cold pass loses beyond it is the cost of \
-         first contacts.\n\n\
-         | N | secure cold | secure warm | insecure cold | insecure warm | overhead cold | \
-         overhead warm | handshakes / 1K finds, cold | warm | insecure dials / 1K finds, cold | \
-         warm |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "Cold, warm and steady: find throughput (ops/s, median over the runs with their range) \
+         of each pass and the security overhead of each (\"within noise\" where the modes' runs \
+         overlap). The goals and the plots are judged on the steady pass, measured once the \
+         finds have stopped setting up sessions; what the cold and warm passes lose beyond it \
+         is the cost of first contacts.\n\n\
+         | N | secure cold | warm | steady | insecure cold | warm | steady | overhead cold | \
+         warm | steady |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let ops = |mode, point: &str| get(mode, point).and_then(|m| m.spread(Metric::OpsPerSec));
+    for &n in &sizes {
+        let n = n as usize;
+        let mut row = format!("| {n} |");
+        for mode in Mode::BOTH {
+            for phase in phases {
+                let point = scaling_point(n, phase);
+                let t = ops(mode, &point).map_or_else(|| "—".into(), |s| s.display());
+                let _ = write!(row, " {t} |");
+            }
+        }
+        for phase in phases {
+            let point = scaling_point(n, phase);
+            let o = fmt_comparison(
+                ops(Mode::Secure, &point)
+                    .zip(ops(Mode::Insecure, &point))
+                    .and_then(|(s, i)| Comparison::of(Metric::OpsPerSec, s, i)),
+            );
+            let _ = write!(row, " {o} |");
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    s.push_str(
+        "\nSet-up work per 1,000 finds (medians over the runs), counted on all nodes from their \
+         metrics: key agreements on the secure ring, TCP dials on the insecure one (whose set-up \
+         is only connections; none over UDP). Between the warm and the steady pass the finds go \
+         on in windows until one window makes fewer than one set-up per 1,000 finds, or a cap \
+         stops them; \"finds until steady\" counts every find since the ring was built, up to \
+         the steady pass (the cold and warm passes included), \"> …, capped\" where the cap \
+         came first (the steady pass is then measured all the same, and its note gives the \
+         windows' set-ups per 1,000 finds).\n\n\
+         | N | handshakes / 1K finds, cold | warm | steady | finds until steady, secure | \
+         insecure dials / 1K finds, cold | warm | steady | finds until steady, insecure |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for n in sizes {
         let n = n as usize;
-        let cold = scaling_point(n, Phase::Cold);
-        let warm = scaling_point(n, Phase::Warm);
-        let ops = |mode, point: &str| get(mode, point).and_then(|m| m.spread(Metric::OpsPerSec));
-        let overhead = |point: &str| {
-            fmt_comparison(
-                ops(Mode::Secure, point)
-                    .zip(ops(Mode::Insecure, point))
-                    .and_then(|(s, i)| Comparison::of(Metric::OpsPerSec, s, i)),
-            )
-        };
-        let tput = |mode, point: &str| ops(mode, point).map_or_else(|| "—".into(), |s| s.display());
-        let hs =
-            |point: &str| num(get(Mode::Secure, point).and_then(|m| m.handshakes_per_1k_ops()));
-        let dials =
-            |point: &str| num(get(Mode::Insecure, point).and_then(|m| m.dials_per_1k_ops()));
-        let _ = writeln!(
-            s,
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            tput(Mode::Secure, &cold),
-            tput(Mode::Secure, &warm),
-            tput(Mode::Insecure, &cold),
-            tput(Mode::Insecure, &warm),
-            overhead(&cold),
-            overhead(&warm),
-            hs(&cold),
-            hs(&warm),
-            dials(&cold),
-            dials(&warm),
-        );
+        let mut row = format!("| {n} |");
+        for mode in Mode::BOTH {
+            for phase in phases {
+                let m = get(mode, &scaling_point(n, phase));
+                let v = match mode {
+                    Mode::Secure => m.and_then(Measurement::handshakes_per_1k_ops),
+                    _ => m.and_then(Measurement::dials_per_1k_ops),
+                };
+                let _ = write!(row, " {} |", num(v));
+            }
+            let steady = get(mode, &scaling_point(n, Phase::Steady));
+            let until = match steady.map(|m| (m.ops_before, m.steady_reached)) {
+                Some((Some(ops), Some(true))) => crate::report::fmt_num(ops as f64),
+                Some((Some(ops), Some(false))) => {
+                    format!("> {}, capped", crate::report::fmt_num(ops as f64))
+                }
+                _ => "—".into(),
+            };
+            let _ = write!(row, " {until} |");
+        }
+        let _ = writeln!(s, "{row}");
     }
     Some(s)
 }
@@ -131,19 +247,26 @@ impl Workload for FindScaling {
     fn method(&self) -> String {
         "A ring of N nodes (`N=1` … `N=1000`), built by sequential joins through random members \
          and left to stabilize; then iterative finds of random ids, each from a random node, \
-         closed loop with 64 in flight, in two passes of the same size (quick: 5K finds each, \
-         full: 100K; each pass lasts at least 1 s, with more finds if needed: at N = 1 and 10 a pass \
+         closed loop with 64 in flight, in three passes of the same size (quick: 5K finds each, \
+         full: 100K; the cold and the steady pass last at least 1 s, with more finds if needed: at N = 1 and 10 a pass \
          of 5K finds took 10–30 ms, and one stall in so short a window, another process's \
          time slice or the page faults of a mode's first pass, made the 23 % \"overhead\" at \
          N = 1 of earlier reports, where nothing secure happens: every find is answered from \
-         the node's own table; over 1 s passes the warm N = 1 figures of both modes agree \
+         the node's own table; over 1 s passes the N = 1 figures of both modes agree \
          within the noise). `cold N=…`: the \
          first pass over the fresh ring, where sessions (secure: a key agreement, paper Fig. 2) \
-         and connections are set up as the finds need them. `N=…`: the warm pass right after, \
-         with other random ids, where nearly every pair on the lookup paths already has its \
-         session; the overhead goal is judged on it, as the paper's overhead (§9.2) is that of \
-         pairs that have already agreed on a key. The handshakes and TCP dials counted on all \
-         nodes during each pass are reported per 1,000 finds. Then, on the same \
+         and connections are set up as the finds need them. `warm N=…`: the second pass right \
+         after, with other random ids, where most pairs on the lookup paths already have their \
+         session; in a large ring iterative lookups still meet new pairs for a long time (the \
+         initiator asks nodes its own tables do not hold). Then a warm-up: windows of finds \
+         (quick: 2K, full: 20K) until one window makes fewer than one set-up (secure: key \
+         agreement, insecure: TCP dial) per 1,000 finds, counted from the nodes' metrics, or \
+         a cap stops it (quick: 1M finds or 120 s, full: 4M finds or 600 s). `N=…`: the \
+         steady pass after it; the overhead goal and the plots are judged on it, as the \
+         paper's overhead (§9.2) is that of pairs that have already agreed on a key (where the \
+         cap stopped the warm-up first, the steady pass is measured all the same and its note \
+         says so). The handshakes and TCP dials counted on all nodes during each pass are \
+         reported per 1,000 finds. Then, on the same \
          ring, provider stores (`store N=…`): a random node registers a fresh name on k + 1 = 3 \
          replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Up to \
          100 nodes run over loopback TCP, every node keeping at most 16,000 / N connections (at \
@@ -169,12 +292,18 @@ impl Workload for FindScaling {
         use PointSel::{Label, Prefix};
         vec![
             Figure::new(
-                "find throughput, warm (second pass)",
+                "find throughput, steady (after the warm-up)",
                 Prefix("N="),
                 OpsPerSec,
                 "Fig. 4: overhead 2.1–31.6 %",
             )
             .with_goal(Goal::OverheadAtMost(10.0)),
+            Figure::new(
+                "find throughput, warm (second pass)",
+                Prefix("warm N="),
+                OpsPerSec,
+                "",
+            ),
             Figure::new(
                 "find throughput, cold (first pass over the fresh ring)",
                 Prefix("cold N="),
@@ -189,6 +318,12 @@ impl Workload for FindScaling {
             ),
             Figure::new(
                 "key agreements during the warm pass",
+                Prefix("warm N="),
+                HandshakesPer1K,
+                "",
+            ),
+            Figure::new(
+                "key agreements during the steady pass",
                 Prefix("N="),
                 HandshakesPer1K,
                 "",
@@ -251,8 +386,15 @@ impl Workload for FindScaling {
                 } else {
                     5.0
                 };
-                let pass = (Self::ops(p) as f64 / find_rate).max(Self::min_pass(p).as_secs_f64());
-                n as f64 * join + settle + 2.0 * pass + Self::store_ops(p) as f64 / store_rate
+                let fixed = Self::ops(p) as f64 / find_rate;
+                let pass = fixed.max(Self::min_pass(p).as_secs_f64());
+                let warm_up = SteadyRule::for_profile(p).expected(n, find_rate);
+                n as f64 * join
+                    + settle
+                    + 2.0 * pass
+                    + fixed
+                    + warm_up
+                    + Self::store_ops(p) as f64 / store_rate
             })
             .sum();
         Duration::from_secs_f64(secs)
@@ -292,9 +434,48 @@ impl Workload for FindScaling {
                     }
                 };
                 let nodes_u32 = u32::try_from(n).unwrap_or(u32::MAX);
+                // The set-ups the steady state is judged on: key agreements on the secure
+                // ring, connections on the insecure one.
+                let setups = |(handshakes, dials): (u64, u64)| match mode {
+                    Mode::Secure => handshakes,
+                    _ => dials,
+                };
+                let mut finds_so_far = 0;
                 // Cold: the first pass over the fresh ring, sessions and connections made as the
-                // finds need them. Warm: a second pass of the same size, right after.
-                for (pass, phase) in [(0, Phase::Cold), (1, Phase::Warm)] {
+                // finds need them. Warm: a second pass of the same size, right after. Then the
+                // warm-up (windows of finds until one is steady, or the cap) and the steady pass.
+                for (pass, phase) in [(0, Phase::Cold), (1, Phase::Warm), (2, Phase::Steady)] {
+                    let mut warm_up = None;
+                    if phase == Phase::Steady {
+                        let rule = SteadyRule::for_profile(p);
+                        let started = Instant::now();
+                        let (mut finds, mut rates) = (0, Vec::new());
+                        let verdict = loop {
+                            progress.add_len(rule.window);
+                            progress.message(format!(
+                                "N={n}: warm-up window {} (set-ups per 1K finds so far: {})",
+                                rates.len() + 1,
+                                trajectory(&rates, 6)
+                            ));
+                            let before = ring.setup_counts().await;
+                            let stats = load::closed_loop(
+                                ClosedLoop::new(IN_FLIGHT, rule.window),
+                                progress,
+                                op(3 + rates.len() as u64),
+                            )
+                            .await?;
+                            let made =
+                                setups(ring.setup_counts().await).saturating_sub(setups(before));
+                            finds += stats.ok;
+                            rates.push(made as f64 * 1000.0 / stats.ok.max(1) as f64);
+                            match rule.judge(stats.ok, made, finds, started.elapsed()) {
+                                WarmUp::Continue => {}
+                                v => break v,
+                            }
+                        };
+                        finds_so_far += finds;
+                        warm_up = Some((verdict == WarmUp::Steady, rates, started.elapsed()));
+                    }
                     let point = scaling_point(n, phase);
                     progress.add_len(ops);
                     progress.message(point.clone());
@@ -306,19 +487,45 @@ impl Workload for FindScaling {
                     };
                     let before = ring.setup_counts().await;
                     let stats = load::closed_loop(
-                        ClosedLoop::new(IN_FLIGHT, ops).lasting(Self::min_pass(p)),
+                        // The warm pass is not judged: its set-up counts are the point, and
+                        // a quick run stays within its 3 minutes.
+                        ClosedLoop::new(IN_FLIGHT, ops).lasting(if phase == Phase::Warm {
+                            Duration::ZERO
+                        } else {
+                            Self::min_pass(p)
+                        }),
                         progress,
                         op(pass),
                     )
                     .await?;
                     let after = ring.setup_counts().await;
-                    let m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
+                    let mut m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
                         .with_concurrency(IN_FLIGHT)
                         .with_phase(phase)
                         .with_setups(
                             after.0.saturating_sub(before.0),
                             after.1.saturating_sub(before.1),
                         );
+                    if let Some((reached, rates, took)) = warm_up {
+                        m = m.with_steady(finds_so_far, reached);
+                        let what = if reached {
+                            "steady state reached"
+                        } else {
+                            "steady state NOT reached (capped)"
+                        };
+                        let note = format!(
+                            "{what} after a warm-up of {} windows ({:.0} s); set-ups per 1K \
+                             finds over them: {}",
+                            rates.len(),
+                            took.as_secs_f64(),
+                            trajectory(&rates, 8)
+                        );
+                        m.note = Some(match m.note.take() {
+                            Some(n) => format!("{note}; {n}"),
+                            None => note,
+                        });
+                    }
+                    finds_so_far += stats.ok;
                     out.push(with_usage(m, ring.usage(rss_reset).await));
                 }
                 // Provider stores on the same ring: a random node registers a fresh name on
@@ -391,39 +598,130 @@ mod tests {
     }
 
     #[test]
-    fn cold_and_warm_passes_are_reported_side_by_side() {
+    fn cold_warm_and_steady_passes_are_reported_side_by_side() {
         assert_eq!(scaling_point(100, Phase::Cold), "cold N=100");
-        assert_eq!(scaling_point(100, Phase::Warm), "N=100");
+        assert_eq!(scaling_point(100, Phase::Warm), "warm N=100");
+        assert_eq!(scaling_point(100, Phase::Steady), "N=100");
         assert_eq!(cold_warm_table(&[]), None);
         let results = [
             pass(Mode::Secure, 100, Phase::Cold, 5_000.0, (800, 0)),
-            pass(Mode::Secure, 100, Phase::Warm, 9_500.0, (20, 0)),
+            pass(Mode::Secure, 100, Phase::Warm, 8_000.0, (20, 0)),
+            pass(Mode::Secure, 100, Phase::Steady, 9_500.0, (0, 0)).with_steady(27_000, true),
             pass(Mode::Insecure, 100, Phase::Cold, 9_000.0, (0, 300)),
-            pass(Mode::Insecure, 100, Phase::Warm, 10_000.0, (0, 2)),
+            pass(Mode::Insecure, 100, Phase::Warm, 9_600.0, (0, 2)),
+            pass(Mode::Insecure, 100, Phase::Steady, 10_000.0, (0, 0))
+                .with_steady(1_000_000, false),
         ];
         let table = cold_warm_table(&results).unwrap();
-        let row = table.lines().last().unwrap();
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| 100 |")).collect();
         assert_eq!(
-            row,
-            "| 100 | 5,000 | 9,500 | 9,000 | 10,000 | 44.4 % | 5.00 % | 800 | 20.0 | 300 | 2.00 |"
+            rows,
+            [
+                "| 100 | 5,000 | 8,000 | 9,500 | 9,000 | 9,600 | 10,000 | 44.4 % | 16.7 % | \
+                 5.00 % |",
+                "| 100 | 800 | 20.0 | 0 | 27,000 | 300 | 2.00 | 0 | > 1,000,000, capped |",
+            ]
         );
-        // The goal rows see the warm pass only; the cold pass has its own rows.
+        // The goal rows see the steady pass only; the cold and warm passes have their own.
         let rows = crate::report::rows(SCALING, &FindScaling.figures(), &results);
-        let warm = rows
+        let steady = rows
             .iter()
-            .find(|r| r.what.starts_with("find throughput, warm"))
+            .find(|r| r.what.starts_with("find throughput, steady"))
             .unwrap();
-        assert_eq!(warm.point, "N=100");
-        assert_eq!(warm.met, Some(crate::Verdict::Met));
-        let cold = rows
-            .iter()
-            .find(|r| r.what.starts_with("find throughput, cold"))
-            .unwrap();
-        assert_eq!((cold.point.as_str(), cold.met), ("cold N=100", None));
+        assert_eq!(steady.point, "N=100");
+        assert_eq!(steady.met, Some(crate::Verdict::Met));
+        for (what, point) in [
+            ("find throughput, cold", "cold N=100"),
+            ("find throughput, warm", "warm N=100"),
+        ] {
+            let r = rows.iter().find(|r| r.what.starts_with(what)).unwrap();
+            assert_eq!((r.point.as_str(), r.met), (point, None));
+        }
         assert!(
             !rows
                 .iter()
-                .any(|r| r.goal.is_some() && r.point.starts_with("cold"))
+                .any(|r| r.goal.is_some() && !r.point.starts_with("N="))
         );
+        assert!(FindScaling.plotted("N=100") && !FindScaling.plotted("warm N=100"));
+    }
+
+    fn rule() -> SteadyRule {
+        SteadyRule {
+            window: 5_000,
+            max_finds: 20_000,
+            max_time: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn steady_means_fewer_than_one_set_up_per_thousand_finds() {
+        let r = rule();
+        let t = Duration::from_secs(1);
+        // 4 set-ups in 5,000 finds: 0.8 per 1,000
+        assert_eq!(r.judge(5_000, 4, 5_000, t), WarmUp::Steady);
+        // 5 in 5,000: exactly one per 1,000 is not fewer
+        assert_eq!(r.judge(5_000, 5, 5_000, t), WarmUp::Continue);
+        assert_eq!(r.judge(5_000, 239 * 5, 5_000, t), WarmUp::Continue);
+        // a window of fewer than 1,000 finds (failures) is no evidence, even without set-ups
+        assert_eq!(r.judge(999, 0, 999, t), WarmUp::Continue);
+        assert_eq!(r.judge(1_000, 0, 1_000, t), WarmUp::Steady);
+        // absurd counts do not overflow into a steady verdict
+        assert_eq!(r.judge(5_000, u64::MAX, 5_000, t), WarmUp::Continue);
+    }
+
+    #[test]
+    fn the_warm_up_is_capped_in_finds_and_in_time() {
+        let r = rule();
+        let t = Duration::from_secs(1);
+        assert_eq!(r.judge(5_000, 100, 15_000, t), WarmUp::Continue);
+        assert_eq!(r.judge(5_000, 100, 20_000, t), WarmUp::Capped);
+        assert_eq!(
+            r.judge(5_000, 100, 5_000, Duration::from_secs(60)),
+            WarmUp::Capped
+        );
+        // a steady window wins over the cap it reaches at the same time
+        assert_eq!(
+            r.judge(5_000, 0, 20_000, Duration::from_secs(60)),
+            WarmUp::Steady
+        );
+        // every profile's window can be judged and its cap is finite
+        for profile in [
+            crate::Profile::Full,
+            crate::Profile::Quick,
+            crate::Profile::Tiny,
+        ] {
+            let p = Params {
+                profile,
+                seed: 1,
+                cores: 2,
+                node_hosts: 0,
+                ring_nodes: None,
+            };
+            let r = SteadyRule::for_profile(&p);
+            assert!(r.window >= MIN_WINDOW && r.max_finds >= r.window, "{r:?}");
+            assert!(r.max_time <= Duration::from_secs(600), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn the_note_shows_the_windows_first_and_last() {
+        assert_eq!(trajectory(&[], 8), "");
+        assert_eq!(trajectory(&[239.0, 50.0, 0.4], 8), "239 → 50.0 → 0.400");
+        let many: Vec<f64> = (0..20).map(f64::from).rev().collect();
+        assert_eq!(trajectory(&many, 3), "19.0 → 10.0 → 0");
+    }
+
+    #[test]
+    fn the_nodes_option_picks_one_ring() {
+        let mut p = Params {
+            profile: crate::Profile::Quick,
+            seed: 1,
+            cores: 2,
+            node_hosts: 0,
+            ring_nodes: None,
+        };
+        assert_eq!(FindScaling::sizes(&p), [1, 10, 100]);
+        p.ring_nodes = Some(1000);
+        assert_eq!(FindScaling::sizes(&p), [1000]);
     }
 }
