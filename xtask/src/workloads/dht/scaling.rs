@@ -99,15 +99,23 @@ impl SteadyRule {
         }
     }
 
-    /// True if a window of `finds` successful finds that made `setups` set-ups is steady.
-    fn is_steady(finds: u64, setups: u64) -> bool {
-        finds >= MIN_WINDOW && setups.saturating_mul(1000) < finds
+    /// True if a window of `finds` successful finds and `failed` failed ones that made
+    /// `setups` set-ups is steady. A window with failures is no evidence: in a ring still
+    /// forming, finds that fail or are answered from the node's own table set nothing up.
+    fn is_steady(finds: u64, failed: u64, setups: u64) -> bool {
+        failed == 0 && finds >= MIN_WINDOW && setups.saturating_mul(1000) < finds
     }
 
-    /// The verdict after a window of `finds` successful finds that made `setups` set-ups,
-    /// `total` finds and `elapsed` into the warm-up.
-    fn judge(&self, finds: u64, setups: u64, total: u64, elapsed: Duration) -> WarmUp {
-        if Self::is_steady(finds, setups) {
+    /// The verdict after a window of `finds` successful and `failed` failed finds that made
+    /// `setups` set-ups, `total` finds and `elapsed` into the warm-up.
+    fn judge(
+        &self,
+        (finds, failed): (u64, u64),
+        setups: u64,
+        total: u64,
+        elapsed: Duration,
+    ) -> WarmUp {
+        if Self::is_steady(finds, failed, setups) {
             WarmUp::Steady
         } else if total >= self.max_finds || elapsed >= self.max_time {
             WarmUp::Capped
@@ -201,7 +209,8 @@ fn cold_warm_table(results: &[Measurement]) -> Option<String> {
         "\nSet-up work per 1,000 finds (medians over the runs), counted on all nodes from their \
          metrics: key agreements on the secure ring, TCP dials on the insecure one (whose set-up \
          is only connections; none over UDP). Between the warm and the steady pass the finds go \
-         on in windows until one window makes fewer than one set-up per 1,000 finds, or a cap \
+         on in windows until one window without a failed find makes fewer than one set-up per \
+         1,000 finds, or a cap \
          stops them; \"finds until steady\" counts every find since the ring was built, up to \
          the steady pass (the cold and warm passes included), \"> …, capped\" where the cap \
          came first (the steady pass is then measured all the same, and its note gives the \
@@ -259,7 +268,7 @@ impl Workload for FindScaling {
          after, with other random ids, where most pairs on the lookup paths already have their \
          session; in a large ring iterative lookups still meet new pairs for a long time (the \
          initiator asks nodes its own tables do not hold). Then a warm-up: windows of finds \
-         (quick: 2K, full: 20K) until one window makes fewer than one set-up (secure: key \
+         (quick: 2K, full: 20K) until one window without a failed find makes fewer than one set-up (secure: key \
          agreement, insecure: TCP dial) per 1,000 finds, counted from the nodes' metrics, or \
          a cap stops it (quick: 1M finds or 120 s, full: 4M finds or 600 s). `N=…`: the \
          steady pass after it; the overhead goal and the plots are judged on it, as the \
@@ -468,7 +477,12 @@ impl Workload for FindScaling {
                                 setups(ring.setup_counts().await).saturating_sub(setups(before));
                             finds += stats.ok;
                             rates.push(made as f64 * 1000.0 / stats.ok.max(1) as f64);
-                            match rule.judge(stats.ok, made, finds, started.elapsed()) {
+                            match rule.judge(
+                                (stats.ok, stats.errors),
+                                made,
+                                finds,
+                                started.elapsed(),
+                            ) {
                                 WarmUp::Continue => {}
                                 v => break v,
                             }
@@ -658,30 +672,33 @@ mod tests {
         let r = rule();
         let t = Duration::from_secs(1);
         // 4 set-ups in 5,000 finds: 0.8 per 1,000
-        assert_eq!(r.judge(5_000, 4, 5_000, t), WarmUp::Steady);
+        assert_eq!(r.judge((5_000, 0), 4, 5_000, t), WarmUp::Steady);
         // 5 in 5,000: exactly one per 1,000 is not fewer
-        assert_eq!(r.judge(5_000, 5, 5_000, t), WarmUp::Continue);
-        assert_eq!(r.judge(5_000, 239 * 5, 5_000, t), WarmUp::Continue);
+        assert_eq!(r.judge((5_000, 0), 5, 5_000, t), WarmUp::Continue);
+        assert_eq!(r.judge((5_000, 0), 239 * 5, 5_000, t), WarmUp::Continue);
         // a window of fewer than 1,000 finds (failures) is no evidence, even without set-ups
-        assert_eq!(r.judge(999, 0, 999, t), WarmUp::Continue);
-        assert_eq!(r.judge(1_000, 0, 1_000, t), WarmUp::Steady);
+        assert_eq!(r.judge((999, 0), 0, 999, t), WarmUp::Continue);
+        assert_eq!(r.judge((1_000, 0), 0, 1_000, t), WarmUp::Steady);
+        // failed finds: not steady, however few set-ups
+        assert_eq!(r.judge((5_000, 1), 0, 5_000, t), WarmUp::Continue);
+        assert_eq!(r.judge((0, 5_000), 0, 5_000, t), WarmUp::Continue);
         // absurd counts do not overflow into a steady verdict
-        assert_eq!(r.judge(5_000, u64::MAX, 5_000, t), WarmUp::Continue);
+        assert_eq!(r.judge((5_000, 0), u64::MAX, 5_000, t), WarmUp::Continue);
     }
 
     #[test]
     fn the_warm_up_is_capped_in_finds_and_in_time() {
         let r = rule();
         let t = Duration::from_secs(1);
-        assert_eq!(r.judge(5_000, 100, 15_000, t), WarmUp::Continue);
-        assert_eq!(r.judge(5_000, 100, 20_000, t), WarmUp::Capped);
+        assert_eq!(r.judge((5_000, 0), 100, 15_000, t), WarmUp::Continue);
+        assert_eq!(r.judge((5_000, 0), 100, 20_000, t), WarmUp::Capped);
         assert_eq!(
-            r.judge(5_000, 100, 5_000, Duration::from_secs(60)),
+            r.judge((5_000, 0), 100, 5_000, Duration::from_secs(60)),
             WarmUp::Capped
         );
         // a steady window wins over the cap it reaches at the same time
         assert_eq!(
-            r.judge(5_000, 0, 20_000, Duration::from_secs(60)),
+            r.judge((5_000, 0), 0, 20_000, Duration::from_secs(60)),
             WarmUp::Steady
         );
         // every profile's window can be judged and its cap is finite
