@@ -9,6 +9,9 @@
 //! cargo run --release -p themis-dht --example local_find -- [FINDS] [secure|insecure]
 //! ```
 //!
+//! `NODE_THREADS=1` runs each node on a current-thread runtime of its own thread (the client's
+//! also runs the load) instead of both on one multi-threaded runtime.
+//!
 //! `FINDS=0` builds the ring and registers the names only: the difference between two runs
 //! under `valgrind --tool=callgrind` (FINDS=0 and FINDS=N) divided by N is the instructions
 //! of one find, a figure that does not depend on the machine's load. The allocations per find
@@ -50,38 +53,74 @@ fn server_names(count: usize, client: NodeId, server: NodeId) -> Vec<String> {
         .collect()
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+/// Node `s` of the ring, bound on the current runtime (its tasks run there).
+async fn bind(mode: Mode, s: u64) -> DhtNode {
+    let mut c = load_config(mode, s);
+    c.dht.stabilize_period = Duration::from_secs(1);
+    c.dht.finger_period = Duration::from_secs(10);
+    // No re-store during the finds (they would add signatures to the instructions counted).
+    c.dht.record_ttl = Duration::from_secs(3600);
+    c.dht.restore_period = Duration::from_secs(1200);
+    DhtNode::bind_tcp(
+        "127.0.0.1:0".parse().unwrap(),
+        TcpConfig::default(),
+        identity("local-find", s),
+        NetworkId::new("local-find").unwrap(),
+        c,
+    )
+    .await
+    .unwrap()
+}
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let finds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mode = match args.get(1).map(String::as_str) {
         Some("insecure") => Mode::Insecure,
         _ => Mode::Secure,
     };
-    let names = env_u64("NAMES").map_or(1_000, |v| v as usize);
-    let net = NetworkId::new("local-find").unwrap();
-    let mut nodes: Vec<DhtNode> = Vec::new();
-    for s in 0..2u64 {
-        let mut c = load_config(mode, s);
-        c.dht.stabilize_period = Duration::from_secs(1);
-        c.dht.finger_period = Duration::from_secs(10);
-        // No re-store during the finds (they would add signatures to the instructions counted).
-        c.dht.record_ttl = Duration::from_secs(3600);
-        c.dht.restore_period = Duration::from_secs(1200);
-        let node = DhtNode::bind_tcp(
-            "127.0.0.1:0".parse().unwrap(),
-            TcpConfig::default(),
-            identity("local-find", s),
-            net.clone(),
-            c,
-        )
-        .await
-        .unwrap();
-        if let Some(first) = nodes.first() {
-            node.join([first.contact()]).await.unwrap();
-        }
-        nodes.push(node);
+    if std::env::var("NODE_THREADS").is_ok_and(|v| v == "1") {
+        // Each node on a current-thread runtime of its own thread (the client's also runs the
+        // load), as two single-threaded processes would: no task moves between threads.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            current_thread().block_on(async move {
+                tx.send(bind(mode, 1).await).unwrap();
+                let _ = stopped.await;
+            });
+        });
+        let node = rx.recv().unwrap();
+        current_thread().block_on(run(finds, mode, Some(node)));
+        let _ = stop.send(());
+        server.join().unwrap();
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run(finds, mode, None));
     }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Builds the ring (the serving node `server` made elsewhere, or here), registers the names,
+/// runs the finds and prints the figures.
+async fn run(finds: usize, mode: Mode, server: Option<DhtNode>) {
+    let names = env_u64("NAMES").map_or(1_000, |v| v as usize);
+    let client = bind(mode, 0).await;
+    let server_node = match server {
+        Some(s) => s,
+        None => bind(mode, 1).await,
+    };
+    server_node.join([client.contact()]).await.unwrap();
+    let nodes = vec![client, server_node];
     let (client, server) = (nodes[0].clone(), nodes[1].id());
     assert!(settle(&nodes).await, "the ring of two did not settle");
     let names = Arc::new(server_names(names, client.id(), server));

@@ -324,6 +324,15 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(Error::Runtime)
 }
 
+/// A current-thread tokio runtime: every task of the workload on one thread, so that a figure
+/// is the system's CPU per operation rather than the cost of moving tasks between threads.
+pub(crate) fn single_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,7 +93,9 @@ impl Workload for LocalFindStore {
         "1. find and store resolved locally"
     }
     fn method(&self) -> String {
-        "A serving node and a client node (a ring of two) over loopback TCP. `store`: the client \
+        "A serving node and a client node (a ring of two) over loopback TCP, both and the load \
+         generator on one current-thread runtime (on the bench's two workers the tasks of a find \
+         moved between threads at every hand-off, which doubled its CPU). `store`: the client \
          registers a 16-byte name (k = 0, one replica) chosen so that its object id falls on \
          the serving node: one signed store request over the channel, checked and kept there. \
          `find`: the client looks up the providers of one of 1,000 names stored beforehand, \
@@ -171,7 +173,11 @@ impl Workload for LocalFindStore {
         Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0 + search)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
-        let rt = load::runtime()?;
+        // One thread for both nodes and the load: on the multi-threaded runtime the tasks of a
+        // find moved between the two workers at every hand-off, which doubled its CPU (local_find
+        // example, 200K finds: 20 µs per find and 58K finds/s on two workers, 10.9 µs and 92K/s
+        // on one; each node on a thread of its own: 12.4 µs and 77K/s).
+        let rt = load::single_thread_runtime()?;
         let open_ops = Self::open_ops(p);
         let open_store_ops = Self::open_store_ops(p);
         let closed_ops = Self::closed_ops(p);
