@@ -120,6 +120,11 @@ impl Node {
             .map(|(_, res)| res)
     }
 
+    /// How many times the handler ran the command `payload`.
+    pub(super) fn runs_of(&self, payload: &[u8]) -> usize {
+        self.executed.iter().filter(|r| &r[..] == payload).count()
+    }
+
     /// Answers the oldest pending command with `re:` ‖ request.
     pub(super) fn answer_one(&mut self, now: Instant) -> bool {
         let Some((token, _, req)) = self.commands.pop_front() else {
