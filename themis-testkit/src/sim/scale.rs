@@ -381,7 +381,47 @@ struct World {
     started: Instant,
 }
 
+/// The counters at the start of a phase, which its report is measured from.
+struct PhaseStart {
+    sim: Duration,
+    wall: Instant,
+    cpu: Duration,
+    events: u64,
+    traffic: Traffic,
+    departed: usize,
+    joined: usize,
+}
+
 impl World {
+    /// The counters now, to measure a phase from.
+    fn phase_start(&self) -> PhaseStart {
+        PhaseStart {
+            sim: self.sim.elapsed(),
+            wall: Instant::now(),
+            cpu: cpu_time(),
+            events: self.sim.events_handled(),
+            traffic: self.sim.traffic().clone(),
+            departed: self.departed,
+            joined: self.joined,
+        }
+    }
+
+    /// The report of phase `name`, from `start` until now, with `members` live on average.
+    fn phase_report(&self, name: &'static str, start: &PhaseStart, members: f64) -> PhaseReport {
+        PhaseReport {
+            name,
+            sim: self.sim.elapsed() - start.sim,
+            wall: start.wall.elapsed(),
+            cpu: cpu_time().saturating_sub(start.cpu),
+            events: self.sim.events_handled() - start.events,
+            traffic: self.sim.traffic().since(&start.traffic),
+            members,
+            departures: self.departed - start.departed,
+            joins: self.joined - start.joined,
+            probe: None,
+        }
+    }
+
     fn log(&self, what: &str) {
         if self.sc.verbose {
             eprintln!(
@@ -519,29 +559,12 @@ impl World {
 
     /// Runs a phase of length `d` and measures it.
     fn phase(&mut self, name: &'static str, d: Duration) -> PhaseReport {
-        let (t0, w0, e0) = (
-            self.sim.elapsed(),
-            Instant::now(),
-            self.sim.events_handled(),
-        );
-        let traffic0 = self.sim.traffic().clone();
-        let c0 = cpu_time();
-        let (dep0, join0) = (self.departed, self.joined);
+        let start = self.phase_start();
         self.member_sum = 0.0;
         self.member_steps = 0;
         self.advance(d, Duration::from_millis(100));
-        let report = PhaseReport {
-            name,
-            sim: self.sim.elapsed() - t0,
-            wall: w0.elapsed(),
-            cpu: cpu_time().saturating_sub(c0),
-            events: self.sim.events_handled() - e0,
-            traffic: self.sim.traffic().since(&traffic0),
-            members: self.member_sum / self.member_steps.max(1) as f64,
-            departures: self.departed - dep0,
-            joins: self.joined - join0,
-            probe: None,
-        };
+        let members = self.member_sum / self.member_steps.max(1) as f64;
+        let report = self.phase_report(name, &start, members);
         self.log(&format!(
             "{name}: {:.0} msgs/node/min, {:.1?} wall and {:.1?} CPU per sim minute, {:.2} µs CPU per event, {} departures",
             report.messages_per_node_minute(),
@@ -785,13 +808,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
         w.side_a = None;
         w.churning = false;
         let healed = w.sim.elapsed();
-        let (t0, e0, traffic0) = (
-            Instant::now(),
-            w.sim.events_handled(),
-            w.sim.traffic().clone(),
-        );
-        let c0 = cpu_time();
-        let (dep0, join0) = (w.departed, w.joined);
+        let heal_start = w.phase_start();
         let step = sc.node.stabilize_period;
         loop {
             match w.sim.check_ring() {
@@ -807,31 +824,15 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             }
             w.sim.run_for(step);
         }
-        let mut heal = PhaseReport {
-            name: "heal",
-            sim: w.sim.elapsed() - healed,
-            wall: t0.elapsed(),
-            cpu: cpu_time().saturating_sub(c0),
-            events: w.sim.events_handled() - e0,
-            traffic: w.sim.traffic().since(&traffic0),
-            members: w.present.len() as f64,
-            departures: w.departed - dep0,
-            joins: w.joined - join0,
-            probe: None,
-        };
+        // churn stopped at the heal: no departures or joins in this phase or the next
+        let mut heal = w.phase_report("heal", &heal_start, w.present.len() as f64);
         w.log(&format!(
             "one ring after the heal: {to_one_ring:?} {ring_error:?}"
         ));
         heal.probe = Some(w.probe(&regs));
         phases.push(heal);
         // then until every successor list is complete, and every live registration is found
-        let (t1, e1, traffic1) = (
-            Instant::now(),
-            w.sim.events_handled(),
-            w.sim.traffic().clone(),
-        );
-        let c1 = cpu_time();
-        let settle_from = w.sim.elapsed();
+        let settle_start = w.phase_start();
         while w.sim.check_successor_lists().is_err() && w.sim.elapsed() - healed <= sc.max_heal {
             w.sim.run_for(step);
         }
@@ -840,18 +841,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             .check_successor_lists()
             .is_ok()
             .then(|| w.sim.elapsed() - healed);
-        let mut settled = PhaseReport {
-            name: "settled",
-            sim: w.sim.elapsed() - settle_from,
-            wall: t1.elapsed(),
-            cpu: cpu_time().saturating_sub(c1),
-            events: w.sim.events_handled() - e1,
-            traffic: w.sim.traffic().since(&traffic1),
-            members: w.present.len() as f64,
-            departures: 0,
-            joins: 0,
-            probe: None,
-        };
+        let mut settled = w.phase_report("settled", &settle_start, w.present.len() as f64);
         loop {
             let at = w.sim.elapsed() - healed;
             let probe = w.probe(&regs);
