@@ -16,10 +16,19 @@ use super::requests::Purpose;
 /// Most successive closer successors adopted in one stabilize round.
 const STABILIZE_CHAIN: usize = 32;
 
+/// After the successor's answer changed our successor list, the next stabilize rounds come
+/// this many times more often than the period, as many of them as the list is long. A change
+/// (a heal, a join, a departure) moves down the predecessors' lists one stabilize round per
+/// node; at the period's pace the list of the r-th predecessor had a gap (and a node find
+/// answered from it could be wrong) for up to r periods (PROTOCOL.md §6.9, quick rounds).
+const QUICK_STABILIZE_DIVISOR: u32 = 8;
+
 /// The periodic work of a member and what of it is in flight.
 #[derive(Debug)]
 pub(super) struct Maintenance {
     pub(super) next_stabilize: Instant,
+    /// Quick stabilize rounds left (see [`QUICK_STABILIZE_DIVISOR`]).
+    pub(super) quick_stabilizes: usize,
     pub(super) next_fingers: Instant,
     pub(super) next_check_pred: Instant,
     pub(super) next_sweep: Instant,
@@ -34,6 +43,7 @@ impl Maintenance {
     pub(super) fn new(now: Instant) -> Self {
         Self {
             next_stabilize: now,
+            quick_stabilizes: 0,
             next_fingers: now,
             next_check_pred: now,
             next_sweep: now,
@@ -58,7 +68,12 @@ impl Node {
     /// the finger sweep and the expiry sweep of the object table.
     pub(super) fn maintain(&mut self, now: Instant) {
         if now >= self.maint.next_stabilize {
-            self.maint.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
+            self.maint.next_stabilize = if self.maint.quick_stabilizes > 0 {
+                self.maint.quick_stabilizes -= 1;
+                now + self.cfg.stabilize_period / QUICK_STABILIZE_DIVISOR
+            } else {
+                now + self.jitter(self.cfg.stabilize_period)
+            };
             self.stabilize(now);
             self.maybe_handoff(now);
         }
@@ -84,6 +99,14 @@ impl Node {
     pub(super) fn restart_maintenance(&mut self, now: Instant) {
         self.maint.next_stabilize = now + self.jitter(self.cfg.stabilize_period);
         self.maint.next_fingers = now;
+    }
+
+    /// Stabilizes soon, and the next rounds too, to pass a change of the successor list on
+    /// (see [`QUICK_STABILIZE_DIVISOR`]).
+    fn quick_stabilize(&mut self, now: Instant) {
+        self.maint.quick_stabilizes = self.cfg.successor_list_len;
+        let soon = now + self.cfg.stabilize_period / QUICK_STABILIZE_DIVISOR;
+        self.maint.next_stabilize = self.maint.next_stabilize.min(soon);
     }
 
     /// Zave's stabilize: ask the successor for its predecessor and successor list.
@@ -126,6 +149,9 @@ impl Node {
                     // Zave: a closer successor is adopted only once it has answered
                     Some(x) => self.ask_candidate(now, x, list, 1),
                     None => {
+                        if list != self.ring.succs {
+                            self.quick_stabilize(now);
+                        }
                         self.set_succs(list);
                         self.notify(now, succ);
                     }

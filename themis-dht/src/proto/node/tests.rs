@@ -1447,3 +1447,67 @@ fn readers_drop_an_owned_names_records_without_a_valid_delegation() {
     assert_eq!(found.records, vec![records[0].clone()]);
     assert_eq!(n.metrics().records_rejected_by_reader, 2);
 }
+
+/// Stabilizes when due and returns when the stabilize request went out, and its id.
+fn next_stabilize(n: &mut Node) -> (Instant, u64) {
+    loop {
+        let t = n.poll_timeout().expect("a member always has a timer");
+        n.handle_timeout(t);
+        while n.poll_output().is_some() {}
+        if let Some(id) = n
+            .requests
+            .find(|q| matches!(q.purpose, Purpose::Stabilize { .. }))
+        {
+            return (t, id);
+        }
+    }
+}
+
+/// A stabilize answer that changes the successor list makes the next `successor_list_len`
+/// rounds come at an eighth of the period, so that the change moves down the predecessors'
+/// lists quickly (after a heal, one round per node at the period's pace left gaps for seconds);
+/// rounds whose answer changes nothing then return to the period.
+#[test]
+fn a_changed_successor_list_is_stabilized_again_soon() {
+    let cfg = Config::default();
+    let (period, len) = (cfg.stabilize_period, cfg.successor_list_len);
+    let (mut n, now, _) = alone(cfg);
+    let b = peer_of(&kp(2), 2);
+    let s = peer_of(&kp(3), 3);
+    let x = peer_of(&kp(4), 4);
+    joined_through(&mut n, now, b, s);
+    let answer = |n: &mut Node, t: Instant, id: u64, list: &[Peer]| {
+        reply(
+            n,
+            t,
+            id,
+            s.id,
+            &Response::Neighbors {
+                predecessor: None,
+                successors: list.iter().map(|p| WirePeer::from(*p)).collect(),
+            },
+        );
+    };
+    // an answer that changes nothing: the next round one (jittered) period later
+    let (t0, id) = next_stabilize(&mut n);
+    answer(&mut n, t0, id, &[]);
+    let (t1, id) = next_stabilize(&mut n);
+    assert!(t1 - t0 >= period / 2, "{:?}", t1 - t0);
+    // news: the list grows by x, and the next rounds come quickly
+    answer(&mut n, t1, id, &[x]);
+    assert_eq!(n.successors(), &[s, x]);
+    let mut t = t1;
+    for round in 0..=len {
+        let (next, id) = next_stabilize(&mut n);
+        assert!(
+            next - t <= period / 8,
+            "round {round} came {:?} after the last",
+            next - t
+        );
+        answer(&mut n, next, id, &[x]);
+        t = next;
+    }
+    // no news for as many rounds as the list is long: back to the period
+    let (next, _) = next_stabilize(&mut n);
+    assert!(next - t >= period / 2, "{:?}", next - t);
+}
