@@ -19,10 +19,16 @@ pub struct Config {
     /// paper's iterative find) and opens to α only when a query fails, is answered without
     /// progress, or stays unanswered for `lookup_stall`.
     pub alpha: usize,
-    /// How long a lookup waits for its one outstanding query before asking up to α peers at
-    /// once (a hedge against slow or dead peers). Default 500 ms; `Duration::ZERO` asks α at
-    /// once from the start (three times the requests of a healthy lookup).
+    /// The longest a lookup waits for its one outstanding query before asking up to α peers
+    /// at once (a hedge against slow or dead peers). Default 500 ms; `Duration::ZERO` asks α
+    /// at once from the start (three times the requests of a healthy lookup). Once the node has
+    /// seen 8 answers to its lookup queries it waits less: their smoothed round-trip time plus
+    /// four mean deviations (as TCP's retransmission timeout, RFC 6298), at least
+    /// `lookup_stall_min`.
     pub lookup_stall: Duration,
+    /// The shortest stall the round-trip estimate may give (see `lookup_stall`). Default 20 ms;
+    /// a value at or above `lookup_stall` keeps the stall fixed at `lookup_stall`.
+    pub lookup_stall_min: Duration,
     /// How many closest preceding nodes a responder returns. Default 3.
     pub closer_count: usize,
     /// Replication factor `k` used when a caller gives none (paper §6.1: k+1 object ids). Default 2.
@@ -114,6 +120,7 @@ impl Default for Config {
             successor_list_len: 8,
             alpha: 3,
             lookup_stall: Duration::from_millis(500),
+            lookup_stall_min: Duration::from_millis(20),
             closer_count: 3,
             default_k: 2,
             max_k: 8,

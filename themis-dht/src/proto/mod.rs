@@ -9,6 +9,7 @@ pub(crate) mod owner;
 pub(crate) mod owners;
 pub(crate) mod record;
 pub(crate) mod ring;
+pub(crate) mod rtt;
 pub(crate) mod store;
 pub(crate) mod verified;
 pub(crate) mod wire;

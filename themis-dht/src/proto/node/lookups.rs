@@ -68,7 +68,10 @@ impl Node {
             self.ring.me.id,
             Budget {
                 alpha: if background { 1 } else { self.cfg.alpha },
-                stall: (!hedged).then_some(self.cfg.lookup_stall),
+                stall: (!hedged).then(|| {
+                    self.rtt
+                        .stall(self.cfg.lookup_stall_min, self.cfg.lookup_stall)
+                }),
                 max_requests: self.cfg.max_lookup_requests,
                 max_candidates: self.cfg.max_lookup_candidates,
             },

@@ -55,6 +55,7 @@ use super::config::Config;
 use super::metrics::Metrics;
 use super::owners::OwnerCache;
 use super::record::{ProviderRecord, Refusal};
+use super::rtt::RttEstimator;
 use super::store::ObjectStore;
 use super::verified::VerifiedCache;
 use super::wire::{Peer, Request, Response};
@@ -89,6 +90,8 @@ pub struct Node {
     verified: VerifiedCache,
     /// Owners learnt from the lookups that ended (`Config::owner_cache_size`).
     owners: OwnerCache,
+    /// Round trips of the lookup queries: how long a new lookup waits before it hedges.
+    rtt: RttEstimator,
     regs: Registrations,
     queries: Queries,
     requests: Requests,
@@ -159,6 +162,7 @@ impl Node {
             store: ObjectStore::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
             owners: OwnerCache::new(cfg.owner_cache_size, cfg.finger_period),
+            rtt: RttEstimator::default(),
             regs: Registrations::default(),
             queries: Queries::default(),
             requests: Requests::new(cfg.max_pending_requests),
@@ -397,7 +401,12 @@ impl Node {
                     return self.on_result(now, p, None, Err(RequestFailure::Refused));
                 }
                 match Response::decode(reply.bytes, self.cfg.max_message_size) {
-                    Ok(r) => self.on_result(now, p, Some(reply.from), Ok(r)),
+                    Ok(r) => {
+                        if matches!(p.purpose, Purpose::Lookup { .. }) {
+                            self.rtt.observe(now.saturating_duration_since(p.sent));
+                        }
+                        self.on_result(now, p, Some(reply.from), Ok(r))
+                    }
                     Err(_) => {
                         self.metrics.malformed_messages += 1;
                         self.on_result(now, p, Some(reply.from), Err(RequestFailure::Refused));

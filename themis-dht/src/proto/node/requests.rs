@@ -70,6 +70,8 @@ pub(super) enum Purpose {
 /// A request in flight.
 #[derive(Debug)]
 pub(super) struct Pending {
+    /// When it was sent (the round trip of a lookup's query feeds the stall estimate).
+    pub(super) sent: Instant,
     pub(super) deadline: Instant,
     /// The node id the answer must come from, if known.
     pub(super) expect: Option<NodeId>,
@@ -104,6 +106,7 @@ impl Requests {
     /// Records a request; `None` when the table is full.
     fn insert(
         &mut self,
+        sent: Instant,
         deadline: Instant,
         expect: Option<NodeId>,
         purpose: Purpose,
@@ -116,6 +119,7 @@ impl Requests {
         self.pending.insert(
             id,
             Pending {
+                sent,
                 deadline,
                 expect,
                 purpose,
@@ -186,7 +190,7 @@ impl Node {
             Purpose::Join => self.cfg.request_timeout * JOIN_TIMEOUT_FACTOR,
             _ => self.cfg.request_timeout,
         };
-        let Some(request_id) = self.requests.insert(now + timeout, to.id, purpose) else {
+        let Some(request_id) = self.requests.insert(now, now + timeout, to.id, purpose) else {
             return false;
         };
         let bytes = req.encode();
@@ -210,7 +214,7 @@ impl Node {
     /// asked) when too many requests are in flight.
     pub(super) fn identify(&mut self, now: Instant, to: SocketAddr, purpose: Purpose) -> bool {
         let deadline = now + self.cfg.request_timeout;
-        let Some(request_id) = self.requests.insert(deadline, None, purpose) else {
+        let Some(request_id) = self.requests.insert(now, deadline, None, purpose) else {
             return false;
         };
         self.outputs.push_back(Output::Identify { request_id, to });
@@ -228,13 +232,13 @@ mod tests {
         let t = Instant::now();
         let mut r = Requests::new(2);
         let a = r
-            .insert(t + Duration::from_secs(2), None, Purpose::Notify)
+            .insert(t, t + Duration::from_secs(2), None, Purpose::Notify)
             .unwrap();
         let b = r
-            .insert(t + Duration::from_secs(1), None, Purpose::Join)
+            .insert(t, t + Duration::from_secs(1), None, Purpose::Join)
             .unwrap();
         assert_ne!(a, b);
-        assert!(r.insert(t, None, Purpose::Notify).is_none(), "full");
+        assert!(r.insert(t, t, None, Purpose::Notify).is_none(), "full");
         assert_eq!(r.next_deadline(), Some(t + Duration::from_secs(1)));
         assert!(r.pop_expired(t).is_none());
         let p = r.pop_expired(t + Duration::from_secs(5)).unwrap();

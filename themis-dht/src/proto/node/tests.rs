@@ -1511,3 +1511,58 @@ fn a_changed_successor_list_is_stabilized_again_soon() {
     let (next, _) = next_stabilize(&mut n);
     assert!(next - t >= period / 2, "{:?}", next - t);
 }
+
+/// A lookup hedges after the round trip its node has measured on earlier lookup queries (plus
+/// four deviations), not after the fixed `lookup_stall`: a lookup that meets a crashed node
+/// went on 500 ms later, the tail of every find under churn.
+#[test]
+fn lookups_stall_after_the_measured_round_trip() {
+    let cfg = Config::default();
+    let max = cfg.lookup_stall;
+    let (mut n, mut now, _) = alone(cfg);
+    let s = peer_of(&kp(3), 3);
+    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
+    let x = (4..40u8)
+        .map(|k| peer_of(&kp(k), u16::from(k)))
+        .filter(|p| in_order(&s.id, &p.id, &me))
+        .max_by_key(|p| distance(&s.id, &p.id))
+        .unwrap();
+    let targets: Vec<NodeId> = (0..4000)
+        .map(|i| object_id(&format!("svc-{i}"), 0))
+        .filter(|t| in_order(&s.id, t, &x.id))
+        .take(9)
+        .collect();
+    let rtt = Duration::from_millis(40);
+    let stall_of = |n: &mut Node, now: Instant| n.queries.next_stall().map(|t| t - now);
+    for (i, t) in targets.iter().enumerate() {
+        n.find(now, *t).unwrap();
+        let stall = stall_of(&mut n, now);
+        let sent = sent_requests(&mut n);
+        let [(id, Request::Find { .. })] = sent.as_slice() else {
+            panic!("find {i}: expected one find, got {sent:?}")
+        };
+        if i < 8 {
+            // too few answers seen yet: the fixed stall
+            assert_eq!(stall, Some(max), "find {i}");
+            now += rtt;
+            reply(
+                &mut n,
+                now,
+                *id,
+                s.id,
+                &Response::Successor { peer: x.into() },
+            );
+            while n.poll_output().is_some() {}
+        } else {
+            let stall = stall.unwrap();
+            assert!(
+                stall >= rtt && stall <= rtt + Duration::from_millis(20),
+                "after 8 answers in 40 ms the stall is about 40 ms, not {stall:?}"
+            );
+            let stalls = n.metrics().lookup_stalls;
+            n.handle_timeout(now + stall);
+            assert_eq!(n.metrics().lookup_stalls, stalls + 1, "the lookup hedged");
+        }
+    }
+}
