@@ -2,12 +2,13 @@
 //! model, timers) and what each event does when its time comes. The driver's contract is the
 //! one `themis_dht`'s crate documentation gives for every driver.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use themis_crypto::NodeId;
 use themis_dht::fuzz::{closer_answer, find_target, forge_owner_answer};
 use themis_dht::{Event, Output, Peer, Reply, RequestFailure};
 
+use super::agenda::Due;
 use super::traffic::{IDENTIFY, kind_of};
 use super::{Adversary, Sim};
 use crate::net::Fate;
@@ -51,8 +52,6 @@ pub(super) enum Ev {
         from: usize,
         request_id: u64,
     },
-    /// Node `node`'s timer set for `at`.
-    Timer { node: usize, at: Instant },
 }
 
 /// Who waits for the answer behind a token handed to a core with a request.
@@ -157,10 +156,8 @@ impl Sim {
         let t = self.nodes[i].node.poll_timeout();
         if t != self.nodes[i].scheduled {
             self.nodes[i].scheduled = t;
-            if let Some(at) = t {
-                let delay = at.saturating_duration_since(self.now());
-                self.schedule(delay, Ev::Timer { node: i, at });
-            }
+            let deadline = t.map(|at| at.saturating_duration_since(self.base));
+            self.queue.set_timer(i, deadline, self.now);
         }
     }
 
@@ -229,22 +226,27 @@ impl Sim {
         self.model.arrives(at, Self::addr(from), Self::addr(to)) && self.nodes[to].alive
     }
 
-    /// Makes virtual time `at` the present and handles `ev`.
-    pub(super) fn step(&mut self, at: Duration, ev: Ev) {
+    /// Makes virtual time `at` the present and handles what is due.
+    pub(super) fn step(&mut self, at: Duration, due: Due) {
         self.now = at;
         self.handled += 1;
-        match ev {
-            Ev::Timer { node, at } => {
+        let ev = match due {
+            Due::Event(ev) => ev,
+            Due::Timer { node } => {
                 let now = self.now();
                 let n = &mut self.nodes[node];
-                if n.scheduled != Some(at) || !n.alive {
+                if !n.alive {
+                    self.queue.drop_timer(node);
                     return;
                 }
                 n.scheduled = None;
                 n.node.handle_timeout(now);
                 self.trace_mix(3, node, &[]);
                 self.drain(node);
+                return;
             }
+        };
+        match ev {
             Ev::Request {
                 to,
                 from,

@@ -13,13 +13,15 @@
 //! calls give the same run. [`Sim::trace_hash`] fingerprints a run (every message sent, every
 //! timer that fired, at its virtual time) to check that.
 //!
-//! One event queue and no task per node keep it fast: `tests/ring.rs` of themis-dht builds a
-//! ring of 1,000 nodes and runs 10,000 lookups on it in seconds.
+//! One agenda (messages in flight, one timer per node) and no task per node keep it fast:
+//! `tests/ring.rs` of themis-dht builds a ring of 1,000 nodes and runs 10,000 lookups on it in
+//! seconds.
 
 // Test support: node indices are handles the simulator itself hands out, and a wrong one is a
 // bug in the test, so indexing and unwrap are fine here (no network input reaches this code).
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
+mod agenda;
 mod build;
 mod check;
 mod events;
@@ -46,9 +48,9 @@ pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, ru
 pub use traffic::{KINDS, Traffic};
 
 use crate::identity::{Rng, random_id};
-use crate::net::queue::TimedQueue;
 use crate::net::{LinkConfig, ModelStats, NetModel};
-use events::{Ev, TokenInfo};
+use agenda::Agenda;
+use events::TokenInfo;
 
 /// Simulation parameters.
 #[derive(Clone, Debug)]
@@ -112,7 +114,7 @@ pub struct Sim {
     model: NetModel,
     nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
-    queue: TimedQueue<Ev>,
+    queue: Agenda,
     tokens: HashMap<u64, TokenInfo>,
     next_token: u64,
     trace: u64,
@@ -154,7 +156,7 @@ impl Sim {
             now: Duration::ZERO,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
-            queue: TimedQueue::default(),
+            queue: Agenda::default(),
             tokens: HashMap::new(),
             next_token: 1,
             trace: events::FNV_OFFSET,
