@@ -109,8 +109,38 @@ impl fmt::Debug for Signature {
 /// `0x11 ‖ "themis/v1/node-id" ‖ 00 00 00 20 ‖ PK (32) ‖ u32-BE len(net_id) ‖ net_id`.
 ///
 /// Ordering is big-endian numeric order of the 32 bytes, which is the order of the ring.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId([u8; NODE_ID_LEN]);
+
+impl NodeId {
+    /// The id as two big-endian 128-bit halves: their order is the order of the bytes.
+    #[inline]
+    fn halves(&self) -> (u128, u128) {
+        let mut hi = [0u8; 16];
+        let mut lo = [0u8; 16];
+        hi.copy_from_slice(&self.0[..16]);
+        lo.copy_from_slice(&self.0[16..]);
+        (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+    }
+}
+
+// The derived order compares the byte arrays with a call to `memcmp`; node ids are compared in
+// every table of the ring (sorted routing tables, per-peer maps, lookups), and the call was the
+// hottest spot of the DHT simulator (15% of its CPU at 10,000 nodes). Two 128-bit comparisons
+// give the same order inline.
+impl Ord for NodeId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.halves().cmp(&other.halves())
+    }
+}
+
+impl PartialOrd for NodeId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeId {
     /// Derives the node id of `key` on `network`.
@@ -336,5 +366,20 @@ mod tests {
         let shown = format!("{kp:?}");
         assert!(shown.contains("redacted"));
         assert!(!shown.contains("abababab"));
+    }
+
+    proptest::proptest! {
+        /// The order of ids is the order of their bytes (big-endian numbers, the ring's order).
+        #[test]
+        fn id_order_is_byte_order(a in proptest::prelude::any::<[u8; 32]>(),
+                                  b in proptest::prelude::any::<[u8; 32]>(),
+                                  common in 0usize..=32) {
+            // ids sharing a prefix of any length, to reach every byte of the comparison
+            let mut b = b;
+            b[..common].copy_from_slice(&a[..common]);
+            let (x, y) = (NodeId::from_bytes(a), NodeId::from_bytes(b));
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            proptest::prop_assert_eq!(x.partial_cmp(&y), Some(a.cmp(&b)));
+        }
     }
 }

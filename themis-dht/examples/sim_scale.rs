@@ -16,7 +16,8 @@
 //! Node settings are `Config::default()` (a real network's periods: stabilize 1 s, fingers
 //! 5 s, predecessor check 2 s, re-store 200 s); `--fast` takes the simulation profile
 //! `Config::fast()` instead. Each N runs in its own process (`--child`) so that its peak memory
-//! is its own.
+//! is its own, with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` unless the variable is set (huge
+//! pages: 18% less CPU at 10,000 nodes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::Duration;
@@ -187,6 +188,13 @@ fn main() {
             if on {
                 cmd.arg(flag);
             }
+        }
+        // glibc's malloc on transparent huge pages (glibc >= 2.35; ignored elsewhere): the
+        // nodes' tables are touched at random over gigabytes, and with 4 KB pages a good part
+        // of the time went to TLB misses (10,000 nodes: 65.7 -> 53.8 s CPU per simulated
+        // minute). A value set by the caller is kept.
+        if std::env::var_os("GLIBC_TUNABLES").is_none() {
+            cmd.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
         }
         cmd.arg("--child")
             .arg(n.to_string())

@@ -13,13 +13,15 @@
 //! calls give the same run. [`Sim::trace_hash`] fingerprints a run (every message sent, every
 //! timer that fired, at its virtual time) to check that.
 //!
-//! One event queue and no task per node keep it fast: `tests/ring.rs` of themis-dht builds a
-//! ring of 1,000 nodes and runs 10,000 lookups on it in seconds.
+//! One agenda (messages in flight, one timer per node) and no task per node keep it fast:
+//! `tests/ring.rs` of themis-dht builds a ring of 1,000 nodes and runs 10,000 lookups on it in
+//! seconds.
 
 // Test support: node indices are handles the simulator itself hands out, and a wrong one is a
 // bug in the test, so indexing and unwrap are fine here (no network input reaches this code).
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
+mod agenda;
 mod build;
 mod check;
 mod events;
@@ -28,6 +30,7 @@ mod split;
 mod traffic;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,9 +49,30 @@ pub use split::{SplitReport, SplitScenario, missing_everywhere, missing_from, ru
 pub use traffic::{KINDS, Traffic};
 
 use crate::identity::{Rng, random_id};
-use crate::net::queue::TimedQueue;
 use crate::net::{LinkConfig, ModelStats, NetModel};
-use events::{Ev, TokenInfo};
+use agenda::Agenda;
+use events::TokenInfo;
+
+/// The hasher of the table of tokens: tokens are consecutive numbers, which a multiplication
+/// spreads well enough, at a fraction of the default hasher's cost.
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// Simulation parameters.
 #[derive(Clone, Debug)]
@@ -111,9 +135,8 @@ pub struct Sim {
     rng: Rng,
     model: NetModel,
     nodes: Vec<SimNode>,
-    by_addr: HashMap<SocketAddr, usize>,
-    queue: TimedQueue<Ev>,
-    tokens: HashMap<u64, TokenInfo>,
+    queue: Agenda,
+    tokens: HashMap<u64, TokenInfo, BuildHasherDefault<TokenHasher>>,
     next_token: u64,
     trace: u64,
     network: NetworkId,
@@ -153,11 +176,10 @@ impl Sim {
             wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             now: Duration::ZERO,
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
-            queue: TimedQueue::default(),
-            tokens: HashMap::new(),
+            queue: Agenda::default(),
+            tokens: HashMap::default(),
             next_token: 1,
-            trace: events::FNV_OFFSET,
+            trace: events::TRACE_SEED,
             network,
             delivered: 0,
             handled: 0,
@@ -232,10 +254,21 @@ impl Sim {
         random_id(&mut self.rng)
     }
 
-    /// Node `i`'s address.
+    /// Node `i`'s address (distinct for the first 2^24 nodes).
     pub fn addr(i: usize) -> SocketAddr {
         let [_, b, c, d] = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
         SocketAddr::from(([10, b, c, d], 7000))
+    }
+
+    /// The node at `addr`, if any: the inverse of [`Sim::addr`], computed rather than looked
+    /// up in a table (which cost a SipHash of the address per message).
+    fn node_at(&self, addr: SocketAddr) -> Option<usize> {
+        let SocketAddr::V4(a) = addr else {
+            return None;
+        };
+        let [ten, b, c, d] = a.ip().octets();
+        let i = u32::from_be_bytes([0, b, c, d]) as usize;
+        (ten == 10 && a.port() == 7000 && i < self.nodes.len()).then_some(i)
     }
 
     /// Adds a node (alone on its own ring until it joins). Returns its index.
@@ -269,7 +302,6 @@ impl Sim {
             events: Vec::new(),
             identity,
         });
-        self.by_addr.insert(addr, i);
         self.drain(i);
         i
     }

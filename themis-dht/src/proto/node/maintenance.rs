@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::proto::record::Refusal;
-use crate::proto::ring::{ID_BITS, distance, finger_start, in_half_open, in_open};
+use crate::proto::ring::{ID_BITS, distance, finger_start, fingers_covered, in_open};
 use crate::proto::wire::{Peer, Request, Response, WirePeer};
 
 use super::Node;
@@ -329,18 +329,18 @@ impl Node {
         self.maint.finger_sweep_running = false;
         let Some(s) = self.ring.succ() else { return };
         let me = self.ring.me.id;
-        while bit < ID_BITS {
+        // the fingers whose start lies in (me, s] are s
+        let covered = fingers_covered(&me, &s.id);
+        if bit < covered {
+            self.ring.set_fingers(bit..covered, s);
+            bit = covered;
+        }
+        if bit < ID_BITS {
             let start = finger_start(&me, bit);
-            if in_half_open(&me, &start, &s.id) {
-                self.ring.set_finger(bit, Some(s));
-                bit += 1;
-                continue;
-            }
             if let Some(q) = self.new_query(Job::Finger { bit }) {
                 self.maint.finger_sweep_running = true;
                 self.start_lookup(now, q, start, false);
             }
-            return;
         }
     }
 
@@ -352,9 +352,10 @@ impl Node {
             Some(s) if s.id != me => {
                 self.ring.set_finger(bit, Some(s));
                 // every later finger whose start is still in (me, s] is s too
-                while next < ID_BITS && in_half_open(&me, &finger_start(&me, next), &s.id) {
-                    self.ring.set_finger(next, Some(s));
-                    next += 1;
+                let covered = fingers_covered(&me, &s.id);
+                if next < covered {
+                    self.ring.set_fingers(next..covered, s);
+                    next = covered;
                 }
             }
             _ => self.ring.set_finger(bit, None),

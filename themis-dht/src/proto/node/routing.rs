@@ -79,6 +79,15 @@ impl RingView {
         self.routing_dirty = true;
     }
 
+    /// Sets fingers `bits` to `p` (as many [`RingView::set_finger`]s).
+    pub(super) fn set_fingers(&mut self, bits: std::ops::Range<usize>, p: Peer) {
+        let p = self.moves.correct(p);
+        if let Some(f) = self.fingers.get_mut(bits) {
+            f.fill(Some(p));
+        }
+        self.routing_dirty = true;
+    }
+
     /// Drops `id` from the fingers.
     pub(super) fn purge_fingers(&mut self, id: &NodeId) {
         for f in self.fingers.iter_mut() {
