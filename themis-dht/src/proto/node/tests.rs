@@ -1070,6 +1070,20 @@ fn a_store_refused_as_not_responsible_looks_the_owner_up_again_once() {
     assert!(sent_requests(&mut n).is_empty());
 }
 
+/// Joins `n` with successor `s`, and picks a peer `x` that lies beyond `s` (the farthest of
+/// a few from it, so that many ids fall between them); returns `(s, x)`.
+fn joined_with_a_peer_beyond(n: &mut Node, now: Instant) -> (Peer, Peer) {
+    let s = peer_of(&kp(3), 3);
+    joined_through(n, now, peer_of(&kp(2), 2), s);
+    let me = n.ring.me.id;
+    let x = (4..40u8)
+        .map(|k| peer_of(&kp(k), u16::from(k)))
+        .filter(|p| in_order(&s.id, &p.id, &me))
+        .max_by_key(|p| distance(&s.id, &p.id))
+        .unwrap();
+    (s, x)
+}
+
 /// The owner cache: a lookup of `t` that ended at `x` (a `successor(x)` claim) lets a later
 /// replica whose object id lies in `[t, x]` be stored at `x` without a lookup; an id before `t`
 /// is looked up as before (a node may lie between it and `t`), and so is every id once `x`
@@ -1077,15 +1091,8 @@ fn a_store_refused_as_not_responsible_looks_the_owner_up_again_once() {
 #[test]
 fn a_replica_within_a_learnt_owners_range_is_stored_there_without_a_lookup() {
     let (mut n, now, _) = alone(Config::fast());
-    let s = peer_of(&kp(3), 3);
-    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
-    let me = n.ring.me.id;
     // a peer x beyond the successor, and names whose replica 0 lies in (s, x)
-    let x = (4..40u8)
-        .map(|k| peer_of(&kp(k), u16::from(k)))
-        .filter(|p| in_order(&s.id, &p.id, &me))
-        .max_by_key(|p| distance(&s.id, &p.id))
-        .unwrap();
+    let (s, x) = joined_with_a_peer_beyond(&mut n, now);
     let mut names: Vec<(String, NodeId)> = (0..4000)
         .map(|i| format!("svc-{i}"))
         .map(|name| (name.clone(), object_id(&name, 0)))
@@ -1520,14 +1527,7 @@ fn lookups_stall_after_the_measured_round_trip() {
     let cfg = Config::default();
     let max = cfg.lookup_stall;
     let (mut n, mut now, _) = alone(cfg);
-    let s = peer_of(&kp(3), 3);
-    joined_through(&mut n, now, peer_of(&kp(2), 2), s);
-    let me = n.ring.me.id;
-    let x = (4..40u8)
-        .map(|k| peer_of(&kp(k), u16::from(k)))
-        .filter(|p| in_order(&s.id, &p.id, &me))
-        .max_by_key(|p| distance(&s.id, &p.id))
-        .unwrap();
+    let (s, x) = joined_with_a_peer_beyond(&mut n, now);
     let targets: Vec<NodeId> = (0..4000)
         .map(|i| object_id(&format!("svc-{i}"), 0))
         .filter(|t| in_order(&s.id, t, &x.id))
