@@ -963,15 +963,6 @@ const GOODBYE_ACK_FRAME: [u8; 6] = [0, 0, 0, 2, FRAME_VERSION, TRANSPORT_GOODBYE
 
 /// Most frames written with one flush.
 const WRITE_BATCH: usize = 64;
-
-/// Most frames a reader hands to the sink before it lets the other tasks run. A peer's
-/// pipelined batch (64 requests in one read) was handled whole before any answer could be
-/// written, so two busy nodes worked in turn, each idle while the other handled a batch; in
-/// parts, the first answers leave while the rest are handled. `local_find` example (200K
-/// finds, secure, idle 2-core machine, each node on a thread of its own): 71-75K finds/s
-/// without the limit, 94K with 16, 101-104K with 32, 103K with 48. On one thread for both
-/// nodes it costs 9 % (86K against 78K).
-const READ_BURST: usize = 32;
 /// Largest write buffer of one batch: frames beyond it go to the socket in more writes.
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -1087,7 +1078,6 @@ async fn read_loop(
     };
     let mut grace: Option<Instant> = None;
     let (mut got_goodbye, mut got_ack) = (false, false);
-    let mut burst = 0usize;
     // Made once, not per frame: each `cancelled()` registers with the token's waiter list.
     let abort = shared.abort.cancelled();
     let graceful = shared.graceful.cancelled();
@@ -1141,11 +1131,6 @@ async fn read_loop(
                 Counters::add(&inner.stats.bytes_received, frame.len() as u64);
                 if let Some(sink) = inner.sink.get() {
                     (sink.0)(peer, frame);
-                    burst += 1;
-                    if burst >= READ_BURST {
-                        burst = 0;
-                        tokio::task::yield_now().await;
-                    }
                     continue;
                 }
                 let delivered = tokio::select! {
