@@ -36,11 +36,8 @@ impl FindScaling {
     fn ops(p: &Params) -> u64 {
         p.profile.pick(100_000, 5_000, 200)
     }
-    /// Quick: 3K, about a second at 100 nodes. With 500, the ramp-up of the 64 workers was most
-    /// of the pass: quick reported 1,919 stores/s at 100 nodes where the full profile's 20K gave
-    /// 3,042 (3 runs each).
     fn store_ops(p: &Params) -> u64 {
-        p.profile.pick(20_000, 3_000, 50)
+        p.profile.pick(20_000, 500, 50)
     }
     /// The shortest a find pass may last: at N = 1 and 10, 5K finds took 10-30 ms, short
     /// enough for one stall of another process to decide the figure.
@@ -280,7 +277,7 @@ impl Workload for FindScaling {
          says so). The handshakes and TCP dials counted on all nodes during each pass are \
          reported per 1,000 finds. Then, on the same \
          ring, provider stores (`store N=…`): a random node registers a fresh name on k + 1 = 3 \
-         replicas (lookup plus three signed stores), 64 in flight (quick: 3K, full: 20K). Up to \
+         replicas (lookup plus three signed stores), 64 in flight (quick: 500, full: 20K). Up to \
          100 nodes run over loopback TCP, every node keeping at most 16,000 / N connections (at \
          least 8); from 500 nodes on over loopback UDP (one socket per node, sessions without \
          connections), because 32 or 16 TCP connections per node are fewer than a node's working \
