@@ -351,6 +351,7 @@ fn endpoint_series(m: &NodeMetrics) -> Vec<Series> {
         (C, "themis_endpoint_commands_dropped_busy", "Commands dropped because all handlers were busy.", p.commands_dropped_busy),
         (C, "themis_endpoint_bytes_out", "Frame bytes sent.", p.bytes_out),
         (C, "themis_endpoint_bytes_in", "Frame bytes received.", p.bytes_in),
+        (C, "themis_endpoint_frames_dropped_backlog", "Frames dropped unsent: their destination's send backlog was full.", p.frames_dropped_backlog),
         (G, "themis_endpoint_in_flight", "Requests awaiting their response.", p.in_flight),
         (G, "themis_endpoint_sessions", "Peers with a live session (secure) or channel (insecure).", p.sessions),
         (C, "themis_endpoint_sessions_dropped", "Sessions dropped (peer lost it, eviction, expiry).", p.sessions_dropped),

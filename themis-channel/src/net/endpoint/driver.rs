@@ -4,10 +4,12 @@
 //! Every input — a frame from the transport (on the transport's reader task, through its
 //! sink, or on the receive task), a request or an answer from the application, a timeout on the
 //! timer task — locks the core, hands it the input with `now`, and takes what it produced
-//! (frames, outcomes, commands) out of it; the lock is then released, and only then are the
-//! frames sent, the outcomes handed to the waiting callers and the commands to the handler. No
+//! (frames, outcomes, commands) out of it, queueing the frames in the order the core made them;
+//! the lock is then released, and only then are the frames sent (by one thread at a time, in
+//! that order), the outcomes handed to the waiting callers and the commands to the handler. No
 //! protocol rule lives here, and nothing waits while holding the lock.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +55,8 @@ struct Output {
     commands: SmallVec<[(CommandToken, PeerAddr, Bytes); 1]>,
     wake_timer: bool,
     room: bool,
+    /// Frames were queued: send them.
+    flush: bool,
 }
 
 /// The endpoint's shared part: the handles, the responders, the transport's sink and the
@@ -69,6 +73,9 @@ pub(crate) struct Shared {
     /// Wakes requests waiting for the core to take more.
     pub(super) room: Notify,
     bytes_out: AtomicU64,
+    backlog_dropped: AtomicU64,
+    /// Frames on their way out, in the order the core produced them: see [`Shared::flush`].
+    out: Mutex<Outgoing>,
     pub(super) closing: AtomicBool,
     /// The endpoint stopped: the transport's sink hands nothing over any more.
     stopped: AtomicBool,
@@ -97,6 +104,8 @@ impl Shared {
             timer: Notify::new(),
             room: Notify::new(),
             bytes_out: AtomicU64::new(0),
+            backlog_dropped: AtomicU64::new(0),
+            out: Mutex::new(Outgoing::default()),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             cancel,
@@ -116,7 +125,14 @@ impl Shared {
             let mut st = self.lock();
             let could_accept = st.core.can_accept_request();
             let r = f(&mut st);
-            (r, drain(&mut st, could_accept))
+            let mut out = drain(&mut st, could_accept);
+            // Queued before the core is released, so frames leave in the order the core made
+            // them, whichever thread sends them.
+            if !out.transmits.is_empty() {
+                self.outgoing().queue.extend(out.transmits.drain(..));
+                out.flush = true;
+            }
+            (r, out)
         };
         self.carry_out(out);
         r
@@ -126,6 +142,7 @@ impl Shared {
     pub(super) fn metrics(&self) -> EndpointMetrics {
         let mut m = self.lock().core.metrics();
         m.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        m.frames_dropped_backlog = self.backlog_dropped.load(Ordering::Relaxed);
         m.transport = self.transport.stats();
         m
     }
@@ -146,7 +163,9 @@ impl Shared {
     }
 
     fn carry_out(self: &Arc<Self>, out: Output) {
-        self.send_all(out.transmits);
+        if out.flush {
+            self.flush();
+        }
         for (reply, event) in out.replies {
             match (reply, event) {
                 (Reply::Request(tx), Event::Response { result, .. }) => {
@@ -170,38 +189,80 @@ impl Shared {
         }
     }
 
-    /// Sends the frames of one call in order per destination: at once while the transport
-    /// takes them without waiting; from the first it cannot take, the rest for that
-    /// destination go in order on a task (the core relies on frames to one peer leaving in the
-    /// order it produced them: message 3 before the command it precedes).
-    fn send_all(self: &Arc<Self>, transmits: SmallVec<[Transmit; 2]>) {
-        let mut waiting: Vec<(SocketAddr, Vec<Bytes>)> = Vec::new();
-        for t in transmits {
-            if let Some((_, frames)) = waiting.iter_mut().find(|(to, _)| *to == t.to) {
-                frames.push(t.frame);
+    fn outgoing(&self) -> MutexGuard<'_, Outgoing> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the queued frames, in the order the core produced them, unless another thread is
+    /// already doing so (it sends ours too). The core relies on that order: message 3 goes
+    /// before the command it precedes, and a command overtaken by more than the peer's replay
+    /// window (2,048 later commands) is refused as too old, its request lost. Sending straight
+    /// after releasing the core's lock did not keep it: a thread preempted between the two for
+    /// a few milliseconds let thousands of commands of other threads overtake its own.
+    ///
+    /// A frame goes to the transport at once while it takes frames without waiting; once it
+    /// cannot take one, that frame and every later one for the same destination wait in the
+    /// destination's backlog, which one task sends in order, waiting for room, until it is
+    /// empty. A backlog holds at most [`BACKLOG_MAX`] frames; beyond, frames are dropped and
+    /// counted (what they carry is lost to its timeout).
+    fn flush(self: &Arc<Self>) {
+        let mut out = self.outgoing();
+        if out.flushing {
+            return;
+        }
+        out.flushing = true;
+        while let Some(t) = out.queue.pop_front() {
+            if let Some(waiting) = out.backlog.get_mut(&t.to) {
+                if waiting.len() < BACKLOG_MAX {
+                    waiting.push_back(t.frame);
+                } else {
+                    self.backlog_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(to = %t.to, "send backlog full: frame dropped");
+                }
                 continue;
             }
+            // Only the flusher adds backlogs, so none appears for `t.to` meanwhile.
+            drop(out);
             let len = t.frame.len() as u64;
-            match self.transport.try_send(t.to, t.frame) {
+            let sent = self.transport.try_send(t.to, t.frame);
+            out = self.outgoing();
+            match sent {
                 Ok(()) => {
                     self.bytes_out.fetch_add(len, Ordering::Relaxed);
                 }
-                Err(frame) => waiting.push((t.to, vec![frame])),
-            }
-        }
-        for (to, frames) in waiting {
-            let me = self.clone();
-            spawn(async move {
-                for frame in frames {
-                    let len = frame.len() as u64;
-                    match me.transport.send(to, frame).await {
-                        Ok(()) => {
-                            me.bytes_out.fetch_add(len, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::debug!(%to, error = %e, "send failed"),
+                Err(frame) => {
+                    out.backlog.insert(t.to, VecDeque::from([frame]));
+                    if !spawn(self.clone().drain_backlog(t.to)) {
+                        // No runtime left to wait on: the endpoint is gone with it.
+                        out.backlog.remove(&t.to);
                     }
                 }
-            });
+            }
+        }
+        out.flushing = false;
+    }
+
+    /// Sends `to`'s backlog in order, waiting for room in the transport, and removes it once
+    /// empty (from then on frames for `to` go straight to the transport again).
+    async fn drain_backlog(self: Arc<Self>, to: SocketAddr) {
+        loop {
+            let frame = {
+                let mut out = self.outgoing();
+                match out.backlog.get_mut(&to).and_then(VecDeque::pop_front) {
+                    Some(f) => f,
+                    None => {
+                        out.backlog.remove(&to);
+                        return;
+                    }
+                }
+            };
+            let len = frame.len() as u64;
+            match self.transport.send(to, frame).await {
+                Ok(()) => {
+                    self.bytes_out.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(%to, error = %e, "send failed"),
+            }
         }
     }
 
@@ -222,6 +283,22 @@ impl Shared {
             .instrument(span),
         );
     }
+}
+
+/// Most frames waiting for one destination (see [`Shared::flush`]). The core produces at
+/// most a few per request in flight and per handler running, so this is a bound against a bug
+/// or a stuck transport, not a limit reached in service.
+const BACKLOG_MAX: usize = 8192;
+
+/// Frames on their way out (see [`Shared::flush`]).
+#[derive(Default)]
+struct Outgoing {
+    /// Made by the core, not yet handed to the transport or a backlog.
+    queue: VecDeque<Transmit>,
+    /// A thread is sending the queue.
+    flushing: bool,
+    /// Per destination, frames waiting for room in its full transport queue.
+    backlog: HashMap<SocketAddr, VecDeque<Bytes>>,
 }
 
 /// Takes out of the core what it produced: frames, outcomes (with their waiters), commands,
@@ -255,13 +332,17 @@ fn drain(st: &mut State, could_accept: bool) -> Output {
 }
 
 /// Spawns on the current runtime, if there is one (a responder or a request dropped after the
-/// runtime ended has nothing left to send).
-fn spawn<F>(f: F)
+/// runtime ended has nothing left to send); whether it did.
+fn spawn<F>(f: F) -> bool
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(f);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(f);
+            true
+        }
+        Err(_) => false,
     }
 }
 

@@ -106,6 +106,10 @@ metrics! {
     commands_received,
     /// Frame bytes sent.
     bytes_out,
+    /// Frames dropped unsent because their destination's send backlog (frames waiting, in
+    /// order, for room in a full transport queue) was full; the requests or responses they
+    /// carried are lost to their timeouts.
+    frames_dropped_backlog,
     /// Frame bytes received.
     bytes_in,
     /// Gauge: requests awaiting their response.
