@@ -19,9 +19,9 @@ use crate::{Error, Measurement, Progress, Workload, workloads};
 /// the bench's worker threads no longer decides the cost of a request.
 pub fn harness(node_hosts: usize) -> String {
     let common = "nodes are tasks of the bench process (one tokio runtime with a worker per \
-                  core; local-find-store: the two nodes and the load on one current-thread \
-                  runtime) talking over 127.0.0.1 sockets; key-agreement runs in memory, no \
-                  sockets";
+                  core; local-find-store: each of the two nodes on a current-thread runtime \
+                  of its own thread, the client's also running the load) talking over \
+                  127.0.0.1 sockets; key-agreement runs in memory, no sockets";
     if node_hosts == 0 {
         format!("in-process: {common}; find-scaling too: every node in the bench process")
     } else {

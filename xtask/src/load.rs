@@ -324,6 +324,62 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(Error::Runtime)
 }
 
+/// A current-thread tokio runtime driven by a thread of its own until [`RuntimeThread::stop`]:
+/// the tasks spawned through its handle never move to another thread, as in a single-threaded
+/// process of their own.
+pub(crate) struct RuntimeThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RuntimeThread {
+    /// Starts the thread and its runtime.
+    pub(crate) fn start(name: &str) -> Result<Self, Error> {
+        let rt = single_thread_runtime()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(Error::Runtime)?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where to spawn the tasks that run on this thread.
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Stops the runtime (its tasks are dropped) and waits for the thread.
+    pub(crate) fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RuntimeThread {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// A current-thread tokio runtime: every task of the workload on one thread, so that a figure
 /// is the system's CPU per operation rather than the cost of moving tasks between threads.
 pub(crate) fn single_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {

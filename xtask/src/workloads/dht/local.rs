@@ -93,9 +93,11 @@ impl Workload for LocalFindStore {
         "1. find and store resolved locally"
     }
     fn method(&self) -> String {
-        "A serving node and a client node (a ring of two) over loopback TCP, both and the load \
-         generator on one current-thread runtime (on the bench's two workers the tasks of a find \
-         moved between threads at every hand-off, which doubled its CPU). `store`: the client \
+        "A serving node and a client node (a ring of two) over loopback TCP, each on a \
+         current-thread runtime of its own thread, the client's also running the load \
+         generator, as two single-threaded processes would (on the bench's two workers the \
+         tasks of a find moved between threads at every hand-off, which doubled its CPU). \
+         `store`: the client \
          registers a 16-byte name (k = 0, one replica) chosen so that its object id falls on \
          the serving node: one signed store request over the channel, checked and kept there. \
          `find`: the client looks up the providers of one of 1,000 names stored beforehand, \
@@ -173,11 +175,14 @@ impl Workload for LocalFindStore {
         Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0 + search)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
-        // One thread for both nodes and the load: on the multi-threaded runtime the tasks of a
-        // find moved between the two workers at every hand-off, which doubled its CPU (local_find
-        // example, 200K finds: 20 µs per find and 58K finds/s on two workers, 10.9 µs and 92K/s
-        // on one; each node on a thread of its own: 12.4 µs and 77K/s).
+        // Each node on a current-thread runtime of its own thread (the client's also runs the
+        // load), as two single-threaded processes would. On the multi-threaded runtime the tasks
+        // of a find moved between the two workers at every hand-off, which doubled its CPU
+        // (local_find example, 200K finds: 20 µs per find and 58K finds/s on two workers; one
+        // thread for everything: 11.5 µs and 86K/s; a thread per node: 13.8 µs and 103K/s, once
+        // the TCP reader hands on at most 32 frames at a time, 72K/s before).
         let rt = load::single_thread_runtime()?;
+        let server_thread = load::RuntimeThread::start("bench-server-node")?;
         let open_ops = Self::open_ops(p);
         let open_store_ops = Self::open_store_ops(p);
         let closed_ops = Self::closed_ops(p);
@@ -187,6 +192,7 @@ impl Workload for LocalFindStore {
         let out = rt.block_on(async {
             let mut ring = Ring::new(mode, seed, 2, records).map_err(|e| werr(LOCAL, mode, e))?;
             ring.overload = true;
+            ring.host = Some(server_thread.handle().clone());
             progress.message("ring of 2");
             ring.grow(2, settle_for(p, Duration::from_secs(2)))
                 .await
@@ -280,6 +286,7 @@ impl Workload for LocalFindStore {
             ring.shutdown().await;
             Ok::<_, Error>(out)
         })?;
+        server_thread.stop();
         check(LOCAL, mode, &out)?;
         Ok(out)
     }

@@ -127,6 +127,9 @@ struct Ring {
     made: u64,
     /// Whether the nodes use [`OVERLOAD_REQUEST_TIMEOUT`].
     overload: bool,
+    /// Where the nodes after the first are bound, if not on the caller's runtime
+    /// (local-find-store: the server node on a thread of its own).
+    host: Option<tokio::runtime::Handle>,
     /// Whether the nodes bind UDP rather than TCP.
     udp: bool,
     /// Multiplier of the stabilize and finger periods (1: 200 ms and 2 s).
@@ -150,6 +153,7 @@ impl Ring {
             nodes: Vec::new(),
             made: 0,
             overload: false,
+            host: None,
             udp: false,
             maintenance_scale: 1,
         })
@@ -179,12 +183,23 @@ impl Ring {
         }
         config.dht.stabilize_period *= self.maintenance_scale;
         config.dht.finger_period *= self.maintenance_scale;
-        if self.udp {
-            DhtNode::bind_udp(addr, UdpConfig::default(), id, self.net.clone(), config).await
-        } else {
-            DhtNode::bind_tcp(addr, self.tcp.clone(), id, self.net.clone(), config).await
+        let (udp, tcp, net) = (self.udp, self.tcp.clone(), self.net.clone());
+        let bind = async move {
+            if udp {
+                DhtNode::bind_udp(addr, UdpConfig::default(), id, net, config).await
+            } else {
+                DhtNode::bind_tcp(addr, tcp, id, net, config).await
+            }
+            .map_err(|e| e.to_string())
+        };
+        match &self.host {
+            // the node's tasks are spawned where it is bound
+            Some(host) if !self.nodes.is_empty() => host
+                .spawn(bind)
+                .await
+                .map_err(|e| format!("binding a node on its thread: {e}"))?,
+            _ => bind.await,
         }
-        .map_err(|e| e.to_string())
     }
 
     /// Grows the ring to `n` nodes, each joining through a random earlier one, then waits for
