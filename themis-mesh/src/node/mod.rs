@@ -10,7 +10,7 @@ mod members;
 mod succession;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -426,6 +426,10 @@ struct Inner {
     balancers: Mutex<HashMap<String, Balancer>>,
     /// Providers whose address refused a connection lately: calls avoid them.
     refusals: Mutex<RecentRefusals>,
+    /// Services whose providers are being discovered again behind the calls (see
+    /// [`MeshNode::refresh_behind`]); at most one discovery each, and only services with a
+    /// balancer, so at most `max_balancers`.
+    refreshing: Mutex<HashSet<String>>,
     seed: u64,
     /// When the node started (its uptime in node-info answers).
     started: Instant,
@@ -561,6 +565,7 @@ impl MeshNode {
                 cache: Mutex::new(cache),
                 balancers: Mutex::new(HashMap::new()),
                 refusals: Mutex::new(RecentRefusals::default()),
+                refreshing: Mutex::new(HashSet::new()),
                 seed,
                 started,
             }),
@@ -730,6 +735,39 @@ impl MeshNode {
         Ok(())
     }
 
+    /// Discovers `service` again on a task of its own if the cache holds nothing fresh for it
+    /// and no such discovery runs yet; its result reaches the balancer when it comes. Stale
+    /// while revalidate, as Envoy and Linkerd keep routing on the endpoints they have while
+    /// discovery updates them: a call whose service has a balancer never waits for a lookup.
+    /// A discovery that fails leaves the balancer's providers as they are (stale while error),
+    /// and the next call tries again.
+    fn refresh_behind(&self, service: &str) {
+        let fresh = self.inner.cache.lock().is_ok_and(|mut c| {
+            matches!(
+                c.get(service, now()),
+                CacheLookup::Providers(_) | CacheLookup::NoProvider
+            )
+        });
+        if fresh {
+            return;
+        }
+        let Ok(mut running) = self.inner.refreshing.lock() else {
+            return;
+        };
+        if !running.insert(service.to_owned()) {
+            return;
+        }
+        drop(running);
+        let (node, service) = (self.clone(), service.to_owned());
+        tokio::spawn(async move {
+            // discovery ends by `config.driver.command_timeout`
+            let _ = node.refresh(&service).await;
+            if let Ok(mut running) = node.inner.refreshing.lock() {
+                running.remove(&service);
+            }
+        });
+    }
+
     /// Refreshes the balancer of `service` from discovery (creating it if needed).
     async fn refresh(&self, service: &str) -> Result<(), Error> {
         let (records, fresh) = self.discover_inner(service).await?;
@@ -763,8 +801,9 @@ impl MeshNode {
     /// a handler's error as [`Error::Remote`]; a caller error of the provider's application as
     /// [`Error::Rejected`].
     ///
-    /// Deadline: a discovery when the cache has nothing fresh (at most
-    /// `config.driver.command_timeout`), then at most `config.balancer.max_attempts` attempts
+    /// Deadline: a discovery when the service has no provider yet (at most
+    /// `config.driver.command_timeout`; once it has, discovery runs behind the calls), then at
+    /// most `config.balancer.max_attempts` attempts
     /// of at most `config.driver.endpoint.request_timeout` each. On the provider, a handler
     /// that runs longer than the provider's `config.handler_timeout` is answered for as an
     /// [`Error::Remote`] handler error.
@@ -825,24 +864,25 @@ impl MeshNode {
             )
         };
         let mut payload = encode(None)?;
-        let refreshed = match deadline {
-            None => self.refresh(service).await,
-            Some(d) => tokio::time::timeout_at(d.into(), self.refresh(service))
-                .await
-                .map_err(|_| expired())?,
-        };
-        if let Err(e) = refreshed {
-            // Stale while error: a failed re-discovery (the ring repairing after a crash)
-            // keeps the providers the balancer already has.
-            let known = self
-                .inner
-                .balancers
-                .lock()
-                .map_err(|_| lock_err())?
-                .get(service)
-                .is_some_and(|b| !b.is_empty());
-            if !known {
-                return Err(e);
+        let known = self
+            .inner
+            .balancers
+            .lock()
+            .map_err(|_| lock_err())?
+            .get(service)
+            .is_some_and(|b| !b.is_empty());
+        if known {
+            // The call goes to the providers the balancer has; a discovery that is due runs
+            // behind it. Waiting for it here put a lookup in the path of every call after the
+            // cache's TTL or a failed attempt, and a lookup that met a silent DHT node (a black
+            // hole) used up the caller's whole deadline before any provider was tried.
+            self.refresh_behind(service);
+        } else {
+            match deadline {
+                None => self.refresh(service).await?,
+                Some(d) => tokio::time::timeout_at(d.into(), self.refresh(service))
+                    .await
+                    .map_err(|_| expired())??,
             }
         }
         let mut call = {
