@@ -333,7 +333,8 @@ impl EndpointCore {
     }
 
     /// Drops the cached responses that have expired in every session, idle ones included, and
-    /// sets the next sweep for the oldest response left.
+    /// sets the next sweep for when the oldest response left expires, a quarter of the TTL
+    /// from now at the earliest.
     pub(super) fn sweep_response_caches(&mut self, now: Instant) {
         let ttl = self.cfg.response_cache_ttl;
         let oldest = self
@@ -344,7 +345,13 @@ impl EndpointCore {
             .filter_map(|c| c.cache.expire(now, ttl))
             .min();
         if let Some(at) = oldest {
-            self.timers.set(TimerKey::CacheSweep, at + ttl);
+            // Not sooner than a quarter of the TTL from now (a response is then dropped at
+            // most that late; `get` never serves it past the TTL). Under steady traffic the
+            // oldest response left expires almost at once, and a sweep at each such instant
+            // went over every session every time: 29 % of the CPU of a ring of 1,000 nodes
+            // over UDP, once its first responses were a TTL old.
+            self.timers
+                .set(TimerKey::CacheSweep, (at + ttl).max(now + ttl / 4));
         }
     }
 
