@@ -65,11 +65,11 @@ def main():
     hello = bytes.fromhex("0130047f0000011b58")
     write("tcp_framing", "hello", bytes([1, 3]) + struct.pack(">I", len(hello)) + hello)
 
-    # DHT: the request vectors; an `owner` response carrying the store request's record
+    # DHT: the request and response vectors; an `owner` response carrying the store request's record
     # (the same record map under {"owner": {"records": [..]}}).
     record_prefix = bytes.fromhex("a16573746f7265a1667265636f7264")
     for name, b in pairs("themis-dht/tests/vectors/dht.txt"):
-        if name.endswith("_request"):
+        if name.endswith(("_request", "_response")):
             write("dht_cbor", name, b)
         if name == "store_request" and b.startswith(record_prefix):
             record = b[len(record_prefix):]

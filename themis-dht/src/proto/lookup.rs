@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use themis_crypto::{NODE_ID_LEN, NodeId};
 
-use super::ring::{distance, in_half_open};
+use super::ring::{distance, finger_start, in_half_open, in_open};
 use super::wire::Peer;
 
 /// Times a lookup that ran out of candidates may be refilled ([`Lookup::reseed`]).
@@ -21,8 +21,9 @@ const MAX_RESEEDS: u8 = 2;
 pub(crate) enum Answer {
     /// "I am responsible for the target."
     Owner,
-    /// "The target's successor is this peer" (target ∈ (responder, peer]).
-    Successor(Peer),
+    /// "The target's successor is this peer" (target ∈ (responder, peer]), with the node just
+    /// before it in the responder's view when the answer names it (PROTOCOL.md §6.5).
+    Successor(Peer, Option<NodeId>),
     /// Closest preceding nodes the responder knows.
     Closer(Vec<Peer>),
 }
@@ -38,6 +39,9 @@ pub(crate) enum Step {
         peer: Peer,
         hops: u32,
         owner_answered: bool,
+        /// The first id of the range `peer` is known to be the successor of, when the answer
+        /// said more than the target (a `successor` answer's `after`, plus one).
+        from: Option<NodeId>,
     },
     /// The responder's answer made no progress: it is never asked again.
     Rejected,
@@ -230,8 +234,9 @@ impl Lookup {
                 peer,
                 hops: depth,
                 owner_answered: true,
+                from: None,
             },
-            Answer::Successor(s) => {
+            Answer::Successor(s, after) => {
                 // paper §6.2: the answer must be consistent with the ring: target ∈ (from, s].
                 if !in_half_open(&from, &self.target, &s.id) || s.id == from {
                     self.widen();
@@ -241,10 +246,16 @@ impl Lookup {
                     self.set_final(s, depth + 1);
                     Step::Continue
                 } else {
+                    // The range's start counts only within [responder, target): a responder
+                    // vouches for no node before itself (PROTOCOL.md §6.8 step 6).
+                    let from_id = after
+                        .filter(|a| *a == from || in_open(&from, a, &self.target))
+                        .map(|a| finger_start(&a, 0));
                     Step::Done {
                         peer: s,
                         hops: depth,
                         owner_answered: false,
+                        from: from_id,
                     }
                 }
             }
@@ -346,13 +357,38 @@ mod tests {
         );
         assert_eq!(l.next(t0()), vec![(p(90), 2)]);
         assert_eq!(
-            l.on_answer(p(90).id, Answer::Successor(p(110))),
+            l.on_answer(p(90).id, Answer::Successor(p(110), None)),
             Step::Done {
                 peer: p(110),
                 hops: 2,
-                owner_answered: false
+                owner_answered: false,
+                from: None,
             }
         );
+    }
+
+    #[test]
+    fn a_successor_answer_names_its_range_from_the_responder_on() {
+        let done = |after: Option<u8>| {
+            let mut l = Lookup::new(p(100).id, false, p(0).id, budget(1, true, 10, 10));
+            l.add_candidate(p(90), 1);
+            l.next(t0());
+            match l.on_answer(p(90).id, Answer::Successor(p(110), after.map(|a| p(a).id))) {
+                Step::Done { peer, from, .. } => {
+                    assert_eq!(peer, p(110));
+                    from
+                }
+                s => panic!("{s:?}"),
+            }
+        };
+        // the responder itself, or a node of its successor list before the target
+        assert_eq!(done(Some(90)), Some(finger_start(&p(90).id, 0)));
+        assert_eq!(done(Some(95)), Some(finger_start(&p(95).id, 0)));
+        // before the responder, at or past the target, or not given: the target alone
+        assert_eq!(done(Some(80)), None);
+        assert_eq!(done(Some(100)), None);
+        assert_eq!(done(Some(105)), None);
+        assert_eq!(done(None), None);
     }
 
     #[test]
@@ -361,7 +397,7 @@ mod tests {
         l.add_candidate(p(90), 1);
         l.next(t0());
         assert_eq!(
-            l.on_answer(p(90).id, Answer::Successor(p(110))),
+            l.on_answer(p(90).id, Answer::Successor(p(110), None)),
             Step::Continue
         );
         assert_eq!(l.next(t0()), vec![(p(110), 2)]);
@@ -370,7 +406,8 @@ mod tests {
             Step::Done {
                 peer: p(110),
                 hops: 2,
-                owner_answered: true
+                owner_answered: true,
+                from: None,
             }
         );
     }
@@ -511,7 +548,7 @@ mod tests {
         l.add_candidate(p(90), 1);
         l.next(t0());
         assert_eq!(
-            l.on_answer(p(90).id, Answer::Successor(p(95))),
+            l.on_answer(p(90).id, Answer::Successor(p(95), None)),
             Step::Rejected
         );
     }

@@ -351,8 +351,15 @@ pub(crate) enum Request {
 pub(crate) enum Response {
     /// "I am responsible for the target" with the records asked for.
     Owner { records: Vec<WireRecord> },
-    /// "The target lies between me and my successor": the answer of a node find.
-    Successor { peer: WirePeer },
+    /// "The target lies between me and my successor": the answer of a node find. `after`
+    /// (PROTOCOL.md §6.5, optional) is the node just before `peer` in the responder's view
+    /// (the entry before it in its successor list, or the responder itself): `peer` is the
+    /// successor of every id in `(after, peer]`.
+    Successor {
+        peer: WirePeer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<NodeId>,
+    },
     /// The closest preceding nodes I know, best first.
     Closer { peers: Vec<WirePeer> },
     /// A store was accepted.
@@ -621,6 +628,49 @@ mod tests {
         ]
     }
 
+    /// The known-answer vectors of a `successor` answer without and with `after` (PROTOCOL.md
+    /// §6.5), written out by hand from the schema: a decoder that predates `after` skips it
+    /// (unknown keys of a map are ignored), and one that knows it reads its absence as none.
+    #[test]
+    fn successor_vectors() {
+        let vectors = include_str!("../../tests/vectors/dht.txt");
+        let bytes = |key: &str| -> Vec<u8> {
+            let hex = vectors.lines().find_map(|l| l.strip_prefix(key)).unwrap();
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let peer = || {
+            WirePeer::from(Peer {
+                id: NodeId::from_bytes([7; 32]),
+                addr: "10.0.0.1:7000".parse().unwrap(),
+            })
+        };
+        for (key, after) in [
+            ("successor_response = ", None),
+            (
+                "successor_after_response = ",
+                Some(NodeId::from_bytes([5; 32])),
+            ),
+        ] {
+            let rsp = Response::Successor {
+                peer: peer(),
+                after,
+            };
+            assert_eq!(rsp.encode(), bytes(key), "{key}");
+            assert_eq!(Response::decode(&bytes(key), 65536).unwrap(), rsp);
+        }
+        // a decoder without the field: the same answer, `after` skipped
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Before {
+            Successor { peer: WirePeer },
+        }
+        let old: Before = ciborium::from_reader(&bytes("successor_after_response = ")[..]).unwrap();
+        assert_eq!(old, Before::Successor { peer: peer() });
+    }
+
     /// The known-answer vector of `unify` (PROTOCOL.md §6.14), written out by hand from the
     /// schema there, byte by byte.
     #[test]
@@ -651,7 +701,14 @@ mod tests {
             Response::Owner {
                 records: vec![record(1)],
             },
-            Response::Successor { peer: peer(1) },
+            Response::Successor {
+                peer: peer(1),
+                after: None,
+            },
+            Response::Successor {
+                peer: peer(2),
+                after: Some(NodeId::from_bytes([1; 32])),
+            },
             Response::Closer {
                 peers: vec![peer(1), peer(2)],
             },

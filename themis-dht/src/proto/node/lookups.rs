@@ -225,7 +225,9 @@ impl Node {
                 records = r;
                 Some(Answer::Owner)
             }
-            Some(Response::Successor { peer }) => Some(Answer::Successor(peer.into())),
+            Some(Response::Successor { peer, after }) => {
+                Some(Answer::Successor(peer.into(), after))
+            }
             Some(Response::Closer { peers }) => {
                 Some(Answer::Closer(peers.into_iter().map(Peer::from).collect()))
             }
@@ -250,11 +252,12 @@ impl Node {
                 peer,
                 hops,
                 owner_answered,
+                from,
             }) => {
                 if !owner_answered {
                     records.clear();
                 }
-                self.owners.learn(now, target, peer);
+                self.owners.learn(now, from.unwrap_or(target), peer);
                 self.queries.set_lookup(q, None);
                 self.lookup_done(now, q, peer, hops, records);
             }
@@ -282,8 +285,11 @@ impl Node {
             };
             return Response::Owner { records };
         }
-        if let Some(s) = self.ring.successor_of(target) {
-            return Response::Successor { peer: s.into() };
+        if let Some((after, s)) = self.ring.successor_range_of(target) {
+            return Response::Successor {
+                peer: s.into(),
+                after: Some(after),
+            };
         }
         let peers = self.ring.closest_preceding(target, self.cfg.closer_count);
         Response::Closer {

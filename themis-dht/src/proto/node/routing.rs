@@ -210,10 +210,16 @@ impl RingView {
     /// answering from the whole list saves hops and routes around a bad immediate predecessor
     /// of the target.
     pub(super) fn successor_of(&self, t: &NodeId) -> Option<Peer> {
+        self.successor_range_of(t).map(|(_, s)| s)
+    }
+
+    /// [`Self::successor_of`] with the start of its range: `(after, s)` where `t ∈ (after, s]`
+    /// and `after` is the entry before `s` in the successor list (this node for the first).
+    pub(super) fn successor_range_of(&self, t: &NodeId) -> Option<(NodeId, Peer)> {
         let mut prev = self.me.id;
         for s in &self.succs {
             if in_half_open(&prev, t, &s.id) {
-                return Some(*s);
+                return Some((prev, *s));
             }
             prev = s.id;
         }

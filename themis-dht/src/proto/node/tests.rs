@@ -1105,7 +1105,15 @@ fn a_replica_within_a_learnt_owners_range_is_stored_there_without_a_lookup() {
     };
     // a find of t: asked of s, which names x as its successor
     n.find(now, *t).unwrap();
-    let req = answer_one(&mut n, now, s, &Response::Successor { peer: x.into() });
+    let req = answer_one(
+        &mut n,
+        now,
+        s,
+        &Response::Successor {
+            peer: x.into(),
+            after: None,
+        },
+    );
     assert!(matches!(req, Request::Find { target, .. } if target == *t));
     while n.poll_output().is_some() {}
     let finds = n.metrics().finds_sent;
@@ -1135,6 +1143,55 @@ fn a_replica_within_a_learnt_owners_range_is_stored_there_without_a_lookup() {
         "{sent:?}"
     );
     assert_eq!(n.metrics().owner_cache_hits, 1);
+}
+
+/// A `successor` answer that names `after` (PROTOCOL.md §6.5, §6.8 step 6) teaches the whole
+/// range `(after, x]`: a replica whose object id lies before the lookup's target, but after
+/// `after`, is stored at `x` without a lookup too. An `after` before the responder is ignored.
+#[test]
+fn a_successor_answers_range_covers_ids_before_the_lookups_target() {
+    for (vouched, stored_at_once) in [(true, true), (false, false)] {
+        let (mut n, now, _) = alone(Config::fast());
+        let (s, x) = joined_with_a_peer_beyond(&mut n, now);
+        let mut names: Vec<(String, NodeId)> = (0..4000)
+            .map(|i| format!("svc-{i}"))
+            .map(|name| (name.clone(), object_id(&name, 0)))
+            .filter(|(_, t)| in_order(&s.id, t, &x.id))
+            .take(2)
+            .collect();
+        names.sort_by_key(|(_, t)| distance(&s.id, t));
+        let [(before, _), (_, t)] = names.as_slice() else {
+            panic!("two names between s and x")
+        };
+        n.find(now, *t).unwrap();
+        // `after`: the responder s itself, or this node (before s: not vouched for by s)
+        let after = if vouched { s.id } else { n.ring.me.id };
+        answer_one(
+            &mut n,
+            now,
+            s,
+            &Response::Successor {
+                peer: x.into(),
+                after: Some(after),
+            },
+        );
+        while n.poll_output().is_some() {}
+        n.register(now, ServiceSpec::new(before), Some(0)).unwrap();
+        let sent = sent_requests(&mut n);
+        if stored_at_once {
+            let [(id, Request::Store { .. })] = sent.as_slice() else {
+                panic!("expected one store, got {sent:?}")
+            };
+            assert_eq!(n.requests.get(*id).unwrap().expect, Some(x.id));
+            assert_eq!(n.metrics().owner_cache_hits, 1);
+        } else {
+            assert!(
+                matches!(sent.as_slice(), [(_, Request::Find { .. })]),
+                "{sent:?}"
+            );
+            assert_eq!(n.metrics().owner_cache_hits, 0);
+        }
+    }
 }
 
 /// Replica queries do not count toward `max_queries`: a registration takes one slot.
@@ -1551,7 +1608,10 @@ fn lookups_stall_after_the_measured_round_trip() {
                 now,
                 *id,
                 s.id,
-                &Response::Successor { peer: x.into() },
+                &Response::Successor {
+                    peer: x.into(),
+                    after: None,
+                },
             );
             while n.poll_output().is_some() {}
         } else {
