@@ -224,6 +224,11 @@ impl Lookup {
         out
     }
 
+    /// The peer `id` as asked, while its query is in flight.
+    pub(crate) fn asked(&self, id: &NodeId) -> Option<Peer> {
+        self.in_flight.get(id).map(|(p, _)| *p)
+    }
+
     /// Handles an answer from `from` (which must be in flight; stray answers are ignored).
     pub(crate) fn on_answer(&mut self, from: NodeId, answer: Answer) -> Step {
         let Some((peer, depth)) = self.in_flight.remove(&from) else {

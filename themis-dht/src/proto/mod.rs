@@ -7,6 +7,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod owner;
 pub(crate) mod owners;
+pub(crate) mod peers;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod rtt;

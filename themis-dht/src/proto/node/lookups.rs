@@ -76,9 +76,13 @@ impl Node {
                 max_candidates: self.cfg.max_lookup_candidates,
             },
         );
-        let seeds = self
+        let mut seeds = self
             .ring
             .closest_preceding(&target, self.cfg.max_lookup_candidates.min(8));
+        // and the peers that answered lately (PROTOCOL.md §6.8 step 2): the lookup keeps the
+        // closest of both
+        let me = self.ring.me.id;
+        seeds.extend(self.peers.closest_preceding(now, &me, &target, 8));
         l.seed(local, seeds);
         self.queries.set_lookup(q, Some(l));
         self.pump(now, q);
@@ -134,7 +138,7 @@ impl Node {
             .with_lookup(q, |l| l.is_exhausted())
             .unwrap_or(true);
         if exhausted {
-            if self.reseed_lookup(q) {
+            if self.reseed_lookup(now, q) {
                 return self.pump(now, q);
             }
             self.lookup_failed(now, q);
@@ -146,7 +150,7 @@ impl Node {
     /// and are purged from the fingers as they do). Beyond the paper: refill the candidates
     /// from the routing table as it is now (a bounded number of times, see [`Lookup::reseed`]).
     /// Returns whether the lookup has something to ask.
-    fn reseed_lookup(&mut self, q: QueryId) -> bool {
+    fn reseed_lookup(&mut self, now: Instant, q: QueryId) -> bool {
         let Some(target) = self
             .queries
             .with_lookup(q, |l| l.can_reseed().then(|| l.target()))
@@ -156,7 +160,9 @@ impl Node {
         };
         // every preceding entry: those asked already are skipped, the closest of the rest kept
         let all = self.ring.routing().len();
-        let seeds = self.ring.closest_preceding(&target, all);
+        let mut seeds = self.ring.closest_preceding(&target, all);
+        let me = self.ring.me.id;
+        seeds.extend(self.peers.closest_preceding(now, &me, &target, usize::MAX));
         let local = self.ring.successor_of(&target);
         self.queries
             .with_lookup(q, |l| l.reseed(local, seeds))
@@ -233,19 +239,31 @@ impl Node {
             }
             _ => None,
         };
+        let mut answered = None;
         let step = self.queries.with_lookup(q, |l| {
             if l.target() != target {
                 // A late answer to the query's previous lookup (another replica's object id).
                 return None;
             }
             Some(match answer {
-                Some(a) => l.on_answer(from, a),
+                Some(a) => {
+                    let asked = l.asked(&from);
+                    let step = l.on_answer(from, a);
+                    if step != Step::Rejected {
+                        answered = asked;
+                    }
+                    step
+                }
                 None => {
                     l.on_failure(from);
                     Step::Continue
                 }
             })
         });
+        // a peer that answered a query with progress seeds later lookups
+        if let Some(p) = answered {
+            self.peers.learn(now, p);
+        }
         match step.flatten() {
             None => {}
             Some(Step::Done {

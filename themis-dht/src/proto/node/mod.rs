@@ -54,6 +54,7 @@ use self::unify::LostTable;
 use super::config::Config;
 use super::metrics::Metrics;
 use super::owners::OwnerCache;
+use super::peers::PeerCache;
 use super::record::{ProviderRecord, Refusal};
 use super::rtt::RttEstimator;
 use super::store::ObjectStore;
@@ -90,6 +91,8 @@ pub struct Node {
     verified: VerifiedCache,
     /// Owners learnt from the lookups that ended (`Config::owner_cache_size`).
     owners: OwnerCache,
+    /// Peers that answered lookup queries lately (`Config::peer_cache_size`).
+    peers: PeerCache,
     /// Round trips of the lookup queries: how long a new lookup waits before it hedges.
     rtt: RttEstimator,
     regs: Registrations,
@@ -162,6 +165,7 @@ impl Node {
             store: ObjectStore::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
             owners: OwnerCache::new(cfg.owner_cache_size, cfg.finger_period),
+            peers: PeerCache::new(cfg.peer_cache_size, cfg.finger_period),
             rtt: RttEstimator::default(),
             regs: Registrations::default(),
             queries: Queries::default(),

@@ -313,6 +313,7 @@ impl Node {
     pub(super) fn purge(&mut self, id: &NodeId, all: bool) {
         self.ring.purge_fingers(id);
         self.owners.forget(id);
+        self.peers.forget(id);
         if all {
             if self.ring.succs.iter().any(|p| p.id == *id) {
                 let l: Vec<Peer> = self

@@ -1194,6 +1194,70 @@ fn a_successor_answers_range_covers_ids_before_the_lookups_target() {
     }
 }
 
+/// The peer cache (PROTOCOL.md §6.8 step 2): a peer that answered a lookup query seeds the
+/// next lookups beside the routing table, so a find of an id just after it asks it first
+/// instead of walking from the successor again; one that then times out is forgotten, and
+/// with `peer_cache_size = 0` every lookup starts from the routing table.
+#[test]
+fn a_peer_that_answered_a_lookup_seeds_the_next_ones() {
+    for size in [256, 0] {
+        let cfg = Config {
+            peer_cache_size: size,
+            ..Config::fast()
+        };
+        let (mut n, now, _) = alone(cfg);
+        let (s, _) = joined_with_a_peer_beyond(&mut n, now);
+        let me = n.ring.me.id;
+        // y, z: two consecutive peers past s (halfway from it to this node), t just after y
+        let ring = peers_clockwise(&n);
+        let at = (ring.iter().position(|p| p.id == s.id).unwrap() + ring.len()) / 2;
+        let (y, z) = (ring[at], ring[at + 1]);
+        assert!(in_order(&s.id, &y.id, &me) && in_order(&y.id, &z.id, &me));
+        let t = finger_start(&y.id, 0);
+        let first_hop = |n: &mut Node| {
+            n.find(now, t).unwrap();
+            let sent = sent_requests(n);
+            let [(id, Request::Find { .. })] = sent.as_slice() else {
+                panic!("expected one find, got {sent:?}")
+            };
+            (*id, n.requests.get(*id).unwrap().expect)
+        };
+        // the first find walks: s names y, y names z
+        let (id, to) = first_hop(&mut n);
+        assert_eq!(to, Some(s.id));
+        reply(
+            &mut n,
+            now,
+            id,
+            s.id,
+            &Response::Closer {
+                peers: vec![y.into()],
+            },
+        );
+        let next = sent_requests(&mut n);
+        let [(id, Request::Find { .. })] = next.as_slice() else {
+            panic!("expected the find to y, got {next:?}")
+        };
+        let succ = Response::Successor {
+            peer: z.into(),
+            after: Some(y.id),
+        };
+        reply(&mut n, now, *id, y.id, &succ);
+        while n.poll_output().is_some() {}
+        // the second asks y at once (or s again without the cache)
+        let (id, to) = first_hop(&mut n);
+        assert_eq!(to, Some(if size > 0 { y.id } else { s.id }));
+        if size == 0 {
+            continue;
+        }
+        // y stops answering: forgotten, and the next find starts from s again
+        n.handle_response(now, id, Err(RequestFailure::Timeout));
+        while n.poll_output().is_some() {}
+        let (_, to) = first_hop(&mut n);
+        assert_eq!(to, Some(s.id));
+    }
+}
+
 /// Replica queries do not count toward `max_queries`: a registration takes one slot.
 #[test]
 fn a_registration_takes_one_query_slot() {
