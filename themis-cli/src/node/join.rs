@@ -19,10 +19,14 @@
 //! The decisions are the pure [`plan_alone`] and [`plan_merge`].
 //!
 //! **Identity collisions** ([`live_duplicate`], issue 11): a node id is one running node. Right
-//! after the join, and at every member check afterwards, the node asks its successor for its
-//! predecessor; if that is this node's id at another address, and a node there identifies with
-//! this node's key, another live node runs with the same key: this one stops (exit 1) and names
-//! that address, without a leave (which would hand records to the other's neighbours). A dead
+//! after the join, 1, 3, 7 and 15 s later (the ring may still be stabilizing, and the first
+//! successor may not be the one the other instance precedes yet), and at every member check
+//! afterwards, the node asks its successor for its predecessor; if that is this node's id at
+//! another address, and a node there identifies with this node's key, another live node runs
+//! with the same key: this one stops (exit 1) and names that address, without a leave (which
+//! would hand records to the other's neighbours). Meanwhile each instance keeps a session of
+//! its own with every peer (sessions are per address, themis-channel), so the member's
+//! requests and answers are not diverted to the newcomer. A dead
 //! instance (a crash, then a restart with the same key elsewhere) does not answer and is no
 //! duplicate: the successor's predecessor check replaces it within seconds.
 
@@ -48,6 +52,9 @@ const ALONE_EVERY: Duration = Duration::from_secs(2);
 const MAX_JOIN_CONTACTS: usize = 8;
 /// Between two checks for a split ring (and two saves of the known peers).
 const MEMBER_EVERY: Duration = Duration::from_secs(30);
+/// The early checks for a live duplicate, 1, 3, 7 and 15 s after the start (see
+/// [`sleep_watching`]), end with this step.
+const EARLY_CHECKS_UNTIL: Duration = Duration::from_secs(8);
 /// How long a node that may run with this node's key gets to identify itself.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -444,6 +451,7 @@ pub(crate) async fn maintain(
     };
     // A split seen twice in a row is acted on (a ring still stabilizing can look split once).
     let mut split_seen = false;
+    let mut early_check = Duration::from_secs(1);
     loop {
         if looks_for_a_ring(&node, &candidates).await {
             let answers = ask(&node, &network, &candidates).await;
@@ -498,8 +506,33 @@ pub(crate) async fn maintain(
                 None => split_seen = false,
             }
         }
-        tokio::time::sleep(if saved { MEMBER_EVERY } else { ALONE_EVERY }).await;
+        let wait = if saved { MEMBER_EVERY } else { ALONE_EVERY };
+        if let Some(addr) = sleep_watching(&node, wait, &mut early_check).await {
+            return addr;
+        }
     }
+}
+
+/// Sleeps `wait`. While the node is new, it looks for a live duplicate on the way, after
+/// `step`, which doubles each time up to [`EARLY_CHECKS_UNTIL`]: right after the start, the ring
+/// may still be stabilizing, and the successor the join named may not be the other instance's
+/// (a node started 50 ms after its ring formed met a successor whose predecessor was not the
+/// other instance yet, and ran on until the check 30 s later). Returns that instance's address.
+async fn sleep_watching(
+    node: &MeshNode,
+    wait: Duration,
+    step: &mut Duration,
+) -> Option<std::net::SocketAddr> {
+    let end = tokio::time::Instant::now() + wait;
+    while *step <= EARLY_CHECKS_UNTIL && tokio::time::Instant::now() + *step < end {
+        tokio::time::sleep(*step).await;
+        *step *= 2;
+        if let Some(addr) = live_duplicate(node).await {
+            return Some(addr);
+        }
+    }
+    tokio::time::sleep_until(end).await;
+    None
 }
 
 /// Saves the peers this node knows: its predecessor and successors, and the lowest members of

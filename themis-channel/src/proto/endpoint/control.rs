@@ -356,10 +356,13 @@ impl EndpointCore {
         let Some(p) = self.sessions.peers.get_mut(&peer_id) else {
             return false;
         };
-        if p.addr != from {
-            return false;
-        }
-        let Some(id) = p.chan_mut(key).and_then(|ch| ch.waiters.get(&seq).copied()) else {
+        // secure: the session's own address; insecure: where we send, or where it sent from
+        let peer_at = self.cfg.mode == Mode::Insecure && p.addr == from;
+        let Some(id) = p
+            .chan_mut(key)
+            .filter(|ch| ch.addr == from || peer_at)
+            .and_then(|ch| ch.waiters.get(&seq).copied())
+        else {
             return false;
         };
         self.counters.requests_refused_busy += 1;

@@ -359,7 +359,7 @@ impl EndpointCore {
         let channel = Channel::secure(session, self.chan_cfg.clone())?;
         let evicted = self.sessions.peer_entry(peer)?;
         self.counters.sessions_dropped += u64::from(evicted);
-        let chan = self.sessions.new_chan(channel, msg3);
+        let chan = self.sessions.new_chan(channel, peer.addr, msg3);
         if let Some(old) = self.sessions.push_chan(peer, chan) {
             self.fail_chan(peer.id, old);
         }

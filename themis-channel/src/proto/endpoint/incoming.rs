@@ -205,8 +205,8 @@ impl EndpointCore {
             self.counters.frames_rejected_other += 1;
             return false;
         };
-        let chan = self.sessions.new_chan(channel, None);
         let addr = self.sessions.peers.get(&sender).map_or(from, |p| p.addr);
+        let chan = self.sessions.new_chan(channel, addr, None);
         self.sessions.push_chan(PeerAddr { id: sender, addr }, chan);
         true
     }
@@ -234,16 +234,20 @@ impl EndpointCore {
         // response larger than its command, amplify) traffic towards a third party. Insecure
         // mode authenticates nothing, so the frame's source is as good as any claim: follow it
         // (a restarted insecure peer may come back on another port).
-        if matches!(key, ChanKey::Insecure(_)) {
+        let insecure = matches!(key, ChanKey::Insecure(_));
+        if insecure {
             p.addr = from;
         }
-        let peer = PeerAddr {
-            id: peer_id,
-            addr: p.addr,
-        };
         let Some(ch) = p.chan_mut(key) else {
             self.counters.frames_rejected_unknown_session += 1;
             return Opened::Nothing;
+        };
+        if insecure {
+            ch.addr = from;
+        }
+        let peer = PeerAddr {
+            id: peer_id,
+            addr: ch.addr,
         };
         // Only insecure mode over a reliable transport may need the frame twice (restart).
         let restart = matches!(key, ChanKey::Insecure(_)) && reliable;

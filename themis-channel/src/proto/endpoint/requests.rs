@@ -241,14 +241,21 @@ impl EndpointCore {
                     addr: p.addr,
                 };
                 let ch = Channel::insecure(self.local_id, peer.id, self.chan_cfg.clone(), now)?;
-                let chan = self.sessions.new_chan(ch, None);
+                let chan = self.sessions.new_chan(ch, addr.addr, None);
                 self.sessions.push_chan(addr, chan);
             }
             return Ok(Ready::Send);
         }
-        let usable = p.chans.last().is_some_and(|c| !c.channel.is_expired(now));
-        let rekey = p.chans.last().is_some_and(|c| c.channel.needs_rekey(now));
-        let running = p.handshake;
+        let chan = p.chan_for(peer.addr);
+        let usable = chan.is_some_and(|c| !c.channel.is_expired(now));
+        let rekey = chan.is_some_and(|c| c.channel.needs_rekey(now));
+        // a handshake with the peer at another address (the same key at two places, or a
+        // peer that moved) makes no session here
+        let running = p.handshake.filter(|n| {
+            self.handshakes
+                .get(n)
+                .is_some_and(|h| h.peer.addr == peer.addr)
+        });
         if usable && !(rekey && running.is_none()) {
             return Ok(Ready::Send);
         }
@@ -273,7 +280,7 @@ impl EndpointCore {
         self.sessions.touch(peer.id);
         let sealed = self.sessions.peers.get_mut(&peer.id).and_then(|p| {
             p.addr = peer.addr;
-            let c = p.chans.last_mut()?;
+            let c = p.chan_for_mut(peer.addr)?;
             let mut out = BytesMut::new();
             Some(c.channel.seal_command(payload, &mut out, now).map(|seq| {
                 c.waiters.insert(seq, id);

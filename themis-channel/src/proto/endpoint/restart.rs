@@ -15,7 +15,7 @@ use themis_handshake::SessionId;
 use super::EndpointCore;
 use super::requests::ReqState;
 use super::sessions::{Chan, ChanKey};
-use crate::{Channel, Error, Incoming};
+use crate::{Channel, Error, Incoming, Mode};
 
 impl EndpointCore {
     /// UNKNOWN_SESSION for our command `seq` on `session_id`: believed from the session's peer
@@ -40,8 +40,10 @@ impl EndpointCore {
         // peer is about to hold the session. Such an answer, delayed or duplicated by the
         // network, can arrive after the peer answered on the session: it names a command
         // sealed before the confirmation, and is not believed.
-        let lost = p.chan_mut(key).is_some_and(|ch| ch.lost_by_peer(seq));
-        if p.addr != from || !lost {
+        let lost = p
+            .chan_mut(key)
+            .is_some_and(|ch| ch.addr == from && ch.lost_by_peer(seq));
+        if !lost {
             return false;
         }
         if let Some(ch) = self.sessions.remove_chan(peer_id, key) {
@@ -81,20 +83,22 @@ impl EndpointCore {
                 addr: peer.addr,
             });
         }
-        let peers: Vec<NodeId> = self
-            .sessions
-            .peers
-            .iter()
-            .filter(|(_, p)| p.addr == addr && !p.chans.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in peers {
-            let keys: Vec<ChanKey> = self
-                .sessions
-                .peers
-                .get(&peer)
-                .map(|p| p.chans.iter().map(Chan::key).collect())
-                .unwrap_or_default();
+        // The channels to `addr`: a peer's other session, at another address (the same key
+        // running twice), is not this one's.
+        let insecure = self.cfg.mode == Mode::Insecure;
+        let mut gone: Vec<(NodeId, Vec<ChanKey>)> = Vec::new();
+        for (id, p) in &self.sessions.peers {
+            let keys: Vec<ChanKey> = p
+                .chans
+                .iter()
+                .filter(|c| c.addr == addr || (insecure && p.addr == addr))
+                .map(Chan::key)
+                .collect();
+            if !keys.is_empty() {
+                gone.push((*id, keys));
+            }
+        }
+        for (peer, keys) in gone {
             for key in keys {
                 if let Some(ch) = self.sessions.remove_chan(peer, key) {
                     self.counters.sessions_dropped += 1;
@@ -127,7 +131,8 @@ impl EndpointCore {
         frame: BytesMut,
     ) -> Option<Result<Incoming, Error>> {
         let fresh = Channel::insecure(self.local_id, peer, self.chan_cfg.clone(), now).ok()?;
-        let fresh = self.sessions.new_chan(fresh, None);
+        let addr = self.sessions.chan_mut(peer, ChanKey::Insecure(peer))?.addr;
+        let fresh = self.sessions.new_chan(fresh, addr, None);
         let ch = self.sessions.chan_mut(peer, ChanKey::Insecure(peer))?;
         let old = std::mem::replace(ch, fresh);
         let result = ch.channel.open(frame, now);

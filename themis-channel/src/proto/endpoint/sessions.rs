@@ -38,6 +38,11 @@ impl ChanKey {
 /// One channel of a peer and what the endpoint keeps with it.
 pub(super) struct Chan {
     pub(super) channel: Channel,
+    /// Where this channel's frames go: the address its handshake ran with (secure), the
+    /// source of the peer's latest frame (insecure). Two live nodes that claim one id (the
+    /// same key started twice, issue 11) each keep their own session here, and the answers to
+    /// each go back to it: a per-peer address would send one's answers to the other.
+    pub(super) addr: SocketAddr,
     /// Unique per core: tells this channel from a later one under the same [`ChanKey`] (an
     /// insecure channel replaced after its peer restarted keeps the key `Insecure(peer)`).
     /// Whoever refers to a channel across calls (a command to answer, a request waiting for its
@@ -113,6 +118,25 @@ impl PeerState {
     pub(super) fn chan_mut(&mut self, key: ChanKey) -> Option<&mut Chan> {
         self.chans.iter_mut().find(|c| c.key() == key)
     }
+
+    /// The channel new requests to `addr` go on: the newest secure session at that address
+    /// (none: a handshake to `addr` makes one), or the insecure channel, which follows the peer
+    /// wherever it sends from.
+    pub(super) fn chan_for(&self, addr: SocketAddr) -> Option<&Chan> {
+        self.chans.get(self.chan_index_for(addr)?)
+    }
+
+    /// [`PeerState::chan_for`], mutable.
+    pub(super) fn chan_for_mut(&mut self, addr: SocketAddr) -> Option<&mut Chan> {
+        let i = self.chan_index_for(addr)?;
+        self.chans.get_mut(i)
+    }
+
+    fn chan_index_for(&self, addr: SocketAddr) -> Option<usize> {
+        self.chans
+            .iter()
+            .rposition(|c| c.addr == addr || matches!(c.key(), ChanKey::Insecure(_)))
+    }
 }
 
 /// Every peer, and the index from session id to peer.
@@ -151,12 +175,18 @@ impl Sessions {
         }
     }
 
-    /// A fresh channel entry with a generation of its own.
-    pub(super) fn new_chan(&mut self, channel: Channel, msg3: Option<Bytes>) -> Chan {
+    /// A fresh channel entry to `addr` with a generation of its own.
+    pub(super) fn new_chan(
+        &mut self,
+        channel: Channel,
+        addr: SocketAddr,
+        msg3: Option<Bytes>,
+    ) -> Chan {
         let generation = self.next_generation;
         self.next_generation += 1;
         Chan {
             channel,
+            addr,
             generation,
             waiters: foldhash::HashMap::default(),
             cache: ResponseCache::default(),
@@ -302,7 +332,7 @@ mod tests {
             let channel =
                 Channel::insecure(local, peer.id, ChannelConfig::default(), Instant::now())
                     .unwrap();
-            let chan = s.new_chan(channel, None);
+            let chan = s.new_chan(channel, peer.addr, None);
             // The third replaces the first: a peer keeps at most two.
             assert_eq!(s.push_chan(peer, chan).is_some(), n == 3);
             let chans = &s.peers[&peer.id].chans;

@@ -314,3 +314,56 @@ fn a_slow_command_overtaken_by_thousands_is_still_answered() {
         assert_eq!(ok(net.nodes[0].outcome(slow)), b"re:slow");
     }
 }
+
+/// The same key running twice (issue 11), at two addresses: each instance keeps a session of
+/// its own with a peer, its answers come back to it, and the peer's requests go to the
+/// instance at the address asked for. Before sessions had an address each, the peer's answers
+/// followed whichever address it had last sent to, so the two instances timed out in turn.
+#[test]
+fn two_instances_of_one_key_each_keep_their_own_session() {
+    for reliable in [true, false] {
+        let mut net = Net::new(2, cfg(), reliable);
+        // node 2 runs with node 1's key, at another address
+        net.nodes.push(Node::new(2, 2, cfg(), reliable));
+        let (c, first, second) = (net.peer(0), net.peer(1), net.peer(2));
+        assert_eq!(first.id, second.id);
+        for round in 0..2u8 {
+            let one = net.request(1, c, &[1, round]);
+            let two = net.request(2, c, &[2, round]);
+            net.run();
+            assert_eq!(ok(net.nodes[1].outcome(one)), &echoed(&[1, round])[..]);
+            assert_eq!(ok(net.nodes[2].outcome(two)), &echoed(&[2, round])[..]);
+            let to_first = net.request(0, first, &[3, round]);
+            let to_second = net.request(0, second, &[4, round]);
+            net.run();
+            assert_eq!(ok(net.nodes[0].outcome(to_first)), &echoed(&[3, round])[..]);
+            assert_eq!(
+                ok(net.nodes[0].outcome(to_second)),
+                &echoed(&[4, round])[..]
+            );
+            assert_eq!(net.nodes[1].runs_of(&[3, round]), 1);
+            assert_eq!(net.nodes[2].runs_of(&[4, round]), 1);
+        }
+        let m = net.nodes[0].metrics();
+        assert_eq!((m.handshakes_accepted_ok, m.sessions_dropped), (2, 0));
+    }
+}
+
+/// A peer restarted elsewhere with its key: the first request naming its new address
+/// handshakes there at once, instead of sealing on the old address's session.
+#[test]
+fn a_request_to_a_known_id_at_a_new_address_handshakes_there() {
+    let mut net = Net::new(2, cfg(), true);
+    let old = net.peer(1);
+    let id = net.request(0, old, b"before");
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(id)), b"re:before");
+    // the peer moves: node 1's key now runs at another address, the old one is silent
+    net.nodes[1] = Node::new(2, 2, cfg(), true);
+    let moved = net.peer(1);
+    assert_eq!((moved.id, moved.addr == old.addr), (old.id, false));
+    let id = net.request(0, moved, b"after");
+    net.run();
+    assert_eq!(ok(net.nodes[0].outcome(id)), b"re:after");
+    assert_eq!(net.nodes[0].metrics().handshakes_initiated_ok, 2);
+}
