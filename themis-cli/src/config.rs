@@ -153,7 +153,7 @@ pub(crate) struct NodeFlags {
     pub(crate) upstream_concurrency: Option<usize>,
     /// Worker threads of the node's runtime, 1 to 1024 [default: one per core]. A sidecar
     /// beside busy services does more per core with fewer (1 or 2, as service-mesh proxies
-    /// run by default).
+    /// run by default); 1 runs the node on a single-threaded runtime.
     #[arg(long, env = "THEMIS_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: Option<u16>,

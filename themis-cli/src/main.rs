@@ -74,10 +74,19 @@ fn main() -> ExitCode {
     if let Err(e) = log::init(cli.verbose, log_format) {
         return fail(&e);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = settings.as_ref().and_then(|s| s.threads) {
-        builder.worker_threads(usize::from(n));
-    }
+    // One thread asked for: a current-thread runtime, where the node's tasks (HTTP server,
+    // channel endpoint, mesh) wake each other without crossing threads. A multi-thread runtime
+    // with one worker still runs `block_on` on this thread and parks and unparks between the
+    // two (futex calls on every call through the sidecar).
+    let mut builder = match settings.as_ref().and_then(|s| s.threads) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

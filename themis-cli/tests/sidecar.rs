@@ -85,7 +85,9 @@ fn echoed(v: &Value, name: &str) -> Vec<String> {
 async fn the_sidecar_keeps_method_path_query_headers_and_status() {
     within(180, "sidecar table", async {
         let dir = tempfile::tempdir().unwrap();
-        let provider = spawn_node(dir.path(), "n0", &[]).await;
+        // The provider on a current-thread runtime (`--threads 1`, as sidecars run in the
+        // bench), the caller on the default multi-thread one.
+        let provider = spawn_node(dir.path(), "n0", &["--threads", "1"]).await;
         let contact = provider.get("contact").to_owned();
         let caller = spawn_node(dir.path(), "n1", &["--bootstrap", &contact]).await;
         let up = upstream().await;

@@ -93,6 +93,9 @@ pub(crate) async fn serve(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        // Answers go out when written, not held back by Nagle's algorithm for the client's
+        // acknowledgement of the previous segment.
+        let _ = stream.set_nodelay(true);
         let service = connection_service(app.clone(), local, limits.max_requests_per_connection);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
