@@ -361,8 +361,9 @@ impl ProviderRecord {
 
     /// [`ProviderRecord::verify_static`] with the signature check skipped when `cache` knows the
     /// exact signed triple `(public key, signed digest, signature)` verified before (issue 6).
-    /// The replica range and the self-certifying identity are checked every time; a signature
-    /// that verifies is remembered, one that fails never is.
+    /// The replica range and the delegation's form are checked every time; the self-certifying
+    /// identity on a miss only (the digest binds it: a hit is a record whose identity was
+    /// checked). A signature that verifies is remembered, one that fails never is.
     pub(crate) fn verify_cached(
         &self,
         network: &NetworkId,
@@ -376,14 +377,11 @@ impl ProviderRecord {
         if self.replica > max_k {
             return Err(Refusal::BadReplica);
         }
-        // paper §5: identities are self-certifying: provider = h(PK, net_id)
-        if !self.provider.is_derived_from(&self.public_key, network) {
-            return Err(Refusal::BadIdentity);
-        }
         self.check_delegation_static()?;
-        // The signed digest covers the delegation's bytes (and the network, name and provider
-        // it is checked against), so a hit also stands for the owner's signature, which was
-        // verified before the entry was made.
+        // The signed digest covers the network, the provider id and the public key, so a hit
+        // also stands for the self-certifying identity, checked before the entry was made. It
+        // covers the delegation's bytes too (and the name and provider they are checked
+        // against), so a hit also stands for the owner's signature.
         let digest = self.signed_digest(network);
         let key = cache_key(&self.public_key, &digest, &self.signature);
         if cache.hit(&key) {
@@ -391,6 +389,10 @@ impl ProviderRecord {
             return Ok(());
         }
         metrics.verify_cache_misses += 1;
+        // paper §5: identities are self-certifying: provider = h(PK, net_id)
+        if !self.provider.is_derived_from(&self.public_key, network) {
+            return Err(Refusal::BadIdentity);
+        }
         if let Some(d) = &self.delegation {
             d.check_signature(network, &self.name, &self.provider)
                 .map_err(|_| Refusal::BadDelegation)?;
@@ -405,13 +407,15 @@ impl ProviderRecord {
     /// Remembers in `cache` that this record's signature is good, without verifying it: only
     /// for records this node has just signed itself.
     pub(crate) fn remember_signed(&self, network: &NetworkId, cache: &mut VerifiedCache) {
-        // A cache entry also stands for the owner's signature on the delegation (see
-        // `verify_cached`): this node made the record's signature, not the delegation's.
+        // A cache entry also stands for the self-certifying identity and the owner's signature
+        // on the delegation (see `verify_cached`): this node made the record's signature, not
+        // the delegation's.
         let delegation_ok = self.delegation.as_ref().is_none_or(|d| {
             d.check_signature(network, &self.name, &self.provider)
                 .is_ok()
         });
-        if cache.enabled() && delegation_ok {
+        let identity_ok = self.provider.is_derived_from(&self.public_key, network);
+        if cache.enabled() && delegation_ok && identity_ok {
             let digest = self.signed_digest(network);
             cache.insert(cache_key(&self.public_key, &digest, &self.signature));
         }
@@ -572,6 +576,34 @@ mod tests {
         let mut i = r.clone();
         i.provider = other.node_id(&net());
         assert_eq!(i.verify_static(&net(), 8), Err(Refusal::BadIdentity));
+    }
+
+    #[test]
+    fn a_cached_verification_still_refuses_a_borrowed_identity() {
+        // Signed by `kp`, under another node's id: the signature is good, the identity is not.
+        let kp = IdentityKeypair::from_seed(&[1; 32]);
+        let mut r = rec(&kp);
+        r.provider = IdentityKeypair::from_seed(&[2; 32]).node_id(&net());
+        r.signature = kp.sign(&r.signed_digest(&net()));
+        let mut cache = VerifiedCache::new(16);
+        let mut m = Metrics::default();
+        for _ in 0..2 {
+            assert_eq!(
+                r.verify_cached(&net(), 8, &mut cache, &mut m),
+                Err(Refusal::BadIdentity)
+            );
+        }
+        r.remember_signed(&net(), &mut cache);
+        assert_eq!(
+            r.verify_cached(&net(), 8, &mut cache, &mut m),
+            Err(Refusal::BadIdentity),
+            "a record whose identity fails is never cached"
+        );
+        // A good record is cached once verified, and its hits are counted.
+        let good = rec(&kp);
+        good.verify_cached(&net(), 8, &mut cache, &mut m).unwrap();
+        good.verify_cached(&net(), 8, &mut cache, &mut m).unwrap();
+        assert_eq!(m.verify_cache_hits, 1);
     }
 
     #[test]
