@@ -94,7 +94,11 @@ impl Members {
                 .await
             {
                 Ok(r) if r.failed == 0 && r.stored > 0 => Ok(()),
-                Ok(_) => Err("a replica refused the store".into()),
+                Ok(r) => Err(format!(
+                    "{} of {} replicas not stored (refused, or their lookup, send or store failed)",
+                    r.failed,
+                    u16::from(r.failed) + u16::from(r.stored)
+                )),
                 Err(e) => Err(format!("store failed: {e}")),
             },
             Self::Hosted(h) => h.store(i, name).await,

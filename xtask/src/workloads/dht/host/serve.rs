@@ -164,7 +164,11 @@ async fn run(nodes: &[DhtNode], first: usize, command: Command) -> Result<Vec<St
         Command::Store { node: i, name } => {
             match node(i)?.register(ServiceSpec::new(name), None).await {
                 Ok(r) if r.failed == 0 && r.stored > 0 => Ok(Vec::new()),
-                Ok(_) => Err("a replica refused the store".into()),
+                Ok(r) => Err(format!(
+                    "{} of {} replicas not stored (refused, or their lookup, send or store failed)",
+                    r.failed,
+                    u16::from(r.failed) + u16::from(r.stored)
+                )),
                 Err(e) => Err(format!("store failed: {e}")),
             }
         }
