@@ -377,7 +377,6 @@ impl ProviderRecord {
         if self.replica > max_k {
             return Err(Refusal::BadReplica);
         }
-        self.check_delegation_static()?;
         // The signed digest covers the network, the provider id and the public key, so a hit
         // also stands for the self-certifying identity, checked before the entry was made. It
         // covers the delegation's bytes too (and the name and provider they are checked
@@ -385,14 +384,17 @@ impl ProviderRecord {
         let digest = self.signed_digest(network);
         let key = cache_key(&self.public_key, &digest, &self.signature);
         if cache.hit(&key) {
+            self.check_delegation_static()?;
             metrics.verify_cache_hits += 1;
             return Ok(());
         }
         metrics.verify_cache_misses += 1;
+        // In PROTOCOL.md's order (§6.4, §6.7): identity, then the delegation, then signatures.
         // paper §5: identities are self-certifying: provider = h(PK, net_id)
         if !self.provider.is_derived_from(&self.public_key, network) {
             return Err(Refusal::BadIdentity);
         }
+        self.check_delegation_static()?;
         if let Some(d) = &self.delegation {
             d.check_signature(network, &self.name, &self.provider)
                 .map_err(|_| Refusal::BadDelegation)?;
@@ -598,6 +600,24 @@ mod tests {
             r.verify_cached(&net(), 8, &mut cache, &mut m),
             Err(Refusal::BadIdentity),
             "a record whose identity fails is never cached"
+        );
+        // Under a borrowed identity and with a look-alike name: the identity is refused first,
+        // as PROTOCOL.md orders the checks.
+        let mut both = r.clone();
+        both.name = "svc~ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".into();
+        both.signature = kp.sign(&both.signed_digest(&net()));
+        assert_eq!(both.verify_static(&net(), 8), Err(Refusal::BadIdentity));
+        let mut lookalike = rec(&kp);
+        lookalike.name.clone_from(&both.name);
+        lookalike.signature = kp.sign(&lookalike.signed_digest(&net()));
+        assert_eq!(
+            lookalike.verify_cached(&net(), 8, &mut cache, &mut m),
+            Err(Refusal::BadDelegation),
+            "the name is a look-alike"
+        );
+        assert_eq!(
+            both.verify_cached(&net(), 8, &mut cache, &mut m),
+            Err(Refusal::BadIdentity)
         );
         // A good record is cached once verified, and its hits are counted.
         let good = rec(&kp);
