@@ -131,6 +131,37 @@ pub fn open_fds() -> Option<u64> {
     count_entries(Path::new("/proc/self/fd")).map(|n| n.saturating_sub(1))
 }
 
+/// The host's connection-tracking table (netfilter's nf_conntrack, which Docker's iptables
+/// rules switch on): `(entries in use, limit)`, or `None` where the kernel has no such table.
+/// Every UDP flow between two loopback sockets takes an entry, so a ring of 1,000 nodes over
+/// UDP can fill the default limit (262,144 on the bench machine).
+pub(crate) fn conntrack() -> Option<(u64, u64)> {
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
+}
+
+/// A note for a figure measured while the connection-tracking table was at least 90 % full
+/// (`fill`: [`conntrack`]'s answer). A full table makes the kernel drop the first datagrams
+/// of new flows (`dmesg`: "nf_conntrack: table full, dropping packet"): operations then fail
+/// or time out for a reason that is the host's, not the protocol's.
+pub(crate) fn conntrack_note(fill: Option<(u64, u64)>) -> Option<String> {
+    let (count, max) = fill?;
+    (max > 0 && count.saturating_mul(10) >= max.saturating_mul(9)).then(|| {
+        format!(
+            "the host's connection-tracking table was {}% full ({count} of {max} entries): \
+             the kernel drops packets of new flows when it is full, so failures here may be \
+             the host's (raise net.netfilter.nf_conntrack_max, README's Transports section)",
+            count * 100 / max
+        )
+    })
+}
+
 fn count_entries(dir: &Path) -> Option<u64> {
     Some(std::fs::read_dir(dir).ok()?.count() as u64)
 }
@@ -166,6 +197,20 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_nearly_full_connection_table_gets_a_note() {
+        assert_eq!(conntrack_note(None), None);
+        assert_eq!(conntrack_note(Some((0, 0))), None);
+        assert_eq!(conntrack_note(Some((235_000, 262_144))), None);
+        let note = conntrack_note(Some((236_000, 262_144))).unwrap();
+        assert!(note.contains("90% full (236000 of 262144"), "{note}");
+        assert!(
+            conntrack_note(Some((262_144, 262_144)))
+                .unwrap()
+                .contains("100% full")
+        );
+    }
 
     #[test]
     fn dates_are_iso8601() {

@@ -702,9 +702,18 @@ impl Workload for FindScaling {
 }
 
 /// Sets the point's peak RSS and open fds from the processes holding the ring.
+/// `m` with the nodes' usage, and a note (also printed) if the host's connection-tracking
+/// table was nearly full at its end.
 fn with_usage(mut m: Measurement, usage: Usage) -> Measurement {
     m.peak_rss_kib = usage.peak_rss_kib;
     m.open_fds = usage.open_fds;
+    if let Some(note) = crate::machine::conntrack_note(crate::machine::conntrack()) {
+        eprintln!("warning: {} ({}): {note}", m.point, m.mode);
+        m.note = Some(match m.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+    }
     m
 }
 
