@@ -10,7 +10,9 @@
 //! Environment knobs: `ALPHA`, `STALL_MS` (0: α queries at once, the old behaviour),
 //! `STAB_MS`, `FINGER_MS` (maintenance periods; default 200 and 2,000 as in xtask),
 //! `TRANSPORT=udp` (one socket per node instead of a capped set of TCP connections),
-//! `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU).
+//! `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU),
+//! `STORE_ROUNDS=R` (R such rounds of fresh names: the first meets new pairs of nodes, the
+//! later ones show the cost of a store between nodes that already have a session).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -285,12 +287,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
-    if stores > 0 {
+    let store_rounds = env_u64("STORE_ROUNDS").unwrap_or(1);
+    for round in 0..if stores > 0 { store_rounds } else { 0 } {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
-        let results = closed_loop(&nodes, stores, rng.u64(..), |node, i, _| async move {
-            let spec = themis_dht::ServiceSpec::new(format!("store-{i}"));
+        let results = closed_loop(&nodes, stores, rng.u64(..), move |node, i, _| async move {
+            let spec = themis_dht::ServiceSpec::new(format!("store-{round}-{i}"));
             let r = node.register(spec, None).await.ok()?;
             (r.failed == 0 && r.stored > 0).then_some(0)
         })
@@ -301,7 +304,7 @@ async fn main() {
         let after = sum(&nodes).await;
         let pct = |p| percentile_ms(&lat, p);
         println!(
-            "stores: {stores} in {el:.2} s: {:.0}/s, failed {failed}, p50 {:.2} ms, p99 {:.2} ms; CPU {cpu:.2} s = {:.0} us/store, {:.1} us/request, {:.1} requests/store",
+            "stores round {round}: {stores} in {el:.2} s: {:.0}/s, failed {failed}, p50 {:.2} ms, p99 {:.2} ms; CPU {cpu:.2} s = {:.0} us/store, {:.1} us/request, {:.1} requests/store",
             lat.len() as f64 / el,
             pct(0.5),
             pct(0.99),
