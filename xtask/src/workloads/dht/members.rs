@@ -9,7 +9,7 @@ use themis_crypto::NodeId;
 use themis_dht::{DhtNode, ServiceSpec};
 
 use super::host::Hosts;
-use super::{Ring, pick, settle};
+use super::{Ring, pick, settle, store_outcome};
 use crate::{Mode, machine};
 
 /// A built and settled ring.
@@ -89,18 +89,11 @@ impl Members {
     /// Node `i` registers `name` on k + 1 replicas.
     pub(crate) async fn store(&self, i: usize, name: String) -> Result<(), String> {
         match self {
-            Self::Local(r) => match Self::local(r, i)?
-                .register(ServiceSpec::new(name), None)
-                .await
-            {
-                Ok(r) if r.failed == 0 && r.stored > 0 => Ok(()),
-                Ok(r) => Err(format!(
-                    "{} of {} replicas not stored (refused, or their lookup, send or store failed)",
-                    r.failed,
-                    u16::from(r.failed) + u16::from(r.stored)
-                )),
-                Err(e) => Err(format!("store failed: {e}")),
-            },
+            Self::Local(r) => store_outcome(
+                Self::local(r, i)?
+                    .register(ServiceSpec::new(name), None)
+                    .await,
+            ),
             Self::Hosted(h) => h.store(i, name).await,
         }
     }

@@ -43,6 +43,23 @@ const BASE_FINGER_PERIOD: Duration = Duration::from_secs(2);
 
 use super::{rng, werr};
 
+/// A provider store's outcome as the workloads count it: an error unless every replica was
+/// stored. `Registered::failed` counts refusals, failed lookups, sends refused for a full
+/// request table and timed-out stores alike, so the message does not say which.
+pub(crate) fn store_outcome(
+    r: Result<themis_dht::Registered, themis_dht::Error>,
+) -> Result<(), String> {
+    match r {
+        Ok(r) if r.failed == 0 && r.stored > 0 => Ok(()),
+        Ok(r) => Err(format!(
+            "{} of {} replicas not stored (refused, or their lookup, send or store failed)",
+            r.failed,
+            u16::from(r.failed) + u16::from(r.stored)
+        )),
+        Err(e) => Err(format!("store failed: {e}")),
+    }
+}
+
 mod churn;
 pub(crate) mod host;
 mod local;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::wire::{self, Command, HostMetrics, Reply, Request};
-use crate::workloads::dht::Ring;
+use crate::workloads::dht::{Ring, store_outcome};
 use crate::{Error, Mode, machine};
 
 /// Commands a host runs at once; beyond, it stops reading its input until one completes (the
@@ -162,15 +162,8 @@ async fn run(nodes: &[DhtNode], first: usize, command: Command) -> Result<Vec<St
             .map(|f| vec![f.hops.to_string()])
             .map_err(|e| format!("find failed: {e}")),
         Command::Store { node: i, name } => {
-            match node(i)?.register(ServiceSpec::new(name), None).await {
-                Ok(r) if r.failed == 0 && r.stored > 0 => Ok(Vec::new()),
-                Ok(r) => Err(format!(
-                    "{} of {} replicas not stored (refused, or their lookup, send or store failed)",
-                    r.failed,
-                    u16::from(r.failed) + u16::from(r.stored)
-                )),
-                Err(e) => Err(format!("store failed: {e}")),
-            }
+            store_outcome(node(i)?.register(ServiceSpec::new(name), None).await)
+                .map(|()| Vec::new())
         }
         Command::Successors { node: i } => {
             let st = node(i)?.status().await.map_err(|e| e.to_string())?;
