@@ -67,40 +67,6 @@ async fn provided_and_found(node: &Proc, from: &Proc, name: &str, provider: &str
     panic!("{name} by {provider} never discovered through {from_api}");
 }
 
-/// `themis status --json` of `node`.
-async fn status(node: &Proc) -> serde_json::Value {
-    let out = themis(&["status", "--json", "--api", &node.api()]).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Waits until `member` is settled in the ring: its successor (one of `others`) has it as
-/// predecessor. Until then a second instance with its key may be the one the successor adopts
-/// (two instances started within a stabilization period of each other: the one the ring
-/// adopted stays, see `themis-cli/src/node/join.rs`), and this test is about a live member
-/// that the ring knows.
-async fn settled(member: &Proc, others: &[&Proc]) {
-    for _ in 0..80 {
-        let st = status(member).await;
-        let succ = st["successors"][0]["address"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        for o in others {
-            if o.listen() == succ
-                && status(o).await["predecessor"]["address"].as_str() == Some(&member.listen())
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "{} never became its successor's predecessor",
-        member.listen()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_with_a_live_members_key_is_refused_and_the_member_undisturbed() {
     within(90, "identity collision", async {
@@ -117,9 +83,10 @@ async fn a_second_node_with_a_live_members_key_is_refused_and_the_member_undistu
         .await;
         let c = spawn_node(dir.path(), "c", &["--bootstrap", a.get("contact")]).await;
         provided_and_found(&b, &a, "kept", b.get("id")).await;
-        settled(&b, &[&a, &c]).await;
 
-        // the same key again, at another port, through C
+        // the same key again, at another port, through C, while B may still be settling in:
+        // C may adopt the newcomer as its predecessor before B (a race that made B stop in
+        // about 1 in 20 runs before the ring's answer for the id decided, see join.rs)
         let started = Instant::now();
         let out = themis(&node_args(&["--key", key, "--bootstrap", c.get("contact")])).await;
         let err = text(&out.stderr);

@@ -19,20 +19,24 @@
 //! The decisions are the pure [`plan_alone`] and [`plan_merge`].
 //!
 //! **Identity collisions** ([`live_duplicate`], issue 11): a node id is one running node. Right
-//! after the join, 1, 3, 7 and 15 s later (the ring may still be stabilizing, and the first
-//! successor may not be the one the other instance precedes yet), and at every member check
-//! afterwards, the node asks its successor for its predecessor; if that is this node's id at
-//! another address, and a node there identifies with this node's key, another live node runs
-//! with the same key: this one stops (exit 1) and names that address, without a leave (which
-//! would hand records to the other's neighbours). Meanwhile each instance keeps a session of
-//! its own with every peer (sessions are per address, themis-channel), so the member's
-//! requests and answers are not diverted to the newcomer. A dead
-//! instance (a crash, then a restart with the same key elsewhere) does not answer and is no
-//! duplicate: the successor's predecessor check replaces it within seconds. Two instances
-//! started within a stabilization period of each other race: the successor adopts the first
-//! one whose notify reaches it, and that one stays, even if the other started a little earlier
-//! (about 1 in 20 runs of `tests/collision.rs` on 2 busy cores, the second instance started
-//! 28 ms after the first).
+//! after the join, 1, 3, 7 and 15 s later (the ring may still be stabilizing), and at every
+//! member check afterwards, the node asks the ring which node its lookups reach for its own id:
+//! it finds the id just below its own, which its predecessor (or, while it has none, the node
+//! its routing table reaches before the id) answers with its successor. That successor pointer
+//! is the ring's authority: lookups and stores for the id go where it points, and a node never
+//! replaces a live successor by another instance of the same id (it is not between them). If it
+//! points at this id at another address, and a node there identifies with this node's key,
+//! another live node runs with the same key and holds the place: this one stops (exit 1) and
+//! names that address, without a leave (which would hand records to the other's neighbours).
+//! If the answer is this node itself, it is the member and stays, whatever its successor's
+//! predecessor says: in a race of two instances started at once, the successor may adopt the
+//! newcomer's notify first, and before this rule the member saw the newcomer there and stopped
+//! (about 1 in 20 runs of `tests/collision.rs` on 2 busy cores). Only when the ring has no
+//! answer for the id yet does the node fall back to its successor's predecessor. Meanwhile each
+//! instance keeps a session of its own with every peer (sessions are per address,
+//! themis-channel), so the member's requests and answers are not diverted to the newcomer. A
+//! dead instance (a crash, then a restart with the same key elsewhere) does not answer and is
+//! no duplicate: the successor's predecessor check replaces it within seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,28 +78,55 @@ fn is_this_node(node: &MeshNode, addr: std::net::SocketAddr) -> bool {
         && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
 }
 
+/// The id just below `id` on the ring (`id - 1`, wrapping).
+fn just_below(id: NodeId) -> NodeId {
+    let mut b = *id.as_bytes();
+    for byte in b.iter_mut().rev() {
+        let (v, borrow) = byte.overflowing_sub(1);
+        *byte = v;
+        if !borrow {
+            break;
+        }
+    }
+    NodeId::from_bytes(b)
+}
+
 /// Another live node answering for this node's id, if there is one (see the module docs): the
 /// address it runs at.
 pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAddr> {
     let me = node.id();
     let mine = node.contact().addr;
+    let elsewhere = |p: Peer| p.id == me && p.addr != mine && !is_this_node(node, p.addr);
+    // The ring's answer for this id: the successor of the id just below it.
+    if let Ok(f) = node.dht().find(just_below(me)).await
+        && f.successor.id == me
+    {
+        if elsewhere(f.successor) {
+            return same_key_at(node, f.successor.addr).await;
+        }
+        // the ring's lookups reach this node: it is the member
+        return None;
+    }
     let st = node.dht().status().await.ok()?;
     let succ = st.successors.first().copied().filter(|s| s.id != me)?;
     let n = node.dht().neighbors_of(succ).await.ok()?;
-    let other = n
-        .predecessor
-        .filter(|p| p.id == me && p.addr != mine && !is_this_node(node, p.addr))?;
+    let other = n.predecessor.filter(|p| elsewhere(*p))?;
+    same_key_at(node, other.addr).await
+}
+
+/// `addr`, if a live node there identifies with this node's key.
+async fn same_key_at(node: &MeshNode, addr: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
     // A crashed instance refuses the connection: no need to wait out IDENTIFY's timeout
     // (`themis node` runs its endpoint on TCP).
     if let Ok(Err(_)) =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(other.addr)).await
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
     {
         return None;
     }
     // IDENTIFY (PROTOCOL.md §5.2) asks the node at that address for its key, no handshake
     // (this node cannot run one with its own id).
-    match tokio::time::timeout(IDENTIFY_TIMEOUT, node.dht().endpoint().identify(other.addr)).await {
-        Ok(Ok((id, _))) if id == me => Some(other.addr),
+    match tokio::time::timeout(IDENTIFY_TIMEOUT, node.dht().endpoint().identify(addr)).await {
+        Ok(Ok((id, _))) if id == node.id() => Some(addr),
         _ => None,
     }
 }
@@ -589,6 +620,51 @@ mod tests {
 
     fn ids(c: Option<Vec<Contact>>) -> Option<Vec<u8>> {
         c.map(|v| v.iter().map(|c| c.id.unwrap().as_bytes()[0]).collect())
+    }
+
+    #[test]
+    fn just_below_is_the_id_minus_one_wrapping() {
+        let mut b = [0u8; 32];
+        b[31] = 1;
+        assert_eq!(
+            just_below(NodeId::from_bytes(b)),
+            NodeId::from_bytes([0; 32])
+        );
+        b[30] = 7;
+        b[31] = 0;
+        let mut want = [0u8; 32];
+        want[30] = 6;
+        want[31] = 0xff;
+        assert_eq!(just_below(NodeId::from_bytes(b)), NodeId::from_bytes(want));
+        assert_eq!(
+            just_below(NodeId::from_bytes([0; 32])),
+            NodeId::from_bytes([0xff; 32])
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn just_below_precedes_the_id_with_nothing_between(b in any::<[u8; 32]>()) {
+            let id = NodeId::from_bytes(b);
+            let below = just_below(id);
+            prop_assert_ne!(below, id);
+            // the ring's order: below < id, except where id = 0 wraps to the top
+            prop_assert_eq!(below < id, b != [0; 32]);
+            prop_assert_eq!(finger_start_plus_one(below), id);
+        }
+    }
+
+    /// `id + 1`, wrapping (the inverse of `just_below`, written independently).
+    fn finger_start_plus_one(id: NodeId) -> NodeId {
+        let (hi, lo) = id.as_bytes().split_at(16);
+        let hi = u128::from_be_bytes(hi.try_into().unwrap());
+        let lo = u128::from_be_bytes(lo.try_into().unwrap());
+        let (lo, carry) = lo.overflowing_add(1);
+        let hi = hi.wrapping_add(u128::from(carry));
+        let mut out = [0u8; 32];
+        out[..16].copy_from_slice(&hi.to_be_bytes());
+        out[16..].copy_from_slice(&lo.to_be_bytes());
+        NodeId::from_bytes(out)
     }
 
     #[test]
