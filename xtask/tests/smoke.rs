@@ -322,7 +322,8 @@ fn find_scaling_runs_in_process_and_over_node_hosts_alike() {
     let (local, local_harness) = points("0");
     let (hosted, hosted_harness) = points("3");
     assert_eq!(local, hosted);
-    assert_eq!(local.len(), 16, "{local:?}");
+    // 2 sizes × 2 modes × (cold, warm, steady, store, store warm)
+    assert_eq!(local.len(), 20, "{local:?}");
     assert!(
         local_harness.contains("in the bench process"),
         "{local_harness}"
