@@ -28,17 +28,20 @@
 //! points at this id at another address, and a node there identifies with this node's key,
 //! another live node runs with the same key and holds the place: this one stops (exit 1) and
 //! names that address, without a leave (which would hand records to the other's neighbours).
-//! If the answer is this node itself, it is the member and stays, whatever its successor's
-//! predecessor says: in a race of two instances started at once, the successor may adopt the
-//! newcomer's notify first, and before this rule the member saw the newcomer there and stopped
-//! (about 1 in 20 runs of `tests/collision.rs` on 2 busy cores). Only when the ring has no
-//! answer for the id yet does the node fall back to its successor's predecessor. Meanwhile each
-//! instance keeps a session of its own with every peer (sessions are per address,
+//! If the answer is this node itself, it is the member and stays at that check, whatever its
+//! successor's predecessor says: in a race of two instances started at once, the successor may
+//! adopt the newcomer's notify first, and before this rule the member saw the newcomer there and
+//! stopped (about 1 in 20 runs of `tests/collision.rs` on 2 busy cores). If the successor names
+//! the same live instance again at the member's next check, the ring has split between the two
+//! (some node before the id points at each), and the member gives way so that one of them
+//! stops. When the ring has no answer for the id yet, the successor's predecessor decides.
+//! Meanwhile each instance keeps a session of its own with every peer (sessions are per address,
 //! themis-channel), so the member's requests and answers are not diverted to the newcomer. A
 //! dead instance (a crash, then a restart with the same key elsewhere) does not answer and is
 //! no duplicate: the successor's predecessor check replaces it within seconds.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use themis_mesh::channel::Error as ChannelError;
@@ -91,22 +94,49 @@ fn just_below(id: NodeId) -> NodeId {
     NodeId::from_bytes(b)
 }
 
+/// The other instance of this node's id that its successor named as predecessor at the last
+/// check while the ring's answer for the id was this node (see [`live_duplicate`]).
+static SUCCESSOR_NAMED: Mutex<Option<SocketAddr>> = Mutex::new(None);
+
 /// Another live node answering for this node's id, if there is one (see the module docs): the
 /// address it runs at.
-pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAddr> {
+pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<SocketAddr> {
     let me = node.id();
     let mine = node.contact().addr;
     let elsewhere = |p: Peer| p.id == me && p.addr != mine && !is_this_node(node, p.addr);
     // The ring's answer for this id: the successor of the id just below it.
-    if let Ok(f) = node.dht().find(just_below(me)).await
-        && f.successor.id == me
-    {
-        if elsewhere(f.successor) {
+    let ring_says_me = match node.dht().find(just_below(me)).await {
+        Ok(f) if f.successor.id == me && elsewhere(f.successor) => {
             return same_key_at(node, f.successor.addr).await;
         }
-        // the ring's lookups reach this node: it is the member
-        return None;
+        Ok(f) => f.successor.id == me,
+        Err(_) => false,
+    };
+    let named = successor_names(node, &elsewhere).await;
+    if !ring_says_me {
+        return named;
     }
+    // The ring's lookups reach this node, but its successor may name another live instance as
+    // its predecessor: in a race of two instances started at once, the successor may adopt the
+    // newcomer's notify first, and the newcomer, which finds this node as the ring's answer,
+    // stops at its next check. Only if the same instance is still named at this node's next
+    // check (the ring split between them) does this node give way, so that one of them does.
+    let mut last = SUCCESSOR_NAMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match named {
+        Some(addr) if *last == Some(addr) => Some(addr),
+        named => {
+            *last = named;
+            None
+        }
+    }
+}
+
+/// The live instance of this node's id at another address that its successor names as its
+/// predecessor, if any.
+async fn successor_names(node: &MeshNode, elsewhere: &impl Fn(Peer) -> bool) -> Option<SocketAddr> {
+    let me = node.id();
     let st = node.dht().status().await.ok()?;
     let succ = st.successors.first().copied().filter(|s| s.id != me)?;
     let n = node.dht().neighbors_of(succ).await.ok()?;
@@ -115,7 +145,7 @@ pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<std::net::SocketAd
 }
 
 /// `addr`, if a live node there identifies with this node's key.
-async fn same_key_at(node: &MeshNode, addr: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+async fn same_key_at(node: &MeshNode, addr: SocketAddr) -> Option<SocketAddr> {
     // A crashed instance refuses the connection: no need to wait out IDENTIFY's timeout
     // (`themis node` runs its endpoint on TCP).
     if let Ok(Err(_)) =
