@@ -41,7 +41,7 @@
 //! no duplicate: the successor's predecessor check replaces it within seconds.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use themis_mesh::channel::Error as ChannelError;
@@ -94,13 +94,14 @@ fn just_below(id: NodeId) -> NodeId {
     NodeId::from_bytes(b)
 }
 
-/// The other instance of this node's id that its successor named as predecessor at the last
-/// check while the ring's answer for the id was this node (see [`live_duplicate`]).
-static SUCCESSOR_NAMED: Mutex<Option<SocketAddr>> = Mutex::new(None);
-
 /// Another live node answering for this node's id, if there is one (see the module docs): the
-/// address it runs at.
-pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<SocketAddr> {
+/// address it runs at. `named_before` carries from one check to the next the other instance that
+/// this node's successor named as its predecessor while the ring's answer for the id was this
+/// node.
+pub(crate) async fn live_duplicate(
+    node: &MeshNode,
+    named_before: &mut Option<SocketAddr>,
+) -> Option<SocketAddr> {
     let me = node.id();
     let mine = node.contact().addr;
     let elsewhere = |p: Peer| p.id == me && p.addr != mine && !is_this_node(node, p.addr);
@@ -121,13 +122,10 @@ pub(crate) async fn live_duplicate(node: &MeshNode) -> Option<SocketAddr> {
     // newcomer's notify first, and the newcomer, which finds this node as the ring's answer,
     // stops at its next check. Only if the same instance is still named at this node's next
     // check (the ring split between them) does this node give way, so that one of them does.
-    let mut last = SUCCESSOR_NAMED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match named {
-        Some(addr) if *last == Some(addr) => Some(addr),
+        Some(addr) if *named_before == Some(addr) => Some(addr),
         named => {
-            *last = named;
+            *named_before = named;
             None
         }
     }
@@ -516,6 +514,7 @@ pub(crate) async fn maintain(
     };
     // A split seen twice in a row is acted on (a ring still stabilizing can look split once).
     let mut split_seen = false;
+    let mut named_before = None;
     let mut early_check = Duration::from_secs(1);
     loop {
         if looks_for_a_ring(&node, &candidates).await {
@@ -540,7 +539,7 @@ pub(crate) async fn maintain(
             continue;
         }
         Readiness::set(&readiness.joined);
-        if let Some(addr) = live_duplicate(&node).await {
+        if let Some(addr) = live_duplicate(&node, &mut named_before).await {
             tracing::error!(
                 id = %node.id(),
                 %addr,
@@ -572,7 +571,7 @@ pub(crate) async fn maintain(
             }
         }
         let wait = if saved { MEMBER_EVERY } else { ALONE_EVERY };
-        if let Some(addr) = sleep_watching(&node, wait, &mut early_check).await {
+        if let Some(addr) = sleep_watching(&node, wait, &mut early_check, &mut named_before).await {
             return addr;
         }
     }
@@ -587,12 +586,13 @@ async fn sleep_watching(
     node: &MeshNode,
     wait: Duration,
     step: &mut Duration,
-) -> Option<std::net::SocketAddr> {
+    named_before: &mut Option<SocketAddr>,
+) -> Option<SocketAddr> {
     let end = tokio::time::Instant::now() + wait;
     while *step <= EARLY_CHECKS_UNTIL && tokio::time::Instant::now() + *step < end {
         tokio::time::sleep(*step).await;
         *step *= 2;
-        if let Some(addr) = live_duplicate(node).await {
+        if let Some(addr) = live_duplicate(node, named_before).await {
             return Some(addr);
         }
     }
@@ -680,12 +680,12 @@ mod tests {
             prop_assert_ne!(below, id);
             // the ring's order: below < id, except where id = 0 wraps to the top
             prop_assert_eq!(below < id, b != [0; 32]);
-            prop_assert_eq!(finger_start_plus_one(below), id);
+            prop_assert_eq!(plus_one(below), id);
         }
     }
 
     /// `id + 1`, wrapping (the inverse of `just_below`, written independently).
-    fn finger_start_plus_one(id: NodeId) -> NodeId {
+    fn plus_one(id: NodeId) -> NodeId {
         let (hi, lo) = id.as_bytes().split_at(16);
         let hi = u128::from_be_bytes(hi.try_into().unwrap());
         let lo = u128::from_be_bytes(lo.try_into().unwrap());

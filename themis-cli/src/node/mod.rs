@@ -464,7 +464,7 @@ pub(crate) async fn run(s: NodeSettings) -> Result<(), Error> {
         }
     };
     if !s.bootstrap.is_empty()
-        && let Some(addr) = join::live_duplicate(&r.node).await
+        && let Some(addr) = join::live_duplicate(&r.node, &mut None).await
     {
         r.node.crash().await;
         return Err(Error::DuplicateId {
