@@ -56,4 +56,4 @@ pub use workload::{
     Verdict, Workload,
 };
 pub use workloads::dht::host::{NodeHostArgs, node_host};
-pub use workloads::sidecar::http_upstream;
+pub use workloads::sidecar::{http_upstream, tcp_relay};

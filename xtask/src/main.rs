@@ -27,6 +27,15 @@ enum Command {
     /// address and serves until standard input closes.
     #[command(hide = true)]
     HttpUpstream,
+    /// Internal: the sidecar workload's relay (two of them are its `relay` reference point),
+    /// in a process of its own; prints its address and copies bytes to `--to` until standard
+    /// input closes.
+    #[command(hide = true)]
+    TcpRelay {
+        /// Where every accepted connection is relayed.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::NodeHost(args) => xtask::node_host(&args).map(|()| ExitCode::SUCCESS),
         Command::HttpUpstream => xtask::http_upstream().map(|()| ExitCode::SUCCESS),
+        Command::TcpRelay { to } => xtask::tcp_relay(to).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,9 @@ pub enum Mode {
     /// No themis at all: the application calling its functions directly, in process (the
     /// baseline of workload 6 only).
     Direct,
+    /// No themis either: two processes that only copy bytes between connections in the path
+    /// of the direct client (the reference point of workload 7, what two proxies cost).
+    Relay,
 }
 
 impl Mode {
@@ -33,6 +36,7 @@ impl fmt::Display for Mode {
             Mode::Secure => "secure",
             Mode::Insecure => "insecure",
             Mode::Direct => "direct",
+            Mode::Relay => "relay",
         })
     }
 }

@@ -111,9 +111,13 @@ fn tiny_bench_writes_a_complete_report() {
             .contains(&w),
             "{w}"
         );
-        // The direct baseline (no themis) belongs to the end-to-end apps and the sidecar only.
+        // The direct baseline (no themis) belongs to the end-to-end apps and the sidecar only,
+        // the relay reference point to the sidecar.
         if r["mode"] == "direct" {
             assert!(w == "apps" || w == "sidecar", "{r}");
+        }
+        if r["mode"] == "relay" {
+            assert_eq!(w, "sidecar", "{r}");
         }
         assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
@@ -143,6 +147,17 @@ fn tiny_bench_writes_a_complete_report() {
                 assert_eq!(r["steady_reached"], true, "{r}");
                 assert!(r["ops_before"].as_u64().unwrap() >= 2 * 200 + 1_000, "{r}");
             }
+        }
+    }
+    // Workload 7: the mesh both ways and the two reference points, each at both points.
+    for mode in ["secure", "insecure", "direct", "relay"] {
+        for point in ["c=1", "c=64"] {
+            assert!(
+                results.iter().any(|r| r["workload"] == "sidecar"
+                    && r["point"] == point
+                    && r["mode"] == mode),
+                "sidecar {point} {mode} missing"
+            );
         }
     }
     // Workload 1: the search for the highest rate within the p99 bound ran.

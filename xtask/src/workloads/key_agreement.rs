@@ -67,7 +67,7 @@ async fn op(mode: Mode, b: Arc<Responder>) -> Result<OpOutcome, &'static str> {
     {
         match mode {
             Mode::Secure => secure_once(&b)?,
-            Mode::Insecure | Mode::Direct => insecure_once(&b.net),
+            Mode::Insecure | Mode::Direct | Mode::Relay => insecure_once(&b.net),
         }
         Ok(OpOutcome::default())
     }

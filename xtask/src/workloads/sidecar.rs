@@ -1,7 +1,8 @@
 //! Workload 7: the transparent HTTP sidecar (issue 12 item 6). An HTTP client → the caller's
 //! agent (`GET /v1/call/web/bench`) → the mesh → the provider's agent → an HTTP upstream, two
 //! real `themis node` processes (release build) on loopback, against the same client on the
-//! upstream directly (`direct`). A minimal hyper server in a process of its own is the upstream
+//! upstream directly (`direct`), and against the client through two relays that only copy
+//! bytes (`relay`: the floor of any path with two processes in it). A minimal hyper server in a process of its own is the upstream
 //! ([`http_upstream`]: a client and its service are never one process, and `direct` must cross
 //! that boundary as wrk and nginx do); the client, in this process, is hyper's HTTP/1.1
 //! connection, one keep-alive connection per request in flight
@@ -139,27 +140,77 @@ pub fn http_upstream() -> Result<(), Error> {
     })
 }
 
+/// `xtask tcp-relay --to ADDR`: the reference point `relay` of this workload, in a process of
+/// its own with one thread (as the nodes run with `--threads 1`). It accepts connections and
+/// copies the bytes of each, both ways, to a connection of its own to `to`: a proxy that does
+/// nothing but move bytes (no HTTP parsing, no encryption, no multiplexing). Two of them in a
+/// chain put two processes on the path of every request as the mesh does, so the pair's
+/// throughput is what the operating system alone charges for such a path on this machine.
+/// Prints `addr=IP:PORT`, then relays until its standard input closes.
+pub fn tcp_relay(to: SocketAddr) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| werr(Mode::Relay, format!("relay runtime: {e}")))?;
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| werr(Mode::Relay, format!("relay: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| werr(Mode::Relay, format!("relay: {e}")))?;
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        println!("addr={addr}");
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = stdin.next_line().await {}
+        Ok(())
+    })
+}
+
 /// The upstream process ([`http_upstream`]) and its address.
 async fn upstream() -> Result<(Child, SocketAddr), String> {
+    helper(&["http-upstream"]).await
+}
+
+/// A relay process ([`tcp_relay`]) to `to`, and its address.
+async fn relay(to: SocketAddr) -> Result<(Child, SocketAddr), String> {
+    helper(&["tcp-relay", "--to", &to.to_string()]).await
+}
+
+/// Starts this executable with `args` (a helper that prints `addr=IP:PORT` and runs until its
+/// standard input closes), killed when dropped.
+async fn helper(args: &[&str]) -> Result<(Child, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    let what = args.first().copied().unwrap_or_default();
     let mut child = Command::new(&exe)
-        .arg("http-upstream")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {} http-upstream: {e}", exe.display()))?;
+        .map_err(|e| format!("cannot start {} {what}: {e}", exe.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let line = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
         .await
-        .map_err(|_| "the upstream printed no address".to_owned())?
+        .map_err(|_| format!("{what} printed no address"))?
         .map_err(|e| e.to_string())?
-        .ok_or("the upstream exited before printing its address")?;
+        .ok_or_else(|| format!("{what} exited before printing its address"))?;
     let addr = line
         .strip_prefix("addr=")
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("the upstream printed '{line}', not addr=IP:PORT"))?;
+        .ok_or_else(|| format!("{what} printed '{line}', not addr=IP:PORT"))?;
     Ok((child, addr))
 }
 
@@ -323,9 +374,21 @@ async fn measure(mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Meas
     let dir = std::env::temp_dir().join(format!("themis-bench-sidecar-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| werr(mode, e))?;
     let mut nodes = Vec::new();
+    let mut relays = Vec::new();
     let client = if mode == Mode::Direct {
         Client {
             addr: up,
+            path: "/bench",
+            idle: Mutex::new(Vec::new()),
+        }
+    } else if mode == Mode::Relay {
+        // client -> first relay -> second relay -> upstream.
+        let (second, second_addr) = relay(up).await.map_err(|e| werr(mode, e))?;
+        let (first, first_addr) = relay(second_addr).await.map_err(|e| werr(mode, e))?;
+        relays.push(first);
+        relays.push(second);
+        Client {
+            addr: first_addr,
             path: "/bench",
             idle: Mutex::new(Vec::new()),
         }
@@ -381,7 +444,11 @@ async fn measure(mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Meas
         op.clone(),
     )
     .await?;
-    let nodes_n = if mode == Mode::Direct { 0 } else { 2 };
+    let nodes_n = if matches!(mode, Mode::Direct | Mode::Relay) {
+        0
+    } else {
+        2
+    };
     let mut out = Vec::new();
     for (point, c, ops) in [("c=1", 1, s.c1), ("c=64", IN_FLIGHT, s.c64)] {
         progress.add_len(ops);
@@ -391,6 +458,7 @@ async fn measure(mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Meas
         out.push(Measurement::from_stats(NAME, mode, point, nodes_n, &run).with_concurrency(c));
     }
     drop(nodes);
+    drop(relays);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
 }
@@ -453,8 +521,12 @@ impl Workload for Sidecar {
              calls `web` through the mesh on a second `themis node` whose agent forwards the \
              request to an HTTP upstream (hyper, a process of its own with one thread, \
              `xtask http-upstream`, answering 200 with a \
-             {}-byte body); `direct` is the same client on the upstream. Loopback TCP, every \
-             process on the same cores. Closed loop at 1 request in flight (`c=1`, latency) and \
+             {}-byte body); `direct` is the same client on the upstream, and `relay` the same \
+             client through two processes that only copy bytes (`xtask tcp-relay`, one thread \
+             each, a connection onwards per connection accepted) on the way to the upstream: \
+             two processes in the path as the mesh puts there, without HTTP, encryption or \
+             the mesh, so what the operating system alone charges for such a path on this \
+             machine. Loopback TCP, every process on the same cores. Closed loop at 1 request in flight (`c=1`, latency) and \
              at {IN_FLIGHT} (`c=64`, throughput); every run of the harness starts both nodes \
              afresh. Quick: 500 / 3K \
              requests per run (at least 0.25 s: a smoke figure, noisy); full: 20K / 200K (at least 3 s). Goal (issue 12): \
@@ -493,7 +565,7 @@ impl Workload for Sidecar {
     }
 
     fn modes(&self) -> &'static [Mode] {
-        &[Mode::Secure, Mode::Insecure, Mode::Direct]
+        &[Mode::Secure, Mode::Insecure, Mode::Direct, Mode::Relay]
     }
 
     fn expected_duration(&self, p: &Params) -> Duration {
@@ -553,14 +625,14 @@ fn added_table(results: &[Measurement]) -> Option<String> {
         "| mode | p50 c=1 | added p50 | p99 c=1 | req/s c=64 | p99 c=64 | goals |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for mode in [Mode::Direct, Mode::Insecure, Mode::Secure] {
+    for mode in [Mode::Direct, Mode::Relay, Mode::Insecure, Mode::Secure] {
         let (Some(a), Some(b)) = (get(mode, "c=1"), get(mode, "c=64")) else {
             continue;
         };
         let p50 = us(a, Metric::P50Ms);
         let added = p50.map(|p| (p.median - direct.median, p.overlaps(&direct)));
         let tput = b.spread(Metric::OpsPerSec);
-        let goals = if mode == Mode::Direct {
+        let goals = if matches!(mode, Mode::Direct | Mode::Relay) {
             "—".to_owned()
         } else {
             let latency = match added {
@@ -628,6 +700,9 @@ mod tests {
             // Overlapping direct: no added latency can be told from the noise.
             point(Mode::Insecure, "c=1", &[(28, 1.0), (200, 1.0), (210, 1.0)]),
             point(Mode::Insecure, "c=64", &[(20, 3e4), (25, 3.5e4), (30, 5e4)]),
+            // The reference point: its added latency is shown, and it has no goals.
+            point(Mode::Relay, "c=1", &[(80, 1.0), (85, 1.0), (90, 1.0)]),
+            point(Mode::Relay, "c=64", &[(20, 3e4), (25, 3.3e4), (30, 3.5e4)]),
         ];
         let md = added_table(&results).unwrap();
         let line = |mode: &str| {
@@ -648,6 +723,11 @@ mod tests {
              | undecided (within noise) / missed |"
         );
         assert!(line("direct").contains("| — |"));
+        assert_eq!(
+            line("relay"),
+            "| relay | 85.0 (80.0–90.0) µs | 60.0 µs | 85.0 (80.0–90.0) µs | 33,000 (30,000–35,000) \
+             | 25.0 (20.0–30.0) µs | — |"
+        );
         assert_eq!(added_table(&results[2..]), None, "no direct baseline");
     }
 }

@@ -102,7 +102,7 @@ fn mesh_config(mode: Mode, seed: u64) -> MeshConfig {
     c.record_ttl = c.driver.dht.record_ttl;
     c.mode = match mode {
         Mode::Secure => themis_mesh::Mode::Secure,
-        Mode::Insecure | Mode::Direct => themis_mesh::Mode::Insecure,
+        Mode::Insecure | Mode::Direct | Mode::Relay => themis_mesh::Mode::Insecure,
     };
     c.seed = Some(seed);
     // Startup polls discovery until the services are found: a "no provider" answer cached for

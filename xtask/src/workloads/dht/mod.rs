@@ -107,7 +107,7 @@ fn driver_config(mode: Mode, seed: u64, records: usize) -> DriverConfig {
     c.dht.record_ttl = base.record_ttl;
     c.endpoint.mode = match mode {
         Mode::Secure => themis_channel::Mode::Secure,
-        Mode::Insecure | Mode::Direct => themis_channel::Mode::Insecure,
+        Mode::Insecure | Mode::Direct | Mode::Relay => themis_channel::Mode::Insecure,
     };
     c.rng_seed = Some(seed);
     c
