@@ -257,6 +257,7 @@ impl RunValues {
             Metric::HandshakesPer1K => self.per_1k_ops(self.handshakes).unwrap_or(f64::NAN),
             Metric::DialsPer1K => self.per_1k_ops(self.connections_dialed).unwrap_or(f64::NAN),
             Metric::OfferedPerSec => self.offered_per_sec.unwrap_or(f64::NAN),
+            Metric::PeakRssMib => self.peak_rss_kib.map_or(f64::NAN, |k| k as f64 / 1024.0),
         }
     }
 }
@@ -487,6 +488,9 @@ pub enum Metric {
     /// The offered rate of an open-loop point (higher is better: the search for the highest
     /// rate within a latency bound reports it).
     OfferedPerSec,
+    /// Peak resident memory of the processes holding the nodes, in MiB (summed over node
+    /// hosts; lower is better).
+    PeakRssMib,
 }
 
 impl Metric {
@@ -502,6 +506,7 @@ impl Metric {
             Metric::MsPerOp | Metric::MeanMs | Metric::P50Ms | Metric::P99Ms => "ms",
             Metric::HandshakesPer1K => "handshakes per 1K ops",
             Metric::DialsPer1K => "dials per 1K ops",
+            Metric::PeakRssMib => "MiB",
         }
     }
 

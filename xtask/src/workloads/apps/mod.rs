@@ -154,6 +154,7 @@ fn metric_name(m: Metric) -> &'static str {
         Metric::HandshakesPer1K => "handshakes per 1K ops",
         Metric::DialsPer1K => "dials per 1K ops",
         Metric::OfferedPerSec => "offered rate",
+        Metric::PeakRssMib => "peak memory",
     }
 }
 
