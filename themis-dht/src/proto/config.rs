@@ -94,10 +94,15 @@ pub struct Config {
     pub owner_cache_size: usize,
     /// Peers remembered from the answers to this node's lookup queries (PROTOCOL.md §6.8 step
     /// 2): they seed later lookups beside the fingers and the successor list, so that a ring
-    /// of a few hundred nodes is looked up in one hop. Each is kept one `finger_period` after
-    /// its last answer and forgotten when a request to it fails. Default 256 (about 30 KB per
-    /// node); 0 disables.
+    /// of a few hundred nodes is looked up in one hop, at peers this node has a session with.
+    /// Each is kept `peer_cache_ttl` after its last answer and forgotten when a request to it
+    /// fails. Default 1024 (about 200 bytes each when full); 0 disables.
     pub peer_cache_size: usize,
+    /// How long a peer stays in the peer cache after its last answer. Default 10 minutes: an
+    /// entry that outlived its peer costs the one lookup that asks it a stall (and is then
+    /// forgotten), while one forgotten too early sends lookups to peers met for the first
+    /// time, each a key agreement (PROTOCOL.md §6.8 step 2).
+    pub peer_cache_ttl: Duration,
     /// Peers a node remembers after losing contact with them (failed successors, predecessor
     /// and fingers) and its bootstrap contacts, probed at a low rate to find a ring it was
     /// split from (PROTOCOL.md §6.14, ring unification). Default 32; 0 turns probing off.
@@ -155,7 +160,8 @@ impl Default for Config {
             max_outputs: 65_536,
             verified_cache_size: 4096,
             owner_cache_size: 1024,
-            peer_cache_size: 256,
+            peer_cache_size: 1024,
+            peer_cache_ttl: Duration::from_secs(600),
             unify_table_len: 32,
             unify_retention: Duration::from_secs(24 * 3600),
             unify_probe_period: Duration::from_secs(10),

@@ -2,16 +2,16 @@
 //! of this node's lookup queries lately, which seed later lookups beside the fingers and the
 //! successor list (PROTOCOL.md §6.8 step 2). A ring of a few hundred nodes is then mostly known
 //! to every node that looks things up, and its lookups end in one hop instead of log₂N / 2;
-//! a large ring's lookups start closer to their targets. Nothing here is answered to other
-//! nodes (a `closer` answer still comes from the fingers and the successor list), and nothing
-//! a peer merely names is kept: only a peer that answered over its authenticated channel.
+//! a large ring's lookups start closer to their targets, at peers this node already has a
+//! session with. Nothing here is answered to other nodes (a `closer` answer still comes from
+//! the fingers and the successor list), and nothing a peer merely names is kept: only a peer
+//! that answered over its authenticated channel.
 //!
-//! An entry lives `ttl` (the finger-refresh period: routing state of the same age) from its
-//! last answer, leaves when a request to it fails or it answers that it left (with the
-//! fingers, [`super::node`]'s `purge`), and the cache keeps at most `max` (the oldest goes
-//! first).
+//! An entry lives `ttl` from its last answer, leaves when a request to it fails or it answers
+//! that it left (with the fingers, [`super::node`]'s `purge`), and the cache keeps at most
+//! `max` (the oldest answer goes first; expired entries are swept as new ones come).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,12 @@ use themis_crypto::NodeId;
 use super::ring::in_half_open;
 use super::wire::Peer;
 
-/// The cache, keyed by peer id.
+/// The cache, keyed by peer id, with an index by age for the sweep and the eviction.
 #[derive(Debug)]
 pub(crate) struct PeerCache {
     entries: BTreeMap<NodeId, (Peer, Instant)>,
+    /// `(last answer, id)` of every entry: the oldest first.
+    by_age: BTreeSet<(Instant, NodeId)>,
     max: usize,
     ttl: Duration,
 }
@@ -33,6 +35,7 @@ impl PeerCache {
     pub(crate) fn new(max: usize, ttl: Duration) -> Self {
         Self {
             entries: BTreeMap::new(),
+            by_age: BTreeSet::new(),
             max,
             ttl,
         }
@@ -44,33 +47,31 @@ impl PeerCache {
         self.entries.len()
     }
 
-    /// `peer` answered a lookup query at `now`.
+    /// `peer` answered a lookup query at `now`. Costs O(log n) per entry added or swept.
     pub(crate) fn learn(&mut self, now: Instant, peer: Peer) {
         if self.max == 0 {
             return;
         }
-        self.entries.insert(peer.id, (peer, now));
-        if self.entries.len() <= self.max {
-            return;
+        if let Some((_, at)) = self.entries.insert(peer.id, (peer, now)) {
+            self.by_age.remove(&(at, peer.id));
         }
-        let ttl = self.ttl;
-        self.entries.retain(|_, (_, at)| now < *at + ttl);
-        while self.entries.len() > self.max {
-            let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(id, _)| *id)
-            else {
+        self.by_age.insert((now, peer.id));
+        // Expired entries go as new ones come; then the oldest while over the bound.
+        while let Some(&(at, id)) = self.by_age.first() {
+            let expired = now >= at + self.ttl;
+            if !expired && self.entries.len() <= self.max {
                 break;
-            };
-            self.entries.remove(&oldest);
+            }
+            self.by_age.pop_first();
+            self.entries.remove(&id);
         }
     }
 
     /// Forgets `id` (a request to it failed, or it left).
     pub(crate) fn forget(&mut self, id: &NodeId) {
-        self.entries.remove(id);
+        if let Some((_, at)) = self.entries.remove(id) {
+            self.by_age.remove(&(at, *id));
+        }
     }
 
     /// Up to `count` live peers in `(me, target]`, the closest to `target` first (walking
@@ -164,20 +165,29 @@ mod tests {
     }
 
     #[test]
-    fn bounded_expired_first_then_oldest_and_off_at_zero() {
+    fn bounded_oldest_first_expired_swept_and_off_at_zero() {
         let t0 = Instant::now();
+        let s = Duration::from_secs;
         let mut c = PeerCache::new(3, TTL);
         c.learn(t0, p(1));
-        c.learn(t0 + Duration::from_secs(1), p(2));
-        c.learn(t0 + Duration::from_secs(2), p(3));
-        c.learn(t0 + Duration::from_secs(3), p(4));
-        assert_eq!(c.len(), 3);
-        let all = c.closest_preceding(t0 + Duration::from_secs(3), &p(0).id, &p(255).id, 8);
+        c.learn(t0 + s(1), p(2));
+        c.learn(t0 + s(2), p(3));
+        c.learn(t0 + s(3), p(4));
+        assert_eq!(c.len(), 3, "the oldest (p1) went");
+        let all = c.closest_preceding(t0 + s(3), &p(0).id, &p(255).id, 8);
         assert_eq!(all, vec![p(4), p(3), p(2)]);
-        // p(2), p(3) expired by then: swept before the oldest live one goes
-        c.learn(t0 + Duration::from_secs(7), p(5));
-        c.learn(t0 + Duration::from_secs(8), p(6));
+        // a new answer makes an entry young again: p2 outlives p3
+        c.learn(t0 + s(4), p(2));
+        c.learn(t0 + s(4), p(5));
+        let all = c.closest_preceding(t0 + s(4), &p(0).id, &p(255).id, 8);
+        assert_eq!(all, vec![p(5), p(4), p(2)]);
+        // by t0 + 8 s, p4 (answered at 3 s) has expired: it is swept, the others stay
+        c.learn(t0 + s(8), p(6));
         assert_eq!(c.len(), 3);
+        let all = c.closest_preceding(t0 + s(8), &p(0).id, &p(255).id, 8);
+        assert_eq!(all, vec![p(6), p(5), p(2)]);
+        c.forget(&p(5).id);
+        assert_eq!(c.len(), 2);
         let mut off = PeerCache::new(0, TTL);
         off.learn(t0, p(1));
         assert_eq!(off.len(), 0);
@@ -203,6 +213,11 @@ mod tests {
                 c.learn(last, p(v));
             }
             prop_assert!(c.len() <= max);
+            // the age index names every entry once, at its last answer
+            prop_assert_eq!(c.by_age.len(), c.entries.len());
+            for (at, id) in &c.by_age {
+                prop_assert_eq!(c.entries.get(id).map(|(_, a)| *a), Some(*at));
+            }
             let (me, target) = (p(me).id, p(target).id);
             let got = c.closest_preceding(last, &me, &target, count);
             prop_assert!(got.len() <= count);

@@ -165,7 +165,7 @@ impl Node {
             store: ObjectStore::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
             owners: OwnerCache::new(cfg.owner_cache_size, cfg.finger_period),
-            peers: PeerCache::new(cfg.peer_cache_size, cfg.finger_period),
+            peers: PeerCache::new(cfg.peer_cache_size, cfg.peer_cache_ttl),
             rtt: RttEstimator::default(),
             regs: Registrations::default(),
             queries: Queries::default(),
