@@ -600,3 +600,65 @@ async fn a_peer_gone_away_fails_the_next_request_at_once() {
     )
     .await;
 }
+
+/// Echoes, except `stall`, which it never answers.
+#[derive(Debug, Default)]
+struct StallOnCue;
+
+#[async_trait::async_trait]
+impl themis_channel::Handler for StallOnCue {
+    async fn handle(&self, from: PeerAddr, request: Bytes) -> Bytes {
+        if &request[..] == b"stall" {
+            std::future::pending::<()>().await;
+        }
+        Echo::default().handle(from, request).await
+    }
+}
+
+/// A peer whose process ends while our command waits on it (its runtime is dropped: the system
+/// closes its sockets, with no goodbye): the request fails at once with `ConnectionLost` (the
+/// command was written, the peer may have run it), not at the 120 s timeout; then the session
+/// is gone and the next request is refused unsent.
+#[test]
+fn a_peer_whose_process_ends_fails_the_waiting_request_at_once() {
+    let rt_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = rt_b.block_on(tcp(2, patient(), Arc::new(StallOnCue)));
+    let peer = b.local_peer();
+    let rt_a = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt_a.block_on(within(
+        60,
+        "a_peer_whose_process_ends_fails_the_waiting_request_at_once",
+        async move {
+            let a = tcp(1, patient(), Arc::new(Echo::default())).await;
+            a.request(&peer, Bytes::from_static(b"1")).await.unwrap();
+            let waiting = tokio::spawn({
+                let (a, peer) = (a.clone(), peer);
+                async move { a.request(&peer, Bytes::from_static(b"stall")).await }
+            });
+            eventually(10, "the command reached the peer", || {
+                b.metrics().commands_received == 2
+            })
+            .await;
+            // Every task of the peer's runtime is dropped with its sockets: as a process ends.
+            rt_b.shutdown_background();
+            match waiting.await.unwrap() {
+                Err(Error::ConnectionLost { addr, .. }) => assert_eq!(addr, peer.addr),
+                other => panic!("expected ConnectionLost, got {other:?}"),
+            }
+            assert_eq!(a.metrics().transport.connections_lost, 1);
+            match a.request(&peer, Bytes::from_static(b"3")).await {
+                Err(Error::PeerUnreachable { .. }) => {}
+                other => panic!("expected PeerUnreachable, got {other:?}"),
+            }
+            assert_eq!(a.metrics().requests_timed_out, 0);
+            drop(b);
+        },
+    ));
+}

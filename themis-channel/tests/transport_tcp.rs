@@ -625,3 +625,95 @@ async fn a_sink_takes_frames_from_the_readers_and_try_send_needs_an_open_connect
     })
     .await;
 }
+
+/// Reads one length-delimited frame from a raw socket.
+async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    body
+}
+
+type Reports = Arc<std::sync::Mutex<Vec<(std::net::SocketAddr, Vec<bytes::Bytes>)>>>;
+
+/// A transport whose refused sink records what it is told.
+async fn reporting() -> (Arc<TcpTransport>, Reports) {
+    let a = tcp(TcpConfig::default()).await;
+    let reports: Reports = Arc::default();
+    let r = reports.clone();
+    assert!(a.set_refused_sink(Arc::new(move |addr, dropped| {
+        r.lock().unwrap().push((addr, dropped));
+    })));
+    (a, reports)
+}
+
+/// A raw peer that takes `a`'s connection and its first frame: the hello, our welcome, one
+/// frame. Returns the socket (to end it as a crashed process would) and the listener.
+async fn raw_peer_with_one_frame(
+    a: &TcpTransport,
+) -> (TcpStream, tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let p = listener.local_addr().unwrap();
+    a.send(p, frame(0, 1, 0)).await.unwrap();
+    let (mut s, _) = listener.accept().await.unwrap();
+    let hello = read_frame(&mut s).await;
+    assert_eq!(&hello[..2], &[0x01, 0x30]);
+    s.write_all(&[0, 0, 0, 2, 0x01, 0x31]).await.unwrap();
+    assert_eq!(parse(&read_frame(&mut s).await), (0, 1));
+    (s, listener, p)
+}
+
+/// PROTOCOL.md §5.1, "A peer gone": a peer whose process ends (its socket closes with a FIN, no
+/// goodbye) is reported to the refused sink at once, with nothing dropped (the frame it read
+/// was written), and counted.
+#[tokio::test]
+async fn a_peer_that_ends_without_a_goodbye_is_reported_gone() {
+    within(
+        60,
+        "a_peer_that_ends_without_a_goodbye_is_reported_gone",
+        async {
+            let (a, reports) = reporting().await;
+            let (s, listener, p) = raw_peer_with_one_frame(&a).await;
+            drop((s, listener));
+            eventually(10, "the sink is told", || {
+                !reports.lock().unwrap().is_empty()
+            })
+            .await;
+            assert_eq!(reports.lock().unwrap().clone(), vec![(p, Vec::new())]);
+            assert_eq!(a.stats().connections_lost, 1);
+            assert_eq!(a.connected_peers(), 0);
+        },
+    )
+    .await;
+}
+
+/// A frame sent after the peer's end of stream reached our socket, before our reader has run
+/// (this test's runtime has one thread, and the send does not yield), is never written: it is
+/// reported to the refused sink as dropped unsent, so the endpoint knows its command did not
+/// reach the peer (a non-idempotent call may fail over).
+#[tokio::test]
+async fn a_frame_sent_after_the_peer_ended_is_reported_unsent() {
+    within(
+        60,
+        "a_frame_sent_after_the_peer_ended_is_reported_unsent",
+        async {
+            let (a, reports) = reporting().await;
+            let (s, listener, p) = raw_peer_with_one_frame(&a).await;
+            // The peer's process ends: FIN on the connection, nothing listens any more. Loopback
+            // delivers the FIN before `drop` returns.
+            drop((s, listener));
+            a.send(p, frame(0, 2, 0)).await.unwrap();
+            eventually(10, "the frame is reported unsent", || {
+                reports
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(to, dropped)| *to == p && dropped.iter().any(|f| parse(f) == (0, 2)))
+            })
+            .await;
+            assert_eq!(a.stats().frames_sent, 1, "frame 2 never left");
+        },
+    )
+    .await;
+}

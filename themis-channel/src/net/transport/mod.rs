@@ -31,8 +31,9 @@ pub use udp::{UdpConfig, UdpTransport};
 /// Receives frames straight from a transport's reader tasks: see [`Transport::set_sink`].
 pub type FrameSink = std::sync::Arc<dyn Fn(SocketAddr, BytesMut) + Send + Sync>;
 
-/// Told the listening address of a peer that refused a connection, and the frames for it that
-/// were dropped unsent: see [`Transport::set_refused_sink`].
+/// Told the listening address of a peer that is gone (it refused a connection, or ended one
+/// without a goodbye), and the frames for it that were dropped unsent: see
+/// [`Transport::set_refused_sink`].
 pub type RefusedSink = std::sync::Arc<dyn Fn(SocketAddr, Vec<Bytes>) + Send + Sync>;
 
 /// A message-oriented transport between endpoints.
@@ -103,11 +104,13 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
-    /// Asks the transport to call `sink` with a peer's address when the operating system
-    /// refuses a connection to it (TCP: `ECONNREFUSED` at connect, nothing listens there),
-    /// with the frames queued for that peer, dropped unsent (none of them reached it); the
-    /// endpoint fails what waits for that peer at once instead of at its timeouts. Called on the transport's own tasks; `sink` must
-    /// not block. At most one sink: a second call returns `false`. The default reports nothing
+    /// Asks the transport to call `sink` with a peer's address when the peer is gone: the
+    /// operating system refuses a connection to it (TCP: `ECONNREFUSED` at connect, nothing
+    /// listens there), or the peer ended a connection without the transport's goodbye (TCP: an
+    /// end of stream or a reset, PROTOCOL.md §5.1: its process ended). With it come the frames
+    /// queued for that peer and dropped unwritten (none of them reached it); frames written
+    /// before may have. The endpoint fails what waits for that peer at once instead of at its
+    /// timeouts. Called on the transport's own tasks; `sink` must not block. At most one sink: a second call returns `false`. The default reports nothing
     /// (a transport that cannot tell, such as UDP, leaves it to the endpoint's timeouts).
     fn set_refused_sink(&self, sink: RefusedSink) -> bool {
         let _ = sink;

@@ -52,6 +52,10 @@ counters! {
     connections_reaped_idle,
     /// Duplicate connections retired by the simultaneous-connect tie-break (TCP).
     connections_retired,
+    /// Connections the peer ended without a goodbye: an end of stream or a reset where the
+    /// protocol has neither (its process ended, or it aborted the connection). What was
+    /// waiting on them fails at once, not at its timeout (TCP).
+    connections_lost,
     /// Connections closed for any reason (TCP).
     connections_closed,
     /// Frames handed to the network.

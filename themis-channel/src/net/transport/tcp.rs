@@ -206,6 +206,16 @@ struct Handle {
 struct Shared {
     /// Milliseconds since `Inner::epoch` of the last frame sent or received.
     last_active: AtomicU64,
+    /// Milliseconds since `Inner::epoch` of the last frame received: a writer about to write
+    /// after a quiet spell first looks for the peer's end of stream (see `write_loop`).
+    last_read: AtomicU64,
+    /// The peer ended the connection without a goodbye (its process ended, or it reset the
+    /// connection): what is still queued never leaves, and the refused sink is told.
+    peer_gone: AtomicBool,
+    /// The refused sink has been told about this connection (once).
+    gone_reported: AtomicBool,
+    /// The writer has ended: a reader that finds the peer gone afterwards tells the sink itself.
+    writer_done: AtomicBool,
     /// Cancelled when we start a graceful close (child of the transport's shutdown token).
     graceful: CancellationToken,
     /// Cancelled to tear the connection down at once.
@@ -587,6 +597,10 @@ impl Inner {
     fn new_shared(&self) -> Arc<Shared> {
         Arc::new(Shared {
             last_active: AtomicU64::new(self.now_ms()),
+            last_read: AtomicU64::new(self.now_ms()),
+            peer_gone: AtomicBool::new(false),
+            gone_reported: AtomicBool::new(false),
+            writer_done: AtomicBool::new(false),
             graceful: self.shutdown.child_token(),
             abort: CancellationToken::new(),
             ack_wanted: Notify::new(),
@@ -597,6 +611,34 @@ impl Inner {
 
     fn touch(&self, shared: &Shared) {
         shared.last_active.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The peer of connection `id` went away without a goodbye: its handle leaves the table
+    /// first (so that a frame sent from now on dials anew, and a refused dial is reported as
+    /// such), then the connection is torn down; the refused sink is told once, by the writer
+    /// (with the frames it dropped unwritten) or, if the writer has already ended, by the
+    /// caller.
+    fn peer_gone(&self, peer: SocketAddr, id: u64, shared: &Shared) {
+        self.remove_if(peer, id);
+        if !shared.peer_gone.swap(true, Ordering::SeqCst) {
+            Counters::inc(&self.stats.connections_lost);
+        }
+        shared.abort.cancel();
+        if shared.writer_done.load(Ordering::SeqCst) {
+            self.report_gone(peer, shared, Vec::new());
+        }
+    }
+
+    /// Tells the refused sink (once per connection) that `peer` is gone, with `dropped`, the
+    /// frames for it that were never written.
+    fn report_gone(&self, peer: SocketAddr, shared: &Shared, dropped: Vec<Bytes>) {
+        if shared.gone_reported.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(local = %self.local, %peer, unsent = dropped.len(), "peer closed the connection without a goodbye");
+        if let Some(sink) = self.refused.get() {
+            (sink.0)(peer, dropped);
+        }
     }
 
     /// Removes `peer`'s handle if it is still connection `id`.
@@ -797,6 +839,7 @@ async fn serve_accepted(
     if let Some(rx) = writer {
         tokio::spawn(write_loop(
             inner.clone(),
+            (peer, id),
             w,
             rx,
             shared.clone(),
@@ -809,6 +852,7 @@ async fn serve_accepted(
         shared.graceful.cancel();
         tokio::spawn(write_loop(
             inner.clone(),
+            (peer, id),
             w,
             rx,
             shared.clone(),
@@ -944,7 +988,7 @@ async fn dial(
     // A task of its own rather than awaited here, as `serve_accepted` does with the reader:
     // the dial's state (1.1 KiB) would otherwise stay for the connection's life, where the
     // writer's alone is 0.6 KiB.
-    tokio::spawn(write_loop(inner, w, rx, shared, guard));
+    tokio::spawn(write_loop(inner, (peer, id), w, rx, shared, guard));
 }
 
 /// Drops the frames queued in `rx` (counted) and returns them (at most `queue_len`).
@@ -995,10 +1039,68 @@ fn drain_into(rx: &mut mpsc::Receiver<Bytes>, batch: &mut Vec<Bytes>) {
 /// every batch is a few hundred bytes).
 async fn write_loop(
     inner: Arc<Inner>,
+    (peer, id): (SocketAddr, u64),
     mut w: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
     _guard: Arc<SocketGuard>,
+) {
+    write_frames(&inner, (peer, id), &mut w, &mut rx, &shared).await;
+    let dropped = drop_queued(&inner, &mut rx);
+    shared.writer_done.store(true, Ordering::SeqCst);
+    if shared.peer_gone.load(Ordering::SeqCst) {
+        inner.report_gone(peer, &shared, dropped);
+    }
+    w.forget();
+}
+
+/// The peer's end of stream (or reset) is waiting in the socket, under no unread data: a
+/// nonblocking `MSG_PEEK` of one byte, where the system has it.
+fn peer_closed(w: &OwnedWriteHalf) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::net::{RecvFlags, recv};
+        let mut byte = [0u8; 1];
+        match recv(
+            w.as_ref(),
+            &mut byte[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Ok((0, _)) => true,
+            Ok(_) => false,
+            Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = w;
+        false
+    }
+}
+
+/// Quiet spell (no frame read for this many milliseconds) after which a writer peeks for the
+/// peer's end of stream before it writes (see [`write_frames`]).
+const PEEK_AFTER_QUIET_MS: u64 = 2;
+
+/// The body of [`write_loop`]; returns when the connection is done with.
+///
+/// A command written after the peer's process ended is lost, and its caller cannot tell
+/// whether it ran: the peer may have read it before it ended. But a frame not yet written when
+/// the peer's end of stream (our protocol never sends FIN: the process ended) is already in
+/// our socket surely never reached it. The reader notices the end of stream only when it is
+/// scheduled, which can be after we have written (a busy node, or a peer killed while the
+/// connection was idle). So a batch is not written once the reader has found the peer gone,
+/// and, after a quiet spell on the connection, not before one nonblocking peek for the end of
+/// stream: such a batch is dropped unwritten and reported with the rest of the queue, so the
+/// endpoint fails its commands as never sent (a non-idempotent call may then go to another
+/// provider). The peek costs one system call, only on connections that read nothing for
+/// [`PEEK_AFTER_QUIET_MS`].
+async fn write_frames(
+    inner: &Arc<Inner>,
+    (peer, id): (SocketAddr, u64),
+    w: &mut OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Bytes>,
+    shared: &Arc<Shared>,
 ) {
     let mut batch = Vec::new();
     let (mut queue_open, mut acked) = (true, false);
@@ -1008,10 +1110,7 @@ async fn write_loop(
     while queue_open || !acked {
         let first = tokio::select! {
             biased;
-            () = &mut abort => {
-                drop_queued(&inner, &mut rx);
-                break;
-            }
+            () = &mut abort => break,
             () = shared.ack_wanted.notified(), if !acked => {
                 acked = true;
                 None
@@ -1031,16 +1130,29 @@ async fn write_loop(
         };
         if let Some(first) = first {
             batch.push(first);
-            drain_into(&mut rx, &mut batch);
+            drain_into(rx, &mut batch);
             if batch.len() < WRITE_BATCH {
                 // Let the tasks that are about to send run once before the write: pipelined
                 // requests then share one syscall instead of paying one each.
                 tokio::task::yield_now().await;
-                drain_into(&mut rx, &mut batch);
+                drain_into(rx, &mut batch);
+            }
+            let quiet = inner
+                .now_ms()
+                .saturating_sub(shared.last_read.load(Ordering::Relaxed))
+                >= PEEK_AFTER_QUIET_MS;
+            if shared.peer_gone.load(Ordering::SeqCst) || (quiet && peer_closed(w)) {
+                // Never written: reported as unsent with what is still queued.
+                let mut dropped = std::mem::take(&mut batch);
+                Counters::add(&inner.stats.frames_dropped, dropped.len() as u64);
+                inner.peer_gone(peer, id, shared);
+                dropped.extend(drop_queued(inner, rx));
+                inner.report_gone(peer, shared, dropped);
+                return;
             }
         }
         let size = batch.iter().map(|f| LEN_PREFIX + f.len()).sum::<usize>() + control.len();
-        let mut out = BufWriter::with_capacity(size.min(WRITE_BUFFER), &mut w);
+        let mut out = BufWriter::with_capacity(size.min(WRITE_BUFFER), &mut *w);
         let write = async {
             for f in &batch {
                 let len = u32::try_from(f.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
@@ -1057,19 +1169,23 @@ async fn write_loop(
                 Counters::add(&inner.stats.bytes_sent, bytes as u64);
                 batch.clear();
             }
-            failed => {
-                if failed.is_err() {
-                    Counters::inc(&inner.stats.rejected_stalled);
-                }
+            Ok(Err(_)) => {
+                // The peer reset the connection or is gone (EPIPE, ECONNRESET): the batch may
+                // have left in part; the rest of the queue surely did not.
+                Counters::add(&inner.stats.frames_dropped, batch.len() as u64);
+                let _ = w.as_ref().set_zero_linger();
+                inner.peer_gone(peer, id, shared);
+                return;
+            }
+            Err(_) => {
+                Counters::inc(&inner.stats.rejected_stalled);
                 Counters::add(&inner.stats.frames_dropped, batch.len() as u64);
                 let _ = w.as_ref().set_zero_linger();
                 shared.abort.cancel();
-                drop_queued(&inner, &mut rx);
-                break;
+                return;
             }
         }
     }
-    w.forget();
 }
 
 async fn read_loop(
@@ -1136,7 +1252,9 @@ async fn read_loop(
                 if got_goodbye || check_incoming(&frame).is_err() {
                     break Some(&inner.stats.rejected_garbage);
                 }
-                inner.touch(&shared);
+                let now = inner.now_ms();
+                shared.last_active.store(now, Ordering::Relaxed);
+                shared.last_read.store(now, Ordering::Relaxed);
                 Counters::inc(&inner.stats.frames_received);
                 Counters::add(&inner.stats.bytes_received, frame.len() as u64);
                 if let Some(sink) = inner.sink.get() {
@@ -1157,7 +1275,14 @@ async fn read_loop(
                     break None;
                 }
             }
-            Ok(None) | Err(ReadFail::Broken) => break None,
+            Ok(None) | Err(ReadFail::Broken) => {
+                // An end of stream or a reset without the peer's goodbye: the peer's process
+                // ended (or it aborted the connection). What waits on it fails now.
+                if !got_goodbye {
+                    inner.peer_gone(peer, id, &shared);
+                }
+                break None;
+            }
             Err(ReadFail::Oversize) => break Some(&inner.stats.rejected_oversize),
             Err(ReadFail::Stalled) => break Some(&inner.stats.rejected_stalled),
         }

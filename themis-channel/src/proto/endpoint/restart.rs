@@ -61,9 +61,10 @@ impl EndpointCore {
         }
     }
 
-    /// The transport found nothing listening at `addr` (a connection refused by the operating
-    /// system: the peer is down or restarting); `dropped` are the frames queued for it, dropped
-    /// unsent. Our handshakes with peers at `addr` fail, and the requests waiting for them with
+    /// The transport found the peer at `addr` gone: nothing listens there (a connection
+    /// refused by the operating system: the peer is down or restarting), or it ended a
+    /// connection without a goodbye (its process ended); `dropped` are the frames queued for
+    /// it, dropped unsent. Our handshakes with peers at `addr` fail, and the requests waiting for them with
     /// [`Error::PeerUnreachable`] (never sent); the peers' channels are dropped, and the
     /// requests whose commands went out on them fail: with [`Error::PeerUnreachable`] if their
     /// command is among `dropped` (it never left), else with [`Error::ConnectionLost`] (it went
