@@ -89,9 +89,15 @@ pub struct Config {
     pub verified_cache_size: usize,
     /// Owners of object ids remembered from the lookups that ended (PROTOCOL.md §6.8): a
     /// registration stores a replica whose object id one of them covers straight at its owner,
-    /// without a lookup (the owner's responsibility check confirms it). Each is kept one
-    /// `finger_period`. Default 1024; 0 disables.
+    /// without a lookup (the owner's responsibility check confirms it). Each is kept
+    /// `owner_cache_ttl`. Default 1024; 0 disables.
     pub owner_cache_size: usize,
+    /// How long an owner stays in the owner cache after its first claim. Default 1 minute: an
+    /// entry that outlived the ring (a node joined inside its range unseen by the routing
+    /// table) costs one store refused `not_responsible` and the lookup after it, while one
+    /// forgotten too early costs every later replica of its range a lookup (PROTOCOL.md §6.8
+    /// step 6).
+    pub owner_cache_ttl: Duration,
     /// Peers remembered from the answers to this node's lookup queries (PROTOCOL.md §6.8 step
     /// 2): they seed later lookups beside the fingers and the successor list, so that a ring
     /// of a few hundred nodes is looked up in one hop, at peers this node has a session with.
@@ -160,6 +166,7 @@ impl Default for Config {
             max_outputs: 65_536,
             verified_cache_size: 4096,
             owner_cache_size: 1024,
+            owner_cache_ttl: Duration::from_secs(60),
             peer_cache_size: 1024,
             peer_cache_ttl: Duration::from_secs(600),
             unify_table_len: 32,

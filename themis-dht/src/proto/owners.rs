@@ -6,7 +6,7 @@
 //! owner's own `owner` answer): the successor of `from` is `owner`, so no node lies in
 //! `[from, owner)`, and `owner` is the successor of every id in `[from, owner]` as well. Later
 //! lookups of ids nearer `owner` widen nothing; ids before `from` extend the entry. Entries live
-//! `ttl` (the finger-refresh period: the fingers are routing state of the same age), are
+//! `ttl` (`Config::owner_cache_ttl`: a stale entry costs one refused store), are
 //! dropped when their owner fails or refuses a store as not responsible, and the cache keeps at
 //! most `max` of them (the oldest goes first). The store itself is the confirmation: the owner
 //! accepts it only for an id it is responsible for (§6.7).

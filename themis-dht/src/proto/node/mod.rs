@@ -164,7 +164,7 @@ impl Node {
             maint: Maintenance::new(now),
             store: ObjectStore::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
-            owners: OwnerCache::new(cfg.owner_cache_size, cfg.finger_period),
+            owners: OwnerCache::new(cfg.owner_cache_size, cfg.owner_cache_ttl),
             peers: PeerCache::new(cfg.peer_cache_size, cfg.peer_cache_ttl),
             rtt: RttEstimator::default(),
             regs: Registrations::default(),
