@@ -165,6 +165,10 @@ pub struct Measurement {
     /// Transport connections set up during the point (TCP dials), where the workload counts
     /// them.
     pub connections_dialed: Option<u64>,
+    /// DHT requests sent during the point, over all nodes (lookups' finds, stores, and the
+    /// ring's maintenance meanwhile), where the workload counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dht_requests: Option<u64>,
     /// Steady pass: the operations run on the system since it was built before this pass
     /// (the cold and warm passes and the warm-up after them).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,6 +228,9 @@ pub struct RunValues {
     pub handshakes: Option<u64>,
     /// Connections dialed during the run, where counted.
     pub connections_dialed: Option<u64>,
+    /// DHT requests sent during the run, where counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dht_requests: Option<u64>,
     /// Steady pass: operations run on the system before it (see [`Measurement::ops_before`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops_before: Option<u64>,
@@ -256,6 +263,9 @@ impl RunValues {
             Metric::P99Ms => self.p99_ms,
             Metric::HandshakesPer1K => self.per_1k_ops(self.handshakes).unwrap_or(f64::NAN),
             Metric::DialsPer1K => self.per_1k_ops(self.connections_dialed).unwrap_or(f64::NAN),
+            Metric::RequestsPerOp => self
+                .per_1k_ops(self.dht_requests)
+                .map_or(f64::NAN, |v| v / 1000.0),
             Metric::OfferedPerSec => self.offered_per_sec.unwrap_or(f64::NAN),
             Metric::PeakRssMib => self.peak_rss_kib.map_or(f64::NAN, |k| k as f64 / 1024.0),
         }
@@ -304,6 +314,7 @@ impl Measurement {
             open_fds: None,
             handshakes: None,
             connections_dialed: None,
+            dht_requests: None,
             ops_before: None,
             steady_reached: None,
             note: stats
@@ -331,6 +342,12 @@ impl Measurement {
     pub fn with_setups(mut self, handshakes: u64, connections_dialed: u64) -> Self {
         self.handshakes = Some(handshakes);
         self.connections_dialed = Some(connections_dialed);
+        self
+    }
+
+    /// Sets the DHT requests sent during the point, over all nodes.
+    pub fn with_dht_requests(mut self, requests: u64) -> Self {
+        self.dht_requests = Some(requests);
         self
     }
 
@@ -374,6 +391,7 @@ impl Measurement {
             open_fds: self.open_fds,
             handshakes: self.handshakes,
             connections_dialed: self.connections_dialed,
+            dht_requests: self.dht_requests,
             ops_before: self.ops_before,
             steady_reached: self.steady_reached,
         }
@@ -454,6 +472,7 @@ impl Measurement {
             open_fds: count(&|r| r.open_fds),
             handshakes: count(&|r| r.handshakes),
             connections_dialed: count(&|r| r.connections_dialed),
+            dht_requests: count(&|r| r.dht_requests),
             ops_before: count(&|r| r.ops_before),
             steady_reached: values
                 .iter()
@@ -485,6 +504,8 @@ pub enum Metric {
     HandshakesPer1K,
     /// Connections dialed during the point per 1,000 operations.
     DialsPer1K,
+    /// DHT requests sent during the point (all nodes) per operation.
+    RequestsPerOp,
     /// The offered rate of an open-loop point (higher is better: the search for the highest
     /// rate within a latency bound reports it).
     OfferedPerSec,
@@ -506,6 +527,7 @@ impl Metric {
             Metric::MsPerOp | Metric::MeanMs | Metric::P50Ms | Metric::P99Ms => "ms",
             Metric::HandshakesPer1K => "handshakes per 1K ops",
             Metric::DialsPer1K => "dials per 1K ops",
+            Metric::RequestsPerOp => "DHT requests per op",
             Metric::PeakRssMib => "MiB",
         }
     }
@@ -513,7 +535,10 @@ impl Metric {
     /// Security overhead in percent: throughput lost, or latency added, relative to insecure.
     /// `None` for counts (handshakes, dials), which are not a cost to compare that way.
     pub fn overhead_pct(self, secure: f64, insecure: f64) -> Option<f64> {
-        if matches!(self, Metric::HandshakesPer1K | Metric::DialsPer1K) {
+        if matches!(
+            self,
+            Metric::HandshakesPer1K | Metric::DialsPer1K | Metric::RequestsPerOp
+        ) {
             return None;
         }
         if !(insecure.is_finite() && secure.is_finite()) || insecure <= 0.0 {

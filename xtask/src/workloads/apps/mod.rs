@@ -153,6 +153,7 @@ fn metric_name(m: Metric) -> &'static str {
         Metric::P99Ms => "p99",
         Metric::HandshakesPer1K => "handshakes per 1K ops",
         Metric::DialsPer1K => "dials per 1K ops",
+        Metric::RequestsPerOp => "DHT requests per op",
         Metric::OfferedPerSec => "offered rate",
         Metric::PeakRssMib => "peak memory",
     }

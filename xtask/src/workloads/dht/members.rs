@@ -119,6 +119,22 @@ impl Members {
         }
     }
 
+    /// DHT requests the nodes have handed to their endpoints, summed (0 where unknown).
+    pub(crate) async fn dht_requests(&self) -> u64 {
+        match self {
+            Self::Local(r) => {
+                let mut out = 0;
+                for node in &r.nodes {
+                    if let Ok(m) = node.metrics().await {
+                        out += m.requests_sent;
+                    }
+                }
+                out
+            }
+            Self::Hosted(h) => h.metrics().await.map_or(0, |m| m.requests),
+        }
+    }
+
     /// Resets the peak RSS of the processes holding the nodes; `false` where it cannot.
     pub(crate) async fn reset_peak_rss(&self) -> bool {
         match self {

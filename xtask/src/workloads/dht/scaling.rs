@@ -424,6 +424,24 @@ impl Workload for FindScaling {
                 DialsPer1K,
                 "",
             ),
+            Figure::new(
+                "DHT requests per find, steady pass (all nodes, maintenance included)",
+                Prefix("N="),
+                RequestsPerOp,
+                "",
+            ),
+            Figure::new(
+                "DHT requests per provider store (k + 1 = 3 replicas: lookups and stores)",
+                Prefix("store N="),
+                RequestsPerOp,
+                "",
+            ),
+            Figure::new(
+                "DHT requests per provider store between pairs that have met",
+                Prefix("store warm N="),
+                RequestsPerOp,
+                "",
+            ),
             Figure::new("find mean latency", Prefix("N="), MeanMs, "Fig. 4 (top)"),
             Figure::new(
                 "find p50 latency at 5K/s offered (open loop, after the steady pass)",
@@ -631,6 +649,7 @@ impl Workload for FindScaling {
                         ring.reset_peak_rss().await
                     };
                     let before = ring.setup_counts().await;
+                    let requests_before = ring.dht_requests().await;
                     let stats = load::closed_loop(
                         // The warm pass is not judged: its set-up counts are the point, and
                         // a quick run stays within its 3 minutes.
@@ -644,13 +663,15 @@ impl Workload for FindScaling {
                     )
                     .await?;
                     let after = ring.setup_counts().await;
+                    let requests = ring.dht_requests().await.saturating_sub(requests_before);
                     let mut m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
                         .with_concurrency(IN_FLIGHT)
                         .with_phase(phase)
                         .with_setups(
                             after.0.saturating_sub(before.0),
                             after.1.saturating_sub(before.1),
-                        );
+                        )
+                        .with_dht_requests(requests);
                     if let Some((reached, rates, took)) = warm_up {
                         m = m.with_steady(finds_so_far, reached);
                         let what = if reached {
@@ -706,6 +727,7 @@ impl Workload for FindScaling {
                     progress.add_len(store_ops);
                     progress.message(point.clone());
                     let members = Arc::clone(&ring);
+                    let requests_before = ring.dht_requests().await;
                     let stats = load::closed_loop(
                         ClosedLoop::new(IN_FLIGHT, store_ops),
                         progress,
@@ -722,8 +744,10 @@ impl Workload for FindScaling {
                         },
                     )
                     .await?;
+                    let requests = ring.dht_requests().await.saturating_sub(requests_before);
                     let m = Measurement::from_stats(SCALING, mode, point, nodes_u32, &stats)
-                        .with_concurrency(IN_FLIGHT);
+                        .with_concurrency(IN_FLIGHT)
+                        .with_dht_requests(requests);
                     out.push(with_usage(m, ring.usage(rss_reset).await));
                 }
                 match Arc::try_unwrap(ring) {

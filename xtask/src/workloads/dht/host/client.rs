@@ -192,6 +192,7 @@ impl Hosts {
                 .ok_or_else(|| format!("bad metrics reply {fields:?}"))?;
             sum.handshakes += m.handshakes;
             sum.dials += m.dials;
+            sum.requests += m.requests;
             let add = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b?);
             sum.peak_rss_kib = add(sum.peak_rss_kib, m.peak_rss_kib);
             sum.open_fds = add(sum.open_fds, m.open_fds);

@@ -178,6 +178,7 @@ async fn run(nodes: &[DhtNode], first: usize, command: Command) -> Result<Vec<St
                 let nm = n.metrics().await.map_err(|e| e.to_string())?;
                 m.handshakes += nm.endpoint.handshakes_initiated_ok;
                 m.dials += nm.endpoint.transport.connections_dialed;
+                m.requests += nm.requests_sent;
             }
             m.peak_rss_kib = machine::peak_rss_kib();
             m.open_fds = machine::open_fds();

@@ -172,6 +172,8 @@ pub(crate) struct HostMetrics {
     pub(crate) handshakes: u64,
     /// TCP connections dialed.
     pub(crate) dials: u64,
+    /// DHT requests the nodes handed to their endpoints.
+    pub(crate) requests: u64,
     /// The host process's peak resident set size since its last reset, KiB.
     pub(crate) peak_rss_kib: Option<u64>,
     /// The host process's open file descriptors.
@@ -179,12 +181,13 @@ pub(crate) struct HostMetrics {
 }
 
 impl HostMetrics {
-    /// The reply fields: four numbers, `-` for an unknown one.
+    /// The reply fields: five numbers, `-` for an unknown one.
     pub(crate) fn fields(&self) -> Vec<String> {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         vec![
             self.handshakes.to_string(),
             self.dials.to_string(),
+            self.requests.to_string(),
             opt(self.peak_rss_kib),
             opt(self.open_fds),
         ]
@@ -200,9 +203,10 @@ impl HostMetrics {
             }
         };
         match fields {
-            [h, d, rss, fds] => Some(Self {
+            [h, d, req, rss, fds] => Some(Self {
                 handshakes: h.parse().ok()?,
                 dials: d.parse().ok()?,
+                requests: req.parse().ok()?,
                 peak_rss_kib: opt(rss)?,
                 open_fds: opt(fds)?,
             }),
@@ -277,12 +281,13 @@ mod tests {
         let m = HostMetrics {
             handshakes: 5,
             dials: 2,
+            requests: 70,
             peak_rss_kib: None,
             open_fds: Some(40),
         };
-        assert_eq!(m.fields(), ["5", "2", "-", "40"]);
+        assert_eq!(m.fields(), ["5", "2", "70", "-", "40"]);
         assert_eq!(HostMetrics::from_fields(&m.fields()), Some(m));
-        assert_eq!(HostMetrics::from_fields(&m.fields()[..3]), None);
+        assert_eq!(HostMetrics::from_fields(&m.fields()[..4]), None);
     }
 
     #[test]
