@@ -358,6 +358,7 @@ fn endpoint_series(m: &NodeMetrics) -> Vec<Series> {
         (G, "themis_transport_connections_open", "Peer connections open now (TCP).", t.connections_open),
         (C, "themis_transport_connections_opened", "Connections established, dialed and accepted (TCP).", t.connections_opened),
         (C, "themis_transport_connect_failed", "Dial attempts that failed or timed out (TCP).", t.connect_failed),
+        (C, "themis_transport_connections_lost", "Connections a peer ended without a goodbye (its process ended, or it reset them); what waited on them failed at once (TCP).", t.connections_lost),
         (C, "themis_transport_send_errors", "Frames the kernel refused to send (UDP: often a full connection-tracking table, see dmesg).", t.send_errors),
         (C, "themis_transport_connections_refused_source", "Connections refused at accept: their source prefix (/32, /64) held its share of sockets (TCP).", t.connections_refused_source),
         (G, "themis_transport_connections_handshaking", "Accepted sockets still waiting for their hello (TCP).", t.connections_handshaking),
