@@ -53,7 +53,9 @@ pub(crate) struct Budget {
     /// Most queries in flight (α).
     pub(crate) alpha: usize,
     /// `Some(stall)`: ask one peer at a time and open to α when a query fails, is answered
-    /// without progress, or stays unanswered for `stall`; `None`: ask α at once from the start.
+    /// without progress, or stays unanswered for `stall`; then one more query each further
+    /// `stall` without a query sent while queries are still unanswered, up to 2α. `None`: ask
+    /// α at once from the start.
     pub(crate) stall: Option<Duration>,
     /// Requests the lookup may send before it gives up.
     pub(crate) max_requests: usize,
@@ -67,7 +69,8 @@ pub(crate) struct Lookup {
     want_owner: bool,
     alpha: usize,
     /// Queries allowed in flight now: 1 while every answer comes in and makes progress (the
-    /// paper's sequential iterative find), `alpha` once the lookup is hedged.
+    /// paper's sequential iterative find), `alpha` once the lookup is hedged, one more after
+    /// each further stall (at most [`Lookup::max_width`]).
     width: usize,
     max_requests: usize,
     max_candidates: usize,
@@ -81,7 +84,10 @@ pub(crate) struct Lookup {
     sent: usize,
     /// How long the one query of a narrow lookup may stay unanswered.
     stall: Duration,
-    /// When the lookup stalls: armed by each query a narrow lookup sends.
+    /// The budget had a stall (else the lookup asks α at once and never stalls).
+    stalls: bool,
+    /// When the lookup stalls: armed by each query sent (and by each stall) while the lookup
+    /// can still widen.
     stall_at: Option<Instant>,
     /// Times the candidates were refilled when they ran out.
     reseeds: u8,
@@ -107,6 +113,7 @@ impl Lookup {
             in_flight: BTreeMap::new(),
             sent: 0,
             stall: budget.stall.unwrap_or_default(),
+            stalls: budget.stall.is_some(),
             stall_at: None,
             reseeds: 0,
         }
@@ -127,26 +134,50 @@ impl Lookup {
         self.width < self.alpha
     }
 
-    /// Opens the lookup to `alpha` queries in flight: a query failed, was answered without
-    /// progress, or is slow to answer.
+    /// Opens the lookup to (at least) `alpha` queries in flight: a query failed, was answered
+    /// without progress, or is slow to answer.
     fn widen(&mut self) {
-        self.width = self.alpha;
+        self.width = self.width.max(self.alpha);
     }
 
-    /// When the lookup stalls if its one query is still unanswered then.
+    /// Most queries in flight after repeated stalls: 2α (α = 1, the finger sweep, and a
+    /// lookup hedged from the start never stall).
+    fn max_width(&self) -> usize {
+        if self.alpha <= 1 || !self.stalls {
+            1
+        } else {
+            self.alpha.saturating_mul(2)
+        }
+    }
+
+    /// True while a stall would let the lookup ask one more peer.
+    fn can_widen(&self) -> bool {
+        self.width < self.max_width()
+    }
+
+    /// When the lookup stalls if its queries are still unanswered and none was sent since.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.stall_at
-            .filter(|_| self.is_narrow() && !self.in_flight.is_empty())
+            .filter(|_| self.can_widen() && !self.in_flight.is_empty())
     }
 
     /// Hedge (beyond the paper, which asks one node at a time): if the one query has been
-    /// unanswered since the stall time, the lookup opens to α (without giving up on it).
-    /// Returns true if it did: the caller asks [`Lookup::next`] for more peers.
+    /// unanswered since the stall time, the lookup opens to α (without giving up on it); if
+    /// it is open already, and no query was sent for a stall while some are unanswered, it
+    /// may ask one more (up to 2α). Peers that left while this node could not notice (a
+    /// partition, churn) answer nothing until the request timeout; without the extra width a
+    /// lookup whose first α peers had all left waited that timeout (5 s by default) before it
+    /// asked anyone else. Returns true if it widened: the caller asks [`Lookup::next`] for
+    /// more peers.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
         match self.poll_timeout() {
             Some(t) if t <= now => {
-                self.stall_at = None;
-                self.widen();
+                self.width = if self.is_narrow() {
+                    self.alpha
+                } else {
+                    self.width + 1
+                };
+                self.stall_at = self.can_widen().then(|| now + self.stall);
                 true
             }
             _ => false,
@@ -219,7 +250,7 @@ impl Lookup {
         }
         if !out.is_empty() {
             // paper §6.1 asks one node at a time; if it is slow, hedge (`handle_timeout`)
-            self.stall_at = self.is_narrow().then(|| now + self.stall);
+            self.stall_at = self.can_widen().then(|| now + self.stall);
         }
         out
     }
@@ -487,13 +518,20 @@ mod tests {
         assert_eq!(l.next(t1), vec![(p(90), 2)]);
         assert_eq!(l.poll_timeout(), Some(t1 + STALL));
         assert!(!l.handle_timeout(t + STALL), "the old deadline is gone");
-        // unanswered until the stall: α at once, and no timer any more
+        // unanswered until the stall: α at once
         assert!(l.handle_timeout(t1 + STALL));
         assert!(!l.is_narrow());
-        assert_eq!(l.poll_timeout(), None);
-        assert!(!l.handle_timeout(t1 + STALL * 2), "stalls once");
-        assert_eq!(l.next(t1 + STALL).len(), 2, "p(90) is still in flight");
-        assert_eq!(l.poll_timeout(), None, "a wide lookup has no stall timer");
+        let t2 = t1 + STALL;
+        assert_eq!(l.next(t2).len(), 2, "p(90) is still in flight");
+        // all three unanswered for another stall (peers gone): one more each stall, up to 2α
+        assert_eq!(l.poll_timeout(), Some(t2 + STALL));
+        assert!(l.handle_timeout(t2 + STALL));
+        assert_eq!(l.next(t2 + STALL).len(), 1);
+        assert!(l.handle_timeout(t2 + STALL * 2));
+        assert_eq!(l.next(t2 + STALL * 2).len(), 1, "the last candidate");
+        assert!(l.handle_timeout(t2 + STALL * 3), "width 6 = 2α");
+        assert_eq!(l.poll_timeout(), None, "at 2α the timer is off");
+        assert!(!l.handle_timeout(t2 + STALL * 10));
     }
 
     #[test]
@@ -514,17 +552,23 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_widens_and_disarms_the_stall() {
+    fn a_failure_widens_and_the_next_queries_rearm_the_stall() {
         let t = t0();
+        let ms = Duration::from_millis;
         let mut l = Lookup::new(p(100).id, false, p(0).id, budget(2, false, 10, 10));
-        for v in [50, 40, 30] {
+        for v in [50, 40, 30, 20, 10] {
             l.add_candidate(p(v), 1);
         }
         l.next(t);
         l.on_failure(p(50).id);
-        assert_eq!(l.poll_timeout(), None);
+        assert_eq!(l.poll_timeout(), None, "nothing in flight");
         assert!(!l.handle_timeout(t + STALL));
-        assert_eq!(l.next(t).len(), 2);
+        assert_eq!(l.next(t + ms(10)).len(), 2);
+        assert_eq!(l.poll_timeout(), Some(t + ms(10) + STALL));
+        // a failure never narrows a lookup that stalls had widened
+        assert!(l.handle_timeout(t + ms(10) + STALL));
+        l.on_failure(p(40).id);
+        assert_eq!(l.next(t + ms(20) + STALL).len(), 2, "width 3 kept");
     }
 
     #[test]
@@ -588,28 +632,29 @@ mod tests {
 
     proptest! {
         /// Whatever peers answer and whenever the timer fires, a lookup asks for a timeout only
-        /// while it is narrow with its one query in flight, at the stall time after that
-        /// query was sent; a timeout widens the lookup exactly when it comes at or after it.
+        /// while it can widen (below 2α) with queries in flight, one stall after its last
+        /// query sent or its last stall; a timeout widens the lookup exactly when it comes at
+        /// or after it, and nothing narrows it.
         #[test]
         fn the_stall_timer_follows_the_query_in_flight(ops in proptest::collection::vec((0u8..4, 0u64..800, proptest::collection::vec(any::<u8>(), 0..3)), 1..40)) {
             let mut t = t0();
             let mut l = Lookup::new(p(200).id, false, p(0).id, budget(3, false, 30, 8));
             for v in [10u8, 20, 30, 40, 50] { l.add_candidate(p(v), 1); }
-            let last_send_0 = t;
             prop_assert_eq!(l.next(t).len(), 1);
-            let mut last_send = last_send_0;
+            let mut last_arm = t;
             for (op, dt, peers) in ops {
                 t += Duration::from_millis(dt);
-                let narrow = l.is_narrow();
+                let width = l.width;
                 match op {
                     0 => {
                         let due = l.poll_timeout();
                         let fired = l.handle_timeout(t);
                         prop_assert_eq!(fired, due.is_some_and(|d| d <= t));
                         if fired {
-                            prop_assert!(narrow && !l.is_narrow());
+                            prop_assert!(l.width > width && l.width <= 6);
+                            last_arm = t;
                         } else {
-                            prop_assert_eq!(l.is_narrow(), narrow);
+                            prop_assert_eq!(l.width, width);
                         }
                     }
                     1 => {
@@ -624,15 +669,17 @@ mod tests {
                     }
                     _ => {}
                 }
+                prop_assert!(l.width >= width, "never narrower");
                 if !l.next(t).is_empty() {
-                    last_send = t;
+                    last_arm = t;
                 }
+                prop_assert!(l.in_flight.len() <= l.width);
                 match l.poll_timeout() {
                     Some(d) => {
-                        prop_assert!(l.is_narrow() && l.in_flight.len() == 1);
-                        prop_assert_eq!(d, last_send + STALL);
+                        prop_assert!(l.can_widen() && !l.in_flight.is_empty());
+                        prop_assert_eq!(d, last_arm + STALL);
                     }
-                    None => prop_assert!(!l.is_narrow() || l.in_flight.is_empty()),
+                    None => prop_assert!(!l.can_widen() || l.in_flight.is_empty()),
                 }
             }
         }
