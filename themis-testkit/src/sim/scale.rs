@@ -810,6 +810,8 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
         let healed = w.sim.elapsed();
         let heal_start = w.phase_start();
         let step = sc.node.stabilize_period;
+        // a progress line every 30 simulated seconds: at 100,000 nodes the wait is long
+        let mut report_at = healed + Duration::from_secs(30);
         loop {
             match w.sim.check_ring() {
                 Ok(()) => {
@@ -821,6 +823,17 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
             }
             if w.sim.elapsed() - healed > sc.max_heal {
                 break;
+            }
+            if w.sim.elapsed() >= report_at {
+                report_at += Duration::from_secs(30);
+                let why: String = ring_error
+                    .as_ref()
+                    .map(|e| format!("{e:?}").chars().take(160).collect())
+                    .unwrap_or_default();
+                w.log(&format!(
+                    "heal: not one ring {:.0} s after the heal: {why}",
+                    (w.sim.elapsed() - healed).as_secs_f64()
+                ));
             }
             w.sim.run_for(step);
         }
@@ -834,6 +847,13 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
         // then until every successor list is complete, and every live registration is found
         let settle_start = w.phase_start();
         while w.sim.check_successor_lists().is_err() && w.sim.elapsed() - healed <= sc.max_heal {
+            if w.sim.elapsed() >= report_at {
+                report_at += Duration::from_secs(30);
+                w.log(&format!(
+                    "heal: successor lists not complete {:.0} s after the heal",
+                    (w.sim.elapsed() - healed).as_secs_f64()
+                ));
+            }
             w.sim.run_for(step);
         }
         to_full_lists = w
