@@ -28,7 +28,7 @@ pub(crate) fn rng(seed: u64, i: u64) -> fastrand::Rng {
 pub(crate) fn all() -> Vec<Box<dyn Workload>> {
     vec![
         Box::new(dht::LocalFindStore),
-        Box::new(dht::FindScaling),
+        Box::new(dht::FindScaling::default()),
         Box::new(dht::Join),
         Box::new(dht::LeaveBlink),
         Box::new(key_agreement::KeyAgreement),
