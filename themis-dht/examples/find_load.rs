@@ -10,7 +10,8 @@
 //! Environment knobs: `ALPHA`, `STALL_MS` (0: α queries at once, the old behaviour),
 //! `STAB_MS`, `FINGER_MS` (maintenance periods; default 200 and 2,000 as in xtask),
 //! `TRANSPORT=udp` (one socket per node instead of a capped set of TCP connections),
-//! `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU),
+//! `FIND_ROUNDS=R` (rounds of FINDS finds, default 2: later rounds show how the key
+//! agreements of first contacts die down), `STORES=COUNT` (after the finds, COUNT provider registrations with k = 2, and their CPU),
 //! `STORE_ROUNDS=R` (R such rounds of fresh names: the first meets new pairs of nodes, the
 //! later ones show the cost of a store between nodes that already have a session).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -254,7 +255,7 @@ async fn main() {
     println!("idle {} s: CPU {:.2} s", idle.as_secs(), c1 - c0);
     delta(&a, &b, idle.as_secs_f64());
 
-    for round in 0..2 {
+    for round in 0..env_u64("FIND_ROUNDS").unwrap_or(2) {
         let before = sum(&nodes).await;
         let c0 = cpu_secs();
         let start = Instant::now();
