@@ -308,6 +308,7 @@ fn dht_series(m: &NodeMetrics) -> Vec<Series> {
         (C, "themis_dht_unify_probes", "Probes of lost peers and bootstraps (ring unification, PROTOCOL.md §6.14).", d.unify_probes),
         (C, "themis_dht_unify_foreign", "Probed peers that answered from another ring.", d.unify_foreign),
         (C, "themis_dht_unify_merges", "Successors adopted from another ring (merge steps).", d.unify_merges),
+        (C, "themis_dht_successor_checks", "Lookups of the node's own successor, after a walk back toward it reached its bound.", d.successor_checks),
         (C, "themis_dht_rejected", "Requests refused or records rejected (all reasons).", d.rejected.iter().sum()),
         (C, "themis_dht_records_rejected_by_reader", "Records from a responder that failed verification.", d.records_rejected_by_reader),
         (C, "themis_dht_malformed_messages", "DHT messages that did not decode.", d.malformed_messages),

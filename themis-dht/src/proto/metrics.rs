@@ -71,6 +71,9 @@ pub struct Metrics {
     pub unify_foreign: u64,
     /// Successors adopted from another ring (a merge step here).
     pub unify_merges: u64,
+    /// Lookups of this node's own successor through the rest of the ring, started when a
+    /// walk back toward it was still going at its bound (PROTOCOL.md §6.9).
+    pub successor_checks: u64,
     /// Re-stores of this node's registrations started early, after its neighbourhood changed.
     pub change_restores: u64,
     /// Requests sent (every kind), and their DHT payload bytes (the CBOR message, before the
@@ -149,6 +152,7 @@ impl Metrics {
         self.unify_probes += o.unify_probes;
         self.unify_foreign += o.unify_foreign;
         self.unify_merges += o.unify_merges;
+        self.successor_checks += o.successor_checks;
         self.change_restores += o.change_restores;
         self.requests_sent += o.requests_sent;
         self.request_bytes_sent += o.request_bytes_sent;

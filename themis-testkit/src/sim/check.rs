@@ -44,11 +44,36 @@ impl Sim {
             match node.successors().first() {
                 Some(s) if s.id == next => {}
                 other => {
+                    // What the node and the two peers know of each other (why no mechanism
+                    // mends it: a stuck heal is diagnosed from this line).
+                    let short = |p: Option<themis_dht::Peer>| p.map(|p| p.id.short());
+                    let expected = &self.nodes[ids[(k + 1) % n].1].node;
+                    let actual = other.and_then(|s| {
+                        ids.binary_search_by(|(x, _)| x.cmp(&s.id))
+                            .ok()
+                            .map(|at| &self.nodes[ids[at].1].node)
+                    });
                     return Err(format!(
-                        "node {} has successor {:?}, expected {}",
+                        "node {} has successor {:?}, expected {} (the node: {} lost peers, \
+                         expected in its fingers {}, in its successor list {}; expected's \
+                         predecessor {:?}, successor {:?}, node #{} of the simulation, {} \
+                         successors, {} fingers, {} lost peers, {} stabilize repairs, {} \
+                         merges; actual's predecessor {:?})",
                         id.short(),
                         other.map(|p| p.id.short()),
-                        next.short()
+                        next.short(),
+                        node.lost_peers(),
+                        node.fingers().iter().any(|f| f.id == next),
+                        node.successors().iter().any(|f| f.id == next),
+                        short(expected.predecessor()),
+                        short(expected.successors().first().copied()),
+                        ids[(k + 1) % n].1,
+                        expected.successors().len(),
+                        expected.fingers().len(),
+                        expected.lost_peers(),
+                        expected.metrics().stabilization_repairs,
+                        expected.metrics().unify_merges,
+                        actual.map(|a| short(a.predecessor())),
                     ));
                 }
             }

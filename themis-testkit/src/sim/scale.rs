@@ -828,7 +828,7 @@ pub fn run_scale(sc: &ScaleScenario) -> ScaleReport {
                 report_at += Duration::from_secs(30);
                 let why: String = ring_error
                     .as_ref()
-                    .map(|e| format!("{e:?}").chars().take(160).collect())
+                    .map(|e| format!("{e:?}").chars().take(600).collect())
                     .unwrap_or_default();
                 w.log(&format!(
                     "heal: not one ring {:.0} s after the heal: {why}",

@@ -88,6 +88,35 @@ impl Node {
         self.pump(now, q);
     }
 
+    /// Starts the lookup of query `q` for `target` from `seeds` alone: not answered from the
+    /// local tables, which are what it checks ([`Job::SuccessorCheck`]).
+    pub(super) fn start_lookup_from(
+        &mut self,
+        now: Instant,
+        q: QueryId,
+        target: NodeId,
+        seeds: Vec<Peer>,
+    ) {
+        self.metrics.lookups_started += 1;
+        let mut l = Lookup::new(
+            target,
+            false,
+            self.ring.me.id,
+            Budget {
+                alpha: self.cfg.alpha,
+                stall: (!self.cfg.lookup_stall.is_zero()).then(|| {
+                    self.rtt
+                        .stall(self.cfg.lookup_stall_min, self.cfg.lookup_stall)
+                }),
+                max_requests: self.cfg.max_lookup_requests,
+                max_candidates: self.cfg.max_lookup_candidates,
+            },
+        );
+        l.seed(None, seeds);
+        self.queries.set_lookup(q, Some(l));
+        self.pump(now, q);
+    }
+
     /// The owner of `t` in the owner cache, unless the routing table knows a node between `t`
     /// and it (then the entry is out of date: a node joined there) or it is this node.
     fn cached_owner(&mut self, now: Instant, t: &NodeId) -> Option<Peer> {

@@ -21,6 +21,10 @@ pub(super) enum Job {
     Finger {
         bit: usize,
     },
+    /// The lookup of our own successor through the rest of the ring, when walking back from a
+    /// successor far past the true one would take many rounds (see
+    /// [`Node::check_successor`](super::Node)).
+    SuccessorCheck,
     ServeJoin {
         token: u64,
     },
@@ -314,6 +318,7 @@ impl Node {
                 result: Err(err),
             }),
             Job::Finger { .. } => self.maint.finger_sweep_running = false,
+            Job::SuccessorCheck => self.maint.successor_check_running = false,
             Job::ServeJoin { token } => self.respond(
                 token,
                 &Response::Refused {
@@ -384,6 +389,7 @@ impl Node {
                 }),
             }),
             Job::Finger { bit } => self.finger_done(now, bit, Some(peer)),
+            Job::SuccessorCheck => self.successor_checked(now, peer),
             Job::ServeJoin { token } => {
                 let successors = if peer.id == self.ring.me.id {
                     self.ring.wire_succs()

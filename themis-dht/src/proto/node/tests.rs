@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use proptest::prelude::*;
 use themis_crypto::{IdentityKeypair, NetworkId, NodeId};
 
+use super::maintenance::STABILIZE_CHAIN;
 use super::requests::Purpose;
 use super::{Contact, Event, Node, NodeState, Output, QueryId, Reply, RequestFailure, Unregister};
 use crate::Error;
@@ -1689,4 +1690,101 @@ fn lookups_stall_after_the_measured_round_trip() {
             assert_eq!(n.metrics().lookup_stalls, stalls + 1, "the lookup hedged");
         }
     }
+}
+
+/// A node whose successor lies far past its true one (it joined through a ring whose
+/// successor lists a partition had emptied: after a heal at 10,000 nodes one such node took 68
+/// s of simulated time to walk back, one node per round trip) looks its successor up through
+/// the rest of the ring once the walk back reaches its bound, and adopts the answer after it
+/// answers (PROTOCOL.md §6.9).
+#[test]
+fn a_walk_back_at_its_bound_looks_the_successor_up() {
+    let (mut n, now, _) = alone(Config::fast());
+    let v = peers_clockwise(&n);
+    let far = v[37];
+    joined_through(&mut n, now, v[20], far);
+    let me = n.ring.me.id;
+    let later = now + Duration::from_millis(700);
+    n.handle_timeout(later);
+    let stabilize = n
+        .requests
+        .find(|q| matches!(q.purpose, Purpose::Stabilize { .. }))
+        .expect("stabilize asks the successor");
+    while n.poll_output().is_some() {}
+    // every node asked names the one before it as its predecessor
+    let neighbors = |pred: Peer, of: usize| Response::Neighbors {
+        predecessor: Some(pred.into()),
+        successors: v[of + 1..(of + 4).min(v.len())]
+            .iter()
+            .map(|p| (*p).into())
+            .collect(),
+    };
+    reply(&mut n, later, stabilize, far.id, &neighbors(v[36], 37));
+    let mut asked = 36;
+    for depth in 1..=STABILIZE_CHAIN {
+        let id = n
+            .requests
+            .find(|q| matches!(q.purpose, Purpose::StabilizeCandidate { .. }))
+            .unwrap_or_else(|| panic!("step {depth} of the walk back asks a candidate"));
+        assert_eq!(n.requests.get(id).and_then(|q| q.expect), Some(v[asked].id));
+        assert_eq!(
+            n.metrics().successor_checks,
+            0,
+            "no lookup while walking back"
+        );
+        let next = asked - 1;
+        reply(&mut n, later, id, v[asked].id, &neighbors(v[next], asked));
+        asked = next;
+    }
+    assert_eq!(
+        n.successors()[0],
+        v[asked + 1],
+        "the walk back went its 32 steps"
+    );
+    // the bound reached with a closer node still named: one lookup of me + 1 from elsewhere
+    assert_eq!(n.metrics().successor_checks, 1);
+    let lookup = n
+        .requests
+        .find(|q| matches!(q.purpose, Purpose::Lookup { .. }))
+        .expect("the successor is looked up");
+    let sent = sent_requests(&mut n);
+    assert!(
+        sent.iter().any(|(id, r)| *id == lookup
+            && matches!(r, Request::Find { target, .. } if *target == finger_start(&me, 0))),
+        "a find of me + 1: {sent:?}"
+    );
+    let asked_peer = n.requests.get(lookup).and_then(|q| q.expect).unwrap();
+    assert_ne!(asked_peer, me);
+    // the peer asked knows the true successor, v[0]
+    reply(
+        &mut n,
+        later,
+        lookup,
+        asked_peer,
+        &Response::Successor {
+            peer: v[0].into(),
+            after: None,
+        },
+    );
+    let check = n
+        .requests
+        .find(|q| matches!(q.purpose, Purpose::UnifyCandidate { .. }))
+        .expect("the answer is checked before it is adopted");
+    assert_eq!(n.requests.get(check).and_then(|q| q.expect), Some(v[0].id));
+    while n.poll_output().is_some() {}
+    reply(
+        &mut n,
+        later,
+        check,
+        v[0].id,
+        &Response::Neighbors {
+            predecessor: None,
+            successors: vec![v[1].into(), v[2].into()],
+        },
+    );
+    assert_eq!(n.successors()[0], v[0]);
+    assert_eq!(n.successors()[1], v[1]);
+    // a second walk to its bound while nothing is running starts another lookup, never two
+    // at once (the flag clears with the lookup's end)
+    assert!(!n.maint.successor_check_running);
 }

@@ -342,7 +342,7 @@ impl Node {
 
     /// Asks candidate successor `q` for its neighbours before adopting it (Zave: only a live
     /// node becomes a successor).
-    fn unify_candidate(&mut self, now: Instant, q: Peer, depth: usize) {
+    pub(super) fn unify_candidate(&mut self, now: Instant, q: Peer, depth: usize) {
         if self.lost.candidates >= MAX_UNIFY_CANDIDATES {
             return;
         }
@@ -399,11 +399,14 @@ impl Node {
             self.send(now, cand.into(), &req, Purpose::UnifyForward);
         }
         // the candidate's predecessor may be closer to us still (the backward walk)
-        if let Some(x) = predecessor
+        let closer = predecessor
             .map(Peer::from)
-            .filter(|x| depth < MAX_UNIFY_CHAIN && x.id != me && in_open(&me, &x.id, &cand.id))
-        {
-            self.unify_candidate(now, x, depth + 1);
+            .filter(|x| x.id != me && in_open(&me, &x.id, &cand.id));
+        match closer {
+            Some(x) if depth < MAX_UNIFY_CHAIN => self.unify_candidate(now, x, depth + 1),
+            // a walk still going at its bound: our successor is far past the true one
+            Some(_) => self.check_successor(now),
+            None => {}
         }
     }
 
