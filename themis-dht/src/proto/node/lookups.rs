@@ -66,15 +66,7 @@ impl Node {
             target,
             want_owner,
             self.ring.me.id,
-            Budget {
-                alpha: if background { 1 } else { self.cfg.alpha },
-                stall: (!hedged).then(|| {
-                    self.rtt
-                        .stall(self.cfg.lookup_stall_min, self.cfg.lookup_stall)
-                }),
-                max_requests: self.cfg.max_lookup_requests,
-                max_candidates: self.cfg.max_lookup_candidates,
-            },
+            self.lookup_budget(background, hedged),
         );
         let mut seeds = self
             .ring
@@ -88,6 +80,20 @@ impl Node {
         self.pump(now, q);
     }
 
+    /// A lookup's budget: α queries (one for `background` work), each asking one peer at a
+    /// time and widening when it stalls unless `hedged` (α at once).
+    fn lookup_budget(&self, background: bool, hedged: bool) -> Budget {
+        Budget {
+            alpha: if background { 1 } else { self.cfg.alpha },
+            stall: (!hedged).then(|| {
+                self.rtt
+                    .stall(self.cfg.lookup_stall_min, self.cfg.lookup_stall)
+            }),
+            max_requests: self.cfg.max_lookup_requests,
+            max_candidates: self.cfg.max_lookup_candidates,
+        }
+    }
+
     /// Starts the lookup of query `q` for `target` from `seeds` alone: not answered from the
     /// local tables, which are what it checks ([`Job::SuccessorCheck`]).
     pub(super) fn start_lookup_from(
@@ -98,19 +104,12 @@ impl Node {
         seeds: Vec<Peer>,
     ) {
         self.metrics.lookups_started += 1;
+        let hedged = self.cfg.lookup_stall.is_zero();
         let mut l = Lookup::new(
             target,
             false,
             self.ring.me.id,
-            Budget {
-                alpha: self.cfg.alpha,
-                stall: (!self.cfg.lookup_stall.is_zero()).then(|| {
-                    self.rtt
-                        .stall(self.cfg.lookup_stall_min, self.cfg.lookup_stall)
-                }),
-                max_requests: self.cfg.max_lookup_requests,
-                max_candidates: self.cfg.max_lookup_candidates,
-            },
+            self.lookup_budget(false, hedged),
         );
         l.seed(None, seeds);
         self.queries.set_lookup(q, Some(l));

@@ -617,13 +617,7 @@ fn a_node_with_no_live_successor_stabilizes_through_its_predecessor() {
     n.handle_request(now, p, 7, &Request::Notify.encode());
     assert_eq!(n.predecessor(), Some(p));
     while n.poll_output().is_some() {}
-    let later = now + Duration::from_millis(700);
-    n.handle_timeout(later);
-    let stabilize = n
-        .requests
-        .find(|q| matches!(q.purpose, Purpose::Stabilize { .. }))
-        .expect("stabilize asks the successor");
-    while n.poll_output().is_some() {}
+    let (later, stabilize) = stabilize_due(&mut n, now);
     n.handle_response(later, stabilize, Err(RequestFailure::Timeout));
     assert_eq!(
         n.state(),
@@ -640,6 +634,20 @@ fn a_node_with_no_live_successor_stabilizes_through_its_predecessor() {
         }
     }
     assert!(asked_pred, "stabilize goes on through the predecessor");
+}
+
+/// Runs `n` to its first stabilize round (700 ms after `now`, past the fast profile's
+/// jittered period); returns that time and the request asking the successor, the outputs
+/// drained.
+fn stabilize_due(n: &mut Node, now: Instant) -> (Instant, u64) {
+    let later = now + Duration::from_millis(700);
+    n.handle_timeout(later);
+    let stabilize = n
+        .requests
+        .find(|q| matches!(q.purpose, Purpose::Stabilize { .. }))
+        .expect("stabilize asks the successor");
+    while n.poll_output().is_some() {}
+    (later, stabilize)
 }
 
 /// Asks `n`, as a third peer, for the owner of `target`; returns the answer.
@@ -1704,13 +1712,7 @@ fn a_walk_back_at_its_bound_looks_the_successor_up() {
     let far = v[37];
     joined_through(&mut n, now, v[20], far);
     let me = n.ring.me.id;
-    let later = now + Duration::from_millis(700);
-    n.handle_timeout(later);
-    let stabilize = n
-        .requests
-        .find(|q| matches!(q.purpose, Purpose::Stabilize { .. }))
-        .expect("stabilize asks the successor");
-    while n.poll_output().is_some() {}
+    let (later, stabilize) = stabilize_due(&mut n, now);
     // every node asked names the one before it as its predecessor
     let neighbors = |pred: Peer, of: usize| Response::Neighbors {
         predecessor: Some(pred.into()),
@@ -1784,7 +1786,6 @@ fn a_walk_back_at_its_bound_looks_the_successor_up() {
     );
     assert_eq!(n.successors()[0], v[0]);
     assert_eq!(n.successors()[1], v[1]);
-    // a second walk to its bound while nothing is running starts another lookup, never two
-    // at once (the flag clears with the lookup's end)
+    // the lookup has ended: the next walk to its bound may start another
     assert!(!n.maint.successor_check_running);
 }
