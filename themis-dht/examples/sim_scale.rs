@@ -10,10 +10,12 @@
 //! ```text
 //! cargo run --release -p themis-dht --example sim_scale -- [N ...] [--seed S] [--stable SECS]
 //!     [--churn SECS] [--partition SECS] [--median SECS] [--lookups L] [--registrations R]
-//!     [--growth-percent P] [--fast] [--quiet]
+//!     [--growth-percent P] [--bootstraps B] [--fast] [--quiet]
 //! ```
 //!
-//! Node settings are `Config::default()` (a real network's periods: stabilize 1 s, fingers
+//! Each joining node is given `B` distinct random members as bootstraps (default 3; `--bootstraps
+//! 1` gives the single bootstrap of earlier runs, whose joins can end alone when that member
+//! departs first). Node settings are `Config::default()` (a real network's periods: stabilize 1 s, fingers
 //! 5 s, predecessor check 2 s, re-store 200 s); `--fast` takes the simulation profile
 //! `Config::fast()` instead. Each N runs in its own process (`--child`) so that its peak memory
 //! is its own, with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` unless the variable is set (huge
@@ -27,7 +29,7 @@ use themis_testkit::sim::{ScaleReport, ScaleScenario, Sessions, markdown, run_sc
 
 const USAGE: &str = "usage: sim_scale [N ...] [--seed S] [--stable SECS] [--churn SECS] \
     [--partition SECS] [--median SECS] [--lookups L] [--registrations R] [--growth-percent P] \
-    [--fast] [--quiet]\n(default N: 1000 10000; see the example's documentation for each option)";
+    [--bootstraps B] [--fast] [--quiet]\n(default N: 1000 10000; see the example's documentation for each option)";
 
 struct Args {
     sizes: Vec<usize>,
@@ -37,6 +39,7 @@ struct Args {
     partition: u64,
     median: u64,
     growth: f64,
+    bootstraps: u64,
     lookups: Option<usize>,
     registrations: Option<usize>,
     fast: bool,
@@ -53,6 +56,7 @@ fn parse() -> Args {
         partition: 120,
         median: 600,
         growth: 0.2,
+        bootstraps: 3,
         lookups: None,
         registrations: None,
         fast: false,
@@ -73,6 +77,7 @@ fn parse() -> Args {
             "--partition" => a.partition = num(),
             "--median" => a.median = num(),
             "--growth-percent" => a.growth = num() as f64 / 100.0,
+            "--bootstraps" => a.bootstraps = num().max(1),
             "--lookups" => a.lookups = Some(num() as usize),
             "--registrations" => a.registrations = Some(num() as usize),
             "--fast" => a.fast = true,
@@ -100,6 +105,7 @@ fn scenario(a: &Args, n: usize) -> ScaleScenario {
     }
     sc.sessions = Sessions::deployed(Duration::from_secs(a.median));
     sc.growth_per_sec = a.growth;
+    sc.bootstraps = a.bootstraps as usize;
     sc.stable = Duration::from_secs(a.stable);
     sc.churn = Duration::from_secs(a.churn);
     sc.partition = Duration::from_secs(a.partition);
@@ -173,6 +179,7 @@ fn main() {
             ("--partition", a.partition),
             ("--median", a.median),
             ("--growth-percent", (a.growth * 100.0).round() as u64),
+            ("--bootstraps", a.bootstraps),
         ] {
             cmd.arg(flag).arg(v.to_string());
         }

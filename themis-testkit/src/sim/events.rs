@@ -158,6 +158,9 @@ impl Sim {
                     {
                         log.push((i, *query, self.now));
                     }
+                    if matches!(e, Event::JoinFailed) {
+                        self.joins_failed += 1;
+                    }
                     if !matches!(
                         e,
                         Event::SuccessorChanged { .. } | Event::PredecessorChanged { .. }

@@ -146,6 +146,8 @@ pub struct Sim {
     handled: u64,
     /// Messages sent so far, by kind.
     traffic: Traffic,
+    /// Joins that ended in `Event::JoinFailed` so far.
+    joins_failed: u64,
     /// When on, every query that finished: (node, query, virtual time).
     completions: Option<Vec<(usize, QueryId, Duration)>>,
 }
@@ -184,6 +186,7 @@ impl Sim {
             delivered: 0,
             handled: 0,
             traffic: Traffic::default(),
+            joins_failed: 0,
             completions: None,
         }
     }
@@ -201,6 +204,11 @@ impl Sim {
     /// Events (messages, timers) handled so far.
     pub fn events_handled(&self) -> u64 {
         self.handled
+    }
+
+    /// Joins (and re-joins of orphaned nodes) that ended in [`Event::JoinFailed`] so far.
+    pub fn joins_failed(&self) -> u64 {
+        self.joins_failed
     }
 
     /// Messages the nodes sent so far, by kind.
@@ -331,8 +339,17 @@ impl Sim {
 
     /// Node `i` joins through node `bootstrap`, known by id and address.
     pub fn join(&mut self, i: usize, bootstrap: usize) {
-        let c = Contact::from(self.nodes[bootstrap].node.peer());
-        self.with_node(i, |n, now| n.join(now, vec![c])).unwrap();
+        self.join_through(i, &[bootstrap]);
+    }
+
+    /// Node `i` joins through several bootstraps, tried in this order (as `themis node` takes
+    /// several `--bootstrap` contacts).
+    pub fn join_through(&mut self, i: usize, bootstraps: &[usize]) {
+        let list = bootstraps
+            .iter()
+            .map(|b| Contact::from(self.nodes[*b].node.peer()))
+            .collect();
+        self.with_node(i, |n, now| n.join(now, list)).unwrap();
     }
 
     /// Joins through a bare address (the node id is learnt from the reply).

@@ -105,6 +105,11 @@ pub struct ScaleScenario {
     /// The ring grows by this share of its size per second of virtual time (after a first
     /// node); joins of one step arrive together. Default 0.2.
     pub growth_per_sec: f64,
+    /// Bootstraps each joining node is given: distinct random members, tried in turn (as
+    /// `themis node` takes several `--bootstrap` contacts). Default 3. With one, a joiner
+    /// whose bootstrap departs before answering ends its join alone (`JoinFailed`) and, its
+    /// only contact gone for good, never finds the ring.
+    pub bootstraps: usize,
     /// Length of the stable window (no churn).
     pub stable: Duration,
     /// Length of the churn phase.
@@ -135,6 +140,7 @@ impl ScaleScenario {
             sessions: Sessions::deployed(Duration::from_secs(600)),
             crash_share: 0.5,
             growth_per_sec: 0.2,
+            bootstraps: 3,
             stable: Duration::from_secs(60),
             churn: Duration::from_secs(300),
             partition: Duration::from_secs(120),
@@ -228,6 +234,8 @@ pub struct PhaseReport {
     pub departures: usize,
     /// Joins in it.
     pub joins: usize,
+    /// Joins (and re-joins of orphaned nodes) that ended in `JoinFailed` in it.
+    pub joins_failed: u64,
     /// The probe after it (none after the partition).
     pub probe: Option<Probe>,
 }
@@ -390,6 +398,7 @@ struct PhaseStart {
     traffic: Traffic,
     departed: usize,
     joined: usize,
+    joins_failed: u64,
 }
 
 impl World {
@@ -403,6 +412,7 @@ impl World {
             traffic: self.sim.traffic().clone(),
             departed: self.departed,
             joined: self.joined,
+            joins_failed: self.sim.joins_failed(),
         }
     }
 
@@ -418,6 +428,7 @@ impl World {
             members,
             departures: self.departed - start.departed,
             joins: self.joined - start.joined,
+            joins_failed: self.sim.joins_failed() - start.joins_failed,
             probe: None,
         }
     }
@@ -473,13 +484,25 @@ impl World {
         None
     }
 
-    /// A new node joining through a random member; with a session if churn is on.
+    /// A new node joining through up to [`ScaleScenario::bootstraps`] distinct random members;
+    /// with a session if churn is on.
     fn join_one(&mut self) {
-        let Some(b) = self.random_member() else {
+        let mut through = Vec::with_capacity(self.sc.bootstraps);
+        for _ in 0..self.sc.bootstraps.max(1) * 4 {
+            if through.len() >= self.sc.bootstraps.max(1) {
+                break;
+            }
+            match self.random_member() {
+                Some(b) if !through.contains(&b) => through.push(b),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if through.is_empty() {
             return;
-        };
+        }
         let i = self.sim.add_node();
-        self.sim.join(i, b);
+        self.sim.join_through(i, &through);
         self.add_present(i);
         self.joined += 1;
         if self.churning {
@@ -928,7 +951,7 @@ pub fn markdown(r: &ScaleReport) -> String {
     );
     let _ = writeln!(
         s,
-        "| phase | sim | members | departures / joins | msgs/node/min | bytes/node/min | wall / CPU per sim min | events (CPU µs each) | hops mean / p50 / p99 / max (bound {:.2} on the mean) | latency p50 / p99 / max | finds failed / wrong | registrations missing |",
+        "| phase | sim | members | departures / joins (failed) | msgs/node/min | bytes/node/min | wall / CPU per sim min | events (CPU µs each) | hops mean / p50 / p99 / max (bound {:.2} on the mean) | latency p50 / p99 / max | finds failed / wrong | registrations missing |",
         r.hop_bound
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -948,20 +971,26 @@ pub fn markdown(r: &ScaleReport) -> String {
             ),
             None => ("—".into(), "—".into(), "—".into(), "—".into()),
         };
+        // a phase can be empty: the successor lists completed during the heal's probe
+        let per_event = if p.events == 0 {
+            "—".to_owned()
+        } else {
+            format!("{:.1}", p.cpu_us_per_event())
+        };
         let _ = writeln!(
             s,
-            "| {} | {:.0} s | {:.0} | {} / {} | {:.0} | {:.0} | {:.1} / {:.1} s | {} ({:.1}) | {hops} | {lat} | {finds} | {missing} |",
+            "| {} | {:.0} s | {:.0} | {} / {} ({}) | {:.0} | {:.0} | {:.1} / {:.1} s | {} ({per_event}) | {hops} | {lat} | {finds} | {missing} |",
             p.name,
             p.sim.as_secs_f64(),
             p.members,
             p.departures,
             p.joins,
+            p.joins_failed,
             p.messages_per_node_minute(),
             p.bytes_per_node_minute(),
             p.wall_per_sim_minute().as_secs_f64(),
             p.cpu_per_sim_minute().as_secs_f64(),
             p.events,
-            p.cpu_us_per_event(),
         );
     }
     let _ = writeln!(
@@ -1021,6 +1050,11 @@ mod tests {
         let churn = &r.phases[1];
         assert!(churn.departures >= 10, "churn happened: {md}");
         assert_eq!(churn.departures, churn.joins, "every departure replaced");
+        let failed: u64 = r.phases.iter().map(|p| p.joins_failed).sum();
+        assert_eq!(
+            failed, 0,
+            "every joiner reached the ring through a bootstrap: {md}"
+        );
         for p in &r.phases {
             if let Some(q) = &p.probe {
                 assert!(
