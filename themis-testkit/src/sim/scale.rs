@@ -19,7 +19,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use themis_crypto::NodeId;
-use themis_dht::{Config, Event, NodeState, QueryId, ServiceSpec};
+use themis_dht::{Config, Event, NodeState, QueryId, ServiceSpec, object_id};
 
 use super::traffic::{KINDS, Traffic};
 use super::{Sim, SimConfig};
@@ -205,11 +205,15 @@ pub struct Probe {
     pub hops: Stats,
     /// Their latency in virtual time, in milliseconds.
     pub latency_ms: Stats,
-    /// Registrations whose provider is a live member.
+    /// Registrations whose provider is a live member (when the probe starts, and still at
+    /// its end).
     pub live_registrations: usize,
     /// Of them, not found (with their provider among the records) by a lookup from a random
-    /// member.
+    /// member that stayed alive until its answer.
     pub missing: usize,
+    /// Lookups left out of both counts: the provider departed during the probe (churn goes
+    /// on), or the member that asked departed before the answer.
+    pub departed_meanwhile: usize,
 }
 
 /// One measured phase.
@@ -580,6 +584,47 @@ impl World {
         }
     }
 
+    /// Where the replicas of `name` (provider `p`) are now: for each replica, its owner on the
+    /// live ring, whether that owner holds the provider's record, and which live nodes do (for
+    /// the progress line of a probe that did not find it).
+    fn where_replicas_are(&self, p: usize, name: &str) -> String {
+        let provider = self.sim.node(p).id();
+        let live = self.sim.live();
+        let mut ring: Vec<(NodeId, usize)> =
+            live.iter().map(|i| (self.sim.node(*i).id(), *i)).collect();
+        ring.sort();
+        let registered = self
+            .sim
+            .node(p)
+            .registered_names()
+            .iter()
+            .any(|n| n == name);
+        let mut parts = vec![format!(
+            "{name} of node #{p} (still registered: {registered}):"
+        )];
+        for r in 0..=self.sc.k {
+            let oid = object_id(name, r);
+            let at = ring.partition_point(|(id, _)| *id < oid);
+            let owner = ring.get(at).or(ring.first()).map_or(usize::MAX, |x| x.1);
+            let holders: Vec<usize> = live
+                .iter()
+                .copied()
+                .filter(|i| {
+                    self.sim
+                        .node(*i)
+                        .stored(&oid)
+                        .iter()
+                        .any(|rec| rec.provider() == provider)
+                })
+                .collect();
+            parts.push(format!(
+                "replica {r} owner #{owner} holds it: {}, held by {holders:?}",
+                holders.contains(&owner)
+            ));
+        }
+        parts.join(" ")
+    }
+
     /// Runs a phase of length `d` and measures it.
     fn phase(&mut self, name: &'static str, d: Duration) -> PhaseReport {
         let start = self.phase_start();
@@ -629,10 +674,9 @@ impl World {
             .iter()
             .filter(|(p, _)| self.sim.is_alive(*p) && self.sim.node(*p).is_member())
             .collect();
-        let mut lookups: HashMap<(usize, QueryId), NodeId> = HashMap::new();
+        let mut lookups: HashMap<(usize, QueryId), (usize, &str)> = HashMap::new();
         let mut not_started = 0;
         for (c, (p, name)) in live_regs.iter().enumerate() {
-            let provider = self.sim.node(*p).id();
             let k = self.sc.k;
             let asked = self.random_member().and_then(|from| {
                 self.sim
@@ -642,7 +686,7 @@ impl World {
             });
             match asked {
                 Some(key) => {
-                    lookups.insert(key, provider);
+                    lookups.insert(key, (*p, name.as_str()));
                 }
                 None => not_started += 1,
             }
@@ -673,6 +717,9 @@ impl World {
         self.sim.log_completions(false);
         let (mut hops, mut latency, mut wrong, mut failed) = (Vec::new(), Vec::new(), 0, 0);
         let mut missing = not_started;
+        let mut departed_meanwhile = 0;
+        let mut lost = Vec::new();
+        let mut lost_regs = Vec::new();
         let mut nodes: Vec<usize> = finds.keys().chain(lookups.keys()).map(|k| k.0).collect();
         nodes.sort_unstable();
         nodes.dedup();
@@ -698,13 +745,29 @@ impl World {
                         }
                     }
                     Event::Providers { query, result } => {
-                        let Some(provider) = lookups.remove(&(i, query)) else {
+                        let Some((p, name)) = lookups.remove(&(i, query)) else {
                             continue;
                         };
+                        if !self.sim.is_alive(p) || !self.sim.node(p).is_member() {
+                            departed_meanwhile += 1;
+                            continue;
+                        }
+                        let provider = self.sim.node(p).id();
                         let found = result
+                            .as_ref()
                             .is_ok_and(|r| r.records.iter().any(|rec| rec.provider() == provider));
                         if !found {
                             missing += 1;
+                            lost.push(match result {
+                                Ok(r) => format!(
+                                    "{name}: {} records, {} withdrawn, last replica {}",
+                                    r.records.len(),
+                                    r.withdrawn.len(),
+                                    r.replica
+                                ),
+                                Err(e) => format!("{name}: {e:?}"),
+                            });
+                            lost_regs.push((p, name));
                         }
                     }
                     _ => {}
@@ -712,16 +775,33 @@ impl World {
             }
         }
         failed += finds.len();
-        missing += lookups.len();
+        for ((asker, _), (p, name)) in lookups {
+            if !self.sim.is_alive(asker) || !self.sim.is_alive(p) || !self.sim.node(p).is_member() {
+                departed_meanwhile += 1;
+            } else {
+                missing += 1;
+                lost.push(format!("{name}: no answer"));
+                lost_regs.push((p, name));
+            }
+        }
         let probe = Probe {
             finds: started,
             failed,
             wrong,
             hops: Stats::of(hops),
             latency_ms: Stats::of(latency),
-            live_registrations: live_regs.len(),
+            live_registrations: live_regs.len() - departed_meanwhile,
             missing,
+            departed_meanwhile,
         };
+        if !lost.is_empty() {
+            lost.truncate(5);
+            self.log(&format!("registrations not found: {}", lost.join("; ")));
+            for (p, name) in lost_regs.into_iter().take(5) {
+                let line = self.where_replicas_are(p, name);
+                self.log(&line);
+            }
+        }
         self.log(&format!(
             "probe: hops mean {:.2} p99 {} max {}, latency p50 {:.0} ms, {} of {} registrations missing, {} finds failed, {} wrong",
             probe.hops.mean,
@@ -967,7 +1047,14 @@ pub fn markdown(r: &ScaleReport) -> String {
                     q.latency_ms.p50, q.latency_ms.p99, q.latency_ms.max
                 ),
                 format!("{} / {} of {}", q.failed, q.wrong, q.finds),
-                format!("{} of {}", q.missing, q.live_registrations),
+                if q.departed_meanwhile == 0 {
+                    format!("{} of {}", q.missing, q.live_registrations)
+                } else {
+                    format!(
+                        "{} of {} ({} left out: provider or asker departed meanwhile)",
+                        q.missing, q.live_registrations, q.departed_meanwhile
+                    )
+                },
             ),
             None => ("—".into(), "—".into(), "—".into(), "—".into()),
         };
