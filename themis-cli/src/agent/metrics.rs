@@ -299,6 +299,7 @@ fn dht_series(m: &NodeMetrics) -> Vec<Series> {
         (C, "themis_dht_record_expirations", "Records dropped at expiry.", d.expirations),
         (C, "themis_dht_handoff_records_sent", "Records handed to another node (handoff or leave).", d.handoff_records_sent),
         (C, "themis_dht_handoff_records_received", "Records received through handoff or leave.", d.handoff_records_received),
+        (C, "themis_dht_records_taken_back", "Copies of handed records taken back after the predecessor that took them failed.", d.records_taken_back),
         (C, "themis_dht_stabilization_repairs", "Ring repairs: dead successor skipped, dead predecessor cleared.", d.stabilization_repairs),
         (C, "themis_dht_successor_changes", "Successor changes.", d.successor_changes),
         (C, "themis_dht_predecessor_changes", "Predecessor changes.", d.predecessor_changes),

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub handoff_records_sent: u64,
     /// Records received through handoff or leave.
     pub handoff_records_received: u64,
+    /// Copies of handed records taken back because the predecessor that took them failed
+    /// (PROTOCOL.md §6.9, "Handed records kept").
+    pub records_taken_back: u64,
     /// Ring repairs: dead successor skipped, dead predecessor cleared.
     pub stabilization_repairs: u64,
     /// Successor changes.
@@ -134,6 +137,7 @@ impl Metrics {
         self.expirations += o.expirations;
         self.handoff_records_sent += o.handoff_records_sent;
         self.handoff_records_received += o.handoff_records_received;
+        self.records_taken_back += o.records_taken_back;
         self.stabilization_repairs += o.stabilization_repairs;
         self.successor_changes += o.successor_changes;
         self.predecessor_changes += o.predecessor_changes;

@@ -1,7 +1,8 @@
 //! The object table (paper §6.1 `OT_id`): object id → provider records, with quotas.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::time::Instant;
 
 use themis_crypto::NodeId;
 
@@ -139,6 +140,22 @@ impl ObjectStore {
         arc.flat_map(|(_, l)| l.iter().cloned()).take(max).collect()
     }
 
+    /// Up to `max` records whose object id is in `(pred, me]` (everything when `pred == me`).
+    fn in_range(&self, pred: &NodeId, me: &NodeId, max: usize) -> Vec<ProviderRecord> {
+        let arc: Box<dyn Iterator<Item = (&NodeId, &Vec<ProviderRecord>)>> = if pred == me {
+            Box::new(self.objects.iter())
+        } else if pred < me {
+            Box::new(self.objects.range((Excluded(*pred), Included(*me))))
+        } else {
+            Box::new(
+                self.objects
+                    .range((Excluded(*pred), Unbounded))
+                    .chain(self.objects.range((Unbounded, Included(*me)))),
+            )
+        };
+        arc.flat_map(|(_, l)| l.iter().cloned()).take(max).collect()
+    }
+
     /// Removes the record of `provider` under `oid` if it still has sequence number `seq`.
     pub(crate) fn remove_exact(&mut self, oid: &NodeId, provider: &NodeId, seq: u64) -> bool {
         let mut removed = false;
@@ -177,6 +194,72 @@ impl ObjectStore {
         self.per_provider.clear();
         self.by_expiry.clear();
         self.total = 0;
+    }
+}
+
+/// Copies of the records this node handed to a new predecessor (PROTOCOL.md §6.9, "Handed
+/// records kept"): never served; taken back when the node is responsible for them again (the
+/// predecessor that took them failed) within `keep_for` of the hand-off, dropped after it or
+/// at their expiry. Bounded by the object table's quotas.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    store: ObjectStore,
+    /// `(drop at, object id, provider, seq)` of each copy kept, the oldest first.
+    order: VecDeque<(Instant, NodeId, NodeId, u64)>,
+}
+
+impl Kept {
+    /// Copies kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Keeps a copy of `rec` until `until` (or its expiry); false if over quota.
+    pub(crate) fn keep(&mut self, rec: ProviderRecord, until: Instant, q: Quotas) -> bool {
+        let key = (until, rec.object_id(), rec.provider, rec.seq);
+        if self.store.insert(rec, q).is_err() {
+            return false;
+        }
+        self.order.push_back(key);
+        // a copy replaced by a newer one leaves a stale entry behind: bound those too
+        while self.order.len() > q.total.saturating_mul(2) {
+            if let Some((_, oid, provider, seq)) = self.order.pop_front() {
+                self.store.remove_exact(&oid, &provider, seq);
+            }
+        }
+        true
+    }
+
+    /// Drops the copies kept past their time, and those expired (`now_ms`, Unix ms).
+    pub(crate) fn sweep(&mut self, now: Instant, now_ms: u64) {
+        while let Some(&(until, oid, provider, seq)) = self.order.front() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            self.store.remove_exact(&oid, &provider, seq);
+        }
+        self.store.expire(now_ms);
+    }
+
+    /// Takes out up to `max` copies whose object id is in `(pred, me]`.
+    pub(crate) fn take_range(
+        &mut self,
+        pred: &NodeId,
+        me: &NodeId,
+        max: usize,
+    ) -> Vec<ProviderRecord> {
+        let recs = self.store.in_range(pred, me, max);
+        for r in &recs {
+            self.store.remove_exact(&r.object_id(), &r.provider, r.seq);
+        }
+        recs
+    }
+
+    /// Drops every copy (the node left).
+    pub(crate) fn clear(&mut self) {
+        self.store.clear();
+        self.order.clear();
     }
 }
 
@@ -326,5 +409,65 @@ mod tests {
                 proptest::prop_assert_eq!(s.not_in_range(&first, &me, 1000).len(), want);
             }
         }
+    }
+
+    /// Kept copies: taken back only in the range asked for, dropped at their time or expiry,
+    /// within the quotas.
+    #[test]
+    fn kept_copies_are_taken_back_in_range_and_dropped_in_time() {
+        let q = Quotas {
+            per_object: 4,
+            per_provider: 8,
+            total: 8,
+        };
+        let t0 = Instant::now();
+        let later = t0 + std::time::Duration::from_secs(200);
+        let mut k = Kept::default();
+        let (a, b) = (rec(1, "a", 1, 1_000), rec(1, "b", 1, 50));
+        assert!(k.keep(a.clone(), later, q));
+        assert!(k.keep(b.clone(), later, q));
+        assert_eq!(k.len(), 2);
+        // an arc that holds only a's object id
+        let (oa, ob) = (a.object_id(), b.object_id());
+        let (lo, hi) = if oa < ob { (oa, ob) } else { (ob, oa) };
+        let before = |x: &NodeId| {
+            let mut bytes = *x.as_bytes();
+            for byte in bytes.iter_mut().rev() {
+                let (v, borrow) = byte.overflowing_sub(1);
+                *byte = v;
+                if !borrow {
+                    break;
+                }
+            }
+            NodeId::from_bytes(bytes)
+        };
+        let got = k.take_range(&before(&oa), &oa, usize::MAX);
+        assert_eq!(got, vec![a.clone()]);
+        assert!(
+            k.take_range(&before(&oa), &oa, usize::MAX).is_empty(),
+            "taken once"
+        );
+        assert_eq!(k.len(), 1);
+        // the whole ring: pred == me
+        assert!(k.keep(a.clone(), later, q));
+        assert_eq!(k.take_range(&lo, &lo, usize::MAX).len(), 2);
+        assert!(k.take_range(&lo, &hi, usize::MAX).is_empty());
+        // expiry (b expires at 50 ms) and the keep time (200 s)
+        assert!(k.keep(a.clone(), later, q));
+        assert!(k.keep(b, later, q));
+        k.sweep(t0, 50);
+        assert_eq!(k.len(), 1, "the expired copy went");
+        k.sweep(later, 50);
+        assert_eq!(k.len(), 0, "kept no longer than asked");
+        // quotas
+        let small = Quotas {
+            per_object: 1,
+            per_provider: 1,
+            total: 1,
+        };
+        assert!(k.keep(a, later, small));
+        assert!(!k.keep(rec(2, "c", 1, 1_000), later, small));
+        k.clear();
+        assert_eq!(k.len(), 0);
     }
 }

@@ -73,6 +73,7 @@ impl Node {
     fn finish_leave(&mut self, handed: usize, lost: usize) {
         self.state = State::Left;
         self.store.clear();
+        self.kept.clear();
         self.regs.clear();
         for (id, job) in self.queries.take_all() {
             self.fail_job(id, job, QueryError::NotMember);
@@ -297,7 +298,8 @@ impl Node {
             self.send(now, p.into(), &req, Purpose::Handoff { records: keys });
     }
 
-    /// The predecessor took the records handed to it: they are dropped here.
+    /// The predecessor took the records handed to it: they are dropped from the object table
+    /// and kept as copies (PROTOCOL.md §6.9, "Handed records kept").
     pub(super) fn on_handoff_answer(
         &mut self,
         now: Instant,
@@ -307,10 +309,24 @@ impl Node {
         self.maint.handoff_in_flight = false;
         if matches!(r, Ok(Response::Ack)) {
             let mut n = 0u64;
+            let until = now + self.cfg.restore_period;
+            let q = self.quotas();
             for (oid, provider, seq) in records {
-                if !self.ring.responsible_for(&oid) && self.store.remove_exact(&oid, &provider, seq)
-                {
+                if self.ring.responsible_for(&oid) {
+                    continue;
+                }
+                let copy = self
+                    .store
+                    .get(&oid)
+                    .iter()
+                    .find(|r| r.provider == provider && r.seq == seq)
+                    .cloned();
+                if self.store.remove_exact(&oid, &provider, seq) {
                     n += 1;
+                    // kept, unserved, in case the predecessor fails before the next re-store
+                    if let Some(c) = copy {
+                        self.kept.keep(c, until, q);
+                    }
                 }
             }
             self.metrics.handoff_records_sent += n;

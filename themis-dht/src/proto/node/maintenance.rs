@@ -92,8 +92,10 @@ impl Node {
         }
         if now >= self.maint.next_sweep {
             self.maint.next_sweep = now + self.cfg.expiry_sweep_period;
-            let n = self.store.expire(self.wall_ms(now));
+            let wall = self.wall_ms(now);
+            let n = self.store.expire(wall);
             self.metrics.expirations += n as u64;
+            self.kept.sweep(now, wall);
         }
     }
 

@@ -57,7 +57,7 @@ use super::owners::OwnerCache;
 use super::peers::PeerCache;
 use super::record::{ProviderRecord, Refusal};
 use super::rtt::RttEstimator;
-use super::store::ObjectStore;
+use super::store::{Kept, ObjectStore};
 use super::verified::VerifiedCache;
 use super::wire::{Peer, Request, Response};
 use crate::Error;
@@ -87,6 +87,8 @@ pub struct Node {
     ring: RingView,
     maint: Maintenance,
     store: ObjectStore,
+    /// Copies of records handed to a new predecessor (PROTOCOL.md §6.9, "Handed records kept").
+    kept: Kept,
     /// Record signatures known to verify (`Config::verified_cache_size`, LRU).
     verified: VerifiedCache,
     /// Owners learnt from the lookups that ended (`Config::owner_cache_size`).
@@ -163,6 +165,7 @@ impl Node {
             ring: RingView::new(me, cfg.successor_list_len),
             maint: Maintenance::new(now),
             store: ObjectStore::default(),
+            kept: Kept::default(),
             verified: VerifiedCache::new(cfg.verified_cache_size),
             owners: OwnerCache::new(cfg.owner_cache_size, cfg.owner_cache_ttl),
             peers: PeerCache::new(cfg.peer_cache_size, cfg.peer_cache_ttl),

@@ -298,6 +298,7 @@ impl Node {
         }
         self.metrics.predecessor_changes += 1;
         self.event(Event::PredecessorChanged { predecessor: p });
+        self.take_back_kept();
         // paper §6.1 update: hand objects a closer predecessor is now responsible for
         self.maybe_handoff(now);
     }

@@ -12,7 +12,7 @@ use crate::proto::store::{Inserted, Quotas};
 use crate::proto::wire::{Response, WireRecord};
 
 impl Node {
-    fn quotas(&self) -> Quotas {
+    pub(super) fn quotas(&self) -> Quotas {
         Quotas {
             per_object: self.cfg.max_records_per_object,
             per_provider: self.cfg.max_records_per_provider,
@@ -99,6 +99,27 @@ impl Node {
         }
         self.metrics.handoff_records_received += n as u64;
         n
+    }
+
+    /// Copies of handed records whose object ids are ours again go back into the object table
+    /// (PROTOCOL.md §6.9, "Handed records kept"): the predecessor that took them failed, and
+    /// an earlier node is our predecessor now. They were checked when first stored here; the
+    /// expired ones were swept.
+    pub(super) fn take_back_kept(&mut self) {
+        let Some(p) = self.ring.pred else { return };
+        if self.kept.len() == 0 {
+            return;
+        }
+        let q = self.quotas();
+        let me = self.ring.me.id;
+        for rec in self.kept.take_range(&p.id, &me, usize::MAX) {
+            if matches!(
+                self.store.insert(rec, q),
+                Ok(Inserted::New | Inserted::Replaced)
+            ) {
+                self.metrics.records_taken_back += 1;
+            }
+        }
     }
 
     /// Readers verify every record they receive (strengthening paper §6.2 "ghost objects").
