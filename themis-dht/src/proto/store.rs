@@ -123,24 +123,16 @@ impl ObjectStore {
         me: &NodeId,
         max: usize,
     ) -> Vec<ProviderRecord> {
-        // Not in (pred, me] is the arc (me, pred]: one or two ranges of the ordered table,
-        // so a stabilize round with nothing to hand off costs O(log n), not a full scan.
         if pred == me {
             return Vec::new();
         }
-        let arc: Box<dyn Iterator<Item = (&NodeId, &Vec<ProviderRecord>)>> = if me < pred {
-            Box::new(self.objects.range((Excluded(*me), Included(*pred))))
-        } else {
-            Box::new(
-                self.objects
-                    .range((Excluded(*me), Unbounded))
-                    .chain(self.objects.range((Unbounded, Included(*pred)))),
-            )
-        };
-        arc.flat_map(|(_, l)| l.iter().cloned()).take(max).collect()
+        // not in (pred, me] is the arc (me, pred]
+        self.in_range(me, pred, max)
     }
 
     /// Up to `max` records whose object id is in `(pred, me]` (everything when `pred == me`).
+    /// The arc is one or two ranges of the ordered table, so a stabilize round with nothing to
+    /// hand off costs O(log n), not a full scan.
     fn in_range(&self, pred: &NodeId, me: &NodeId, max: usize) -> Vec<ProviderRecord> {
         let arc: Box<dyn Iterator<Item = (&NodeId, &Vec<ProviderRecord>)>> = if pred == me {
             Box::new(self.objects.iter())
