@@ -48,7 +48,10 @@ mod succession;
 pub use admission::{
     ADMISSION_CERT_FILE_HEADER, ADMISSION_CERT_LABEL, ADMISSION_CERT_LEN, AdmissionCert,
 };
-pub use aead::{AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_TAG_LEN, AeadKey};
+pub use aead::{
+    AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_NONCE_PREFIX_LEN, AEAD_NONCE_TAIL_LEN, AEAD_TAG_LEN,
+    AeadKey, PrefixedAeadKey,
+};
 pub use dh::{DH_LEN, EphemeralPublic, EphemeralSecret, SharedSecret};
 pub use error::{AdmissionProblem, Error, KeyFileProblem, SuccessionProblem};
 pub use hash::{HASH_LEN, Transcript};

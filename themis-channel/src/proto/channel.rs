@@ -4,13 +4,18 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
-use themis_crypto::{AeadKey, NodeId};
+use themis_crypto::{AeadKey, NodeId, PrefixedAeadKey};
 use themis_handshake::{Session, SessionId};
 
-use super::frame::{FrameHeader, FrameKind, Mode, associated_data, nonce, peek_header};
+use super::frame::{
+    FrameHeader, FrameKind, Mode, associated_data, nonce_prefix, nonce_tail, peek_header,
+};
 use super::window::{Check, ReplayWindow};
 use crate::error::{Error, Result};
-use crate::wire::{DEFAULT_MAX_FRAME_LEN, INSECURE_HEADER_LEN, SECURE_HEADER_LEN, TAG_LEN};
+use crate::wire::{
+    DEFAULT_MAX_FRAME_LEN, INSECURE_HEADER_LEN, SECURE_HEADER_LEN, TAG_LEN, TYPE_SECURE_COMMAND,
+    TYPE_SECURE_RESPONSE,
+};
 
 /// Limits of a channel. Start from [`ChannelConfig::default`] and change fields; values are
 /// checked when a channel is created.
@@ -220,10 +225,37 @@ impl ChannelStats {
 enum Keys {
     Secure {
         session_id: SessionId,
-        send_key: AeadKey,
-        recv_key: AeadKey,
+        send_key: DirectionKey,
+        recv_key: DirectionKey,
     },
     Insecure,
+}
+
+/// One direction's key, made ready for the two nonce prefixes a channel seals under (a nonce is
+/// `type ‖ 15 zero bytes ‖ seq`, PROTOCOL.md §4.1): XChaCha20's HChaCha20 step done once per
+/// session and frame type instead of at every frame (about 4 % of a local find's
+/// instructions). The frames are byte for byte what the session key gives.
+struct DirectionKey {
+    command: PrefixedAeadKey,
+    response: PrefixedAeadKey,
+}
+
+impl DirectionKey {
+    fn new(key: &AeadKey) -> Self {
+        Self {
+            command: key.for_nonce_prefix(&nonce_prefix(TYPE_SECURE_COMMAND)),
+            response: key.for_nonce_prefix(&nonce_prefix(TYPE_SECURE_RESPONSE)),
+        }
+    }
+
+    /// The key for frames of type `type_byte` (`None`: not a secure frame type).
+    fn for_type(&self, type_byte: u8) -> Option<&PrefixedAeadKey> {
+        match type_byte {
+            TYPE_SECURE_COMMAND => Some(&self.command),
+            TYPE_SECURE_RESPONSE => Some(&self.response),
+            _ => None,
+        }
+    }
 }
 
 /// One side of the sequenced cmd/rsp channel of paper Fig. 3, over one handshake session
@@ -281,8 +313,8 @@ impl Channel {
         Self::new(
             Keys::Secure {
                 session_id,
-                send_key,
-                recv_key,
+                send_key: DirectionKey::new(&send_key),
+                recv_key: DirectionKey::new(&recv_key),
             },
             local_id,
             peer_id,
@@ -541,7 +573,8 @@ impl Channel {
                 // paper §5.1.2: E_K(cmd, B, S_B), MAC_K(everything). The receiver id B is
                 // bound as associated data instead of being encrypted (it is known to both).
                 let ad = associated_data(head, &self.peer_id);
-                Some(send_key.seal_in_place(&nonce(head[1], seq), &ad, body))
+                let key = send_key.for_type(head[1])?;
+                Some(key.seal_in_place(&nonce_tail(seq), &ad, body))
             });
             match sealed {
                 Some(Ok(tag)) => out.put_slice(&tag),
@@ -623,7 +656,9 @@ impl Channel {
                     .map_err(|_| Error::AuthenticationFailed)?;
                 let ad = associated_data(hdr, &self.local_id);
                 recv_key
-                    .open_in_place(&nonce(kind.type_byte(), header.seq()), &ad, body, tag)
+                    .for_type(kind.type_byte())
+                    .ok_or(Error::AuthenticationFailed)?
+                    .open_in_place(&nonce_tail(header.seq()), &ad, body, tag)
                     .map_err(|_| Error::AuthenticationFailed)?;
                 frame.truncate(tag_at);
             }

@@ -6,7 +6,7 @@
 //! ```
 
 use bytes::{BufMut, BytesMut};
-use themis_crypto::{AEAD_NONCE_LEN, NODE_ID_LEN, NodeId};
+use themis_crypto::{AEAD_NONCE_PREFIX_LEN, AEAD_NONCE_TAIL_LEN, NODE_ID_LEN, NodeId};
 use themis_handshake::{SESSION_ID_LEN, SessionId};
 
 use crate::error::{Error, Result};
@@ -230,11 +230,25 @@ fn split_array<const N: usize>(b: &[u8]) -> Result<([u8; N], &[u8])> {
 /// Under one direction key, the sender seals its own commands (type 0x10, each `seq` once, from
 /// a counter that never repeats) and its responses (type 0x11, each `seq` at most once, enforced
 /// by the response window); the type byte keeps a command and a response with equal `seq` apart.
-pub(crate) fn nonce(type_byte: u8, seq: u64) -> [u8; AEAD_NONCE_LEN] {
-    let mut n = [0u8; AEAD_NONCE_LEN];
-    n[0] = type_byte;
-    n[16..].copy_from_slice(&seq.to_be_bytes());
+#[cfg(test)]
+pub(crate) fn nonce(type_byte: u8, seq: u64) -> [u8; themis_crypto::AEAD_NONCE_LEN] {
+    let mut n = [0u8; themis_crypto::AEAD_NONCE_LEN];
+    n[..AEAD_NONCE_PREFIX_LEN].copy_from_slice(&nonce_prefix(type_byte));
+    n[AEAD_NONCE_PREFIX_LEN..].copy_from_slice(&nonce_tail(seq));
     n
+}
+
+/// The first 16 bytes of [`nonce`]: `type ‖ 15 zero bytes`, the same for every frame of a type
+/// (so the channel makes XChaCha20's subkey once per direction and type).
+pub(crate) fn nonce_prefix(type_byte: u8) -> [u8; AEAD_NONCE_PREFIX_LEN] {
+    let mut p = [0u8; AEAD_NONCE_PREFIX_LEN];
+    p[0] = type_byte;
+    p
+}
+
+/// The last 8 bytes of [`nonce`]: `seq` (u64 BE).
+pub(crate) fn nonce_tail(seq: u64) -> [u8; AEAD_NONCE_TAIL_LEN] {
+    seq.to_be_bytes()
 }
 
 /// The associated data of a secure frame: its 18-byte header ‖ the receiver's 32-byte node id.
