@@ -191,8 +191,8 @@ impl ObjectStore {
 
 /// Copies of the records this node handed to a new predecessor (PROTOCOL.md §6.9, "Handed
 /// records kept"): never served; taken back when the node is responsible for them again (the
-/// predecessor that took them failed) within `keep_for` of the hand-off, dropped after it or
-/// at their expiry. Bounded by the object table's quotas.
+/// predecessor that took them failed) until the time given to [`Kept::keep`] (the node keeps
+/// each for `restore_period` after the hand-off), dropped after it or at their expiry. Bounded by the object table's quotas.
 #[derive(Debug, Default)]
 pub(crate) struct Kept {
     store: ObjectStore,
@@ -443,7 +443,14 @@ mod tests {
         // the whole ring: pred == me
         assert!(k.keep(a.clone(), later, q));
         assert_eq!(k.take_range(&lo, &lo, usize::MAX).len(), 2);
-        assert!(k.take_range(&lo, &hi, usize::MAX).is_empty());
+        assert_eq!(k.len(), 0);
+        // the arc (lo, hi] holds the upper of the two ids only
+        assert!(k.keep(a.clone(), later, q));
+        assert!(k.keep(b.clone(), later, q));
+        let upper = if oa < ob { b.clone() } else { a.clone() };
+        assert_eq!(k.take_range(&lo, &hi, usize::MAX), vec![upper]);
+        assert_eq!(k.len(), 1);
+        assert_eq!(k.take_range(&lo, &lo, usize::MAX).len(), 1);
         // expiry (b expires at 50 ms) and the keep time (200 s)
         assert!(k.keep(a.clone(), later, q));
         assert!(k.keep(b, later, q));
