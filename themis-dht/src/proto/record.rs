@@ -294,6 +294,11 @@ impl ProviderRecord {
     /// The 32-byte digest the provider signs with Ed25519 (see PROTOCOL.md, DHT §Provider record):
     /// the same parts for a record and a tombstone, under two labels.
     pub(crate) fn signed_digest(&self, network: &NetworkId) -> [u8; 32] {
+        self.signed_transcript(network).finish()
+    }
+
+    /// The transcript [`ProviderRecord::signed_digest`] finishes: every signed field appended.
+    fn signed_transcript(&self, network: &NetworkId) -> Transcript {
         let oid = self.object_id();
         let label = if self.withdrawn {
             TOMBSTONE_SIG_LABEL
@@ -322,7 +327,7 @@ impl ProviderRecord {
         if let Some(d) = &self.delegation {
             t.append(&d.encode());
         }
-        t.finish()
+        t
     }
 
     /// Checks what does not depend on time: replica index, self-certifying identity, signature.
@@ -381,8 +386,8 @@ impl ProviderRecord {
         // also stands for the self-certifying identity, checked before the entry was made. It
         // covers the delegation's bytes too (and the name and provider they are checked
         // against), so a hit also stands for the owner's signature.
-        let digest = self.signed_digest(network);
-        let key = cache_key(&self.public_key, &digest, &self.signature);
+        let signed = self.signed_transcript(network);
+        let key = cache_key(signed.clone(), &self.signature);
         if cache.hit(&key) {
             self.check_delegation_static()?;
             metrics.verify_cache_hits += 1;
@@ -400,7 +405,7 @@ impl ProviderRecord {
                 .map_err(|_| Refusal::BadDelegation)?;
         }
         self.public_key
-            .verify(&digest, &self.signature)
+            .verify(&signed.finish(), &self.signature)
             .map_err(|_| Refusal::BadSignature)?;
         cache.insert(key);
         Ok(())
@@ -418,8 +423,7 @@ impl ProviderRecord {
         });
         let identity_ok = self.provider.is_derived_from(&self.public_key, network);
         if cache.enabled() && delegation_ok && identity_ok {
-            let digest = self.signed_digest(network);
-            cache.insert(cache_key(&self.public_key, &digest, &self.signature));
+            cache.insert(cache_key(self.signed_transcript(network), &self.signature));
         }
     }
 

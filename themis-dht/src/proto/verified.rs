@@ -3,26 +3,26 @@
 //! Every reader verifies every record it receives and the responsible node verifies every store
 //! and handed-over record (strengthening paper §6.2); the same signed record is then verified
 //! again and again, and the Ed25519 verification (≈ 42 µs) dominates a local find. The cache
-//! remembers that a signature verified, keyed by a hash of the exact signed triple
-//! `(public key, signed digest, signature)`: the signed digest is the labelled BLAKE2b-256 hash
-//! of every field of the record and the network id (see `ProviderRecord::signed_digest`), so
-//! a record altered in any byte, under another key or with another signature, has another key
-//! and misses. A hit skips only the signature check: the caller still runs the expiry,
+//! remembers that a signature verified, keyed by a hash of exactly what was signed and the
+//! signature: the record's signed transcript (the labelled BLAKE2b-256 of every field of the
+//! record, its public key among them, and the network id, whose digest is what the provider
+//! signs: see `ProviderRecord::signed_digest`) continued with the signature, so a record
+//! altered in any byte, under another key or with another signature, has another key and
+//! misses. One hash serves both: a hit costs the transcript once (it cost the digest and then
+//! a second hash over key, digest and signature before). A hit skips only the signature check: the caller still runs the expiry,
 //! replica-range, identity, sequence and quota checks every time.
 //!
 //! Eviction is least-recently-used (`hashlink`'s `LruCache`, as the mesh's discovery cache):
 //! deterministic, no clock reads and no randomness. Size 0 disables the cache.
 
 use hashlink::LruCache;
-use themis_crypto::{PublicKey, Signature, Transcript};
+use themis_crypto::{Signature, Transcript};
 
-/// Label of the cache key hash: `BLAKE2b-256(label, [pk, digest, signature])` (local only, never
-/// on the wire).
-const CACHE_KEY_LABEL: &str = "themis/v1/verified-record";
-
-/// The key of a signed triple.
-pub(crate) fn cache_key(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) -> [u8; 32] {
-    Transcript::digest(CACHE_KEY_LABEL, &[pk.as_bytes(), digest, sig.as_bytes()])
+/// The key of a signed record: its signed transcript (every signed field appended, not finished)
+/// continued with the signature. Local only, never on the wire.
+pub(crate) fn cache_key(mut signed: Transcript, sig: &Signature) -> [u8; 32] {
+    signed.append(sig.as_bytes());
+    signed.finish()
 }
 
 /// Least-recently-used set of verified signature keys, at most `cap` entries (`None`: off).
@@ -98,23 +98,25 @@ mod tests {
     }
 
     #[test]
-    fn every_part_of_the_triple_is_in_the_key() {
-        let pk = PublicKey::from_bytes([1; 32]);
-        let sig = Signature::from_bytes([2; 64]);
-        let d = [3; 32];
-        let base = cache_key(&pk, &d, &sig);
-        for i in 0..32 {
-            let mut b = *pk.as_bytes();
-            b[i] ^= 1;
-            assert_ne!(cache_key(&PublicKey::from_bytes(b), &d, &sig), base);
-            let mut e = d;
-            e[i] ^= 1;
-            assert_ne!(cache_key(&pk, &e, &sig), base);
+    fn every_part_signed_and_the_signature_are_in_the_key() {
+        let signed = |content: &[u8]| {
+            let mut t = Transcript::new("themis/v1/record");
+            t.append(content);
+            t
+        };
+        let (content, sig) = ([3u8; 96], Signature::from_bytes([2; 64]));
+        let base = cache_key(signed(&content), &sig);
+        for i in 0..content.len() {
+            let mut c = content;
+            c[i] ^= 1;
+            assert_ne!(cache_key(signed(&c), &sig), base);
         }
         for i in 0..64 {
             let mut s = *sig.as_bytes();
             s[i] ^= 0x80;
-            assert_ne!(cache_key(&pk, &d, &Signature::from_bytes(s)), base);
+            assert_ne!(cache_key(signed(&content), &Signature::from_bytes(s)), base);
         }
+        // the signature is framed: moving bytes between the content and it changes the key
+        assert_ne!(cache_key(signed(&content[..95]), &sig), base);
     }
 }
