@@ -107,9 +107,11 @@ impl Workload for LocalFindStore {
          then closed loop with 64 in flight (`find max`, `store max`). Because \
          50K/s may exceed the node's capacity, where the p99 measures the queue rather than the \
          path, `find sustained` is the highest offered rate whose p99 stays ≤ 2 ms: a search of \
-         open-loop probes (0.5 s each, full: 1 s; at most 8, full: 10) from 70 % of `find \
-         max` up to 120 % of it, doubling or halving until a pass and a miss bracket the rate, \
-         then bisecting to 10 %; the probes are listed in the point's note. Quick: 50K finds and \
+         open-loop probes (0.5 s each, full: 1 s; at most 8 rates, full: 10) from 70 % of \
+         `find max` up to 120 % of it, doubling or halving until a pass and a miss bracket the \
+         rate, then bisecting to 10 %; each rate is probed two or three times and kept when \
+         most probes keep the bound (their median p99 does), so that one stall of the host \
+         does not decide it; the rates probed are listed in the point's note. Quick: 50K finds and \
          20K stores offered open-loop, 2K per closed-loop point (`find max` runs on for at least \
          1 s); full: 1M and 200K. The \
          client keeps every name it registered (re-stored every 200 s, TTL 600 s: the default \
@@ -171,7 +173,7 @@ impl Workload for LocalFindStore {
         let stores = Self::open_store_ops(p) + Self::closed_ops(p);
         // The sustained-rate search: its probes plus their drain.
         let search = SustainedSearch::for_profile(p, 10_000.0);
-        let search = f64::from(search.probes) * (search.probe_secs + 0.5);
+        let search = f64::from(search.probes) * 2.5 * (search.probe_secs + 0.5);
         Duration::from_secs_f64(finds as f64 / 8_000.0 + stores as f64 / 6_000.0 + 5.0 + search)
     }
     fn run(&self, mode: Mode, p: &Params, progress: &Progress) -> Result<Vec<Measurement>, Error> {
@@ -305,10 +307,16 @@ struct SustainedSearch {
     start: f64,
     min: f64,
     max: f64,
-    /// Probes at most, and how long each one offers load.
+    /// Rates probed at most, and how long each probe offers load.
     probes: u32,
     probe_secs: f64,
 }
+
+/// Probes run at each rate: the rate is kept when most of them keep the bound (their median p99
+/// does). One probe decided alone, and a half-second probe that met one of this host's
+/// millisecond-long stalls missed at any rate: the figure swung between 13K and 50K/s from run
+/// to run.
+const PROBES_PER_RATE: usize = 3;
 
 impl SustainedSearch {
     /// From the closed-loop capacity just measured: start at 70 % of it, search up to 120 %.
@@ -337,7 +345,9 @@ impl SustainedSearch {
     /// `200 / min` seconds at the lowest rate) plus 2 s each to drain.
     fn bound(&self) -> Duration {
         Duration::from_secs_f64(
-            f64::from(self.probes) * (self.probe_secs + 200.0 / self.min.max(1.0) + 2.0),
+            f64::from(self.probes)
+                * PROBES_PER_RATE as f64
+                * (self.probe_secs + 200.0 / self.min.max(1.0) + 2.0),
         )
     }
 }
@@ -373,29 +383,46 @@ where
         if tokio::time::Instant::now() > deadline {
             break;
         }
-        let ops = cfg.ops_at(rate);
-        progress.add_len(ops);
-        let base = offset;
-        let f = op.clone();
-        let stats = load::open_loop(
-            OpenLoop {
-                rate_per_sec: rate,
-                ops,
-                max_in_flight: OPEN_IN_FLIGHT,
-                timer: Timer::Precise,
-            },
-            progress,
-            move |i| f(base + i),
-        )
-        .await?;
-        offset += ops;
-        let passed = probe_passed(&stats);
+        // Probes at this rate until most kept the bound or most missed it.
+        let mut runs: Vec<load::RunStats> = Vec::with_capacity(PROBES_PER_RATE);
+        let (mut kept, mut missed) = (0, 0);
+        while kept * 2 <= PROBES_PER_RATE && missed * 2 <= PROBES_PER_RATE {
+            let ops = cfg.ops_at(rate);
+            progress.add_len(ops);
+            let base = offset;
+            let f = op.clone();
+            let stats = load::open_loop(
+                OpenLoop {
+                    rate_per_sec: rate,
+                    ops,
+                    max_in_flight: OPEN_IN_FLIGHT,
+                    timer: Timer::Precise,
+                },
+                progress,
+                move |i| f(base + i),
+            )
+            .await?;
+            offset += ops;
+            if probe_passed(&stats) {
+                kept += 1;
+            } else {
+                missed += 1;
+            }
+            runs.push(stats);
+        }
+        let passed = kept > missed;
         probed.push(format!(
-            "{}/s {}",
+            "{}/s {} ({kept} of {})",
             crate::report::fmt_num(rate),
-            if passed { "kept" } else { "missed" }
+            if passed { "kept" } else { "missed" },
+            kept + missed
         ));
         search.record(rate, passed);
+        // The probe with the median p99 (of two, the worse) stands for the rate.
+        runs.sort_by_key(|r| r.latency.value_at_quantile(0.99));
+        let Some(stats) = runs.into_iter().nth(PROBES_PER_RATE / 2) else {
+            continue;
+        };
         if passed
             && best
                 .as_ref()
@@ -407,7 +434,8 @@ where
         }
     }
     let note = format!(
-        "probes (offered rate, p99 ≤ {SUSTAINED_P99_MS} ms kept or missed): {}",
+        "rates probed (offered rate, p99 ≤ {SUSTAINED_P99_MS} ms kept or missed by most of up to \
+         {PROBES_PER_RATE} probes): {}",
         probed.join(", ")
     );
     match (best, last) {
@@ -462,7 +490,7 @@ mod tests {
         assert_eq!((s.start, s.max), (14_000.0, 24_000.0));
         assert_eq!(s.ops_at(20_000.0), 10_000);
         assert_eq!(s.ops_at(100.0), 200);
-        assert!(s.bound() < Duration::from_secs(30), "{:?}", s.bound());
+        assert!(s.bound() < Duration::from_secs(90), "{:?}", s.bound());
         let odd = SustainedSearch::for_profile(&p, f64::NAN);
         assert!(odd.start > 0.0 && odd.max >= odd.min);
     }
