@@ -136,20 +136,36 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let shutdown = loop {
             let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
-            tokio::select! {
+            // One clock read per event, for the event and for the outputs it makes (they are
+            // queued and sent microseconds later).
+            let t = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None => break None,
                     Some(Command::Shutdown(ack)) => break Some(ack),
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        let t = now();
+                        self.command(t, c);
+                        t
+                    }
                 },
-                Some(inc) = self.inbox.recv() => self.incoming(inc),
-                Some((request_id, result)) = self.outbound.next(), if !self.outbound.is_empty() => {
-                    self.response(request_id, result);
+                Some(inc) = self.inbox.recv() => {
+                    let t = now();
+                    self.incoming(t, inc);
+                    t
                 }
-                () = sleep_until(deadline) => self.node.handle_timeout(now()),
-            }
-            self.drain();
-            self.dispatch();
+                Some((request_id, result)) = self.outbound.next(), if !self.outbound.is_empty() => {
+                    let t = now();
+                    self.response(t, request_id, result);
+                    t
+                }
+                () = sleep_until(deadline) => {
+                    let t = now();
+                    self.node.handle_timeout(t);
+                    t
+                }
+            };
+            self.drain(t);
+            self.dispatch(t);
         };
         // Whoever still waits learns the node stopped (their oneshot senders drop here).
         self.waiters.clear();
@@ -176,8 +192,7 @@ impl Driver {
         }
     }
 
-    fn command(&mut self, c: Command) {
-        let t = now();
+    fn command(&mut self, t: Instant, c: Command) {
         match c {
             Command::Join(bootstraps, tx) => {
                 let tried = bootstraps.len();
@@ -292,12 +307,11 @@ impl Driver {
         }
     }
 
-    fn incoming(&mut self, inc: Incoming) {
+    fn incoming(&mut self, t: Instant, inc: Incoming) {
         self.counters.incoming_requests += 1;
         if self.unanswered.len() >= self.cfg.max_unanswered {
             // Forget callers that gave up, and answer `busy` to those the core kept too long
             // (a dropped direct reply does), before refusing a live one.
-            let t = now();
             self.unanswered
                 .retain(|_, (until, reply)| !reply.is_closed() && *until > t);
             if self.unanswered.len() >= self.cfg.max_unanswered {
@@ -314,7 +328,7 @@ impl Driver {
         let token = self.next_token;
         self.next_token += 1;
         // As long as a handler task waits for the core (see `DhtHandler::channel`).
-        let until = now() + self.cfg.dht.request_timeout.saturating_mul(8);
+        let until = t + self.cfg.dht.request_timeout.saturating_mul(8);
         self.unanswered.insert(token, (until, inc.reply));
         // The sender is the one the endpoint authenticated (secure mode): records are accepted
         // only from the provider they name (paper §6.2: no ghost objects).
@@ -322,20 +336,19 @@ impl Driver {
             id: inc.from.id,
             addr: inc.from.addr,
         };
-        self.node.handle_request(now(), from, token, &inc.bytes);
+        self.node.handle_request(t, from, token, &inc.bytes);
     }
 
-    fn response(&mut self, request_id: u64, sent: Sent) {
+    fn response(&mut self, t: Instant, request_id: u64, sent: Sent) {
         let result = match sent {
             Sent::Response(r) => r,
             Sent::Identified(r) => {
-                return self.node.handle_identified(now(), request_id, r);
+                return self.node.handle_identified(t, request_id, r);
             }
         };
         if result.is_err() {
             self.counters.requests_failed += 1;
         }
-        let t = now();
         match &result {
             Ok((from, bytes)) => {
                 self.node
@@ -345,8 +358,8 @@ impl Driver {
         }
     }
 
-    /// Acts on every output of the core.
-    fn drain(&mut self) {
+    /// Acts on every output of the core (`t`: now).
+    fn drain(&mut self, t: Instant) {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Send {
@@ -355,9 +368,9 @@ impl Driver {
                     expect,
                     bytes,
                 } => {
-                    self.queue(request_id, to, expect, Some(bytes));
+                    self.queue(t, request_id, to, expect, Some(bytes));
                 }
-                Output::Identify { request_id, to } => self.queue(request_id, to, None, None),
+                Output::Identify { request_id, to } => self.queue(t, request_id, to, None, None),
                 Output::Respond { token, bytes } => {
                     if let Some((_, reply)) = self.unanswered.remove(&token) {
                         reply.send(Bytes::from(bytes));
@@ -449,6 +462,7 @@ impl Driver {
     /// Queues a request (`bytes`) or an identify (`None`) for [`Driver::dispatch`].
     fn queue(
         &mut self,
+        t: Instant,
         request_id: u64,
         to: std::net::SocketAddr,
         expect: Option<NodeId>,
@@ -464,13 +478,12 @@ impl Driver {
             to,
             expect,
             bytes,
-            queued_at: now(),
+            queued_at: t,
         });
     }
 
     /// Starts queued requests while there is room; drops those the core gave up on.
-    fn dispatch(&mut self) {
-        let t = now();
+    fn dispatch(&mut self, t: Instant) {
         let give_up = self.cfg.dht.request_timeout;
         while self.outbound.len() < self.cfg.max_outbound {
             let Some(o) = self.backlog.pop_front() else {
