@@ -116,7 +116,7 @@ mod tests {
             s[i] ^= 0x80;
             assert_ne!(cache_key(signed(&content), &Signature::from_bytes(s)), base);
         }
-        // the signature is framed: moving bytes between the content and it changes the key
+        // the content's length is in the key: the same bytes, one fewer, give another key
         assert_ne!(cache_key(signed(&content[..95]), &sig), base);
     }
 }
