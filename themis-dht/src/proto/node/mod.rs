@@ -260,7 +260,8 @@ impl Node {
         self.outputs.pop_front()
     }
 
-    /// When [`Node::handle_timeout`] must be called next.
+    /// When [`Node::handle_timeout`] must be called next; ask again after every input (an
+    /// input can bring the time forward, e.g. a query that ends lets due re-stores start).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = match &self.state {
             State::Joining(j) => j.retry_at,
@@ -269,7 +270,9 @@ impl Node {
             // for a timer it will not clear, or its driver would wake up in a loop.
             State::Member => earliest([
                 Some(self.maint.next_due()),
-                self.regs.next_due(),
+                // due re-stores wait for a free query slot; the timer is asked for again after
+                // the input that ends a query
+                self.regs.next_due().filter(|_| self.query_room()),
                 self.regs.change_due(),
                 (!self.lost.is_empty()).then_some(self.lost.next_probe),
             ]),

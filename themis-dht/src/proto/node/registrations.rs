@@ -103,7 +103,8 @@ impl Registrations {
         }
     }
 
-    /// The earliest re-store.
+    /// The earliest re-store (it starts only when a query slot is free: see
+    /// [`Node::restore_due`]).
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.due.first().map(|(t, _)| *t)
     }
@@ -221,7 +222,7 @@ impl Node {
     /// no room for the query).
     fn start_withdrawal(&mut self, now: Instant, name: &str, reg: Registration) -> Option<QueryId> {
         let wall = self.wall_ms(now);
-        if !matches!(self.state, State::Member) || reg.expires <= wall {
+        if !matches!(self.state, State::Member) || reg.expires <= wall || !self.query_room() {
             return None;
         }
         // above every record signed for this name (they all have seq <= last_seq)
@@ -307,25 +308,34 @@ impl Node {
         }
     }
 
-    /// Starts the re-stores due at `now` (only while a member; a failed start is retried after
+    /// Starts the re-stores due at `now`, as many as the node has query slots for (only while a
+    /// member; the rest wait for a query to end; a start that fails otherwise is retried after
     /// `Config::retry_delay`).
     pub(super) fn restore_due(&mut self, now: Instant) {
         if !matches!(self.state, State::Member) {
             return;
         }
-        // Only the due entries of the schedule are visited (not every registration).
-        let due: Vec<String> = self
-            .regs
-            .due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, n)| n.clone())
-            .collect();
+        // The due entries of the schedule, earliest first, as long as the node has room for a
+        // query: each start takes its entry off the schedule. The rest stay due, unsigned, and
+        // [`Node::poll_timeout`] asks for no timer for them until a query ends. (Each try used
+        // to sign the records of every due registration and drop those that found no query
+        // slot, and reschedule them: with more registrations due than `max_queries` the node
+        // spent its CPU signing records it never stored.)
         let retry = now + self.cfg.retry_delay;
-        for name in due {
+        while self.query_room() {
+            let Some((at, name)) = self.regs.due.first().map(|(t, n)| (*t, n.clone())) else {
+                break;
+            };
+            if at > now {
+                break;
+            }
             // paper §6.1: owners re-store before the responsible nodes drop the values
             if self.start_register(now, &name, false).is_none() {
                 self.regs.update(&name, |r| r.next_refresh = retry);
+                // a schedule entry without its registration cannot start: drop it
+                if self.regs.due.first() == Some(&(at, name.clone())) {
+                    self.regs.due.pop_first();
+                }
             }
         }
     }
@@ -333,6 +343,10 @@ impl Node {
     /// Signs the k + 1 records of `name` and starts storing them; `user`: the caller waits for
     /// [`Event::Registered`] (a re-store is silent). `None` when too many queries run.
     fn start_register(&mut self, now: Instant, name: &str, user: bool) -> Option<QueryId> {
+        // no signature for records that would find no query to store them
+        if !self.query_room() {
+            return None;
+        }
         let wall = self.wall_ms(now);
         let seq = (self.regs.last_seq + 1).max(wall);
         let reg = self.regs.map.get(name)?;
@@ -381,6 +395,11 @@ impl Node {
         });
         self.store_replicas(now, q, name, k);
         Some(q)
+    }
+
+    /// A query slot is free (`Config::max_queries`): checked before records are signed.
+    pub(super) fn query_room(&self) -> bool {
+        self.queries.counted() < self.cfg.max_queries
     }
 
     /// Starts the k + 1 replica lookups of registration (or withdrawal) `q`; each stores its

@@ -818,6 +818,58 @@ fn failed_registrations_are_rescheduled_and_retried() {
     schedule_consistent(&n).unwrap();
 }
 
+/// Re-stores due while the node's queries are at `max_queries` wait for a query to end, and
+/// sign nothing until they start: every record signed goes into a store (each try used to
+/// sign the records of every due registration and drop those that found no query slot).
+#[test]
+fn due_restores_wait_for_a_query_slot_and_sign_only_what_starts() {
+    let (mut n, now, _) = alone(Config {
+        max_queries: 4,
+        ..Config::fast()
+    });
+    joined_through(&mut n, now, peer_of(&kp(2), 2), peer_of(&kp(3), 3));
+    // twelve registrations whose stores fail at once, so all are due again after the retry delay
+    for i in 0..12 {
+        n.register(now, ServiceSpec::new(format!("svc{i}")), Some(0))
+            .unwrap();
+        answer_all_busy(&mut n, now);
+    }
+    assert!(n.queries.map.is_empty(), "{:?}", n.queries.map.keys());
+    assert_eq!(n.regs.due.len(), 12);
+    let t = n.regs.due.last().map(|(d, _)| *d).unwrap();
+    let mut signed = n.metrics().records_signed;
+    let mut rounds = 0;
+    while !n.regs.due.is_empty() {
+        n.handle_timeout(t);
+        let started = n.queries.counted();
+        assert_eq!(started, 4.min(12 - rounds * 4), "round {rounds}");
+        assert_eq!(n.metrics().records_signed, signed + started as u64);
+        signed = n.metrics().records_signed;
+        // with every slot taken, neither the timer nor another try starts (or signs) more
+        if n.queries.counted() == 4 {
+            assert!(
+                n.poll_timeout().is_some_and(|d| d > t),
+                "a timer for the due re-stores while the queries are full"
+            );
+            n.handle_timeout(t);
+            assert_eq!(n.metrics().records_signed, signed);
+        }
+        schedule_consistent(&n).unwrap();
+        // the stores fail: the slots free up, and the re-stores still due ask for the timer
+        answer_all_busy(&mut n, t);
+        schedule_consistent(&n).unwrap();
+        if n.regs.due.first().is_some_and(|(d, _)| *d <= t) {
+            assert!(n.poll_timeout().is_some_and(|d| d <= t));
+        }
+        rounds += 1;
+        // the failed ones are due again after the retry delay, beyond `t`
+        if n.regs.due.iter().all(|(d, _)| *d > t) {
+            break;
+        }
+    }
+    assert_eq!(rounds, 3);
+}
+
 /// A node config that does not rate-limit a test's flood of requests from one peer.
 fn unlimited(cache: usize) -> Config {
     Config {
