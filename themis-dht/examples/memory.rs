@@ -21,6 +21,12 @@
 //! join's ring state); then two bare TCP transports measure one idle connection alone (its
 //! tasks, queue and buffers), the rest of a connection end's heap being the session's.
 //!
+//! `STORES=COUNT`: then two passes of COUNT provider registrations of fresh names each (k = 2,
+//! so three records each), from random nodes, 64 in flight, as xtask's `store` points make
+//! them; it prints the heap's growth per record stored (the object tables of the replicas)
+//! with the registrations kept by their providers and the verified-signature caches. The first
+//! pass also meets new pairs of nodes; the second's growth is the records'.
+//!
 //! `TRANSPORT=udp` binds UDP instead (one socket per node, sessions without connections), as
 //! the workload does from 500 nodes on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -81,14 +87,17 @@ struct Snapshot {
     connections: u64,
     sessions: u64,
     tasks: usize,
+    /// Records in the nodes' object tables.
+    records: u64,
 }
 
 async fn snapshot(nodes: &[DhtNode]) -> Snapshot {
-    let (mut connections, mut sessions) = (0, 0);
+    let (mut connections, mut sessions, mut records) = (0, 0, 0);
     for n in nodes {
         let m = n.metrics().await.unwrap();
         connections += m.endpoint.transport.connections_open;
         sessions += m.endpoint.sessions;
+        records += m.dht.stored_records;
     }
     let (rss_kib, hwm_kib) = rss_kib();
     let (heap, blocks) = heap();
@@ -102,6 +111,7 @@ async fn snapshot(nodes: &[DhtNode]) -> Snapshot {
         tasks: tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks(),
+        records,
     }
 }
 
@@ -158,6 +168,40 @@ async fn finds(nodes: &[DhtNode], count: usize, seed: u64) -> usize {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
                 let node = &shared[rng.usize(..shared.len())];
                 failed += usize::from(node.find(random_id(&mut rng)).await.is_err());
+            }
+            failed
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        failed += r.unwrap();
+    }
+    failed
+}
+
+/// `count` registrations of fresh names (k = 2) from random nodes, [`IN_FLIGHT`] at once;
+/// returns how many failed.
+async fn stores(nodes: &[DhtNode], count: usize, pass: u64, seed: u64) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shared: Arc<Vec<DhtNode>> = Arc::new(nodes.to_vec());
+    let mut set = JoinSet::new();
+    for w in 0..IN_FLIGHT {
+        let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
+        let mut rng = fastrand::Rng::with_seed(seed ^ w as u64);
+        set.spawn(async move {
+            let mut failed = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let node = &shared[rng.usize(..shared.len())];
+                let spec = themis_dht::ServiceSpec::new(format!("memory-store-{pass}-{i:08}"));
+                let ok = node
+                    .register(spec, Some(2))
+                    .await
+                    .is_ok_and(|r| r.failed == 0 && r.stored == 3);
+                failed += usize::from(!ok);
             }
             failed
         });
@@ -305,6 +349,31 @@ async fn main() {
         per(&settled, &last, |s| s.connections),
         per(&settled, &last, |s| s.sessions),
     );
+
+    let store_count = std::env::var("STORES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    // Two passes of fresh names: the first also meets new pairs of nodes (connections and
+    // sessions grow with it), the second mostly does not, so its growth is the records'.
+    let mut before = last;
+    for pass in 0..if store_count > 0 { 2u64 } else { 0 } {
+        let failed = stores(&nodes, store_count, pass, 0x570e ^ pass).await;
+        let s = snapshot(&nodes).await;
+        print(if pass == 0 { "stores" } else { "more stores" }, &s, n);
+        if failed > 0 {
+            println!("  ({failed} registrations failed)");
+        }
+        println!(
+            "heap growth over {store_count} registrations: {} records stored, {} bytes per \
+             record (the replicas' tables, the providers' registrations and the caches, with \
+             {} connection ends more)",
+            s.records.saturating_sub(before.records),
+            per(&before, &s, |s| s.records),
+            s.connections.saturating_sub(before.connections),
+        );
+        before = s;
+    }
 
     for node in &nodes {
         node.shutdown().await;

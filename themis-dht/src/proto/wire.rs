@@ -272,7 +272,7 @@ impl From<&ProviderRecord> for WireRecord {
             sig: Bytes(*r.signature.as_bytes()),
             succ: r.succession.clone().map(StatementBytes),
             withdrawn: r.withdrawn,
-            deleg: r.delegation.map(|d| Box::new(Bytes(d.encode()))),
+            deleg: r.delegation.as_deref().map(|d| Box::new(Bytes(d.encode()))),
         }
     }
 }
@@ -304,7 +304,9 @@ impl TryFrom<WireRecord> for ProviderRecord {
             succession: w.succ.map(|s| s.0),
             withdrawn: w.withdrawn,
             delegation: match w.deleg {
-                Some(b) => Some(Delegation::decode(&b.0).ok_or(Refusal::Malformed)?),
+                Some(b) => Some(Box::new(
+                    Delegation::decode(&b.0).ok_or(Refusal::Malformed)?,
+                )),
                 None => None,
             },
         })
