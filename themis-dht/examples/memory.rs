@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use themis_channel::{Mode, TcpConfig, TcpTransport, Transport, UdpConfig};
-use themis_crypto::NetworkId;
+use themis_crypto::{NetworkId, NodeId};
 use themis_dht::{DhtNode, DriverConfig};
 use tokio::task::JoinSet;
 
@@ -155,19 +155,28 @@ async fn bind(i: u64, mode: Mode, max_conn: usize, udp: bool) -> DhtNode {
     }
 }
 
-/// Finds of random ids from random nodes, [`IN_FLIGHT`] at once; returns how many failed.
-async fn finds(nodes: &[DhtNode], count: usize, seed: u64) -> usize {
+/// `count` operations from random nodes, [`IN_FLIGHT`] at once: `op(node, i, id)` for the
+/// `i`-th operation with a random id; returns how many failed (`op` gave false).
+async fn closed_loop<F, Fut>(nodes: &[DhtNode], count: usize, seed: u64, op: F) -> usize
+where
+    F: Fn(DhtNode, usize, NodeId) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shared: Arc<Vec<DhtNode>> = Arc::new(nodes.to_vec());
     let mut set = JoinSet::new();
     for w in 0..IN_FLIGHT {
-        let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
+        let (next, shared, op) = (Arc::clone(&next), Arc::clone(&shared), op.clone());
         let mut rng = fastrand::Rng::with_seed(seed ^ w as u64);
         set.spawn(async move {
             let mut failed = 0;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                let node = &shared[rng.usize(..shared.len())];
-                failed += usize::from(node.find(random_id(&mut rng)).await.is_err());
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let node = shared[rng.usize(..shared.len())].clone();
+                failed += usize::from(!op(node, i, random_id(&mut rng)).await);
             }
             failed
         });
@@ -179,38 +188,24 @@ async fn finds(nodes: &[DhtNode], count: usize, seed: u64) -> usize {
     failed
 }
 
+/// Finds of random ids from random nodes, [`IN_FLIGHT`] at once; returns how many failed.
+async fn finds(nodes: &[DhtNode], count: usize, seed: u64) -> usize {
+    closed_loop(nodes, count, seed, |node, _, id| async move {
+        node.find(id).await.is_ok()
+    })
+    .await
+}
+
 /// `count` registrations of fresh names (k = 2) from random nodes, [`IN_FLIGHT`] at once;
 /// returns how many failed.
 async fn stores(nodes: &[DhtNode], count: usize, pass: u64, seed: u64) -> usize {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let shared: Arc<Vec<DhtNode>> = Arc::new(nodes.to_vec());
-    let mut set = JoinSet::new();
-    for w in 0..IN_FLIGHT {
-        let (next, shared) = (Arc::clone(&next), Arc::clone(&shared));
-        let mut rng = fastrand::Rng::with_seed(seed ^ w as u64);
-        set.spawn(async move {
-            let mut failed = 0;
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= count {
-                    break;
-                }
-                let node = &shared[rng.usize(..shared.len())];
-                let spec = themis_dht::ServiceSpec::new(format!("memory-store-{pass}-{i:08}"));
-                let ok = node
-                    .register(spec, Some(2))
-                    .await
-                    .is_ok_and(|r| r.failed == 0 && r.stored == 3);
-                failed += usize::from(!ok);
-            }
-            failed
-        });
-    }
-    let mut failed = 0;
-    while let Some(r) = set.join_next().await {
-        failed += r.unwrap();
-    }
-    failed
+    closed_loop(nodes, count, seed, move |node, i, _| async move {
+        let spec = themis_dht::ServiceSpec::new(format!("memory-store-{pass}-{i:08}"));
+        node.register(spec, Some(2))
+            .await
+            .is_ok_and(|r| r.failed == 0 && r.stored == 3)
+    })
+    .await
 }
 
 /// Heap growth per unit of `count` between two snapshots, in bytes ("-" when it did not grow).
